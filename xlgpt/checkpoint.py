@@ -1,0 +1,196 @@
+"""GPT-2 checkpoints in Hugging Face format: a directory with config.json and model.safetensors."""
+import hashlib
+import json
+import math
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import XlgptError
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+
+
+@dataclass(frozen=True)
+class Config:
+    n_layer: int
+    n_embd: int
+    n_head: int
+    vocab_size: int
+    n_positions: int
+    layer_norm_epsilon: float = 1e-5
+
+    def __post_init__(self):
+        for name in ("n_layer", "n_embd", "n_head", "vocab_size", "n_positions"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise XlgptError(f"config: {name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise XlgptError(f"config: n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
+        if not (isinstance(self.layer_norm_epsilon, (int, float)) and self.layer_norm_epsilon > 0):
+            raise XlgptError(f"config: layer_norm_epsilon must be a positive number")
+
+    @property
+    def head_size(self):
+        return self.n_embd // self.n_head
+
+    def hf_json(self):
+        """The config.json that Hugging Face transformers reads for this shape."""
+        return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], **asdict(self),
+                "n_ctx": self.n_positions, "activation_function": "gelu_new", "resid_pdrop": 0.0,
+                "embd_pdrop": 0.0, "attn_pdrop": 0.0, "tie_word_embeddings": True}
+
+
+def tensor_shapes(cfg):
+    """Every tensor of a GPT-2 checkpoint, by its canonical name, with its shape."""
+    C, V = cfg.n_embd, cfg.vocab_size
+    shapes = {"wte.weight": (V, C), "wpe.weight": (cfg.n_positions, C)}
+    for i in range(cfg.n_layer):
+        shapes.update({
+            f"h.{i}.ln_1.weight": (C,), f"h.{i}.ln_1.bias": (C,),
+            f"h.{i}.attn.c_attn.weight": (C, 3 * C), f"h.{i}.attn.c_attn.bias": (3 * C,),
+            f"h.{i}.attn.c_proj.weight": (C, C), f"h.{i}.attn.c_proj.bias": (C,),
+            f"h.{i}.ln_2.weight": (C,), f"h.{i}.ln_2.bias": (C,),
+            f"h.{i}.mlp.c_fc.weight": (C, 4 * C), f"h.{i}.mlp.c_fc.bias": (4 * C,),
+            f"h.{i}.mlp.c_proj.weight": (4 * C, C), f"h.{i}.mlp.c_proj.bias": (C,),
+        })
+    shapes.update({"ln_f.weight": (C,), "ln_f.bias": (C,)})
+    return shapes
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    config: Config
+    tensors: dict  # canonical name -> float32 array
+
+    def __getitem__(self, name):
+        return self.tensors[name]
+
+    @property
+    def n_params(self):
+        return sum(t.size for t in self.tensors.values())
+
+
+# Buffers some exports carry: the causal mask, not parameters.
+_BUFFER = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
+
+
+def read_config(path):
+    path = Path(path)
+    try:
+        raw = json.loads((path / CONFIG_FILE).read_text())
+    except FileNotFoundError:
+        raise XlgptError(f"{path}: no {CONFIG_FILE} (expected a Hugging Face GPT-2 checkpoint directory)")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise XlgptError(f"{path / CONFIG_FILE}: not valid JSON ({e})")
+    if not isinstance(raw, dict):
+        raise XlgptError(f"{path / CONFIG_FILE}: expected a JSON object")
+    missing = [k for k in ("n_layer", "n_embd", "n_head", "vocab_size", "n_positions") if k not in raw]
+    if missing:
+        raise XlgptError(f"{path / CONFIG_FILE}: missing {', '.join(missing)}")
+    return Config(raw["n_layer"], raw["n_embd"], raw["n_head"], raw["vocab_size"], raw["n_positions"],
+                  raw.get("layer_norm_epsilon", 1e-5))
+
+
+def load(path):
+    """Load and validate a checkpoint; every problem becomes one XlgptError line."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    if not path.is_dir():
+        raise XlgptError(f"{path}: not a checkpoint directory")
+    cfg = read_config(path)
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise XlgptError(f"{path}: no {WEIGHTS_FILE}")
+    try:
+        raw = load_file(weights)
+    except (SafetensorError, OSError, ValueError, TypeError) as e:
+        raise XlgptError(f"{weights}: cannot read safetensors file ({e})")
+
+    tensors = {}
+    for name, array in raw.items():
+        name = name.removeprefix("transformer.")
+        if _BUFFER.match(name):
+            continue
+        tensors[name] = array
+    lm_head = tensors.pop("lm_head.weight", None)
+    expected = tensor_shapes(cfg)
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise XlgptError(f"{weights}: missing tensor {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+    unexpected = sorted(set(tensors) - set(expected))
+    if unexpected:
+        raise XlgptError(f"{weights}: tensor {unexpected[0]} does not belong to a {cfg.n_layer}-layer GPT-2")
+    for name, shape in expected.items():
+        if tensors[name].shape != shape:
+            raise XlgptError(f"{weights}: {name} has shape {list(tensors[name].shape)}, "
+                             f"config.json implies {list(shape)}")
+        if tensors[name].dtype.kind != "f":
+            raise XlgptError(f"{weights}: {name} has dtype {tensors[name].dtype}, expected floats")
+        tensors[name] = tensors[name].astype(np.float32, copy=False)
+        if not np.isfinite(tensors[name]).all():
+            raise XlgptError(f"{weights}: {name} holds NaN or infinite values")
+    if lm_head is not None and not np.array_equal(lm_head, tensors["wte.weight"]):
+        raise XlgptError(f"{weights}: lm_head.weight is not tied to wte.weight; only tied GPT-2 heads are supported")
+    return Checkpoint(path, cfg, tensors)
+
+
+def random_tensors(cfg, seed):
+    """Seeded random GPT-2 weights, scaled so that every path (embeddings, attention, MLP,
+    LayerNorm gains and biases) visibly changes the logits."""
+    rng = np.random.default_rng(seed)
+
+    def normal(shape, std):
+        return (rng.standard_normal(shape, dtype=np.float32) * np.float32(std))
+
+    tensors = {}
+    for name, shape in tensor_shapes(cfg).items():
+        if name in ("wte.weight", "wpe.weight"):
+            tensors[name] = normal(shape, 2 / math.sqrt(cfg.n_embd))  # logits ~ N(0, 2^2)
+        elif name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name == "ln_f.weight":
+            tensors[name] = 1 + normal(shape, 0.2)
+        elif len(shape) == 2:
+            tensors[name] = normal(shape, 1 / math.sqrt(shape[0]))
+        else:
+            tensors[name] = normal(shape, 0.2)
+    return tensors
+
+
+def save(path, cfg, tensors):
+    """Write config.json and model.safetensors into a new directory, atomically."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    if path.exists() and any(path.iterdir()) if path.is_dir() else path.exists():
+        raise XlgptError(f"{path}: already exists and is not an empty directory")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.mkdir(parents=True)
+        (tmp / CONFIG_FILE).write_text(json.dumps(cfg.hf_json(), indent=2) + "\n")
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp / WEIGHTS_FILE,
+                  metadata={"format": "pt"})
+        if path.is_dir():
+            path.rmdir()
+        tmp.rename(path)
+    except OSError as e:
+        raise XlgptError(f"{path}: cannot write checkpoint ({e.strerror or e})")
+    finally:
+        if tmp.exists():
+            for f in tmp.iterdir():
+                f.unlink()
+            tmp.rmdir()
+
+
+def fingerprint(path):
+    """sha256 of the weights file, recorded in the workbook so eval can find mismatched weights."""
+    h = hashlib.sha256()
+    with open(Path(path) / WEIGHTS_FILE, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

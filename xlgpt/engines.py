@@ -1,0 +1,176 @@
+"""Spreadsheet engines that recalculate a written workbook: the `formulas` package and LibreOffice.
+
+Both return the values of the workbook's defined names as 2-D float arrays (NaN where a cell holds an
+error), so the checks in verify.py never depend on how an engine stores its results.
+"""
+import contextlib
+import csv
+import io
+import os
+import re
+import resource
+import shutil
+import subprocess
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import XlgptError
+
+# Rough size of one cell in sheet XML, to estimate a book's cell count before loading it.
+BYTES_PER_CELL = 12
+FORMULAS_MAX_CELLS = 500_000  # ~3 GB and a few minutes in `formulas`; LibreOffice handles far more
+
+
+@dataclass
+class Named:
+    sheet: str
+    top: int
+    left: int
+    bottom: int
+    right: int
+
+
+@dataclass
+class BookInfo:
+    path: Path
+    sheets: list
+    names: dict   # name -> Named
+    values: dict  # name -> constant value of single-cell names that hold constants (e.g. Checkpoint)
+    tokens: list
+    est_cells: int
+
+
+def _parse_ref(text):
+    m = re.fullmatch(r"(?:'((?:[^']|'')+)'|([^!]+))!\$?([A-Z]+)\$?(\d+)(?::\$?([A-Z]+)\$?(\d+))?", text)
+    if not m:
+        return None
+    from openpyxl.utils import column_index_from_string as col
+    sheet = (m.group(1) or "").replace("''", "'") or m.group(2)
+    top, left = int(m.group(4)), col(m.group(3))
+    bottom, right = (int(m.group(6)), col(m.group(5))) if m.group(5) else (top, left)
+    return Named(sheet, top, left, bottom, right)
+
+
+def read_book(path):
+    """Sheet names, defined names, input tokens and constants, without loading the big sheets."""
+    import openpyxl
+
+    path = Path(path)
+    if not path.is_file():
+        raise XlgptError(f"{path}: no such file")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            est = sum(i.file_size for i in zf.infolist() if i.filename.startswith("xl/worksheets/")) // BYTES_PER_CELL
+        wb = openpyxl.load_workbook(path, read_only=True, data_only=False)
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as e:
+        raise XlgptError(f"{path}: not an .xlsx workbook ({e})")
+    try:
+        names = {}
+        for name, dn in wb.defined_names.items():
+            ref = _parse_ref(dn.attr_text)
+            if ref:
+                names[name] = ref
+        for needed in ("Logits", "Predictions", "TokenIds"):
+            if needed not in names:
+                raise XlgptError(f"{path}: not an xlgpt workbook (no defined name {needed})")
+        values = {}
+        for name, ref in names.items():
+            if name in ("TokenIds", "Checkpoint", "WeightsSha256"):
+                ws = wb[ref.sheet]
+                cells = [c.value for r in ws.iter_rows(min_row=ref.top, max_row=ref.bottom,
+                                                       min_col=ref.left, max_col=ref.right) for c in r]
+                values[name] = cells if name == "TokenIds" else cells[0]
+        tokens = values.pop("TokenIds")
+        if not all(isinstance(t, int) for t in tokens):
+            raise XlgptError(f"{path}: the token cells must hold integer token ids")
+        return BookInfo(path, wb.sheetnames, names, values, tokens, est)
+    finally:
+        wb.close()
+
+
+@contextlib.contextmanager
+def _peak_memory():
+    """Measures wall time and the peak resident memory of this process or its children (MB)."""
+    stats = {}
+    t0 = time.perf_counter()
+    yield stats
+    stats["seconds"] = round(time.perf_counter() - t0, 2)
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    stats["peak_rss_mb"] = round(peak / 1024)
+
+
+def _as_float(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")  # an error value such as #VALUE! or Err:502
+
+
+def formulas_values(book, wanted, max_cells=FORMULAS_MAX_CELLS):
+    """Recalculate with the `formulas` package and read the wanted defined names."""
+    if book.est_cells > max_cells:
+        raise XlgptError(f"{book.path.name}: about {book.est_cells:,} cells is too large for the formulas engine "
+                         f"(limit {max_cells:,}); use --engine libreoffice")
+    with contextlib.redirect_stderr(io.StringIO()):  # its progress bars would drown ours
+        import formulas
+
+        with _peak_memory() as stats:
+            model = formulas.ExcelModel().loads(str(book.path)).finish()
+            solution = model.calculate()
+    results = {k.upper(): v for k, v in solution.items()}
+    out = {}
+    for name in wanted:
+        key = f"'[{book.path.name}]'!{name}".upper()
+        if key not in results:
+            raise XlgptError(f"{book.path.name}: the formulas engine computed no value for {name}")
+        out[name] = np.vectorize(_as_float, otypes=[float])(np.asarray(results[key].value, dtype=object))
+    return out, stats
+
+
+def find_soffice():
+    exe = shutil.which("soffice") or shutil.which("libreoffice")
+    if not exe:
+        raise XlgptError("LibreOffice is not installed (no 'soffice' on PATH); install it, e.g. "
+                         "apt-get install libreoffice-calc-nogui, or use --engine formulas")
+    return exe
+
+
+def libreoffice_values(book, wanted, timeout=3600):
+    """Recalculate with headless LibreOffice (CSV export of the sheet holding the names) and read them."""
+    exe = find_soffice()
+    sheets = {book.names[n].sheet for n in wanted}
+    if len(sheets) != 1:
+        raise XlgptError("the results must sit on one sheet for the LibreOffice engine")
+    sheet = sheets.pop()
+    with tempfile.TemporaryDirectory(prefix="xlgpt-lo-") as tmp:
+        tmp = Path(tmp)
+        src = tmp / "book.xlsx"
+        os.symlink(book.path.resolve(), src)
+        opts = f"44,34,76,1,,0,false,true,false,false,false,{book.sheets.index(sheet) + 1}"
+        cmd = [exe, f"-env:UserInstallation=file://{tmp / 'profile'}", "--headless", "--calc",
+               "--convert-to", f"csv:Text - txt - csv (StarCalc):{opts}", str(src), "--outdir", str(tmp / "out")]
+        with _peak_memory() as stats:
+            try:
+                run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise XlgptError(f"LibreOffice did not finish within {timeout} s")
+        found = list((tmp / "out").glob("*.csv")) if (tmp / "out").is_dir() else []
+        if not found:
+            raise XlgptError(f"LibreOffice could not convert {book.path.name}: "
+                             f"{(run.stderr or run.stdout).strip().splitlines()[-1:] or 'no output'}")
+        with open(found[0], newline="", encoding="utf-8") as f:
+            grid = list(csv.reader(f))
+    out = {}
+    for name in wanted:
+        ref = book.names[name]
+        out[name] = np.array([[_as_float(grid[r - 1][c - 1] if r <= len(grid) and c <= len(grid[r - 1]) else None)
+                               for c in range(ref.left, ref.right + 1)] for r in range(ref.top, ref.bottom + 1)])
+    return out, stats
+
+
+ENGINES = {"formulas": formulas_values, "libreoffice": libreoffice_values}

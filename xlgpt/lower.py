@@ -1,0 +1,288 @@
+"""Pass 2: lower a model spec, a checkpoint and the input tokens into sheets of cell blocks.
+
+Computation tabs put token positions in columns (C, D, ...) and features in rows, with a frozen header
+(row 2: position, row 3: token id) so every block below stays labelled. Each stage's op turns into a
+few classic array formulas ({=MMULT(...)}) or one small formula per cell where a person should see a
+single step (LayerNorm statistics, softmax maxima and sums, the embedding lookup).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import XlgptError, __version__
+from .spec import TOKENS
+from .xlsx import BOLD, INPUT, TITLE, ArrayFormula, Cells, Numbers, Region, Sheet, cell_name, column_letter
+
+FIRST = 3          # first position column (C); A holds row labels, B row indices
+POS_ROW, TOKEN_ROW = 2, 3
+
+
+@dataclass
+class Heads:
+    """An output made of one region per attention head."""
+    parts: list
+
+
+def number(x):
+    """A Python float as formula text: shortest round-trip form, upper-case exponent."""
+    return repr(float(x)).upper()
+
+
+def column(region, j):
+    return Region(region.sheet, region.top, region.left + j, region.height, 1)
+
+
+def row(region, i):
+    return Region(region.sheet, region.top + i, region.left, 1, region.width)
+
+
+class Tab:
+    """A sheet filled top to bottom: title, frozen position/token header, then labelled blocks."""
+
+    def __init__(self, name, title, n_positions, header_rows=0, token_row=None):
+        self.name, self.T = name, n_positions
+        self.sheet = Sheet(name, widths={1: 30, 2: 7})
+        self.sheet.add(Cells(1, 1, [[title]], style=TITLE))
+        self.sheet.add(Cells(POS_ROW, 1, [["position", None] + list(range(n_positions))], style=BOLD))
+        if token_row is None:
+            token_row = [f"=Tokens!{cell_name(TOKEN_ROW, FIRST + t)}" for t in range(n_positions)]
+        self.sheet.add(Cells(TOKEN_ROW, 1, [["token id", None]], style=BOLD))
+        self.sheet.add(Cells(TOKEN_ROW, FIRST, [token_row], style=INPUT if name == "Tokens" else BOLD))
+        self.next_header = TOKEN_ROW + 1
+        self.sheet.freeze = (TOKEN_ROW + 1 + header_rows, FIRST)
+        self.row = TOKEN_ROW + header_rows + 2
+
+    def positions(self):
+        return Region(self.name, POS_ROW, FIRST, 1, self.T)
+
+    def tokens(self):
+        return Region(self.name, TOKEN_ROW, FIRST, 1, self.T)
+
+    def header(self, label):
+        """One row of the frozen header, for a result that should stay in view."""
+        r = Region(self.name, self.next_header, FIRST, 1, self.T)
+        self.sheet.add(Cells(r.top, 1, [[label]], style=BOLD))
+        self.next_header += 1
+        return r
+
+    def title(self, text):
+        self.sheet.add(Cells(self.row, 1, [[text]], style=BOLD))
+        self.row += 1
+
+    def block(self, labels, title=None, width=None):
+        """Reserve len(labels) rows of T (or width) columns; labels are (A text, B index) pairs."""
+        if title:
+            self.title(title)
+        top = self.row
+        self.sheet.add(Cells(top, 1, [list(pair) for pair in labels]))
+        self.row += len(labels) + 1
+        return Region(self.name, top, FIRST, len(labels), width or self.T)
+
+
+class WeightsTab:
+    """A sheet of parameter tensors, each laid out so that formulas read one contiguous range."""
+
+    def __init__(self, name):
+        self.sheet = Sheet(name, widths={1: 30, 2: 7})
+        self.sheet.add(Cells(1, 1, [[name]], style=TITLE))
+        self.row = 3
+
+    def place(self, title, values):
+        n_rows, n_cols = values.shape
+        top = self.row
+        self.sheet.add(Cells(top, 1, [[title]], style=BOLD))
+        self.sheet.add(Numbers(top + 1, FIRST, np.arange(n_cols)[None, :]))
+        self.sheet.add(Numbers(top + 2, 2, np.arange(n_rows)[:, None]))
+        self.sheet.add(Numbers(top + 2, FIRST, values))
+        self.row += n_rows + 4
+        return Region(self.sheet.name, top + 2, FIRST, n_rows, n_cols)
+
+
+LAYOUTS = {  # how a tensor is oriented on its weights tab
+    "rows": ("", lambda a: a),
+    "transposed": (", transposed", lambda a: a.T),
+    "column": (", as a column", lambda a: a.reshape(-1, 1)),
+}
+
+
+class Lowering:
+    def __init__(self, spec, ckpt, tokens):
+        self.spec, self.ckpt, self.cfg = spec, ckpt, ckpt.config
+        self.T = len(tokens)
+        self.tabs, self.weight_tabs, self.placed, self.out = {}, {}, {}, {}
+        headers = {}
+        for s in spec.stages:
+            headers[s.tab] = headers.get(s.tab, 0) + s.header
+        self.tokens_tab = Tab(spec.inputs_tab, spec.inputs_title, self.T, token_row=list(tokens))
+        for name in spec.tabs():
+            self.tabs[name] = Tab(name, name, self.T, headers[name])
+        self.out[TOKENS] = self.tokens_tab.tokens()
+
+    # --- helpers -------------------------------------------------------------------------------
+    def weight(self, stage, role, layout):
+        tensor = stage.params[role]
+        if (tensor, layout) not in self.placed:
+            tab_name = f"{stage.tab} weights"
+            tab = self.weight_tabs.setdefault(tab_name, WeightsTab(tab_name))
+            note, orient = LAYOUTS[layout]
+            self.placed[tensor, layout] = tab.place(tensor + note, orient(self.ckpt[tensor]))
+        return self.placed[tensor, layout]
+
+    def array(self, tab, region, formula):
+        tab.sheet.add(ArrayFormula(region, formula))
+        return region
+
+    def per_cell(self, tab, region, formula):
+        """One formula per cell: formula(i, j) for row i, column j of region."""
+        tab.sheet.add(Cells(region.top, region.left,
+                            [["=" + formula(i, j) for j in range(region.width)] for i in range(region.height)]))
+        return region
+
+    def labels(self, name, n, groups=None):
+        """Row labels: `name i`, or for grouped rows (heads) `group h` with i counting within it."""
+        if not groups:
+            return [(name, i) for i in range(n)]
+        size = n // len(groups)
+        return [(groups[i // size], i % size) for i in range(n)]
+
+    def head_names(self, prefix=""):
+        return [f"{prefix}head {h}".strip() for h in range(self.cfg.n_head)]
+
+    def lower(self):
+        for stage in self.spec.stages:
+            op = OPS.get(stage.op)
+            if op is None:
+                raise XlgptError(f"template: stage '{stage.name}' uses unknown op '{stage.op}' "
+                                 f"(known: {', '.join(sorted(OPS))})")
+            tab = self.tabs[stage.tab]
+            inputs = [self.out[i] for i in stage.inputs]
+            self.out[stage.index] = op(self, stage, tab, *inputs)
+        return self.tokens_tab, self.tabs, self.weight_tabs
+
+    # --- ops -------------------------------------------------------------------------------------
+    def op_embedding(self, stage, tab, tokens):
+        table = self.weight(stage, "table", "rows")
+        out = tab.block(self.labels("feature", self.cfg.n_embd), stage.title)
+        # feature i's column of wte, at the row of the token id in the frozen header
+        return self.per_cell(tab, out, lambda i, j: (
+            f"INDEX({column(table, i).ref(tab.name)},{column_letter(FIRST + j)}${TOKEN_ROW}+1)"))
+
+    def op_positions(self, stage, tab):
+        table = self.weight(stage, "table", "transposed")
+        if self.T > table.width:
+            raise XlgptError(f"{self.T} tokens exceed the model's context of {table.width}")
+        out = tab.block(self.labels("feature", self.cfg.n_embd), stage.title)
+        return self.array(tab, out, table.cols(0, self.T).ref(tab.name))
+
+    def op_add(self, stage, tab, a, b):
+        out = tab.block(self.labels(stage.name, a.height), stage.title)
+        return self.array(tab, out, f"{a.ref(tab.name)}+{b.ref(tab.name)}")
+
+    def op_layernorm(self, stage, tab, x):
+        g, b = self.weight(stage, "weight", "column"), self.weight(stage, "bias", "column")
+        stats = tab.block([("mean", None), ("variance", None)], stage.title + ": mean and variance of each column")
+        xr = x.ref(tab.name)
+        self.per_cell(tab, stats, lambda i, j: (
+            f"AVERAGE({column(x, j).ref(tab.name)})" if i == 0 else
+            f"SUMPRODUCT(({column(x, j).ref(tab.name)}-{cell_name(stats.top, stats.left + j)})^2)/{x.height}"))
+        out = tab.block(self.labels(stage.name, x.height), stage.title + ": (x - mean) / sqrt(variance + eps) · weight + bias")
+        mean, var = row(stats, 0).ref(tab.name), row(stats, 1).ref(tab.name)
+        eps = number(self.cfg.layer_norm_epsilon)
+        return self.array(tab, out, f"({xr}-{mean})/SQRT({var}+{eps})*{g.ref(tab.name)}+{b.ref(tab.name)}")
+
+    def op_linear(self, stage, tab, x):
+        w, b = self.weight(stage, "weight", "transposed"), self.weight(stage, "bias", "column")
+        groups = None
+        if "labels" in stage.options:  # e.g. q, k, v: each split into heads
+            groups = [f"{g} {h}" for g in stage.options["labels"] for h in self.head_names()]
+        out = tab.block(self.labels(stage.name, w.height, groups), stage.title)
+        return self.array(tab, out, f"MMULT({w.ref(tab.name)},{x.ref(tab.name)})+{b.ref(tab.name)}")
+
+    def qkv_head(self, qkv, which, h):
+        C, d = self.cfg.n_embd, self.cfg.head_size
+        return qkv.rows(which * C + h * d, which * C + (h + 1) * d)
+
+    def heads_block(self, stage, tab, formula, label="key position"):
+        """One T x T block per head (rows: keys, columns: queries), formula(h, region) each."""
+        tab.title(stage.title)
+        parts = []
+        for h, head in enumerate(self.head_names()):
+            out = tab.block(self.labels(f"{head}, {label}", self.T), head)
+            parts.append(self.array(tab, out, formula(h, out)))
+        return Heads(parts)
+
+    def op_attention_scores(self, stage, tab, qkv):
+        d = self.cfg.head_size
+        return self.heads_block(stage, tab, lambda h, out: (
+            f"MMULT(TRANSPOSE({self.qkv_head(qkv, 1, h).ref(tab.name)}),{self.qkv_head(qkv, 0, h).ref(tab.name)})"
+            f"/SQRT({d})"))
+
+    def op_causal_mask(self, stage, tab, scores):
+        query = tab.positions().ref(tab.name)
+        return self.heads_block(stage, tab, lambda h, out: (
+            f"IF({Region(tab.name, out.top, 2, self.T, 1).ref(tab.name)}<={query},"
+            f"{scores.parts[h].ref(tab.name)},-1E+30)"))
+
+    def op_softmax(self, stage, tab, x):
+        names = self.head_names()
+        mx = tab.block([(n, None) for n in names], stage.title + ": largest score in each column")
+        self.per_cell(tab, mx, lambda h, j: f"MAX({column(x.parts[h], j).ref(tab.name)})")
+        exp = self.heads_block(stage, tab, lambda h, out: (
+            f"EXP({x.parts[h].ref(tab.name)}-{row(mx, h).ref(tab.name)})"))
+        sums = tab.block([(n, None) for n in names], stage.title + ": sum of each column of exp(score - max)")
+        self.per_cell(tab, sums, lambda h, j: f"SUM({column(exp.parts[h], j).ref(tab.name)})")
+        return self.heads_block(stage, tab, lambda h, out: (
+            f"{exp.parts[h].ref(tab.name)}/{row(sums, h).ref(tab.name)}"))
+
+    def op_attention_mix(self, stage, tab, probs, qkv):
+        d = self.cfg.head_size
+        out = tab.block(self.labels(stage.name, self.cfg.n_embd, self.head_names()), stage.title)
+        for h in range(self.cfg.n_head):
+            self.array(tab, out.rows(h * d, (h + 1) * d),
+                       f"MMULT({self.qkv_head(qkv, 2, h).ref(tab.name)},{probs.parts[h].ref(tab.name)})")
+        return out
+
+    def op_gelu(self, stage, tab, x):
+        out = tab.block(self.labels(stage.name, x.height), stage.title)
+        h = x.ref(tab.name)
+        return self.array(tab, out, f"0.5*{h}*(1+TANH(SQRT(2/PI())*({h}+0.044715*{h}^3)))")
+
+    def op_unembed(self, stage, tab, x):
+        table = self.weight(stage, "table", "rows")
+        out = tab.block(self.labels("token", table.height), stage.title)
+        return self.array(tab, out, f"MMULT({table.ref(tab.name)},{x.ref(tab.name)})")
+
+    def op_argmax(self, stage, tab, logits):
+        out = tab.header(stage.title) if stage.header else tab.block([(stage.title, None)], stage.title)
+        return self.per_cell(tab, out, lambda i, j: (
+            f"MATCH(MAX({column(logits, j).ref(tab.name)}),{column(logits, j).ref(tab.name)},0)-1"))
+
+
+OPS = {name[3:]: fn for name, fn in vars(Lowering).items() if name.startswith("op_")}
+
+
+def lower(spec, ckpt, tokens, about=()):
+    """Lower everything. Returns (sheets in order, defined names {name: Region}).
+
+    `about` is a list of (label, value, defined name or None) rows shown on the tokens tab."""
+    lowering = Lowering(spec, ckpt, tokens)
+    tokens_tab, tabs, weight_tabs = lowering.lower()
+    names = {}
+    for name, (index, which) in spec.names.items():
+        region = lowering.out[index]
+        if isinstance(region, Heads):
+            raise XlgptError(f"template: name {name} refers to a per-head output; name a single block")
+        names[name] = region.cell(0, region.width - 1) if which == "last" else region
+
+    info = tokens_tab.sheet
+    r = tokens_tab.row
+    if "PredictedToken" in names:
+        info.add(Cells(r, 1, [["Predicted next token", None, "=PredictedToken"]], style=BOLD))
+        r += 2
+    info.add(Cells(r, 1, [["About this workbook"]], style=BOLD))
+    for i, (label, value, name) in enumerate(about, r + 1):
+        info.add(Cells(i, 1, [[label, None, value]]))
+        if name:
+            names[name] = Region(info.name, i, FIRST)
+    sheets = [tokens_tab.sheet] + [t.sheet for t in tabs.values()] + [w.sheet for w in weight_tabs.values()]
+    return sheets, names

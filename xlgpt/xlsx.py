@@ -1,0 +1,314 @@
+"""A small streaming .xlsx writer: rows go straight into the zip, no Python object per cell.
+
+openpyxl's write-only mode manages ~0.1M cells/s; weights are the bulk of a GPT-2 book, so numeric
+blocks are formatted a row at a time with NumPy (shortest float32 decimals) and joined as strings.
+"""
+import os
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+from . import XlgptError
+
+BOLD, INPUT, TITLE = 1, 2, 3  # cell style ids, see STYLES
+
+
+def column_letter(col):
+    """1 -> A, 28 -> AB."""
+    letters = ""
+    while col:
+        col, rem = divmod(col - 1, 26)
+        letters = chr(65 + rem) + letters
+    return letters
+
+
+def cell_name(row, col, absolute=False):
+    d = "$" if absolute else ""
+    return f"{d}{column_letter(col)}{d}{row}"
+
+
+def quote_sheet(name):
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else "'" + name.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class Region:
+    """A rectangle of cells on a sheet; `ref()` gives the formula text that reads it."""
+    sheet: str
+    top: int
+    left: int
+    height: int = 1
+    width: int = 1
+
+    def ref(self, from_sheet=None, absolute=True):
+        a = cell_name(self.top, self.left, absolute)
+        if self.height > 1 or self.width > 1:
+            a += ":" + cell_name(self.top + self.height - 1, self.left + self.width - 1, absolute)
+        return a if from_sheet == self.sheet else f"{quote_sheet(self.sheet)}!{a}"
+
+    def rows(self, start, stop):
+        return Region(self.sheet, self.top + start, self.left, stop - start, self.width)
+
+    def cols(self, start, stop):
+        return Region(self.sheet, self.top, self.left + start, self.height, stop - start)
+
+    def cell(self, i, j):
+        return Region(self.sheet, self.top + i, self.left + j)
+
+
+def decimal_values(a):
+    """The float64 values a spreadsheet reads back from the decimals Numbers writes for float32 `a`:
+    for each value, the shortest decimal (1 to 9 significant digits) that round-trips to it."""
+    a32 = np.asarray(a, dtype=np.float32).ravel()
+    x = a32.astype(np.float64)
+    out = x.copy()
+    todo = np.flatnonzero(x)
+    exponent = np.floor(np.log10(np.abs(x[todo])))
+    for digits in range(1, 10):
+        scale = 10.0 ** (digits - 1 - exponent)
+        rounded = np.round(x[todo] * scale) / scale
+        ok = rounded.astype(np.float32) == a32[todo]
+        out[todo[ok]] = rounded[ok]
+        todo, exponent = todo[~ok], exponent[~ok]
+    return out.reshape(np.shape(a))
+
+
+# Blocks: each writes the XML of its own cells, a row at a time; the first cell of a row
+# carries its address, the rest follow on (the `r` attribute is optional in SpreadsheetML).
+
+@dataclass
+class Numbers:
+    top: int
+    left: int
+    values: np.ndarray  # 2-D; floats are written as their shortest round-tripping decimal
+
+    @property
+    def height(self):
+        return self.values.shape[0]
+
+    def row_xml(self, i):
+        row = self.values[i]
+        text = row.astype(str) if row.dtype.kind == "f" else [str(int(v)) for v in row]
+        return f'<c r="{cell_name(self.top + i, self.left)}"><v>' + "</v></c><c><v>".join(text) + "</v></c>"
+
+
+def _value_xml(value, style):
+    s = f' s="{style}"' if style else ""
+    if value is None:
+        return f"<c{s}/>"
+    if isinstance(value, str):
+        if value.startswith("="):
+            return f"<c{s}><f>{escape(value[1:])}</f></c>"
+        return f'<c{s} t="inlineStr"><is><t xml:space="preserve">{escape(value)}</t></is></c>'
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError("booleans are not written")
+    return f"<c{s}><v>{value!r}</v></c>" if isinstance(value, float) else f"<c{s}><v>{int(value)}</v></c>"
+
+
+@dataclass
+class Cells:
+    """Small mixed blocks: labels, constants and one formula per cell ('=...')."""
+    top: int
+    left: int
+    rows: list  # list of lists of str | int | float | None
+    style: int = 0
+
+    @property
+    def height(self):
+        return len(self.rows)
+
+    def row_xml(self, i):
+        xml = "".join(_value_xml(v, self.style) for v in self.rows[i])
+        return xml.replace("<c", f'<c r="{cell_name(self.top + i, self.left)}"', 1) if xml else ""
+
+
+@dataclass
+class ArrayFormula:
+    """A classic array formula ({=MMULT(...)}) filling a whole region from its top-left cell."""
+    region: Region
+    formula: str
+
+    @property
+    def top(self):
+        return self.region.top
+
+    @property
+    def left(self):
+        return self.region.left
+
+    @property
+    def height(self):
+        return 1
+
+    def row_xml(self, i):
+        ref = self.region.ref(self.region.sheet, absolute=False)
+        return (f'<c r="{cell_name(self.top, self.left)}"><f t="array" ref="{ref}">'
+                f"{escape(self.formula)}</f></c>")
+
+
+@dataclass
+class Sheet:
+    name: str
+    blocks: list = field(default_factory=list)
+    freeze: tuple = None  # (row, col) of the first scrolling cell
+    widths: dict = field(default_factory=dict)  # column -> width in characters
+
+    def add(self, block):
+        self.blocks.append(block)
+        return block
+
+    def rows_xml(self):
+        """Yield each non-empty row's XML, in order, merging the blocks that share it."""
+        blocks = sorted(self.blocks, key=lambda b: (b.top, b.left))
+        active, k = [], 0
+        row = blocks[0].top if blocks else 1
+        while k < len(blocks) or active:
+            if not active:
+                row = max(row, blocks[k].top)
+            while k < len(blocks) and blocks[k].top <= row:
+                active.append(blocks[k])
+                k += 1
+            active.sort(key=lambda b: b.left)
+            parts = [b.row_xml(row - b.top) for b in active]
+            xml = "".join(parts)
+            if xml:
+                yield f'<row r="{row}">{xml}</row>'
+            active = [b for b in active if b.top + b.height - 1 > row]
+            row += 1
+
+    def cell_counts(self):
+        """(constant cells, formula cells); an array formula counts every cell it fills."""
+        constants = formulas = 0
+        for b in self.blocks:
+            if isinstance(b, Numbers):
+                constants += b.values.size
+            elif isinstance(b, ArrayFormula):
+                formulas += b.region.height * b.region.width
+            else:
+                for row in b.rows:
+                    for v in row:
+                        if isinstance(v, str) and v.startswith("="):
+                            formulas += 1
+                        elif v is not None:
+                            constants += 1
+        return constants, formulas
+
+    def extent(self):
+        bottom = right = 1
+        for b in self.blocks:
+            if isinstance(b, ArrayFormula):
+                r = b.region
+                bottom, right = max(bottom, r.top + r.height - 1), max(right, r.left + r.width - 1)
+            else:
+                width = b.values.shape[1] if isinstance(b, Numbers) else max((len(r) for r in b.rows), default=1)
+                bottom, right = max(bottom, b.top + b.height - 1), max(right, b.left + width - 1)
+        return bottom, right
+
+
+NS = ('xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+      'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"')
+XML_HEAD = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+CT = "application/vnd.openxmlformats-officedocument.spreadsheetml"
+STYLES = (XML_HEAD + f'<styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+          '<fonts count="3"><font><sz val="11"/><name val="Calibri"/></font>'
+          '<font><b/><sz val="11"/><name val="Calibri"/></font>'
+          '<font><b/><sz val="13"/><color rgb="FF1F4E79"/><name val="Calibri"/></font></fonts>'
+          '<fills count="3"><fill><patternFill patternType="none"/></fill><fill><patternFill patternType="gray125"/></fill>'
+          '<fill><patternFill patternType="solid"><fgColor rgb="FFFFF2CC"/><bgColor indexed="64"/></patternFill></fill></fills>'
+          '<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
+          '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>'
+          '<cellXfs count="4"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
+          '<xf numFmtId="0" fontId="1" fillId="0" borderId="0" xfId="0" applyFont="1"/>'
+          '<xf numFmtId="0" fontId="1" fillId="2" borderId="0" xfId="0" applyFont="1" applyFill="1"/>'
+          '<xf numFmtId="0" fontId="2" fillId="0" borderId="0" xfId="0" applyFont="1"/></cellXfs>'
+          '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>'
+          '</styleSheet>')
+
+
+def _sheet_head(sheet):
+    bottom, right = sheet.extent()
+    xml = [XML_HEAD, f"<worksheet {NS}>", f'<dimension ref="A1:{cell_name(bottom, right)}"/>']
+    if sheet.freeze:
+        r, c = sheet.freeze
+        split = (f' xSplit="{c - 1}"' if c > 1 else "") + (f' ySplit="{r - 1}"' if r > 1 else "")
+        xml.append(f'<sheetViews><sheetView workbookViewId="0"><pane{split} topLeftCell="{cell_name(r, c)}" '
+                   f'activePane="bottomRight" state="frozen"/></sheetView></sheetViews>')
+    if sheet.widths:
+        xml.append("<cols>" + "".join(f'<col min="{c}" max="{c}" width="{w}" customWidth="1"/>'
+                                      for c, w in sorted(sheet.widths.items())) + "</cols>")
+    xml.append("<sheetData>")
+    return "".join(xml)
+
+
+def _member(zf, name, level):
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # fixed time: same input, same bytes
+    info.compress_type = zipfile.ZIP_DEFLATED
+    setattr(info, "compress_level" if hasattr(info, "compress_level") else "_compresslevel", level)
+    return zf.open(info, "w", force_zip64=True)
+
+
+def write_workbook(path, sheets, names, progress=None, level=1):
+    """Write sheets (in order) and defined names {name: Region} to `path`, atomically.
+
+    `progress(sheet, rows_done)` is called as rows are written, for progress bars.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w") as zf:
+            _write_parts(zf, sheets, names, progress, level)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise XlgptError(f"{path}: cannot write ({e.strerror or e})")
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_parts(zf, sheets, names, progress, level):
+    n = len(sheets)
+    static = {
+        "[Content_Types].xml": XML_HEAD + '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+        '<Default Extension="xml" ContentType="application/xml"/>'
+        f'<Override PartName="/xl/workbook.xml" ContentType="{CT}.sheet.main+xml"/>'
+        f'<Override PartName="/xl/styles.xml" ContentType="{CT}.styles+xml"/>'
+        + "".join(f'<Override PartName="/xl/worksheets/sheet{i}.xml" ContentType="{CT}.worksheet+xml"/>'
+                  for i in range(1, n + 1)) + "</Types>",
+        "_rels/.rels": XML_HEAD + f'<Relationships xmlns="{REL.replace("officeDocument/2006/relationships", "package/2006/relationships")}">'
+        f'<Relationship Id="rId1" Type="{REL}/officeDocument" Target="xl/workbook.xml"/></Relationships>',
+        "xl/workbook.xml": XML_HEAD + f"<workbook {NS}><bookViews><workbookView activeTab=\"0\"/></bookViews><sheets>"
+        + "".join(f'<sheet name="{escape(s.name)}" sheetId="{i}" r:id="rId{i}"/>' for i, s in enumerate(sheets, 1))
+        + "</sheets><definedNames>"
+        + "".join(f'<definedName name="{k}">{escape(r.ref())}</definedName>' for k, r in sorted(names.items()))
+        + '</definedNames><calcPr calcId="191029" fullCalcOnLoad="1"/></workbook>',
+        "xl/_rels/workbook.xml.rels": XML_HEAD + f'<Relationships xmlns="{REL.replace("officeDocument/2006/relationships", "package/2006/relationships")}">'
+        + "".join(f'<Relationship Id="rId{i}" Type="{REL}/worksheet" Target="worksheets/sheet{i}.xml"/>'
+                  for i in range(1, n + 1))
+        + f'<Relationship Id="rId{n + 1}" Type="{REL}/styles" Target="styles.xml"/></Relationships>',
+        "xl/styles.xml": STYLES,
+    }
+    for name, text in static.items():
+        with _member(zf, name, level) as f:
+            f.write(text.encode())
+    for i, sheet in enumerate(sheets, 1):
+        with _member(zf, f"xl/worksheets/sheet{i}.xml", level) as f:
+            f.write(_sheet_head(sheet).encode())
+            buf, size, done = [], 0, 0
+            for row in sheet.rows_xml():
+                buf.append(row)
+                size += len(row)
+                done += 1
+                if size > 1 << 20:
+                    f.write("".join(buf).encode())
+                    buf, size = [], 0
+                    if progress:
+                        progress(sheet, done)
+            f.write(("".join(buf) + "</sheetData></worksheet>").encode())
+            if progress:
+                progress(sheet, done)
