@@ -41,7 +41,8 @@ class Config:
         """The config.json that Hugging Face transformers reads for this shape."""
         return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], **asdict(self),
                 "n_ctx": self.n_positions, "activation_function": "gelu_new", "resid_pdrop": 0.0,
-                "embd_pdrop": 0.0, "attn_pdrop": 0.0, "tie_word_embeddings": True}
+                "embd_pdrop": 0.0, "attn_pdrop": 0.0, "tie_word_embeddings": True,
+                "bos_token_id": self.vocab_size - 1, "eos_token_id": self.vocab_size - 1}
 
 
 def tensor_shapes(cfg):

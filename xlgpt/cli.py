@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from . import XlgptError, __version__
+from .engines import FORMULAS_MAX_CELLS
 
 
 def parse_tokens(text):
@@ -109,8 +110,8 @@ def build(weights_dir, tokens, out, template):
 @click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=None,
               help="checkpoint for the reference (default: the one recorded in the workbook)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object per engine")
-@click.option("--max-cells", type=click.IntRange(min=1), default=None,
-              help="refuse books larger than this with the formulas engine [default: 500,000]")
+@click.option("--max-cells", type=click.IntRange(min=1), default=FORMULAS_MAX_CELLS, show_default=True,
+              help="refuse books with more cells than this with the formulas engine")
 @click.option("--timeout", type=click.IntRange(min=1), default=3600, show_default=True,
               help="seconds LibreOffice may take")
 def eval_cmd(book, engine, weights_dir, as_json, max_cells, timeout):
@@ -118,14 +119,15 @@ def eval_cmd(book, engine, weights_dir, as_json, max_cells, timeout):
 
     Exit status: 0 when every engine matches (same prediction, logits within 1e-6), 1 on a mismatch,
     2 on bad input."""
-    from . import engines
+    from .engines import FORMULAS_MAX_CELLS
     from .verify import evaluate
 
-    if max_cells:
-        engines.FORMULAS_MAX_CELLS = max_cells
     chosen = ["formulas", "libreoffice"] if engine == "both" else [engine]
-    results = evaluate(book, chosen, weights_dir, timeout=timeout,
-                       on_stage=lambda msg: click.echo(f"· {msg}", err=True))
+    def show_stage(msg):  # like the progress bars: only for a person at a terminal
+        if sys.stderr.isatty():
+            click.echo(f"· {msg}", err=True)
+
+    results = evaluate(book, chosen, weights_dir, timeout=timeout, max_cells=max_cells, on_stage=show_stage)
     for r in results:
         if as_json:
             click.echo(json.dumps(r))

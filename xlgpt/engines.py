@@ -111,11 +111,15 @@ def _as_float(value):
         return float("nan")  # an error value such as #VALUE! or Err:502
 
 
-def formulas_values(book, wanted, max_cells=FORMULAS_MAX_CELLS):
-    """Recalculate with the `formulas` package and read the wanted defined names."""
+def check_formulas_size(book, max_cells=FORMULAS_MAX_CELLS):
     if book.est_cells > max_cells:
         raise XlgptError(f"{book.path.name}: about {book.est_cells:,} cells is too large for the formulas engine "
                          f"(limit {max_cells:,}); use --engine libreoffice")
+
+
+def formulas_values(book, wanted, max_cells=FORMULAS_MAX_CELLS):
+    """Recalculate with the `formulas` package and read the wanted defined names."""
+    check_formulas_size(book, max_cells)
     with contextlib.redirect_stderr(io.StringIO()):  # its progress bars would drown ours
         import formulas
 

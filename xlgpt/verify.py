@@ -3,7 +3,7 @@ import numpy as np
 
 from . import XlgptError, reference
 from .checkpoint import Checkpoint, fingerprint, load
-from .engines import ENGINES, read_book
+from .engines import ENGINES, FORMULAS_MAX_CELLS, check_formulas_size, read_book
 from .xlsx import decimal_values
 
 TOLERANCE = 1e-6
@@ -43,16 +43,18 @@ def compare(engine, values, expected, tokens):
     }
 
 
-def evaluate(path, engines, weights=None, timeout=3600, on_stage=lambda msg: None):
+def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_CELLS, on_stage=lambda msg: None):
     """One result dict per engine."""
     on_stage(f"reading {path}")
     book = read_book(path)
+    if "formulas" in engines:
+        check_formulas_size(book, max_cells)  # refuse before any slow work
     on_stage("computing the NumPy reference")
     _, expected = reference_for(book, weights)
     results = []
     for engine in engines:
         on_stage(f"recalculating with {engine}")
-        options = {"timeout": timeout} if engine == "libreoffice" else {}
+        options = {"timeout": timeout} if engine == "libreoffice" else {"max_cells": max_cells}
         values, stats = ENGINES[engine](book, ["Logits", "Predictions"], **options)
         results.append({**compare(engine, values, expected, book.tokens), **stats})
     return results

@@ -1,0 +1,94 @@
+"""make bench: build workbooks of a few GPT-2 shapes and print time, peak memory, size and cells/s.
+
+Each build runs in its own process so its peak memory is its own. In the same run, openpyxl's
+write-only mode writes a slice of the same weight cells, and the ratio of cells per second is printed.
+
+    python bench/bench.py [--sizes small,medium,124M] [--context N] [--verify]
+"""
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SIZES = {  # name: layers, embd, heads, vocab, positions, tokens in the book
+    "small": (2, 64, 4, 300, 32, 8),
+    "medium": (4, 256, 8, 8000, 128, 16),
+    "124M": (12, 768, 12, 50257, 1024, 10),
+    "gpt2-medium": (24, 1024, 16, 50257, 1024, 10),
+}
+
+
+def child_build(ckpt, tokens, out):
+    """Run inside the child: build, print seconds, peak RSS and cell counts as JSON."""
+    from xlgpt.build import build
+    from xlgpt.checkpoint import load
+
+    t0 = time.perf_counter()
+    sheets, _ = build(load(ckpt), tokens, out)
+    seconds = time.perf_counter() - t0
+    counts = [s.cell_counts() for s in sheets]
+    print(json.dumps({"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "constants": sum(c[0] for c in counts), "formulas": sum(c[1] for c in counts)}))
+
+
+def openpyxl_rate(ckpt, n_cells=300_000):
+    """Cells per second of openpyxl's write-only mode on real weight rows of the same checkpoint."""
+    import numpy as np
+    import openpyxl
+
+    from xlgpt.checkpoint import load
+
+    w = load(ckpt)["wte.weight"]
+    rows = w[: max(1, n_cells // w.shape[1])]
+    wb = openpyxl.Workbook(write_only=True)
+    ws = wb.create_sheet("w")
+    t0 = time.perf_counter()
+    for r in rows:
+        ws.append(r.tolist())
+    with tempfile.TemporaryDirectory() as tmp:
+        wb.save(Path(tmp) / "w.xlsx")
+    return rows.size / (time.perf_counter() - t0)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="small,medium", help=f"comma-separated, from {', '.join(SIZES)}")
+    ap.add_argument("--verify", action="store_true", help="also verify each book with LibreOffice")
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child_build(args.child[0], [int(t) for t in args.child[1].split(",")], args.child[2])
+
+    print(f"{'model':>12} {'cells':>12} {'formulas':>9} {'build s':>8} {'peak MB':>8} {'MB':>8} "
+          f"{'const/s':>10} {'vs openpyxl':>11} {'verify s':>8}")
+    with tempfile.TemporaryDirectory(prefix="xlgpt-bench-") as tmp:
+        for name in args.sizes.split(","):
+            layers, embd, heads, vocab, ctx, n_tok = SIZES[name]
+            ckpt, book = Path(tmp) / name, Path(tmp) / f"{name}.xlsx"
+            subprocess.run([sys.executable, "-m", "xlgpt", "weights", "random", "--layers", str(layers), "--embd",
+                            str(embd), "--heads", str(heads), "--vocab", str(vocab), "--context", str(ctx),
+                            "--seed", "1", "--out", str(ckpt)], check=True, capture_output=True)
+            tokens = ",".join(str((i * 7919) % vocab) for i in range(n_tok))
+            run = subprocess.run([sys.executable, __file__, "--child", str(ckpt), tokens, str(book)],
+                                 check=True, capture_output=True, text=True)
+            r = json.loads(run.stdout)
+            cells = r["constants"] + r["formulas"]
+            rate = r["constants"] / r["seconds"]  # written cells; array formulas fill theirs at recalculation
+            ratio = rate / openpyxl_rate(ckpt)
+            verify = ""
+            if args.verify:
+                t0 = time.perf_counter()
+                v = subprocess.run([sys.executable, "-m", "xlgpt", "eval", str(book), "--engine", "libreoffice"],
+                                   capture_output=True, text=True)
+                verify = f"{time.perf_counter() - t0:.1f}" + ("" if v.returncode == 0 else " FAIL")
+            print(f"{name:>12} {cells:>12,} {r['formulas']:>9,} {r['seconds']:>8.1f} {r['peak_mb']:>8.0f} "
+                  f"{book.stat().st_size / 1e6:>8.1f} {rate:>10,.0f} {ratio:>10.1f}x {verify:>8}", flush=True)
+            book.unlink()
+
+
+if __name__ == "__main__":
+    main()
