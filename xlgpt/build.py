@@ -6,6 +6,7 @@ from . import XlgptError, __version__
 from .checkpoint import fingerprint
 from .lower import lower
 from .spec import load_spec
+from .tokenizer import display
 from .xlsx import write_workbook
 
 
@@ -42,11 +43,14 @@ def about_rows(ckpt, tokens):
     ]
 
 
-def build(ckpt, tokens, out, template=None, progress=None):
-    """Write the workbook for `tokens` to `out`; returns (sheets, names) as written."""
+def build(ckpt, tokens, out, template=None, progress=None, tokenizer=None):
+    """Write the workbook for `tokens` to `out`; returns (sheets, names) as written.
+
+    With a tokenizer, token ids are shown with their text throughout the book."""
     check_tokens(tokens, ckpt.config)
     check_output(out)
     spec = load_spec(ckpt.config, template)
-    sheets, names = lower(spec, ckpt, tokens, about_rows(ckpt, tokens))
+    vocab = [display(tokenizer.token_text(i)) for i in range(ckpt.config.vocab_size)] if tokenizer else None
+    sheets, names = lower(spec, ckpt, tokens, about_rows(ckpt, tokens), vocab)
     write_workbook(out, sheets, names, progress)
     return sheets, names

@@ -20,6 +20,49 @@ def parse_tokens(text):
         raise XlgptError(f"--tokens: {text!r} is not a comma-separated list of integers")
 
 
+DEFAULT_PROMPT = "ROMEO:\nBut soft, what light"
+
+
+def resolve_weights(name):
+    """--weights: a directory, a model name from the cache or the imported models, or the bundled default."""
+    from .tokenizer import WEIGHTS_DIR
+
+    if not name:
+        return WEIGHTS_DIR / "shakespeare"
+    path = Path(name).expanduser()
+    if path.exists() or path.is_absolute() or name.startswith((".", "~")):
+        return path  # a path; owner/name without one of these is a hub model id
+    from .hub import resolve
+
+    return resolve(name)
+
+
+def model_and_tokens(weights, tokens, prompt, need_tokenizer=False):
+    """Load the checkpoint, its tokenizer (if any) and the input token ids from --tokens or --prompt."""
+    from . import tokenizer as tk
+    from .build import check_tokens
+    from .checkpoint import load
+
+    if tokens is not None and prompt is not None:
+        raise XlgptError("give either --tokens or --prompt, not both")
+    ckpt = load(resolve_weights(weights))
+    tok = tk.for_checkpoint(ckpt)
+    if tokens is None:
+        if tok is None:
+            raise XlgptError(f"{ckpt.path}: no tokenizer files for this model; give token ids with --tokens")
+        if prompt is None:
+            prompt = DEFAULT_PROMPT if weights is None else None
+            if prompt is None:
+                raise XlgptError("give --prompt TEXT or --tokens IDS")
+        ids = tok.encode(prompt)
+        if len(ids) > ckpt.config.n_positions:
+            raise XlgptError(f"the prompt is {len(ids)} tokens, more than the model's context of {ckpt.config.n_positions}")
+    else:
+        ids = parse_tokens(tokens)
+    check_tokens(ids, ckpt.config)
+    return ckpt, tok, ids
+
+
 def emit_error(message, code=2):
     click.echo(f"xlgpt: error: {message}", err=True)
     sys.exit(code)
@@ -64,25 +107,37 @@ def weights_random(layers, embd, heads, vocab, context, seed, out):
                f"vocabulary {vocab}, context {context}, seed {seed})")
 
 
+WEIGHTS_HELP = ("checkpoint directory (config.json + model.safetensors) or model name (gpt2, an imported "
+                "model, ...); default: the bundled Shakespeare model")
+
+
+def weights_option(f):
+    return click.option("--weights", "weights", default=None, help=WEIGHTS_HELP)(f)
+
+
+def input_options(f):
+    f = click.option("--prompt", default=None, help="text to tokenize with the model's tokenizer")(f)
+    return click.option("--tokens", default=None, help="comma-separated token ids, e.g. 5,17,42,7")(f)
+
+
 @cli.command()
-@click.option("--weights", "weights_dir", type=click.Path(path_type=Path), required=True,
-              help="checkpoint directory (config.json + model.safetensors)")
-@click.option("--tokens", required=True, help="comma-separated token ids, e.g. 5,17,42,7")
+@weights_option
+@input_options
 @click.option("--out", type=click.Path(path_type=Path), default="book.xlsx", show_default=True,
               help="workbook to write")
 @click.option("--template", type=click.Path(path_type=Path), default=None,
               help="transformer description to compile (default: templates/gpt2.toml)")
-def build(weights_dir, tokens, out, template):
-    """Compile a checkpoint and a prompt into a workbook of formulas."""
+def build(weights, tokens, prompt, out, template):
+    """Compile a checkpoint and a prompt into a workbook of formulas.
+
+    With no options: the bundled Shakespeare model and a default prompt."""
     from tqdm import tqdm
 
     from .build import build as build_book, check_output
-    from .checkpoint import load
 
-    token_ids = parse_tokens(tokens)
     check_output(out)
     t0 = time.perf_counter()
-    ckpt = load(weights_dir)
+    ckpt, tok, token_ids = model_and_tokens(weights, tokens, prompt)
     bar = tqdm(total=0, unit=" rows", disable=None, file=sys.stderr, leave=False)
     state = {"sheet": None, "done": 0}
 
@@ -95,11 +150,13 @@ def build(weights_dir, tokens, out, template):
         state["done"] = rows
 
     try:
-        sheets, _ = build_book(ckpt, token_ids, out, template, progress)
+        sheets, _ = build_book(ckpt, token_ids, out, template, progress, tok)
     finally:
         bar.close()
     counts = [s.cell_counts() for s in sheets]
     constants, formulas = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    if tok:
+        click.echo(f"prompt: {tok.decode(token_ids)!r} ({len(token_ids)} tokens)")
     click.echo(f"wrote {out}: {len(sheets)} tabs, {constants:,} constant cells, {formulas:,} formula cells, "
                f"{out.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
 
@@ -107,14 +164,14 @@ def build(weights_dir, tokens, out, template):
 @cli.command("eval")
 @click.argument("book", type=click.Path(path_type=Path))
 @click.option("--engine", type=click.Choice(["formulas", "libreoffice", "both"]), default="both", show_default=True)
-@click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--weights", "weights", default=None,
               help="checkpoint for the reference (default: the one recorded in the workbook)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object per engine")
 @click.option("--max-cells", type=click.IntRange(min=1), default=FORMULAS_MAX_CELLS, show_default=True,
               help="refuse books with more cells than this with the formulas engine")
 @click.option("--timeout", type=click.IntRange(min=1), default=3600, show_default=True,
               help="seconds LibreOffice may take")
-def eval_cmd(book, engine, weights_dir, as_json, max_cells, timeout):
+def eval_cmd(book, engine, weights, as_json, max_cells, timeout):
     """Recalculate a workbook with a spreadsheet engine and check it against the NumPy reference.
 
     Exit status: 0 when every engine matches (same prediction, logits within 1e-6), 1 on a mismatch,
@@ -127,44 +184,77 @@ def eval_cmd(book, engine, weights_dir, as_json, max_cells, timeout):
         if sys.stderr.isatty():
             click.echo(f"· {msg}", err=True)
 
+    weights_dir = resolve_weights(weights) if weights else None
     results = evaluate(book, chosen, weights_dir, timeout=timeout, max_cells=max_cells, on_stage=show_stage)
     for r in results:
         if as_json:
             click.echo(json.dumps(r))
         else:
             verdict = "MATCH" if r["match"] else "MISMATCH"
-            click.echo(f"{r['engine']:>11}: next token {r['token_id']} (reference {r['reference_token_id']}), "
+            text = lambda key: f" {r[key]!r}" if key in r else ""
+            click.echo(f"{r['engine']:>11}: next token {r['token_id']}{text('token_text')} "
+                       f"(reference {r['reference_token_id']}{text('reference_token_text')}), "
                        f"max |logit diff| {r['max_abs_logit_diff']:.2e} — {verdict} "
                        f"[{r['seconds']} s, {r['peak_rss_mb']} MB]")
     sys.exit(0 if all(r["match"] for r in results) else 1)
 
 
 @cli.command()
-@click.option("--weights", "weights_dir", type=click.Path(path_type=Path), required=True,
-              help="checkpoint directory")
-@click.option("--tokens", required=True, help="comma-separated token ids")
+@weights_option
+@input_options
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def predict(weights_dir, tokens, top_k, as_json):
+def predict(weights, tokens, prompt, top_k, as_json):
     """Predict the next token with the NumPy reference (no spreadsheet involved)."""
     import numpy as np
 
     from . import reference
-    from .build import check_tokens
-    from .checkpoint import load
 
-    token_ids = parse_tokens(tokens)
-    ckpt = load(weights_dir)
-    check_tokens(token_ids, ckpt.config)
+    ckpt, tok, token_ids = model_and_tokens(weights, tokens, prompt)
     logits = reference.logits(ckpt, token_ids)[-1]
     probs = reference.softmax(logits)
     top = [int(i) for i in np.argsort(-logits, kind="stable")[:top_k]]
-    rows = [{"token_id": i, "logit": float(logits[i]), "probability": float(probs[i])} for i in top]
+    rows = [{"token_id": i, "logit": float(logits[i]), "probability": float(probs[i]),
+             **({"text": tok.token_text(i)} if tok else {})} for i in top]
     if as_json:
         click.echo(json.dumps({"tokens": token_ids, "token_id": top[0], "top": rows}))
+        return
+    if tok:
+        click.echo(f"prompt: {tok.decode(token_ids)!r} ({len(token_ids)} tokens)")
+    for rank, r in enumerate(rows, 1):
+        text = f"  {r['text']!r}" if tok else ""
+        click.echo(f"{rank}. token {r['token_id']:>6}{text}  logit {r['logit']:9.4f}  p {r['probability']:.4f}")
+
+
+@cli.command()
+@click.argument("text", nargs=-1, required=True)
+@weights_option
+@click.option("--tokenizer", "tokenizer_name", default=None,
+              help="'gpt2' (bundled GPT-2 tokenizer files) or a directory of tokenizer files; "
+                   "default: the tokenizer of --weights")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON list")
+def tokenize(text, weights, tokenizer_name, as_json):
+    """Print the token ids and token strings of each TEXT."""
+    from . import tokenizer as tk
+    from .checkpoint import load
+
+    if tokenizer_name:
+        tok = tk.load(tokenizer_name)
     else:
-        for rank, r in enumerate(rows, 1):
-            click.echo(f"{rank}. token {r['token_id']:>6}  logit {r['logit']:9.4f}  p {r['probability']:.4f}")
+        tok = tk.for_checkpoint(load(resolve_weights(weights)))
+        if tok is None:
+            raise XlgptError("this model has no tokenizer files; choose one with --tokenizer")
+    results = []
+    for t in text:
+        ids = tok.encode(t)
+        results.append({"text": t, "tokens": ids, "strings": [tok.token_text(i) for i in ids]})
+    if as_json:
+        click.echo(json.dumps(results, ensure_ascii=False))
+        return
+    for r in results:
+        click.echo(f"{r['text']!r}: {len(r['tokens'])} tokens")
+        click.echo("  ids:     " + ",".join(map(str, r["tokens"])))
+        click.echo("  strings: " + " ".join(repr(x) for x in r["strings"]))
 
 
 def main():

@@ -11,10 +11,11 @@ import numpy as np
 
 from . import XlgptError, __version__
 from .spec import TOKENS
-from .xlsx import BOLD, INPUT, TITLE, ArrayFormula, Cells, Numbers, Region, Sheet, cell_name, column_letter
+from .xlsx import BOLD, INPUT, TITLE, ArrayFormula, Cells, Formula, Numbers, Region, Sheet, cell_name, column_letter
 
 FIRST = 3          # first position column (C); A holds row labels, B row indices
-POS_ROW, TOKEN_ROW = 2, 3
+POS_ROW, TOKEN_ROW, TEXT_ROW = 2, 3, 4
+HEADER_ROWS = 2    # rows a header stage reserves: its result and, with a vocabulary, that result's text
 
 
 @dataclass
@@ -39,18 +40,24 @@ def row(region, i):
 class Tab:
     """A sheet filled top to bottom: title, frozen position/token header, then labelled blocks."""
 
-    def __init__(self, name, title, n_positions, header_rows=0, token_row=None):
-        self.name, self.T = name, n_positions
+    def __init__(self, name, title, n_positions, header_rows=0, token_row=None, texts=False):
+        self.name, self.T, self.texts = name, n_positions, texts
         self.sheet = Sheet(name, widths={1: 30, 2: 7})
         self.sheet.add(Cells(1, 1, [[title]], style=TITLE))
         self.sheet.add(Cells(POS_ROW, 1, [["position", None] + list(range(n_positions))], style=BOLD))
         if token_row is None:
-            token_row = [f"=Tokens!{cell_name(TOKEN_ROW, FIRST + t)}" for t in range(n_positions)]
+            token_row = [Formula(f"Tokens!{cell_name(TOKEN_ROW, FIRST + t)}") for t in range(n_positions)]
         self.sheet.add(Cells(TOKEN_ROW, 1, [["token id", None]], style=BOLD))
         self.sheet.add(Cells(TOKEN_ROW, FIRST, [token_row], style=INPUT if name == "Tokens" else BOLD))
-        self.next_header = TOKEN_ROW + 1
-        self.sheet.freeze = (TOKEN_ROW + 1 + header_rows, FIRST)
-        self.row = TOKEN_ROW + header_rows + 2
+        last = TOKEN_ROW
+        if texts:  # each position's token as text, looked up in the vocabulary
+            text_row = [Formula(f"INDEX(Vocabulary,{column_letter(FIRST + t)}{TOKEN_ROW}+1)" if name == "Tokens"
+                                else f"Tokens!{column_letter(FIRST + t)}${TEXT_ROW}") for t in range(n_positions)]
+            self.sheet.add(Cells(TEXT_ROW, 1, [["token", None] + text_row], style=BOLD))
+            last = TEXT_ROW
+        self.next_header = last + 1
+        self.sheet.freeze = (last + 1 + header_rows, FIRST)
+        self.row = last + header_rows + 2
 
     def positions(self):
         return Region(self.name, POS_ROW, FIRST, 1, self.T)
@@ -59,11 +66,11 @@ class Tab:
         return Region(self.name, TOKEN_ROW, FIRST, 1, self.T)
 
     def header(self, label):
-        """One row of the frozen header, for a result that should stay in view."""
+        """Rows of the frozen header for a result that should stay in view: (result row, text row or None)."""
         r = Region(self.name, self.next_header, FIRST, 1, self.T)
         self.sheet.add(Cells(r.top, 1, [[label]], style=BOLD))
-        self.next_header += 1
-        return r
+        self.next_header += HEADER_ROWS
+        return r, (Region(self.name, r.top + 1, FIRST, 1, self.T) if self.texts else None)
 
     def title(self, text):
         self.sheet.add(Cells(self.row, 1, [[text]], style=BOLD))
@@ -87,10 +94,13 @@ class WeightsTab:
         self.sheet.add(Cells(1, 1, [[name]], style=TITLE))
         self.row = 3
 
-    def place(self, title, values):
+    def place(self, title, values, labels=None):
+        """Write values under a title, with column and row indices (and row labels in column A)."""
         n_rows, n_cols = values.shape
         top = self.row
         self.sheet.add(Cells(top, 1, [[title]], style=BOLD))
+        if labels is not None:
+            self.sheet.add(Cells(top + 2, 1, [[text] for text in labels]))
         self.sheet.add(Numbers(top + 1, FIRST, np.arange(n_cols)[None, :]))
         self.sheet.add(Numbers(top + 2, 2, np.arange(n_rows)[:, None]))
         self.sheet.add(Numbers(top + 2, FIRST, values))
@@ -106,27 +116,35 @@ LAYOUTS = {  # how a tensor is oriented on its weights tab
 
 
 class Lowering:
-    def __init__(self, spec, ckpt, tokens):
-        self.spec, self.ckpt, self.cfg = spec, ckpt, ckpt.config
+    def __init__(self, spec, ckpt, tokens, vocab=None):
+        self.spec, self.ckpt, self.cfg, self.vocab = spec, ckpt, ckpt.config, vocab
         self.T = len(tokens)
         self.tabs, self.weight_tabs, self.placed, self.out = {}, {}, {}, {}
         headers = {}
         for s in spec.stages:
-            headers[s.tab] = headers.get(s.tab, 0) + s.header
-        self.tokens_tab = Tab(spec.inputs_tab, spec.inputs_title, self.T, token_row=list(tokens))
+            headers[s.tab] = headers.get(s.tab, 0) + s.header * HEADER_ROWS
+        texts = vocab is not None
+        self.tokens_tab = Tab(spec.inputs_tab, spec.inputs_title, self.T, token_row=list(tokens), texts=texts)
         for name in spec.tabs():
-            self.tabs[name] = Tab(name, name, self.T, headers[name])
+            self.tabs[name] = Tab(name, name, self.T, headers[name], texts=texts)
         self.out[TOKENS] = self.tokens_tab.tokens()
 
     # --- helpers -------------------------------------------------------------------------------
-    def weight(self, stage, role, layout):
+    def weight(self, stage, role, layout, labels=None):
         tensor = stage.params[role]
         if (tensor, layout) not in self.placed:
             tab_name = f"{stage.tab} weights"
             tab = self.weight_tabs.setdefault(tab_name, WeightsTab(tab_name))
             note, orient = LAYOUTS[layout]
-            self.placed[tensor, layout] = tab.place(tensor + note, orient(self.ckpt[tensor]))
+            self.placed[tensor, layout] = tab.place(tensor + note, orient(self.ckpt[tensor]), labels)
         return self.placed[tensor, layout]
+
+    def token_table(self, stage):
+        """An embedding table: one row per token id, labelled with the token's text when known."""
+        table = self.weight(stage, "table", "rows", self.vocab)
+        if self.vocab is not None:
+            self.vocabulary = Region(table.sheet, table.top, 1, table.height, 1)
+        return table
 
     def array(self, tab, region, formula):
         tab.sheet.add(ArrayFormula(region, formula))
@@ -135,7 +153,7 @@ class Lowering:
     def per_cell(self, tab, region, formula):
         """One formula per cell: formula(i, j) for row i, column j of region."""
         tab.sheet.add(Cells(region.top, region.left,
-                            [["=" + formula(i, j) for j in range(region.width)] for i in range(region.height)]))
+                            [[Formula(formula(i, j)) for j in range(region.width)] for i in range(region.height)]))
         return region
 
     def labels(self, name, n, groups=None):
@@ -161,7 +179,7 @@ class Lowering:
 
     # --- ops -------------------------------------------------------------------------------------
     def op_embedding(self, stage, tab, tokens):
-        table = self.weight(stage, "table", "rows")
+        table = self.token_table(stage)
         out = tab.block(self.labels("feature", self.cfg.n_embd), stage.title)
         # feature i's column of wte, at the row of the token id in the frozen header
         return self.per_cell(tab, out, lambda i, j: (
@@ -248,12 +266,16 @@ class Lowering:
         return self.array(tab, out, f"0.5*{h}*(1+TANH(SQRT(2/PI())*({h}+0.044715*{h}^3)))")
 
     def op_unembed(self, stage, tab, x):
-        table = self.weight(stage, "table", "rows")
-        out = tab.block(self.labels("token", table.height), stage.title)
+        table = self.token_table(stage)
+        labels = self.vocab or ["token"] * table.height
+        out = tab.block([(text, i) for i, text in enumerate(labels)], stage.title)
         return self.array(tab, out, f"MMULT({table.ref(tab.name)},{x.ref(tab.name)})")
 
     def op_argmax(self, stage, tab, logits):
-        out = tab.header(stage.title) if stage.header else tab.block([(stage.title, None)], stage.title)
+        out, text = tab.header(stage.title) if stage.header else (tab.block([(stage.title, None)], stage.title), None)
+        if text:
+            tab.sheet.add(Cells(text.top, 1, [[stage.title + " (text)"]], style=BOLD))
+            self.per_cell(tab, text, lambda i, j: f"INDEX(Vocabulary,{cell_name(out.top, out.left + j)}+1)")
         return self.per_cell(tab, out, lambda i, j: (
             f"MATCH(MAX({column(logits, j).ref(tab.name)}),{column(logits, j).ref(tab.name)},0)-1"))
 
@@ -261,13 +283,18 @@ class Lowering:
 OPS = {name[3:]: fn for name, fn in vars(Lowering).items() if name.startswith("op_")}
 
 
-def lower(spec, ckpt, tokens, about=()):
+def lower(spec, ckpt, tokens, about=(), vocab=None):
     """Lower everything. Returns (sheets in order, defined names {name: Region}).
 
-    `about` is a list of (label, value, defined name or None) rows shown on the tokens tab."""
-    lowering = Lowering(spec, ckpt, tokens)
+    `about` is a list of (label, value, defined name or None) rows shown on the tokens tab;
+    `vocab`, each token's text, labels the embedding table, the logits and the predictions."""
+    lowering = Lowering(spec, ckpt, tokens, vocab)
     tokens_tab, tabs, weight_tabs = lowering.lower()
     names = {}
+    if vocab is not None:
+        if not hasattr(lowering, "vocabulary"):
+            raise XlgptError("template: with a vocabulary, some stage must read the token table (op embedding or unembed)")
+        names["Vocabulary"] = lowering.vocabulary
     for name, (index, which) in spec.names.items():
         region = lowering.out[index]
         if isinstance(region, Heads):
@@ -277,7 +304,10 @@ def lower(spec, ckpt, tokens, about=()):
     info = tokens_tab.sheet
     r = tokens_tab.row
     if "PredictedToken" in names:
-        info.add(Cells(r, 1, [["Predicted next token", None, "=PredictedToken"]], style=BOLD))
+        row = ["Predicted next token", None, Formula("PredictedToken")]
+        if vocab is not None:
+            row.append(Formula("INDEX(Vocabulary,PredictedToken+1)"))
+        info.add(Cells(r, 1, [row], style=BOLD))
         r += 2
     info.add(Cells(r, 1, [["About this workbook"]], style=BOLD))
     for i, (label, value, name) in enumerate(about, r + 1):

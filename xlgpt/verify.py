@@ -1,7 +1,7 @@
 """Check a workbook: recalculate it with an engine and compare with the NumPy reference."""
 import numpy as np
 
-from . import XlgptError, reference
+from . import XlgptError, reference, tokenizer
 from .checkpoint import Checkpoint, fingerprint, load
 from .engines import ENGINES, FORMULAS_MAX_CELLS, check_formulas_size, read_book
 from .xlsx import decimal_values
@@ -50,11 +50,18 @@ def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_C
     if "formulas" in engines:
         check_formulas_size(book, max_cells)  # refuse before any slow work
     on_stage("computing the NumPy reference")
-    _, expected = reference_for(book, weights)
+    ckpt, expected = reference_for(book, weights)
+    tok = tokenizer.for_checkpoint(ckpt)
     results = []
     for engine in engines:
         on_stage(f"recalculating with {engine}")
         options = {"timeout": timeout} if engine == "libreoffice" else {"max_cells": max_cells}
         values, stats = ENGINES[engine](book, ["Logits", "Predictions"], **options)
-        results.append({**compare(engine, values, expected, book.tokens), **stats})
+        result = {**compare(engine, values, expected, book.tokens), **stats}
+        if tok:
+            result["prompt"] = tok.decode(book.tokens)
+            for key in ("token_id", "reference_token_id"):
+                if result[key] is not None:
+                    result[key.replace("_id", "_text")] = tok.token_text(result[key])
+        results.append(result)
     return results

@@ -96,14 +96,26 @@ class Numbers:
         return f'<c r="{cell_name(self.top + i, self.left)}"><v>' + "</v></c><c><v>".join(text) + "</v></c>"
 
 
+# Characters XML 1.0 cannot hold; a workbook containing one is rejected or cut short by readers.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def xml_text(text):
+    return escape(_NOT_XML.sub("\ufffd", text))
+
+
+class Formula(str):
+    """Formula text (without the leading '='), as opposed to a text value."""
+
+
 def _value_xml(value, style):
     s = f' s="{style}"' if style else ""
     if value is None:
         return f"<c{s}/>"
+    if isinstance(value, Formula):
+        return f"<c{s}><f>{escape(value)}</f></c>"
     if isinstance(value, str):
-        if value.startswith("="):
-            return f"<c{s}><f>{escape(value[1:])}</f></c>"
-        return f'<c{s} t="inlineStr"><is><t xml:space="preserve">{escape(value)}</t></is></c>'
+        return f'<c{s} t="inlineStr"><is><t xml:space="preserve">{xml_text(value)}</t></is></c>'
     if isinstance(value, (bool, np.bool_)):
         raise TypeError("booleans are not written")
     return f"<c{s}><v>{value!r}</v></c>" if isinstance(value, float) else f"<c{s}><v>{int(value)}</v></c>"
@@ -111,7 +123,7 @@ def _value_xml(value, style):
 
 @dataclass
 class Cells:
-    """Small mixed blocks: labels, constants and one formula per cell ('=...')."""
+    """Small mixed blocks: labels, constants and one formula per cell (Formula)."""
     top: int
     left: int
     rows: list  # list of lists of str | int | float | None
@@ -191,7 +203,7 @@ class Sheet:
             else:
                 for row in b.rows:
                     for v in row:
-                        if isinstance(v, str) and v.startswith("="):
+                        if isinstance(v, Formula):
                             formulas += 1
                         elif v is not None:
                             constants += 1
