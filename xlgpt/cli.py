@@ -141,7 +141,7 @@ def build(weights, tokens, prompt, out, template):
     bar = tqdm(total=0, unit=" rows", disable=None, file=sys.stderr, leave=False)
     state = {"sheet": None, "done": 0}
 
-    def progress(sheet, rows):
+    def progress(sheet, rows):  # rows: the sheet's rows written so far
         if sheet is not state["sheet"]:
             state.update(sheet=sheet, done=0)
             bar.reset(total=sheet.extent()[0])

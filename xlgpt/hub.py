@@ -8,10 +8,12 @@ Where models live:
 
 A model counts as present only when its directory holds config.json and a *whole* model.safetensors
 (the safetensors header parses and the file is exactly as long as the header says). huggingface_hub
-never links a partial download into a snapshot, but a failed download does leave the snapshot directory,
-refs/main and the small files fetched before it (config.json, tokenizer files); this check is what keeps
-such a half-populated snapshot from ever being resolved or listed. It reads only the header, so it is
-cheap enough to run on every lookup.
+(2.x) downloads into a uniquely named blobs/*.incomplete file, deletes it if the download fails, and
+links a blob into the snapshot only once it is complete; but a failed download still leaves refs/main
+and a snapshot directory holding the files that did arrive (config.json). This check is what keeps such
+a half-populated snapshot, or one an older client or a crash left, from ever being resolved or listed.
+It reads only the header, so it is cheap enough for every lookup. A download that arrives whole but
+does not parse is removed from the cache by download() itself, so a retry fetches it again.
 """
 import contextlib
 import logging
@@ -121,17 +123,20 @@ def resolve(name, bundled_dir=None):
     """Where the model `name` is on disk, without touching the network: an existing directory as is,
     then the hub cache, then the imported models, then (if given) the bundled ones."""
     name = str(name)
-    if Path(name).is_dir():
+    if name and Path(name).is_dir():
         return Path(name)
-    with contextlib.suppress(OSError):  # an unreadable cache entry is just not found
+    # Not a valid repo id (ValueError from huggingface_hub's check) or an unreadable cache: not found there.
+    with contextlib.suppress(OSError, ValueError):
         found = _cached_snapshot(repo_id_for(name))
         if found:
             return found
     for root in (models_dir(), Path(bundled_dir) if bundled_dir else None):
         if root and _NAME.match(name) and is_complete(root / name):
             return root / name
-    raise XlgptError(f"model {name!r} is not in the cache and is not a directory; download it with: "
-                     f"xlgpt weights download {name} (or import a local copy with: {IMPORT_HINT})")
+    if name.startswith((".", "/", "~")) or name.endswith("/") or name.count("/") > 1:  # a path, not a repo id
+        raise XlgptError(f"{name}: not a checkpoint directory")
+    raise XlgptError(f"model {name!r} is not in the cache; download it with: xlgpt weights download {name} "
+                     f"(or import a local copy with: {IMPORT_HINT})")
 
 
 # ---------------------------------------------------------------- download
@@ -174,7 +179,7 @@ def _hub_error(e, name, repo_id, filename, endpoint):
         return XlgptError(unreachable.format(_one_line(e.__cause__ or e)))
     if isinstance(e, httpx2.TimeoutException):
         return XlgptError(unreachable.format("timed out"))
-    if isinstance(e, (httpx2.TransportError, httpx2.RemoteProtocolError)):
+    if isinstance(e, httpx2.TransportError):  # e.g. RemoteProtocolError: the connection closed mid-body
         return XlgptError(f"download of {filename} from {endpoint} was cut off ({_one_line(e)}); "
                           f"nothing partial was kept, run the download again")
     if isinstance(e, HfHubHTTPError):
@@ -183,7 +188,9 @@ def _hub_error(e, name, repo_id, filename, endpoint):
     if isinstance(e, OSError) and "Consistency check failed" in str(e):
         return XlgptError(f"download of {filename} from {endpoint} was truncated ({_one_line(e).split(' (')[0]}); "
                           f"nothing partial was kept, run the download again")
-    return None
+    if isinstance(e, OSError):  # disk full, cache not writable, ...
+        return XlgptError(f"cannot download {repo_id}/{filename} into {hub_cache()}: {_one_line(e)}")
+    return None  # anything else is a bug worth a traceback
 
 
 def _one_line(e):

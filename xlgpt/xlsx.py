@@ -3,6 +3,7 @@
 openpyxl's write-only mode manages ~0.1M cells/s; weights are the bulk of a GPT-2 book, so numeric
 blocks are formatted a row at a time with NumPy (shortest float32 decimals) and joined as strings.
 """
+import multiprocessing
 import os
 import re
 import zipfile
@@ -15,6 +16,8 @@ import numpy as np
 from . import XlgptError
 
 BOLD, INPUT, TITLE = 1, 2, 3  # cell style ids, see STYLES
+CHUNK_CELLS = 250_000          # cells formatted per task when several processes share the work
+PARALLEL_CELLS = 2_000_000     # below this, forking workers costs more than it saves
 
 
 def column_letter(col):
@@ -173,24 +176,30 @@ class Sheet:
         self.blocks.append(block)
         return block
 
-    def rows_xml(self):
-        """Yield each non-empty row's XML, in order, merging the blocks that share it."""
-        blocks = sorted(self.blocks, key=lambda b: (b.top, b.left))
-        active, k = [], 0
-        row = blocks[0].top if blocks else 1
-        while k < len(blocks) or active:
+    def rows_xml(self, start=1, stop=None):
+        """Yield the XML of each non-empty row in [start, stop), in order, merging the blocks that share it."""
+        stop = stop or self.extent()[0] + 1
+        blocks = sorted((b for b in self.blocks if b.top < stop and b.top + b.height > start),
+                        key=lambda b: (b.top, b.left))
+        active, k, row = [], 0, start
+        while (k < len(blocks) or active) and row < stop:
             if not active:
                 row = max(row, blocks[k].top)
             while k < len(blocks) and blocks[k].top <= row:
                 active.append(blocks[k])
                 k += 1
             active.sort(key=lambda b: b.left)
-            parts = [b.row_xml(row - b.top) for b in active]
-            xml = "".join(parts)
+            xml = "".join(b.row_xml(row - b.top) for b in active)
             if xml:
                 yield f'<row r="{row}">{xml}</row>'
             active = [b for b in active if b.top + b.height - 1 > row]
             row += 1
+
+    def chunks(self, cells=CHUNK_CELLS):
+        """Row ranges [start, stop) of about `cells` cells each, covering the sheet."""
+        bottom, right = self.extent()
+        step = max(1, cells // right)
+        return [(r, min(r + step, bottom + 1)) for r in range(1, bottom + 1, step)]
 
     def cell_counts(self):
         """(constant cells, formula cells); an array formula counts every cell it fills."""
@@ -308,19 +317,30 @@ def _write_parts(zf, sheets, names, progress, level):
     for name, text in static.items():
         with _member(zf, name, level) as f:
             f.write(text.encode())
-    for i, sheet in enumerate(sheets, 1):
-        with _member(zf, f"xl/worksheets/sheet{i}.xml", level) as f:
-            f.write(_sheet_head(sheet).encode())
-            buf, size, done = [], 0, 0
-            for row in sheet.rows_xml():
-                buf.append(row)
-                size += len(row)
-                done += 1
-                if size > 1 << 20:
-                    f.write("".join(buf).encode())
-                    buf, size = [], 0
+    global _SHEETS
+    _SHEETS = sheets  # forked workers inherit the sheets instead of receiving them
+    big = sum(s.extent()[0] * s.extent()[1] for s in sheets) > PARALLEL_CELLS and os.cpu_count() > 1
+    pool = multiprocessing.get_context("fork").Pool(os.cpu_count()) if big else None
+    try:
+        for i, sheet in enumerate(sheets, 1):
+            tasks = [(i - 1, start, stop) for start, stop in sheet.chunks()]
+            formatted = pool.imap(_format_chunk, tasks) if pool else map(_format_chunk, tasks)
+            with _member(zf, f"xl/worksheets/sheet{i}.xml", level) as f:
+                f.write(_sheet_head(sheet).encode())
+                for (_, _, stop), data in zip(tasks, formatted):  # in order: the bytes never depend on timing
+                    f.write(data)
                     if progress:
-                        progress(sheet, done)
-            f.write(("".join(buf) + "</sheetData></worksheet>").encode())
-            if progress:
-                progress(sheet, done)
+                        progress(sheet, stop - 1)
+                f.write(b"</sheetData></worksheet>")
+    finally:
+        if pool:
+            pool.terminate()
+        _SHEETS = None
+
+
+_SHEETS = None
+
+
+def _format_chunk(task):
+    index, start, stop = task
+    return "".join(_SHEETS[index].rows_xml(start, stop)).encode()

@@ -1,0 +1,94 @@
+"""The fast streaming writer against an openpyxl oracle writing the same blocks, at reduced size."""
+import csv
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import openpyxl
+import pytest
+
+import openpyxl_writer
+from conftest import FIXTURES, expected
+from xlgpt import xlsx
+from xlgpt.build import about_rows
+from xlgpt.checkpoint import load
+from xlgpt.engines import find_soffice, formulas_values, read_book
+from xlgpt.lower import lower
+from xlgpt.spec import load_spec
+from xlgpt.tokenizer import display
+
+
+@pytest.fixture(scope="module")
+def plan():
+    ckpt = load(FIXTURES / "three_heads")
+    tokens, _ = expected("three_heads")
+    vocab = [display(f"tok{i} ") for i in range(ckpt.config.vocab_size)]
+    return lower(load_spec(ckpt.config), ckpt, tokens, about_rows(ckpt, tokens), vocab)
+
+
+@pytest.fixture(scope="module")
+def books(plan, tmp_path_factory):
+    d = tmp_path_factory.mktemp("w")
+    xlsx.write_workbook(d / "fast.xlsx", *plan)
+    openpyxl_writer.write(d / "oracle.xlsx", *plan)
+    return d / "fast.xlsx", d / "oracle.xlsx"
+
+
+def cells(path):
+    wb = openpyxl.load_workbook(path)
+    out = {}
+    for ws in wb.worksheets:
+        for row in ws.iter_rows():
+            for c in row:
+                v = c.value
+                if hasattr(v, "text"):
+                    v = ("array", v.ref, v.text)
+                if v is not None:
+                    out[ws.title, c.coordinate] = v
+    return wb.sheetnames, {k: v.attr_text for k, v in wb.defined_names.items()}, \
+        {ws.title: ws.freeze_panes for ws in wb.worksheets}, out
+
+
+def test_openpyxl_reads_back_the_same_cells(books):
+    fast, oracle = cells(books[0]), cells(books[1])
+    assert fast[0] == oracle[0] and fast[1] == oracle[1] and fast[2] == oracle[2]
+    assert len(fast[3]) > 10_000
+    assert fast[3] == oracle[3]
+
+
+def libreoffice_csvs(path):
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([find_soffice(), f"-env:UserInstallation=file://{tmp}/profile", "--headless", "--calc",
+                        "--convert-to", "csv:Text - txt - csv (StarCalc):44,34,76,1,,0,false,true,false,false,false,-1",
+                        str(path), "--outdir", tmp], check=True, capture_output=True, timeout=300)
+        return {p.name.split("-", 1)[1]: p.read_text() for p in Path(tmp).glob("*.csv")}
+
+
+def test_libreoffice_recalculates_both_identically(books):
+    fast, oracle = libreoffice_csvs(books[0]), libreoffice_csvs(books[1])
+    assert len(fast) == 9 and fast == oracle
+    assert "#VALUE" not in fast["Output.csv"] and "Err:" not in fast["Output.csv"]
+
+
+def test_formulas_recalculates_both_identically(books):
+    a, _ = formulas_values(read_book(books[0]), ["Logits", "Predictions"])
+    b, _ = formulas_values(read_book(books[1]), ["Logits", "Predictions"])
+    assert np.isfinite(a["Logits"]).all()
+    assert np.array_equal(a["Logits"], b["Logits"]) and np.array_equal(a["Predictions"], b["Predictions"])
+
+
+def test_parallel_writer_writes_the_same_bytes(plan, books, tmp_path, monkeypatch):
+    monkeypatch.setattr(xlsx, "PARALLEL_CELLS", 0)   # force worker processes at this small size
+    monkeypatch.setattr(xlsx, "CHUNK_CELLS", 300)   # and many small chunks
+    xlsx.write_workbook(tmp_path / "parallel.xlsx", *plan)
+    assert (tmp_path / "parallel.xlsx").read_bytes() == books[0].read_bytes()
+
+
+def test_interrupted_write_leaves_nothing(plan, tmp_path):
+    def stop(sheet, rows):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        xlsx.write_workbook(tmp_path / "b.xlsx", *plan, progress=stop)
+    assert list(tmp_path.iterdir()) == []
