@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import time
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -367,19 +366,7 @@ def test_list_models_of_repo_weights_dir(env):
         assert m["source"] == "bundled" and m["parameters"] == load(m["path"]).n_params
 
 
-# ---------------------------------------------------------------- the real command line, once it is wired
-
-@lru_cache(maxsize=None)
-def _cli_has(command):
-    run = subprocess.run([sys.executable, "-m", "xlgpt", "weights", command, "--help"], capture_output=True)
-    return run.returncode == 0
-
-
-def need_cli(*commands):
-    for command in commands:
-        if not _cli_has(command):
-            pytest.skip(f"`xlgpt weights {command}` is not wired into the CLI yet")
-
+# ---------------------------------------------------------------- the real command line
 
 def assert_one_line_error(run, *words):
     assert run.returncode == 2, (run.returncode, run.stdout, run.stderr)
@@ -390,7 +377,6 @@ def assert_one_line_error(run, *words):
 
 
 def test_cli_download_and_list(hub):
-    need_cli("download", "list")
     fake = hub()
     xlgpt("weights", "download", REPO, check=0)  # a fresh process: huggingface_hub sees HF_* at import
     assert fake.unexpected == []
@@ -401,7 +387,6 @@ def test_cli_download_and_list(hub):
 
 
 def test_cli_download_errors(hub, env, monkeypatch):
-    need_cli("download", "list")
     fake = hub(mode="short")
     assert_one_line_error(xlgpt("weights", "download", REPO), "truncated")
     assert REPO not in xlgpt("weights", "list", check=0).stdout
@@ -416,7 +401,6 @@ def test_cli_download_errors(hub, env, monkeypatch):
 
 
 def test_cli_import_and_list(env, tmp_path):
-    need_cli("import", "list")
     xlgpt("weights", "import", make_ckpt(tmp_path / "cli-model"), check=0)
     assert "cli-model" in xlgpt("weights", "list", check=0).stdout
     assert_same_weights(env / "xlgpt" / "models" / "cli-model")

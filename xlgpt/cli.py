@@ -24,17 +24,11 @@ DEFAULT_PROMPT = "ROMEO:\nBut soft, what light"
 
 
 def resolve_weights(name):
-    """--weights: a directory, a model name from the cache or the imported models, or the bundled default."""
+    """--weights: a directory, a model name (hub cache, imported, bundled), or the bundled default."""
+    from .hub import resolve
     from .tokenizer import WEIGHTS_DIR
 
-    if not name:
-        return WEIGHTS_DIR / "shakespeare"
-    path = Path(name).expanduser()
-    if path.exists() or path.is_absolute() or name.startswith((".", "~")):
-        return path  # a path; owner/name without one of these is a hub model id
-    from .hub import resolve
-
-    return resolve(name)
+    return resolve(name or "shakespeare", bundled_dir=WEIGHTS_DIR)
 
 
 def model_and_tokens(weights, tokens, prompt, need_tokenizer=False):
@@ -118,6 +112,49 @@ def weights_option(f):
 def input_options(f):
     f = click.option("--prompt", default=None, help="text to tokenize with the model's tokenizer")(f)
     return click.option("--tokens", default=None, help="comma-separated token ids, e.g. 5,17,42,7")(f)
+
+
+@weights.command("download")
+@click.argument("name")
+def weights_download(name):
+    """Download NAME (gpt2, distilgpt2, gpt2-medium, ... or any GPT-2 repo id) from the Hugging Face hub
+    into its standard cache; afterwards --weights NAME works offline."""
+    from .hub import count_parameters, download
+
+    path = download(name)
+    click.echo(f"downloaded {name}: {count_parameters(path):,} parameters, in {path}")
+
+
+@weights.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def weights_list(as_json):
+    """Show the bundled, downloaded and imported models."""
+    from .hub import list_models
+    from .tokenizer import WEIGHTS_DIR
+
+    models = list_models(WEIGHTS_DIR)
+    if as_json:
+        click.echo(json.dumps([{**m, "path": str(m["path"])} for m in models]))
+        return
+    if not models:
+        click.echo("no models; try: xlgpt weights download gpt2")
+    for m in models:
+        click.echo(f"{m['name']:<32} {m['source']:<9} {m['parameters']:>13,} parameters "
+                   f"{m['size_bytes'] / 1e6:>9.1f} MB  {m['path']}")
+
+
+@weights.command("import")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--name", default=None, help="name to use with --weights (default: the file or directory name)")
+@click.option("--config", type=click.Path(path_type=Path), default=None,
+              help="config.json, when it is not beside a .safetensors file")
+def weights_import(path, name, config):
+    """Import a local checkpoint: a directory (config.json + model.safetensors), a .safetensors file, or a
+    PyTorch .bin (needs torch; loaded with weights_only=True, never unpickling code)."""
+    from .hub import count_parameters, import_model
+
+    dest = import_model(path, name, config)
+    click.echo(f"imported {dest.name}: {count_parameters(dest):,} parameters, in {dest}")
 
 
 @cli.command()
