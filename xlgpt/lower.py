@@ -1,7 +1,7 @@
 """Pass 2: lower a model spec, a checkpoint and the input tokens into sheets of cell blocks.
 
 Computation tabs put token positions in columns (C, D, ...) and features in rows, with a frozen header
-(row 2: position, row 3: token id) so every block below stays labelled. Each stage's op turns into a
+(row 2: position, row 3: token id, row 4: its text) so every block below stays labelled. Each stage's op turns into a
 few classic array formulas ({=MMULT(...)}) or one small formula per cell where a person should see a
 single step (LayerNorm statistics, softmax maxima and sums, the embedding lookup).
 """
@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import XlgptError, __version__
+from . import XlgptError
 from .spec import TOKENS
-from .xlsx import BOLD, INPUT, TITLE, ArrayFormula, Cells, Formula, Numbers, Region, Sheet, cell_name, column_letter
+from .xlsx import (BOLD, INPUT, TITLE, ArrayFormula, Cells, Formula, Numbers, Region, Sheet, cell_name,
+                   column_letter, quote_sheet)
 
 FIRST = 3          # first position column (C); A holds row labels, B row indices
 POS_ROW, TOKEN_ROW, TEXT_ROW = 2, 3, 4
@@ -40,19 +41,24 @@ def row(region, i):
 class Tab:
     """A sheet filled top to bottom: title, frozen position/token header, then labelled blocks."""
 
-    def __init__(self, name, title, n_positions, header_rows=0, token_row=None, texts=False):
+    def __init__(self, name, title, n_positions, inputs_tab, header_rows=0, token_ids=None, texts=False):
+        """The inputs tab holds the token ids (`token_ids`); every other tab refers to them."""
         self.name, self.T, self.texts = name, n_positions, texts
         self.sheet = Sheet(name, widths={1: 30, 2: 7})
         self.sheet.add(Cells(1, 1, [[title]], style=TITLE))
         self.sheet.add(Cells(POS_ROW, 1, [["position", None] + list(range(n_positions))], style=BOLD))
-        if token_row is None:
-            token_row = [Formula(f"Tokens!{cell_name(TOKEN_ROW, FIRST + t)}") for t in range(n_positions)]
+
+        def from_inputs(row):
+            return [Formula(f"{quote_sheet(inputs_tab)}!{column_letter(FIRST + t)}${row}") for t in range(n_positions)]
+
+        is_inputs = token_ids is not None
         self.sheet.add(Cells(TOKEN_ROW, 1, [["token id", None]], style=BOLD))
-        self.sheet.add(Cells(TOKEN_ROW, FIRST, [token_row], style=INPUT if name == "Tokens" else BOLD))
+        self.sheet.add(Cells(TOKEN_ROW, FIRST, [list(token_ids) if is_inputs else from_inputs(TOKEN_ROW)],
+                             style=INPUT if is_inputs else BOLD))
         last = TOKEN_ROW
         if texts:  # each position's token as text, looked up in the vocabulary
-            text_row = [Formula(f"INDEX(Vocabulary,{column_letter(FIRST + t)}{TOKEN_ROW}+1)" if name == "Tokens"
-                                else f"Tokens!{column_letter(FIRST + t)}${TEXT_ROW}") for t in range(n_positions)]
+            text_row = ([Formula(f"INDEX(Vocabulary,{column_letter(FIRST + t)}{TOKEN_ROW}+1)") for t in range(n_positions)]
+                        if is_inputs else from_inputs(TEXT_ROW))
             self.sheet.add(Cells(TEXT_ROW, 1, [["token", None] + text_row], style=BOLD))
             last = TEXT_ROW
         self.next_header = last + 1
@@ -124,9 +130,9 @@ class Lowering:
         for s in spec.stages:
             headers[s.tab] = headers.get(s.tab, 0) + s.header * HEADER_ROWS
         texts = vocab is not None
-        self.tokens_tab = Tab(spec.inputs_tab, spec.inputs_title, self.T, token_row=list(tokens), texts=texts)
+        self.tokens_tab = Tab(spec.inputs_tab, spec.inputs_title, self.T, spec.inputs_tab, token_ids=tokens, texts=texts)
         for name in spec.tabs():
-            self.tabs[name] = Tab(name, name, self.T, headers[name], texts=texts)
+            self.tabs[name] = Tab(name, name, self.T, spec.inputs_tab, headers[name], texts=texts)
         self.out[TOKENS] = self.tokens_tab.tokens()
 
     # --- helpers -------------------------------------------------------------------------------
