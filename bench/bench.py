@@ -88,6 +88,8 @@ def main():
                 v = subprocess.run([sys.executable, "-m", "xlgpt", "eval", str(book), "--engine", "libreoffice"],
                                    capture_output=True, text=True)
                 verify = f"{time.perf_counter() - t0:.1f}" + ("" if v.returncode == 0 else " FAIL")
+                if v.returncode:
+                    print(f"  verify failed: {(v.stderr or v.stdout).strip()[-300:]}", file=sys.stderr)
             print(f"{name:>12} {cells:>12,} {r['formulas']:>9,} {r['seconds']:>8.1f} {r['peak_mb']:>8.0f} "
                   f"{book.stat().st_size / 1e6:>8.1f} {rate:>10,.0f} {ratio:>10.1f}x {verify:>8}", flush=True)
             book.unlink()

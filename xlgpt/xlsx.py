@@ -17,6 +17,10 @@ from . import XlgptError
 
 BOLD, INPUT, TITLE = 1, 2, 3  # cell style ids, see STYLES
 CHUNK_CELLS = 250_000          # cells formatted per task when several processes share the work
+# LibreOffice 7.4 cannot open an .xlsx larger than 2 GiB. Weights take ~6.6 bytes a cell at deflate
+# level 1 (fast) and ~5.4 at level 6 (4x slower), so big books are compressed harder to stay openable.
+LIBREOFFICE_MAX_BYTES = 2**31
+FAST_LEVEL, SMALL_LEVEL, FAST_BYTES_PER_CELL = 1, 6, 6.7
 PARALLEL_CELLS = 2_000_000     # below this, forking workers costs more than it saves
 
 
@@ -273,12 +277,18 @@ def _member(zf, name, level):
     return zf.open(info, "w", force_zip64=True)
 
 
-def write_workbook(path, sheets, names, progress=None, level=1):
+def compression_level(sheets):
+    constants = sum(s.cell_counts()[0] for s in sheets)
+    return SMALL_LEVEL if constants * FAST_BYTES_PER_CELL > 0.9 * LIBREOFFICE_MAX_BYTES else FAST_LEVEL
+
+
+def write_workbook(path, sheets, names, progress=None, level=None):
     """Write sheets (in order) and defined names {name: Region} to `path`, atomically.
 
     `progress(sheet, rows_done)` is called as rows are written, for progress bars.
     """
     path = Path(path)
+    level = level or compression_level(sheets)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with zipfile.ZipFile(tmp, "w") as zf:
