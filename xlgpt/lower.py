@@ -92,17 +92,36 @@ class Tab:
         return Region(self.name, top, FIRST, len(labels), width or self.T)
 
 
-class WeightsTab:
-    """A sheet of parameter tensors, each laid out so that formulas read one contiguous range."""
+@dataclass(frozen=True)
+class Stored:
+    """A 2-D tensor on its weights tab, stored transposed or not (whichever keeps the tab narrow)."""
+    region: Region
+    transposed: bool
 
-    def __init__(self, name):
+    def t(self, sheet, first=None):
+        """Formula text for the tensor's transpose, of its `first` rows only if given."""
+        if self.transposed:
+            return (self.region if first is None else self.region.cols(0, first)).ref(sheet)
+        return f"TRANSPOSE({(self.region if first is None else self.region.rows(0, first)).ref(sheet)})"
+
+
+class WeightsTab:
+    """A sheet of parameter tensors. Matrices stack downwards, at most `width` columns wide; vectors
+    stand side by side as columns to their right. A narrow, dense sheet matters: the `formulas`
+    engine visits every cell of a sheet's bounding box, empty or not."""
+
+    def __init__(self, name, width):
         self.sheet = Sheet(name, widths={1: 30, 2: 7})
         self.sheet.add(Cells(1, 1, [[name]], style=TITLE))
-        self.row = 3
+        self.width, self.row = width, 3
+        self.index_col = FIRST + width + 1  # after a blank column: the vectors' indices, then the vectors
+        self.next_vector, self.index = self.index_col + 1, None
 
-    def place(self, title, values, labels=None):
+    def matrix(self, title, values, labels=None):
         """Write values under a title, with column and row indices (and row labels in column A)."""
         n_rows, n_cols = values.shape
+        if n_cols > self.width:
+            raise XlgptError(f"template: {title} is {n_cols} wide, more than its weights tab allows ({self.width})")
         top = self.row
         self.sheet.add(Cells(top, 1, [[title]], style=BOLD))
         if labels is not None:
@@ -113,12 +132,18 @@ class WeightsTab:
         self.row += n_rows + 4
         return Region(self.sheet.name, top + 2, FIRST, n_rows, n_cols)
 
-
-LAYOUTS = {  # how a tensor is oriented on its weights tab
-    "rows": ("", lambda a: a),
-    "transposed": (", transposed", lambda a: a.T),
-    "column": (", as a column", lambda a: a.reshape(-1, 1)),
-}
+    def vector(self, title, values):
+        """A column with its title above it, to the right of the matrices."""
+        col, self.next_vector = self.next_vector, self.next_vector + 1
+        self.sheet.add(Cells(3, col, [[title]], style=BOLD))
+        self.sheet.add(Numbers(5, col, values.reshape(-1, 1)))
+        indices = np.arange(len(values))[:, None]
+        if self.index is None:
+            self.index = self.sheet.add(Numbers(5, self.index_col, indices))
+        elif len(values) > self.index.height:  # the index column grows with the longest vector
+            self.index.values = indices
+        self.sheet.widths[col] = 12
+        return Region(self.sheet.name, 5, col, len(values), 1)
 
 
 class Lowering:
@@ -136,18 +161,25 @@ class Lowering:
         self.out[TOKENS] = self.tokens_tab.tokens()
 
     # --- helpers -------------------------------------------------------------------------------
-    def weight(self, stage, role, layout, labels=None):
+    def weight(self, stage, role, labels=None, as_stored=False):
+        """Place a tensor on the stage's weights tab on first use: a vector as a column (Region), a
+        matrix with its shorter side across unless `as_stored` (Stored)."""
         tensor = stage.params[role]
-        if (tensor, layout) not in self.placed:
+        if tensor not in self.placed:
             tab_name = f"{stage.tab} weights"
-            tab = self.weight_tabs.setdefault(tab_name, WeightsTab(tab_name))
-            note, orient = LAYOUTS[layout]
-            self.placed[tensor, layout] = tab.place(tensor + note, orient(self.ckpt[tensor]), labels)
-        return self.placed[tensor, layout]
+            tab = self.weight_tabs.setdefault(tab_name, WeightsTab(tab_name, self.cfg.n_embd))
+            value = self.ckpt[tensor]
+            if value.ndim == 1:
+                self.placed[tensor] = tab.vector(tensor, value)
+            else:
+                transposed = not as_stored and value.shape[0] < value.shape[1]
+                title = tensor + (", transposed: row = output feature" if transposed else "")
+                self.placed[tensor] = Stored(tab.matrix(title, value.T if transposed else value, labels), transposed)
+        return self.placed[tensor]
 
     def token_table(self, stage):
         """An embedding table: one row per token id, labelled with the token's text when known."""
-        table = self.weight(stage, "table", "rows", self.vocab)
+        table = self.weight(stage, "table", self.vocab, as_stored=True).region
         if self.vocab is not None:
             self.vocabulary = Region(table.sheet, table.top, 1, table.height, 1)
         return table
@@ -192,18 +224,19 @@ class Lowering:
             f"INDEX({column(table, i).ref(tab.name)},{column_letter(FIRST + j)}${TOKEN_ROW}+1)"))
 
     def op_positions(self, stage, tab):
-        table = self.weight(stage, "table", "transposed")
-        if self.T > table.width:
-            raise XlgptError(f"{self.T} tokens exceed the model's context of {table.width}")
+        context = self.ckpt[stage.params["table"]].shape[0]
+        if self.T > context:
+            raise XlgptError(f"{self.T} tokens exceed the model's context of {context}")
+        table = self.weight(stage, "table")
         out = tab.block(self.labels("feature", self.cfg.n_embd), stage.title)
-        return self.array(tab, out, table.cols(0, self.T).ref(tab.name))
+        return self.array(tab, out, table.t(tab.name, first=self.T))
 
     def op_add(self, stage, tab, a, b):
         out = tab.block(self.labels(stage.name, a.height), stage.title)
         return self.array(tab, out, f"{a.ref(tab.name)}+{b.ref(tab.name)}")
 
     def op_layernorm(self, stage, tab, x):
-        g, b = self.weight(stage, "weight", "column"), self.weight(stage, "bias", "column")
+        g, b = self.weight(stage, "weight"), self.weight(stage, "bias")
         stats = tab.block([("mean", None), ("variance", None)], stage.title + ": mean and variance of each column")
         xr = x.ref(tab.name)
         self.per_cell(tab, stats, lambda i, j: (
@@ -215,12 +248,12 @@ class Lowering:
         return self.array(tab, out, f"({xr}-{mean})/SQRT({var}+{eps})*{g.ref(tab.name)}+{b.ref(tab.name)}")
 
     def op_linear(self, stage, tab, x):
-        w, b = self.weight(stage, "weight", "transposed"), self.weight(stage, "bias", "column")
+        w, b = self.weight(stage, "weight"), self.weight(stage, "bias")
         groups = None
         if "labels" in stage.options:  # e.g. q, k, v: each split into heads
             groups = [f"{g} {h}" for g in stage.options["labels"] for h in self.head_names()]
-        out = tab.block(self.labels(stage.name, w.height, groups), stage.title)
-        return self.array(tab, out, f"MMULT({w.ref(tab.name)},{x.ref(tab.name)})+{b.ref(tab.name)}")
+        out = tab.block(self.labels(stage.name, b.height, groups), stage.title)
+        return self.array(tab, out, f"MMULT({w.t(tab.name)},{x.ref(tab.name)})+{b.ref(tab.name)}")
 
     def qkv_head(self, qkv, which, h):
         C, d = self.cfg.n_embd, self.cfg.head_size
