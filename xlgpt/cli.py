@@ -20,7 +20,7 @@ def parse_tokens(text):
         raise XlgptError(f"--tokens: {text!r} is not a comma-separated list of integers")
 
 
-DEFAULT_PROMPT = "ROMEO:\nBut soft, what light"
+DEFAULT_PROMPT = "O Romeo, Romeo, wherefore art"
 
 
 def resolve_weights(name):
@@ -223,6 +223,8 @@ def eval_cmd(book, engine, weights, as_json, max_cells, timeout):
 
     weights_dir = resolve_weights(weights) if weights else None
     results = evaluate(book, chosen, weights_dir, timeout=timeout, max_cells=max_cells, on_stage=show_stage)
+    if not as_json and results and "prompt" in results[0]:
+        click.echo(f"prompt: {results[0]['prompt']!r}")
     for r in results:
         if as_json:
             click.echo(json.dumps(r))
@@ -240,14 +242,27 @@ def eval_cmd(book, engine, weights, as_json, max_cells, timeout):
 @weights_option
 @input_options
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--generate", type=click.IntRange(min=1), default=None,
+              help="instead, continue the prompt greedily (temperature 0) by this many tokens")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def predict(weights, tokens, prompt, top_k, as_json):
+def predict(weights, tokens, prompt, top_k, generate, as_json):
     """Predict the next token with the NumPy reference (no spreadsheet involved)."""
     import numpy as np
 
     from . import reference
 
     ckpt, tok, token_ids = model_and_tokens(weights, tokens, prompt)
+    if generate:
+        context = ckpt.config.n_positions
+        new = []
+        for _ in range(generate):  # the window slides once the context is full
+            new.append(int(reference.logits(ckpt, (token_ids + new)[-context:])[-1].argmax()))
+        if as_json:
+            click.echo(json.dumps({"tokens": token_ids, "generated": new,
+                                   **({"text": tok.decode(new)} if tok else {})}))
+        else:
+            click.echo(tok.decode(token_ids + new) if tok else ",".join(map(str, new)))
+        return
     logits = reference.logits(ckpt, token_ids)[-1]
     probs = reference.softmax(logits)
     top = [int(i) for i in np.argsort(-logits, kind="stable")[:top_k]]

@@ -1,8 +1,10 @@
 """GPT-2's tokenizer as spreadsheet formulas: type text into one cell and the sheet computes the token ids.
 
 The book reproduces Hugging Face `tokenizers`' byte-level BPE (GPT-2's, add_prefix_space=False) in visible
-steps, with classic functions only (MID, UNICODE, INDEX, MATCH, IF, ...), so Excel 2010+, LibreOffice and
-the Python `formulas` package all compute it:
+steps, with classic functions only (MID, UNICODE, INDEX, MATCH, VLOOKUP, IF, ...; no arrays, no LET or
+LAMBDA), so Excel, LibreOffice and the Python `formulas` package all compute it. UNICODE (Excel 2013+,
+written _xlfn.UNICODE) is the one function newer than Excel 2010: CODE gives code-page bytes, not code
+points, and nothing older reads a character's code point.
 
 - **Prompt**: the input cell (defined name `Prompt`), a status message (`TokenizerStatus`: "ok" or why the
   text does not fit), the token count (`SheetTokenCount`) and the token ids (`SheetTokenIds`, "" after the
@@ -20,6 +22,7 @@ the Python `formulas` package all compute it:
 - **Merges**: the merge table sorted by pair key; **Byte symbols**: GPT-2's byte -> symbol -> id table;
   **Unicode classes**: code-point ranges and their class (the classes Hugging Face's regex engine uses).
 """
+import bisect
 import csv
 import json
 import os
@@ -120,11 +123,15 @@ def class_runs():
     return out
 
 
-def char_class(cp, _starts=[]):
-    import bisect
-    if not _starts:
-        _starts.extend(class_runs())
-    return _starts[bisect.bisect_right(_starts, (cp, 9)) - 1][1]
+@lru_cache(maxsize=1)
+def _class_starts():
+    return class_runs()
+
+
+def char_class(cp):
+    """GPT-2's class of a code point: LETTER, NUMBER, OTHER or SPACE (the Unicode classes tab's lookup)."""
+    runs = _class_starts()
+    return runs[bisect.bisect_right(runs, (cp, 9)) - 1][1]
 
 
 # --- a Python mirror of the sheet's algorithm (to size capacities; tests compare with Hugging Face) ---
@@ -212,14 +219,14 @@ _NEEDS_FORMULA = re.compile("[\x00-\x08\x0b-\x1f\ufffe\uffff\ud800-\udfff]|_x[0-
 
 
 def prompt_value(text):
-    """The prompt cell's content: the text itself, or, when a plain text cell cannot carry it through every
+    r"""The prompt cell's content: the text itself, or, when a plain text cell cannot carry it through every
     engine, a formula that builds it. XML readers turn \r into \n, characters XML cannot hold need
     Excel's _xHHHH_ escape (which openpyxl, and so `formulas`, does not decode, and which a literal
     "_x0041_" would trigger), and LibreOffice turns the tab of a multi-line cell into U+0001."""
     if not _NEEDS_FORMULA.search(text) and not ("\t" in text and "\n" in text):
         return text
     parts, literal = [], ""
-    for i, ch in enumerate(text):
+    for ch in text:
         o = ord(ch)
         if o < 32 or o in (0xFFFE, 0xFFFF) or 0xD800 <= o <= 0xDFFF:
             if literal:
@@ -234,10 +241,6 @@ def prompt_value(text):
     if literal:
         parts.append('"' + literal.replace('"', '""') + '"')
     return Formula("&".join(parts))
-
-
-def _row_cells(top, left, values, style=0):
-    return Cells(top, left, [list(values)], style=style)
 
 
 class _Tab:
@@ -428,7 +431,7 @@ class Builder:
         x = bpe.col
         V = self.tab.V
         bpe.sheet.add(Cells(3, 1, [["piece number"]], style=BOLD))
-        bpe.sheet.add(Cells(3, FIRST, [[Formula(f"{byts.name and quote_sheet(byts.name)}!{b(j)}{r_bw}")
+        bpe.sheet.add(Cells(3, FIRST, [[Formula(f"{quote_sheet(byts.name)}!{b(j)}{r_bw}")
                                         for j in range(1, cap.bytes + 1)]], style=BOLD))
         bpe.sheet.add(Cells(4, 1, [["last slot of the piece"]], style=BOLD))
         bpe.sheet.add(Cells(4, FIRST, [[Formula(f"{quote_sheet(byts.name)}!{b(j)}{r_bend}")
@@ -499,16 +502,17 @@ class Builder:
         # ---- status, count and ids on the prompt tab ----
         ps = prompt_sheet
         Pp = self.prompt.ref(ps.name)
+        n_bytes = f"SUM({chars.ref(r_len, ps.name)})"
+        n_tokens = f"COUNT({bpe.ref(r_final, ps.name)})"
         status = (f'IF(LEN({Pp})>{N},"Too long: "&LEN({Pp})&" characters; this sheet holds at most {N}.",'
-                  f'IF({chars.ref(r_len, ps.name).join(["SUM(", ")"])}>{cap.bytes},'
-                  f'"Too long: "&{chars.ref(r_len, ps.name).join(["SUM(", ")"])}&" UTF-8 bytes; '
-                  f'this sheet holds at most {cap.bytes}.",'
-                  f'IF(COUNT({byts.ref(r_bid, ps.name)})<{chars.ref(r_len, ps.name).join(["SUM(", ")"])},'
+                  f'IF({n_bytes}>{cap.bytes},"Too long: "&{n_bytes}&" UTF-8 bytes; this sheet holds at most '
+                  f'{cap.bytes}.",'
+                  f'IF(COUNT({byts.ref(r_bid, ps.name)})<{n_bytes},'
                   f'"The tokenizer has no token for some bytes of this text.",'
                   f'IF(COUNT({bpe.ref(r_check, ps.name)})>0,"Not finished: merges still apply after '
                   f'{cap.rounds} rounds (a piece is too long for this sheet).",'
-                  f'IF(COUNT({bpe.ref(r_final, ps.name)})>{cap.tokens},"Too many tokens: "&'
-                  f'COUNT({bpe.ref(r_final, ps.name)})&"; this sheet shows at most {cap.tokens}.","ok")))))')
+                  f'IF({n_tokens}>{cap.tokens},"Too many tokens: "&{n_tokens}&"; this sheet shows at most '
+                  f'{cap.tokens}.","ok")))))')
         ok = f'{self.status.ref(ps.name)}="ok"'
         ps.add(Cells(self.status.top, FIRST, [[Formula(status)]], style=BOLD))
         ps.add(Cells(self.count.top, FIRST, [[Formula(f'IF({ok},COUNT({bpe.ref(r_final, ps.name)}),"")')]], style=BOLD))
@@ -516,7 +520,7 @@ class Builder:
         count = self.count.ref(ps.name)
         ps.add(Cells(self.ids.top, FIRST, [[Formula(
             f'IF({ok},IF({t}>{count},"",INDEX({ids},MATCH({t},{bpe.ref(r_count, ps.name)},0))),"")')
-            for t in range(1, cap.tokens + 1)]], style=INPUT))
+            for t in range(1, cap.tokens + 1)]], style=BOLD))
         ps.add(Cells(self.texts.top, FIRST, [[Formula(
             f'IF(ISNUMBER({cell_name(self.ids.top, FIRST + t)}),INDEX({self.vocabulary},{cell_name(self.ids.top, FIRST + t)}+1),"")')
             for t in range(cap.tokens)]]))
@@ -524,7 +528,7 @@ class Builder:
 
 
 def token_texts(tok):
-    """Each token's text (partial UTF-8 characters show as \ufffd), made readable like the model's labels."""
+    r"""Each token's text (partial UTF-8 characters show as \ufffd), made readable like the model's labels."""
     from .tokenizer import display
     to_byte = {c: b for b, c in bytes_to_unicode().items()}
     out = [""] * tables(tok).V

@@ -1,0 +1,38 @@
+"""The bundled Shakespeare model: offline default of every command."""
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import xlgpt
+
+BUNDLED = Path(__file__).resolve().parent.parent / "weights" / "shakespeare"
+TRAINING = json.loads((BUNDLED / "training.json").read_text())
+
+
+@pytest.mark.parametrize("item", TRAINING["samples"]["items"], ids=lambda i: i["prompt"])
+def test_greedy_continuations_match_torch(item):
+    """The training script recorded torch's greedy continuations; the NumPy reference must agree."""
+    run = xlgpt("predict", "--prompt", item["prompt"], "--generate", len(item["new_ids"]), "--json", check=0)
+    out = json.loads(run.stdout)
+    assert out["tokens"] == item["prompt_ids"]  # the tokenizer, as `tokenizers` encoded it in training
+    assert out["generated"] == item["new_ids"]
+    assert out["text"] == item["continuation"]
+
+
+def test_default_build_verifies_with_both_engines(tmp_path):
+    out = tmp_path / "default.xlsx"
+    run = xlgpt("build", "--out", out, check=0)
+    assert "O Romeo, Romeo, wherefore art" in run.stdout
+    results = [json.loads(line) for line in xlgpt("eval", out, "--engine", "both", "--json", check=0).stdout.splitlines()]
+    top = json.loads(xlgpt("predict", "--json", check=0).stdout)["top"][0]
+    for r in results:
+        assert r["match"] and r["token_id"] == top["token_id"] and r["token_text"] == top["text"]
+        assert r["prompt"] == "O Romeo, Romeo, wherefore art"
+
+
+def test_listed_with_its_size():
+    models = json.loads(xlgpt("weights", "list", "--json", check=0).stdout)
+    bundled = [m for m in models if m["name"] == "shakespeare"]
+    assert bundled and bundled[0]["source"] == "bundled"
+    assert bundled[0]["parameters"] == TRAINING["n_params"] == 512 * 48 + 64 * 48 + 2 * (12 * 48 * 48 + 13 * 48) + 2 * 48
