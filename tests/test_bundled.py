@@ -36,3 +36,15 @@ def test_listed_with_its_size():
     bundled = [m for m in models if m["name"] == "shakespeare"]
     assert bundled and bundled[0]["source"] == "bundled"
     assert bundled[0]["parameters"] == TRAINING["n_params"] == 512 * 48 + 64 * 48 + 2 * (12 * 48 * 48 + 13 * 48) + 2 * 48
+
+
+def test_full_context_verifies(tmp_path):
+    """64 tokens, the model's whole context, in LibreOffice."""
+    text = "O Romeo, Romeo, wherefore art thou Romeo? Deny thy father and refuse thy name. " * 3
+    ids = json.loads(xlgpt("tokenize", "--json", text, check=0).stdout)[0]["tokens"][:64]
+    assert len(ids) == 64
+    out = tmp_path / "full.xlsx"
+    xlgpt("build", "--tokens", ",".join(map(str, ids)), "--out", out, check=0)
+    r = json.loads(xlgpt("eval", out, "--engine", "libreoffice", "--json", check=0).stdout)
+    assert r["match"] and len(r["tokens"]) == 64 and r["max_abs_logit_diff"] < 1e-9
+    assert xlgpt("build", "--tokens", ",".join(map(str, ids + [1])), "--out", out).returncode == 2
