@@ -79,3 +79,16 @@ def test_text_the_tokenizer_cannot_encode(tmp_path):
 def test_vendored_files_are_gpt2s():
     assert (GPT2_TOKENIZER / "encoder.json").stat().st_size == 1042301
     assert (GPT2_TOKENIZER / "vocab.bpe").stat().st_size == 456318
+
+
+def test_tokenize_with_the_sheet_cli():
+    """`tokenize --engine` builds tokenizer workbooks and reports the ids the sheet computed."""
+    texts = ["Mike is quick. He moves", "funology reinjury", "don't\tstop  \n 12 🙂"]
+    run = xlgpt("tokenize", "--tokenizer", "gpt2", "--engine", "libreoffice", "--json", *texts, check=0)
+    results = json.loads(run.stdout)
+    assert [r["text"] for r in results] == texts
+    assert results[0]["tokens"] == [16073, 318, 2068, 13, 679, 6100]
+    assert results[1]["tokens"] == [12543, 1435, 6865, 21871]
+    from xlgpt.tokenizer import load as load_tokenizer
+    assert results[2]["tokens"] == results[2]["reference"] == load_tokenizer("gpt2").hf.encode(texts[2]).ids
+    assert all(r["match"] for r in results)

@@ -284,8 +284,11 @@ def predict(weights, tokens, prompt, top_k, generate, as_json):
 @click.option("--tokenizer", "tokenizer_name", default=None,
               help="'gpt2' (bundled GPT-2 tokenizer files) or a directory of tokenizer files; "
                    "default: the tokenizer of --weights")
+@click.option("--engine", type=click.Choice(["formulas", "libreoffice"]), default=None,
+              help="tokenize with the spreadsheet itself: build tokenizer workbooks, recalculate them with "
+                   "this engine and compare with the tokenizers library (exit 1 on a difference)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON list")
-def tokenize(text, weights, tokenizer_name, as_json):
+def tokenize(text, weights, tokenizer_name, engine, as_json):
     """Print the token ids and token strings of each TEXT."""
     from . import tokenizer as tk
     from .checkpoint import load
@@ -296,17 +299,33 @@ def tokenize(text, weights, tokenizer_name, as_json):
         tok = tk.for_checkpoint(load(resolve_weights(weights)))
         if tok is None:
             raise XlgptError("this model has no tokenizer files; choose one with --tokenizer")
+    if engine:
+        from .sheet_tokenizer import tokenize_with_sheets
+
+        sheets = tokenize_with_sheets(tok, text, engine)
     results = []
-    for t in text:
-        ids = tok.encode(t)
-        results.append({"text": t, "tokens": ids, "strings": [tok.token_text(i) for i in ids]})
+    for i, t in enumerate(text):
+        reference = tok.hf.encode(t).ids if engine else tok.encode(t)
+        r = {"text": t, "tokens": reference}
+        if engine:
+            sheet = sheets[i]
+            r.update(tokens=sheet.ids, reference=reference, match=sheet.ok and sheet.ids == reference)
+            if not sheet.ok:
+                r["status"] = sheet.status
+        r["strings"] = [tok.token_text(i) if isinstance(i, int) else str(i) for i in r["tokens"]]
+        results.append(r)
     if as_json:
         click.echo(json.dumps(results, ensure_ascii=False))
-        return
-    for r in results:
-        click.echo(f"{r['text']!r}: {len(r['tokens'])} tokens")
-        click.echo("  ids:     " + ",".join(map(str, r["tokens"])))
-        click.echo("  strings: " + " ".join(repr(x) for x in r["strings"]))
+    else:
+        for r in results:
+            verdict = "" if "match" not in r else (" — MATCH" if r["match"] else f" — MISMATCH, tokenizers: {r['reference']}")
+            click.echo(f"{r['text']!r}: {len(r['tokens'])} tokens{verdict}")
+            click.echo("  ids:     " + ",".join(map(str, r["tokens"])))
+            click.echo("  strings: " + " ".join(repr(x) for x in r["strings"]))
+            if r.get("status"):
+                click.echo(f"  sheet:   {r['status']}")
+    if engine and not all(r["match"] for r in results):
+        sys.exit(1)
 
 
 def main():

@@ -45,7 +45,7 @@ class BookInfo:
     est_cells: int
 
 
-def _parse_ref(text):
+def parse_ref(text):
     m = re.fullmatch(r"(?:'((?:[^']|'')+)'|([^!]+))!\$?([A-Z]+)\$?(\d+)(?::\$?([A-Z]+)\$?(\d+))?", text)
     if not m:
         return None
@@ -72,7 +72,7 @@ def read_book(path):
     try:
         names = {}
         for name, dn in wb.defined_names.items():
-            ref = _parse_ref(dn.attr_text)
+            ref = parse_ref(dn.attr_text)
             if ref:
                 names[name] = ref
         for needed in ("Logits", "Predictions", "TokenIds"):
@@ -144,31 +144,42 @@ def find_soffice():
     return exe
 
 
+def soffice_csv(paths, sheet_index, timeout=3600):
+    """Recalculate books in ONE headless LibreOffice run (one start-up, its own temporary profile) and
+    return each book's sheet `sheet_index` (1-based) as a CSV grid: a list of rows of strings."""
+    exe = find_soffice()
+    with tempfile.TemporaryDirectory(prefix="xlgpt-lo-") as tmp:
+        tmp = Path(tmp)
+        sources = []
+        for i, path in enumerate(paths):
+            sources.append(tmp / f"book{i}.xlsx")
+            os.symlink(Path(path).resolve(), sources[-1])
+        opts = f"44,34,76,1,,0,false,true,false,false,false,{sheet_index}"
+        cmd = [exe, f"-env:UserInstallation=file://{tmp / 'profile'}", "--headless", "--calc",
+               "--convert-to", f"csv:Text - txt - csv (StarCalc):{opts}", *map(str, sources), "--outdir", str(tmp / "out")]
+        try:
+            run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise XlgptError(f"LibreOffice did not finish within {timeout} s")
+        grids = []
+        for source, path in zip(sources, paths):
+            # <stem>-<sheet>.csv, or <stem>.csv for a one-sheet book
+            found = sorted((tmp / "out").glob(source.stem + "-*.csv")) + sorted((tmp / "out").glob(source.stem + ".csv"))
+            if not found:
+                raise XlgptError(f"LibreOffice could not convert {Path(path).name}: "
+                                 f"{(run.stderr or run.stdout).strip().splitlines()[-1:] or 'no output'}")
+            with open(found[0], newline="", encoding="utf-8") as f:
+                grids.append(list(csv.reader(f)))
+        return grids
+
+
 def libreoffice_values(book, wanted, timeout=3600):
     """Recalculate with headless LibreOffice (CSV export of the sheet holding the names) and read them."""
-    exe = find_soffice()
     sheets = {book.names[n].sheet for n in wanted}
     if len(sheets) != 1:
         raise XlgptError("the results must sit on one sheet for the LibreOffice engine")
-    sheet = sheets.pop()
-    with tempfile.TemporaryDirectory(prefix="xlgpt-lo-") as tmp:
-        tmp = Path(tmp)
-        src = tmp / "book.xlsx"
-        os.symlink(book.path.resolve(), src)
-        opts = f"44,34,76,1,,0,false,true,false,false,false,{book.sheets.index(sheet) + 1}"
-        cmd = [exe, f"-env:UserInstallation=file://{tmp / 'profile'}", "--headless", "--calc",
-               "--convert-to", f"csv:Text - txt - csv (StarCalc):{opts}", str(src), "--outdir", str(tmp / "out")]
-        with _peak_memory() as stats:
-            try:
-                run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-            except subprocess.TimeoutExpired:
-                raise XlgptError(f"LibreOffice did not finish within {timeout} s")
-        found = list((tmp / "out").glob("*.csv")) if (tmp / "out").is_dir() else []
-        if not found:
-            raise XlgptError(f"LibreOffice could not convert {book.path.name}: "
-                             f"{(run.stderr or run.stdout).strip().splitlines()[-1:] or 'no output'}")
-        with open(found[0], newline="", encoding="utf-8") as f:
-            grid = list(csv.reader(f))
+    with _peak_memory() as stats:
+        grid = soffice_csv([book.path], book.sheets.index(sheets.pop()) + 1, timeout)[0]
     out = {}
     for name in wanted:
         ref = book.names[name]

@@ -20,20 +20,28 @@ points, and nothing older reads a character's code point.
   finish after at most (bytes - 1) rounds. Merged-away slots become "". Pairs are looked up numerically
   (key = left id * V + right id) since spreadsheet text comparison ignores case.
 - **Merges**: the merge table sorted by pair key; **Byte symbols**: GPT-2's byte -> symbol -> id table;
-  **Unicode classes**: code-point ranges and their class (the classes Hugging Face's regex engine uses).
+  **Unicode classes**: code-point ranges and their class (the classes Hugging Face's regex engine uses);
+  **Token texts**: each id's text, for the Prompt tab's "token text" row.
+
+Sizes: the default Capacity (256 characters, 512 bytes, 100 rounds: any piece of up to 101 bytes finishes)
+is ~268k formula cells, ~262k of them the BPE rounds (5 rows of `bytes` cells per round), plus GPT-2's
+tables (~410k constants); LibreOffice recalculates it in ~8 s. The `formulas` engine needs books sized to
+their text (capacity_for): GPT-2's 50,000-merge table alone costs it ~30 s and ~1.2 GB.
+
+Entry points: tokenizer_tabs (tabs + names, to put in any book), write_tokenizer_book, capacity_for,
+evaluate_tokens / evaluate_books (recalculate with LibreOffice or formulas and read what the sheet shows),
+tokenize_with_sheets (many texts: batch books, one LibreOffice run).
 """
 import bisect
-import csv
 import json
-import os
 import re
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from . import XlgptError
+from .engines import soffice_csv
 from .xlsx import (BOLD, INPUT, TITLE, Cells, Formula, Region, Sheet, cell_name, column_letter,
                    quote_sheet, write_workbook)
 
@@ -420,7 +428,8 @@ class Builder:
             return (f'IF(ISNUMBER({ci(j)}),IF({t}=0,CHOOSE({n},0,192,224,240)+INT({x}/64^({n}-1)),'
                     f'128+MOD(INT({x}/64^({n}-1-{t})),64)),"")')
         r_byte = byts.add_row("UTF-8 byte", byte_value)
-        byts.add_row("GPT-2 byte symbol", lambda j: f'IF(ISNUMBER({b(j)}{r_byte}),VLOOKUP({b(j)}{r_byte},ByteTable,2,TRUE),"")')
+        byts.add_row("GPT-2 byte symbol",
+                     lambda j: f'IF(ISNUMBER({b(j)}{r_byte}),VLOOKUP({b(j)}{r_byte},ByteTable,2,TRUE),"")')
         r_bid = byts.add_row("initial token id",
                              lambda j: f'IF(ISNUMBER({b(j)}{r_byte}),VLOOKUP({b(j)}{r_byte},ByteTable,3,TRUE),"")')
         r_bend = byts.next
@@ -496,7 +505,8 @@ class Builder:
         r_final, _, r_check, _ = block(next_ids(prev[0], prev[1], prev[3]), f"tokens after round {cap.rounds}",
                                        last_round=True)
         r_count = bpe.next
-        bpe.add_row("token number", lambda j: f"IF(ISNUMBER({x(j)}{r_final}),{x(j - 1)}{r_count}+1,{x(j - 1)}{r_count})",
+        bpe.add_row("token number",
+                    lambda j: f"IF(ISNUMBER({x(j)}{r_final}),{x(j - 1)}{r_count}+1,{x(j - 1)}{r_count})",
                     first=lambda j: f"IF(ISNUMBER({x(j)}{r_final}),1,0)")
 
         # ---- status, count and ids on the prompt tab ----
@@ -521,9 +531,9 @@ class Builder:
         ps.add(Cells(self.ids.top, FIRST, [[Formula(
             f'IF({ok},IF({t}>{count},"",INDEX({ids},MATCH({t},{bpe.ref(r_count, ps.name)},0))),"")')
             for t in range(1, cap.tokens + 1)]], style=BOLD))
+        id_cell = lambda t: cell_name(self.ids.top, FIRST + t)
         ps.add(Cells(self.texts.top, FIRST, [[Formula(
-            f'IF(ISNUMBER({cell_name(self.ids.top, FIRST + t)}),INDEX({self.vocabulary},{cell_name(self.ids.top, FIRST + t)}+1),"")')
-            for t in range(cap.tokens)]]))
+            f'IF(ISNUMBER({id_cell(t)}),INDEX({self.vocabulary},{id_cell(t)}+1),"")') for t in range(cap.tokens)]]))
         return [chars.sheet, byts.sheet, bpe.sheet]
 
 
@@ -597,8 +607,10 @@ def tokenizer_tabs(tok, capacity=None, text="", vocabulary=None):
 
 
 def batch_tabs(tok, texts, capacities=None):
-    """Several prompts in one book (for testing many texts with one engine run): a Prompts tab with one
-    block per text, each text's own Chars/Bytes/BPE tabs ("Chars 1", ...) and the shared tables."""
+    """Several prompts in one book (to check many texts with one engine run): a Prompts tab with one block
+    per text, each text's own Chars/Bytes/BPE tabs ("Chars 1", ...) and the shared tables. Defined names
+    are numbered: Prompt_1, TokenizerStatus_1, SheetTokenCount_1, SheetTokenIds_1, ...
+    Returns (sheets, names, builders)."""
     caps = capacities or [capacity_for([t], tok) for t in texts]
     prompts = Sheet("Prompts", widths={1: 30, 2: 4, 3: 40})
     prompts.add(Cells(1, 1, [["Tokenizer batch: one block per prompt"]], style=TITLE))
@@ -609,14 +621,21 @@ def batch_tabs(tok, texts, capacities=None):
         sheets += builder.build(prompts)
         blocks.append(builder)
     tabs, names = table_tabs(tok)
+    for i, b in enumerate(blocks, 1):
+        names.update({f"Prompt_{i}": b.prompt, f"TokenizerStatus_{i}": b.status, f"SheetTokenCount_{i}": b.count,
+                      f"SheetTokenIds_{i}": b.ids})
     return sheets + tabs, names, blocks
 
 
 def write_tokenizer_book(path, tok, text, capacity=None):
-    """A tokenizer-only workbook for one text. Without a capacity: the default one, enlarged if the text
-    needs more (capacity_for([...], tok) gives the smallest book, e.g. for the `formulas` engine)."""
+    """A tokenizer-only workbook. For one text: the Prompt tab and the others (tokenizer_tabs); without a
+    capacity, the default one, enlarged if the text needs more (capacity_for([text], tok) gives the smallest
+    book, e.g. for the `formulas` engine). For a list of texts: one batch book (batch_tabs), each text with
+    its own tabs sized by `capacity` or, without one, to the text."""
     if not isinstance(text, str):
-        raise TypeError("write_tokenizer_book takes one text; tokenize_with_sheets evaluates many")
+        caps = None if capacity is None else [capacity] * len(text)
+        write_batch_book(path, tok, list(text), caps)
+        return path
     if capacity is None:
         need, default = capacity_for([text], tok), Capacity()
         capacity = Capacity(*(max(getattr(need, f), getattr(default, f)) for f in ("chars", "bytes", "rounds")))
@@ -656,22 +675,28 @@ def write_batch_book(path, tok, texts, capacities=None):
 
 
 def book_blocks(path):
-    """The Block of a single-prompt book, from its defined names."""
+    """The Blocks of a tokenizer book, from its defined names (one for a single-prompt book, else one per
+    numbered prompt of a batch book)."""
     import openpyxl
-    from .engines import _parse_ref
+    from .engines import parse_ref
     try:
         wb = openpyxl.load_workbook(path, read_only=True)
     except Exception as e:
         raise XlgptError(f"{path}: not an .xlsx workbook ({e})")
     try:
-        refs = {n: _parse_ref(d.attr_text) for n, d in wb.defined_names.items()}
+        refs = {n: parse_ref(d.attr_text) for n, d in wb.defined_names.items()}
     finally:
         wb.close()
-    missing = [n for n in ("TokenizerStatus", "SheetTokenCount", "SheetTokenIds") if not refs.get(n)]
-    if missing:
-        raise XlgptError(f"{path}: not a tokenizer workbook (no defined name {missing[0]})")
     region = lambda r: Region(r.sheet, r.top, r.left, r.bottom - r.top + 1, r.right - r.left + 1)
-    return [Block(region(refs["TokenizerStatus"]), region(refs["SheetTokenCount"]), region(refs["SheetTokenIds"]))]
+    numbered = [n[len("SheetTokenIds"):] for n in refs if re.fullmatch(r"SheetTokenIds_\d+", n)]
+    keys = [""] if "SheetTokenIds" in refs else sorted(numbered, key=lambda k: int(k[1:]))
+    blocks = []
+    for k in keys or [""]:
+        missing = [n + k for n in ("TokenizerStatus", "SheetTokenCount", "SheetTokenIds") if not refs.get(n + k)]
+        if missing:
+            raise XlgptError(f"{path}: not a tokenizer workbook (no defined name {missing[0]})")
+        blocks.append(Block(*(region(refs[n + k]) for n in ("TokenizerStatus", "SheetTokenCount", "SheetTokenIds"))))
+    return blocks
 
 
 def _result(get, block):
@@ -691,38 +716,6 @@ def _result(get, block):
     except (TypeError, ValueError):
         pass
     return SheetResult("" if status is None else str(status), count, ids)
-
-
-def _libreoffice_grids(paths, sheet_index, timeout):
-    """Recalculate several books in ONE headless LibreOffice run (one start-up) and return, per book,
-    the CSV grid of sheet `sheet_index` (1-based). Same recipe as engines.libreoffice_values: own
-    temporary profile, CSV export (StarCalc filter options), a timeout."""
-    from .engines import find_soffice
-    exe = find_soffice()
-    with tempfile.TemporaryDirectory(prefix="xlgpt-tok-lo-") as tmp:
-        tmp = Path(tmp)
-        srcs = []
-        for i, p in enumerate(paths):
-            src = tmp / f"book{i}.xlsx"
-            os.symlink(Path(p).resolve(), src)
-            srcs.append(src)
-        opts = f"44,34,76,1,,0,false,true,false,false,false,{sheet_index}"
-        cmd = [exe, f"-env:UserInstallation=file://{tmp / 'profile'}", "--headless", "--calc",
-               "--convert-to", f"csv:Text - txt - csv (StarCalc):{opts}", *map(str, srcs), "--outdir", str(tmp / "out")]
-        try:
-            run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise XlgptError(f"LibreOffice did not finish within {timeout} s")
-        grids = []
-        for src, p in zip(srcs, paths):
-            found = sorted((tmp / "out").glob(src.stem + "-*.csv")) + [tmp / "out" / (src.stem + ".csv")]
-            out = found[0]
-            if not out.is_file():
-                raise XlgptError(f"LibreOffice could not convert {Path(p).name}: "
-                                 f"{(run.stderr or run.stdout).strip().splitlines()[-1:] or 'no output'}")
-            with open(out, newline="", encoding="utf-8") as f:
-                grids.append(list(csv.reader(f)))
-        return grids
 
 
 def _grid_getter(grid):
@@ -777,7 +770,7 @@ def evaluate_books(books, engine="libreoffice", timeout=3600):
         indexes = {_sheet_index(p, blocks[0].status.sheet) for p, blocks in books}
         for index in sorted(indexes):
             group = [(p, bl) for p, bl in books if _sheet_index(p, bl[0].status.sheet) == index]
-            grids = _libreoffice_grids([p for p, _ in group], index, timeout)
+            grids = soffice_csv([p for p, _ in group], index, timeout)
             for (p, blocks), grid in zip(group, grids):
                 get = _grid_getter(grid)
                 out.append((p, [_result(get, b) for b in blocks]))
