@@ -20,9 +20,10 @@ def test_greedy_continuations_match_torch(item):
     assert out["text"] == item["continuation"]
 
 
-def test_default_build_verifies_with_both_engines(tmp_path):
+def test_default_prompt_verifies_with_both_engines(tmp_path):
+    """The default model and prompt with fixed token ids (the prompt-cell default book: test_prompt_cell.py)."""
     out = tmp_path / "default.xlsx"
-    run = xlgpt("build", "--out", out, check=0)
+    run = xlgpt("build", "--no-prompt-cell", "--out", out, check=0)
     assert "O Romeo, Romeo, wherefore art" in run.stdout
     results = [json.loads(line) for line in xlgpt("eval", out, "--engine", "both", "--json", check=0).stdout.splitlines()]
     top = json.loads(xlgpt("predict", "--json", check=0).stdout)["top"][0]

@@ -217,7 +217,7 @@ def test_capacity_overflow_says_so_and_shows_no_ids(gpt2, tmp_path):
         ("Hello, world!", st.Capacity(5, 64, 8), "Too long: 13 characters; this sheet holds at most 5."),
         ("éééé", st.Capacity(10, 6, 8), "Too long: 8 UTF-8 bytes; this sheet holds at most 6."),
         ("Hello", st.Capacity(10, 10, 1), "Not finished: merges still apply after 1 rounds"),
-        ("Hello, world!", st.Capacity(20, 20, 8, tokens=3), "Too many tokens: 4; this sheet shows at most 3."),
+        ("Hello, world!", st.Capacity(20, 20, 8, tokens=3), "Too many tokens: 4; this sheet holds at most 3."),
         ("Hello, world!", st.capacity_for(["Hello, world!"], gpt2), "ok"),
         ("", st.Capacity(4, 4, 1), "ok"),
     ]

@@ -34,7 +34,8 @@ def gpt2_vocab_ckpt(tmp_path_factory):
 
 def test_prompt_build_shows_token_texts(gpt2_vocab_ckpt, tmp_path):
     out = tmp_path / "p.xlsx"
-    run = xlgpt("build", "--weights", gpt2_vocab_ckpt, "--prompt", "Mike is quick. He moves", "--out", out, check=0)
+    run = xlgpt("build", "--weights", gpt2_vocab_ckpt, "--prompt", "Mike is quick. He moves", "--no-prompt-cell",
+                "--out", out, check=0)
     assert "6 tokens" in run.stdout
     wb = openpyxl.load_workbook(out)
     ws = wb["Tokens"]

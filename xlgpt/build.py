@@ -4,10 +4,10 @@ from pathlib import Path
 
 from . import XlgptError, __version__
 from .checkpoint import fingerprint
-from .lower import lower
+from .lower import FIRST, TypedPrompt, lower
 from .spec import load_spec
 from .tokenizer import display
-from .xlsx import write_workbook
+from .xlsx import BOLD, Cells, Formula, write_workbook
 
 
 def check_tokens(tokens, cfg):
@@ -43,14 +43,46 @@ def about_rows(ckpt, tokens):
     ]
 
 
-def build(ckpt, tokens, out, template=None, progress=None, tokenizer=None):
+def build(ckpt, tokens, out, template=None, progress=None, tokenizer=None, prompt=None, positions=None,
+          capacity=None):
     """Write the workbook for `tokens` to `out`; returns (sheets, names) as written.
 
-    With a tokenizer, token ids are shown with their text throughout the book."""
+    With a tokenizer, token ids are shown with their text throughout the book. With a `prompt` too, the
+    book tokenizes it itself (Prompt tab and the in-sheet tokenizer, sheet_tokenizer.py) into `positions`
+    token positions (default: the prompt's tokens), with the tokenizer's `capacity`; a person can then type
+    another prompt."""
     check_tokens(tokens, ckpt.config)
     check_output(out)
     spec = load_spec(ckpt.config, template)
     vocab = [display(tokenizer.token_text(i)) for i in range(ckpt.config.vocab_size)] if tokenizer else None
-    sheets, names = lower(spec, ckpt, tokens, about_rows(ckpt, tokens), vocab)
+    if prompt is None:
+        sheets, names = lower(spec, ckpt, tokens, about_rows(ckpt, tokens), vocab)
+    else:
+        sheets, names = typed_book(spec, ckpt, tokens, tokenizer, prompt, positions or len(tokens), capacity, vocab)
     write_workbook(out, sheets, names, progress)
     return sheets, names
+
+
+def typed_book(spec, ckpt, tokens, tok, prompt, positions, capacity, vocab):
+    """Sheets in the order the data flows: Prompt, Chars, Bytes, BPE, Tokens, ..., Output, weights, tables."""
+    from .sheet_tokenizer import Capacity, tokenizer_tabs
+
+    if not len(tokens) <= positions <= ckpt.config.n_positions:
+        raise XlgptError(f"--positions {positions}: the workbook needs between {len(tokens)} (the prompt's tokens) "
+                         f"and {ckpt.config.n_positions} (the model's context) positions")
+    capacity = capacity or Capacity()
+    cap = Capacity(capacity.chars, capacity.bytes, capacity.rounds, tokens=positions)
+    tok_sheets, tok_names = tokenizer_tabs(tok, cap, prompt, vocabulary="Vocabulary")
+    about = about_rows(ckpt, tokens) + [
+        ("tokenizer capacity", f"{cap.chars} characters, {cap.bytes} UTF-8 bytes, {cap.rounds} merge rounds, "
+                               f"{cap.tokens} tokens", None),
+        ("tokenizer capacity (numbers)", f"{cap.chars},{cap.bytes},{cap.rounds},{cap.tokens}", "TokenizerCapacity")]
+    model_sheets, names = lower(spec, ckpt, [0] * positions, about, vocab, TypedPrompt())
+    names.update(tok_names)
+    prompt_tab = tok_sheets[0]
+    prompt_tab.add(Cells(11, 1, [["Predicted next token", None, Formula('IF(ISNUMBER(PredictedToken),PredictedToken,"")'),
+                                  Formula("IF(ISNUMBER(PredictedToken),INDEX(Vocabulary,PredictedToken+1),PredictedToken)")]],
+                         style=BOLD))
+    prompt_tab.add(Cells(12, 1, [[f"(read at the prompt's last token; the model has {positions} positions, "
+                                  f"see the {spec.inputs_tab} tab)"]]))
+    return tok_sheets[:4] + model_sheets + tok_sheets[4:], names

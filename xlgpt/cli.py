@@ -31,8 +31,9 @@ def resolve_weights(name):
     return resolve(name or "shakespeare", bundled_dir=WEIGHTS_DIR)
 
 
-def model_and_tokens(weights, tokens, prompt, need_tokenizer=False):
-    """Load the checkpoint, its tokenizer (if any) and the input token ids from --tokens or --prompt."""
+def model_and_tokens(weights, tokens, prompt):
+    """Load the checkpoint, its tokenizer (if any), the input token ids from --tokens or --prompt, and the
+    prompt text (None with --tokens)."""
     from . import tokenizer as tk
     from .build import check_tokens
     from .checkpoint import load
@@ -54,7 +55,7 @@ def model_and_tokens(weights, tokens, prompt, need_tokenizer=False):
     else:
         ids = parse_tokens(tokens)
     check_tokens(ids, ckpt.config)
-    return ckpt, tok, ids
+    return ckpt, tok, ids, prompt
 
 
 def emit_error(message, code=2):
@@ -157,6 +158,21 @@ def weights_import(path, name, config):
     click.echo(f"imported {dest.name}: {count_parameters(dest):,} parameters, in {dest}")
 
 
+def parse_capacity(text):
+    """--capacity: CHARS,BYTES,ROUNDS, or "fit" (None: sized to the prompt)."""
+    from .sheet_tokenizer import Capacity
+
+    if text == "fit":
+        return None
+    try:
+        return Capacity(*(int(x) for x in text.split(",")))
+    except (TypeError, ValueError):
+        raise XlgptError(f"--capacity: expected CHARS,BYTES,ROUNDS (e.g. 256,512,100) or 'fit', got {text!r}")
+
+
+DEFAULT_POSITIONS = 32
+
+
 @cli.command()
 @weights_option
 @input_options
@@ -164,17 +180,39 @@ def weights_import(path, name, config):
               help="workbook to write")
 @click.option("--template", type=click.Path(path_type=Path), default=None,
               help="transformer description to compile (default: templates/gpt2.toml)")
-def build(weights, tokens, prompt, out, template):
+@click.option("--prompt-cell/--no-prompt-cell", default=True, show_default=True,
+              help="with a prompt: put it in a Prompt cell that the workbook tokenizes itself, so a person can "
+                   "type another prompt (--no-prompt-cell: fixed token ids, as with --tokens)")
+@click.option("--positions", type=click.IntRange(min=1), default=None,
+              help=f"token positions of a prompt-cell book: the longest prompt it takes [default: the prompt's "
+                   f"tokens, at least {DEFAULT_POSITIONS} (up to the model's context); with --capacity fit, "
+                   f"the prompt's tokens]")
+@click.option("--capacity", default="256,512,100", show_default=True,
+              help="the in-sheet tokenizer's capacity: CHARS,BYTES,ROUNDS (a word of up to ROUNDS+1 bytes always "
+                   "tokenizes), or 'fit' for the smallest that holds the prompt (for the formulas engine)")
+def build(weights, tokens, prompt, out, template, prompt_cell, positions, capacity):
     """Compile a checkpoint and a prompt into a workbook of formulas.
 
-    With no options: the bundled Shakespeare model and a default prompt."""
+    With no options: the bundled Shakespeare model and a default prompt, in a Prompt cell that a person
+    can change."""
     from tqdm import tqdm
 
     from .build import build as build_book, check_output
+    from .sheet_tokenizer import capacity_for
 
     check_output(out)
+    cap = parse_capacity(capacity)
     t0 = time.perf_counter()
-    ckpt, tok, token_ids = model_and_tokens(weights, tokens, prompt)
+    ckpt, tok, token_ids, text = model_and_tokens(weights, tokens, prompt)
+    typed = prompt_cell and text is not None
+    if typed:
+        context = ckpt.config.n_positions
+        need = capacity_for([text], tok)
+        if cap is None:
+            cap, positions = need, positions or len(token_ids)
+        else:  # never smaller than the prompt needs
+            cap = type(cap)(*(max(getattr(cap, f), getattr(need, f)) for f in ("chars", "bytes", "rounds")))
+        positions = positions or min(context, max(len(token_ids), DEFAULT_POSITIONS))
     bar = tqdm(total=0, unit=" rows", disable=None, file=sys.stderr, leave=False)
     state = {"sheet": None, "done": 0}
 
@@ -187,20 +225,25 @@ def build(weights, tokens, prompt, out, template):
         state["done"] = rows
 
     try:
-        sheets, _ = build_book(ckpt, token_ids, out, template, progress, tok)
+        sheets, _ = build_book(ckpt, token_ids, out, template, progress, tok,
+                               **(dict(prompt=text, positions=positions, capacity=cap) if typed else {}))
     finally:
         bar.close()
     counts = [s.cell_counts() for s in sheets]
     constants, formulas = sum(c[0] for c in counts), sum(c[1] for c in counts)
     if tok:
         click.echo(f"prompt: {tok.decode(token_ids)!r} ({len(token_ids)} tokens)")
+    if typed:
+        click.echo(f"prompt cell: the workbook tokenizes it itself (up to {positions} tokens; {cap.chars} characters, "
+                   f"{cap.bytes} bytes, {cap.rounds} merge rounds)")
     click.echo(f"wrote {out}: {len(sheets)} tabs, {constants:,} constant cells, {formulas:,} formula cells, "
                f"{out.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
 
 
 @cli.command("eval")
 @click.argument("book", type=click.Path(path_type=Path))
-@click.option("--engine", type=click.Choice(["formulas", "libreoffice", "both"]), default="both", show_default=True)
+@click.option("--engine", type=click.Choice(["auto", "formulas", "libreoffice", "both"]), default="auto",
+              show_default=True, help="auto: both engines, or LibreOffice alone for books beyond the formulas engine")
 @click.option("--weights", "weights", default=None,
               help="checkpoint for the reference (default: the one recorded in the workbook)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object per engine")
@@ -208,7 +251,9 @@ def build(weights, tokens, prompt, out, template):
               help="refuse books with more cells than this with the formulas engine")
 @click.option("--timeout", type=click.IntRange(min=1), default=3600, show_default=True,
               help="seconds LibreOffice may take")
-def eval_cmd(book, engine, weights, as_json, max_cells, timeout):
+@click.option("--prompt", default=None,
+              help="type this text into the Prompt cell of a copy of the workbook (built from a prompt) first")
+def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt):
     """Recalculate a workbook with a spreadsheet engine and check it against the NumPy reference.
 
     Exit status: 0 when every engine matches (same prediction, logits within 1e-6), 1 on a mismatch,
@@ -216,15 +261,19 @@ def eval_cmd(book, engine, weights, as_json, max_cells, timeout):
     from .engines import FORMULAS_MAX_CELLS
     from .verify import evaluate
 
-    chosen = ["formulas", "libreoffice"] if engine == "both" else [engine]
+    chosen = ["formulas", "libreoffice"] if engine in ("auto", "both") else [engine]
     def show_stage(msg):  # like the progress bars: only for a person at a terminal
         if sys.stderr.isatty():
             click.echo(f"· {msg}", err=True)
 
     weights_dir = resolve_weights(weights) if weights else None
-    results = evaluate(book, chosen, weights_dir, timeout=timeout, max_cells=max_cells, on_stage=show_stage)
+    results = evaluate(book, chosen, weights_dir, timeout=timeout, max_cells=max_cells, on_stage=show_stage,
+                       prompt=prompt, on_skip=(lambda why: click.echo(f"skipping the formulas engine: {why}", err=True))
+                       if engine == "auto" else None)
     if not as_json and results and "prompt" in results[0]:
         click.echo(f"prompt: {results[0]['prompt']!r}")
+    if not as_json and results and "reference_tokens" in results[0]:
+        click.echo(f"tokens (tokenizers library): {','.join(map(str, results[0]['reference_tokens']))}")
     for r in results:
         if as_json:
             click.echo(json.dumps(r))
@@ -235,6 +284,8 @@ def eval_cmd(book, engine, weights, as_json, max_cells, timeout):
                        f"(reference {r['reference_token_id']}{text('reference_token_text')}), "
                        f"max |logit diff| {r['max_abs_logit_diff']:.2e} — {verdict} "
                        f"[{r['seconds']} s, {r['peak_rss_mb']} MB]")
+            if "reference_tokens" in r and r["tokens"] != r["reference_tokens"]:
+                click.echo(f"{'':>11}  the sheet tokenized the prompt as {','.join(map(str, r['tokens'])) or 'nothing'}")
     sys.exit(0 if all(r["match"] for r in results) else 1)
 
 
@@ -251,7 +302,7 @@ def predict(weights, tokens, prompt, top_k, generate, as_json):
 
     from . import reference
 
-    ckpt, tok, token_ids = model_and_tokens(weights, tokens, prompt)
+    ckpt, tok, token_ids, _ = model_and_tokens(weights, tokens, prompt)
     if generate:
         context = ckpt.config.n_positions
         new = []

@@ -24,6 +24,8 @@ from . import XlgptError
 # Rough size of one cell in sheet XML, to estimate a book's cell count before loading it.
 BYTES_PER_CELL = 12
 FORMULAS_MAX_CELLS = 500_000  # ~3 GB and a few minutes in `formulas`; LibreOffice handles far more
+# `formulas` compiles every formula on its own (~5-10 ms each; an array formula counts once)
+FORMULAS_MAX_FORMULAS = 20_000
 
 
 @dataclass
@@ -41,8 +43,12 @@ class BookInfo:
     sheets: list
     names: dict   # name -> Named
     values: dict  # name -> constant value of single-cell names that hold constants (e.g. Checkpoint)
-    tokens: list
+    tokens: list    # the token ids, or None when the book tokenizes its Prompt cell itself (typed)
     est_cells: int
+
+    @property
+    def typed(self):
+        return "LogitsInPrompt" in self.names
 
 
 def parse_ref(text):
@@ -80,13 +86,15 @@ def read_book(path):
                 raise XlgptError(f"{path}: not an xlgpt workbook (no defined name {needed})")
         values = {}
         for name, ref in names.items():
-            if name in ("TokenIds", "Checkpoint", "WeightsSha256"):
+            if name in ("TokenIds", "Checkpoint", "WeightsSha256", "Prompt", "TokenizerCapacity"):
                 ws = wb[ref.sheet]
                 cells = [c.value for r in ws.iter_rows(min_row=ref.top, max_row=ref.bottom,
                                                        min_col=ref.left, max_col=ref.right) for c in r]
                 values[name] = cells if name == "TokenIds" else cells[0]
         tokens = values.pop("TokenIds")
-        if not all(isinstance(t, int) for t in tokens):
+        if "LogitsInPrompt" in names:
+            tokens = None  # computed by the sheet's tokenizer
+        elif not all(isinstance(t, int) for t in tokens):
             raise XlgptError(f"{path}: the token cells must hold integer token ids")
         return BookInfo(path, wb.sheetnames, names, values, tokens, est)
     finally:
@@ -111,10 +119,21 @@ def _as_float(value):
         return float("nan")  # an error value such as #VALUE! or Err:502
 
 
-def check_formulas_size(book, max_cells=FORMULAS_MAX_CELLS):
+def formula_count(path):
+    """The number of formulas in a book's sheets (an array formula counts once)."""
+    with zipfile.ZipFile(path) as zf:
+        return sum(zf.read(i).count(b"<f") for i in zf.infolist() if i.filename.startswith("xl/worksheets/"))
+
+
+def check_formulas_size(book, max_cells=FORMULAS_MAX_CELLS, max_formulas=FORMULAS_MAX_FORMULAS):
     if book.est_cells > max_cells:
         raise XlgptError(f"{book.path.name}: about {book.est_cells:,} cells is too large for the formulas engine "
                          f"(limit {max_cells:,}); use --engine libreoffice")
+    n = formula_count(book.path)
+    if n > max_formulas:
+        hint = " (or build with a smaller --capacity)" if book.typed else ""
+        raise XlgptError(f"{book.path.name}: {n:,} formulas would take the formulas engine too long (limit "
+                         f"{max_formulas:,}, ~10 ms each); use --engine libreoffice{hint}")
 
 
 def formulas_values(book, wanted, max_cells=FORMULAS_MAX_CELLS):

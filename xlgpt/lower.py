@@ -38,11 +38,22 @@ def row(region, i):
     return Region(region.sheet, region.top + i, region.left, 1, region.width)
 
 
+@dataclass(frozen=True)
+class TypedPrompt:
+    """Where a book with an in-sheet tokenizer finds its input: defined names of the token ids (a row,
+    "" past the last token), their count and the tokenizer's status ("ok" or why the text does not fit)."""
+    ids: str = "SheetTokenIds"
+    count: str = "SheetTokenCount"
+    status: str = "TokenizerStatus"
+
+
 class Tab:
     """A sheet filled top to bottom: title, frozen position/token header, then labelled blocks."""
 
-    def __init__(self, name, title, n_positions, inputs_tab, header_rows=0, token_ids=None, texts=False):
-        """The inputs tab holds the token ids (`token_ids`); every other tab refers to them."""
+    def __init__(self, name, title, n_positions, inputs_tab, header_rows=0, token_ids=None, texts=False,
+                 typed=None):
+        """The inputs tab holds the token ids (`token_ids`, or with `typed` formulas reading the in-sheet
+        tokenizer, padded to n_positions); every other tab refers to them."""
         self.name, self.T, self.texts = name, n_positions, texts
         self.sheet = Sheet(name, widths={1: 30, 2: 7})
         self.sheet.add(Cells(1, 1, [[title]], style=TITLE))
@@ -52,15 +63,27 @@ class Tab:
             return [Formula(f"{quote_sheet(inputs_tab)}!{column_letter(FIRST + t)}${row}") for t in range(n_positions)]
 
         is_inputs = token_ids is not None
+        col = lambda t: column_letter(FIRST + t)
+        self.prompt_row = (TEXT_ROW if texts else TOKEN_ROW) + 1 if typed else None
+        if is_inputs and typed:  # 1 for the prompt's tokens, 0 for the padding after them
+            in_prompt = [Formula(f"IF(ISNUMBER({typed.count}),IF({t}<{typed.count},1,0),0)") for t in range(n_positions)]
+            token_ids = [Formula(f"IF({col(t)}${self.prompt_row}=1,INDEX({typed.ids},1,{t + 1}),0)")
+                         for t in range(n_positions)]
         self.sheet.add(Cells(TOKEN_ROW, 1, [["token id", None]], style=BOLD))
         self.sheet.add(Cells(TOKEN_ROW, FIRST, [list(token_ids) if is_inputs else from_inputs(TOKEN_ROW)],
-                             style=INPUT if is_inputs else BOLD))
+                             style=INPUT if is_inputs and not typed else BOLD))
         last = TOKEN_ROW
         if texts:  # each position's token as text, looked up in the vocabulary
-            text_row = ([Formula(f"INDEX(Vocabulary,{column_letter(FIRST + t)}{TOKEN_ROW}+1)") for t in range(n_positions)]
-                        if is_inputs else from_inputs(TEXT_ROW))
+            text = lambda t: f"INDEX(Vocabulary,{col(t)}{TOKEN_ROW}+1)"
+            text_row = ([Formula(f'IF({col(t)}${self.prompt_row}=1,{text(t)},"(padding)")' if typed else text(t))
+                         for t in range(n_positions)] if is_inputs else from_inputs(TEXT_ROW))
             self.sheet.add(Cells(TEXT_ROW, 1, [["token", None] + text_row], style=BOLD))
             last = TEXT_ROW
+        if typed:
+            self.sheet.add(Cells(self.prompt_row, 1, [["in prompt (1) or padding (0)", None]
+                                                      + (in_prompt if is_inputs else from_inputs(self.prompt_row))],
+                                 style=BOLD))
+            last = self.prompt_row
         self.next_header = last + 1
         self.sheet.freeze = (last + 1 + header_rows, FIRST)
         self.row = last + header_rows + 2
@@ -147,17 +170,18 @@ class WeightsTab:
 
 
 class Lowering:
-    def __init__(self, spec, ckpt, tokens, vocab=None):
-        self.spec, self.ckpt, self.cfg, self.vocab = spec, ckpt, ckpt.config, vocab
+    def __init__(self, spec, ckpt, tokens, vocab=None, typed=None):
+        self.spec, self.ckpt, self.cfg, self.vocab, self.typed = spec, ckpt, ckpt.config, vocab, typed
         self.T = len(tokens)
         self.tabs, self.weight_tabs, self.placed, self.out = {}, {}, {}, {}
         headers = {}
         for s in spec.stages:
             headers[s.tab] = headers.get(s.tab, 0) + s.header * HEADER_ROWS
         texts = vocab is not None
-        self.tokens_tab = Tab(spec.inputs_tab, spec.inputs_title, self.T, spec.inputs_tab, token_ids=tokens, texts=texts)
+        self.tokens_tab = Tab(spec.inputs_tab, spec.inputs_title, self.T, spec.inputs_tab, token_ids=tokens,
+                              texts=texts, typed=typed)
         for name in spec.tabs():
-            self.tabs[name] = Tab(name, name, self.T, spec.inputs_tab, headers[name], texts=texts)
+            self.tabs[name] = Tab(name, name, self.T, spec.inputs_tab, headers[name], texts=texts, typed=typed)
         self.out[TOKENS] = self.tokens_tab.tokens()
 
     # --- helpers -------------------------------------------------------------------------------
@@ -322,32 +346,46 @@ class Lowering:
 OPS = {name[3:]: fn for name, fn in vars(Lowering).items() if name.startswith("op_")}
 
 
-def lower(spec, ckpt, tokens, about=(), vocab=None):
+def lower(spec, ckpt, tokens, about=(), vocab=None, typed=None):
     """Lower everything. Returns (sheets in order, defined names {name: Region}).
 
     `about` is a list of (label, value, defined name or None) rows shown on the tokens tab;
-    `vocab`, each token's text, labels the embedding table, the logits and the predictions."""
-    lowering = Lowering(spec, ckpt, tokens, vocab)
+    `vocab`, each token's text, labels the embedding table, the logits and the predictions.
+    With `typed` (a TypedPrompt) the token ids come from the in-sheet tokenizer: `tokens` only sets the
+    number of positions, and "[last]" names read the position of the prompt's last token."""
+    lowering = Lowering(spec, ckpt, tokens, vocab, typed)
     tokens_tab, tabs, weight_tabs = lowering.lower()
+    info, r = tokens_tab.sheet, tokens_tab.row
     names = {}
     if vocab is not None:
         if not hasattr(lowering, "vocabulary"):
             raise XlgptError("template: with a vocabulary, some stage must read the token table (op embedding or unembed)")
         names["Vocabulary"] = lowering.vocabulary
+    at_last = {}
     for name, (index, which) in spec.names.items():
         region = lowering.out[index]
         if isinstance(region, Heads):
             raise XlgptError(f"template: name {name} refers to a per-head output; name a single block")
-        names[name] = region.cell(0, region.width - 1) if which == "last" else region
-
-    info = tokens_tab.sheet
-    r = tokens_tab.row
-    if "PredictedToken" in names:
-        row = ["Predicted next token", None, Formula("PredictedToken")]
-        if vocab is not None:
-            row.append(Formula("INDEX(Vocabulary,PredictedToken+1)"))
-        info.add(Cells(r, 1, [row], style=BOLD))
-        r += 2
+        names[name] = region if which == "all" else region.cell(0, region.width - 1)
+        if which == "last" and typed is not None:
+            at_last[name] = region
+    for name, region in at_last.items():  # typed: a cell that reads the prompt's last position, or says why not
+        names[name] = Region(info.name, r, FIRST)
+        label = "Predicted next token" if name == "PredictedToken" else f"{name} at the prompt's last token"
+        info.add(Cells(r, 1, [[label, None, Formula(
+            f'IF({typed.status}<>"ok",{typed.status},IF(N({typed.count})<1,"Type a prompt on the Prompt tab.",'
+            f'INDEX({region.ref(info.name)},1,{typed.count})))')]], style=BOLD))
+        r += 1
+    if typed is not None:  # what the engines read beside the logits: the ids used and which are padding
+        out_tab = tabs[names["Logits"].sheet]
+        names["LogitsTokenIds"] = Region(out_tab.name, TOKEN_ROW, FIRST, 1, lowering.T)
+        names["LogitsInPrompt"] = Region(out_tab.name, out_tab.prompt_row, FIRST, 1, lowering.T)
+    elif "PredictedToken" in names:
+        info.add(Cells(r, 1, [["Predicted next token", None, Formula("PredictedToken")]], style=BOLD))
+    if "PredictedToken" in names and vocab is not None:
+        info.add(Cells(names["PredictedToken"].top if typed else r, FIRST + 1, [[Formula(
+            "IF(ISNUMBER(PredictedToken),INDEX(Vocabulary,PredictedToken+1),PredictedToken)")]], style=BOLD))
+    r += 2
     info.add(Cells(r, 1, [["About this workbook"]], style=BOLD))
     for i, (label, value, name) in enumerate(about, r + 1):
         info.add(Cells(i, 1, [[label, None, value]]))

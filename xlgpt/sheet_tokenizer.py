@@ -521,7 +521,7 @@ class Builder:
                   f'"The tokenizer has no token for some bytes of this text.",'
                   f'IF(COUNT({bpe.ref(r_check, ps.name)})>0,"Not finished: merges still apply after '
                   f'{cap.rounds} rounds (a piece is too long for this sheet).",'
-                  f'IF({n_tokens}>{cap.tokens},"Too many tokens: "&{n_tokens}&"; this sheet shows at most '
+                  f'IF({n_tokens}>{cap.tokens},"Too many tokens: "&{n_tokens}&"; this sheet holds at most '
                   f'{cap.tokens}.","ok")))))')
         ok = f'{self.status.ref(ps.name)}="ok"'
         ps.add(Cells(self.status.top, FIRST, [[Formula(status)]], style=BOLD))

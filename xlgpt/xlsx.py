@@ -354,3 +354,24 @@ _SHEETS = None
 def _format_chunk(task):
     index, start, stop = task
     return "".join(_SHEETS[index].rows_xml(start, stop)).encode()
+
+
+def copy_with_cell(src, dst, sheet_index, row, col, value, style=0):
+    """Copy a workbook this writer made, with one cell of sheet `sheet_index` (1-based) replaced by `value`
+    (text, number or Formula). Streams every other part, so it suits books of any size."""
+    import re
+    import shutil
+
+    member, ref = f"xl/worksheets/sheet{sheet_index}.xml", cell_name(row, col)
+    cell = re.compile(rf'<c r="{ref}"(?:[^>]*?/>|[^>]*>.*?</c>)', re.S)
+    new = _value_xml(value, style).replace("<c", f'<c r="{ref}"', 1)
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            with zin.open(info) as f, _member(zout, info.filename, 1) as out:
+                if info.filename != member:
+                    shutil.copyfileobj(f, out, 1 << 20)
+                    continue
+                xml, n = cell.subn(lambda m: new, f.read().decode(), count=1)
+                if n != 1:
+                    raise XlgptError(f"{src}: cell {ref} of sheet {sheet_index} was not found")
+                out.write(xml.encode())
