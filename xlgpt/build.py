@@ -4,7 +4,7 @@ from pathlib import Path
 
 from . import XlgptError, __version__
 from .checkpoint import fingerprint
-from .lower import FIRST, TypedPrompt, lower
+from .lower import PREDICTED_TEXT, TypedPrompt, lower
 from .spec import load_spec
 from .tokenizer import display
 from .xlsx import BOLD, Cells, Formula, write_workbook
@@ -81,7 +81,7 @@ def typed_book(spec, ckpt, tokens, tok, prompt, positions, capacity, vocab):
     names.update(tok_names)
     prompt_tab = tok_sheets[0]
     prompt_tab.add(Cells(11, 1, [["Predicted next token", None, Formula('IF(ISNUMBER(PredictedToken),PredictedToken,"")'),
-                                  Formula("IF(ISNUMBER(PredictedToken),INDEX(Vocabulary,PredictedToken+1),PredictedToken)")]],
+                                  Formula(PREDICTED_TEXT)]],
                          style=BOLD))
     prompt_tab.add(Cells(12, 1, [[f"(read at the prompt's last token; the model has {positions} positions, "
                                   f"see the {spec.inputs_tab} tab)"]]))

@@ -38,6 +38,10 @@ def row(region, i):
     return Region(region.sheet, region.top + i, region.left, 1, region.width)
 
 
+# the predicted token's text, or the message the prediction cell shows instead of a token
+PREDICTED_TEXT = "IF(ISNUMBER(PredictedToken),INDEX(Vocabulary,PredictedToken+1),PredictedToken)"
+
+
 @dataclass(frozen=True)
 class TypedPrompt:
     """Where a book with an in-sheet tokenizer finds its input: defined names of the token ids (a row,
@@ -171,7 +175,7 @@ class WeightsTab:
 
 class Lowering:
     def __init__(self, spec, ckpt, tokens, vocab=None, typed=None):
-        self.spec, self.ckpt, self.cfg, self.vocab, self.typed = spec, ckpt, ckpt.config, vocab, typed
+        self.spec, self.ckpt, self.cfg, self.vocab = spec, ckpt, ckpt.config, vocab
         self.T = len(tokens)
         self.tabs, self.weight_tabs, self.placed, self.out = {}, {}, {}, {}
         headers = {}
@@ -383,8 +387,7 @@ def lower(spec, ckpt, tokens, about=(), vocab=None, typed=None):
     elif "PredictedToken" in names:
         info.add(Cells(r, 1, [["Predicted next token", None, Formula("PredictedToken")]], style=BOLD))
     if "PredictedToken" in names and vocab is not None:
-        info.add(Cells(names["PredictedToken"].top if typed else r, FIRST + 1, [[Formula(
-            "IF(ISNUMBER(PredictedToken),INDEX(Vocabulary,PredictedToken+1),PredictedToken)")]], style=BOLD))
+        info.add(Cells(names["PredictedToken"].top if typed else r, FIRST + 1, [[Formula(PREDICTED_TEXT)]], style=BOLD))
     r += 2
     info.add(Cells(r, 1, [["About this workbook"]], style=BOLD))
     for i, (label, value, name) in enumerate(about, r + 1):

@@ -4,9 +4,13 @@ The spec is a flat list of stages in dataflow order: per-layer stages repeated f
 inputs resolved to the stage that produced them, parameter names resolved to checkpoint tensors.
 """
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 
 from . import XlgptError
 from .checkpoint import tensor_shapes
