@@ -80,9 +80,9 @@ def typed_book(spec, ckpt, tokens, tok, prompt, positions, capacity, vocab):
     model_sheets, names = lower(spec, ckpt, [0] * positions, about, vocab, TypedPrompt())
     names.update(tok_names)
     prompt_tab = tok_sheets[0]
-    prompt_tab.add(Cells(11, 1, [["Predicted next token", None, Formula('IF(ISNUMBER(PredictedToken),PredictedToken,"")'),
-                                  Formula(PREDICTED_TEXT)]],
-                         style=BOLD))
-    prompt_tab.add(Cells(12, 1, [[f"(read at the prompt's last token; the model has {positions} positions, "
-                                  f"see the {spec.inputs_tab} tab)"]]))
+    row = prompt_tab.extent()[0] + 2
+    prompt_tab.add(Cells(row, 1, [["Predicted next token", None, Formula('IF(ISNUMBER(PredictedToken),PredictedToken,"")'),
+                                   Formula(PREDICTED_TEXT)]], style=BOLD))
+    prompt_tab.add(Cells(row + 1, 1, [[f"(read at the prompt's last token; the model has {positions} positions, "
+                                       f"see the {spec.inputs_tab} tab)"]]))
     return tok_sheets[:4] + model_sheets + tok_sheets[4:], names

@@ -211,7 +211,7 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
         if cap is None:
             cap, positions = need, positions or len(token_ids)
         else:  # never smaller than the prompt needs
-            cap = type(cap)(*(max(getattr(cap, f), getattr(need, f)) for f in ("chars", "bytes", "rounds")))
+            cap = cap.at_least(need)
         positions = positions or min(context, max(len(token_ids), DEFAULT_POSITIONS))
     bar = tqdm(total=0, unit=" rows", disable=None, file=sys.stderr, leave=False)
     state = {"sheet": None, "done": 0}

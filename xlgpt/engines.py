@@ -15,6 +15,7 @@ import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,12 @@ class BookInfo:
     @property
     def typed(self):
         return "LogitsInPrompt" in self.names
+
+    @cached_property
+    def n_formulas(self):
+        """The number of formulas in the sheets (an array formula counts once); reads every sheet."""
+        with zipfile.ZipFile(self.path) as zf:
+            return sum(zf.read(i).count(b"<f") for i in zf.infolist() if i.filename.startswith("xl/worksheets/"))
 
 
 def parse_ref(text):
@@ -119,17 +126,11 @@ def _as_float(value):
         return float("nan")  # an error value such as #VALUE! or Err:502
 
 
-def formula_count(path):
-    """The number of formulas in a book's sheets (an array formula counts once)."""
-    with zipfile.ZipFile(path) as zf:
-        return sum(zf.read(i).count(b"<f") for i in zf.infolist() if i.filename.startswith("xl/worksheets/"))
-
-
 def check_formulas_size(book, max_cells=FORMULAS_MAX_CELLS, max_formulas=FORMULAS_MAX_FORMULAS):
     if book.est_cells > max_cells:
         raise XlgptError(f"{book.path.name}: about {book.est_cells:,} cells is too large for the formulas engine "
                          f"(limit {max_cells:,}); use --engine libreoffice")
-    n = formula_count(book.path)
+    n = book.n_formulas
     if n > max_formulas:
         hint = " (or build with a smaller --capacity)" if book.typed else ""
         raise XlgptError(f"{book.path.name}: {n:,} formulas would take the formulas engine too long (limit "

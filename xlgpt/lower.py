@@ -370,8 +370,11 @@ def lower(spec, ckpt, tokens, about=(), vocab=None, typed=None):
         region = lowering.out[index]
         if isinstance(region, Heads):
             raise XlgptError(f"template: name {name} refers to a per-head output; name a single block")
-        names[name] = region if which == "all" else region.cell(0, region.width - 1)
-        if which == "last" and typed is not None:
+        if which == "all":
+            names[name] = region
+        elif typed is None:
+            names[name] = region.cell(0, region.width - 1)
+        else:
             at_last[name] = region
     for name, region in at_last.items():  # typed: a cell that reads the prompt's last position, or says why not
         names[name] = Region(info.name, r, FIRST)

@@ -69,6 +69,10 @@ class Capacity:
         if not self.tokens:
             object.__setattr__(self, "tokens", self.bytes)
 
+    def at_least(self, other):
+        """This capacity, enlarged where `other` needs more characters, bytes or rounds."""
+        return Capacity(*(max(getattr(self, f), getattr(other, f)) for f in ("chars", "bytes", "rounds")))
+
 
 # --- the tokenizer's tables --------------------------------------------------------------------------
 
@@ -637,8 +641,7 @@ def write_tokenizer_book(path, tok, text, capacity=None):
         write_batch_book(path, tok, list(text), caps)
         return path
     if capacity is None:
-        need, default = capacity_for([text], tok), Capacity()
-        capacity = Capacity(*(max(getattr(need, f), getattr(default, f)) for f in ("chars", "bytes", "rounds")))
+        capacity = Capacity().at_least(capacity_for([text], tok))
     sheets, names = tokenizer_tabs(tok, capacity, text)
     write_workbook(path, sheets, names)
     return path

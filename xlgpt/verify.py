@@ -1,4 +1,5 @@
 """Check a workbook: recalculate it with an engine and compare with the NumPy reference."""
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def with_prompt(book, text, directory):
     ref = book.names["Prompt"]
     copy = Path(directory) / book.path.name
     copy_with_cell(book.path, copy, book.sheets.index(ref.sheet) + 1, ref.top, ref.left, prompt_value(text), INPUT)
-    return read_book(copy)
+    return dataclasses.replace(book, path=copy, values={**book.values, "Prompt": text})
 
 
 def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_CELLS, on_stage=lambda msg: None,
