@@ -25,8 +25,8 @@ SIZES = {  # name: layers, embd, heads, vocab, positions, tokens in the book
 
 def child_build(ckpt, tokens, out):
     """Run inside the child: build, print seconds, peak RSS and cell counts as JSON."""
-    from xlgpt.build import build
-    from xlgpt.checkpoint import load
+    from xlgpt.compile.build import build
+    from xlgpt.weights.checkpoint import load
 
     t0 = time.perf_counter()
     sheets, _ = build(load(ckpt), tokens, out)
@@ -43,7 +43,7 @@ def openpyxl_rate(ckpt, n_cells=300_000):
     import numpy as np
     import openpyxl
 
-    from xlgpt.checkpoint import load
+    from xlgpt.weights.checkpoint import load
 
     w = load(ckpt)["wte.weight"]
     rows = w[: max(1, n_cells // w.shape[1])]

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import FIXTURES, xlgpt
 from xlgpt import XlgptError
-from xlgpt.checkpoint import Config, load, random_tensors, save, tensor_shapes
+from xlgpt.weights.checkpoint import Config, load, random_tensors, save, tensor_shapes
 
 
 def test_hf_layout_loads_like_plain():

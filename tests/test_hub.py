@@ -1,4 +1,4 @@
-"""xlgpt.hub against the real huggingface_hub client and a real HTTP server on 127.0.0.1 (tests/fakehub.py).
+"""xlgpt.weights.hub against the real huggingface_hub client and a real HTTP server on 127.0.0.1 (tests/fakehub.py).
 
 Nothing here touches the network beyond loopback, or any cache outside tmp_path: every test points
 HF_HOME and XLGPT_HOME into tmp_path and HF_ENDPOINT at its own fake hub.
@@ -18,8 +18,8 @@ from safetensors.numpy import save_file
 from conftest import xlgpt
 from fakehub import FakeHub, free_port
 from xlgpt import XlgptError
-from xlgpt.checkpoint import Config, load, random_tensors, save
-from xlgpt.hub import download, import_model, list_models, resolve
+from xlgpt.weights.checkpoint import Config, load, random_tensors, save
+from xlgpt.weights.hub import download, import_model, list_models, resolve
 
 REPO = "tester/tiny-gpt2"
 CFG = Config(n_layer=1, n_embd=8, n_head=2, vocab_size=20, n_positions=6)
@@ -59,7 +59,7 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("XLGPT_HOME", str(tmp_path / "xlgpt"))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    # huggingface_hub read its environment at import, before this test ran. xlgpt.hub passes endpoint and
+    # huggingface_hub read its environment at import, before this test ran. xlgpt.weights.hub passes endpoint and
     # cache explicitly, but the client's User-Agent registry fetch uses the import-time endpoint and HF_HOME:
     # turn that telemetry off so no test reaches past loopback or writes outside tmp_path. (Subprocess
     # tests get a fresh import with the right environment and leave it on: the fake hub answers it.)

@@ -7,11 +7,11 @@ import pytest
 
 from conftest import xlgpt
 from test_errors import assert_clean_error
-from xlgpt import tokenizer as tk
-from xlgpt.checkpoint import Config, load, random_tensors, save
-from xlgpt.engines import read_book, soffice_csv
-from xlgpt.sheet_tokenizer import prompt_value
-from xlgpt.xlsx import INPUT, copy_with_cell
+from xlgpt.tokenizer import hf as tk
+from xlgpt.weights.checkpoint import Config, load, random_tensors, save
+from xlgpt.check.engines import read_book, soffice_csv
+from xlgpt.tokenizer.sheet import prompt_value
+from xlgpt.xlsx.writer import INPUT, copy_with_cell
 
 DEFAULT = "O Romeo, Romeo, wherefore art"
 

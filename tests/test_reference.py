@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURE_NAMES, FIXTURES, expected
-from xlgpt import reference
-from xlgpt.checkpoint import load
+from xlgpt.check import reference
+from xlgpt.weights.checkpoint import load
 
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)

@@ -14,8 +14,9 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from xlgpt import XlgptError, tokenizer
-from xlgpt import sheet_tokenizer as st
+from xlgpt import XlgptError
+from xlgpt.tokenizer import hf as tokenizer
+from xlgpt.tokenizer import sheet as st
 
 CORPUS_FILE = Path(__file__).resolve().parent / "tokenizer_corpus.json"
 CORPUS = json.loads(CORPUS_FILE.read_text())

@@ -4,7 +4,7 @@ import openpyxl
 import pytest
 
 from conftest import FIXTURES, expected, tokens_arg, xlgpt
-from xlgpt.checkpoint import load
+from xlgpt.weights.checkpoint import load
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import pytest
 
 from conftest import xlgpt
 from test_errors import assert_clean_error
-from xlgpt import reference
-from xlgpt.checkpoint import Config, load, random_tensors, save
-from xlgpt.tokenizer import GPT2_TOKENIZER
+from xlgpt.check import reference
+from xlgpt.weights.checkpoint import Config, load, random_tensors, save
+from xlgpt.tokenizer.hf import GPT2_TOKENIZER
 
 
 @pytest.mark.parametrize("text, ids", [
@@ -90,6 +90,6 @@ def test_tokenize_with_the_sheet_cli():
     assert [r["text"] for r in results] == texts
     assert results[0]["tokens"] == [16073, 318, 2068, 13, 679, 6100]
     assert results[1]["tokens"] == [12543, 1435, 6865, 21871]
-    from xlgpt.tokenizer import load as load_tokenizer
+    from xlgpt.tokenizer.hf import load as load_tokenizer
     assert results[2]["tokens"] == results[2]["reference"] == load_tokenizer("gpt2").hf.encode(texts[2]).ids
     assert all(r["match"] for r in results)

@@ -6,8 +6,8 @@ import openpyxl
 import pytest
 
 from conftest import FIXTURE_NAMES, FIXTURES, expected, tokens_arg, xlgpt
-from xlgpt.engines import formulas_values, libreoffice_values, read_book
-from xlgpt.verify import compare, reference_for
+from xlgpt.check.engines import formulas_values, libreoffice_values, read_book
+from xlgpt.check.verify import compare, reference_for
 
 ENGINES = {"formulas": formulas_values, "libreoffice": libreoffice_values}
 

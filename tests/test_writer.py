@@ -10,13 +10,13 @@ import pytest
 
 import openpyxl_writer
 from conftest import FIXTURES, expected
-from xlgpt import xlsx
-from xlgpt.build import about_rows
-from xlgpt.checkpoint import load
-from xlgpt.engines import find_soffice, formulas_values, read_book
-from xlgpt.lower import lower
-from xlgpt.spec import load_spec
-from xlgpt.tokenizer import display
+from xlgpt.xlsx import writer as xlsx
+from xlgpt.compile.build import about_rows
+from xlgpt.weights.checkpoint import load
+from xlgpt.check.engines import find_soffice, formulas_values, read_book
+from xlgpt.compile.lower import lower
+from xlgpt.compile.template import load_spec
+from xlgpt.tokenizer.hf import display
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import XlgptError, __version__
-from .engines import FORMULAS_MAX_CELLS
+from .check.engines import FORMULAS_MAX_CELLS
 
 
 def parse_tokens(text):
@@ -25,8 +25,8 @@ DEFAULT_PROMPT = "O Romeo, Romeo, wherefore art"
 
 def resolve_weights(name):
     """--weights: a directory, a model name (hub cache, imported, bundled), or the bundled default."""
-    from .hub import resolve
-    from .tokenizer import WEIGHTS_DIR
+    from .weights.hub import resolve
+    from .tokenizer.hf import WEIGHTS_DIR
 
     return resolve(name or "shakespeare", bundled_dir=WEIGHTS_DIR)
 
@@ -34,9 +34,9 @@ def resolve_weights(name):
 def model_and_tokens(weights, tokens, prompt):
     """Load the checkpoint, its tokenizer (if any), the input token ids from --tokens or --prompt, and the
     prompt text (None with --tokens)."""
-    from . import tokenizer as tk
-    from .build import check_tokens
-    from .checkpoint import load
+    from .tokenizer import hf as tk
+    from .compile.build import check_tokens
+    from .weights.checkpoint import load
 
     if tokens is not None and prompt is not None:
         raise XlgptError("give either --tokens or --prompt, not both")
@@ -92,7 +92,7 @@ def weights():
 def weights_random(layers, embd, heads, vocab, context, seed, out):
     """Write a seeded random GPT-2 checkpoint of any shape (124M: --layers 12 --embd 768 --heads 12
     --vocab 50257 --context 1024)."""
-    from .checkpoint import Config, random_tensors, save
+    from .weights.checkpoint import Config, random_tensors, save
 
     cfg = Config(layers, embd, heads, vocab, context)
     tensors = random_tensors(cfg, seed)
@@ -120,7 +120,7 @@ def input_options(f):
 def weights_download(name):
     """Download NAME (gpt2, distilgpt2, gpt2-medium, ... or any GPT-2 repo id) from the Hugging Face hub
     into its standard cache; afterwards --weights NAME works offline."""
-    from .hub import count_parameters, download
+    from .weights.hub import count_parameters, download
 
     path = download(name)
     click.echo(f"downloaded {name}: {count_parameters(path):,} parameters, in {path}")
@@ -130,8 +130,8 @@ def weights_download(name):
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def weights_list(as_json):
     """Show the bundled, downloaded and imported models."""
-    from .hub import list_models
-    from .tokenizer import WEIGHTS_DIR
+    from .weights.hub import list_models
+    from .tokenizer.hf import WEIGHTS_DIR
 
     models = list_models(WEIGHTS_DIR)
     if as_json:
@@ -152,7 +152,7 @@ def weights_list(as_json):
 def weights_import(path, name, config):
     """Import a local checkpoint: a directory (config.json + model.safetensors), a .safetensors file, or a
     PyTorch .bin (needs torch; loaded with weights_only=True, never unpickling code)."""
-    from .hub import count_parameters, import_model
+    from .weights.hub import count_parameters, import_model
 
     dest = import_model(path, name, config)
     click.echo(f"imported {dest.name}: {count_parameters(dest):,} parameters, in {dest}")
@@ -160,7 +160,7 @@ def weights_import(path, name, config):
 
 def parse_capacity(text):
     """--capacity: CHARS,BYTES,ROUNDS, or "fit" (None: sized to the prompt)."""
-    from .sheet_tokenizer import Capacity
+    from .tokenizer.sheet import Capacity
 
     if text == "fit":
         return None
@@ -197,8 +197,8 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
     can change."""
     from tqdm import tqdm
 
-    from .build import build as build_book, check_output
-    from .sheet_tokenizer import capacity_for
+    from .compile.build import build as build_book, check_output
+    from .tokenizer.sheet import capacity_for
 
     check_output(out)
     cap = parse_capacity(capacity)
@@ -258,8 +258,8 @@ def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt):
 
     Exit status: 0 when every engine matches (same prediction, logits within 1e-6), 1 on a mismatch,
     2 on bad input."""
-    from .engines import FORMULAS_MAX_CELLS
-    from .verify import evaluate
+    from .check.engines import FORMULAS_MAX_CELLS
+    from .check.verify import evaluate
 
     chosen = ["formulas", "libreoffice"] if engine in ("auto", "both") else [engine]
     def show_stage(msg):  # like the progress bars: only for a person at a terminal
@@ -300,7 +300,7 @@ def predict(weights, tokens, prompt, top_k, generate, as_json):
     """Predict the next token with the NumPy reference (no spreadsheet involved)."""
     import numpy as np
 
-    from . import reference
+    from .check import reference
 
     ckpt, tok, token_ids, _ = model_and_tokens(weights, tokens, prompt)
     if generate:
@@ -341,8 +341,8 @@ def predict(weights, tokens, prompt, top_k, generate, as_json):
 @click.option("--json", "as_json", is_flag=True, help="print one JSON list")
 def tokenize(text, weights, tokenizer_name, engine, as_json):
     """Print the token ids and token strings of each TEXT."""
-    from . import tokenizer as tk
-    from .checkpoint import load
+    from .tokenizer import hf as tk
+    from .weights.checkpoint import load
 
     if tokenizer_name:
         tok = tk.load(tokenizer_name)
@@ -351,7 +351,7 @@ def tokenize(text, weights, tokenizer_name, engine, as_json):
         if tok is None:
             raise XlgptError("this model has no tokenizer files; choose one with --tokenizer")
     if engine:
-        from .sheet_tokenizer import tokenize_with_sheets
+        from .tokenizer.sheet import tokenize_with_sheets
 
         sheets = tokenize_with_sheets(tok, text, engine)
     results = []

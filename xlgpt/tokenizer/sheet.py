@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from . import XlgptError
-from .engines import soffice_csv
-from .xlsx import (BOLD, INPUT, TITLE, Cells, Formula, Region, Sheet, cell_name, column_letter,
+from .. import XlgptError
+from ..check.engines import soffice_csv
+from ..xlsx.writer import (BOLD, INPUT, TITLE, Cells, Formula, Region, Sheet, cell_name, column_letter,
                    quote_sheet, write_workbook)
 
 FIRST = 3  # first data column (C): A holds row labels, B small notes, as on the model's tabs
@@ -543,7 +543,7 @@ class Builder:
 
 def token_texts(tok):
     r"""Each token's text (partial UTF-8 characters show as \ufffd), made readable like the model's labels."""
-    from .tokenizer import display
+    from .hf import display
     to_byte = {c: b for b, c in bytes_to_unicode().items()}
     out = [""] * tables(tok).V
     for symbol, i in tables(tok).vocab.items():
@@ -681,7 +681,7 @@ def book_blocks(path):
     """The Blocks of a tokenizer book, from its defined names (one for a single-prompt book, else one per
     numbered prompt of a batch book)."""
     import openpyxl
-    from .engines import parse_ref
+    from ..check.engines import parse_ref
     try:
         wb = openpyxl.load_workbook(path, read_only=True)
     except Exception as e:

@@ -2,12 +2,12 @@
 import os
 from pathlib import Path
 
-from . import XlgptError, __version__
-from .checkpoint import fingerprint
+from .. import XlgptError, __version__
+from ..weights.checkpoint import fingerprint
 from .lower import PREDICTED_TEXT, TypedPrompt, lower
-from .spec import load_spec
-from .tokenizer import display
-from .xlsx import BOLD, Cells, Formula, write_workbook
+from .template import load_spec
+from ..tokenizer.hf import display
+from ..xlsx.writer import BOLD, Cells, Formula, write_workbook
 
 
 def check_tokens(tokens, cfg):
@@ -65,7 +65,7 @@ def build(ckpt, tokens, out, template=None, progress=None, tokenizer=None, promp
 
 def typed_book(spec, ckpt, tokens, tok, prompt, positions, capacity, vocab):
     """Sheets in the order the data flows: Prompt, Chars, Bytes, BPE, Tokens, ..., Output, weights, tables."""
-    from .sheet_tokenizer import Capacity, tokenizer_tabs
+    from ..tokenizer.sheet import Capacity, tokenizer_tabs
 
     if not len(tokens) <= positions <= ckpt.config.n_positions:
         raise XlgptError(f"--positions {positions}: the workbook needs between {len(tokens)} (the prompt's tokens) "

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import XlgptError
-from .spec import TOKENS
-from .xlsx import (BOLD, INPUT, TITLE, ArrayFormula, Cells, Formula, Numbers, Region, Sheet, cell_name,
+from .. import XlgptError
+from .template import TOKENS
+from ..xlsx.writer import (BOLD, INPUT, TITLE, ArrayFormula, Cells, Formula, Numbers, Region, Sheet, cell_name,
                    column_letter, quote_sheet)
 
 FIRST = 3          # first position column (C); A holds row labels, B row indices

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import XlgptError
+from .. import XlgptError
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 

@@ -13,7 +13,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from . import XlgptError
+from .. import XlgptError
 
 BOLD, INPUT, TITLE = 1, 2, 3  # cell style ids, see STYLES
 CHUNK_CELLS = 250_000          # cells formatted per task when several processes share the work

@@ -12,10 +12,10 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
-from . import XlgptError
-from .checkpoint import tensor_shapes
+from .. import XlgptError, shipped
+from ..weights.checkpoint import tensor_shapes
 
-DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "gpt2.toml"
+DEFAULT_TEMPLATE = shipped("templates") / "gpt2.toml"
 TOKENS = -1  # the input index of the token ids
 
 

@@ -5,10 +5,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import XlgptError, reference, tokenizer
-from .checkpoint import Checkpoint, fingerprint, load
+from .. import XlgptError
+from ..tokenizer import hf as tokenizer
+from . import reference
+from ..weights.checkpoint import Checkpoint, fingerprint, load
 from .engines import ENGINES, FORMULAS_MAX_CELLS, check_formulas_size, read_book
-from .xlsx import INPUT, copy_with_cell, decimal_values
+from ..xlsx.writer import INPUT, copy_with_cell, decimal_values
 
 TOLERANCE = 1e-6
 
@@ -71,7 +73,7 @@ def sheet_tokens(values):
 
 def check_prompt(book, text, tok):
     """Refuse, before any slow work, a prompt the typed book cannot take."""
-    from .sheet_tokenizer import needs
+    from ..tokenizer.sheet import needs
 
     if not book.typed:
         raise XlgptError(f"{book.path.name}: --prompt needs a workbook built from a prompt (this one has fixed "
@@ -87,7 +89,7 @@ def check_prompt(book, text, tok):
 
 def with_prompt(book, text, directory):
     """A copy of a typed book with `text` in its Prompt cell."""
-    from .sheet_tokenizer import prompt_value
+    from ..tokenizer.sheet import prompt_value
 
     ref = book.names["Prompt"]
     copy = Path(directory) / book.path.name

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import XlgptError
+from .. import XlgptError
 
 # Rough size of one cell in sheet XML, to estimate a book's cell count before loading it.
 BYTES_PER_CELL = 12

@@ -1,9 +1,9 @@
 """Byte-level BPE tokenizers (GPT-2's and the bundled model's), through Hugging Face `tokenizers`."""
 from pathlib import Path
 
-from . import XlgptError
+from .. import XlgptError, shipped
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+WEIGHTS_DIR = shipped("weights")
 GPT2_TOKENIZER = WEIGHTS_DIR / "gpt2-tokenizer"
 GPT2_VOCAB_SIZE = 50257
 # (vocabulary, merges) file names: Hugging Face's and OpenAI's original ones

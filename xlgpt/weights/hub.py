@@ -22,7 +22,7 @@ import re
 import shutil
 from pathlib import Path
 
-from . import XlgptError
+from .. import XlgptError
 from .checkpoint import _BUFFER, CONFIG_FILE, WEIGHTS_FILE, load, read_config
 
 # Short names people type, and the repos they live in since the hub moved them under organisations.
