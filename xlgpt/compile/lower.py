@@ -11,7 +11,8 @@ import numpy as np
 
 from .. import XlgptError
 from .template import TOKENS
-from ..xlsx.writer import (BOLD, INPUT, TITLE, ArrayFormula, Cells, Formula, Numbers, Region, Sheet, cell_name,
+from ..layout import Rect as Region
+from ..xlsx.writer import (BOLD, INPUT, TITLE, ArrayFormula, Cells, Formula, Numbers, Sheet, cell_name,
                    column_letter, quote_sheet)
 
 FIRST = 3          # first position column (C); A holds row labels, B row indices

@@ -42,7 +42,8 @@ from pathlib import Path
 
 from .. import XlgptError
 from ..check.engines import soffice_csv
-from ..xlsx.writer import (BOLD, INPUT, TITLE, Cells, Formula, Region, Sheet, cell_name, column_letter,
+from ..layout import Rect as Region
+from ..xlsx.writer import (BOLD, INPUT, TITLE, Cells, Formula, Sheet, cell_name, column_letter,
                    quote_sheet, write_workbook)
 
 FIRST = 3  # first data column (C): A holds row labels, B small notes, as on the model's tabs

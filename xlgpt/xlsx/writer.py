@@ -42,31 +42,6 @@ def quote_sheet(name):
     return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else "'" + name.replace("'", "''") + "'"
 
 
-@dataclass(frozen=True)
-class Region:
-    """A rectangle of cells on a sheet; `ref()` gives the formula text that reads it."""
-    sheet: str
-    top: int
-    left: int
-    height: int = 1
-    width: int = 1
-
-    def ref(self, from_sheet=None, absolute=True):
-        a = cell_name(self.top, self.left, absolute)
-        if self.height > 1 or self.width > 1:
-            a += ":" + cell_name(self.top + self.height - 1, self.left + self.width - 1, absolute)
-        return a if from_sheet == self.sheet else f"{quote_sheet(self.sheet)}!{a}"
-
-    def rows(self, start, stop):
-        return Region(self.sheet, self.top + start, self.left, stop - start, self.width)
-
-    def cols(self, start, stop):
-        return Region(self.sheet, self.top, self.left + start, self.height, stop - start)
-
-    def cell(self, i, j):
-        return Region(self.sheet, self.top + i, self.left + j)
-
-
 def decimal_values(a):
     """The float64 values a spreadsheet reads back from the decimals Numbers writes for float32 `a`:
     for each value, the shortest decimal (1 to 9 significant digits) that round-trips to it."""
@@ -147,8 +122,8 @@ class Cells:
 
 @dataclass
 class ArrayFormula:
-    """A classic array formula ({=MMULT(...)}) filling a whole region from its top-left cell."""
-    region: Region
+    """A classic array formula ({=MMULT(...)}) filling a whole region (a layout.Rect) from its top-left cell."""
+    region: object
     formula: str
 
     @property
@@ -283,7 +258,7 @@ def compression_level(sheets):
 
 
 def write_workbook(path, sheets, names, progress=None, level=None):
-    """Write sheets (in order) and defined names {name: Region} to `path`, atomically.
+    """Write sheets (in order) and defined names {name: layout.Rect} to `path`, atomically.
 
     `progress(sheet, rows_done)` is called as rows are written, for progress bars.
     """

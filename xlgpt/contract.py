@@ -1,0 +1,165 @@
+"""The book's interface: every defined name a workbook exposes and every metadata cell it carries.
+
+The compiler writes them, and eval, the engines and the tokenizer read them, all through this module, so a
+name is spelled once. People use the same names: type =PredictedToken or =INDEX(Logits,1,1) anywhere.
+"""
+import re
+import zipfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from . import XlgptError
+from .layout import Rect
+
+# --- results: every model book ----------------------------------------------------------------------
+TOKEN_IDS = "TokenIds"              # the input token id at each position (one row)
+LOGITS = "Logits"                   # one row per vocabulary entry, one column per position
+PREDICTIONS = "Predictions"         # the argmax of each position's logits (one row)
+PREDICTED_TOKEN = "PredictedToken"  # the prediction at the prompt's last token (one cell)
+VOCABULARY = "Vocabulary"           # each token's text, by id (one column), when the model has a tokenizer
+# the template stages these names show: a template must have stages of these names
+STAGE_OF = {TOKEN_IDS: "tokens", LOGITS: "logits", PREDICTIONS: "prediction"}
+
+# --- prompt-cell books: the sheet tokenizes its Prompt cell itself -------------------------------------
+PROMPT = "Prompt"                       # the text cell a person types into
+TOKENIZER_STATUS = "TokenizerStatus"    # "ok", or why the text does not fit the sheet
+SHEET_TOKEN_COUNT = "SheetTokenCount"   # how many tokens the sheet made
+SHEET_TOKEN_IDS = "SheetTokenIds"       # the ids, "" after the last one (one row)
+# beside the logits, so one engine export reads everything: the ids used, and 1/0 for prompt/padding
+LOGITS_TOKEN_IDS, LOGITS_IN_PROMPT = "LogitsTokenIds", "LogitsInPrompt"
+TOKENIZER_OUTPUTS = (TOKENIZER_STATUS, SHEET_TOKEN_COUNT, SHEET_TOKEN_IDS)
+# the tokenizer's lookup tables
+MERGE_TABLE, BYTE_TABLE, CLASS_TABLE = "MergeTable", "ByteTable", "ClassTable"
+
+# --- metadata cells (the About block on the Tokens tab) ----------------------------------------------
+CHECKPOINT = "Checkpoint"           # the checkpoint as --weights takes it
+WEIGHTS_SHA256 = "WeightsSha256"    # sha256 of its model.safetensors
+BOOK_INPUT = "BookInput"            # TOKEN_INPUT or PROMPT_INPUT
+TOKEN_INPUT, PROMPT_INPUT = "token ids", "prompt cell"
+CAPACITY = ("CapacityCharacters", "CapacityBytes", "CapacityRounds", "CapacityTokens")
+
+
+def numbered(name, i):
+    """The name of prompt i's result in a batch tokenizer book (Prompt_1, SheetTokenIds_1, ...)."""
+    return f"{name}_{i}"
+
+
+@dataclass(frozen=True)
+class About:
+    """What a book records about itself, besides its formulas."""
+    checkpoint: str
+    weights_sha256: str
+    input: str = TOKEN_INPUT
+    capacity: tuple = None  # (characters, UTF-8 bytes, merge rounds, tokens) of a prompt-cell book
+
+    def rows(self):
+        """(label, value, defined name) rows, as the About block shows them."""
+        rows = [("checkpoint", self.checkpoint, CHECKPOINT), ("weights sha256", self.weights_sha256, WEIGHTS_SHA256),
+                ("input", self.input, BOOK_INPUT)]
+        if self.capacity:
+            labels = ("characters", "UTF-8 bytes", "merge rounds", "tokens")
+            rows += [(f"tokenizer capacity: {label}", n, name)
+                     for label, n, name in zip(labels, self.capacity, CAPACITY)]
+        return rows
+
+
+def write_about(tab, about, description=()):
+    """The About block at the tab's next rows: `description` (label, value) rows, then the recorded
+    metadata. Returns the defined names of the metadata cells."""
+    tab.title("About this workbook")
+    for label, value in description:
+        tab.field(label, value)
+    return {name: tab.field(label, value) for label, value, name in about.rows()}
+
+
+def parse_ref(text):
+    """A defined name's target ('Sheet name'!$A$1:$B$2) as a Rect, or None for anything else."""
+    m = re.fullmatch(r"(?:'((?:[^']|'')+)'|([^!'\[\]]+))!\$?([A-Z]{1,3})\$?(\d+)(?::\$?([A-Z]{1,3})\$?(\d+))?", text)
+    if not m:
+        return None
+    from openpyxl.utils import column_index_from_string as col
+    sheet = (m.group(1) or "").replace("''", "'") or m.group(2)
+    top, left = int(m.group(4)), col(m.group(3))
+    bottom, right = (int(m.group(6)), col(m.group(5))) if m.group(5) else (top, left)
+    return Rect(sheet, top, left, bottom - top + 1, right - left + 1)
+
+
+# Rough size of one cell in sheet XML, to estimate a book's cell count before loading it.
+BYTES_PER_CELL = 12
+
+
+@dataclass
+class BookInfo:
+    """A workbook as the contract sees it: its tabs, defined names and recorded metadata."""
+    path: Path
+    sheets: list
+    names: dict     # defined name -> Rect
+    about: About
+    prompt: object  # the Prompt cell's content (a prompt-cell book), else None
+    tokens: list    # the token ids of a token-ids book, else None (the sheet tokenizes its prompt)
+    est_cells: int
+
+    @property
+    def typed(self):
+        return self.about.input == PROMPT_INPUT
+
+    @cached_property
+    def n_formulas(self):
+        """The number of formulas in the sheets (an array formula counts once); reads every sheet."""
+        with zipfile.ZipFile(self.path) as zf:
+            return sum(zf.read(i).count(b"<f") for i in zf.infolist() if i.filename.startswith("xl/worksheets/"))
+
+
+def read_names(wb):
+    """A loaded workbook's defined names that point at cells, as Rects."""
+    names = {}
+    for name, dn in wb.defined_names.items():
+        ref = parse_ref(dn.attr_text)
+        if ref:
+            names[name] = ref
+    return names
+
+
+def read_book(path):
+    """Tabs, defined names, metadata and inputs of an xlgpt workbook, without loading the big sheets."""
+    import openpyxl
+
+    path = Path(path)
+    if not path.is_file():
+        raise XlgptError(f"{path}: no such file")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            est = sum(i.file_size for i in zf.infolist() if i.filename.startswith("xl/worksheets/")) // BYTES_PER_CELL
+        wb = openpyxl.load_workbook(path, read_only=True, data_only=False)
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as e:
+        raise XlgptError(f"{path}: not an .xlsx workbook ({e})")
+    try:
+        names = read_names(wb)
+        for needed in (LOGITS, PREDICTIONS, TOKEN_IDS, CHECKPOINT, BOOK_INPUT):
+            if needed not in names:
+                raise XlgptError(f"{path}: not an xlgpt workbook (no defined name {needed})")
+
+        def cells(name):
+            ref = names[name]
+            return [c.value for r in wb[ref.sheet].iter_rows(min_row=ref.top, max_row=ref.bottom,
+                                                            min_col=ref.left, max_col=ref.right) for c in r]
+
+        value = lambda name: cells(name)[0] if name in names else None
+        kind = value(BOOK_INPUT)
+        if kind not in (TOKEN_INPUT, PROMPT_INPUT):
+            raise XlgptError(f"{path}: the {BOOK_INPUT} cell must say {TOKEN_INPUT!r} or {PROMPT_INPUT!r}")
+        capacity = None
+        if kind == PROMPT_INPUT:
+            capacity = tuple(value(n) for n in CAPACITY)
+            if not all(isinstance(n, int) and n > 0 for n in capacity):
+                raise XlgptError(f"{path}: the tokenizer capacity cells must hold positive whole numbers")
+        about = About(str(value(CHECKPOINT) or ""), str(value(WEIGHTS_SHA256) or ""), kind, capacity)
+        tokens = None
+        if kind == TOKEN_INPUT:
+            tokens = cells(TOKEN_IDS)
+            if not all(isinstance(t, int) for t in tokens):
+                raise XlgptError(f"{path}: the token cells must hold integer token ids")
+        return BookInfo(path, wb.sheetnames, names, about, value(PROMPT), tokens, est)
+    finally:
+        wb.close()

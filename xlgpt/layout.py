@@ -1,0 +1,212 @@
+"""Where every cell goes: one rectangle type, tabs and their order, frozen header rows, blocks allocated
+top to bottom, references rendered relative to the tab being written. Nothing else in xlgpt does cell
+arithmetic: ops and tokenizer tabs ask a Tab for blocks and rows, and read cells through Rect.
+
+Every tab reads the same way: row 1 its title, then frozen header rows (positions, token ids, ...), then
+labelled blocks. Column A holds row labels, B row indices or notes, and data starts at column C.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from .xlsx.writer import (BOLD, INPUT, TITLE, ArrayFormula, Cells, Formula, Numbers, Sheet, cell_name, column_letter,
+                          quote_sheet)
+
+LABEL_COL, NOTE_COL, FIRST_COL = 1, 2, 3
+TITLE_ROW, HEADER_ROW = 1, 2
+# Tab groups, in the order the tabs appear: the data flows left to right through the book.
+GROUPS = ("prompt", "tokenizer", "model", "weights", "tables")
+
+
+@dataclass(frozen=True)
+class Rect:
+    """A rectangle of cells on a sheet; `ref()` gives the formula text that reads it."""
+    sheet: str
+    top: int
+    left: int
+    height: int = 1
+    width: int = 1
+
+    @property
+    def bottom(self):
+        return self.top + self.height - 1
+
+    @property
+    def right(self):
+        return self.left + self.width - 1
+
+    def ref(self, from_sheet=None, absolute=True):
+        a = cell_name(self.top, self.left, absolute)
+        if self.height > 1 or self.width > 1:
+            a += ":" + cell_name(self.bottom, self.right, absolute)
+        return a if from_sheet == self.sheet else f"{quote_sheet(self.sheet)}!{a}"
+
+    def rows(self, start, stop):
+        return Rect(self.sheet, self.top + start, self.left, stop - start, self.width)
+
+    def cols(self, start, stop):
+        return Rect(self.sheet, self.top, self.left + start, self.height, stop - start)
+
+    def row(self, i):
+        return self.rows(i, i + 1)
+
+    def col(self, j):
+        return self.cols(j, j + 1)
+
+    def cell(self, i, j):
+        return Rect(self.sheet, self.top + i, self.left + j)
+
+    def labels(self):
+        """The row-label column to the left of this block."""
+        return Rect(self.sheet, self.top, LABEL_COL, self.height, 1)
+
+
+class Tab:
+    """A sheet filled top to bottom: title, frozen header rows, then titled, labelled blocks."""
+
+    def __init__(self, name, title, group, widths=None):
+        if group not in GROUPS:
+            raise ValueError(f"unknown tab group {group!r}")
+        self.name, self.group = name, group
+        self.sheet = Sheet(name, widths=dict(widths or {LABEL_COL: 30, NOTE_COL: 7}))
+        self.sheet.add(Cells(TITLE_ROW, LABEL_COL, [[title]], style=TITLE))
+        self.row = HEADER_ROW
+        self.frozen = False
+
+    # --- rendering: references relative to this tab ---------------------------------------------------
+    def f(self, text, **refs):
+        """Formula text with each {name} replaced by refs[name]: a Rect (rendered as seen from this tab)
+        or a value."""
+        return Formula(text.format(**{k: v.ref(self.name) if isinstance(v, Rect) else v for k, v in refs.items()}))
+
+    def array(self, rect, text, **refs):
+        """One classic array formula ({=...}) filling `rect`."""
+        self.sheet.add(ArrayFormula(rect, self.f(text, **refs)))
+        return rect
+
+    def each(self, rect, text, **refs):
+        """One formula per cell of `rect`; a ref may be a function (i, j) -> Rect or value, for row i and
+        column j of the rect."""
+        def at(i, j):
+            return self.f(text, **{k: v(i, j) if callable(v) else v for k, v in refs.items()})
+        self.sheet.add(Cells(rect.top, rect.left, [[at(i, j) for j in range(rect.width)] for i in range(rect.height)]))
+        return rect
+
+    def put(self, rect, rows, style=0):
+        """Constants (or Formula objects) filling `rect`, given as a list of rows."""
+        self.sheet.add(Cells(rect.top, rect.left, rows, style=style))
+        return rect
+
+    def numbers(self, rect, values):
+        self.sheet.add(Numbers(rect.top, rect.left, values))
+        return rect
+
+    # --- allocation --------------------------------------------------------------------------------
+    def header(self, label, width, style=BOLD, note=None):
+        """The next frozen header row: its label, and the Rect of its `width` data cells (from column C)."""
+        if self.frozen:
+            raise ValueError(f"{self.name}: header rows come before the blocks")
+        self.sheet.add(Cells(self.row, LABEL_COL, [[label, note]], style=style))
+        self.row += 1
+        return Rect(self.name, self.row - 1, FIRST_COL, 1, width)
+
+    def freeze(self):
+        """End the header: everything above stays in view, and column A and B too."""
+        self.sheet.freeze = (self.row, FIRST_COL)
+        self.frozen = True
+        self.row += 1
+
+    def title(self, text):
+        self.sheet.add(Cells(self.row, LABEL_COL, [[text]], style=BOLD))
+        self.row += 1
+
+    def note(self, text, gap=0):
+        self.sheet.add(Cells(self.row, LABEL_COL, [[text]]))
+        self.row += 1 + gap
+
+    def skip(self, n=1):
+        self.row += n
+
+    def block(self, labels, width, title=None):
+        """Reserve one row per label ((A text, B index or note) pairs) of `width` cells, then a blank row."""
+        if title:
+            self.title(title)
+        top = self.row
+        self.sheet.add(Cells(top, LABEL_COL, [list(pair) for pair in labels]))
+        self.row += len(labels) + 1
+        return Rect(self.name, top, FIRST_COL, len(labels), width)
+
+    def line(self, label, width, note=None, style=0):
+        """One labelled row of `width` cells (no blank row after it)."""
+        self.sheet.add(Cells(self.row, LABEL_COL, [[label, note]], style=BOLD if style else 0))
+        self.row += 1
+        return Rect(self.name, self.row - 1, FIRST_COL, 1, width)
+
+    def field(self, label, value=None, style=0):
+        """A labelled single cell (the About rows, the Prompt cell): returns its Rect."""
+        self.sheet.add(Cells(self.row, LABEL_COL, [[label]], style=BOLD))
+        cell = Rect(self.name, self.row, FIRST_COL)
+        if value is not None:
+            self.put(cell, [[value]], style)
+        self.row += 1
+        return cell
+
+
+class WeightsTab(Tab):
+    """Parameter tensors. Matrices stack downwards, at most `width` columns wide; vectors stand side by side
+    as columns to their right. A narrow, dense sheet matters: the `formulas` engine visits every cell of a
+    sheet's bounding box, empty or not."""
+
+    def __init__(self, name, width):
+        super().__init__(name, name, "weights")
+        self.width, self.row = width, 3
+        self.index_col = FIRST_COL + width + 1  # after a blank column: the vectors' indices, then the vectors
+        self.next_vector, self.index = self.index_col + 1, None
+
+    def matrix(self, title, values, labels=None):
+        """Values under a title, with column and row indices (and row labels in column A, when given)."""
+        n_rows, n_cols = values.shape
+        top = self.row
+        self.sheet.add(Cells(top, LABEL_COL, [[title]], style=BOLD))
+        if labels is not None:
+            self.sheet.add(Cells(top + 2, LABEL_COL, [[text] for text in labels]))
+        self.sheet.add(Numbers(top + 1, FIRST_COL, np.arange(n_cols)[None, :]))
+        self.sheet.add(Numbers(top + 2, NOTE_COL, np.arange(n_rows)[:, None]))
+        self.row += n_rows + 4
+        return self.numbers(Rect(self.name, top + 2, FIRST_COL, n_rows, n_cols), values)
+
+    def vector(self, title, values):
+        """A column with its title above it, to the right of the matrices."""
+        col, self.next_vector = self.next_vector, self.next_vector + 1
+        self.sheet.add(Cells(3, col, [[title]], style=BOLD))
+        indices = np.arange(len(values))[:, None]
+        if self.index is None:
+            self.index = self.sheet.add(Numbers(5, self.index_col, indices))
+        elif len(values) > self.index.height:  # the index column grows with the longest vector
+            self.index.values = indices
+        self.sheet.widths[col] = 12
+        return self.numbers(Rect(self.name, 5, col, len(values), 1), values.reshape(-1, 1))
+
+
+class Book:
+    """The tabs of one workbook; `sheets()` gives them in reading order (by group, then as created)."""
+
+    def __init__(self):
+        self.tabs = {}
+
+    def add(self, tab):
+        if tab.name in self.tabs:
+            raise ValueError(f"two tabs named {tab.name!r}")
+        self.tabs[tab.name] = tab
+        return tab
+
+    def __getitem__(self, name):
+        return self.tabs[name]
+
+    def sheets(self):
+        tabs = sorted(self.tabs.values(), key=lambda t: GROUPS.index(t.group))  # stable: creation order within a group
+        return [t.sheet for t in tabs]
+
+
+__all__ = ["Rect", "Tab", "WeightsTab", "Book", "Formula", "INPUT", "BOLD", "TITLE", "FIRST_COL", "cell_name",
+           "column_letter", "quote_sheet"]
