@@ -56,9 +56,13 @@ class Rect:
     def cell(self, i, j):
         return Rect(self.sheet, self.top + i, self.left + j)
 
-    def labels(self):
-        """The row-label column to the left of this block."""
+    def label_column(self):
+        """Column A beside this block: each row's label (e.g. the token texts beside the embedding table)."""
         return Rect(self.sheet, self.top, LABEL_COL, self.height, 1)
+
+    def index_column(self):
+        """Column B beside this block: each row's index (e.g. the key position of an attention row)."""
+        return Rect(self.sheet, self.top, NOTE_COL, self.height, 1)
 
 
 class Tab:
@@ -84,12 +88,13 @@ class Tab:
         self.sheet.add(ArrayFormula(rect, self.f(text, **refs)))
         return rect
 
-    def each(self, rect, text, **refs):
+    def each(self, rect, text, style=0, **refs):
         """One formula per cell of `rect`; a ref may be a function (i, j) -> Rect or value, for row i and
         column j of the rect."""
         def at(i, j):
             return self.f(text, **{k: v(i, j) if callable(v) else v for k, v in refs.items()})
-        self.sheet.add(Cells(rect.top, rect.left, [[at(i, j) for j in range(rect.width)] for i in range(rect.height)]))
+        self.sheet.add(Cells(rect.top, rect.left, [[at(i, j) for j in range(rect.width)] for i in range(rect.height)],
+                             style))
         return rect
 
     def put(self, rect, rows, style=0):

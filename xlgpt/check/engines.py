@@ -7,105 +7,21 @@ import contextlib
 import csv
 import io
 import os
-import re
 import resource
 import shutil
 import subprocess
 import tempfile
 import time
-import zipfile
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from .. import XlgptError
+from ..contract import read_book  # noqa: F401  (engines take a contract.BookInfo)
 
-# Rough size of one cell in sheet XML, to estimate a book's cell count before loading it.
-BYTES_PER_CELL = 12
 FORMULAS_MAX_CELLS = 500_000  # ~3 GB and a few minutes in `formulas`; LibreOffice handles far more
 # `formulas` compiles every formula on its own (~5-10 ms each; an array formula counts once)
 FORMULAS_MAX_FORMULAS = 20_000
-
-
-@dataclass
-class Named:
-    sheet: str
-    top: int
-    left: int
-    bottom: int
-    right: int
-
-
-@dataclass
-class BookInfo:
-    path: Path
-    sheets: list
-    names: dict   # name -> Named
-    values: dict  # name -> constant value of single-cell names that hold constants (e.g. Checkpoint)
-    tokens: list    # the token ids, or None when the book tokenizes its Prompt cell itself (typed)
-    est_cells: int
-
-    @property
-    def typed(self):
-        return "LogitsInPrompt" in self.names
-
-    @cached_property
-    def n_formulas(self):
-        """The number of formulas in the sheets (an array formula counts once); reads every sheet."""
-        with zipfile.ZipFile(self.path) as zf:
-            return sum(zf.read(i).count(b"<f") for i in zf.infolist() if i.filename.startswith("xl/worksheets/"))
-
-
-def parse_ref(text):
-    m = re.fullmatch(r"(?:'((?:[^']|'')+)'|([^!]+))!\$?([A-Z]+)\$?(\d+)(?::\$?([A-Z]+)\$?(\d+))?", text)
-    if not m:
-        return None
-    from openpyxl.utils import column_index_from_string as col
-    sheet = (m.group(1) or "").replace("''", "'") or m.group(2)
-    top, left = int(m.group(4)), col(m.group(3))
-    bottom, right = (int(m.group(6)), col(m.group(5))) if m.group(5) else (top, left)
-    return Named(sheet, top, left, bottom, right)
-
-
-def read_book(path):
-    """Sheet names, defined names, input tokens and constants, without loading the big sheets."""
-    import openpyxl
-
-    path = Path(path)
-    if not path.is_file():
-        raise XlgptError(f"{path}: no such file")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            est = sum(i.file_size for i in zf.infolist() if i.filename.startswith("xl/worksheets/")) // BYTES_PER_CELL
-        wb = openpyxl.load_workbook(path, read_only=True, data_only=False)
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as e:
-        raise XlgptError(f"{path}: not an .xlsx workbook ({e})")
-    try:
-        names = {}
-        for name, dn in wb.defined_names.items():
-            ref = parse_ref(dn.attr_text)
-            if ref:
-                names[name] = ref
-        for needed in ("Logits", "Predictions", "TokenIds"):
-            if needed not in names:
-                raise XlgptError(f"{path}: not an xlgpt workbook (no defined name {needed})")
-        values = {}
-        for name, ref in names.items():
-            if name in ("TokenIds", "Checkpoint", "WeightsSha256", "Prompt", "TokenizerCapacity"):
-                ws = wb[ref.sheet]
-                cells = [c.value for r in ws.iter_rows(min_row=ref.top, max_row=ref.bottom,
-                                                       min_col=ref.left, max_col=ref.right) for c in r]
-                values[name] = cells if name == "TokenIds" else cells[0]
-        tokens = values.pop("TokenIds")
-        if "LogitsInPrompt" in names:
-            tokens = None  # computed by the sheet's tokenizer
-        elif not all(isinstance(t, int) for t in tokens):
-            raise XlgptError(f"{path}: the token cells must hold integer token ids")
-        return BookInfo(path, wb.sheetnames, names, values, tokens, est)
-    finally:
-        wb.close()
 
 
 @contextlib.contextmanager

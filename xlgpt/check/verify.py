@@ -9,7 +9,9 @@ from .. import XlgptError
 from ..tokenizer import hf as tokenizer
 from . import reference
 from ..weights.checkpoint import Checkpoint, fingerprint, load
-from .engines import ENGINES, FORMULAS_MAX_CELLS, check_formulas_size, read_book
+from .. import contract as C
+from ..contract import read_book
+from .engines import ENGINES, FORMULAS_MAX_CELLS, check_formulas_size
 from ..xlsx.writer import INPUT, copy_with_cell, decimal_values
 
 TOLERANCE = 1e-6
@@ -17,11 +19,11 @@ TOLERANCE = 1e-6
 
 def checkpoint_for(book, weights=None):
     """Load the checkpoint the book was built from (or `weights`) and check it is the same one."""
-    path = weights or book.values.get("Checkpoint")
+    path = weights or book.about.checkpoint
     if not path:
         raise XlgptError(f"{book.path.name}: the workbook does not say which checkpoint it was built from; pass --weights")
     ckpt = load(path)
-    recorded = book.values.get("WeightsSha256")
+    recorded = book.about.weights_sha256
     if recorded and fingerprint(ckpt.path) != recorded:
         raise XlgptError(f"{ckpt.path}: these are not the weights the workbook was built from (sha256 differs)")
     return ckpt
@@ -44,8 +46,8 @@ def compare(engine, values, expected, tokens, sheet_tokens=None):
     """One engine's result. For a typed book, `sheet_tokens` are the ids its tokenizer computed and only
     the prompt's positions are compared (the padding after them does not matter)."""
     n = len(tokens)
-    logits = values["Logits"].T[:n]  # the book has one column per position
-    predictions = values["Predictions"][0][:n]
+    logits = values[C.LOGITS].T[:n]  # the book has one column per position
+    predictions = values[C.PREDICTIONS][0][:n]
     finite = n > 0 and np.isfinite(logits).all() and np.isfinite(predictions).all()
     diff = float(np.abs(logits - expected).max()) if finite and logits.shape == expected.shape else float("inf")
     token_id = int(predictions[-1]) if finite else None
@@ -67,7 +69,7 @@ def compare(engine, values, expected, tokens, sheet_tokens=None):
 
 def sheet_tokens(values):
     """The token ids a typed book's tokenizer put in front of the padding."""
-    ids, used = values["LogitsTokenIds"][0], values["LogitsInPrompt"][0]
+    ids, used = values[C.LOGITS_TOKEN_IDS][0], values[C.LOGITS_IN_PROMPT][0]
     return [int(i) for i, u in zip(ids, used) if u == 1 and np.isfinite(i)]
 
 
@@ -80,8 +82,7 @@ def check_prompt(book, text, tok):
                          f"token ids; build it with --prompt)")
     if not text:
         raise XlgptError("the prompt is empty")
-    have = [int(x) for x in str(book.values.get("TokenizerCapacity", "0,0,0,0")).split(",")]
-    for need, cap, what in zip(needs(tok, text), have, ("characters", "UTF-8 bytes", "merge rounds", "tokens (positions)")):
+    for need, cap, what in zip(needs(tok, text), book.about.capacity, ("characters", "UTF-8 bytes", "merge rounds", "tokens (positions)")):
         if need > cap:
             raise XlgptError(f"the prompt needs {need} {what}; this workbook holds {cap} "
                              f"(rebuild it with a larger --capacity or --positions)")
@@ -91,10 +92,10 @@ def with_prompt(book, text, directory):
     """A copy of a typed book with `text` in its Prompt cell."""
     from ..tokenizer.sheet import prompt_value
 
-    ref = book.names["Prompt"]
+    ref = book.names[C.PROMPT]
     copy = Path(directory) / book.path.name
     copy_with_cell(book.path, copy, book.sheets.index(ref.sheet) + 1, ref.top, ref.left, prompt_value(text), INPUT)
-    return dataclasses.replace(book, path=copy, values={**book.values, "Prompt": text})
+    return dataclasses.replace(book, path=copy, prompt=text)
 
 
 def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_CELLS, on_stage=lambda msg: None,
@@ -121,13 +122,13 @@ def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_C
         if prompt is not None:
             on_stage("typing the prompt into a copy")
             book = with_prompt(book, prompt, tmp)
-        text = prompt if prompt is not None else book.values.get("Prompt")
+        text = prompt if prompt is not None else book.prompt
         if book.typed and (not isinstance(text, str) or text.startswith("=")):
             raise XlgptError(f"{book.path.name}: the Prompt cell holds a formula; give the text with --prompt")
         tokens = tok.encode(text) if book.typed else book.tokens
         on_stage("computing the NumPy reference")
         expected = reference_logits(ckpt, tokens, book)
-        wanted = ["Logits", "Predictions"] + (["LogitsTokenIds", "LogitsInPrompt"] if book.typed else [])
+        wanted = [C.LOGITS, C.PREDICTIONS] + ([C.LOGITS_TOKEN_IDS, C.LOGITS_IN_PROMPT] if book.typed else [])
         results = []
         for engine in engines:
             on_stage(f"recalculating with {engine}")

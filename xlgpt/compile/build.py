@@ -1,13 +1,15 @@
-"""Compile a checkpoint and tokens into a workbook: spec (pass 1) -> lowering (pass 2) -> writer (pass 3)."""
+"""Compile a checkpoint and its input into a workbook: template (pass 1) -> lowering (pass 2) -> writer (pass 3)."""
 import os
 from pathlib import Path
 
-from .. import XlgptError, __version__
-from ..weights.checkpoint import fingerprint
-from .lower import PREDICTED_TEXT, TypedPrompt, lower
-from .template import load_spec
+from .. import XlgptError
+from ..contract import About
 from ..tokenizer.hf import display
-from ..xlsx.writer import BOLD, Cells, Formula, write_workbook
+from ..weights.checkpoint import fingerprint
+from ..xlsx.writer import write_workbook
+from .inputs import PromptCell, TokenIds
+from .lower import lower
+from .template import load_spec
 
 
 def check_tokens(tokens, cfg):
@@ -31,58 +33,38 @@ def check_output(out):
         raise XlgptError(f"{out}: directory {parent} is not writable")
 
 
-def about_rows(ckpt, tokens):
-    cfg = ckpt.config
-    return [
-        ("model", f"GPT-2: {cfg.n_layer} layers, {cfg.n_embd} features, {cfg.n_head} heads, "
-                  f"vocabulary {cfg.vocab_size}, context {cfg.n_positions}", None),
-        ("parameters", ckpt.n_params, None),
-        ("checkpoint", str(ckpt.path.resolve()), "Checkpoint"),
-        ("weights sha256", fingerprint(ckpt.path), "WeightsSha256"),
-        ("built by", f"xlgpt {__version__}", None),
-    ]
-
-
-def build(ckpt, tokens, out, template=None, progress=None, tokenizer=None, prompt=None, positions=None,
-          capacity=None):
-    """Write the workbook for `tokens` to `out`; returns (sheets, names) as written.
-
-    With a tokenizer, token ids are shown with their text throughout the book. With a `prompt` too, the
-    book tokenizes it itself (Prompt tab and the in-sheet tokenizer, sheet_tokenizer.py) into `positions`
-    token positions (default: the prompt's tokens), with the tokenizer's `capacity`; a person can then type
-    another prompt."""
+def inputs_for(ckpt, tokens, tokenizer=None, prompt=None, positions=None, capacity=None):
+    """The book's input: the token ids, or with a `prompt`, a Prompt cell the book tokenizes itself into
+    `positions` token positions (default: the prompt's tokens), with the tokenizer's `capacity`."""
     check_tokens(tokens, ckpt.config)
-    check_output(out)
-    spec = load_spec(ckpt.config, template)
-    vocab = [display(tokenizer.token_text(i)) for i in range(ckpt.config.vocab_size)] if tokenizer else None
     if prompt is None:
-        sheets, names = lower(spec, ckpt, tokens, about_rows(ckpt, tokens), vocab)
-    else:
-        sheets, names = typed_book(spec, ckpt, tokens, tokenizer, prompt, positions or len(tokens), capacity, vocab)
-    write_workbook(out, sheets, names, progress)
-    return sheets, names
+        return TokenIds(list(tokens))
+    from ..tokenizer.sheet import Capacity
 
-
-def typed_book(spec, ckpt, tokens, tok, prompt, positions, capacity, vocab):
-    """Sheets in the order the data flows: Prompt, Chars, Bytes, BPE, Tokens, ..., Output, weights, tables."""
-    from ..tokenizer.sheet import Capacity, tokenizer_tabs
-
+    positions = positions or len(tokens)
     if not len(tokens) <= positions <= ckpt.config.n_positions:
         raise XlgptError(f"--positions {positions}: the workbook needs between {len(tokens)} (the prompt's tokens) "
                          f"and {ckpt.config.n_positions} (the model's context) positions")
     capacity = capacity or Capacity()
-    cap = Capacity(capacity.chars, capacity.bytes, capacity.rounds, tokens=positions)
-    tok_sheets, tok_names = tokenizer_tabs(tok, cap, prompt, vocabulary="Vocabulary")
-    about = about_rows(ckpt, tokens) + [
-        ("tokenizer capacity", f"{cap.chars} characters, {cap.bytes} UTF-8 bytes, {cap.rounds} merge rounds, "
-                               f"{cap.tokens} tokens", None),
-        ("tokenizer capacity (numbers)", f"{cap.chars},{cap.bytes},{cap.rounds},{cap.tokens}", "TokenizerCapacity")]
-    model_sheets, names = lower(spec, ckpt, [0] * positions, about, vocab, TypedPrompt())
-    names.update(tok_names)
-    prompt_tab = tok_sheets[0]
-    row = prompt_tab.extent()[0] + 2
-    prompt_tab.add(Cells(row, 1, [["Predicted next token", None, Formula('IF(ISNUMBER(PredictedToken),PredictedToken,"")'),
-                                   Formula(PREDICTED_TEXT)]], style=BOLD))
-    prompt_tab.add(Cells(row + 1, 1, [[f"(read at the prompt's last token; the model has {positions} positions, "
-                                       f"see the {spec.inputs_tab} tab)"]]))
-    return tok_sheets[:4] + model_sheets + tok_sheets[4:], names
+    return PromptCell(tokenizer, prompt, Capacity(capacity.chars, capacity.bytes, capacity.rounds, tokens=positions),
+                      positions)
+
+
+def build(ckpt, tokens, out, template=None, progress=None, tokenizer=None, prompt=None, positions=None,
+          capacity=None, checkpoint=None):
+    """Write the workbook for `tokens` to `out`; returns (sheets, names) as written.
+
+    With a tokenizer, token ids are shown with their text throughout the book. With a `prompt` too, the
+    book tokenizes it itself (see inputs_for); a person can then type another prompt. `checkpoint` is the
+    checkpoint as the book records it (default: its path)."""
+    inputs = inputs_for(ckpt, tokens, tokenizer, prompt, positions, capacity)
+    check_output(out)
+    spec = load_spec(ckpt.config, template)
+    vocab = [display(tokenizer.token_text(i)) for i in range(ckpt.config.vocab_size)] if tokenizer else None
+    cap = inputs.capacity
+    about = About(checkpoint or str(ckpt.path.resolve()), fingerprint(ckpt.path), inputs.kind,
+                  cap and (cap.chars, cap.bytes, cap.rounds, cap.tokens))
+    book, names = lower(spec, ckpt, inputs, about, vocab)
+    sheets = book.sheets()
+    write_workbook(out, sheets, names, progress)
+    return sheets, names

@@ -1,10 +1,11 @@
-"""Pass 1: read a template (templates/*.toml) and expand it into the model spec for one config.
+"""Pass 1: read a template (templates/*.toml), check it, and expand it into the spec for one config.
 
-The spec is a flat list of stages in dataflow order: per-layer stages repeated for every layer,
-inputs resolved to the stage that produced them, parameter names resolved to checkpoint tensors.
+The spec is a flat list of stages in dataflow order: per-layer stages repeated for every layer, inputs
+resolved to the stage that produced them, parameter roles resolved to checkpoint tensors. Anything the
+compiler would not honour (an unknown key, op, input or tensor) is an error here, with the template's line.
 """
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 try:
@@ -13,10 +14,13 @@ except ImportError:  # Python 3.10
     import tomli as tomllib
 
 from .. import XlgptError, shipped
+from ..contract import STAGE_OF, TOKEN_IDS
+from ..ops import OPS
 from ..weights.checkpoint import tensor_shapes
 
 DEFAULT_TEMPLATE = shipped("templates") / "gpt2.toml"
-TOKENS = -1  # the input index of the token ids
+STAGE_KEYS = ("tab", "name", "op", "in", "params", "title", "header")
+BAD_TAB_CHARS = re.compile(r"[\[\]:*?/\\]")
 
 
 @dataclass(frozen=True)
@@ -25,86 +29,144 @@ class Stage:
     tab: str
     name: str
     op: str
-    inputs: tuple  # indices of the producing stages (TOKENS for the token ids)
-    params: dict
+    inputs: tuple  # indices of the producing stages
+    params: dict   # role -> tensor name
     title: str
     header: bool = False
     layer: int = None
-    options: dict = field(default_factory=dict)  # op-specific keys, e.g. labels
 
 
 @dataclass
-class ModelSpec:
-    inputs_tab: str
-    inputs_title: str
+class Spec:
     stages: list
-    names: dict  # defined name -> (stage index or TOKENS, "all" | "last")
 
     def tabs(self):
         """Computation tabs in order of first appearance."""
         return list(dict.fromkeys(s.tab for s in self.stages))
 
-
-_KNOWN = {"tab", "name", "op", "in", "params", "title", "header"}
+    def output(self, name):
+        """The last stage called `name` (what a defined name of the contract shows)."""
+        return [s for s in self.stages if s.name == name][-1]
 
 
 def load_spec(config, template=None):
     path = Path(template or DEFAULT_TEMPLATE)
     try:
-        raw = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise XlgptError(f"{path}: cannot read template ({e.strerror or e})")
+        text = path.read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
+    except (OSError, UnicodeDecodeError) as e:
+        raise XlgptError(f"{path}: cannot read template ({getattr(e, 'strerror', None) or e})")
     except tomllib.TOMLDecodeError as e:
         raise XlgptError(f"{path}: invalid TOML ({e})")
-    return expand(raw, config, path)
+    return expand(raw, config, Lines(path, text))
 
 
-def expand(raw, config, path="template"):
+class Lines:
+    """Where things are in the template's text, for error messages."""
+
+    def __init__(self, path, text=""):
+        self.path, self.lines = path, text.splitlines()
+        self.stages = [i for i, line in enumerate(self.lines) if re.match(r"\s*\[\[\s*stage\s*\]\]", line)]
+
+    def at(self, stage=None, key=None):
+        """'path:line' of stage number `stage` (0-based), of its `key` if given."""
+        if stage is None or stage >= len(self.stages):
+            return str(self.path)
+        first = self.stages[stage]
+        last = self.stages[stage + 1] if stage + 1 < len(self.stages) else len(self.lines)
+        for i in range(first, last):
+            if key and re.match(rf"\s*{re.escape(key)}\s*=", self.lines[i]):
+                return f"{self.path}:{i + 1}"
+        return f"{self.path}:{first + 1}"
+
+
+def check_entry(entry, k, lines):
+    """One [[stage]] table as written: known keys of the right types, a known op with its inputs and params."""
+    def fail(key, message):
+        raise XlgptError(f"{lines.at(k, key)}: {message}")
+
+    if not isinstance(entry, dict):
+        fail(None, "each stage must be a [[stage]] table")
+    for key in entry:
+        if key not in STAGE_KEYS:
+            fail(key, f"unknown key {key!r} in a stage (known: {', '.join(STAGE_KEYS)})")
+    for key in ("tab", "name", "op"):
+        if not isinstance(entry.get(key), str) or not entry[key]:
+            fail(key, f"every stage needs a '{key}' string")
+    if not isinstance(entry.get("title", ""), str):
+        fail("title", "'title' must be a string")
+    if not isinstance(entry.get("header", False), bool):
+        fail("header", "'header' must be true or false")
+    tab = entry["tab"].replace("{layer}", "0")
+    if BAD_TAB_CHARS.search(tab) or len(tab) > 31 or tab.startswith("'"):
+        fail("tab", f"tab name {entry['tab']!r} cannot name a sheet (at most 31 characters, none of []:*?/\\)")
+    op = OPS.get(entry["op"])
+    if op is None:
+        fail("op", f"unknown op {entry['op']!r} (known: {', '.join(sorted(OPS))})")
+    ins = entry.get("in", [])
+    if not isinstance(ins, list) or not all(isinstance(i, str) for i in ins):
+        fail("in", "'in' must be a list of stage names")
+    if len(ins) != op.inputs:
+        fail("in", f"op {entry['op']!r} reads {op.inputs} input(s), the stage gives {len(ins)}")
+    params = entry.get("params", {})
+    if not isinstance(params, dict) or not all(isinstance(t, str) for t in params.values()):
+        fail("params", "'params' must be a table of role = \"tensor name\"")
+    if set(params) != set(op.params):
+        fail("params", f"op {entry['op']!r} takes params {list(op.params) or 'none'}, the stage gives {list(params)}")
+
+
+def expand(raw, config, lines=None):
+    lines = lines or Lines("template")
+    for key in raw:
+        if key != "stage":
+            raise XlgptError(f"{lines.path}: unknown top-level key {key!r} (a template is a list of [[stage]])")
+    entries = raw.get("stage", [])
+    if not isinstance(entries, list):
+        raise XlgptError(f"{lines.path}: 'stage' must be an array of [[stage]] tables")
+    for k, entry in enumerate(entries):
+        check_entry(entry, k, lines)
+
     tensors = tensor_shapes(config)
-    inputs = raw.get("inputs", {})
-    stages, bound = [], {"tokens": TOKENS}
+    stages, bound = [], {}
 
-    def add(entry, layer):
+    def add(k, entry, layer):
         def fmt(text):
             return str(text).replace("{layer}", str(layer)) if layer is not None else str(text)
 
-        for key in ("tab", "name", "op"):
-            if not isinstance(entry.get(key), str) or not entry[key]:
-                raise XlgptError(f"{path}: every stage needs a '{key}' string ({entry})")
-        where = f"{path}: stage '{entry['name']}' on '{fmt(entry['tab'])}'"
-        try:
-            ins = tuple(bound[name] for name in entry.get("in", []))
-        except KeyError as e:
-            raise XlgptError(f"{where} reads {e.args[0]!r}, which no earlier stage produces")
+        unknown = [name for name in entry.get("in", []) if name not in bound]
+        if unknown:
+            raise XlgptError(f"{lines.at(k, 'in')}: stage '{entry['name']}' reads {unknown[0]!r}, "
+                             f"which no earlier stage produces")
         params = {role: fmt(t) for role, t in entry.get("params", {}).items()}
         for tensor in params.values():
             if tensor not in tensors:
-                raise XlgptError(f"{where} reads tensor {tensor!r}, which a GPT-2 checkpoint does not have")
-        stage = Stage(len(stages), fmt(entry["tab"]), entry["name"], entry["op"], ins, params,
-                      fmt(entry.get("title", entry["name"])), bool(entry.get("header", False)), layer,
-                      {k: v for k, v in entry.items() if k not in _KNOWN})
+                raise XlgptError(f"{lines.at(k, 'params')}: stage '{entry['name']}' reads tensor {tensor!r}, "
+                                 f"which a GPT-2 checkpoint does not have")
+        stage = Stage(len(stages), fmt(entry["tab"]), entry["name"], entry["op"],
+                      tuple(bound[name] for name in entry.get("in", [])), params,
+                      fmt(entry.get("title", entry["name"])), entry.get("header", False), layer)
         stages.append(stage)
         bound[stage.name] = stage.index
 
-    entries = raw.get("stage", [])
     i = 0
     while i < len(entries):
-        if "{layer}" not in entries[i].get("tab", ""):
-            add(entries[i], None)
+        j = i  # a run of per-layer stages is repeated as a whole, layer after layer
+        while j < len(entries) and "{layer}" in entries[j]["tab"]:
+            j += 1
+        if j == i:
+            add(i, entries[i], None)
             i += 1
             continue
-        j = i  # a run of per-layer stages is repeated as a whole, layer after layer
-        while j < len(entries) and "{layer}" in entries[j].get("tab", ""):
-            j += 1
         for layer in range(config.n_layer):
-            for entry in entries[i:j]:
-                add(entry, layer)
+            for k in range(i, j):
+                add(k, entries[k], layer)
         i = j
 
-    names = {}
-    for name, target in raw.get("names", {}).items():
-        m = re.fullmatch(r"(\w+)(\[last\])?", str(target))
-        if not m or m.group(1) not in bound:
-            raise XlgptError(f"{path}: name {name} refers to {target!r}, which no stage produces")
-        names[name] = (bound[m.group(1)], "last" if m.group(2) else "all")
-    return ModelSpec(inputs.get("tab", "Tokens"), inputs.get("title", "Input tokens"), stages, names)
+    if [s.op for s in stages].count("tokens") != 1 or stages[0].op != "tokens":
+        raise XlgptError(f"{lines.path}: the first stage, and only it, must be the input (op = \"tokens\")")
+    for name, stage_name in STAGE_OF.items():
+        if stage_name not in bound:
+            raise XlgptError(f"{lines.path}: no stage named {stage_name!r}, which the defined name {name} shows")
+    if stages[bound[STAGE_OF[TOKEN_IDS]]].op != "tokens":
+        raise XlgptError(f"{lines.path}: the stage named {STAGE_OF[TOKEN_IDS]!r} must be the input (op = \"tokens\")")
+    return Spec(stages)

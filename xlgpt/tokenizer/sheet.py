@@ -682,7 +682,7 @@ def book_blocks(path):
     """The Blocks of a tokenizer book, from its defined names (one for a single-prompt book, else one per
     numbered prompt of a batch book)."""
     import openpyxl
-    from ..check.engines import parse_ref
+    from ..contract import parse_ref
     try:
         wb = openpyxl.load_workbook(path, read_only=True)
     except Exception as e:
@@ -875,3 +875,18 @@ _CLASS_RUNS = (
     '35 13 31 15 31 1h 3g4 2d 325f 2a 3sm 1wyo 3w 137e 36 166 32 14g2 3e 15rl 3f 1ha 31wi 1f2 315u 13t7 '
     '35 138g 3jgwg '
 )
+
+
+def add_tokenizer(book, tok, capacity, text, vocabulary=None):
+    """TEMPORARY adapter (replaced by tokenizer/tabs.py): the tokenizer's tabs added to a layout.Book."""
+    from ..layout import Tab
+
+    sheets, names = tokenizer_tabs(tok, capacity, text, vocabulary)
+    groups = ["prompt", "tokenizer", "tokenizer", "tokenizer"] + ["tables"] * (len(sheets) - 4)
+    tabs = []
+    for sheet, group in zip(sheets, groups):
+        tab = Tab.__new__(Tab)
+        tab.name, tab.group, tab.sheet, tab.frozen = sheet.name, group, sheet, True
+        tab.row = sheet.extent()[0] + 2
+        tabs.append(book.add(tab))
+    return tabs[0], names

@@ -1,0 +1,87 @@
+"""The book's input, as the template's input stage (op "tokens") writes it: fixed token ids a person may
+edit, or a Prompt cell that the book tokenizes itself (the tokenizer's tabs, then ids padded to a fixed
+number of positions). Everything that differs between the two kinds of book is here."""
+from dataclasses import dataclass
+
+from .. import contract as C
+from ..layout import BOLD, INPUT, Formula
+
+# the predicted token's text, or the message the prediction cell shows instead of a token
+PREDICTED_TEXT = (f"IF(ISNUMBER({C.PREDICTED_TOKEN}),INDEX({C.VOCABULARY},{C.PREDICTED_TOKEN}+1),"
+                  f"{C.PREDICTED_TOKEN})")
+
+
+@dataclass
+class TokenIds:
+    """Fixed token ids: yellow cells on the inputs tab."""
+    ids: list
+    typed = False
+    kind = C.TOKEN_INPUT
+    capacity = None
+
+    @property
+    def positions(self):
+        return len(self.ids)
+
+    def fill(self, tab, header):
+        tab.put(header.ids, [list(self.ids)], INPUT)
+        if header.text is not None:
+            tab.each(header.text, "INDEX({vocab},{id}+1)", BOLD, vocab=C.VOCABULARY, id=lambda _, t: header.ids.col(t))
+
+    def add_tabs(self, book, vocabulary):
+        return {}
+
+    def prediction(self, info, logits_header, names):
+        """PredictedToken: the prediction at the last position, repeated on the inputs tab."""
+        predicted = names[C.PREDICTIONS].col(self.positions - 1)
+        cell = info.field("Predicted next token", Formula(C.PREDICTED_TOKEN), BOLD)
+        if C.VOCABULARY in names:
+            info.put(cell.cell(0, 1), [[Formula(PREDICTED_TEXT)]], BOLD)
+        info.skip()
+        return {C.PREDICTED_TOKEN: predicted}
+
+
+@dataclass
+class PromptCell:
+    """A Prompt cell tokenized by the book itself into `positions` token positions; the positions after the
+    prompt's tokens are padding, and the prediction is read at the prompt's last token."""
+    tokenizer: object
+    text: str
+    capacity: object  # tokenizer.sheet.Capacity
+    positions: int
+    typed = True
+    kind = C.PROMPT_INPUT
+
+    def fill(self, tab, header):
+        count, ids = C.SHEET_TOKEN_COUNT, C.SHEET_TOKEN_IDS
+        tab.each(header.in_prompt, "IF(ISNUMBER({count}),IF({t}<{count},1,0),0)", BOLD, count=count,
+                 t=lambda _, t: t)
+        tab.each(header.ids, "IF({used}=1,INDEX({ids},1,{n}),0)", BOLD, used=lambda _, t: header.in_prompt.col(t),
+                 ids=ids, n=lambda _, t: t + 1)
+        if header.text is not None:
+            tab.each(header.text, 'IF({used}=1,INDEX({vocab},{id}+1),"(padding)")', BOLD, vocab=C.VOCABULARY,
+                     used=lambda _, t: header.in_prompt.col(t), id=lambda _, t: header.ids.col(t))
+
+    def add_tabs(self, book, vocabulary):
+        from ..tokenizer.sheet import add_tokenizer
+
+        self.prompt_tab, names = add_tokenizer(book, self.tokenizer, self.capacity, self.text,
+                                               C.VOCABULARY if vocabulary is not None else None)
+        return names
+
+    def prediction(self, info, logits_header, names):
+        """PredictedToken reads the prediction at the prompt's last token, or says why there is none; the
+        ids and prompt/padding row beside the logits let an engine read everything from one tab."""
+        cell = info.field("Predicted next token", Formula(
+            f'IF({C.TOKENIZER_STATUS}<>"ok",{C.TOKENIZER_STATUS},IF(N({C.SHEET_TOKEN_COUNT})<1,'
+            f'"Type a prompt on the Prompt tab.",INDEX({C.PREDICTIONS},1,{C.SHEET_TOKEN_COUNT})))'), BOLD)
+        info.put(cell.cell(0, 1), [[Formula(PREDICTED_TEXT)]], BOLD)
+        info.skip()
+        prompt = self.prompt_tab
+        shown = prompt.field("Predicted next token",
+                             Formula(f'IF(ISNUMBER({C.PREDICTED_TOKEN}),{C.PREDICTED_TOKEN},"")'), BOLD)
+        prompt.put(shown.cell(0, 1), [[Formula(PREDICTED_TEXT)]], BOLD)
+        prompt.note(f"(read at the prompt's last token; this book has {self.positions} token positions, "
+                    f"see the {info.name} tab)")
+        return {C.PREDICTED_TOKEN: cell, C.LOGITS_TOKEN_IDS: logits_header.ids,
+                C.LOGITS_IN_PROMPT: logits_header.in_prompt}

@@ -1,0 +1,41 @@
+"""Causal self-attention, one T x T block per head: rows are key positions, columns query positions.
+softmax over keys of (k·q / sqrt(head size), the future masked), then the values weighted by it."""
+from .projection import head
+
+Q, K, V = 0, 1, 2
+MASKED = "-1E+30"  # exp(MASKED - max) is exactly 0
+
+
+def scores(ctx, qkv):
+    """s[key, query] = k_key · q_query / sqrt(d), per head."""
+    d = ctx.cfg.head_size
+    return ctx.per_head(lambda h, _: ("MMULT(TRANSPOSE({k}),{q})/SQRT({d})",
+                                   dict(k=head(qkv, K, h, ctx.cfg), q=head(qkv, Q, h, ctx.cfg), d=d)))
+
+
+def causal_mask(ctx, scores):
+    """s[key, query] stays where key <= query, else MASKED: a query never sees later tokens."""
+    return ctx.per_head(lambda h, block: ("IF({key}<={query},{s},{masked})",
+                                          dict(key=block.index_column(), query=ctx.positions, s=scores[h],
+                                               masked=MASKED)))
+
+
+def softmax(ctx, s):
+    """p[key, query] = exp(s - max) / sum exp(s - max), over the keys of each column."""
+    heads = [(f"head {h}", None) for h in range(ctx.cfg.n_head)]
+    mx = ctx.block(heads, ctx.title + ": largest score in each column")
+    ctx.each(mx, "MAX({s})", s=lambda h, t: s[h].col(t))
+    exp = ctx.per_head(lambda h, _: ("EXP({s}-{mx})", dict(s=s[h], mx=mx.row(h))))
+    sums = ctx.block(heads, ctx.title + ": sum of each column of exp(score - max)")
+    ctx.each(sums, "SUM({e})", e=lambda h, t: exp[h].col(t))
+    return ctx.per_head(lambda h, _: ("{e}/{sum}", dict(e=exp[h], sum=sums.row(h))))
+
+
+def mix(ctx, probs, qkv):
+    """out_h[:, query] = sum over keys of p[key, query] · v_key, heads stacked (head 0's rows first)."""
+    d = ctx.cfg.head_size
+    labels = [(f"head {h}", i) for h in range(ctx.cfg.n_head) for i in range(d)]
+    out = ctx.block(labels)
+    for h in range(ctx.cfg.n_head):
+        ctx.array(out.rows(h * d, (h + 1) * d), "MMULT({v},{p})", v=head(qkv, V, h, ctx.cfg), p=probs[h])
+    return out

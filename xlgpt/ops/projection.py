@@ -1,0 +1,23 @@
+"""Linear layers. GPT-2's Conv1D weights are [in, out]: y = Wᵀ·x + b with positions as columns."""
+
+
+def linear(ctx, x):
+    """y = Wᵀ·x + b."""
+    w, b = ctx.weight("weight"), ctx.weight("bias")
+    out = ctx.block(ctx.rows(ctx.stage.name, b.height))
+    return ctx.array(out, "MMULT({wt},{x})+{b}", wt=ctx.transposed(w), x=x, b=b)
+
+
+def qkv(ctx, x):
+    """[q; k; v] = c_attnᵀ·x + b: the queries, keys and values of every head, in that order (GPT-2's
+    c_attn), each split into heads of head_size rows."""
+    w, b = ctx.weight("weight"), ctx.weight("bias")
+    d = ctx.cfg.head_size
+    labels = [(f"{part} head {h}", i) for part in "qkv" for h in range(ctx.cfg.n_head) for i in range(d)]
+    return ctx.array(ctx.block(labels), "MMULT({wt},{x})+{b}", wt=ctx.transposed(w), x=x, b=b)
+
+
+def head(qkv, part, h, cfg):
+    """Rows of head h's queries (part 0), keys (1) or values (2) in the qkv block."""
+    start = part * cfg.n_embd + h * cfg.head_size
+    return qkv.rows(start, start + cfg.head_size)

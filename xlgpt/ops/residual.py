@@ -1,0 +1,7 @@
+"""The residual stream: each sublayer's output is added to x."""
+
+
+def add(ctx, a, b):
+    """y = a + b."""
+    out = ctx.block(ctx.rows(ctx.stage.name, a.height))
+    return ctx.array(out, "{a}+{b}", a=a, b=b)
