@@ -22,7 +22,7 @@ def test_tabs_names_and_panes(book):
     assert {"Logits", "PredictedToken", "Predictions", "TokenIds", "Checkpoint", "WeightsSha256"} <= set(wb.defined_names)
     assert wb.defined_names["PredictedToken"].attr_text == "Output!$I$4"  # 7 tokens: columns C..I
     for name in ["Embeddings", "Layer 0", "Output"]:
-        assert wb[name].freeze_panes == ("C6" if name == "Output" else "C4")
+        assert wb[name].freeze_panes == ("C5" if name == "Output" else "C4")  # Output: + the prediction row
     assert wb["Layer 0"]["A2"].value == "position" and wb["Layer 0"]["A3"].value == "token id"
     assert [wb["Layer 1"].cell(2, 3 + t).value for t in range(7)] == list(range(7))
 

@@ -11,7 +11,8 @@ import pytest
 import openpyxl_writer
 from conftest import FIXTURES, expected
 from xlgpt.xlsx import writer as xlsx
-from xlgpt.compile.build import about_rows
+from xlgpt.compile.inputs import TokenIds
+from xlgpt.contract import About
 from xlgpt.weights.checkpoint import load
 from xlgpt.check.engines import find_soffice, formulas_values, read_book
 from xlgpt.compile.lower import lower
@@ -24,7 +25,8 @@ def plan():
     ckpt = load(FIXTURES / "three_heads")
     tokens, _ = expected("three_heads")
     vocab = [display(f"tok{i} ") for i in range(ckpt.config.vocab_size)]
-    return lower(load_spec(ckpt.config), ckpt, tokens, about_rows(ckpt, tokens), vocab)
+    book, names = lower(load_spec(ckpt.config), ckpt, TokenIds(tokens), About("three_heads", "-"), vocab)
+    return book.sheets(), names
 
 
 @pytest.fixture(scope="module")

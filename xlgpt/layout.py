@@ -56,6 +56,10 @@ class Rect:
     def cell(self, i, j):
         return Rect(self.sheet, self.top + i, self.left + j)
 
+    def read(self, get):
+        """This rect's values as rows, get(row, col) giving each cell's (1-based, as in A1 notation)."""
+        return [[get(r, c) for c in range(self.left, self.right + 1)] for r in range(self.top, self.bottom + 1)]
+
     def label_column(self):
         """Column A beside this block: each row's label (e.g. the token texts beside the embedding table)."""
         return Rect(self.sheet, self.top, LABEL_COL, self.height, 1)

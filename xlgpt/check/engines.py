@@ -118,9 +118,8 @@ def libreoffice_values(book, wanted, timeout=3600):
         grid = soffice_csv([book.path], book.sheets.index(sheets.pop()) + 1, timeout)[0]
     out = {}
     for name in wanted:
-        ref = book.names[name]
-        out[name] = np.array([[_as_float(grid[r - 1][c - 1] if r <= len(grid) and c <= len(grid[r - 1]) else None)
-                               for c in range(ref.left, ref.right + 1)] for r in range(ref.top, ref.bottom + 1)])
+        cell = lambda r, c: _as_float(grid[r - 1][c - 1] if r <= len(grid) and c <= len(grid[r - 1]) else None)
+        out[name] = np.array(book.names[name].read(cell))
     return out, stats
 
 
