@@ -32,6 +32,25 @@ TOKENIZER_OUTPUTS = (TOKENIZER_STATUS, SHEET_TOKEN_COUNT, SHEET_TOKEN_IDS)
 # the tokenizer's lookup tables
 MERGE_TABLE, BYTE_TABLE, CLASS_TABLE = "MergeTable", "ByteTable", "ClassTable"
 
+# --- what a learner reads: probabilities, top-k, the logit lens (Output and Logit lens tabs) ------------
+PROBABILITIES = "Probabilities"     # softmax of each position's logits, same shape as Logits
+TOP_K_TOKENS, TOP_K_PROBABILITIES = "TopKTokens", "TopKProbabilities"  # at the prompt's last token (column)
+LENS_TOP_TOKENS = "LensTopTokens"   # rows: after the embeddings, after layer 0 .. L-1; columns: positions
+LENS_TOP_PROBABILITIES = "LensTopProbabilities"
+
+# --- sampling (Prompt tab) ---------------------------------------------------------------------------
+TEMPERATURE, TOP_K, SEED, SAMPLE_STEP = "Temperature", "TopK", "Seed", "SampleStep"  # inputs
+SAMPLED_TOKEN = "SampledToken"      # the sampled id (or a message), at the prompt's last token
+
+# --- interventions (Interventions tab) and direct logit attribution (Attribution tab) ------------------
+HEAD_SWITCHES, MLP_SWITCHES = "HeadSwitches", "MlpSwitches"  # layers x heads; layers x 1; default 1
+STEERING_LAYER, STEERING_COEFFICIENT, STEERING_VECTOR = "SteeringLayer", "SteeringCoefficient", "SteeringVector"
+ATTRIBUTION_TOKEN = "AttributionToken"        # the target token (default: the predicted one)
+ATTRIBUTION_DIRECTION = "AttributionDirection"  # (ln_f.weight * wte[target], centred) / sigma: a column
+ATTRIBUTION_POSITION = "AttributionPosition"  # the column of the prompt's last token (1-based)
+ATTRIBUTION_TABLE = "AttributionTable"        # rows: embeddings, steering, layer 0..; columns: heads, bias, MLP
+ATTRIBUTION_LOGIT = "AttributionLogit"        # the target's logit, which the table plus the bias term adds up to
+
 # --- metadata cells (the About block on the Tokens tab) ----------------------------------------------
 CHECKPOINT = "Checkpoint"           # the checkpoint as --weights takes it
 WEIGHTS_SHA256 = "WeightsSha256"    # sha256 of its model.safetensors

@@ -76,7 +76,7 @@ class Tab:
         if group not in GROUPS:
             raise ValueError(f"unknown tab group {group!r}")
         self.name, self.group = name, group
-        self.sheet = Sheet(name, widths=dict(widths or {LABEL_COL: 30, NOTE_COL: 7}))
+        self.sheet = Sheet(name, widths=dict(widths or {LABEL_COL: 30, NOTE_COL: 7}), group=group)
         self.sheet.add(Cells(TITLE_ROW, LABEL_COL, [[title]], style=TITLE))
         self.row = HEADER_ROW
         self.frozen = False
@@ -109,6 +109,24 @@ class Tab:
     def numbers(self, rect, values):
         self.sheet.add(Numbers(rect.top, rect.left, values))
         return rect
+
+    # --- looks: number formats, heatmaps, links ----------------------------------------------------
+    def format(self, rect, style):
+        """A number format (style) for the rows of `rect`: the cells of array results take their row's."""
+        for row in range(rect.top, rect.bottom + 1):
+            self.sheet.row_styles[row] = style
+        return rect
+
+    def heatmap(self, rect, rule):
+        """A conditional format (styles.colour_scale(...), styles.when(...)) over `rect`."""
+        self.sheet.conditional.append((rect.ref(self.name, absolute=False), rule))
+        return rect
+
+    def link(self, cell, target):
+        """Make `cell` a link to `target` (a Rect, or a Tab: its top-left corner)."""
+        target = target if isinstance(target, Rect) else Rect(target.name, 1, 1)
+        self.sheet.links.append((cell.ref(self.name, absolute=False), target.ref()))
+        return cell
 
     # --- allocation --------------------------------------------------------------------------------
     def header(self, label, width, style=BOLD, note=None):

@@ -14,8 +14,8 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from .. import XlgptError
+from .styles import BOLD, INPUT, TITLE, TAB_COLOURS, styles_xml  # noqa: F401  (style ids for callers)
 
-BOLD, INPUT, TITLE = 1, 2, 3  # cell style ids, see STYLES
 CHUNK_CELLS = 250_000          # cells formatted per task when several processes share the work
 # LibreOffice 7.4 cannot open an .xlsx larger than 2 GiB. Weights take ~6.6 bytes a cell at deflate
 # level 1 (fast) and ~5.4 at level 6 (4x slower), so big books are compressed harder to stay openable.
@@ -150,16 +150,22 @@ class Sheet:
     blocks: list = field(default_factory=list)
     freeze: tuple = None  # (row, col) of the first scrolling cell
     widths: dict = field(default_factory=dict)  # column -> width in characters
+    group: str = None     # the tab's colour, from styles.TAB_COLOURS
+    row_styles: dict = field(default_factory=dict)  # row -> style of its cells without one (array results)
+    conditional: list = field(default_factory=list)  # (range text, rule XML with {priority})
+    links: list = field(default_factory=list)  # (cell, location such as 'Layer 0'!A1): links inside the book
 
     def add(self, block):
         self.blocks.append(block)
         return block
 
     def rows_xml(self, start=1, stop=None):
-        """Yield the XML of each non-empty row in [start, stop), in order, merging the blocks that share it."""
+        """Yield the XML of each non-empty row in [start, stop), in order, merging the blocks that share it.
+        A styled row is written even where it has no cells: inside an array result, its style is the cells'."""
         stop = stop or self.extent()[0] + 1
         blocks = sorted((b for b in self.blocks if b.top < stop and b.top + b.height > start),
                         key=lambda b: (b.top, b.left))
+        styled = sorted((r for r in self.row_styles if start <= r < stop), reverse=True)  # pop() gives the next
         active, k, row = [], 0, start
         while (k < len(blocks) or active) and row < stop:
             if not active:
@@ -168,11 +174,22 @@ class Sheet:
                 active.append(blocks[k])
                 k += 1
             active.sort(key=lambda b: b.left)
+            while styled and styled[-1] < row:
+                yield self._row(styled.pop())
+            if styled and styled[-1] == row:
+                styled.pop()
             xml = "".join(b.row_xml(row - b.top) for b in active)
-            if xml:
-                yield f'<row r="{row}">{xml}</row>'
+            if xml or row in self.row_styles:
+                yield self._row(row, xml)
             active = [b for b in active if b.top + b.height - 1 > row]
             row += 1
+        while styled:
+            yield self._row(styled.pop())
+
+    def _row(self, row, xml=""):
+        style = self.row_styles.get(row)
+        attrs = f' s="{style}" customFormat="1"' if style else ""
+        return f'<row r="{row}"{attrs}>{xml}</row>' if xml else f'<row r="{row}"{attrs}/>'
 
     def chunks(self, cells=CHUNK_CELLS):
         """Row ranges [start, stop) of about `cells` cells each, covering the sheet."""
@@ -214,25 +231,15 @@ NS = ('xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
 XML_HEAD = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
 REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 CT = "application/vnd.openxmlformats-officedocument.spreadsheetml"
-STYLES = (XML_HEAD + f'<styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
-          '<fonts count="3"><font><sz val="11"/><name val="Calibri"/></font>'
-          '<font><b/><sz val="11"/><name val="Calibri"/></font>'
-          '<font><b/><sz val="13"/><color rgb="FF1F4E79"/><name val="Calibri"/></font></fonts>'
-          '<fills count="3"><fill><patternFill patternType="none"/></fill><fill><patternFill patternType="gray125"/></fill>'
-          '<fill><patternFill patternType="solid"><fgColor rgb="FFFFF2CC"/><bgColor indexed="64"/></patternFill></fill></fills>'
-          '<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
-          '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>'
-          '<cellXfs count="4"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
-          '<xf numFmtId="0" fontId="1" fillId="0" borderId="0" xfId="0" applyFont="1"/>'
-          '<xf numFmtId="0" fontId="1" fillId="2" borderId="0" xfId="0" applyFont="1" applyFill="1"/>'
-          '<xf numFmtId="0" fontId="2" fillId="0" borderId="0" xfId="0" applyFont="1"/></cellXfs>'
-          '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>'
-          '</styleSheet>')
+STYLES = styles_xml(XML_HEAD)
 
 
 def _sheet_head(sheet):
     bottom, right = sheet.extent()
-    xml = [XML_HEAD, f"<worksheet {NS}>", f'<dimension ref="A1:{cell_name(bottom, right)}"/>']
+    xml = [XML_HEAD, f"<worksheet {NS}>"]
+    if sheet.group:
+        xml.append(f'<sheetPr><tabColor rgb="{TAB_COLOURS[sheet.group]}"/></sheetPr>')
+    xml.append(f'<dimension ref="A1:{cell_name(bottom, right)}"/>')
     if sheet.freeze:
         r, c = sheet.freeze
         split = (f' xSplit="{c - 1}"' if c > 1 else "") + (f' ySplit="{r - 1}"' if r > 1 else "")
@@ -243,6 +250,17 @@ def _sheet_head(sheet):
                                       for c, w in sorted(sheet.widths.items())) + "</cols>")
     xml.append("<sheetData>")
     return "".join(xml)
+
+
+def _sheet_tail(sheet):
+    """After the cells: conditional formats (heatmaps, greyed padding), then links inside the book."""
+    xml = ["</sheetData>"]
+    for priority, (where, rule) in enumerate(sheet.conditional, 1):
+        xml.append(f'<conditionalFormatting sqref="{where}">{rule.format(priority=priority)}</conditionalFormatting>')
+    if sheet.links:
+        xml.append("<hyperlinks>" + "".join(f'<hyperlink ref="{cell}" location="{escape(location, {chr(34): "&quot;"})}"/>'
+                                            for cell, location in sheet.links) + "</hyperlinks>")
+    return "".join(xml) + "</worksheet>"
 
 
 def _member(zf, name, level):
@@ -316,7 +334,7 @@ def _write_parts(zf, sheets, names, progress, level):
                     f.write(data)
                     if progress:
                         progress(sheet, stop - 1)
-                f.write(b"</sheetData></worksheet>")
+                f.write(_sheet_tail(sheet).encode())
     finally:
         if pool:
             pool.terminate()
