@@ -37,7 +37,9 @@ def about_rows(ckpt, tokens):
         ("model", f"GPT-2: {cfg.n_layer} layers, {cfg.n_embd} features, {cfg.n_head} heads, "
                   f"vocabulary {cfg.vocab_size}, context {cfg.n_positions}", None),
         ("parameters", ckpt.n_params, None),
-        ("checkpoint", str(ckpt.path.resolve()), "Checkpoint"),
+        # As the user named it (a model name, or a directory as typed), never the builder's absolute path:
+        # eval finds it again with --weights' rules, and WeightsSha256 tells whether it is the same.
+        ("checkpoint", ckpt.name or str(ckpt.path), "Checkpoint"),
         ("weights sha256", fingerprint(ckpt.path), "WeightsSha256"),
         ("built by", f"xlgpt {__version__}", None),
     ]
