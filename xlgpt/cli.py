@@ -23,12 +23,22 @@ def parse_tokens(text):
 DEFAULT_PROMPT = "O Romeo, Romeo, wherefore art"
 
 
+DEFAULT_WEIGHTS = "shakespeare"  # the bundled model
+
+
 def resolve_weights(name):
     """--weights: a directory, a model name (hub cache, imported, bundled), or the bundled default."""
     from .weights.hub import resolve
     from .tokenizer.hf import WEIGHTS_DIR
 
-    return resolve(name or "shakespeare", bundled_dir=WEIGHTS_DIR)
+    return resolve(name or DEFAULT_WEIGHTS, bundled_dir=WEIGHTS_DIR)
+
+
+def load_weights(name):
+    """The checkpoint --weights names, carrying that name as given (what a built book records)."""
+    from .weights.checkpoint import load
+
+    return load(resolve_weights(name), given_name=str(name or DEFAULT_WEIGHTS))
 
 
 def model_and_tokens(weights, tokens, prompt):
@@ -36,11 +46,10 @@ def model_and_tokens(weights, tokens, prompt):
     prompt text (None with --tokens)."""
     from .tokenizer import hf as tk
     from .compile.build import check_tokens
-    from .weights.checkpoint import load
 
     if tokens is not None and prompt is not None:
         raise XlgptError("give either --tokens or --prompt, not both")
-    ckpt = load(resolve_weights(weights))
+    ckpt = load_weights(weights)
     tok = tk.for_checkpoint(ckpt)
     if tokens is None:
         if tok is None:

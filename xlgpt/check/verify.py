@@ -9,6 +9,7 @@ from .. import XlgptError
 from ..tokenizer import hf as tokenizer
 from . import reference
 from ..weights.checkpoint import Checkpoint, fingerprint, load
+from ..weights.hub import resolve
 from .. import contract as C
 from ..contract import read_book
 from .engines import ENGINES, FORMULAS_MAX_CELLS, check_formulas_size
@@ -19,10 +20,19 @@ TOLERANCE = 1e-6
 
 def checkpoint_for(book, weights=None):
     """Load the checkpoint the book was built from (or `weights`) and check it is the same one."""
-    path = weights or book.about.checkpoint
-    if not path:
-        raise XlgptError(f"{book.path.name}: the workbook does not say which checkpoint it was built from; pass --weights")
-    ckpt = load(path)
+    if weights:
+        ckpt = load(weights)
+    else:
+        name = book.about.checkpoint
+        if name is None or name == "":
+            raise XlgptError(f"{book.path.name}: the workbook does not say which checkpoint it was built from; "
+                             f"pass --weights")
+        try:  # what --weights was at build time: a model name, or a directory (relative to where it was built)
+            path = resolve(str(name), bundled_dir=tokenizer.WEIGHTS_DIR)
+        except XlgptError:
+            raise XlgptError(f"{book.path.name} was built with --weights {name!r}, which is not found from here; "
+                             f"pass --weights (a directory, or a model name: xlgpt weights list)")
+        ckpt = load(path, given_name=str(name))
     recorded = book.about.weights_sha256
     if recorded and fingerprint(ckpt.path) != recorded:
         raise XlgptError(f"{ckpt.path}: these are not the weights the workbook was built from (sha256 differs)")

@@ -51,18 +51,19 @@ def inputs_for(ckpt, tokens, tokenizer=None, prompt=None, positions=None, capaci
 
 
 def build(ckpt, tokens, out, template=None, progress=None, tokenizer=None, prompt=None, positions=None,
-          capacity=None, checkpoint=None):
+          capacity=None):
     """Write the workbook for `tokens` to `out`; returns (sheets, names) as written.
 
     With a tokenizer, token ids are shown with their text throughout the book. With a `prompt` too, the
-    book tokenizes it itself (see inputs_for); a person can then type another prompt. `checkpoint` is the
-    checkpoint as the book records it (default: its path)."""
+    book tokenizes it itself (see inputs_for); a person can then type another prompt."""
     inputs = inputs_for(ckpt, tokens, tokenizer, prompt, positions, capacity)
     check_output(out)
     spec = load_spec(ckpt.config, template)
     vocab = [display(tokenizer.token_text(i)) for i in range(ckpt.config.vocab_size)] if tokenizer else None
     cap = inputs.capacity
-    about = About(checkpoint or str(ckpt.path.resolve()), fingerprint(ckpt.path), inputs.kind,
+    # the checkpoint as the user named it (a model name, or a directory as typed), never the builder's absolute
+    # path: eval finds it again with --weights' rules, and the sha256 tells whether it is the same
+    about = About(ckpt.name or str(ckpt.path), fingerprint(ckpt.path), inputs.kind,
                   cap and (cap.chars, cap.bytes, cap.rounds, cap.tokens))
     book, names = lower(spec, ckpt, inputs, about, vocab)
     sheets = book.sheets()

@@ -67,6 +67,9 @@ class Checkpoint:
     path: Path
     config: Config
     tensors: dict  # canonical name -> float32 array
+    # How the user named it (--weights: a model name, or a directory as typed); a book records this, not `path`,
+    # so that it holds no absolute path of the machine that built it.
+    name: str | None = None
 
     def __getitem__(self, name):
         return self.tensors[name]
@@ -97,11 +100,13 @@ def read_config(path):
                   raw.get("layer_norm_epsilon", 1e-5))
 
 
-def load(path):
-    """Load and validate a checkpoint; every problem becomes one XlgptError line."""
+def load(path, given_name=None):
+    """Load and validate a checkpoint; every problem becomes one XlgptError line. `given_name`: how the user
+    named it (default: `path` as given)."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
+    given_name = str(path) if given_name is None else given_name
     path = Path(path)
     if not path.is_dir():
         raise XlgptError(f"{path}: not a checkpoint directory")
@@ -139,7 +144,7 @@ def load(path):
             raise XlgptError(f"{weights}: {name} holds NaN or infinite values")
     if lm_head is not None and not np.array_equal(lm_head, tensors["wte.weight"]):
         raise XlgptError(f"{weights}: lm_head.weight is not tied to wte.weight; only tied GPT-2 heads are supported")
-    return Checkpoint(path, cfg, tensors)
+    return Checkpoint(path, cfg, tensors, given_name)
 
 
 def random_tensors(cfg, seed):
