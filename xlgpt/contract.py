@@ -49,7 +49,10 @@ ATTRIBUTION_TOKEN = "AttributionToken"        # the target token (default: the p
 ATTRIBUTION_DIRECTION = "AttributionDirection"  # (ln_f.weight * wte[target], centred) / sigma: a column
 ATTRIBUTION_POSITION = "AttributionPosition"  # the column of the prompt's last token (1-based)
 ATTRIBUTION_TABLE = "AttributionTable"        # rows: embeddings, steering, layer 0..; columns: heads, bias, MLP
+ATTRIBUTION_OTHER = "AttributionOther"        # rows: embeddings, steering, ln_f.bias · wte[target]
 ATTRIBUTION_LOGIT = "AttributionLogit"        # the target's logit, which the table plus the bias term adds up to
+
+EDIT_CELLS = (HEAD_SWITCHES, MLP_SWITCHES, STEERING_LAYER, STEERING_COEFFICIENT, STEERING_VECTOR)
 
 # --- metadata cells (the About block on the Tokens tab) ----------------------------------------------
 CHECKPOINT = "Checkpoint"           # the checkpoint as --weights takes it
@@ -118,6 +121,8 @@ class BookInfo:
     prompt: object  # the Prompt cell's content (a prompt-cell book), else None
     tokens: list    # the token ids of a token-ids book, else None (the sheet tokenizes its prompt)
     est_cells: int
+    edits: dict = None            # the interventions' cells (EDIT_CELLS) as rows of values, when the book has them
+    attribution_token: object = None  # the AttributionToken cell: a token id, or the formula of the default
 
     @property
     def typed(self):
@@ -165,6 +170,15 @@ def read_book(path):
                                                             min_col=ref.left, max_col=ref.right) for c in r]
 
         value = lambda name: cells(name)[0] if name in names else None
+
+        def grid(name):
+            ref = names[name]
+            rows = [[c.value for c in r] for r in wb[ref.sheet].iter_rows(min_row=ref.top, max_row=ref.bottom,
+                                                                        min_col=ref.left, max_col=ref.right)]
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for row in rows for v in row):
+                raise XlgptError(f"{path}: the {name} cells must hold numbers")
+            return rows
+
         kind = value(BOOK_INPUT)
         if kind not in (TOKEN_INPUT, PROMPT_INPUT):
             raise XlgptError(f"{path}: the {BOOK_INPUT} cell must say {TOKEN_INPUT!r} or {PROMPT_INPUT!r}")
@@ -179,6 +193,8 @@ def read_book(path):
             tokens = cells(TOKEN_IDS)
             if not all(isinstance(t, int) for t in tokens):
                 raise XlgptError(f"{path}: the token cells must hold integer token ids")
-        return BookInfo(path, wb.sheetnames, names, about, value(PROMPT), tokens, est)
+        edits = {name: [row for row in grid(name)] for name in EDIT_CELLS} if HEAD_SWITCHES in names else None
+        return BookInfo(path, wb.sheetnames, names, about, value(PROMPT), tokens, est, edits,
+                        value(ATTRIBUTION_TOKEN))
     finally:
         wb.close()

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .xlsx.styles import PADDING, when
 from .xlsx.writer import (BOLD, INPUT, TITLE, ArrayFormula, Cells, Formula, Numbers, Sheet, cell_name, column_letter,
                           quote_sheet)
 
 LABEL_COL, NOTE_COL, FIRST_COL = 1, 2, 3
 TITLE_ROW, HEADER_ROW = 1, 2
 # Tab groups, in the order the tabs appear: the data flows left to right through the book.
-GROUPS = ("prompt", "tokenizer", "model", "weights", "tables")
+GROUPS = ("guide", "prompt", "tokenizer", "model", "interpretability", "weights", "tables")
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,12 @@ class Tab:
         """A conditional format (styles.colour_scale(...), styles.when(...)) over `rect`."""
         self.sheet.conditional.append((rect.ref(self.name, absolute=False), rule))
         return rect
+
+    def grey_padding(self, in_prompt):
+        """Grey every column whose `in_prompt` header cell is 0 (a padding position), from the header down."""
+        first = f"{column_letter(in_prompt.left)}${in_prompt.top}"  # column relative, row fixed
+        area = Rect(self.name, HEADER_ROW, in_prompt.left, max(self.row, in_prompt.top) - HEADER_ROW, in_prompt.width)
+        self.sheet.conditional.insert(0, (area.ref(self.name, absolute=False), when(f"{first}=0", PADDING)))
 
     def link(self, cell, target):
         """Make `cell` a link to `target` (a Rect, or a Tab: its top-left corner)."""

@@ -37,6 +37,8 @@ def _peak_memory():
 
 def _as_float(value):
     try:
+        if isinstance(value, str) and value.endswith("%"):  # LibreOffice's CSV keeps a percentage's sign
+            return float(value[:-1]) / 100
         return float(value)
     except (TypeError, ValueError):
         return float("nan")  # an error value such as #VALUE! or Err:502
@@ -83,6 +85,12 @@ def find_soffice():
 def soffice_csv(paths, sheet_index, timeout=3600):
     """Recalculate books in ONE headless LibreOffice run (one start-up, its own temporary profile) and
     return each book's sheet `sheet_index` (1-based) as a CSV grid: a list of rows of strings."""
+    return [grids[0] for grids in _soffice_export(paths, sheet_index, timeout)]
+
+
+def _soffice_export(paths, sheet_index, timeout, names=None):
+    """Each book's exported sheets as CSV grids: sheet `sheet_index` (1-based), or with -1 every sheet, of
+    which `names` are read (in that order)."""
     exe = find_soffice()
     with tempfile.TemporaryDirectory(prefix="xlgpt-lo-") as tmp:
         tmp = Path(tmp)
@@ -97,27 +105,34 @@ def soffice_csv(paths, sheet_index, timeout=3600):
             run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise XlgptError(f"LibreOffice did not finish within {timeout} s")
-        grids = []
+        books = []
         for source, path in zip(sources, paths):
             # <stem>-<sheet>.csv, or <stem>.csv for a one-sheet book
-            found = sorted((tmp / "out").glob(source.stem + "-*.csv")) + sorted((tmp / "out").glob(source.stem + ".csv"))
-            if not found:
+            found = ([tmp / "out" / f"{source.stem}-{name}.csv" for name in names] if names else
+                     sorted((tmp / "out").glob(source.stem + "-*.csv")) + sorted((tmp / "out").glob(source.stem + ".csv")))
+            if not found or not all(f.is_file() for f in found):
                 raise XlgptError(f"LibreOffice could not convert {Path(path).name}: "
                                  f"{(run.stderr or run.stdout).strip().splitlines()[-1:] or 'no output'}")
-            with open(found[0], newline="", encoding="utf-8") as f:
-                grids.append(list(csv.reader(f)))
-        return grids
+            grids = []
+            for name in found[:len(names) if names else 1]:
+                with open(name, newline="", encoding="utf-8") as f:
+                    grids.append(list(csv.reader(f)))
+            books.append(grids)
+        return books
 
 
 def libreoffice_values(book, wanted, timeout=3600):
-    """Recalculate with headless LibreOffice (CSV export of the sheet holding the names) and read them."""
-    sheets = {book.names[n].sheet for n in wanted}
-    if len(sheets) != 1:
-        raise XlgptError("the results must sit on one sheet for the LibreOffice engine")
+    """Recalculate with headless LibreOffice (CSV export of the sheets holding the names) and read them."""
+    sheets = sorted({book.names[n].sheet for n in wanted})
     with _peak_memory() as stats:
-        grid = soffice_csv([book.path], book.sheets.index(sheets.pop()) + 1, timeout)[0]
+        if len(sheets) == 1:
+            grids = soffice_csv([book.path], book.sheets.index(sheets[0]) + 1, timeout)
+        else:  # every sheet is exported; only those holding the names are read
+            grids = _soffice_export([book.path], -1, timeout, sheets)[0]
+    by_sheet = dict(zip(sheets, grids))
     out = {}
     for name in wanted:
+        grid = by_sheet[book.names[name].sheet]
         cell = lambda r, c: _as_float(grid[r - 1][c - 1] if r <= len(grid) and c <= len(grid[r - 1]) else None)
         out[name] = np.array(book.names[name].read(cell))
     return out, stats

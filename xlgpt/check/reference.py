@@ -1,7 +1,11 @@
 """GPT-2's forward pass in NumPy: the independent reference the workbook is checked against.
 
-Written to read like a textbook (after picoGPT), in float64, sharing nothing with the compiler.
+Written to read like a textbook (after picoGPT), in float64, sharing nothing with the compiler. Edits
+(head and MLP switches, a steering vector) are the interventions the book's Interventions tab offers; with
+the defaults they change nothing. `run` keeps every intermediate a check needs in a cache, by name.
 """
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -29,28 +33,48 @@ def attention(q, k, v, mask):  # [T, d] x3, [T, T] -> [T, d]
     return softmax(q @ k.T / np.sqrt(q.shape[-1]) + mask) @ v
 
 
-def mha(x, c_attn, c_proj, n_head):
+def mha(x, c_attn, c_proj, n_head, switches):
+    """Multi-head causal self-attention; head h's values are scaled by switches[h] before c_proj.
+    Returns (output, the switched heads stacked [T, C])."""
     x = linear(x, **c_attn)                                          # [T, 3C]
     qkv_heads = [np.split(m, n_head, axis=-1) for m in np.split(x, 3, axis=-1)]
     causal_mask = (1 - np.tri(x.shape[0])) * -1e10                  # hide future tokens
-    heads = [attention(q, k, v, causal_mask) for q, k, v in zip(*qkv_heads)]
-    return linear(np.hstack(heads), **c_proj)
+    heads = np.hstack([s * attention(q, k, v, causal_mask) for q, k, v, s in zip(*qkv_heads, switches)])
+    return linear(heads, **c_proj), heads
 
 
 def ffn(x, c_fc, c_proj):
     return linear(gelu(linear(x, **c_fc)), **c_proj)
 
 
-def transformer_block(x, attn, mlp, ln_1, ln_2, n_head, eps):
-    x = x + mha(layer_norm(x, **ln_1, eps=eps), **attn, n_head=n_head)
-    x = x + ffn(layer_norm(x, **ln_2, eps=eps), **mlp)
-    return x
+@dataclass
+class Edits:
+    """Interventions: a switch per head [n_layer, n_head] and per MLP [n_layer] (1 keeps, 0 ablates), and
+    coefficient * vector added to the residual stream entering block `steering_layer`."""
+    head_switches: np.ndarray
+    mlp_switches: np.ndarray
+    steering_layer: int = 0
+    steering_coefficient: float = 0.0
+    steering_vector: np.ndarray = None
+
+    @classmethod
+    def none(cls, cfg):
+        return cls(np.ones((cfg.n_layer, cfg.n_head)), np.ones(cfg.n_layer), 0, 0.0, np.zeros(cfg.n_embd))
 
 
-def gpt2(inputs, wte, wpe, blocks, ln_f, n_head, eps):
+def gpt2(inputs, wte, wpe, blocks, ln_f, n_head, eps, edits, cache):
     x = wte[inputs] + wpe[range(len(inputs))]
-    for block in blocks:
-        x = transformer_block(x, **block, n_head=n_head, eps=eps)
+    cache["residual"] = [x]                                          # the stream after the embeddings ...
+    for i, block in enumerate(blocks):
+        if i == edits.steering_layer:
+            x = x + edits.steering_coefficient * edits.steering_vector
+        attn, heads = mha(layer_norm(x, **block["ln_1"], eps=eps), **block["attn"], n_head=n_head,
+                          switches=edits.head_switches[i])
+        mlp = edits.mlp_switches[i] * ffn(layer_norm(x + attn, **block["ln_2"], eps=eps), **block["mlp"])
+        x = x + attn + mlp
+        cache["residual"].append(x)                                 # ... and after each block
+        cache.setdefault("heads", []).append(heads)
+        cache.setdefault("mlp_out", []).append(mlp)
     return layer_norm(x, **ln_f, eps=eps) @ wte.T                    # LM head tied to wte
 
 
@@ -71,7 +95,53 @@ def params(ckpt):
     return {"wte": t["wte.weight"], "wpe": t["wpe.weight"], "blocks": blocks, "ln_f": norm("ln_f")}
 
 
-def logits(ckpt, tokens):
-    """Logits [T, vocab] for every position of `tokens`."""
-    cfg = ckpt.config
-    return gpt2(np.asarray(tokens), **params(ckpt), n_head=cfg.n_head, eps=cfg.layer_norm_epsilon)
+def run(ckpt, tokens, edits=None):
+    """Logits [T, vocab] for every position of `tokens`, and the cache of intermediates."""
+    cfg, cache = ckpt.config, {}
+    logits = gpt2(np.asarray(tokens), **params(ckpt), n_head=cfg.n_head, eps=cfg.layer_norm_epsilon,
+                  edits=edits or Edits.none(cfg), cache=cache)
+    return logits, cache
+
+
+def logits(ckpt, tokens, edits=None):
+    return run(ckpt, tokens, edits)[0]
+
+
+def top_k(p, k):
+    """The k largest entries of p (ties: lower index first): (indices, values)."""
+    order = np.argsort(-p, kind="stable")[:k]
+    return order, p[order]
+
+
+def logit_lens(ckpt, cache):
+    """ln_f and the unembedding applied to the residual stream after the embeddings and after every block:
+    the top token [L+1, T] and its probability [L+1, T]."""
+    p = params(ckpt)
+    eps = ckpt.config.layer_norm_epsilon
+    probs = np.array([softmax(layer_norm(x, **p["ln_f"], eps=eps) @ p["wte"].T) for x in cache["residual"]])
+    return probs.argmax(-1), probs.max(-1)
+
+
+def direct_logit_attribution(ckpt, cache, edits, target, position):
+    """Each component's direct contribution to the target token's logit at `position`, through ln_f with
+    its scale at that position held fixed (TransformerLens' convention). Returns (table [n_layer, n_head + 2]:
+    each head, the attention output bias, the MLP; other [3]: embeddings, steering, ln_f bias term; logit).
+    table and other add up to the logit."""
+    p, cfg = params(ckpt), ckpt.config
+    x = cache["residual"][-1][position]
+    scale = np.sqrt(np.var(x) + cfg.layer_norm_epsilon)
+    u = p["ln_f"]["g"] * p["wte"][target]
+    direction = (u - u.mean()) / scale                               # (c - mean(c)) . u = c . (u - mean(u))
+    table = np.zeros((cfg.n_layer, cfg.n_head + 2))
+    d = cfg.head_size
+    for i, block in enumerate(p["blocks"]):
+        w, b = block["attn"]["c_proj"]["w"], block["attn"]["c_proj"]["b"]
+        heads = cache["heads"][i][position]
+        for h in range(cfg.n_head):
+            table[i, h] = heads[h * d:(h + 1) * d] @ w[h * d:(h + 1) * d] @ direction
+        table[i, -2] = b @ direction
+        table[i, -1] = cache["mlp_out"][i][position] @ direction
+    steering = edits.steering_coefficient * edits.steering_vector @ direction if 0 <= edits.steering_layer < cfg.n_layer else 0.0
+    other = np.array([cache["residual"][0][position] @ direction, steering, p["ln_f"]["b"] @ p["wte"][target]])
+    logit = (layer_norm(x, **p["ln_f"], eps=cfg.layer_norm_epsilon) @ p["wte"].T)[target]
+    return table, other, logit

@@ -39,38 +39,75 @@ def checkpoint_for(book, weights=None):
     return ckpt
 
 
-def reference_logits(ckpt, tokens, book):
-    if any(not 0 <= t < ckpt.config.vocab_size for t in tokens):
-        raise XlgptError(f"{book.path.name}: a token id is outside the vocabulary of {ckpt.path}")
-    # The book holds each weight as its shortest float32 decimal; give the reference those same numbers.
-    as_written = Checkpoint(ckpt.path, ckpt.config, {k: decimal_values(v) for k, v in ckpt.tensors.items()})
-    return reference.logits(as_written, tokens)
+def as_written(ckpt):
+    """The book holds each weight as its shortest float32 decimal; give the reference those same numbers."""
+    return Checkpoint(ckpt.path, ckpt.config, {k: decimal_values(v) for k, v in ckpt.tensors.items()})
 
 
-def reference_for(book, weights=None):
-    ckpt = checkpoint_for(book, weights)
-    return ckpt, reference_logits(ckpt, book.tokens, book)
+def reference_edits(book, cfg):
+    """The interventions the book's cells hold, for the reference (none in a book without them)."""
+    edits = reference.Edits.none(cfg)
+    values = book.edits
+    if values:
+        edits = reference.Edits(np.array(values[C.HEAD_SWITCHES], dtype=float).reshape(cfg.n_layer, cfg.n_head),
+                                np.array(values[C.MLP_SWITCHES], dtype=float).reshape(cfg.n_layer),
+                                int(values[C.STEERING_LAYER][0][0]), float(values[C.STEERING_COEFFICIENT][0][0]),
+                                np.array(values[C.STEERING_VECTOR], dtype=float).reshape(cfg.n_embd))
+    return edits
+
+
+CHECKED = (C.LOGITS, C.PREDICTIONS, C.PROBABILITIES, C.TOP_K_TOKENS, C.TOP_K_PROBABILITIES, C.LENS_TOP_TOKENS,
+           C.LENS_TOP_PROBABILITIES, C.ATTRIBUTION_TOKEN, C.ATTRIBUTION_TABLE, C.ATTRIBUTION_OTHER, C.ATTRIBUTION_LOGIT)
+# names whose columns are positions: only the prompt's positions are compared (the rest is padding)
+PER_POSITION = (C.LOGITS, C.PREDICTIONS, C.PROBABILITIES, C.LENS_TOP_TOKENS, C.LENS_TOP_PROBABILITIES)
+# names holding token ids: equal, not close
+EXACT = (C.PREDICTIONS, C.TOP_K_TOKENS, C.LENS_TOP_TOKENS, C.ATTRIBUTION_TOKEN)
+
+
+def expected_values(ckpt, tokens, edits, names, target=None):
+    """What each checked name should hold, from the reference: {name: 2-D array as the book lays it out}.
+    `target`: the attribution's token (default: the predicted one); only `names` the book has are computed."""
+    logits, cache = reference.run(as_written(ckpt), tokens, edits)
+    n, want = len(tokens), set(names)
+    out = {C.LOGITS: logits.T, C.PREDICTIONS: logits.argmax(-1)[None]}
+    probs = reference.softmax(logits)
+    if C.PROBABILITIES in want:
+        out[C.PROBABILITIES] = probs.T
+    if C.TOP_K_TOKENS in want:
+        ids, ps = reference.top_k(probs[-1], len(names[C.TOP_K_TOKENS].read(lambda r, c: 0)))
+        out[C.TOP_K_TOKENS], out[C.TOP_K_PROBABILITIES] = ids[:, None], ps[:, None]
+    if C.LENS_TOP_TOKENS in want:
+        out[C.LENS_TOP_TOKENS], out[C.LENS_TOP_PROBABILITIES] = reference.logit_lens(as_written(ckpt), cache)
+    if C.ATTRIBUTION_TABLE in want:
+        target = int(logits[-1].argmax()) if target is None else target
+        table, other, logit = reference.direct_logit_attribution(as_written(ckpt), cache, edits, target, n - 1)
+        out.update({C.ATTRIBUTION_TOKEN: np.array([[target]]), C.ATTRIBUTION_TABLE: table,
+                    C.ATTRIBUTION_OTHER: other[:, None], C.ATTRIBUTION_LOGIT: np.array([[logit]])})
+    return out
 
 
 def compare(engine, values, expected, tokens, sheet_tokens=None):
-    """One engine's result. For a typed book, `sheet_tokens` are the ids its tokenizer computed and only
-    the prompt's positions are compared (the padding after them does not matter)."""
+    """One engine's result: every checked name against the reference, the prediction and, for a typed book,
+    the ids its tokenizer computed (`sheet_tokens`; only the prompt's positions are compared)."""
     n = len(tokens)
-    logits = values[C.LOGITS].T[:n]  # the book has one column per position
+    diffs = {}
+    for name, want in expected.items():
+        got = values[name][:, :n] if name in PER_POSITION else values[name]
+        want = want[:, :n] if name in PER_POSITION else want
+        ok_shape = got.shape == want.shape and np.isfinite(got).all()
+        diff = float(np.abs(got - want).max()) if ok_shape and got.size else float("inf")
+        diffs[name] = 0.0 if name in EXACT and ok_shape and np.array_equal(got, want) else \
+            float("inf") if name in EXACT else diff
     predictions = values[C.PREDICTIONS][0][:n]
-    finite = n > 0 and np.isfinite(logits).all() and np.isfinite(predictions).all()
-    diff = float(np.abs(logits - expected).max()) if finite and logits.shape == expected.shape else float("inf")
-    token_id = int(predictions[-1]) if finite else None
-    reference_id = int(expected[-1].argmax())
+    token_id = int(predictions[-1]) if n and np.isfinite(predictions[-1]) else None
     result = {
         "engine": engine,
         "tokens": tokens if sheet_tokens is None else sheet_tokens,
         "token_id": token_id,
-        "reference_token_id": reference_id,
-        "max_abs_logit_diff": diff,
-        "match": bool(finite and diff <= TOLERANCE and token_id == reference_id
-                      and (predictions == expected.argmax(-1)).all()
-                      and (sheet_tokens is None or sheet_tokens == tokens)),
+        "reference_token_id": int(expected[C.PREDICTIONS][0][n - 1]),
+        "max_abs_logit_diff": diffs[C.LOGITS],
+        "checks": diffs,
+        "match": bool(all(d <= TOLERANCE for d in diffs.values()) and (sheet_tokens is None or sheet_tokens == tokens)),
     }
     if sheet_tokens is not None:
         result["reference_tokens"] = tokens
@@ -137,8 +174,10 @@ def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_C
             raise XlgptError(f"{book.path.name}: the Prompt cell holds a formula; give the text with --prompt")
         tokens = tok.encode(text) if book.typed else book.tokens
         on_stage("computing the NumPy reference")
-        expected = reference_logits(ckpt, tokens, book)
-        wanted = [C.LOGITS, C.PREDICTIONS] + ([C.LOGITS_TOKEN_IDS, C.LOGITS_IN_PROMPT] if book.typed else [])
+        checked = {name: ref for name, ref in book.names.items() if name in CHECKED}
+        target = book.attribution_token if isinstance(book.attribution_token, int) else None
+        expected = expected_values(ckpt, tokens, reference_edits(book, ckpt.config), checked, target)
+        wanted = list(expected) + ([C.LOGITS_TOKEN_IDS, C.LOGITS_IN_PROMPT] if book.typed else [])
         results = []
         for engine in engines:
             on_stage(f"recalculating with {engine}")

@@ -3,12 +3,30 @@ edit, or a Prompt cell that the book tokenizes itself (the tokenizer's tabs, the
 number of positions). Everything that differs between the two kinds of book is here."""
 from dataclasses import dataclass
 
+import numpy as np
+
 from .. import contract as C
 from ..layout import BOLD, INPUT, Formula
 
 # the predicted token's text, or the message the prediction cell shows instead of a token
 PREDICTED_TEXT = (f"IF(ISNUMBER({C.PREDICTED_TOKEN}),INDEX({C.VOCABULARY},{C.PREDICTED_TOKEN}+1),"
                   f"{C.PREDICTED_TOKEN})")
+
+
+@dataclass
+class Edits:
+    """The interventions' starting values, written into the Interventions tab's cells: a switch per head and
+    per MLP, and the steering vector with its layer, coefficient and where it came from."""
+    head_switches: np.ndarray
+    mlp_switches: np.ndarray
+    steering_layer: int = 0
+    steering_coefficient: float = 0.0
+    steering_vector: np.ndarray = None
+    source: str = "zeros (no steering)"
+
+    @classmethod
+    def none(cls, cfg):
+        return cls(np.ones((cfg.n_layer, cfg.n_head)), np.ones(cfg.n_layer), 0, 0.0, np.zeros(cfg.n_embd))
 
 
 @dataclass
@@ -22,6 +40,9 @@ class TokenIds:
     @property
     def positions(self):
         return len(self.ids)
+
+    def last_position(self):
+        return str(self.positions)
 
     def fill(self, tab, header):
         tab.put(header.ids, [list(self.ids)], INPUT)
@@ -51,6 +72,9 @@ class PromptCell:
     positions: int
     typed = True
     kind = C.PROMPT_INPUT
+
+    def last_position(self):
+        return f"MAX(1,N({C.SHEET_TOKEN_COUNT}))"
 
     def fill(self, tab, header):
         count, ids = C.SHEET_TOKEN_COUNT, C.SHEET_TOKEN_IDS

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 from .. import XlgptError
 from .. import contract as C
-from ..layout import BOLD, INPUT, Book, Tab, WeightsTab
+from ..layout import BOLD, Book, Formula, Tab, WeightsTab
 from ..ops import OPS
+from .inputs import Edits
+from ..xlsx.styles import IDS, NUMBER
 
 
 def number(x):
@@ -39,16 +41,24 @@ class Ctx:
 
     def __init__(self, lowering, stage):
         self.lowering, self.stage = lowering, stage
-        self.cfg, self.T, self.vocab = lowering.cfg, lowering.T, lowering.vocab
+        self.cfg, self.T, self.vocab, self.edits = lowering.cfg, lowering.T, lowering.vocab, lowering.edits
         self.tab = lowering.book[stage.tab]
-        header = lowering.headers[stage.tab]
-        self.positions, self.token_ids = header.positions, header.ids
+        self.header = lowering.headers.get(stage.tab)
+        if self.header:
+            self.positions, self.token_ids = self.header.positions, self.header.ids
         self.title = stage.title
+        # formula text of the column number (1-based) of the prompt's last token
+        self.last_position = lowering.inputs.last_position()
 
     def fail(self, message):
         raise XlgptError(message)
 
     number = staticmethod(number)
+    formula = staticmethod(Formula)
+
+    def name(self, name, rect):
+        """Give `rect` one of the contract's defined names."""
+        self.lowering.named[name] = rect
 
     def rows(self, name, n):
         """Row labels: (name, i) for i < n."""
@@ -57,7 +67,8 @@ class Ctx:
     def block(self, labels, title=None, width=None):
         """The next block on the tab: one row per label, T columns (or `width`); titled with the stage's
         title unless given another."""
-        return self.tab.block(labels, width or self.T, self.title if title is None else title)
+        block = self.tab.block(labels, width or self.T, self.title if title is None else title)
+        return self.tab.format(block, NUMBER)
 
     def array(self, rect, text, **refs):
         return self.tab.array(rect, text, **refs)
@@ -71,10 +82,32 @@ class Ctx:
         self.tab.title(self.title)
         blocks = []
         for h in range(self.cfg.n_head):
-            block = self.tab.block(self.rows(f"head {h}, key position", self.T), self.T, f"head {h}")
+            block = self.block(self.key_labels(), f"head {h}: rows are key positions, columns query positions")
             text, refs = formula(h, block)
             blocks.append(self.array(block, text, **refs))
         return blocks
+
+    def key_labels(self):
+        """Row labels of a per-head block: each key position's token (its text, when the book has texts)."""
+        if self.header.text is None:
+            return self.rows("key position", self.T)
+        return [(Formula(f"INDEX({self.header.text.ref(self.tab.name)},1,{t + 1})"), t) for t in range(self.T)]
+
+    def last_position_row(self):
+        """A row of T cells on this tab: 1 at the prompt's last token, 0 elsewhere (to pick that column out of
+        a block with MMULT)."""
+        rows = self.lowering.onehots
+        if self.tab.name not in rows:
+            row = self.tab.block([("1 at the prompt's last token", None)], self.T, "Which column is the prompt's last token")
+            rows[self.tab.name] = self.tab.each(row, "IF({t}={last},1,0)", IDS, t=lambda _, t: t + 1,
+                                                last=self.last_position)
+            self.tab.format(row, IDS)
+        return rows[self.tab.name]
+
+    def at_last_position(self, block, title):
+        """Column of `block` at the prompt's last token, as a column of its own."""
+        column = self.block([(label, i) for i, label in enumerate(self.vocab or ["token"] * block.height)], title, 1)
+        return self.array(column, "MMULT({block},TRANSPOSE({onehot}))", block=block, onehot=self.last_position_row())
 
     def result_row(self):
         """A one-row result: (row, its token texts or None) in the frozen header for a header stage."""
@@ -91,6 +124,11 @@ class Ctx:
         self.lowering.vocabulary = table.label_column() if self.vocab else None
         return table
 
+    def as_is(self, stored):
+        """Formula text for a stored matrix, as the checkpoint holds it ([in, out])."""
+        ref = stored.rect.ref(self.tab.name)
+        return f"TRANSPOSE({ref})" if stored.transposed else ref
+
     def transposed(self, stored, first=None):
         """Formula text for a stored matrix's transpose (of its `first` rows only, if given)."""
         rect = stored.rect
@@ -100,15 +138,21 @@ class Ctx:
 
 
 class Lowering:
-    def __init__(self, spec, ckpt, inputs, vocab=None):
+    def __init__(self, spec, ckpt, inputs, vocab=None, edits=None):
         self.spec, self.ckpt, self.cfg, self.inputs, self.vocab = spec, ckpt, ckpt.config, inputs, vocab
+        self.edits = edits
         self.T = inputs.positions
         self.book = Book()
-        self.placed, self.out, self.header_slots, self.headers = {}, {}, {}, {}
+        self.placed, self.out, self.header_slots, self.headers, self.named, self.onehots = {}, {}, {}, {}, {}, {}
         self.vocabulary = None
         self.inputs_tab = spec.stages[0].tab
         for name in spec.tabs():
-            self.headers[name] = self.header(self.book.add(Tab(name, name, "model")))
+            op = OPS[next(s.op for s in spec.stages if s.tab == name)]
+            tab = self.book.add(Tab(name, name, op.group))
+            if op.header:
+                self.headers[name] = self.header(tab)
+            else:
+                tab.skip()
 
     def header(self, tab):
         """The frozen header: positions, token ids (the input itself on the inputs tab, a copy elsewhere),
@@ -152,12 +196,16 @@ class Lowering:
 
     def run(self):
         for stage in self.spec.stages:
-            inputs = [self.out[i] for i in stage.inputs]
+            inputs = [self.out[i] if isinstance(i, int) else [self.out[j] for j in i] for i in stage.inputs]
             self.out[stage.index] = OPS[stage.op].lower(Ctx(self, stage), *inputs)
+        for name, header in self.headers.items():  # padding positions greyed, on every tab that has them
+            if header.in_prompt is not None:
+                self.book[name].grey_padding(header.in_prompt)
 
     def names(self):
         """The contract's names of the results (and of the vocabulary, when the book has token texts)."""
         out = {name: self.out[self.spec.output(stage).index] for name, stage in C.STAGE_OF.items()}
+        out.update(self.named)
         for name, rect in out.items():
             if isinstance(rect, list):
                 raise XlgptError(f"template: the {name} stage gives one block per head; it must give one block")
@@ -169,13 +217,13 @@ class Lowering:
         return out
 
 
-def lower(spec, ckpt, inputs, about, vocab=None):
+def lower(spec, ckpt, inputs, about, vocab=None, edits=None):
     """Lower everything. Returns (Book, defined names {name: Rect}).
 
     `inputs` (compile/inputs.py) are the token ids, or a Prompt cell the book tokenizes itself; `about`
     (contract.About) is what the book records about itself; `vocab`, each token's text, labels the embedding
-    table, the logits and the predictions."""
-    lowering = Lowering(spec, ckpt, inputs, vocab)
+    table, the logits and the predictions; `edits` (inputs.Edits) the interventions' starting values."""
+    lowering = Lowering(spec, ckpt, inputs, vocab, edits or Edits.none(ckpt.config))
     lowering.run()
     names = lowering.names()
     names.update(inputs.add_tabs(lowering.book, names.get(C.VOCABULARY)))

@@ -29,7 +29,7 @@ class Stage:
     tab: str
     name: str
     op: str
-    inputs: tuple  # indices of the producing stages
+    inputs: tuple  # indices of the producing stages (a tuple of them for "name*")
     params: dict   # role -> tensor name
     title: str
     header: bool = False
@@ -127,13 +127,13 @@ def expand(raw, config, lines=None):
         check_entry(entry, k, lines)
 
     tensors = tensor_shapes(config)
-    stages, bound = [], {}
+    stages, bound, every = [], {}, {}  # every: name -> all the stages that produced it, in order
 
     def add(k, entry, layer):
         def fmt(text):
             return str(text).replace("{layer}", str(layer)) if layer is not None else str(text)
 
-        unknown = [name for name in entry.get("in", []) if name not in bound]
+        unknown = [name for name in entry.get("in", []) if name.rstrip("*") not in bound]
         if unknown:
             raise XlgptError(f"{lines.at(k, 'in')}: stage '{entry['name']}' reads {unknown[0]!r}, "
                              f"which no earlier stage produces")
@@ -143,10 +143,12 @@ def expand(raw, config, lines=None):
                 raise XlgptError(f"{lines.at(k, 'params')}: stage '{entry['name']}' reads tensor {tensor!r}, "
                                  f"which a GPT-2 checkpoint does not have")
         stage = Stage(len(stages), fmt(entry["tab"]), entry["name"], entry["op"],
-                      tuple(bound[name] for name in entry.get("in", [])), params,
+                      tuple(every[name[:-1]] if name.endswith("*") else bound[name] for name in entry.get("in", [])),
+                      params,
                       fmt(entry.get("title", entry["name"])), entry.get("header", False), layer)
         stages.append(stage)
         bound[stage.name] = stage.index
+        every[stage.name] = every.get(stage.name, ()) + (stage.index,)
 
     i = 0
     while i < len(entries):

@@ -6,14 +6,16 @@ OPS is the explicit registry the template is checked against: name -> (function,
 """
 from dataclasses import dataclass
 
-from . import attention, embedding, mlp, norm, output, projection, residual
+from . import attention, attribution, embedding, interventions, lens, mlp, norm, output, projection, residual
 
 
 @dataclass(frozen=True)
 class Op:
     lower: object       # lower(ctx, *inputs)
-    inputs: int         # how many earlier outputs it reads (`in`)
+    inputs: int         # how many earlier outputs it reads (`in`; "name*" reads every output of that name)
     params: tuple = ()  # the checkpoint tensors it reads, by role (`params`)
+    group: str = "model"  # the colour of the tab it starts (layout.GROUPS)
+    header: bool = True   # its tab has positions as columns under a frozen header
 
 
 OPS = {
@@ -31,4 +33,14 @@ OPS = {
     "gelu": Op(mlp.gelu, 1),
     "unembed": Op(output.unembed, 1, ("table",)),
     "argmax": Op(output.argmax, 1),
+    "probabilities": Op(output.probabilities, 1),
+    "top_k": Op(output.top_k, 1),
+    "lens": Op(lens.lens, 1, ("weight", "bias", "table")),
+    "lens_table": Op(lens.lens_table, 1, group="interpretability"),
+    "steer": Op(interventions.steer, 1),
+    "mlp_switch": Op(interventions.mlp_switch, 1),
+    "interventions": Op(interventions.panel, 0, group="interpretability", header=False),
+    "attribution": Op(attribution.attribution, 2, ("weight", "bias")),
+    "attribution_table": Op(attribution.attribution_table, 3, ("weight", "bias", "table"), group="interpretability",
+                            header=False),
 }

@@ -1,5 +1,7 @@
 """Causal self-attention, one T x T block per head: rows are key positions, columns query positions.
 softmax over keys of (k·q / sqrt(head size), the future masked), then the values weighted by it."""
+from .. import contract as C
+from ..xlsx.styles import NUMBER, PERCENT, SCORE, colour_scale
 from .projection import head
 
 Q, K, V = 0, 1, 2
@@ -9,15 +11,17 @@ MASKED = "-1E+30"  # exp(MASKED - max) is exactly 0
 def scores(ctx, qkv):
     """s[key, query] = k_key · q_query / sqrt(d), per head."""
     d = ctx.cfg.head_size
-    return ctx.per_head(lambda h, _: ("MMULT(TRANSPOSE({k}),{q})/SQRT({d})",
-                                   dict(k=head(qkv, K, h, ctx.cfg), q=head(qkv, Q, h, ctx.cfg), d=d)))
+    blocks = ctx.per_head(lambda h, _: ("MMULT(TRANSPOSE({k}),{q})/SQRT({d})",
+                                     dict(k=head(qkv, K, h, ctx.cfg), q=head(qkv, Q, h, ctx.cfg), d=d)))
+    return [ctx.tab.heatmap(b, colour_scale()) for b in blocks]
 
 
 def causal_mask(ctx, scores):
     """s[key, query] stays where key <= query, else MASKED: a query never sees later tokens."""
-    return ctx.per_head(lambda h, block: ("IF({key}<={query},{s},{masked})",
-                                          dict(key=block.index_column(), query=ctx.positions, s=scores[h],
-                                               masked=MASKED)))
+    blocks = ctx.per_head(lambda h, block: ("IF({key}<={query},{s},{masked})",
+                                            dict(key=block.index_column(), query=ctx.positions, s=scores[h],
+                                                 masked=MASKED)))
+    return [ctx.tab.format(b, SCORE) for b in blocks]
 
 
 def softmax(ctx, s):
@@ -28,14 +32,17 @@ def softmax(ctx, s):
     exp = ctx.per_head(lambda h, _: ("EXP({s}-{mx})", dict(s=s[h], mx=mx.row(h))))
     sums = ctx.block(heads, ctx.title + ": sum of each column of exp(score - max)")
     ctx.each(sums, "SUM({e})", e=lambda h, t: exp[h].col(t))
-    return ctx.per_head(lambda h, _: ("{e}/{sum}", dict(e=exp[h], sum=sums.row(h))))
+    probs = ctx.per_head(lambda h, _: ("{e}/{sum}", dict(e=exp[h], sum=sums.row(h))))
+    return [ctx.tab.heatmap(ctx.tab.format(p, PERCENT), colour_scale(0, 1)) for p in probs]
 
 
 def mix(ctx, probs, qkv):
-    """out_h[:, query] = sum over keys of p[key, query] · v_key, heads stacked (head 0's rows first)."""
+    """out_h[:, query] = HeadSwitches[layer, h] · sum over keys of p[key, query] · v_key, heads stacked (head
+    0's rows first). A switch of 1 keeps the head; 0 ablates it."""
     d = ctx.cfg.head_size
     labels = [(f"head {h}", i) for h in range(ctx.cfg.n_head) for i in range(d)]
     out = ctx.block(labels)
     for h in range(ctx.cfg.n_head):
-        ctx.array(out.rows(h * d, (h + 1) * d), "MMULT({v},{p})", v=head(qkv, V, h, ctx.cfg), p=probs[h])
+        ctx.array(out.rows(h * d, (h + 1) * d), "MMULT({v},{p})*INDEX({switches},{layer},{h})",
+                  v=head(qkv, V, h, ctx.cfg), p=probs[h], switches=C.HEAD_SWITCHES, layer=ctx.stage.layer + 1, h=h + 1)
     return out

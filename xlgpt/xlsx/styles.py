@@ -20,10 +20,13 @@ FILLS = ('<fill><patternFill patternType="none"/></fill>', '<fill><patternFill p
          '<fill><patternFill patternType="solid"><fgColor rgb="FF1F4E79"/><bgColor indexed="64"/></patternFill></fill>')
 # masked attention scores (-1E+30) read "masked"; other numbers with three decimals
 NUMBER_FORMATS = {164: "0.000", 165: "0.0%", 166: '[<-1E+29]"masked";0.000'}
-# differential formats for conditional formatting: 0 = a padding position (grey)
+# differential formats for conditional formatting: 0 = a padding position (grey), 1..3 = shades of blue
 PADDING = 0
 DXFS = ('<dxf><font><color rgb="FFA6A6A6"/></font><fill><patternFill patternType="solid">'
-        '<bgColor rgb="FFF2F2F2"/></patternFill></fill></dxf>',)
+        '<bgColor rgb="FFF2F2F2"/></patternFill></fill></dxf>',) + tuple(
+    f'<dxf><fill><patternFill patternType="solid"><bgColor rgb="{c}"/></patternFill></fill></dxf>'
+    for c in ("FFDDEBF7", "FF9BC2E6", "FF5B9BD5"))
+LEVEL_SHADES = {0.25: 1, 0.5: 2, 0.75: 3}  # a probability at least this -> that shade
 # tab colours by group
 TAB_COLOURS = {"guide": "FF1F4E79", "prompt": "FFFFC000", "tokenizer": "FFF4B183", "model": "FF5B9BD5",
                "interpretability": "FF70AD47", "weights": "FFA5A5A5", "tables": "FFD9D9D9"}

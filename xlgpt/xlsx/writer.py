@@ -91,7 +91,7 @@ class Formula(str):
 
 
 def _value_xml(value, style):
-    s = f' s="{style}"' if style else ""
+    s = f' s="{style}"'  # even style 0: a cell without one would take its row's style (a number format)
     if value is None:
         return f"<c{s}/>"
     if isinstance(value, Formula):

@@ -1,0 +1,47 @@
+"""Brain surgery: switch cells that scale each head and each MLP, and a steering vector added to the
+residual stream entering one block. The cells sit on the Interventions tab; the layer tabs multiply and add
+them where it happens, by name."""
+from .. import contract as C
+from ..xlsx.styles import INPUT, NOTE, NUMBER
+
+
+def steer(ctx, x):
+    """x + SteeringCoefficient · SteeringVector at every position, when SteeringLayer is this block."""
+    out = ctx.block(ctx.rows("x", x.height))
+    return ctx.tab.format(ctx.array(out, "{x}+IF({layer}={here},{coefficient},0)*{vector}", x=x,
+                                    layer=C.STEERING_LAYER, here=ctx.stage.layer,
+                                    coefficient=C.STEERING_COEFFICIENT, vector=C.STEERING_VECTOR), NUMBER)
+
+
+def mlp_switch(ctx, mlp_out):
+    """y = mlp_out · MlpSwitches[layer]: 1 keeps the MLP, 0 ablates it, 0.5 halves it."""
+    out = ctx.block(ctx.rows(ctx.stage.name, mlp_out.height))
+    return ctx.tab.format(ctx.array(out, "{m}*INDEX({switches},{row},1)", m=mlp_out, switches=C.MLP_SWITCHES,
+                                    row=ctx.stage.layer + 1), NUMBER)
+
+
+def panel(ctx):
+    """The cells a person edits: a switch per head and per MLP (default 1), and the steering vector with its
+    layer and coefficient (default 0: no steering)."""
+    cfg, edits, tab = ctx.cfg, ctx.edits, ctx.tab
+    tab.note("Edit a yellow cell, then recalculate (F9; Ctrl+Alt+F9 in Excel, Ctrl+Shift+F9 in LibreOffice). "
+             "Every layer tab reads these cells by name.", gap=1)
+    tab.title("Head switches (HeadSwitches): multiply each head's output before the output projection "
+              "(1 keeps it, 0 ablates it)")
+    tab.put(tab.line("", cfg.n_head), [[f"head {h}" for h in range(cfg.n_head)]], INPUT - 1)
+    heads = tab.block([(f"layer {i}", None) for i in range(cfg.n_layer)], cfg.n_head)
+    tab.put(heads, edits.head_switches.tolist(), INPUT)
+    tab.title("MLP switches (MlpSwitches): multiply each MLP's output before it joins the residual stream")
+    mlps = tab.block([(f"layer {i}", None) for i in range(cfg.n_layer)], 1)
+    tab.put(mlps, [[v] for v in edits.mlp_switches.tolist()], INPUT)
+    tab.title("Steering: coefficient × vector added to the residual stream entering one block, at every position")
+    layer = tab.field(f"SteeringLayer (0 … {cfg.n_layer - 1})", edits.steering_layer, INPUT)
+    coefficient = tab.field("SteeringCoefficient", edits.steering_coefficient, INPUT)
+    tab.note(f"SteeringVector: {edits.source}", gap=0)
+    vector = tab.block(ctx.rows("feature", cfg.n_embd), 1)
+    tab.put(vector, [[v] for v in edits.steering_vector.tolist()], INPUT)
+    for name, rect in ((C.HEAD_SWITCHES, heads), (C.MLP_SWITCHES, mlps), (C.STEERING_LAYER, layer),
+                       (C.STEERING_COEFFICIENT, coefficient), (C.STEERING_VECTOR, vector)):
+        ctx.name(name, rect)
+    tab.sheet.widths.update({c: 9 for c in range(vector.left, vector.left + cfg.n_head)})
+    return heads

@@ -1,0 +1,42 @@
+"""The logit lens: read each residual stream as if it were the last, through ln_f and the unembedding."""
+from .. import contract as C
+from ..xlsx.styles import LEVEL_SHADES, NUMBER, PERCENT, when
+from .norm import normalize
+from .output import HEAT, softmax_stats
+
+
+
+def lens(ctx, x):
+    """What the model would predict from this residual stream: softmax(wte · ln_f(x)); its top token and
+    that token's probability (= 1 / sum of exp(logit - largest)) at each position."""
+    g, b, table = ctx.weight("weight"), ctx.weight("bias"), ctx.token_table()
+    normed = normalize(ctx, x, g, b, "ln_f(x)", ctx.title + ": ln_f of this residual stream")
+    labels = [(text, i) for i, text in enumerate(ctx.vocab or ["token"] * table.height)]
+    logits = ctx.tab.format(ctx.array(ctx.block(labels, ctx.title + ": logits, wte · ln_f(x)"), "MMULT({wte},{x})",
+                                      wte=table, x=normed), NUMBER)
+    mx, total = softmax_stats(ctx, logits, ctx.title + ": each column's largest logit and sum of exponentials")
+    top = ctx.block([("top token", None), ("its probability", None)], ctx.title + ": the top token")
+    ctx.each(top.row(0), "MATCH({mx},{l},0)-1", mx=lambda _, t: mx.col(t), l=lambda _, t: logits.col(t))
+    ctx.each(top.row(1), "1/{total}", total=lambda _, t: total.col(t))
+    ctx.tab.format(top.row(1), PERCENT)
+    return top
+
+
+def lens_table(ctx, lenses):
+    """The lens's top token and probability for every residual stream (rows) at every position (columns)."""
+    streams = [("after the embeddings", None)] + [(f"after layer {i}", None) for i in range(len(lenses) - 1)]
+    texts = ctx.block(streams, "Top token of each residual stream (shaded by its probability)")
+    probs = ctx.block(streams, "Its probability")
+    ids = ctx.block(streams, "Its token id")
+    for k, top in enumerate(lenses):
+        ctx.each(ids.row(k), "{id}", id=lambda _, t: top.cell(0, t))
+        ctx.each(probs.row(k), "{p}", p=lambda _, t: top.cell(1, t))
+    if ctx.vocab is not None:
+        ctx.each(texts, "INDEX({vocab},{id}+1)", vocab=C.VOCABULARY, id=lambda k, t: ids.cell(k, t))
+    corner = probs.cell(0, 0).ref(ctx.tab.name, absolute=False)
+    for level, dxf in sorted(LEVEL_SHADES.items(), reverse=True):  # the first rule that holds wins
+        ctx.tab.heatmap(texts, when(f"{corner}>={level}", dxf))
+    ctx.tab.heatmap(ctx.tab.format(probs, PERCENT), HEAT)
+    ctx.name(C.LENS_TOP_TOKENS, ids)
+    ctx.name(C.LENS_TOP_PROBABILITIES, probs)
+    return ids
