@@ -83,21 +83,21 @@ class Tab:
         self.frozen = False
 
     # --- rendering: references relative to this tab ---------------------------------------------------
-    def f(self, text, **refs):
+    def f(self, template, **refs):
         """Formula text with each {name} replaced by refs[name]: a Rect (rendered as seen from this tab)
         or a value."""
-        return Formula(text.format(**{k: v.ref(self.name) if isinstance(v, Rect) else v for k, v in refs.items()}))
+        return Formula(template.format(**{k: v.ref(self.name) if isinstance(v, Rect) else v for k, v in refs.items()}))
 
-    def array(self, rect, text, **refs):
+    def array(self, rect, template, **refs):
         """One classic array formula ({=...}) filling `rect`."""
-        self.sheet.add(ArrayFormula(rect, self.f(text, **refs)))
+        self.sheet.add(ArrayFormula(rect, self.f(template, **refs)))
         return rect
 
-    def each(self, rect, text, style=0, **refs):
+    def each(self, rect, template, style=0, **refs):
         """One formula per cell of `rect`; a ref may be a function (i, j) -> Rect or value, for row i and
         column j of the rect."""
         def at(i, j):
-            return self.f(text, **{k: v(i, j) if callable(v) else v for k, v in refs.items()})
+            return self.f(template, **{k: v(i, j) if callable(v) else v for k, v in refs.items()})
         self.sheet.add(Cells(rect.top, rect.left, [[at(i, j) for j in range(rect.width)] for i in range(rect.height)],
                              style))
         return rect
@@ -166,7 +166,10 @@ class Tab:
         if title:
             self.title(title)
         top = self.row
-        self.sheet.add(Cells(top, LABEL_COL, [list(pair) for pair in labels]))
+        if all(text is None for text, _ in labels):  # column A left free (e.g. for a formula of labels)
+            self.sheet.add(Cells(top, NOTE_COL, [[index] for _, index in labels]))
+        else:
+            self.sheet.add(Cells(top, LABEL_COL, [list(pair) for pair in labels]))
         self.row += len(labels) + 1
         return Rect(self.name, top, FIRST_COL, len(labels), width)
 

@@ -70,11 +70,11 @@ class Ctx:
         block = self.tab.block(labels, width or self.T, self.title if title is None else title)
         return self.tab.format(block, NUMBER)
 
-    def array(self, rect, text, **refs):
-        return self.tab.array(rect, text, **refs)
+    def array(self, rect, template, **refs):
+        return self.tab.array(rect, template, **refs)
 
-    def each(self, rect, text, **refs):
-        return self.tab.each(rect, text, **refs)
+    def each(self, rect, template, style=0, **refs):
+        return self.tab.each(rect, template, style, **refs)
 
     def per_head(self, formula):
         """One T x T block per head (rows: key positions, columns: query positions); formula(h, block)
@@ -82,16 +82,13 @@ class Ctx:
         self.tab.title(self.title)
         blocks = []
         for h in range(self.cfg.n_head):
-            block = self.block(self.key_labels(), f"head {h}: rows are key positions, columns query positions")
+            labels = self.rows(None if self.header.text is not None else "key position", self.T)
+            block = self.block(labels, f"head {h}: rows are key positions, columns query positions")
+            if self.header.text is not None:  # each key row labelled with its token
+                self.array(block.label_column(), "TRANSPOSE({tokens})", tokens=self.header.text)
             text, refs = formula(h, block)
             blocks.append(self.array(block, text, **refs))
         return blocks
-
-    def key_labels(self):
-        """Row labels of a per-head block: each key position's token (its text, when the book has texts)."""
-        if self.header.text is None:
-            return self.rows("key position", self.T)
-        return [(Formula(f"INDEX({self.header.text.ref(self.tab.name)},1,{t + 1})"), t) for t in range(self.T)]
 
     def last_position_row(self):
         """A row of T cells on this tab: 1 at the prompt's last token, 0 elsewhere (to pick that column out of
@@ -169,7 +166,7 @@ class Lowering:
             source = self.headers[self.inputs_tab]
             for mine, theirs in ((ids, source.ids), (text, source.text), (in_prompt, source.in_prompt)):
                 if mine is not None:
-                    tab.each(mine, "{cell}", BOLD, cell=lambda _, t, theirs=theirs: theirs.col(t))
+                    tab.format(tab.array(mine, "{row}", row=theirs), BOLD)
         for stage in self.spec.stages:
             if stage.tab == tab.name and stage.header:
                 row = tab.header(stage.title, T)

@@ -1,6 +1,6 @@
 """The logit lens: read each residual stream as if it were the last, through ln_f and the unembedding."""
 from .. import contract as C
-from ..xlsx.styles import LEVEL_SHADES, NUMBER, PERCENT, when
+from ..xlsx.styles import IDS, LEVEL_SHADES, PERCENT, when
 from .norm import normalize
 from .output import HEAT, softmax_stats
 
@@ -18,6 +18,7 @@ def lens(ctx, x):
     top = ctx.block([("top token", None), ("its probability", None)], ctx.title + ": the top token")
     ctx.each(top.row(0), "MATCH({mx},{l},0)-1", mx=lambda _, t: mx.col(t), l=lambda _, t: logits.col(t))
     ctx.each(top.row(1), "1/{total}", total=lambda _, t: total.col(t))
+    ctx.tab.format(top.row(0), IDS)
     ctx.tab.format(top.row(1), PERCENT)
     return top
 
@@ -37,6 +38,7 @@ def lens_table(ctx, lenses):
     for level, dxf in sorted(LEVEL_SHADES.items(), reverse=True):  # the first rule that holds wins
         ctx.tab.heatmap(texts, when(f"{corner}>={level}", dxf))
     ctx.tab.heatmap(ctx.tab.format(probs, PERCENT), HEAT)
+    ctx.tab.format(ids, IDS)
     ctx.name(C.LENS_TOP_TOKENS, ids)
     ctx.name(C.LENS_TOP_PROBABILITIES, probs)
     return ids

@@ -1,6 +1,6 @@
 """From the last residual stream to a prediction: logits, probabilities, the top tokens."""
 from .. import contract as C
-from ..xlsx.styles import BOLD, NUMBER, PERCENT, colour_scale
+from ..xlsx.styles import BOLD, IDS, NUMBER, PERCENT, colour_scale
 
 HEAT = colour_scale(0, 1)  # probabilities: white at 0, blue at 1
 
@@ -15,7 +15,7 @@ def unembed(ctx, x):
 def argmax(ctx, logits):
     """prediction[t] = the token id of the largest logit at position t (the lowest id among ties)."""
     out, text = ctx.result_row()
-    ctx.each(out, "MATCH(MAX({l}),{l},0)-1", l=lambda _, t: logits.col(t))
+    ctx.tab.format(ctx.each(out, "MATCH(MAX({l}),{l},0)-1", l=lambda _, t: logits.col(t)), IDS)
     if text is not None:
         ctx.each(text, "INDEX({vocab},{id}+1)", vocab=C.VOCABULARY, id=lambda _, t: out.col(t))
     return out
@@ -46,15 +46,14 @@ def top_k(ctx, probs, k=5):
     ctx.tab.put(ctx.tab.line("", 3), [["token id", "token", "probability"]], BOLD)
     table = ctx.tab.block([(f"rank {r + 1}", None) for r in range(k)], 3)
     ids, texts, ps = table.col(0), table.col(1), table.col(2)
-    ctx.each(ps, "LARGE({p},{r})", p=last, r=lambda r, _: r + 1)
-    ctx.each(ids.row(0), "MATCH({v},{p},0)-1", v=ps.cell(0, 0), p=last)
+    ctx.each(ps, "LARGE({p},{r})", PERCENT, p=last, r=lambda r, _: r + 1)
+    ctx.each(ids.row(0), "MATCH({v},{p},0)-1", IDS, v=ps.cell(0, 0), p=last)
     # a tie with the rank above: the next occurrence of the value, below that rank's row
     ctx.each(ids.rows(1, k), "IF({v}={above},{prev}+MATCH({v},INDEX({p},{prev}+2):INDEX({p},{n}),0),"
-             "MATCH({v},{p},0)-1)", v=lambda r, _: ps.cell(r + 1, 0), above=lambda r, _: ps.cell(r, 0),
+             "MATCH({v},{p},0)-1)", IDS, v=lambda r, _: ps.cell(r + 1, 0), above=lambda r, _: ps.cell(r, 0),
              prev=lambda r, _: ids.cell(r, 0), p=last, n=last.height)
     if ctx.vocab is not None:
         ctx.each(texts, "INDEX({vocab},{id}+1)", vocab=C.VOCABULARY, id=lambda r, _: ids.cell(r, 0))
-    ctx.tab.format(ps, PERCENT)
     ctx.name(C.TOP_K_TOKENS, ids)
     ctx.name(C.TOP_K_PROBABILITIES, ps)
     return table

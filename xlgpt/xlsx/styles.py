@@ -5,9 +5,10 @@ and colour scales, as styles.xml and sheet XML fragments. A style is an index in
 STYLE_LIST = {
     "normal": (0, 0, 0), "bold": (1, 0, 0), "input": (1, 2, 0), "title": (2, 0, 0), "big": (3, 0, 0),
     "number": (0, 0, 164), "percent": (0, 0, 165), "score": (0, 0, 166), "note": (4, 0, 0), "link": (5, 0, 0),
-    "big input": (3, 2, 0), "section": (6, 3, 0), "ids": (0, 0, 1),
+    "big input": (3, 2, 0), "section": (6, 3, 0), "ids": (0, 0, 1), "plain": (0, 0, 0),
 }
-NORMAL, BOLD, INPUT, TITLE, BIG, NUMBER, PERCENT, SCORE, NOTE, LINK, BIG_INPUT, SECTION, IDS = range(len(STYLE_LIST))
+NORMAL, BOLD, INPUT, TITLE, BIG, NUMBER, PERCENT, SCORE, NOTE, LINK, BIG_INPUT, SECTION, IDS, PLAIN = range(len(STYLE_LIST))
+# PLAIN looks like NORMAL, but a cell that names it keeps it in a row with a style (NORMAL would take the row's)
 FONTS = ('<font><sz val="11"/><name val="Calibri"/></font>',
          '<font><b/><sz val="11"/><name val="Calibri"/></font>',
          '<font><b/><sz val="14"/><color rgb="FF1F4E79"/><name val="Calibri"/></font>',
@@ -40,7 +41,8 @@ def styles_xml(head):
     fmts = "".join(f'<numFmt numFmtId="{i}" formatCode="{_escape(code)}"/>' for i, code in NUMBER_FORMATS.items())
     xfs = "".join(f'<xf numFmtId="{n}" fontId="{f}" fillId="{fill}" borderId="0" xfId="0"'
                   + (' applyFont="1"' if f else "") + (' applyFill="1"' if fill else "")
-                  + (' applyNumberFormat="1"' if n else "") + "/>" for f, fill, n in STYLE_LIST.values())
+                  + (' applyNumberFormat="1"' if n or style == "plain" else "") + "/>"
+                  for style, (f, fill, n) in STYLE_LIST.items())
     return (head + '<styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
             f'<numFmts count="{len(NUMBER_FORMATS)}">{fmts}</numFmts>'
             f'<fonts count="{len(FONTS)}">{"".join(FONTS)}</fonts><fills count="{len(FILLS)}">{"".join(FILLS)}</fills>'

@@ -14,7 +14,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from .. import XlgptError
-from .styles import BOLD, INPUT, TITLE, TAB_COLOURS, styles_xml  # noqa: F401  (style ids for callers)
+from .styles import BOLD, INPUT, PLAIN, TITLE, TAB_COLOURS, styles_xml  # noqa: F401  (style ids for callers)
 
 CHUNK_CELLS = 250_000          # cells formatted per task when several processes share the work
 # LibreOffice 7.4 cannot open an .xlsx larger than 2 GiB. Weights take ~6.6 bytes a cell at deflate
@@ -91,7 +91,7 @@ class Formula(str):
 
 
 def _value_xml(value, style):
-    s = f' s="{style}"'  # even style 0: a cell without one would take its row's style (a number format)
+    s = f' s="{style or PLAIN}"'  # a cell without a style would take its row's (a number format)
     if value is None:
         return f"<c{s}/>"
     if isinstance(value, Formula):
