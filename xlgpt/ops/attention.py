@@ -1,7 +1,7 @@
 """Causal self-attention, one T x T block per head: rows are key positions, columns query positions.
 softmax over keys of (k·q / sqrt(head size), the future masked), then the values weighted by it."""
 from .. import contract as C
-from ..xlsx.styles import NUMBER, PERCENT, SCORE, colour_scale
+from ..xlsx.styles import PERCENT, SCORE, colour_scale
 from .projection import head
 
 Q, K, V = 0, 1, 2

@@ -22,7 +22,7 @@ def attribution(ctx, heads, mlp):
     ctx.each(rows.row(cfg.n_head), "SUMPRODUCT({b},{direction})", b=b, direction=C.ATTRIBUTION_DIRECTION)
     ctx.array(rows.row(cfg.n_head + 1), "MMULT(TRANSPOSE({direction}),{mlp})", direction=C.ATTRIBUTION_DIRECTION,
               mlp=mlp)
-    return ctx.tab.format(rows, NUMBER)
+    return rows
 
 
 def attribution_table(ctx, streams, layers, logits):
@@ -67,7 +67,6 @@ def attribution_table(ctx, streams, layers, logits):
              layer=C.STEERING_LAYER, n=cfg.n_layer, coefficient=C.STEERING_COEFFICIENT, vector=C.STEERING_VECTOR,
              direction=direction)
     ctx.each(other.row(2), "SUMPRODUCT({b},{w})", b=b, w=unembedding)
-    tab.format(other, NUMBER)
     logit = tab.field("The target's logit (Logits at that token and position)",
                       ctx.formula(f"INDEX({logits.ref(tab.name)},{C.ATTRIBUTION_TOKEN}+1,{C.ATTRIBUTION_POSITION})"))
     tab.field("Check: table + other terms − logit (0 up to rounding)",

@@ -2,22 +2,21 @@
 residual stream entering one block. The cells sit on the Interventions tab; the layer tabs multiply and add
 them where it happens, by name."""
 from .. import contract as C
-from ..xlsx.styles import INPUT, NOTE, NUMBER
+from ..xlsx.styles import BOLD, INPUT
 
 
 def steer(ctx, x):
     """x + SteeringCoefficient · SteeringVector at every position, when SteeringLayer is this block."""
     out = ctx.block(ctx.rows("x", x.height))
-    return ctx.tab.format(ctx.array(out, "{x}+IF({layer}={here},{coefficient},0)*{vector}", x=x,
-                                    layer=C.STEERING_LAYER, here=ctx.stage.layer,
-                                    coefficient=C.STEERING_COEFFICIENT, vector=C.STEERING_VECTOR), NUMBER)
+    return ctx.array(out, "{x}+IF({layer}={here},{coefficient},0)*{vector}", x=x, layer=C.STEERING_LAYER,
+                     here=ctx.stage.layer, coefficient=C.STEERING_COEFFICIENT, vector=C.STEERING_VECTOR)
 
 
 def mlp_switch(ctx, mlp_out):
     """y = mlp_out · MlpSwitches[layer]: 1 keeps the MLP, 0 ablates it, 0.5 halves it."""
     out = ctx.block(ctx.rows(ctx.stage.name, mlp_out.height))
-    return ctx.tab.format(ctx.array(out, "{m}*INDEX({switches},{row},1)", m=mlp_out, switches=C.MLP_SWITCHES,
-                                    row=ctx.stage.layer + 1), NUMBER)
+    return ctx.array(out, "{m}*INDEX({switches},{row},1)", m=mlp_out, switches=C.MLP_SWITCHES,
+                     row=ctx.stage.layer + 1)
 
 
 def panel(ctx):
@@ -28,7 +27,7 @@ def panel(ctx):
              "Every layer tab reads these cells by name.", gap=1)
     tab.title("Head switches (HeadSwitches): multiply each head's output before the output projection "
               "(1 keeps it, 0 ablates it)")
-    tab.put(tab.line("", cfg.n_head), [[f"head {h}" for h in range(cfg.n_head)]], INPUT - 1)
+    tab.put(tab.line("", cfg.n_head), [[f"head {h}" for h in range(cfg.n_head)]], BOLD)
     heads = tab.block([(f"layer {i}", None) for i in range(cfg.n_layer)], cfg.n_head)
     tab.put(heads, edits.head_switches.tolist(), INPUT)
     tab.title("MLP switches (MlpSwitches): multiply each MLP's output before it joins the residual stream")

@@ -12,8 +12,8 @@ def lens(ctx, x):
     g, b, table = ctx.weight("weight"), ctx.weight("bias"), ctx.token_table()
     normed = normalize(ctx, x, g, b, "ln_f(x)", ctx.title + ": ln_f of this residual stream")
     labels = [(text, i) for i, text in enumerate(ctx.vocab or ["token"] * table.height)]
-    logits = ctx.tab.format(ctx.array(ctx.block(labels, ctx.title + ": logits, wte · ln_f(x)"), "MMULT({wte},{x})",
-                                      wte=table, x=normed), NUMBER)
+    logits = ctx.array(ctx.block(labels, ctx.title + ": logits, wte · ln_f(x)"), "MMULT({wte},{x})", wte=table,
+                       x=normed)
     mx, total = softmax_stats(ctx, logits, ctx.title + ": each column's largest logit and sum of exponentials")
     top = ctx.block([("top token", None), ("its probability", None)], ctx.title + ": the top token")
     ctx.each(top.row(0), "MATCH({mx},{l},0)-1", mx=lambda _, t: mx.col(t), l=lambda _, t: logits.col(t))

@@ -1,14 +1,10 @@
 """LayerNorm over the features of each position."""
-from ..xlsx.styles import NUMBER
-
-
 def normalize(ctx, x, g, b, name, title):
     """(x - mean) / sqrt(variance + eps) · g + b, each column's mean and variance shown above it."""
     stats = ctx.block([("mean", None), ("variance", None)], title + ": mean and variance of each column")
     mean, var = stats.row(0), stats.row(1)
     ctx.each(mean, "AVERAGE({x})", x=lambda _, t: x.col(t))
     ctx.each(var, "SUMPRODUCT(({x}-{mean})^2)/{n}", x=lambda _, t: x.col(t), mean=lambda _, t: mean.col(t), n=x.height)
-    ctx.tab.format(stats, NUMBER)
     out = ctx.block(ctx.rows(name, x.height), title + ": (x - mean) / sqrt(variance + eps) · weight + bias")
     return ctx.array(out, "({x}-{mean})/SQRT({var}+{eps})*{g}+{b}", x=x, mean=mean, var=var,
                      eps=ctx.number(ctx.cfg.layer_norm_epsilon), g=g, b=b)

@@ -1,6 +1,6 @@
 """From the last residual stream to a prediction: logits, probabilities, the top tokens."""
 from .. import contract as C
-from ..xlsx.styles import BOLD, IDS, NUMBER, PERCENT, colour_scale
+from ..xlsx.styles import BOLD, IDS, PERCENT, colour_scale
 
 HEAT = colour_scale(0, 1)  # probabilities: white at 0, blue at 1
 
@@ -9,7 +9,7 @@ def unembed(ctx, x):
     """logits[v, t] = wte[v] · x[:, t] (GPT-2's LM head is tied to the token embedding)."""
     table = ctx.token_table()
     labels = [(text, i) for i, text in enumerate(ctx.vocab or ["token"] * table.height)]
-    return ctx.tab.format(ctx.array(ctx.block(labels), "MMULT({wte},{x})", wte=table, x=x), NUMBER)
+    return ctx.array(ctx.block(labels), "MMULT({wte},{x})", wte=table, x=x)
 
 
 def argmax(ctx, logits):
@@ -26,7 +26,6 @@ def softmax_stats(ctx, logits, title):
     stats = ctx.block([("largest logit", None), ("sum of exp(logit - largest)", None)], title)
     ctx.each(stats.row(0), "MAX({l})", l=lambda _, t: logits.col(t))
     ctx.each(stats.row(1), "SUMPRODUCT(EXP({l}-{mx}))", l=lambda _, t: logits.col(t), mx=lambda _, t: stats.cell(0, t))
-    ctx.tab.format(stats, NUMBER)
     return stats.row(0), stats.row(1)
 
 
