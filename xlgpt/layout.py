@@ -81,6 +81,7 @@ class Tab:
         self.sheet.add(Cells(TITLE_ROW, LABEL_COL, [[title]], style=TITLE))
         self.row = HEADER_ROW
         self.frozen = False
+        self.titles = []  # (text, cell) of each block title, in order
 
     # --- rendering: references relative to this tab ---------------------------------------------------
     def f(self, template, **refs):
@@ -118,6 +119,11 @@ class Tab:
             self.sheet.row_styles[row] = style
         return rect
 
+    def tall(self, rect, points=30):
+        """Rows tall enough for large type."""
+        self.sheet.row_heights.update({row: points for row in range(rect.top, rect.bottom + 1)})
+        return rect
+
     def heatmap(self, rect, rule):
         """A conditional format (styles.colour_scale(...), styles.when(...)) over `rect`."""
         self.sheet.conditional.append((rect.ref(self.name, absolute=False), rule))
@@ -151,7 +157,14 @@ class Tab:
         self.row += 1
 
     def title(self, text):
+        """A block's title; the Guide's table of contents links to it."""
         self.sheet.add(Cells(self.row, LABEL_COL, [[text]], style=BOLD))
+        self.titles.append((text, Rect(self.name, self.row, LABEL_COL)))
+        self.row += 1
+
+    def banner(self, text, style, width=3):
+        """A section heading across the first `width` columns."""
+        self.sheet.add(Cells(self.row, LABEL_COL, [[text] + [""] * (width - 1)], style=style))
         self.row += 1
 
     def note(self, text, gap=0):

@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import contract as C
 from ..layout import BOLD, INPUT, Formula
+from ..xlsx.styles import BIG, BIG_PERCENT
 
 # the predicted token's text, or the message the prediction cell shows instead of a token
 PREDICTED_TEXT = (f"IF(ISNUMBER({C.PREDICTED_TOKEN}),INDEX({C.VOCABULARY},{C.PREDICTED_TOKEN}+1),"
@@ -59,7 +60,7 @@ class TokenIds:
         if C.VOCABULARY in names:
             info.put(cell.cell(0, 1), [[Formula(PREDICTED_TEXT)]], BOLD)
         info.skip()
-        return {C.PREDICTED_TOKEN: predicted}
+        return {C.PREDICTED_TOKEN: predicted, **show_top_k(info, names), **sampling_cells(info, names)}
 
 
 @dataclass
@@ -106,6 +107,37 @@ class PromptCell:
                              Formula(f'IF(ISNUMBER({C.PREDICTED_TOKEN}),{C.PREDICTED_TOKEN},"")'), BOLD)
         prompt.put(shown.cell(0, 1), [[Formula(PREDICTED_TEXT)]], BOLD)
         prompt.note(f"(read at the prompt's last token; this book has {self.positions} token positions, "
-                    f"see the {info.name} tab)")
+                    f"see the {info.name} tab)", gap=1)
         return {C.PREDICTED_TOKEN: cell, C.LOGITS_TOKEN_IDS: logits_header.ids,
-                C.LOGITS_IN_PROMPT: logits_header.in_prompt}
+                C.LOGITS_IN_PROMPT: logits_header.in_prompt, **show_top_k(prompt, names),
+                **sampling_cells(prompt, names)}
+
+
+def show_top_k(tab, names):
+    """The top-k table of the Output tab again, in large type, where the person typed their input."""
+    if C.TOP_K_TOKENS not in names:
+        return {}
+    tab.title("The most probable next tokens (recalculate after editing: F9)")
+    ids, probs = names[C.TOP_K_TOKENS], names[C.TOP_K_PROBABILITIES]
+    table = tab.block([(f"{r + 1}.", None) for r in range(ids.height)], 2)
+    text = f'INDEX({C.VOCABULARY},{{id}}+1)' if C.VOCABULARY in names else "{id}"
+    tab.each(table.col(0), text, BIG, id=lambda r, _: ids.cell(r, 0))
+    tab.each(table.col(1), "{p}", BIG_PERCENT, p=lambda r, _: probs.cell(r, 0))
+    tab.tall(table)
+    tab.sheet.widths[table.col(1).left] = max(tab.sheet.widths.get(table.col(1).left, 0), 14)
+    return {}
+
+
+def sampling_cells(tab, names):
+    """Temperature, TopK, Seed and SampleStep (inputs), and the sampled token, when the book samples."""
+    if C.SAMPLED_TOKEN not in names:
+        return {}
+    tab.title("Sampling: Temperature 0 takes the most probable token; above 0, a draw (TopK 0 = all tokens)")
+    cells = {name: tab.field(name, value, INPUT) for name, value in
+             ((C.TEMPERATURE, 0), (C.TOP_K, 0), (C.SEED, 1), (C.SAMPLE_STEP, 0))}
+    sampled = tab.tall(tab.field("Sampled token", Formula(C.SAMPLED_TOKEN), BIG))
+    if C.VOCABULARY in names:
+        tab.put(sampled.cell(0, 1), [[Formula(f'IF(ISNUMBER({C.SAMPLED_TOKEN}),INDEX({C.VOCABULARY},'
+                                              f'{C.SAMPLED_TOKEN}+1),"")')]], BIG)
+    tab.skip()
+    return cells

@@ -11,8 +11,9 @@ from .. import XlgptError
 from .. import contract as C
 from ..layout import BOLD, Book, Formula, Tab, WeightsTab
 from ..ops import OPS
+from .guide import add_guide
 from .inputs import Edits
-from ..xlsx.styles import IDS, NUMBER
+from ..xlsx.styles import IDS, NUMBER, colour_scale
 
 
 def number(x):
@@ -54,6 +55,7 @@ class Ctx:
         raise XlgptError(message)
 
     number = staticmethod(number)
+    heat = colour_scale(0, 1)  # probabilities: white at 0, blue at 1
     formula = staticmethod(Formula)
 
     def name(self, name, rect):
@@ -227,6 +229,7 @@ def lower(spec, ckpt, inputs, about, vocab=None, edits=None):
     info = lowering.book[lowering.inputs_tab]
     names.update(inputs.prediction(info, lowering.headers[spec.output(C.STAGE_OF[C.LOGITS]).tab], names))
     names.update(C.write_about(info, about, model_description(ckpt)))
+    add_guide(lowering.book, names, inputs, model_description(ckpt))
     return lowering.book, names
 
 

@@ -6,7 +6,8 @@ OPS is the explicit registry the template is checked against: name -> (function,
 """
 from dataclasses import dataclass
 
-from . import attention, attribution, embedding, interventions, lens, mlp, norm, output, projection, residual
+from . import (attention, attribution, embedding, interventions, lens, mlp, norm, output, projection, residual,
+               sampling)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ OPS = {
     "argmax": Op(output.argmax, 1),
     "probabilities": Op(output.probabilities, 1),
     "top_k": Op(output.top_k, 1),
+    "sample": Op(sampling.sample, 1),
     "lens": Op(lens.lens, 1, ("weight", "bias", "table")),
     "lens_table": Op(lens.lens_table, 1, group="interpretability"),
     "steer": Op(interventions.steer, 1),

@@ -33,7 +33,7 @@ def softmax(ctx, s):
     sums = ctx.block(heads, ctx.title + ": sum of each column of exp(score - max)")
     ctx.each(sums, "SUM({e})", e=lambda h, t: exp[h].col(t))
     probs = ctx.per_head(lambda h, _: ("{e}/{sum}", dict(e=exp[h], sum=sums.row(h))))
-    return [ctx.tab.heatmap(ctx.tab.format(p, PERCENT), colour_scale(0, 1)) for p in probs]
+    return [ctx.tab.heatmap(ctx.tab.format(p, PERCENT), ctx.heat) for p in probs]
 
 
 def mix(ctx, probs, qkv):

@@ -2,7 +2,7 @@
 from .. import contract as C
 from ..xlsx.styles import IDS, LEVEL_SHADES, PERCENT, when
 from .norm import normalize
-from .output import HEAT, softmax_stats
+from .output import softmax_stats
 
 
 
@@ -37,7 +37,7 @@ def lens_table(ctx, lenses):
     corner = probs.cell(0, 0).ref(ctx.tab.name, absolute=False)
     for level, dxf in sorted(LEVEL_SHADES.items(), reverse=True):  # the first rule that holds wins
         ctx.tab.heatmap(texts, when(f"{corner}>={level}", dxf))
-    ctx.tab.heatmap(ctx.tab.format(probs, PERCENT), HEAT)
+    ctx.tab.heatmap(ctx.tab.format(probs, PERCENT), ctx.heat)
     ctx.tab.format(ids, IDS)
     ctx.name(C.LENS_TOP_TOKENS, ids)
     ctx.name(C.LENS_TOP_PROBABILITIES, probs)

@@ -1,8 +1,7 @@
 """From the last residual stream to a prediction: logits, probabilities, the top tokens."""
 from .. import contract as C
-from ..xlsx.styles import BOLD, IDS, PERCENT, colour_scale
+from ..xlsx.styles import BOLD, IDS, PERCENT
 
-HEAT = colour_scale(0, 1)  # probabilities: white at 0, blue at 1
 
 
 def unembed(ctx, x):
@@ -35,7 +34,7 @@ def probabilities(ctx, logits):
     labels = [(text, i) for i, text in enumerate(ctx.vocab or ["token"] * logits.height)]
     out = ctx.array(ctx.block(labels, ctx.title), "EXP({l}-{mx})/{total}", l=logits, mx=mx, total=total)
     ctx.name(C.PROBABILITIES, out)
-    return ctx.tab.heatmap(ctx.tab.format(out, PERCENT), HEAT)
+    return ctx.tab.heatmap(ctx.tab.format(out, PERCENT), ctx.heat)
 
 
 def top_k(ctx, probs, k=5):

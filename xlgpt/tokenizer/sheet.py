@@ -886,7 +886,7 @@ def add_tokenizer(book, tok, capacity, text, vocabulary=None):
     tabs = []
     for sheet, group in zip(sheets, groups):
         tab = Tab.__new__(Tab)
-        tab.name, tab.group, tab.sheet, tab.frozen = sheet.name, group, sheet, True
+        tab.name, tab.group, tab.sheet, tab.frozen, tab.titles = sheet.name, group, sheet, True, []
         tab.row = sheet.extent()[0] + 2
         tabs.append(book.add(tab))
     return tabs[0], names

@@ -152,6 +152,7 @@ class Sheet:
     widths: dict = field(default_factory=dict)  # column -> width in characters
     group: str = None     # the tab's colour, from styles.TAB_COLOURS
     row_styles: dict = field(default_factory=dict)  # row -> style of its cells without one (array results)
+    row_heights: dict = field(default_factory=dict)  # row -> height in points (rows in large type)
     conditional: list = field(default_factory=list)  # (range text, rule XML with {priority})
     links: list = field(default_factory=list)  # (cell, location such as 'Layer 0'!A1): links inside the book
 
@@ -165,7 +166,7 @@ class Sheet:
         stop = stop or self.extent()[0] + 1
         blocks = sorted((b for b in self.blocks if b.top < stop and b.top + b.height > start),
                         key=lambda b: (b.top, b.left))
-        styled = sorted((r for r in self.row_styles if start <= r < stop), reverse=True)  # pop() gives the next
+        styled = sorted((r for r in {**self.row_styles, **self.row_heights} if start <= r < stop), reverse=True)
         active, k, row = [], 0, start
         while (k < len(blocks) or active) and row < stop:
             if not active:
@@ -179,7 +180,7 @@ class Sheet:
             if styled and styled[-1] == row:
                 styled.pop()
             xml = "".join(b.row_xml(row - b.top) for b in active)
-            if xml or row in self.row_styles:
+            if xml or row in self.row_styles or row in self.row_heights:
                 yield self._row(row, xml)
             active = [b for b in active if b.top + b.height - 1 > row]
             row += 1
@@ -187,8 +188,8 @@ class Sheet:
             yield self._row(styled.pop())
 
     def _row(self, row, xml=""):
-        style = self.row_styles.get(row)
-        attrs = f' s="{style}" customFormat="1"' if style else ""
+        style, height = self.row_styles.get(row), self.row_heights.get(row)
+        attrs = (f' s="{style}" customFormat="1"' if style else "") + (f' ht="{height}" customHeight="1"' if height else "")
         return f'<row r="{row}"{attrs}>{xml}</row>' if xml else f'<row r="{row}"{attrs}/>'
 
     def chunks(self, cells=CHUNK_CELLS):
