@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .xlsx.styles import PADDING, when
+from .xlsx.styles import IDS, PADDING, when
 from .xlsx.writer import (BOLD, INPUT, TITLE, ArrayFormula, Cells, Formula, Numbers, Sheet, cell_name, column_letter,
                           quote_sheet)
 
@@ -179,10 +179,10 @@ class Tab:
         if title:
             self.title(title)
         top = self.row
-        if all(text is None for text, _ in labels):  # column A left free (e.g. for a formula of labels)
-            self.sheet.add(Cells(top, NOTE_COL, [[index] for _, index in labels]))
-        else:
-            self.sheet.add(Cells(top, LABEL_COL, [list(pair) for pair in labels]))
+        if not all(text is None for text, _ in labels):  # else column A is left free (for a formula of labels)
+            self.sheet.add(Cells(top, LABEL_COL, [[text] for text, _ in labels]))
+        # whole numbers, explicitly: LibreOffice lets a row's number format override a cell's General
+        self.sheet.add(Cells(top, NOTE_COL, [[index] for _, index in labels], style=IDS))
         self.row += len(labels) + 1
         return Rect(self.name, top, FIRST_COL, len(labels), width)
 

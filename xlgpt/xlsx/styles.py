@@ -43,8 +43,7 @@ def styles_xml(head):
     fmts = "".join(f'<numFmt numFmtId="{i}" formatCode="{_escape(code)}"/>' for i, code in NUMBER_FORMATS.items())
     xfs = "".join(f'<xf numFmtId="{n}" fontId="{f}" fillId="{fill}" borderId="0" xfId="0"'
                   + (' applyFont="1"' if f else "") + (' applyFill="1"' if fill else "")
-                  + (' applyNumberFormat="1"' if n or style == "plain" else "") + "/>"
-                  for style, (f, fill, n) in STYLE_LIST.items())
+                  + (' applyNumberFormat="1"' if n else "") + "/>" for f, fill, n in STYLE_LIST.values())
     return (head + '<styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
             f'<numFmts count="{len(NUMBER_FORMATS)}">{fmts}</numFmts>'
             f'<fonts count="{len(FONTS)}">{"".join(FONTS)}</fonts><fills count="{len(FILLS)}">{"".join(FILLS)}</fills>'
