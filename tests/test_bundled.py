@@ -1,12 +1,10 @@
 """The bundled Shakespeare model: offline default of every command."""
 import json
-from pathlib import Path
 
 import pytest
 
-from conftest import xlgpt
+from helpers import BUNDLED, xlgpt
 
-BUNDLED = Path(__file__).resolve().parent.parent / "weights" / "shakespeare"
 TRAINING = json.loads((BUNDLED / "training.json").read_text())
 
 

@@ -5,8 +5,7 @@ import json
 import openpyxl
 import pytest
 
-from conftest import xlgpt
-from test_errors import assert_clean_error
+from helpers import assert_clean_error, xlgpt
 from xlgpt.tokenizer import hf as tk
 from xlgpt.weights.checkpoint import Config, load, random_tensors, save
 from xlgpt.check.engines import read_book, soffice_csv

@@ -14,6 +14,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
+from helpers import BUNDLED
 from xlgpt import XlgptError
 from xlgpt.tokenizer import hf as tokenizer
 from xlgpt.tokenizer import sheet as st
@@ -256,9 +257,6 @@ def test_odd_vocabularies(tmp_path):
     assert results[0][1].status == "The tokenizer has no token for some bytes of this text."
     assert results[0][1].ids == [] and results[0][1].count == ""
     assert [r.ids for r in results[1]] == [hf_ids(dup, "abc"), hf_ids(dup, "abcabc")] and all(r.ok for r in results[1])
-
-
-BUNDLED = Path(__file__).resolve().parent.parent / "weights" / "shakespeare"
 
 
 @pytest.mark.skipif(not (BUNDLED / "vocab.json").is_file(), reason="no bundled tokenizer")

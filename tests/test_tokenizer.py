@@ -5,8 +5,7 @@ import numpy as np
 import openpyxl
 import pytest
 
-from conftest import xlgpt
-from test_errors import assert_clean_error
+from helpers import assert_clean_error, xlgpt
 from xlgpt.check import reference
 from xlgpt.weights.checkpoint import Config, load, random_tensors, save
 from xlgpt.tokenizer.hf import GPT2_TOKENIZER

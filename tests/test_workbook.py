@@ -5,7 +5,7 @@ import numpy as np
 import openpyxl
 import pytest
 
-from conftest import FIXTURE_NAMES, FIXTURES, expected, tokens_arg, xlgpt
+from helpers import FIXTURE_NAMES, FIXTURES, ROOT, expected, tokens_arg, xlgpt
 from xlgpt.check.engines import formulas_values, libreoffice_values, read_book
 from xlgpt.check.verify import compare, reference_for
 
@@ -68,7 +68,7 @@ def test_eval_detects_a_wrong_book(books, tmp_path):
 
 def test_modified_template_changes_the_book(tmp_path):
     """The template drives the compiler: drop the position embedding and the book computes another model."""
-    template = (FIXTURES.parent.parent / "templates" / "gpt2.toml").read_text()
+    template = (ROOT / "templates" / "gpt2.toml").read_text()
     start = template.index('[[stage]]\ntab = "Embeddings"\nname = "position_embedding"')
     end = template.index("[[stage]]", start + 1)
     changed = template[:start] + template[end:]

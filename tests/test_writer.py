@@ -9,7 +9,7 @@ import openpyxl
 import pytest
 
 import openpyxl_writer
-from conftest import FIXTURES, expected
+from helpers import FIXTURES, expected
 from xlgpt.xlsx import writer as xlsx
 from xlgpt.compile.build import about_rows
 from xlgpt.weights.checkpoint import load
