@@ -18,6 +18,7 @@ def test_greedy_continuations_match_torch(item):
     assert out["text"] == item["continuation"]
 
 
+@pytest.mark.engines
 def test_default_prompt_verifies_with_both_engines(tmp_path):
     """The default model and prompt with fixed token ids (the prompt-cell default book: test_prompt_cell.py)."""
     out = tmp_path / "default.xlsx"
@@ -37,6 +38,7 @@ def test_listed_with_its_size():
     assert bundled[0]["parameters"] == TRAINING["n_params"] == 512 * 48 + 64 * 48 + 2 * (12 * 48 * 48 + 13 * 48) + 2 * 48
 
 
+@pytest.mark.engines
 def test_full_context_verifies(tmp_path):
     """64 tokens, the model's whole context, in LibreOffice."""
     text = "O Romeo, Romeo, wherefore art thou Romeo? Deny thy father and refuse thy name. " * 3

@@ -377,6 +377,7 @@ def test_cli_download_and_list(hub):
     assert_same_weights(resolve(REPO))
 
 
+@pytest.mark.engines  # slow: three CLI runs, one waiting on a refused connection
 def test_cli_download_errors(hub, env, monkeypatch):
     fake = hub(mode="short")
     assert_clean_error(xlgpt("weights", "download", REPO), "truncated")

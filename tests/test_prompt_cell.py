@@ -12,6 +12,9 @@ from xlgpt.check.engines import read_book, soffice_csv
 from xlgpt.tokenizer.sheet import prompt_value
 from xlgpt.xlsx.writer import INPUT, copy_with_cell
 
+# Every test here needs the default prompt-cell book (a slow build) and most recalculate it with LibreOffice.
+pytestmark = pytest.mark.engines
+
 DEFAULT = "O Romeo, Romeo, wherefore art"
 
 

@@ -31,6 +31,7 @@ def gpt2_vocab_ckpt(tmp_path_factory):
     return path
 
 
+@pytest.mark.engines
 def test_prompt_build_shows_token_texts(gpt2_vocab_ckpt, tmp_path):
     out = tmp_path / "p.xlsx"
     run = xlgpt("build", "--weights", gpt2_vocab_ckpt, "--prompt", "Mike is quick. He moves", "--no-prompt-cell",
@@ -81,6 +82,7 @@ def test_vendored_files_are_gpt2s():
     assert (GPT2_TOKENIZER / "vocab.bpe").stat().st_size == 456318
 
 
+@pytest.mark.engines
 def test_tokenize_with_the_sheet_cli():
     """`tokenize --engine` builds tokenizer workbooks and reports the ids the sheet computed."""
     texts = ["Mike is quick. He moves", "funology reinjury", "don't\tstop  \n 12 🙂"]

@@ -9,6 +9,9 @@ from helpers import FIXTURE_NAMES, FIXTURES, ROOT, expected, tokens_arg, xlgpt
 from xlgpt.check.engines import formulas_values, libreoffice_values, read_book
 from xlgpt.check.verify import compare, reference_for
 
+# Every test here recalculates a workbook with a real engine.
+pytestmark = pytest.mark.engines
+
 ENGINES = {"formulas": formulas_values, "libreoffice": libreoffice_values}
 
 

@@ -65,12 +65,14 @@ def libreoffice_csvs(path):
         return {p.name.split("-", 1)[1]: p.read_text() for p in Path(tmp).glob("*.csv")}
 
 
+@pytest.mark.engines
 def test_libreoffice_recalculates_both_identically(books):
     fast, oracle = libreoffice_csvs(books[0]), libreoffice_csvs(books[1])
     assert len(fast) == 9 and fast == oracle
     assert "#VALUE" not in fast["Output.csv"] and "Err:" not in fast["Output.csv"]
 
 
+@pytest.mark.engines
 def test_formulas_recalculates_both_identically(books):
     a, _ = formulas_values(read_book(books[0]), ["Logits", "Predictions"])
     b, _ = formulas_values(read_book(books[1]), ["Logits", "Predictions"])
