@@ -15,9 +15,11 @@ BUNDLED = ROOT / "weights" / "shakespeare"
 
 
 def xlgpt(*args, env=None, check=None):
-    """Run the real command line in a subprocess; returns the CompletedProcess."""
+    """Run the real command line in a subprocess; returns the CompletedProcess. The subprocess imports the
+    xlgpt package of this checkout (PYTHONPATH), not some other installed copy, wherever pytest runs from."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     run = subprocess.run([sys.executable, "-m", "xlgpt", *map(str, args)], capture_output=True, text=True,
-                         env={**os.environ, **(env or {})})
+                         env={**os.environ, "PYTHONPATH": path, **(env or {})})
     if check is not None:
         assert run.returncode == check, f"exit {run.returncode}\nstdout: {run.stdout}\nstderr: {run.stderr}"
     return run

@@ -26,6 +26,7 @@ def test_default_prompt_verifies_with_both_engines(tmp_path):
     assert "O Romeo, Romeo, wherefore art" in run.stdout
     results = [json.loads(line) for line in xlgpt("eval", out, "--engine", "both", "--json", check=0).stdout.splitlines()]
     top = json.loads(xlgpt("predict", "--json", check=0).stdout)["top"][0]
+    assert [r["engine"] for r in results] == ["formulas", "libreoffice"]
     for r in results:
         assert r["match"] and r["token_id"] == top["token_id"] and r["token_text"] == top["text"]
         assert r["prompt"] == "O Romeo, Romeo, wherefore art"

@@ -360,8 +360,10 @@ def test_list_models_all_sources(hub, env, tmp_path):
 
 
 def test_list_models_of_repo_weights_dir(env):
-    # The repo's own weights/ directory (which may hold only tokenizer files) lists cleanly.
-    for m in list_models(ROOT / "weights"):
+    # The repo's own weights/ directory lists its one model, not the tokenizer-only gpt2-tokenizer/.
+    models = list_models(ROOT / "weights")
+    assert [m["name"] for m in models] == ["shakespeare"]
+    for m in models:
         assert m["source"] == "bundled" and m["parameters"] == load(m["path"]).n_params
 
 

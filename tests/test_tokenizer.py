@@ -11,15 +11,16 @@ from xlgpt.weights.checkpoint import Config, load, random_tensors, save
 from xlgpt.tokenizer.hf import GPT2_TOKENIZER
 
 
-@pytest.mark.parametrize("text, ids", [
-    ("Mike is quick. He moves", [16073, 318, 2068, 13, 679, 6100]),
-    ("Hello, world!", [15496, 11, 995, 0]),
-    ("funology reinjury", [12543, 1435, 6865, 21871]),
+@pytest.mark.parametrize("text, ids, strings", [
+    ("Mike is quick. He moves", [16073, 318, 2068, 13, 679, 6100], ["Mike", " is", " quick", ".", " He", " moves"]),
+    ("Hello, world!", [15496, 11, 995, 0], ["Hello", ",", " world", "!"]),
+    ("funology reinjury", [12543, 1435, 6865, 21871], ["fun", "ology", " rein", "jury"]),
 ])
-def test_gpt2_known_ids(text, ids):
+def test_gpt2_known_ids(text, ids, strings):
+    """Published GPT-2 ids, and each token's text as `tokenizers` decodes it."""
     run = xlgpt("tokenize", "--tokenizer", "gpt2", "--json", text, check=0)
-    assert json.loads(run.stdout) == [{"text": text, "tokens": ids, "strings": json.loads(run.stdout)[0]["strings"]}]
-    assert "".join(json.loads(run.stdout)[0]["strings"]) == text
+    assert json.loads(run.stdout) == [{"text": text, "tokens": ids, "strings": strings}]
+    assert "".join(strings) == text
 
 
 @pytest.fixture(scope="module")
