@@ -10,7 +10,7 @@ from helpers import FIXTURE_NAMES, FIXTURES, ROOT, expected, tokens_arg, xlgpt
 from xlgpt.check.engines import formulas_values, libreoffice_values, read_book
 from xlgpt.check.verify import compare, reference_for
 
-# Every test here recalculates a workbook with a real engine.
+# Every test here needs the five fixture books, and all but one recalculate a book with a real engine.
 pytestmark = pytest.mark.engines
 
 ENGINES = {"formulas": formulas_values, "libreoffice": libreoffice_values}
