@@ -1,8 +1,9 @@
-# xlgpt: `make demo` builds and verifies the default workbook, `make test` runs the tests.
+# xlgpt: `make demo` builds and verifies the default workbook, `make test` runs all the tests,
+# `make test-fast` the ones that need no spreadsheet engine (about a minute or less).
 PYTHON ?= python3
 PYTEST_FLAGS ?= -q
 
-.PHONY: install demo test bench fixtures clean
+.PHONY: install demo test test-fast bench fixtures clean
 
 install:
 	$(PYTHON) -m pip install -q -e '.[test]'
@@ -21,6 +22,9 @@ demo: install
 
 test: install
 	$(PYTHON) -m pytest $(PYTEST_FLAGS)
+
+test-fast: install
+	$(PYTHON) -m pytest -m "not engines" $(PYTEST_FLAGS)
 
 bench: install
 	$(PYTHON) bench/bench.py

@@ -1,12 +1,10 @@
 """The bundled Shakespeare model: offline default of every command."""
 import json
-from pathlib import Path
 
 import pytest
 
-from conftest import xlgpt
+from helpers import BUNDLED, xlgpt
 
-BUNDLED = Path(__file__).resolve().parent.parent / "weights" / "shakespeare"
 TRAINING = json.loads((BUNDLED / "training.json").read_text())
 
 
@@ -20,6 +18,7 @@ def test_greedy_continuations_match_torch(item):
     assert out["text"] == item["continuation"]
 
 
+@pytest.mark.engines
 def test_default_prompt_verifies_with_both_engines(tmp_path):
     """The default model and prompt with fixed token ids (the prompt-cell default book: test_prompt_cell.py)."""
     out = tmp_path / "default.xlsx"
@@ -27,6 +26,7 @@ def test_default_prompt_verifies_with_both_engines(tmp_path):
     assert "O Romeo, Romeo, wherefore art" in run.stdout
     results = [json.loads(line) for line in xlgpt("eval", out, "--engine", "both", "--json", check=0).stdout.splitlines()]
     top = json.loads(xlgpt("predict", "--json", check=0).stdout)["top"][0]
+    assert [r["engine"] for r in results] == ["formulas", "libreoffice"]
     for r in results:
         assert r["match"] and r["token_id"] == top["token_id"] and r["token_text"] == top["text"]
         assert r["prompt"] == "O Romeo, Romeo, wherefore art"
@@ -39,6 +39,7 @@ def test_listed_with_its_size():
     assert bundled[0]["parameters"] == TRAINING["n_params"] == 512 * 48 + 64 * 48 + 2 * (12 * 48 * 48 + 13 * 48) + 2 * 48
 
 
+@pytest.mark.engines
 def test_full_context_verifies(tmp_path):
     """64 tokens, the model's whole context, in LibreOffice."""
     text = "O Romeo, Romeo, wherefore art thou Romeo? Deny thy father and refuse thy name. " * 3

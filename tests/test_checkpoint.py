@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, xlgpt
+from helpers import FIXTURES, xlgpt
 from xlgpt import XlgptError
 from xlgpt.weights.checkpoint import Config, load, random_tensors, save, tensor_shapes
 

@@ -7,16 +7,7 @@ import sys
 import openpyxl
 import pytest
 
-from conftest import FIXTURES, xlgpt
-
-
-def assert_clean_error(run, *words):
-    assert run.returncode == 2, (run.returncode, run.stdout, run.stderr)
-    lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("xlgpt: error:"), run.stderr
-    assert "Traceback" not in run.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
+from helpers import FIXTURES, assert_clean_error, xlgpt
 
 
 def copy_ckpt(src, dst):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from conftest import xlgpt
+from helpers import ROOT, assert_clean_error, xlgpt
 from fakehub import FakeHub, free_port
 from xlgpt import XlgptError
 from xlgpt.weights.checkpoint import Config, load, random_tensors, save
@@ -24,7 +24,6 @@ from xlgpt.weights.hub import download, import_model, list_models, resolve
 REPO = "tester/tiny-gpt2"
 CFG = Config(n_layer=1, n_embd=8, n_head=2, vocab_size=20, n_positions=6)
 SEED = 11
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def n_params(cfg):
@@ -361,20 +360,14 @@ def test_list_models_all_sources(hub, env, tmp_path):
 
 
 def test_list_models_of_repo_weights_dir(env):
-    # The repo's own weights/ directory (which may hold only tokenizer files) lists cleanly.
-    for m in list_models(ROOT / "weights"):
+    # The repo's own weights/ directory lists its one model, not the tokenizer-only gpt2-tokenizer/.
+    models = list_models(ROOT / "weights")
+    assert [m["name"] for m in models] == ["shakespeare"]
+    for m in models:
         assert m["source"] == "bundled" and m["parameters"] == load(m["path"]).n_params
 
 
 # ---------------------------------------------------------------- the real command line
-
-def assert_one_line_error(run, *words):
-    assert run.returncode == 2, (run.returncode, run.stdout, run.stderr)
-    lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("xlgpt: error:"), run.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-
 
 def test_cli_download_and_list(hub):
     fake = hub()
@@ -386,16 +379,17 @@ def test_cli_download_and_list(hub):
     assert_same_weights(resolve(REPO))
 
 
+@pytest.mark.engines  # slow: three CLI runs, one waiting on a refused connection
 def test_cli_download_errors(hub, env, monkeypatch):
     fake = hub(mode="short")
-    assert_one_line_error(xlgpt("weights", "download", REPO), "truncated")
+    assert_clean_error(xlgpt("weights", "download", REPO), "truncated")
     assert REPO not in xlgpt("weights", "list", check=0).stdout
     fake.stop()
     hub(mode="missing")
-    assert_one_line_error(xlgpt("weights", "download", REPO), "was not found on the hub")
+    assert_clean_error(xlgpt("weights", "download", REPO), "was not found on the hub")
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     t0 = time.perf_counter()
-    assert_one_line_error(xlgpt("weights", "download", REPO), "cannot reach the Hugging Face hub",
+    assert_clean_error(xlgpt("weights", "download", REPO), "cannot reach the Hugging Face hub",
                           "xlgpt weights import")
     assert time.perf_counter() - t0 < 5
 

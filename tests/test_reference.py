@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from conftest import FIXTURE_NAMES, FIXTURES, expected
+from helpers import FIXTURE_NAMES, FIXTURES, expected
 from xlgpt.check import reference
 from xlgpt.weights.checkpoint import load
 

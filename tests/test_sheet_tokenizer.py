@@ -14,6 +14,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
+from helpers import BUNDLED
 from xlgpt import XlgptError
 from xlgpt.tokenizer import hf as tokenizer
 from xlgpt.tokenizer import sheet as st
@@ -132,6 +133,7 @@ def test_state_machine_and_rounds_match_hugging_face(gpt2):
 # --- the workbook ------------------------------------------------------------------------------------
 
 
+@pytest.mark.engines
 def test_default_book_layout_and_libreoffice(gpt2, tmp_path):
     """The default book: tab order, names, only classic functions, and LibreOffice gets the published ids."""
     text = "Mike is quick. He moves"
@@ -156,12 +158,14 @@ def test_default_book_layout_and_libreoffice(gpt2, tmp_path):
     assert st.evaluate_tokens(path, "libreoffice") == KNOWN[text]
 
 
+@pytest.mark.engines
 def test_corpus_with_libreoffice(gpt2, tmp_path):
     """Every corpus text, each with its own tabs sized to it, recalculated by LibreOffice in one run."""
     results = st.tokenize_with_sheets(gpt2, CORPUS, "libreoffice", directory=tmp_path, per_book=100)
     assert_all_match(gpt2, CORPUS, results)
 
 
+@pytest.mark.engines
 def test_formulas_engine(gpt2, tmp_path):
     """The `formulas` package on short texts (GPT-2's 50,000-merge table makes each book cost ~30 s)."""
     texts = ["Mike is quick. He moves", "Hello, world!", "I'm y'all 'S ''s\r\n\t🙂 é 12"]
@@ -186,6 +190,7 @@ def excel_text_functions(monkeypatch):
         monkeypatch.setitem(table, "LEN", wrap_ufunc(lambda s: len(units(s)) // 2, **text._kw1))
 
 
+@pytest.mark.engines
 def test_surrogate_pairs_as_excel_sees_them(small, tmp_path, excel_text_functions):
     """With Excel's UTF-16 text functions the sheet joins surrogate pairs and still gets every id right
     (LibreOffice and plain `formulas` hand it whole code points instead)."""
@@ -206,6 +211,7 @@ def test_surrogate_pairs_as_excel_sees_them(small, tmp_path, excel_text_function
     assert [sol[f"'[EXCEL.XLSX]CHARS 1'!{c}6"][0][0] for c in "CDEF"] == [1, 4, 0, 1]
 
 
+@pytest.mark.engines
 def test_any_byte_level_bpe(small, tmp_path):
     """Nothing is GPT-2 specific: a small BPE trained here (its own vocabulary size and merges)."""
     texts = CORPUS[::8]
@@ -213,6 +219,7 @@ def test_any_byte_level_bpe(small, tmp_path):
     assert_all_match(small, texts, st.evaluate_books([path], "libreoffice")[0])
 
 
+@pytest.mark.engines
 def test_capacity_overflow_says_so_and_shows_no_ids(gpt2, tmp_path):
     cases = [  # text, capacity, expected status
         ("Hello, world!", st.Capacity(5, 64, 8), "Too long: 13 characters; this sheet holds at most 5."),
@@ -226,6 +233,7 @@ def test_capacity_overflow_says_so_and_shows_no_ids(gpt2, tmp_path):
     path = tmp_path / "overflow.xlsx"
     blocks = st.write_batch_book(path, gpt2, [c[0] for c in cases], [c[1] for c in cases])
     results = st.evaluate_books([(path, blocks)], "libreoffice")[0]
+    assert len(results) == len(cases)
     for (text, cap, status), r in zip(cases, results):
         assert r.status.startswith(status), (text, r.status)
         if status == "ok":
@@ -241,6 +249,7 @@ def _tokenizer_files(directory, vocab, merges):
     return tokenizer.load(directory)
 
 
+@pytest.mark.engines
 def test_odd_vocabularies(tmp_path):
     """A vocabulary without some bytes: the sheet refuses (BPE would silently drop them). A pair listed
     twice in merges.txt: like Hugging Face, its last rank counts."""
@@ -258,17 +267,21 @@ def test_odd_vocabularies(tmp_path):
     assert [r.ids for r in results[1]] == [hf_ids(dup, "abc"), hf_ids(dup, "abcabc")] and all(r.ok for r in results[1])
 
 
-BUNDLED = Path(__file__).resolve().parent.parent / "weights" / "shakespeare"
-
-
 @pytest.mark.skipif(not (BUNDLED / "vocab.json").is_file(), reason="no bundled tokenizer")
+@pytest.mark.engines
 def test_bundled_models_tokenizer(tmp_path):
     tok = tokenizer.load(BUNDLED)
     texts = ["O Romeo, Romeo, wherefore art", "ROMEO:\nBut soft, what light through yonder window breaks?"] + CORPUS[1::12]
-    texts = [t for t in texts if all(b is not None for b in (st.tables(tok).byte_ids[x] for x in t.encode()))]
+    kept = [t for t in texts if all(b is not None for b in (st.tables(tok).byte_ids[x] for x in t.encode()))]
+    # The bundled vocabulary has a token for each of the 256 byte symbols (tokenizers' own alphabet), so
+    # no text may be filtered away: the sheet must tokenize all of them.
+    from tokenizers.pre_tokenizers import ByteLevel
+    assert sum(s in tok.hf.get_vocab() for s in ByteLevel.alphabet()) == 256
+    assert kept == texts and len(texts) > 20
     assert_all_match(tok, texts, st.tokenize_with_sheets(tok, texts, "libreoffice", directory=tmp_path))
 
 
+@pytest.mark.engines
 def test_typing_another_prompt_changes_the_ids(small, tmp_path):
     """Edit the Prompt cell of a written book (as a person would) and the sheet tokenizes the new text
     (the small tokenizer keeps openpyxl's load and save quick)."""

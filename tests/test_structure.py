@@ -3,7 +3,7 @@ import numpy as np
 import openpyxl
 import pytest
 
-from conftest import FIXTURES, expected, tokens_arg, xlgpt
+from helpers import FIXTURES, expected, tokens_arg, xlgpt
 from xlgpt.weights.checkpoint import load
 
 

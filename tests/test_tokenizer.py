@@ -5,22 +5,22 @@ import numpy as np
 import openpyxl
 import pytest
 
-from conftest import xlgpt
-from test_errors import assert_clean_error
+from helpers import assert_clean_error, xlgpt
 from xlgpt.check import reference
 from xlgpt.weights.checkpoint import Config, load, random_tensors, save
 from xlgpt.tokenizer.hf import GPT2_TOKENIZER
 
 
-@pytest.mark.parametrize("text, ids", [
-    ("Mike is quick. He moves", [16073, 318, 2068, 13, 679, 6100]),
-    ("Hello, world!", [15496, 11, 995, 0]),
-    ("funology reinjury", [12543, 1435, 6865, 21871]),
+@pytest.mark.parametrize("text, ids, strings", [
+    ("Mike is quick. He moves", [16073, 318, 2068, 13, 679, 6100], ["Mike", " is", " quick", ".", " He", " moves"]),
+    ("Hello, world!", [15496, 11, 995, 0], ["Hello", ",", " world", "!"]),
+    ("funology reinjury", [12543, 1435, 6865, 21871], ["fun", "ology", " rein", "jury"]),
 ])
-def test_gpt2_known_ids(text, ids):
+def test_gpt2_known_ids(text, ids, strings):
+    """Published GPT-2 ids, and each token's text as `tokenizers` decodes it."""
     run = xlgpt("tokenize", "--tokenizer", "gpt2", "--json", text, check=0)
-    assert json.loads(run.stdout) == [{"text": text, "tokens": ids, "strings": json.loads(run.stdout)[0]["strings"]}]
-    assert "".join(json.loads(run.stdout)[0]["strings"]) == text
+    assert json.loads(run.stdout) == [{"text": text, "tokens": ids, "strings": strings}]
+    assert "".join(strings) == text
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,7 @@ def gpt2_vocab_ckpt(tmp_path_factory):
     return path
 
 
+@pytest.mark.engines
 def test_prompt_build_shows_token_texts(gpt2_vocab_ckpt, tmp_path):
     out = tmp_path / "p.xlsx"
     run = xlgpt("build", "--weights", gpt2_vocab_ckpt, "--prompt", "Mike is quick. He moves", "--no-prompt-cell",
@@ -82,6 +83,7 @@ def test_vendored_files_are_gpt2s():
     assert (GPT2_TOKENIZER / "vocab.bpe").stat().st_size == 456318
 
 
+@pytest.mark.engines
 def test_tokenize_with_the_sheet_cli():
     """`tokenize --engine` builds tokenizer workbooks and reports the ids the sheet computed."""
     texts = ["Mike is quick. He moves", "funology reinjury", "don't\tstop  \n 12 🙂"]

@@ -1,13 +1,17 @@
 """Build workbooks from the transformers fixtures and recalculate them with both real engines."""
 import json
+import re
 
 import numpy as np
 import openpyxl
 import pytest
 
-from conftest import FIXTURE_NAMES, FIXTURES, expected, tokens_arg, xlgpt
+from helpers import FIXTURE_NAMES, FIXTURES, ROOT, expected, tokens_arg, xlgpt
 from xlgpt.check.engines import formulas_values, libreoffice_values, read_book
 from xlgpt.check.verify import compare, reference_for
+
+# Every test here needs the five fixture books, and all but one recalculate a book with a real engine.
+pytestmark = pytest.mark.engines
 
 ENGINES = {"formulas": formulas_values, "libreoffice": libreoffice_values}
 
@@ -53,8 +57,14 @@ def test_eval_cli_json_contract(books, name):
 
 
 def test_eval_human_summary(books):
+    _, hf_logits = expected("tiny")
+    top = int(hf_logits[-1].argmax())
     run = xlgpt("eval", books["tiny"], "--engine", "libreoffice", check=0)
-    assert "libreoffice" in run.stdout and "MATCH" in run.stdout
+    [line] = run.stdout.splitlines()
+    # "MATCH" alone is also in "MISMATCH": the whole line, with the verdict as the CLI prints it
+    m = re.fullmatch(rf" *libreoffice: next token {top} \(reference {top}\), max \|logit diff\| (\S+) — MATCH \[.+\]", line)
+    assert m, line
+    assert float(m.group(1)) < 1e-9
 
 
 def test_eval_detects_a_wrong_book(books, tmp_path):
@@ -68,7 +78,7 @@ def test_eval_detects_a_wrong_book(books, tmp_path):
 
 def test_modified_template_changes_the_book(tmp_path):
     """The template drives the compiler: drop the position embedding and the book computes another model."""
-    template = (FIXTURES.parent.parent / "templates" / "gpt2.toml").read_text()
+    template = (ROOT / "templates" / "gpt2.toml").read_text()
     start = template.index('[[stage]]\ntab = "Embeddings"\nname = "position_embedding"')
     end = template.index("[[stage]]", start + 1)
     changed = template[:start] + template[end:]
@@ -79,8 +89,14 @@ def test_modified_template_changes_the_book(tmp_path):
     book = tmp_path / "b.xlsx"
     xlgpt("build", "--weights", FIXTURES / "tiny", "--tokens", tokens_arg(tokens), "--out", book,
           "--template", tmp_path / "t.toml", check=0)
-    titles = [c.value for row in openpyxl.load_workbook(book)["Embeddings"].iter_rows() for c in row]
-    assert "x = 2 × token embedding" in titles
-    assert "Embeddings weights" in openpyxl.load_workbook(book).sheetnames
+    wb = openpyxl.load_workbook(book)
+    values = [c.value for row in wb["Embeddings"].iter_rows() for c in row if c.value is not None]
+    titles = [v for v in values if isinstance(v, str) and not v.startswith("=")]
+    assert "x = 2 × token embedding" in titles and not any(t.startswith("Position embedding") for t in titles)
+    # the residual stream is the token embedding added to itself, and wpe is no longer on the weights tab
+    formulas = [f for f in (getattr(v, "text", v) for v in values) if isinstance(f, str) and f.startswith("=")]
+    assert any(re.fullmatch(r"=(\S+)\+\1", f) for f in formulas), formulas
+    tensors = [c.value for c in wb["Embeddings weights"]["A"] if isinstance(c.value, str) and ".weight" in c.value]
+    assert [t.split(",")[0] for t in tensors] == ["wte.weight"], tensors
     run = xlgpt("eval", book, "--engine", "libreoffice", "--json", check=1)  # no longer GPT-2
     assert json.loads(run.stdout)["match"] is False

@@ -9,7 +9,7 @@ import openpyxl
 import pytest
 
 import openpyxl_writer
-from conftest import FIXTURES, expected
+from helpers import FIXTURES, expected
 from xlgpt.xlsx import writer as xlsx
 from xlgpt.compile.inputs import TokenIds
 from xlgpt.contract import About
@@ -67,12 +67,14 @@ def libreoffice_csvs(path):
         return {p.name.split("-", 1)[1]: p.read_text() for p in Path(tmp).glob("*.csv")}
 
 
+@pytest.mark.engines
 def test_libreoffice_recalculates_both_identically(books):
     fast, oracle = libreoffice_csvs(books[0]), libreoffice_csvs(books[1])
     assert len(fast) == 9 and fast == oracle
     assert "#VALUE" not in fast["Output.csv"] and "Err:" not in fast["Output.csv"]
 
 
+@pytest.mark.engines
 def test_formulas_recalculates_both_identically(books):
     a, _ = formulas_values(read_book(books[0]), ["Logits", "Predictions"])
     b, _ = formulas_values(read_book(books[1]), ["Logits", "Predictions"])
@@ -82,8 +84,18 @@ def test_formulas_recalculates_both_identically(books):
 
 def test_parallel_writer_writes_the_same_bytes(plan, books, tmp_path, monkeypatch):
     monkeypatch.setattr(xlsx, "PARALLEL_CELLS", 0)   # force worker processes at this small size
-    monkeypatch.setattr(xlsx, "CHUNK_CELLS", 300)   # and many small chunks
-    xlsx.write_workbook(tmp_path / "parallel.xlsx", *plan)
+    monkeypatch.setattr(xlsx.os, "cpu_count", lambda: 2)  # even on a one-core machine
+    # and many small chunks (Sheet.chunks took CHUNK_CELLS as a default argument: patching the constant did nothing)
+    chunks = xlsx.Sheet.chunks
+    monkeypatch.setattr(xlsx.Sheet, "chunks", lambda self, cells=300: chunks(self, cells))
+    contexts = []
+    get_context = xlsx.multiprocessing.get_context
+    monkeypatch.setattr(xlsx.multiprocessing, "get_context", lambda method: contexts.append(method) or get_context(method))
+    written = []
+    xlsx.write_workbook(tmp_path / "parallel.xlsx", *plan, progress=lambda sheet, row: written.append(sheet.name))
+    assert contexts == ["fork"]  # a pool of workers formatted the chunks
+    sheets = plan[0]
+    assert len(written) == sum(len(chunks(s, 300)) for s in sheets) > 4 * len(sheets)
     assert (tmp_path / "parallel.xlsx").read_bytes() == books[0].read_bytes()
 
 
