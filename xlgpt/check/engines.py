@@ -109,11 +109,40 @@ def soffice_csv(paths, sheet_index, timeout=3600):
         return grids
 
 
-def libreoffice_values(book, wanted, timeout=3600):
-    """Recalculate with headless LibreOffice (CSV export of the sheet holding the names) and read them."""
+def uno_values(book, wanted, timeout=3600):
+    """Recalculate with LibreOffice through its UNO bridge (a LibreOfficeSession: load, which calculates
+    every formula, then read the names, on any sheets)."""
+    from .session import LibreOfficeSession
+
+    t0 = time.perf_counter()
+    with LibreOfficeSession(timeout=timeout) as lo:
+        values = lo.open(book.path).read(wanted)
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        stats = {"seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": max(round(own), lo.peak_rss_mb())}
+    return values, stats
+
+
+def uno_available():
+    from .session import system_python
+
+    try:
+        system_python()
+        return True
+    except XlgptError:
+        return False
+
+
+def libreoffice_values(book, wanted, timeout=3600, via=None):
+    """Recalculate with headless LibreOffice and read the names: through the UNO bridge when it is installed
+    (or the names span several sheets), else by a CSV export of the one sheet holding them.
+    via: "uno" or "csv" to choose."""
     sheets = {book.names[n].sheet for n in wanted}
+    if via is None:
+        via = "uno" if len(sheets) != 1 or uno_available() else "csv"
+    if via == "uno":
+        return uno_values(book, wanted, timeout)
     if len(sheets) != 1:
-        raise XlgptError("the results must sit on one sheet for the LibreOffice engine")
+        raise XlgptError("the results must sit on one sheet for LibreOffice's CSV export")
     with _peak_memory() as stats:
         grid = soffice_csv([book.path], book.sheets.index(sheets.pop()) + 1, timeout)[0]
     out = {}
