@@ -253,7 +253,9 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
               help="seconds LibreOffice may take")
 @click.option("--prompt", default=None,
               help="type this text into the Prompt cell of a copy of the workbook (built from a prompt) first")
-def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt):
+@click.option("--prompts", "prompts_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="a file of prompts, one a line: load the workbook once in LibreOffice and check each prompt")
+def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt, prompts_file):
     """Recalculate a workbook with a spreadsheet engine and check it against the NumPy reference.
 
     Exit status: 0 when every engine matches (same prediction, logits within 1e-6), 1 on a mismatch,
@@ -267,6 +269,8 @@ def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt):
             click.echo(f"· {msg}", err=True)
 
     weights_dir = resolve_weights(weights) if weights else None
+    if prompts_file is not None:
+        eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prompt, show_stage)
     results = evaluate(book, chosen, weights_dir, timeout=timeout, max_cells=max_cells, on_stage=show_stage,
                        prompt=prompt, on_skip=(lambda why: click.echo(f"skipping the formulas engine: {why}", err=True))
                        if engine == "auto" else None)
@@ -275,17 +279,43 @@ def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt):
     if not as_json and results and "reference_tokens" in results[0]:
         click.echo(f"tokens (tokenizers library): {','.join(map(str, results[0]['reference_tokens']))}")
     for r in results:
-        if as_json:
-            click.echo(json.dumps(r))
-        else:
-            verdict = "MATCH" if r["match"] else "MISMATCH"
-            text = lambda key: f" {r[key]!r}" if key in r else ""
-            click.echo(f"{r['engine']:>11}: next token {r['token_id']}{text('token_text')} "
-                       f"(reference {r['reference_token_id']}{text('reference_token_text')}), "
-                       f"max |logit diff| {r['max_abs_logit_diff']:.2e} — {verdict} "
-                       f"[{r['seconds']} s, {r['peak_rss_mb']} MB]")
-            if "reference_tokens" in r and r["tokens"] != r["reference_tokens"]:
-                click.echo(f"{'':>11}  the sheet tokenized the prompt as {','.join(map(str, r['tokens'])) or 'nothing'}")
+        show_result(r, as_json)
+    sys.exit(0 if all(r["match"] for r in results) else 1)
+
+
+def show_result(r, as_json):
+    """One engine's verdict: a line (or a JSON object)."""
+    if as_json:
+        click.echo(json.dumps(r))
+        return
+    verdict = "MATCH" if r["match"] else "MISMATCH"
+    text = lambda key: f" {r[key]!r}" if key in r else ""
+    click.echo(f"{r['engine']:>11}: next token {r['token_id']}{text('token_text')} "
+               f"(reference {r['reference_token_id']}{text('reference_token_text')}), "
+               f"max |logit diff| {r['max_abs_logit_diff']:.2e} — {verdict} "
+               f"[{r['seconds']} s, {r['peak_rss_mb']} MB]")
+    if "reference_tokens" in r and r["tokens"] != r["reference_tokens"]:
+        click.echo(f"{'':>11}  the sheet tokenized the prompt as {','.join(map(str, r['tokens'])) or 'nothing'}")
+
+
+def eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prompt, show_stage):
+    """eval --prompts: every prompt of the file through one LibreOffice session; exits."""
+    from .check.verify import evaluate_prompts
+
+    if prompt is not None:
+        raise XlgptError("give either --prompt or --prompts, not both")
+    if engine not in ("auto", "libreoffice"):
+        raise XlgptError("--prompts recalculates with LibreOffice (--engine libreoffice)")
+    try:
+        lines = prompts_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise XlgptError(f"--prompts: cannot read {prompts_file} ({e})")
+    prompts = [line for line in lines if line.strip()]
+    results = evaluate_prompts(book, prompts, weights_dir, timeout=timeout, on_stage=show_stage)
+    for r in results:
+        if not as_json:
+            click.echo(f"prompt: {r['prompt']!r}")
+        show_result(r, as_json)
     sys.exit(0 if all(r["match"] for r in results) else 1)
 
 

@@ -143,3 +143,44 @@ def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_C
                         result[key.replace("_id", "_text")] = tok.token_text(result[key])
             results.append(result)
     return results
+
+
+def evaluate_prompts(path, prompts, weights=None, timeout=3600, on_stage=lambda msg: None):
+    """Type each prompt into a typed book's Prompt cell in ONE LibreOffice session (one load), recalculate
+    and compare with the reference: one result dict per prompt, like evaluate()'s."""
+    import time
+
+    from .session import LibreOfficeSession
+
+    on_stage(f"reading {path}")
+    book = read_book(path)
+    ckpt = checkpoint_for(book, weights)
+    tok = tokenizer.for_checkpoint(ckpt)
+    if tok is None:
+        raise XlgptError(f"{ckpt.path}: no tokenizer files, so the workbook's prompt cannot be checked")
+    if not prompts:
+        raise XlgptError("no prompts given")
+    for text in prompts:
+        check_prompt(book, text, tok)  # refuse before any slow work
+    wanted = [C.LOGITS, C.PREDICTIONS, C.LOGITS_TOKEN_IDS, C.LOGITS_IN_PROMPT]
+    results = []
+    on_stage("starting LibreOffice")
+    with LibreOfficeSession(timeout=timeout) as lo:
+        on_stage(f"loading {book.path.name}")
+        sheet = lo.open(book.path)
+        for text in prompts:
+            on_stage(f"prompt {text!r}")
+            t0 = time.perf_counter()
+            sheet.set(C.PROMPT, text)
+            sheet.calculate()
+            values = sheet.read(wanted)
+            seconds = time.perf_counter() - t0
+            tokens = tok.encode(text)
+            result = compare("libreoffice", values, reference_logits(ckpt, tokens, book), tokens, sheet_tokens(values))
+            result.update(prompt=tok.decode(tokens), seconds=round(seconds, 2), load_seconds=round(sheet.load_seconds, 2),
+                          peak_rss_mb=lo.peak_rss_mb())
+            for key in ("token_id", "reference_token_id"):
+                if result[key] is not None:
+                    result[key.replace("_id", "_text")] = tok.token_text(result[key])
+            results.append(result)
+    return results
