@@ -360,6 +360,114 @@ def predict(weights, tokens, prompt, top_k, generate, as_json):
 
 
 @cli.command()
+@weights_option
+@input_options
+@click.option("--book", "book_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="generate with this token-ids workbook instead of building one (its first positions get the "
+                   "prompt; default prompt: the ids before the book's trailing pad ids)")
+@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True, help="tokens to generate")
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="0: the argmax; above 0 needs a workbook with sampling cells")
+@click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True, help="0: every token")
+@click.option("--seed", type=int, default=1, show_default=True, help="1 to 2147483646")
+@click.option("--engine", type=click.Choice(["libreoffice", "formulas"]), default="libreoffice", show_default=True)
+@click.option("--positions", type=click.IntRange(min=1), default=None,
+              help="positions of the book built (default: the model's context)")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="keep the built workbook here")
+@click.option("--timeout", type=click.IntRange(min=1), default=3600, show_default=True,
+              help="seconds any one LibreOffice step may take")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def generate(weights, tokens, prompt, book_path, steps, temperature, top_k, seed, engine, positions, out, timeout,
+             as_json):
+    """Generate text with the workbook itself: recalculate, read the chosen token, check it against the
+    NumPy reference, write it into the next position; repeat.
+
+    Exit status: 0 when every step agrees with the reference, 1 naming the first step that does not."""
+    import tempfile
+
+    from .check.generate import check_sampling, generate as run
+
+    check_sampling(temperature, top_k, seed)  # before any slow work
+    with tempfile.TemporaryDirectory(prefix="xlgpt-gen-") as tmp:
+        info, ids, tok, weights_dir = generation_book(weights, tokens, prompt, book_path, positions,
+                                                      out or Path(tmp) / "generate.xlsx", as_json)
+        if not as_json:
+            click.echo(tok.decode(ids) if tok else ",".join(map(str, ids)), nl=False)
+
+        def on_token(token, text):
+            if not as_json:
+                click.echo(text if tok else f",{text}", nl=False)
+
+        r = run(info, ids, steps, engine, temperature, top_k, seed, weights_dir, timeout, on_token, tok=tok)
+    if tok:
+        r.update(prompt=tok.decode(ids), text=tok.decode(r["tokens"]))
+    if as_json:
+        click.echo(json.dumps(r))
+    else:
+        click.echo()
+        spt = r["seconds_per_token_after_first"] or r["seconds_per_token"]
+        summary = f"{len(r['tokens'])} tokens with {engine}, {spt} s per token"
+        if r["context_full"]:
+            summary += f"; the context is full ({r['positions']} positions)"
+        if r["match"]:
+            click.echo(f"{summary}; every step agrees with the reference (max |logit diff| "
+                       f"{r['max_abs_logit_diff']:.2e})")
+        else:
+            m = r["mismatch"]
+            click.echo(f"{summary}; MISMATCH at step {m['step']} (position {m['position']}): the workbook chose "
+                       f"{m['token_id']}, the reference {m['reference_token_id']}, max |logit diff| "
+                       f"{m['max_abs_logit_diff']:.2e}", err=True)
+    sys.exit(0 if r["match"] else 1)
+
+
+def generation_book(weights, tokens, prompt, book_path, positions, out, quiet):
+    """generate's workbook: --book as given, or a token-ids book built for the prompt (positions: the model's
+    context) with pad ids after it. Returns (BookInfo, prompt ids, tokenizer, weights dir for the reference)."""
+    from .check.generate import PAD_ID
+    from .compile.build import build as build_book, check_output
+    from .contract import read_book
+    from .tokenizer import hf as tk
+    from .weights.checkpoint import load
+
+    if book_path is not None:
+        if positions is not None:
+            raise XlgptError("--positions builds a workbook; it does not go with --book")
+        info = read_book(book_path)
+        weights_dir = resolve_weights(weights) if weights else None
+        from .check.verify import checkpoint_for
+
+        ckpt = checkpoint_for(info, weights_dir)
+        tok = tk.for_checkpoint(ckpt)
+        if tokens is not None and prompt is not None:
+            raise XlgptError("give either --tokens or --prompt, not both")
+        if tokens is not None:
+            ids = parse_tokens(tokens)
+        elif prompt is not None:
+            if tok is None:
+                raise XlgptError(f"{ckpt.path}: no tokenizer files for this model; give token ids with --tokens")
+            ids = tok.encode(prompt)
+        else:  # the book's ids, less the pad ids after them
+            ids = list(info.tokens)
+            while len(ids) > 1 and ids[-1] == PAD_ID:
+                ids.pop()
+        from .compile.build import check_tokens
+
+        check_tokens(ids, ckpt.config)
+        return info, ids, tok, weights_dir
+    ckpt, tok, ids, _ = model_and_tokens(weights, tokens, prompt)
+    check_output(out)
+    positions = positions or ckpt.config.n_positions
+    if not len(ids) <= positions <= ckpt.config.n_positions:
+        raise XlgptError(f"--positions {positions}: needs between {len(ids)} (the prompt's tokens) and "
+                         f"{ckpt.config.n_positions} (the model's context)")
+    t0 = time.perf_counter()
+    build_book(ckpt, ids + [PAD_ID] * (positions - len(ids)), out, tokenizer=tok)
+    if not quiet:
+        click.echo(f"built {out} ({positions} positions) in {time.perf_counter() - t0:.1f} s", err=True)
+    return read_book(out), ids, tok, ckpt.path
+
+
+@cli.command()
 @click.argument("text", nargs=-1, required=True)
 @weights_option
 @click.option("--tokenizer", "tokenizer_name", default=None,
