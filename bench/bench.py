@@ -4,6 +4,7 @@ Each build runs in its own process so its peak memory is its own. In the same ru
 write-only mode writes a slice of the same weight cells, and the ratio of cells per second is printed.
 
     python bench/bench.py [--sizes small,medium,124M] [--context N] [--verify]
+    python bench/bench.py --generate 20    # LibreOffice session: generation speed on the bundled model
 """
 import argparse
 import json
@@ -57,12 +58,44 @@ def openpyxl_rate(ckpt, n_cells=300_000):
     return rows.size / (time.perf_counter() - t0)
 
 
+def bench_generate(steps):
+    """The bundled model's generation book (token ids, the model's 64 positions) in one LibreOffice session:
+    load, one edit + calculate(), calculateAll(), then `xlgpt generate` (seconds per token, warm)."""
+    from xlgpt.check.session import LibreOfficeSession
+
+    with tempfile.TemporaryDirectory(prefix="xlgpt-bench-") as tmp:
+        book = Path(tmp) / "gen.xlsx"
+        run = subprocess.run([sys.executable, "-m", "xlgpt", "generate", "--steps", str(steps), "--out", str(book),
+                              "--json"], capture_output=True, text=True)
+        r = json.loads(run.stdout)
+        with LibreOfficeSession(timeout=600) as lo:
+            b = lo.open(book)
+            n = len(r["prompt_tokens"])
+            edits = []
+            for i in range(3):
+                t0 = time.perf_counter()
+                b.set("TokenIds", 11 + i, index=n)
+                b.calculate()
+                b.read(["Predictions"])
+                edits.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            b.calculate(all=True)
+            full = time.perf_counter() - t0
+        print(f"generation book: {r['positions']} positions; load {b.load_seconds:.1f} s; edit one token + "
+              f"calculate() + read {min(edits):.3f} s (best of 3); calculateAll() {full:.2f} s")
+        print(f"xlgpt generate --steps {steps}: {r['seconds_per_token_after_first']} s per token warm "
+              f"({r['seconds_per_token']} with the first), match {r['match']}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="small,medium", help=f"comma-separated, from {', '.join(SIZES)}")
     ap.add_argument("--verify", action="store_true", help="also verify each book with LibreOffice")
+    ap.add_argument("--generate", type=int, metavar="STEPS", help="instead, time generation in a LibreOffice session")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.generate:
+        return bench_generate(args.generate)
     if args.child:
         return child_build(args.child[0], [int(t) for t in args.child[1].split(",")], args.child[2])
 

@@ -262,7 +262,9 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
               help="seconds LibreOffice may take")
 @click.option("--prompt", default=None,
               help="type this text into the Prompt cell of a copy of the workbook (built from a prompt) first")
-def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt):
+@click.option("--prompts", "prompts_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="a file of prompts, one a line: load the workbook once in LibreOffice and check each prompt")
+def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt, prompts_file):
     """Recalculate a workbook with a spreadsheet engine and check it against the NumPy reference.
 
     Exit status: 0 when every engine matches (same prediction, logits within 1e-6), 1 on a mismatch,
@@ -276,6 +278,8 @@ def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt):
             click.echo(f"· {msg}", err=True)
 
     weights_dir = resolve_weights(weights) if weights else None
+    if prompts_file is not None:
+        eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prompt, show_stage)
     results = evaluate(book, chosen, weights_dir, timeout=timeout, max_cells=max_cells, on_stage=show_stage,
                        prompt=prompt, on_skip=(lambda why: click.echo(f"skipping the formulas engine: {why}", err=True))
                        if engine == "auto" else None)
@@ -284,17 +288,43 @@ def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt):
     if not as_json and results and "reference_tokens" in results[0]:
         click.echo(f"tokens (tokenizers library): {','.join(map(str, results[0]['reference_tokens']))}")
     for r in results:
-        if as_json:
-            click.echo(json.dumps(r))
-        else:
-            verdict = "MATCH" if r["match"] else "MISMATCH"
-            text = lambda key: f" {r[key]!r}" if key in r else ""
-            click.echo(f"{r['engine']:>11}: next token {r['token_id']}{text('token_text')} "
-                       f"(reference {r['reference_token_id']}{text('reference_token_text')}), "
-                       f"max |logit diff| {r['max_abs_logit_diff']:.2e} — {verdict} "
-                       f"[{r['seconds']} s, {r['peak_rss_mb']} MB]")
-            if "reference_tokens" in r and r["tokens"] != r["reference_tokens"]:
-                click.echo(f"{'':>11}  the sheet tokenized the prompt as {','.join(map(str, r['tokens'])) or 'nothing'}")
+        show_result(r, as_json)
+    sys.exit(0 if all(r["match"] for r in results) else 1)
+
+
+def show_result(r, as_json):
+    """One engine's verdict: a line (or a JSON object)."""
+    if as_json:
+        click.echo(json.dumps(r))
+        return
+    verdict = "MATCH" if r["match"] else "MISMATCH"
+    text = lambda key: f" {r[key]!r}" if key in r else ""
+    click.echo(f"{r['engine']:>11}: next token {r['token_id']}{text('token_text')} "
+               f"(reference {r['reference_token_id']}{text('reference_token_text')}), "
+               f"max |logit diff| {r['max_abs_logit_diff']:.2e} — {verdict} "
+               f"[{r['seconds']} s, {r['peak_rss_mb']} MB]")
+    if "reference_tokens" in r and r["tokens"] != r["reference_tokens"]:
+        click.echo(f"{'':>11}  the sheet tokenized the prompt as {','.join(map(str, r['tokens'])) or 'nothing'}")
+
+
+def eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prompt, show_stage):
+    """eval --prompts: every prompt of the file through one LibreOffice session; exits."""
+    from .check.verify import evaluate_prompts
+
+    if prompt is not None:
+        raise XlgptError("give either --prompt or --prompts, not both")
+    if engine not in ("auto", "libreoffice"):
+        raise XlgptError("--prompts recalculates with LibreOffice (--engine libreoffice)")
+    try:
+        lines = prompts_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise XlgptError(f"--prompts: cannot read {prompts_file} ({e})")
+    prompts = [line for line in lines if line.strip()]
+    results = evaluate_prompts(book, prompts, weights_dir, timeout=timeout, on_stage=show_stage)
+    for r in results:
+        if not as_json:
+            click.echo(f"prompt: {r['prompt']!r}")
+        show_result(r, as_json)
     sys.exit(0 if all(r["match"] for r in results) else 1)
 
 
@@ -336,6 +366,114 @@ def predict(weights, tokens, prompt, top_k, generate, as_json):
     for rank, r in enumerate(rows, 1):
         text = f"  {r['text']!r}" if tok else ""
         click.echo(f"{rank}. token {r['token_id']:>6}{text}  logit {r['logit']:9.4f}  p {r['probability']:.4f}")
+
+
+@cli.command()
+@weights_option
+@input_options
+@click.option("--book", "book_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="generate with this token-ids workbook instead of building one (its first positions get the "
+                   "prompt; default prompt: the ids before the book's trailing pad ids)")
+@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True, help="tokens to generate")
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="0: the argmax; above 0 needs a workbook with sampling cells")
+@click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True, help="0: every token")
+@click.option("--seed", type=int, default=1, show_default=True, help="1 to 2147483646")
+@click.option("--engine", type=click.Choice(["libreoffice", "formulas"]), default="libreoffice", show_default=True)
+@click.option("--positions", type=click.IntRange(min=1), default=None,
+              help="positions of the book built (default: the model's context)")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="keep the built workbook here")
+@click.option("--timeout", type=click.IntRange(min=1), default=3600, show_default=True,
+              help="seconds any one LibreOffice step may take")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def generate(weights, tokens, prompt, book_path, steps, temperature, top_k, seed, engine, positions, out, timeout,
+             as_json):
+    """Generate text with the workbook itself: recalculate, read the chosen token, check it against the
+    NumPy reference, write it into the next position; repeat.
+
+    Exit status: 0 when every step agrees with the reference, 1 naming the first step that does not."""
+    import tempfile
+
+    from .check.generate import check_sampling, generate as run
+
+    check_sampling(temperature, top_k, seed)  # before any slow work
+    with tempfile.TemporaryDirectory(prefix="xlgpt-gen-") as tmp:
+        info, ids, tok, weights_dir = generation_book(weights, tokens, prompt, book_path, positions,
+                                                      out or Path(tmp) / "generate.xlsx", as_json)
+        if not as_json:
+            click.echo(tok.decode(ids) if tok else ",".join(map(str, ids)), nl=False)
+
+        def on_token(token, text):
+            if not as_json:
+                click.echo(text if tok else f",{text}", nl=False)
+
+        r = run(info, ids, steps, engine, temperature, top_k, seed, weights_dir, timeout, on_token, tok=tok)
+    if tok:
+        r.update(prompt=tok.decode(ids), text=tok.decode(r["tokens"]))
+    if as_json:
+        click.echo(json.dumps(r))
+    else:
+        click.echo()
+        spt = r["seconds_per_token_after_first"] or r["seconds_per_token"]
+        summary = f"{len(r['tokens'])} tokens with {engine}, {spt} s per token"
+        if r["context_full"]:
+            summary += f"; the context is full ({r['positions']} positions)"
+        if r["match"]:
+            click.echo(f"{summary}; every step agrees with the reference (max |logit diff| "
+                       f"{r['max_abs_logit_diff']:.2e})")
+        else:
+            m = r["mismatch"]
+            click.echo(f"{summary}; MISMATCH at step {m['step']} (position {m['position']}): the workbook chose "
+                       f"{m['token_id']}, the reference {m['reference_token_id']}, max |logit diff| "
+                       f"{m['max_abs_logit_diff']:.2e}", err=True)
+    sys.exit(0 if r["match"] else 1)
+
+
+def generation_book(weights, tokens, prompt, book_path, positions, out, quiet):
+    """generate's workbook: --book as given, or a token-ids book built for the prompt (positions: the model's
+    context) with pad ids after it. Returns (BookInfo, prompt ids, tokenizer, weights dir for the reference)."""
+    from .check.generate import PAD_ID
+    from .compile.build import build as build_book, check_output
+    from .contract import read_book
+    from .tokenizer import hf as tk
+    from .weights.checkpoint import load
+
+    if book_path is not None:
+        if positions is not None:
+            raise XlgptError("--positions builds a workbook; it does not go with --book")
+        info = read_book(book_path)
+        weights_dir = resolve_weights(weights) if weights else None
+        from .check.verify import checkpoint_for
+
+        ckpt = checkpoint_for(info, weights_dir)
+        tok = tk.for_checkpoint(ckpt)
+        if tokens is not None and prompt is not None:
+            raise XlgptError("give either --tokens or --prompt, not both")
+        if tokens is not None:
+            ids = parse_tokens(tokens)
+        elif prompt is not None:
+            if tok is None:
+                raise XlgptError(f"{ckpt.path}: no tokenizer files for this model; give token ids with --tokens")
+            ids = tok.encode(prompt)
+        else:  # the book's ids, less the pad ids after them
+            ids = list(info.tokens)
+            while len(ids) > 1 and ids[-1] == PAD_ID:
+                ids.pop()
+        from .compile.build import check_tokens
+
+        check_tokens(ids, ckpt.config)
+        return info, ids, tok, weights_dir
+    ckpt, tok, ids, _ = model_and_tokens(weights, tokens, prompt)
+    check_output(out)
+    positions = positions or ckpt.config.n_positions
+    if not len(ids) <= positions <= ckpt.config.n_positions:
+        raise XlgptError(f"--positions {positions}: needs between {len(ids)} (the prompt's tokens) and "
+                         f"{ckpt.config.n_positions} (the model's context)")
+    t0 = time.perf_counter()
+    build_book(ckpt, ids + [PAD_ID] * (positions - len(ids)), out, tokenizer=tok)
+    if not quiet:
+        click.echo(f"built {out} ({positions} positions) in {time.perf_counter() - t0:.1f} s", err=True)
+    return read_book(out), ids, tok, ckpt.path
 
 
 @cli.command()

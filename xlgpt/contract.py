@@ -17,6 +17,8 @@ TOKEN_IDS = "TokenIds"              # the input token id at each position (one r
 LOGITS = "Logits"                   # one row per vocabulary entry, one column per position
 PREDICTIONS = "Predictions"         # the argmax of each position's logits (one row)
 PREDICTED_TOKEN = "PredictedToken"  # the prediction at the prompt's last token (one cell)
+LAST_POSITION = "LastPosition"      # the column (1-based) of the prompt's last token: every "at the last token"
+                                    # result reads there; in a token-ids book an input (generation moves it)
 VOCABULARY = "Vocabulary"           # each token's text, by id (one column), when the model has a tokenizer
 # the template stages these names show: a template must have stages of these names
 STAGE_OF = {TOKEN_IDS: "tokens", LOGITS: "logits", PREDICTIONS: "prediction"}
@@ -53,6 +55,7 @@ ATTRIBUTION_OTHER = "AttributionOther"        # rows: embeddings, steering, ln_f
 ATTRIBUTION_LOGIT = "AttributionLogit"        # the target's logit, which the table plus the bias term adds up to
 
 EDIT_CELLS = (HEAD_SWITCHES, MLP_SWITCHES, STEERING_LAYER, STEERING_COEFFICIENT, STEERING_VECTOR)
+SAMPLING_CELLS = (TEMPERATURE, TOP_K, SEED, SAMPLE_STEP)
 
 # --- metadata cells (the About block on the Tokens tab) ----------------------------------------------
 CHECKPOINT = "Checkpoint"           # the checkpoint as --weights takes it
@@ -123,6 +126,13 @@ class BookInfo:
     est_cells: int
     edits: dict = None            # the interventions' cells (EDIT_CELLS) as rows of values, when the book has them
     attribution_token: object = None  # the AttributionToken cell: a token id, or the formula of the default
+    sampling: dict = None         # the sampling inputs (SAMPLING_CELLS), when the book samples
+    last_position: int = None     # a token-ids book's LastPosition
+
+    @property
+    def used(self):
+        """The token ids a token-ids book predicts from: up to LastPosition."""
+        return self.tokens[:self.last_position] if self.tokens is not None else None
 
     @property
     def typed(self):
@@ -193,8 +203,15 @@ def read_book(path):
             tokens = cells(TOKEN_IDS)
             if not all(isinstance(t, int) for t in tokens):
                 raise XlgptError(f"{path}: the token cells must hold integer token ids")
-        edits = {name: [row for row in grid(name)] for name in EDIT_CELLS} if HEAD_SWITCHES in names else None
-        return BookInfo(path, wb.sheetnames, names, about, value(PROMPT), tokens, est, edits,
-                        value(ATTRIBUTION_TOKEN))
+        edits = {name: grid(name) for name in EDIT_CELLS} if HEAD_SWITCHES in names else None
+        sampling = {name: value(name) for name in SAMPLING_CELLS} if SAMPLED_TOKEN in names else None
+        info = BookInfo(path, wb.sheetnames, names, about, value(PROMPT), tokens, est, edits,
+                        value(ATTRIBUTION_TOKEN), sampling)
+        if kind == TOKEN_INPUT:
+            last = value(LAST_POSITION) if LAST_POSITION in names else len(tokens)
+            if not isinstance(last, int) or not 1 <= last <= len(tokens):
+                raise XlgptError(f"{path}: the {LAST_POSITION} cell must hold a whole number from 1 to {len(tokens)}")
+            info.last_position = last
+        return info
     finally:
         wb.close()

@@ -85,12 +85,6 @@ def find_soffice():
 def soffice_csv(paths, sheet_index, timeout=3600):
     """Recalculate books in ONE headless LibreOffice run (one start-up, its own temporary profile) and
     return each book's sheet `sheet_index` (1-based) as a CSV grid: a list of rows of strings."""
-    return [grids[0] for grids in _soffice_export(paths, sheet_index, timeout)]
-
-
-def _soffice_export(paths, sheet_index, timeout, names=None):
-    """Each book's exported sheets as CSV grids: sheet `sheet_index` (1-based), or with -1 every sheet, of
-    which `names` are read (in that order)."""
     exe = find_soffice()
     with tempfile.TemporaryDirectory(prefix="xlgpt-lo-") as tmp:
         tmp = Path(tmp)
@@ -105,34 +99,56 @@ def _soffice_export(paths, sheet_index, timeout, names=None):
             run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise XlgptError(f"LibreOffice did not finish within {timeout} s")
-        books = []
+        grids = []
         for source, path in zip(sources, paths):
             # <stem>-<sheet>.csv, or <stem>.csv for a one-sheet book
-            found = ([tmp / "out" / f"{source.stem}-{name}.csv" for name in names] if names else
-                     sorted((tmp / "out").glob(source.stem + "-*.csv")) + sorted((tmp / "out").glob(source.stem + ".csv")))
-            if not found or not all(f.is_file() for f in found):
+            found = sorted((tmp / "out").glob(source.stem + "-*.csv")) + sorted((tmp / "out").glob(source.stem + ".csv"))
+            if not found:
                 raise XlgptError(f"LibreOffice could not convert {Path(path).name}: "
                                  f"{(run.stderr or run.stdout).strip().splitlines()[-1:] or 'no output'}")
-            grids = []
-            for name in found[:len(names) if names else 1]:
-                with open(name, newline="", encoding="utf-8") as f:
-                    grids.append(list(csv.reader(f)))
-            books.append(grids)
-        return books
+            with open(found[0], newline="", encoding="utf-8") as f:
+                grids.append(list(csv.reader(f)))
+        return grids
 
 
-def libreoffice_values(book, wanted, timeout=3600):
-    """Recalculate with headless LibreOffice (CSV export of the sheets holding the names) and read them."""
-    sheets = sorted({book.names[n].sheet for n in wanted})
+def uno_values(book, wanted, timeout=3600):
+    """Recalculate with LibreOffice through its UNO bridge (a LibreOfficeSession: load, which calculates
+    every formula, then read the names, on any sheets)."""
+    from .session import LibreOfficeSession
+
+    t0 = time.perf_counter()
+    with LibreOfficeSession(timeout=timeout) as lo:
+        values = lo.open(book.path).read(wanted)
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        stats = {"seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": max(round(own), lo.peak_rss_mb())}
+    return values, stats
+
+
+def uno_available():
+    from .session import system_python
+
+    try:
+        system_python()
+        return True
+    except XlgptError:
+        return False
+
+
+def libreoffice_values(book, wanted, timeout=3600, via=None):
+    """Recalculate with headless LibreOffice and read the names: through the UNO bridge when it is installed
+    (or the names span several sheets), else by a CSV export of the one sheet holding them.
+    via: "uno" or "csv" to choose."""
+    sheets = {book.names[n].sheet for n in wanted}
+    if via is None:
+        via = "uno" if len(sheets) != 1 or uno_available() else "csv"
+    if via == "uno":
+        return uno_values(book, wanted, timeout)
+    if len(sheets) != 1:
+        raise XlgptError("the results must sit on one sheet for LibreOffice's CSV export")
     with _peak_memory() as stats:
-        if len(sheets) == 1:
-            grids = soffice_csv([book.path], book.sheets.index(sheets[0]) + 1, timeout)
-        else:  # every sheet is exported; only those holding the names are read
-            grids = _soffice_export([book.path], -1, timeout, sheets)[0]
-    by_sheet = dict(zip(sheets, grids))
+        grid = soffice_csv([book.path], book.sheets.index(sheets.pop()) + 1, timeout)[0]
     out = {}
     for name in wanted:
-        grid = by_sheet[book.names[name].sheet]
         cell = lambda r, c: _as_float(grid[r - 1][c - 1] if r <= len(grid) and c <= len(grid[r - 1]) else None)
         out[name] = np.array(book.names[name].read(cell))
     return out, stats

@@ -145,3 +145,61 @@ def direct_logit_attribution(ckpt, cache, edits, target, position):
     other = np.array([cache["residual"][0][position] @ direction, steering, p["ln_f"]["b"] @ p["wte"][target]])
     logit = (layer_norm(x, **p["ln_f"], eps=cfg.layer_norm_epsilon) @ p["wte"].T)[target]
     return table, other, logit
+
+
+# --- sampling: the book's Temperature / TopK / Seed / SampleStep cells, computed the same way -----------
+MINSTD_MODULUS, MINSTD_MULTIPLIER = 2147483647, 48271
+
+
+def _whole(x):
+    return not isinstance(x, bool) and isinstance(x, (int, float, np.integer, np.floating)) and float(x).is_integer()
+
+
+def minstd(seed, k):
+    """s(k) of the MINSTD generator: s(0) = seed, s(k+1) = s(k) * 48271 mod 2147483647 (exact integers)."""
+    if not _whole(seed) or not 1 <= seed <= MINSTD_MODULUS - 1:
+        raise ValueError(f"Seed must be a whole number from 1 to {MINSTD_MODULUS - 1}, got {seed!r}")
+    return int(seed) * pow(MINSTD_MULTIPLIER, int(k), MINSTD_MODULUS) % MINSTD_MODULUS
+
+
+def sample_uniform(seed, step):
+    """The uniform number u in (0, 1) of SampleStep `step`: s(step + 3) / 2147483647."""
+    if not _whole(step) or step < 0:
+        raise ValueError(f"SampleStep must be a whole number >= 0, got {step!r}")
+    return minstd(seed, int(step) + 3) / MINSTD_MODULUS
+
+
+def sample_probabilities(logits, temperature, top_k):
+    """softmax(logits / temperature) over the top_k largest logits (ties to the lower id; every token when
+    top_k is 0 or >= the vocabulary), zero elsewhere."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if not temperature > 0:
+        raise ValueError(f"Temperature must be > 0 here (0 is the argmax), got {temperature!r}")
+    if not _whole(top_k) or top_k < 0:
+        raise ValueError(f"TopK must be a whole number >= 0, got {top_k!r}")
+    keep = np.ones(logits.shape, bool)
+    if 0 < top_k < logits.size:
+        keep[:] = False
+        keep[np.argsort(-logits, kind="stable")[:int(top_k)]] = True  # stable: equal logits by id
+    scaled = np.where(keep, logits / temperature, -np.inf)
+    e = np.where(keep, np.exp(scaled - scaled[keep].max()), 0.0)
+    return e / e.sum()
+
+
+def choose(probabilities, u):
+    """The smallest token id whose cumulative probability, summed in id order, exceeds u (when rounding
+    leaves the total at or below u: the last token with a non-zero probability)."""
+    above = np.flatnonzero(np.cumsum(probabilities) > u)
+    return int(above[0]) if above.size else int(np.flatnonzero(probabilities)[-1])
+
+
+def sample(logits, temperature, top_k, seed, step):
+    """The token the book's sampler picks from one position's logits at SampleStep `step` (0 for the book's
+    own prediction). Temperature 0: the argmax (the lowest id among ties). Raises ValueError for a bad
+    Seed (not a whole number 1..2147483646), Temperature, TopK or step."""
+    u = sample_uniform(seed, step)  # checks seed and step even at temperature 0, as the book does
+    if temperature == 0:
+        if not _whole(top_k) or top_k < 0:
+            raise ValueError(f"TopK must be a whole number >= 0, got {top_k!r}")
+        return int(np.argmax(np.asarray(logits)))  # argmax: first of equal maxima
+    return choose(sample_probabilities(logits, temperature, top_k), u)

@@ -61,12 +61,13 @@ CHECKED = (C.LOGITS, C.PREDICTIONS, C.PROBABILITIES, C.TOP_K_TOKENS, C.TOP_K_PRO
 # names whose columns are positions: only the prompt's positions are compared (the rest is padding)
 PER_POSITION = (C.LOGITS, C.PREDICTIONS, C.PROBABILITIES, C.LENS_TOP_TOKENS, C.LENS_TOP_PROBABILITIES)
 # names holding token ids: equal, not close
-EXACT = (C.PREDICTIONS, C.TOP_K_TOKENS, C.LENS_TOP_TOKENS, C.ATTRIBUTION_TOKEN)
+EXACT = (C.PREDICTIONS, C.TOP_K_TOKENS, C.LENS_TOP_TOKENS, C.ATTRIBUTION_TOKEN, C.SAMPLED_TOKEN)
 
 
-def expected_values(ckpt, tokens, edits, names, target=None):
+def expected_values(ckpt, tokens, edits=None, names=(), target=None, sampling=None):
     """What each checked name should hold, from the reference: {name: 2-D array as the book lays it out}.
-    `target`: the attribution's token (default: the predicted one); only `names` the book has are computed."""
+    `target`: the attribution's token (default: the predicted one); `sampling`: the book's sampling inputs.
+    Only `names` the book has are computed, besides the logits and predictions."""
     logits, cache = reference.run(as_written(ckpt), tokens, edits)
     n, want = len(tokens), set(names)
     out = {C.LOGITS: logits.T, C.PREDICTIONS: logits.argmax(-1)[None]}
@@ -78,6 +79,12 @@ def expected_values(ckpt, tokens, edits, names, target=None):
         out[C.TOP_K_TOKENS], out[C.TOP_K_PROBABILITIES] = ids[:, None], ps[:, None]
     if C.LENS_TOP_TOKENS in want:
         out[C.LENS_TOP_TOKENS], out[C.LENS_TOP_PROBABILITIES] = reference.logit_lens(as_written(ckpt), cache)
+    if sampling is not None:
+        try:
+            out[C.SAMPLED_TOKEN] = np.array([[reference.sample(logits[-1], sampling[C.TEMPERATURE], sampling[C.TOP_K],
+                                                               sampling[C.SEED], sampling[C.SAMPLE_STEP])]])
+        except (ValueError, TypeError):
+            pass  # the book shows a message instead of a token
     if C.ATTRIBUTION_TABLE in want:
         target = int(logits[-1].argmax()) if target is None else target
         table, other, logit = reference.direct_logit_attribution(as_written(ckpt), cache, edits, target, n - 1)
@@ -172,11 +179,11 @@ def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_C
         text = prompt if prompt is not None else book.prompt
         if book.typed and (not isinstance(text, str) or text.startswith("=")):
             raise XlgptError(f"{book.path.name}: the Prompt cell holds a formula; give the text with --prompt")
-        tokens = tok.encode(text) if book.typed else book.tokens
+        tokens = tok.encode(text) if book.typed else book.used
         on_stage("computing the NumPy reference")
         checked = {name: ref for name, ref in book.names.items() if name in CHECKED}
         target = book.attribution_token if isinstance(book.attribution_token, int) else None
-        expected = expected_values(ckpt, tokens, reference_edits(book, ckpt.config), checked, target)
+        expected = expected_values(ckpt, tokens, reference_edits(book, ckpt.config), checked, target, book.sampling)
         wanted = list(expected) + ([C.LOGITS_TOKEN_IDS, C.LOGITS_IN_PROMPT] if book.typed else [])
         results = []
         for engine in engines:
@@ -190,5 +197,47 @@ def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_C
                 for key in ("token_id", "reference_token_id"):
                     if result[key] is not None:
                         result[key.replace("_id", "_text")] = tok.token_text(result[key])
+            results.append(result)
+    return results
+
+
+def evaluate_prompts(path, prompts, weights=None, timeout=3600, on_stage=lambda msg: None):
+    """Type each prompt into a typed book's Prompt cell in ONE LibreOffice session (one load), recalculate
+    and compare with the reference: one result dict per prompt, like evaluate()'s."""
+    import time
+
+    from .session import LibreOfficeSession
+
+    on_stage(f"reading {path}")
+    book = read_book(path)
+    ckpt = checkpoint_for(book, weights)
+    tok = tokenizer.for_checkpoint(ckpt)
+    if tok is None:
+        raise XlgptError(f"{ckpt.path}: no tokenizer files, so the workbook's prompt cannot be checked")
+    if not prompts:
+        raise XlgptError("no prompts given")
+    for text in prompts:
+        check_prompt(book, text, tok)  # refuse before any slow work
+    wanted = [C.LOGITS, C.PREDICTIONS, C.LOGITS_TOKEN_IDS, C.LOGITS_IN_PROMPT]
+    results = []
+    on_stage("starting LibreOffice")
+    with LibreOfficeSession(timeout=timeout) as lo:
+        on_stage(f"loading {book.path.name}")
+        sheet = lo.open(book.path)
+        for text in prompts:
+            on_stage(f"prompt {text!r}")
+            t0 = time.perf_counter()
+            sheet.set(C.PROMPT, text)
+            sheet.calculate()
+            values = sheet.read(wanted)
+            seconds = time.perf_counter() - t0
+            tokens = tok.encode(text)
+            result = compare("libreoffice", values, expected_values(ckpt, tokens, reference_edits(book, ckpt.config)),
+                             tokens, sheet_tokens(values))
+            result.update(prompt=tok.decode(tokens), seconds=round(seconds, 2), load_seconds=round(sheet.load_seconds, 2),
+                          peak_rss_mb=lo.peak_rss_mb())
+            for key in ("token_id", "reference_token_id"):
+                if result[key] is not None:
+                    result[key.replace("_id", "_text")] = tok.token_text(result[key])
             results.append(result)
     return results

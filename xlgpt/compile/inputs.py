@@ -43,7 +43,7 @@ class TokenIds:
         return len(self.ids)
 
     def last_position(self):
-        return str(self.positions)
+        return C.LAST_POSITION
 
     def fill(self, tab, header):
         tab.put(header.ids, [list(self.ids)], INPUT)
@@ -55,12 +55,14 @@ class TokenIds:
 
     def prediction(self, info, logits_header, names):
         """PredictedToken: the prediction at the last position, repeated on the inputs tab."""
-        predicted = names[C.PREDICTIONS].col(self.positions - 1)
-        cell = info.field("Predicted next token", Formula(C.PREDICTED_TOKEN), BOLD)
+        last = info.field("Predict after position (LastPosition: how many of the tokens to use)", self.positions,
+                          INPUT)
+        cell = info.field("Predicted next token", Formula(f"INDEX({C.PREDICTIONS},1,{C.LAST_POSITION})"), BOLD)
         if C.VOCABULARY in names:
             info.put(cell.cell(0, 1), [[Formula(PREDICTED_TEXT)]], BOLD)
         info.skip()
-        return {C.PREDICTED_TOKEN: predicted, **show_top_k(info, names), **sampling_cells(info, names)}
+        return {C.PREDICTED_TOKEN: cell, C.LAST_POSITION: last, **show_top_k(info, names),
+                **sampling_cells(info, names)}
 
 
 @dataclass
@@ -75,7 +77,7 @@ class PromptCell:
     kind = C.PROMPT_INPUT
 
     def last_position(self):
-        return f"MAX(1,N({C.SHEET_TOKEN_COUNT}))"
+        return C.LAST_POSITION
 
     def fill(self, tab, header):
         count, ids = C.SHEET_TOKEN_COUNT, C.SHEET_TOKEN_IDS
@@ -108,7 +110,9 @@ class PromptCell:
         prompt.put(shown.cell(0, 1), [[Formula(PREDICTED_TEXT)]], BOLD)
         prompt.note(f"(read at the prompt's last token; this book has {self.positions} token positions, "
                     f"see the {info.name} tab)", gap=1)
-        return {C.PREDICTED_TOKEN: cell, C.LOGITS_TOKEN_IDS: logits_header.ids,
+        last = info.field("The prompt's last token (LastPosition, as a column)",
+                          Formula(f"MAX(1,N({C.SHEET_TOKEN_COUNT}))"))
+        return {C.PREDICTED_TOKEN: cell, C.LAST_POSITION: last, C.LOGITS_TOKEN_IDS: logits_header.ids,
                 C.LOGITS_IN_PROMPT: logits_header.in_prompt, **show_top_k(prompt, names),
                 **sampling_cells(prompt, names)}
 

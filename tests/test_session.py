@@ -1,0 +1,156 @@
+"""LibreOffice through its UNO bridge: the session's lifecycle, eval across sheets, eval --prompts and
+generate, each step checked against the reference."""
+import json
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from conftest import xlgpt
+from xlgpt import XlgptError
+from xlgpt import contract as C
+from xlgpt.check.engines import uno_values
+from xlgpt.check.session import LibreOfficeSession, group_alive
+from xlgpt.check.verify import reference_for
+from xlgpt.contract import read_book
+from xlgpt.xlsx.writer import copy_with_cell
+
+pytestmark = pytest.mark.engines
+
+
+def assert_gone(pgids, profile):
+    assert not any(group_alive(g) for g in pgids), "a process of the session is still running"
+    assert not os.path.exists(profile)
+
+
+@pytest.fixture(scope="module")
+def small_gen_book(small_ckpt, tmp_path_factory):
+    """A generation book (token-ids, all 6 positions of the small model's context) with prompt 1,2."""
+    out = tmp_path_factory.mktemp("gen") / "small.xlsx"
+    r = xlgpt("generate", "--weights", small_ckpt, "--tokens", "1,2", "--steps", 1, "--out", out, "--json", check=0)
+    assert json.loads(r.stdout)["match"]
+    return out
+
+
+def test_session_leaves_nothing_after_a_normal_exit(small_gen_book):
+    with LibreOfficeSession(timeout=120) as lo:
+        pgids, profile = list(lo.pgids), lo.profile
+        assert all(group_alive(g) for g in pgids) and os.path.isdir(profile)
+        book = lo.open(small_gen_book)
+        assert book.read([C.TOKEN_IDS])[C.TOKEN_IDS][0].tolist() == [1, 2, 0, 0, 0, 0]
+        book.set(C.TOKEN_IDS, 5, index=2)
+        book.calculate()
+        assert book.read([C.TOKEN_IDS])[C.TOKEN_IDS][0, 2] == 5
+        book.close()
+    assert_gone(pgids, profile)
+
+
+def test_session_leaves_nothing_after_an_exception(small_gen_book):
+    with pytest.raises(ZeroDivisionError):
+        with LibreOfficeSession(timeout=120) as lo:
+            pgids, profile = list(lo.pgids), lo.profile
+            lo.open(small_gen_book)
+            1 / 0
+    assert_gone(pgids, profile)
+
+
+def test_killed_libreoffice_is_one_clean_error(small_gen_book):
+    with LibreOfficeSession(timeout=60) as lo:
+        pgids, profile = list(lo.pgids), lo.profile
+        book = lo.open(small_gen_book)
+        os.killpg(lo.soffice.pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        with pytest.raises(XlgptError, match="LibreOffice"):
+            book.set(C.TOKEN_IDS, 3, index=2)
+            book.calculate()
+            book.read([C.LOGITS])
+        assert time.monotonic() - t0 < 30
+        with pytest.raises(XlgptError, match="closed"):
+            book.calculate()
+    assert_gone(pgids, profile)
+
+
+def test_a_hung_libreoffice_times_out(small_gen_book):
+    with LibreOfficeSession(timeout=60) as lo:
+        pgids, profile = list(lo.pgids), lo.profile
+        book = lo.open(small_gen_book)
+        lo.timeout = 2
+        os.killpg(lo.soffice.pid, signal.SIGSTOP)  # alive but answering nothing
+        with pytest.raises(XlgptError, match="within 2 s"):
+            book.calculate(all=True)
+    assert_gone(pgids, profile)
+
+
+def test_missing_uno_bridge_is_a_clean_error(small_gen_book):
+    run = xlgpt("generate", "--book", small_gen_book, env={"XLGPT_UNO_PYTHON": "/bin/false"})
+    assert run.returncode == 2 and "install python3-uno (apt-get install python3-uno)" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_reads_names_on_several_sheets(small_gen_book):
+    book = read_book(small_gen_book)
+    wanted = [C.TOKEN_IDS, C.LOGITS, C.PREDICTIONS, C.CHECKPOINT]
+    assert len({book.names[n].sheet for n in wanted}) > 1
+    values, stats = uno_values(book, wanted)
+    _, expected = reference_for(book)
+    assert np.abs(values[C.LOGITS].T - expected).max() < 1e-6
+    assert values[C.TOKEN_IDS][0].tolist() == book.tokens
+    assert np.isnan(values[C.CHECKPOINT][0, 0])  # text
+    assert stats["seconds"] > 0 and stats["peak_rss_mb"] > 0
+
+
+def test_generate_stops_when_the_context_is_full(small_ckpt):
+    run = xlgpt("generate", "--weights", small_ckpt, "--tokens", "1,2", "--steps", 20, check=0)
+    assert "4 tokens" in run.stdout and "the context is full (6 positions)" in run.stdout
+    r = json.loads(xlgpt("generate", "--weights", small_ckpt, "--tokens", "1,2", "--json", check=0).stdout)
+    assert r["context_full"] and len(r["tokens"]) == 4 and r["tokens"] == r["reference_tokens"]
+
+
+def test_generate_names_the_step_that_disagrees(small_gen_book, tmp_path):
+    info = read_book(small_gen_book)
+    bad = tmp_path / "corrupt.xlsx"
+    # one embedding weight (wte, tied to the unembedding) far off: every step's logits move
+    copy_with_cell(small_gen_book, bad, info.sheets.index("Embeddings weights") + 1, 5, 3, 5.0)
+    run = xlgpt("generate", "--book", bad, "--steps", 3, check=1)
+    assert "MISMATCH at step 0" in run.stderr
+    r = json.loads(xlgpt("generate", "--book", bad, "--steps", 3, "--json", check=1).stdout)
+    assert r["first_mismatch"] == 0 and not r["match"]
+
+
+def test_generate_refuses_sampling_without_sampler_cells(small_gen_book):
+    run = xlgpt("generate", "--book", small_gen_book, "--temperature", "0.8")
+    if C.SAMPLED_TOKEN not in read_book(small_gen_book).names:
+        assert run.returncode == 2 and "sampling cells" in run.stderr
+    run = xlgpt("generate", "--book", small_gen_book, "--seed", "0")
+    assert run.returncode == 2 and "Seed must be a whole number" in run.stderr
+
+
+def test_generate_formulas_engine(small_ckpt):
+    r = json.loads(xlgpt("generate", "--weights", small_ckpt, "--tokens", "3", "--steps", 2, "--engine", "formulas",
+                         "--json", check=0).stdout)
+    assert r["match"] and len(r["tokens"]) == 2
+
+
+# --- the bundled model -------------------------------------------------------------------------------
+
+def test_generate_bundled_twenty_steps_match_the_reference():
+    r = json.loads(xlgpt("generate", "--steps", 20, "--json", check=0).stdout)
+    assert r["match"] and len(r["tokens"]) == 20 and r["tokens"] == r["reference_tokens"]
+    assert r["max_abs_logit_diff"] < 1e-6 and r["text"]
+    greedy = json.loads(xlgpt("predict", "--generate", 20, "--json", check=0).stdout)
+    assert greedy["tokens"] == r["prompt_tokens"] and greedy["generated"] == r["tokens"]
+
+
+def test_eval_prompts_on_the_default_book(tmp_path):
+    book = tmp_path / "default.xlsx"
+    xlgpt("build", "--out", book, check=0)
+    prompts = tmp_path / "prompts.txt"
+    texts = ["Shall I compare thee to a summer's", "O Romeo", "What light through yonder window breaks?"]
+    prompts.write_text("\n".join(texts[:2]) + "\n\n" + texts[2] + "\n", encoding="utf-8")
+    run = xlgpt("eval", book, "--prompts", prompts, "--json", check=0)
+    results = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [r["prompt"] for r in results] == texts
+    assert all(r["match"] and r["engine"] == "libreoffice" for r in results)
+    assert xlgpt("eval", book, "--prompts", prompts, check=0).stdout.count("MATCH") == 3

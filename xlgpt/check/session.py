@@ -1,0 +1,257 @@
+"""A live LibreOffice, driven through its Python-UNO bridge: load a book once, then edit, recalculate and
+read it as often as needed (eval --prompts, generate).
+
+The project's Python cannot import uno; the system Python (/usr/bin/python3 with Debian's python3-uno) can.
+So a session starts two processes, each in its own process group:
+    soffice --headless --accept=pipe,name=<unique>;urp;   with a private profile directory
+    /usr/bin/python3 uno_worker.py                         which connects to it and speaks JSON lines
+and on leaving the `with` block (normally, on an exception, on Ctrl-C or a timeout) kills both groups and
+removes the profile. Numbers come through UNO as doubles, so nothing depends on a locale.
+
+    with LibreOfficeSession(timeout=600) as lo:
+        book = lo.open("book.xlsx")
+        book.set("TokenIds", 42, index=3)
+        book.calculate()
+        values = book.read(["Logits", "Predictions"])   # {name: 2-D float array, NaN for errors and text}
+"""
+import json
+import os
+import re
+import secrets
+import selectors
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import XlgptError
+from .engines import find_soffice
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+WORKER = Path(__file__).with_name("uno_worker.py")
+UNO_MISSING = "LibreOffice's Python bridge is missing: install python3-uno (apt-get install python3-uno)"
+
+
+def system_python():
+    """The Python that can import uno (XLGPT_UNO_PYTHON overrides /usr/bin/python3)."""
+    exe = os.environ.get("XLGPT_UNO_PYTHON", SYSTEM_PYTHON)
+    try:
+        ok = subprocess.run([exe, "-c", "import uno"], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if not ok:
+        raise XlgptError(UNO_MISSING)
+    return exe
+
+
+def _kill_group(proc):
+    """SIGKILL the process group `proc` leads (soffice's launcher and soffice.bin share it) and reap it."""
+    if proc is None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def group_members(pgids):
+    """(pid, state) of every process whose process group is in `pgids` (state "Z": a zombie)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # state, ppid, pgrp, ...
+        if int(fields[2]) in pgids:
+            yield int(entry), fields[0]
+
+
+def group_alive(pgid):
+    """Whether any live (non-zombie) process is still in process group `pgid`."""
+    return any(state != "Z" for _, state in group_members({pgid}))
+
+
+class LibreOfficeSession:
+    """A private headless LibreOffice and a UNO worker talking to it. `timeout`: seconds any one request
+    (start-up, load, calculate, read) may take before the session is killed with a clean error."""
+
+    def __init__(self, timeout=3600, start_timeout=120):
+        self.timeout = timeout
+        self.start_timeout = start_timeout
+        self.soffice = self.worker = self.profile = None
+        self.pgids = []
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+    def __enter__(self):
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def start(self):
+        exe = find_soffice()
+        python = system_python()
+        self.profile = tempfile.mkdtemp(prefix="xlgpt-uno-")
+        pipe = f"xlgpt-{os.getpid()}-{secrets.token_hex(8)}"
+        self.soffice = subprocess.Popen(
+            [exe, "--headless", "--invisible", "--norestore", "--nologo", "--nodefault", "--nolockcheck",
+             f"--accept=pipe,name={pipe};urp;", f"-env:UserInstallation=file://{self.profile}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            # no .~lock files: a killed session leaves none behind, and another's lock cannot stop a load
+            env={**os.environ, "SAL_ENABLE_FILE_LOCKING": "0"})
+        self.pgids.append(self.soffice.pid)
+        self.worker = subprocess.Popen(
+            [python, str(WORKER), f"pipe,name={pipe};urp", str(self.soffice.pid)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.pgids.append(self.worker.pid)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self.worker.stdout, selectors.EVENT_READ)
+        self._buffer = b""
+        self.request("connect", timeout=self.start_timeout, _wait=self.start_timeout + 10)
+
+    def stop(self):
+        """Kill everything this session started and remove its profile; safe to call twice."""
+        if self.worker is not None and self.worker.stdin:
+            try:
+                self.worker.stdin.close()
+            except OSError:
+                pass
+        _kill_group(self.worker)
+        _kill_group(self.soffice)
+        deadline = time.monotonic() + 10  # soffice.bin, reparented when its launcher dies, goes a moment later
+        while self.pgids and any(group_alive(g) for g in self.pgids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.worker is not None and self.worker.stdout:
+            self.worker.stdout.close()
+        self.worker = self.soffice = None
+        if self.profile:
+            shutil.rmtree(self.profile, ignore_errors=True)
+            self.profile = None
+
+    def peak_rss_mb(self):
+        """The largest peak resident memory (VmHWM) among the session's live processes, in MB."""
+        peak = 0
+        for pid, _ in group_members(set(self.pgids)):
+            try:
+                m = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+            except OSError:
+                continue
+            peak = max(peak, int(m.group(1)) if m else 0)
+        return round(peak / 1024)
+
+    # --- requests -------------------------------------------------------------------------------------
+    def request(self, op, _wait=None, **args):
+        """Send one request and wait for its reply (at most `timeout` seconds; LibreOffice dying or a
+        timeout stops the session and raises XlgptError)."""
+        if self.worker is None:
+            raise XlgptError("the LibreOffice session is closed")
+        wait = _wait or self.timeout
+        try:
+            self.worker.stdin.write((json.dumps({"op": op, **args}) + "\n").encode())
+            self.worker.stdin.flush()
+        except OSError:
+            self._fail(f"LibreOffice's UNO worker stopped before {op}")
+        deadline = time.monotonic() + wait
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._fail(f"LibreOffice did not finish {op} within {wait} s")
+            if self.soffice.poll() is not None:
+                # soffice's launcher may exit while soffice.bin runs on; only the group tells
+                if not group_alive(self.soffice.pid):
+                    self._fail(f"LibreOffice exited during {op}")
+            if not self._selector.select(timeout=min(left, 0.5)):
+                continue
+            chunk = os.read(self.worker.stdout.fileno(), 1 << 20)
+            if not chunk:
+                self._fail(f"LibreOffice's UNO worker exited during {op}")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        reply = json.loads(line)
+        if not reply["ok"]:
+            error = reply["error"]
+            if "DisposedException" in error or "RuntimeException" in error and "Binary URP bridge" in error:
+                self._fail(f"LibreOffice exited during {op}")
+            raise XlgptError(f"LibreOffice: {op} failed: {error}")
+        return reply["result"]
+
+    def _fail(self, message):
+        self.stop()
+        raise XlgptError(message)
+
+    def open(self, path):
+        """Load a workbook (hidden; every formula calculated). Returns a Book."""
+        path = Path(path).resolve()
+        if not path.is_file():
+            raise XlgptError(f"{path}: no such file")
+        t0 = time.perf_counter()
+        result = self.request("open", path=str(path))
+        return Book(self, result["doc"], path, result["sheets"], time.perf_counter() - t0)
+
+
+def _as_array(values, errors):
+    """A read range's values as a 2-D float array: NaN for text, empty cells and errors."""
+    out = np.full((len(values), len(values[0]) if values else 0), np.nan)
+    for i, row in enumerate(values):
+        for j, v in enumerate(row):
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[i, j] = v
+    return out
+
+
+class Book:
+    """A workbook open in a LibreOfficeSession."""
+
+    def __init__(self, session, handle, path, sheets, load_seconds):
+        self.session, self.handle, self.path, self.sheets = session, handle, path, sheets
+        self.load_seconds = load_seconds
+
+    def set(self, name_or_ref, value, index=None):
+        """Set one cell: a defined name (its first cell, or the cell at `index`: a position in a one-row or
+        one-column name, or (row, col), 0-based), or a (sheet, row, col) tuple (0-based). A str is stored
+        as text, exactly as given; a number as a number."""
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(name_or_ref, tuple):
+            sheet, row, col = name_or_ref
+            where = {"sheet": sheet, "row": int(row), "col": int(col)}
+        else:
+            where = {"name": name_or_ref}
+            if index is not None:
+                where["index"] = list(map(int, index)) if isinstance(index, (tuple, list)) else int(index)
+        self.session.request("set", doc=self.handle, value=value, **where)
+
+    def calculate(self, all=False):
+        """Recalculate: only what depends on edited cells (calculate()), or everything (calculateAll()).
+        Returns the seconds LibreOffice took."""
+        return self.session.request("calculate", doc=self.handle, all=all)["seconds"]
+
+    def read(self, names, raw=False):
+        """{name: 2-D float array (NaN for errors, text and empty cells)} for defined names, or for
+        "Sheet.A1:B2" ranges (a "." in the key). raw=True: {name: (rows of floats/str/None, errors)} with
+        errors as (row, col, LibreOffice error code)."""
+        names = list(names)
+        result = self.session.request("read", doc=self.handle, names=[n for n in names if "." not in n],
+                                      ranges=[n for n in names if "." in n])
+        if raw:
+            return {k: (v["values"], [tuple(e) for e in v["errors"]]) for k, v in result.items()}
+        return {k: _as_array(v["values"], v["errors"]) for k, v in result.items()}
+
+    def close(self):
+        self.session.request("close", doc=self.handle)

@@ -1,0 +1,212 @@
+"""Drive a running LibreOffice through its Python-UNO bridge, for xlgpt.check.session.
+
+Run by the SYSTEM Python (the one that can `import uno`, e.g. /usr/bin/python3 with Debian's python3-uno),
+never imported by xlgpt: it uses only the standard library and uno. It starts nothing; the client starts
+soffice with --accept=<ACCEPT> and then this script:
+
+    /usr/bin/python3 uno_worker.py '<connection, e.g. pipe,name=xlgpt-1234;urp>' [PGID]
+
+Protocol: one JSON object per line on stdin, one JSON reply per line on stdout, in order.
+    {"op": "connect", "timeout": 60}                 -> {"ok": true, "result": {"seconds": ...}}
+    {"op": "open", "path": "/abs/book.xlsx"}           -> {"ok": true, "result": {"doc": 1, "sheets": [...]}}
+    {"op": "set", "doc": 1, "name": "TokenIds", "index": 3, "value": 42}
+    {"op": "set", "doc": 1, "sheet": "Tokens", "row": 1, "col": 1, "value": "text"}   (0-based row/col)
+    {"op": "calculate", "doc": 1, "all": false}       -> {"ok": true, "result": {"seconds": ...}}
+    {"op": "read", "doc": 1, "names": ["Logits"], "ranges": ["Tokens.A1:B2"]}
+        -> {"ok": true, "result": {"Logits": {"values": [[...], ...], "errors": [[r, c, code], ...]}}}
+        values: numbers as floats, text as strings, empty cells as "", error cells as null (their
+        LibreOffice error code in "errors", relative row and column)
+    {"op": "close", "doc": 1}
+Any failure: {"ok": false, "error": "one line"}. On end of input the worker exits; given PGID (the
+client's soffice process group) it also kills that group, so a client that dies leaves nothing running.
+"""
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+
+import uno
+from com.sun.star.beans import PropertyValue
+
+ERROR_RESULT = 4  # com.sun.star.sheet.FormulaResult.ERROR
+
+
+def prop(name, value):
+    p = PropertyValue()
+    p.Name, p.Value = name, value
+    return p
+
+
+class Worker:
+    def __init__(self, connection):
+        self.connection = connection
+        self.desktop = None
+        self.docs = {}
+        self.next_doc = 1
+
+    def connect(self, timeout=60):
+        local = uno.getComponentContext()
+        resolver = local.ServiceManager.createInstanceWithContext("com.sun.star.bridge.UnoUrlResolver", local)
+        t0 = time.monotonic()
+        while True:
+            try:
+                ctx = resolver.resolve(f"uno:{self.connection};StarOffice.ComponentContext")
+                break
+            except Exception as e:  # NoConnectException until soffice listens
+                if time.monotonic() - t0 > timeout:
+                    raise RuntimeError(f"no LibreOffice listening on {self.connection} after {timeout} s ({e})")
+                time.sleep(0.1)
+        self.ctx = ctx
+        self.desktop = ctx.ServiceManager.createInstanceWithContext("com.sun.star.frame.Desktop", ctx)
+        self._always_recalculate(ctx)
+        return {"seconds": round(time.monotonic() - t0, 3)}
+
+    @staticmethod
+    def _always_recalculate(ctx):
+        """Recalculate every formula on load, even where a file carries cached results (the private
+        profile's setting; 0 = always). A book written without cached values is calculated on load anyway."""
+        provider = ctx.ServiceManager.createInstanceWithContext(
+            "com.sun.star.configuration.ConfigurationProvider", ctx)
+        access = provider.createInstanceWithArguments(
+            "com.sun.star.configuration.ConfigurationUpdateAccess",
+            (prop("nodepath", "/org.openoffice.Office.Calc/Formula/Load"),))
+        access.setPropertyValue("OOXMLRecalcMode", 0)
+        access.setPropertyValue("ODFRecalcMode", 0)
+        access.commitChanges()
+
+    def open(self, path):
+        props = (prop("Hidden", True), prop("ReadOnly", True),  # never saved; edits through the API still work, and no lock file is read or made
+                 prop("MacroExecutionMode", 0),  # NEVER_EXECUTE
+                 prop("UpdateDocMode", 0))  # NO_UPDATE of links
+        doc = self.desktop.loadComponentFromURL(uno.systemPathToFileUrl(os.path.abspath(path)), "_blank", 0, props)
+        if doc is None:
+            raise RuntimeError(f"{path}: LibreOffice could not open it")
+        if not doc.supportsService("com.sun.star.sheet.SpreadsheetDocument"):
+            doc.close(True)
+            raise RuntimeError(f"{path}: LibreOffice did not open it as a spreadsheet")
+        handle = self.next_doc
+        self.next_doc += 1
+        self.docs[handle] = doc
+        return {"doc": handle, "sheets": list(doc.getSheets().getElementNames())}
+
+    def _doc(self, handle):
+        if handle not in self.docs:
+            raise RuntimeError(f"no open document {handle}")
+        return self.docs[handle]
+
+    def _range(self, doc, name=None, ref=None):
+        if name is not None:
+            names = doc.NamedRanges
+            if not names.hasByName(name):
+                raise RuntimeError(f"the workbook has no defined name {name}")
+            return names.getByName(name).getReferredCells()
+        sheet, _, cells = ref.rpartition(".")  # "Sheet name.A1:B2"
+        sheets = doc.getSheets()
+        if not sheets.hasByName(sheet):
+            raise RuntimeError(f"the workbook has no sheet {sheet!r}")
+        return sheets.getByName(sheet).getCellRangeByName(cells)
+
+    def _cell(self, doc, msg):
+        if "name" in msg:
+            rng = self._range(doc, name=msg["name"])
+            addr = rng.getRangeAddress()
+            rows, cols = addr.EndRow - addr.StartRow + 1, addr.EndColumn - addr.StartColumn + 1
+            index = msg.get("index")
+            if index is None:
+                r, c = 0, 0
+            elif isinstance(index, list):
+                r, c = index
+            elif rows == 1:
+                r, c = 0, index
+            elif cols == 1:
+                r, c = index, 0
+            else:
+                raise RuntimeError(f"{msg['name']} is {rows}x{cols}: give the index as [row, col]")
+            if not (0 <= r < rows and 0 <= c < cols):
+                raise RuntimeError(f"index {index} is outside {msg['name']} ({rows}x{cols})")
+            return rng.getCellByPosition(c, r)
+        sheets = doc.getSheets()
+        if not sheets.hasByName(msg["sheet"]):
+            raise RuntimeError(f"the workbook has no sheet {msg['sheet']!r}")
+        return sheets.getByName(msg["sheet"]).getCellByPosition(msg["col"], msg["row"])
+
+    def set(self, doc, value, **where):
+        cell = self._cell(self._doc(doc), where)
+        if isinstance(value, bool) or value is None:
+            raise RuntimeError(f"cannot set a cell to {value!r}")
+        if isinstance(value, (int, float)):
+            cell.setValue(float(value))
+        elif isinstance(value, dict) and "formula" in value:
+            cell.setFormula(value["formula"])
+        else:
+            cell.setString(str(value))  # text as typed: never parsed as a number or formula
+        return {}
+
+    def calculate(self, doc, all=False):
+        d = self._doc(doc)
+        t0 = time.monotonic()
+        d.calculateAll() if all else d.calculate()
+        return {"seconds": round(time.monotonic() - t0, 4)}
+
+    def read(self, doc, names=(), ranges=()):
+        d = self._doc(doc)
+        out = {}
+        for key, rng in [(n, self._range(d, name=n)) for n in names] + [(r, self._range(d, ref=r)) for r in ranges]:
+            values = [list(row) for row in rng.getDataArray()]
+            errors = []
+            addr = rng.getRangeAddress()
+            bad = rng.queryFormulaCells(ERROR_RESULT)  # cheap: usually empty
+            for a in bad.getRangeAddresses():
+                for r in range(a.StartRow, a.EndRow + 1):
+                    for c in range(a.StartColumn, a.EndColumn + 1):
+                        i, j = r - addr.StartRow, c - addr.StartColumn
+                        code = rng.getCellByPosition(j, i).getError()
+                        values[i][j] = None
+                        errors.append([i, j, code])
+            out[key] = {"values": values, "errors": errors}
+        return out
+
+    def close(self, doc):
+        d = self.docs.pop(doc, None)
+        if d is not None:
+            try:
+                d.close(True)
+            except Exception:
+                d.dispose()
+        return {}
+
+
+def main():
+    connection = sys.argv[1]
+    group = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    # the protocol owns the real stdout; anything else printed (by uno or LibreOffice) goes to stderr
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+    os.dup2(2, 1)
+    worker = Worker(connection)
+    try:
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            try:
+                msg = json.loads(line)
+                op = msg.pop("op")
+                if op not in ("connect", "open", "set", "calculate", "read", "close"):
+                    raise RuntimeError(f"unknown op {op!r}")
+                reply = {"ok": True, "result": getattr(worker, op)(**msg)}
+            except Exception as e:  # reported to the client, which decides what to do
+                text = " ".join(str(e).split()) or type(e).__name__
+                reply = {"ok": False, "error": f"{type(e).__name__}: {text}",
+                         "trace": traceback.format_exc(limit=3)}
+            out.write(json.dumps(reply) + "\n")
+    finally:
+        if group:
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+if __name__ == "__main__":
+    main()
