@@ -10,7 +10,7 @@ from test_errors import assert_clean_error
 from xlgpt.tokenizer import hf as tk
 from xlgpt.weights.checkpoint import Config, load, random_tensors, save
 from xlgpt.check.engines import read_book, soffice_csv
-from xlgpt.tokenizer.sheet import prompt_value
+from xlgpt.tokenizer.tabs import prompt_value
 from xlgpt.xlsx.writer import INPUT, copy_with_cell
 
 DEFAULT = "O Romeo, Romeo, wherefore art"

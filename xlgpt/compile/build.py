@@ -65,7 +65,8 @@ def build(ckpt, tokens, out, template=None, progress=None, tokenizer=None, promp
 
 def typed_book(spec, ckpt, tokens, tok, prompt, positions, capacity, vocab):
     """Sheets in the order the data flows: Prompt, Chars, Bytes, BPE, Tokens, ..., Output, weights, tables."""
-    from ..tokenizer.sheet import Capacity, tokenizer_tabs
+    from ..tokenizer.bpe import Capacity
+    from ..tokenizer.tabs import tokenizer_tabs
 
     if not len(tokens) <= positions <= ckpt.config.n_positions:
         raise XlgptError(f"--positions {positions}: the workbook needs between {len(tokens)} (the prompt's tokens) "
