@@ -97,7 +97,7 @@ def chars_tab(book, name, prompt, cap):
         return rows[name]
 
     char = row("character", "character", "MID({prompt},{position},1)", prompt=prompt)
-    unit = row("code unit", "code (UNICODE; Excel: a UTF-16 unit)", 'IF({char}="","",_xlfn.UNICODE({char}))',
+    unit = row("code unit", "code (UNICODE; Excel: a UTF-16 unit)", 'IF({char}="","",_xlfn.UNICODE({char}&" "))',
                char=char)
     shifted = {"unit": unit, "before": unit.cols(-1, cap.chars - 1), "after": unit.cols(1, cap.chars + 1)}
     is_high = lambda u: f"IF(ISNUMBER({{{u}}}),({{{u}}}>={HIGH[0]})*({{{u}}}<={HIGH[1]}),0)"
