@@ -169,7 +169,7 @@ def weights_import(path, name, config):
 
 def parse_capacity(text):
     """--capacity: CHARS,BYTES,ROUNDS, or "fit" (None: sized to the prompt)."""
-    from .tokenizer.sheet import Capacity
+    from .tokenizer.bpe import Capacity
 
     if text == "fit":
         return None
@@ -207,7 +207,7 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
     from tqdm import tqdm
 
     from .compile.build import build as build_book, check_output
-    from .tokenizer.sheet import capacity_for
+    from .tokenizer.bpe import capacity_for
 
     check_output(out)
     cap = parse_capacity(capacity)
@@ -498,7 +498,7 @@ def tokenize(text, weights, tokenizer_name, engine, as_json):
         if tok is None:
             raise XlgptError("this model has no tokenizer files; choose one with --tokenizer")
     if engine:
-        from .tokenizer.sheet import tokenize_with_sheets
+        from .check.engines import tokenize_with_sheets
 
         sheets = tokenize_with_sheets(tok, text, engine)
     results = []

@@ -7,17 +7,21 @@ import contextlib
 import csv
 import io
 import os
+import re
 import resource
 import shutil
 import subprocess
 import tempfile
 import time
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .. import XlgptError
 from ..contract import read_book  # noqa: F401  (engines take a contract.BookInfo)
+from ..xlsx.writer import column_letter
 
 FORMULAS_MAX_CELLS = 500_000  # ~3 GB and a few minutes in `formulas`; LibreOffice handles far more
 # `formulas` compiles every formula on its own (~5-10 ms each; an array formula counts once)
@@ -62,7 +66,7 @@ def formulas_values(book, wanted, max_cells=FORMULAS_MAX_CELLS):
         import formulas
 
         with _peak_memory() as stats:
-            model = formulas.ExcelModel().loads(str(book.path)).finish()
+            model = _sparse_model().loads(str(book.path)).finish()
             solution = model.calculate()
     results = {k.upper(): v for k, v in solution.items()}
     out = {}
@@ -155,3 +159,194 @@ def libreoffice_values(book, wanted, timeout=3600, via=None):
 
 
 ENGINES = {"formulas": formulas_values, "libreoffice": libreoffice_values}
+
+
+# --- reading any rectangles of recalculated books -------------------------------------------------------
+
+
+def _sparse_model():
+    """formulas.ExcelModel that compiles only the cells holding something: the package otherwise compiles
+    every cell of a sheet's bounding box (and of every range a formula reads), empty or not, at ~0.2 ms
+    each, while an array formula over a row fills it from its first cell alone."""
+    from formulas.excel import ExcelModel
+
+    class SparseModel(ExcelModel):
+        def compile_cell(self, cell, context, references, formula_references):
+            if getattr(cell, "value", None) is None:
+                return None
+            return super().compile_cell(cell, context, references, formula_references)
+
+        def add_cell(self, cell, *args, **kwargs):
+            return None if cell is None else super().add_cell(cell, *args, **kwargs)
+    return SparseModel()
+
+
+def _formulas_value(v):
+    v = np.asarray(v, dtype=object).ravel()[0] if v is not None else None
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v)).upper()
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return str(v)  # an XlError such as #VALUE!
+
+
+def _formulas_rect(values, book, rect):
+    """A Rect's values from a `formulas` solution: an array formula's result is stored under its whole
+    range only, a plain formula's under its cell."""
+    key = lambda r: f"'[{book.upper()}]{rect.sheet.upper()}'!{r.ref(rect.sheet, absolute=False)}"
+    whole = values.get(key(rect))
+    if whole is not None:
+        grid = np.asarray(whole.value, dtype=object)
+        if grid.shape == (rect.height, rect.width):
+            return [[_formulas_value(v) for v in row] for row in grid]
+    return [[_formulas_value(getattr(values.get(key(rect.cell(i, j))), "value", None)) for j in range(rect.width)]
+            for i in range(rect.height)]
+
+
+def read_rects(books, engine="libreoffice", timeout=3600):
+    """Recalculate books and read rectangles of them: `books` is [(path, [layout.Rect])]; returns, per book,
+    one 2-D list of values per Rect (numbers as floats, text as str, errors as their text, empty as None).
+    LibreOffice recalculates all books in one run (the Rects of a book must sit on one sheet)."""
+    books = [(Path(p), rects) for p, rects in books]
+    if engine == "formulas":
+        out = []
+        for path, rects in books:
+            path = path.resolve()
+            with contextlib.redirect_stderr(io.StringIO()):  # progress bars
+                import formulas  # noqa: F401
+                refs = [f"'[{path}]{r.sheet.upper()}'!{r.ref(r.sheet, absolute=False)}" for r in rects]
+                solution = _sparse_model().from_ranges(*refs).finish().calculate()
+            values = {k.upper(): v for k, v in solution.items()}
+            out.append([_formulas_rect(values, path.name, r) for r in rects])
+        return out
+    if engine != "libreoffice":
+        raise XlgptError(f"unknown engine {engine!r} (libreoffice or formulas)")
+    for path, rects in books:
+        if len({r.sheet for r in rects}) != 1:
+            raise XlgptError(f"{path}: the results must sit on one sheet for the LibreOffice engine")
+    index = [_sheet_index(p, rects[0].sheet) for p, rects in books]
+    grids = {}
+    for i in sorted(set(index)):
+        group = [k for k, x in enumerate(index) if x == i]
+        for k, grid in zip(group, soffice_csv([books[k][0] for k in group], i, timeout)):
+            grids[k] = grid
+
+    def cell(grid, r, c):
+        v = grid[r - 1][c - 1] if r <= len(grid) and c <= len(grid[r - 1]) else None
+        if v in (None, ""):
+            return None
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return [[[[cell(grids[k], r, c) for c in range(x.left, x.right + 1)] for r in range(x.top, x.bottom + 1)]
+             for x in rects] for k, (_, rects) in enumerate(books)]
+
+
+def _sheet_index(path, sheet):
+    import openpyxl
+    wb = openpyxl.load_workbook(path, read_only=True)
+    try:
+        return wb.sheetnames.index(sheet) + 1
+    finally:
+        wb.close()
+
+
+# --- what a tokenizer book shows ---------------------------------------------------------------------------
+
+
+@dataclass
+class SheetResult:
+    """What a recalculated sheet shows for one prompt."""
+    status: str
+    count: object   # an int when the status is "ok", else ""
+    ids: list       # the token ids shown, up to the first empty cell
+
+    @property
+    def ok(self):
+        return self.status == "ok"
+
+
+@dataclass(frozen=True)
+class Block:
+    """Where one prompt's results sit: status, count and the row of token-id cells (one sheet)."""
+    status: object
+    count: object
+    ids: object
+
+
+def book_blocks(path):
+    """The Blocks of a tokenizer book, from its defined names (one for a single-prompt book, else one per
+    numbered prompt of a batch book)."""
+    import openpyxl
+
+    from ..contract import SHEET_TOKEN_COUNT, SHEET_TOKEN_IDS, TOKENIZER_STATUS, numbered, read_names
+    try:
+        wb = openpyxl.load_workbook(path, read_only=True)
+    except Exception as e:
+        raise XlgptError(f"{path}: not an .xlsx workbook ({e})")
+    try:
+        names = read_names(wb)
+    finally:
+        wb.close()
+    outputs = (TOKENIZER_STATUS, SHEET_TOKEN_COUNT, SHEET_TOKEN_IDS)
+    keys = [lambda n: n] if SHEET_TOKEN_IDS in names else [
+        lambda n, i=i: numbered(n, i) for i in range(1, 1 + sum(bool(re.fullmatch(SHEET_TOKEN_IDS + r"_\d+", n))
+                                                              for n in names))]
+    blocks = []
+    for name in keys or [lambda n: n]:
+        missing = [name(n) for n in outputs if name(n) not in names]
+        if missing:
+            raise XlgptError(f"{path}: not a tokenizer workbook (no defined name {missing[0]})")
+        blocks.append(Block(*(names[name(n)] for n in outputs)))
+    return blocks
+
+
+def _result(status, count, ids):
+    status, count = status[0][0], count[0][0]
+    shown = []
+    for v in ids[0]:
+        if v in (None, ""):
+            break
+        try:
+            shown.append(int(float(v)))
+        except (TypeError, ValueError):
+            shown.append(str(v))  # an error value: shown as such, never as a token id
+    try:
+        count = int(float(count))
+    except (TypeError, ValueError):
+        count = "" if count is None else count
+    return SheetResult("" if status is None else str(status), count, shown)
+
+
+def evaluate_books(books, engine="libreoffice", timeout=3600):
+    """Recalculate tokenizer books and read what they show: `books` is a list of paths; returns one list
+    of SheetResult (one per prompt) per book."""
+    blocks = [book_blocks(p) for p in books]
+    values = read_rects([(p, [r for b in bl for r in (b.status, b.count, b.ids)]) for p, bl in zip(books, blocks)],
+                        engine, timeout)
+    return [[_result(*v[3 * i:3 * i + 3]) for i in range(len(bl))] for v, bl in zip(values, blocks)]
+
+
+def evaluate_tokens(path, engine="libreoffice", timeout=3600):
+    """The token ids a single-prompt book computes with `engine`; XlgptError with the sheet's own
+    message when its status is not "ok"."""
+    result = evaluate_books([path], engine, timeout)[0][0]
+    if not result.ok:
+        raise XlgptError(f"{Path(path).name}: the sheet says: {result.status}")
+    return result.ids
+
+
+def tokenize_with_sheets(tok, texts, engine="libreoffice", directory=None, per_book=40):
+    """Tokenize many texts with the sheet itself (capacity sized to each text): batch books of `per_book`
+    prompts, recalculated by `engine` (one LibreOffice run for all of them). One SheetResult per text."""
+    from ..tokenizer.tabs import write_batch_book
+    texts = list(texts)
+    with tempfile.TemporaryDirectory(prefix="xlgpt-tok-") as tmp:
+        directory = Path(directory or tmp)
+        books = [write_batch_book(directory / f"tokenizer-batch-{i // per_book}.xlsx", tok, texts[i:i + per_book])
+                 for i in range(0, len(texts), per_book)]
+        return [r for rs in evaluate_books(books, engine) for r in rs]

@@ -129,7 +129,7 @@ def sheet_tokens(values):
 
 def check_prompt(book, text, tok):
     """Refuse, before any slow work, a prompt the typed book cannot take."""
-    from ..tokenizer.sheet import needs
+    from ..tokenizer.bpe import needs
 
     if not book.typed:
         raise XlgptError(f"{book.path.name}: --prompt needs a workbook built from a prompt (this one has fixed "
@@ -144,7 +144,7 @@ def check_prompt(book, text, tok):
 
 def with_prompt(book, text, directory):
     """A copy of a typed book with `text` in its Prompt cell."""
-    from ..tokenizer.sheet import prompt_value
+    from ..tokenizer.tabs import prompt_value
 
     ref = book.names[C.PROMPT]
     copy = Path(directory) / book.path.name

@@ -39,7 +39,7 @@ def inputs_for(ckpt, tokens, tokenizer=None, prompt=None, positions=None, capaci
     check_tokens(tokens, ckpt.config)
     if prompt is None:
         return TokenIds(list(tokens))
-    from ..tokenizer.sheet import Capacity
+    from ..tokenizer.bpe import Capacity
 
     positions = positions or len(tokens)
     if not len(tokens) <= positions <= ckpt.config.n_positions:

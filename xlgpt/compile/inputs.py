@@ -71,7 +71,7 @@ class PromptCell:
     prompt's tokens are padding, and the prediction is read at the prompt's last token."""
     tokenizer: object
     text: str
-    capacity: object  # tokenizer.sheet.Capacity
+    capacity: object  # tokenizer.bpe.Capacity
     positions: int
     typed = True
     kind = C.PROMPT_INPUT
@@ -90,7 +90,7 @@ class PromptCell:
                      used=lambda _, t: header.in_prompt.col(t), id=lambda _, t: header.ids.col(t))
 
     def add_tabs(self, book, vocabulary):
-        from ..tokenizer.sheet import add_tokenizer
+        from ..tokenizer.tabs import add_tokenizer
 
         self.prompt_tab, names = add_tokenizer(book, self.tokenizer, self.capacity, self.text,
                                                C.VOCABULARY if vocabulary is not None else None)

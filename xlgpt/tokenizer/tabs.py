@@ -1,0 +1,405 @@
+"""GPT-2's tokenizer as spreadsheet formulas: type text into one cell and the sheet computes the token ids.
+
+Each step of bpe.py is a titled row of ONE classic array formula over all character or byte slots (a
+neighbour is read through the same row shifted by a column), so a book holds a few thousand formulas
+whatever its capacity, and Excel, LibreOffice, Gnumeric and the `formulas` package all compute it.
+
+- **Prompt**: the Prompt cell, a status ("ok" or why the text does not fit), the token count and ids.
+- **Chars**: one column per character: code unit, code point (Excel's UTF-16 surrogate pairs joined),
+  UTF-8 length, class, then bpe.RULES (rendered by `Formulas`): where pieces start, piece numbers.
+- **Bytes**: the UTF-8 bytes of the text in one row, with their piece, GPT-2 byte symbol and token id.
+- **BPE**: one block per merge round. Tokens sit at the slot of their first byte ("" elsewhere) with the
+  slot of their last byte; each piece's lowest rank is found by sorting (piece, rank) keys (SMALL), and
+  runs of the same pair merge left to right (every other one, counted from the run's start).
+- Tables: Merges (by pair key = left id * V + right id: text comparison ignores case, numbers do not),
+  Byte symbols, Unicode classes, Token texts.
+"""
+import re
+
+from .. import contract
+from ..layout import BOLD, INPUT, Book, Formula, Tab
+from ..xlsx.writer import write_workbook
+from .bpe import CONTRACTIONS, RULES, Capacity, capacity_for
+from .tables import CLASS_NAMES, bytes_to_unicode, class_runs, tables, token_texts
+
+HIGH, LOW, PAIR_BASE = (55296, 56319), (56320, 57343), 65536  # UTF-16 surrogates (Excel's MID/UNICODE)
+TOKEN_TEXTS = "Token texts"
+
+
+class Formulas:
+    """The spreadsheet backend of bpe.RULES: each call returns formula text; a row is read through a
+    placeholder for the row shifted by `offset` columns (column B, left of the first slot, stays empty)."""
+
+    def __init__(self, rows, position):
+        self.rows, self.position, self.refs = rows, position, {}
+
+    def ref(self, rect):
+        key = f"r{len(self.refs)}"
+        self.refs[key] = rect
+        return "{" + key + "}"
+
+    def at(self, name, offset=0):
+        row = self.rows[name]
+        return self.ref(row.cols(offset, offset + row.width))
+
+    def first(self):
+        return f"{self.ref(self.position)}=1"
+
+    @staticmethod
+    def if_(cond, a, b):
+        return f"IF({cond},{a},{b})"
+
+    @staticmethod
+    def _compare(a, op, b):
+        return f"IF(ISNUMBER({a}),{a}{op}{b},FALSE)"
+
+    def equal(self, a, b):
+        return self._compare(a, "=", b)
+
+    def less(self, a, b):
+        return self._compare(a, "<", b)
+
+    def more(self, a, b):
+        return self._compare(a, ">", b)
+
+    @staticmethod
+    def plus(a, n):
+        return f"{a}{n:+d}"
+
+    @staticmethod
+    def blank(a):
+        return f"NOT(ISNUMBER({a}))"
+
+    @staticmethod
+    def both(a, b):
+        return f"({a})*({b})"
+
+    @staticmethod
+    def either(a, b):
+        return f"(({a})+({b})>0)"
+
+
+def _exact_any(text, options):
+    return "(" + "+".join(f'EXACT({text},"{o}")' for o in options) + ">0)"
+
+
+def chars_tab(book, name, prompt, cap):
+    """Characters: code points, classes, and bpe.RULES splitting the text into pieces."""
+    tab = book.add(Tab(name, "Characters: code points, classes and GPT-2's pre-tokenization into pieces",
+                       "tokenizer", {1: 44, 2: 4}))
+    position = tab.header("character position", cap.chars)
+    tab.put(position, [list(range(1, cap.chars + 1))], BOLD)
+    tab.freeze()
+    rows = {}
+
+    def row(name, label, text, **refs):
+        rows[name] = tab.array(tab.line(label, cap.chars), text, position=position, **refs)
+        return rows[name]
+
+    char = row("character", "character", "MID({prompt},{position},1)", prompt=prompt)
+    unit = row("code unit", "code (UNICODE; Excel: a UTF-16 unit)", 'IF({char}="","",_xlfn.UNICODE({char}&" "))',
+               char=char)
+    shifted = {"unit": unit, "before": unit.cols(-1, cap.chars - 1), "after": unit.cols(1, cap.chars + 1)}
+    is_high = lambda u: f"IF(ISNUMBER({{{u}}}),({{{u}}}>={HIGH[0]})*({{{u}}}<={HIGH[1]}),0)"
+    is_low = lambda u: f"IF(ISNUMBER({{{u}}}),({{{u}}}>={LOW[0]})*({{{u}}}<={LOW[1]}),0)"
+    joined = lambda hi, lo: f"({{{hi}}}-{HIGH[0]})*1024+{{{lo}}}-{LOW[0]}+{PAIR_BASE}"
+    second_half = f"{is_low('unit')}*{is_high('before')}"
+    code = row("code point", "code point (surrogate pairs joined)",
+               f'IF(ISNUMBER({{unit}}),IF({is_high("unit")}*{is_low("after")},{joined("unit", "after")},'
+               f'IF({second_half},{joined("before", "unit")},{{unit}})),"")', **shifted)
+    size = "IF({code}<128,1,IF({code}<2048,2,IF({code}<65536,3,4)))"
+    utf8 = row("UTF-8 bytes", "UTF-8 bytes (0: second half of a surrogate pair)",
+               f"IF(ISNUMBER({{code}}),IF({second_half},0,{size}),0)", code=code, **shifted)
+    row("class", "class (1 letter, 2 number, 3 other, 4 whitespace)",
+        'IF(ISNUMBER({code}),VLOOKUP({code},' + contract.CLASS_TABLE + ',2,TRUE),"")', code=code)
+    after = lambda n: f"MID({{prompt}},{{position}}+1,{n})"
+    row("contraction", "contraction length ('s 't 'm 'd: 2, 're 've 'll: 3)",
+        f"IF(EXACT({{char}},\"'\"),IF({_exact_any(after(1), CONTRACTIONS[0])},2,"
+        f"IF({_exact_any(after(2), CONTRACTIONS[1])},3,0)),0)", char=char, prompt=prompt)
+    for key, label, rule in RULES:
+        x = Formulas(rows, position)
+        text = f"0+{rule(x)}"
+        row(key, label, text, **x.refs)
+    starts = rows["starts"]
+    piece = row("piece", "piece number", 'SUMIF({position},"<="&{position},{starts})', starts=starts)
+    first = row("first byte", "first byte", 'SUMIF({position},"<"&{position},{utf8})+1', utf8=utf8)
+    key = row("key", "byte lookup key (increasing)",
+              'IF({char}="",{first}+{position},IF({utf8}=0,{first}-0.5,{first}))', char=char, first=first, utf8=utf8)
+    rows.update(position=position, key=key, piece=piece, first=first)
+    return rows
+
+
+def bytes_tab(book, name, chars, cap):
+    """The UTF-8 bytes in one row: their character, piece, byte value, GPT-2 symbol and token id."""
+    tab = book.add(Tab(name, "UTF-8 bytes of the pieces, GPT-2's byte symbols and initial token ids", "tokenizer",
+                       {1: 44, 2: 4}))
+    slot = tab.header("byte slot", cap.bytes)
+    tab.put(slot, [list(range(1, cap.bytes + 1))], BOLD)
+    tab.freeze()
+    rows = {"slot": slot}
+
+    def row(name, label, text, **refs):
+        rows[name] = tab.array(tab.line(label, cap.bytes), text, slot=slot, **refs)
+        return rows[name]
+
+    at = chars["position"]
+    char = row("character position", "character position",
+               'IF({slot}>SUM({utf8}),"",MATCH({slot},{keys},1))', utf8=chars["UTF-8 bytes"], keys=chars["key"])
+    of_char = lambda what, missing='""': (f"IF(ISNUMBER({{char}}),LOOKUP({{char}},{{at}},{{{what}}}),{missing})")
+    row("character", "character", of_char("x"), char=char, at=at, x=chars["character"])
+    row("piece", f"piece number ({cap.chars + 1}: no text)", of_char("x", cap.chars + 1), char=char, at=at,
+        x=chars["piece"])
+    code = row("code point", "code point", of_char("x"), char=char, at=at, x=chars["code point"])
+    n = row("length", "UTF-8 length", of_char("x"), char=char, at=at, x=chars["UTF-8 bytes"])
+    t = row("byte of char", "byte of the character (0 = lead)",
+            'IF(ISNUMBER({char}),{slot}-LOOKUP({char},{at},{first}),"")', char=char, at=at, first=chars["first byte"])
+    value = row("byte", "UTF-8 byte",
+                'IF(ISNUMBER({char}),IF({t}=0,CHOOSE({n},0,192,224,240)+INT({code}/64^({n}-1)),'
+                '128+MOD(INT({code}/64^({n}-1-{t})),64)),"")', char=char, t=t, n=n, code=code)
+    for key, label, col in (("symbol", "GPT-2 byte symbol", 2), ("id", "initial token id", 3)):
+        row(key, label, f'IF(ISNUMBER({{byte}}),VLOOKUP({{byte}},{contract.BYTE_TABLE},{col},TRUE),"")', byte=value)
+    piece = rows["piece"]
+    row("first slot", "first slot of the piece", "IFERROR(MATCH({piece}-0.5,{piece},1),0)+1", piece=piece)
+    row("last slot", "last slot of the piece", "MATCH({piece}+0.5,{piece},1)", piece=piece)
+    return rows
+
+
+def merge_round(tab, head, tokens, ends, n, last=False):
+    """One merge round (bpe.merge_round for every piece at once) below `tokens` and `ends`; returns the
+    next round's (tokens, ends), or the final round's rank row when `last`."""
+    width, k = tokens.width, head["keys"]
+    refs = dict(head["refs"], T=tokens, E=ends)
+
+    def row(name, label, text):
+        refs[name] = tab.array(tab.line(label, width), text, **refs)
+        return refs[name]
+
+    pair = "{T}*" + str(k["V"]) + "+{R}"
+    row("R", "right neighbour (the token at last slot + 1)",
+        'IF(ISNUMBER({T}),IF({E}<{last},LOOKUP({E}+1,{slot},{T}),""),"")')
+    rank = row("K", "rank of the pair (token, right neighbour)",
+               f'IF(ISNUMBER({{R}}),IF(VLOOKUP({pair},{contract.MERGE_TABLE},1,TRUE)={pair},'
+               f'VLOOKUP({pair},{contract.MERGE_TABLE},2,TRUE),""),"")')
+    if last:
+        return rank
+    big, none = k["big"], k["none"]
+    row("S", f"piece * {big} + rank, sorted ({none}: no pair)",
+        f"SMALL(IF(ISNUMBER({{K}}),{{piece}}*{big}+{{K}},{none}),{{slot}})")
+    row("Lo", "lowest rank in the piece",
+        f'IF(ISNUMBER({{K}}),LOOKUP(IFERROR(MATCH({{piece}}*{big}-0.5,{{S}},1),0)+1,{{slot}},{{S}})'
+        f'-{{piece}}*{big},"")')
+    lowest = "IF(ISNUMBER({K}),{K}={Lo},FALSE)"
+    before = "2*{slot}-{E}-1"  # where the previous token starts if it is the same token (same pair)
+    row("run", f"a run of the lowest pair starts here ({none}: no)",
+        f"IF({lowest},IF({before}>={{first}},IF(LOOKUP({before},{{slot}},{{K}})={{K}},{none},{{slot}}),{{slot}}),"
+        f"{none})")
+    row("runs", "run starts, sorted", "SMALL({run},{slot})")
+    row("M", f"merges: the slot of the neighbour it absorbs ({none}: none)",
+                 f"IF({lowest},IF(MOD(({{slot}}-LOOKUP({{slot}},{{runs}}))/({{E}}-{{slot}}+1),2)=0,{{E}}+1,{none}),"
+                 f"{none})")
+    row("A", "absorbed slots, sorted", "SMALL({M},{slot})")
+    tab.title(f"After round {n}")
+    new = row("T2", f"tokens after round {n}",
+              f'IF(ISNUMBER({{T}}),IF({{M}}<{none},VLOOKUP({pair},{contract.MERGE_TABLE},3,TRUE),'
+              f'IF(IFERROR(LOOKUP({{slot}},{{A}}),0)={{slot}},"",{{T}})),"")')
+    end = row("E2", "last slot of each token", f'IF(ISNUMBER({{T2}}),IF({{M}}<{none},LOOKUP({{M}},{{slot}},{{E}}),{{E}}),"")')
+    return new, end
+
+
+def bpe_tab(book, name, byts, tok, cap):
+    """Merge rounds, one titled block each; returns the final tokens, their order and the unfinished check."""
+    tab = book.add(Tab(name, "Byte-pair merges: each round, each piece merges every occurrence of its "
+                             "lowest-ranked pair", "tokenizer", {1: 44, 2: 4}))
+    table = tables(tok)
+    slot = tab.header("byte slot", cap.bytes)
+    tab.put(slot, [list(range(1, cap.bytes + 1))], BOLD)
+    head = {"slot": slot}
+    for key, label in (("piece", "piece number"), ("first", "first slot of the piece"), ("last", "last slot of the piece")):
+        head[key] = tab.array(tab.header(label, cap.bytes), "{x}", x=byts[{"first": "first slot", "last": "last slot"}
+                                                                         .get(key, key)])
+    tab.freeze()
+    big = 10 ** len(str(len(table.merges) + 1))
+    keys = {"V": table.V, "big": big, "none": 10 ** len(str((cap.chars + 2) * big + cap.bytes))}
+    head = {"refs": head, "keys": keys}
+    tab.title("Round 1")
+    tokens = tab.array(tab.line("tokens before round 1", cap.bytes), "{x}", x=byts["id"])
+    ends = tab.array(tab.line("last slot of each token", cap.bytes), 'IF(ISNUMBER({T}),{slot},"")', T=tokens, slot=slot)
+    for n in range(1, cap.rounds + 1):
+        tokens, ends = merge_round(tab, head, tokens, ends, n)
+        tab.skip()
+        if n < cap.rounds:
+            tab.title(f"Round {n + 1}")
+    tab.title("Finished? Pairs that would still merge")
+    unfinished = merge_round(tab, head, tokens, ends, cap.rounds + 1, last=True)
+    order = tab.array(tab.line("slots holding tokens, in order", cap.bytes),
+                      f"SMALL(IF(ISNUMBER({{T}}),{{slot}},{keys['none']}),{{slot}})", T=tokens, slot=slot)
+    return {"tokens": tokens, "order": order, "unfinished": unfinished, "slot": slot}
+
+
+def prompt_block(tab, text, cap):
+    """The Prompt cell and the rows the tokenizer fills in below it: status, count, ids, texts."""
+    block = {"prompt": tab.field("Prompt (type your text here)", prompt_value(text), INPUT)}
+    block["status"] = tab.field("Status")
+    block["count"] = tab.field("Number of tokens")
+    position = tab.line("token position", cap.tokens, style=BOLD)
+    tab.put(position, [list(range(1, cap.tokens + 1))], BOLD)
+    block.update(position=position, ids=tab.line("token id", cap.tokens, style=BOLD),
+                 texts=tab.line("token text", cap.tokens))
+    tab.note(f"Capacity: {cap.chars} characters, {cap.bytes} UTF-8 bytes, {cap.rounds} merge rounds, "
+             f"{cap.tokens} tokens", gap=1)
+    return block
+
+
+def fill_prompt_block(tab, block, chars, byts, bpe, cap, vocabulary):
+    n_bytes = "SUM({utf8})"
+    n_tokens = "COUNT({tokens})"
+    limit = lambda what, n: f'"Too long: "&{what}&" {n}; this sheet holds at most '
+    status = (f'IF(LEN({{prompt}})>{cap.chars},{limit("LEN({prompt})", "characters")}{cap.chars}.",'
+              f'IF({n_bytes}>{cap.bytes},{limit(n_bytes, "UTF-8 bytes")}{cap.bytes}.",'
+              f'IF(COUNT({{ids}})<{n_bytes},"The tokenizer has no token for some bytes of this text.",'
+              f'IF(COUNT({{unfinished}})>0,"Not finished: merges still apply after {cap.rounds} rounds (a piece is '
+              f'too long for this sheet).",'
+              f'IF({n_tokens}>{cap.tokens},"Too many tokens: "&{n_tokens}&"; this sheet holds at most {cap.tokens}.",'
+              f'"ok")))))')
+    tab.put(block["status"], [[tab.f(status, prompt=block["prompt"], utf8=chars["UTF-8 bytes"], ids=byts["id"],
+                                     unfinished=bpe["unfinished"], tokens=bpe["tokens"])]], BOLD)
+    ok = '{status}="ok"'
+    tab.put(block["count"], [[tab.f(f'IF({ok},COUNT({{tokens}}),"")', status=block["status"],
+                                    tokens=bpe["tokens"])]], BOLD)
+    tab.array(block["ids"], f'IF({ok},IF({{position}}>{{count}},"",LOOKUP(LOOKUP({{position}},{{slot}},{{order}}),'
+                            f'{{slot}},{{tokens}})),"")', status=block["status"], position=block["position"],
+              count=block["count"], slot=bpe["slot"], order=bpe["order"], tokens=bpe["tokens"])
+    # INDEX by an array of ids is not portable (the `formulas` package): one formula per cell here
+    tab.each(block["texts"], 'IF(ISNUMBER({id}),INDEX({vocabulary},{id}+1),"")',
+             id=lambda i, j: block["ids"].col(j), vocabulary=vocabulary)
+
+
+def add_prompt(book, tab, tok, cap, text, suffix="", vocabulary=None):
+    """One prompt's block on `tab` and its Chars/Bytes/BPE tabs; returns {contract name: Rect}."""
+    block = prompt_block(tab, text, cap)
+    chars = chars_tab(book, "Chars" + suffix, block["prompt"], cap)
+    byts = bytes_tab(book, "Bytes" + suffix, chars, cap)
+    bpe = bpe_tab(book, "BPE" + suffix, byts, tok, cap)
+    fill_prompt_block(tab, block, chars, byts, bpe, cap, vocabulary or book[TOKEN_TEXTS].vocabulary)
+    return {contract.PROMPT: block["prompt"], contract.TOKENIZER_STATUS: block["status"],
+            contract.SHEET_TOKEN_COUNT: block["count"], contract.SHEET_TOKEN_IDS: block["ids"]}
+
+
+def table_tabs(book, tok, vocabulary=True):
+    """Merges (sorted by pair key), Byte symbols, Unicode classes and, unless the book already has its
+    vocabulary's texts, Token texts; returns their defined names."""
+    table = tables(tok)
+    merges = book.add(Tab("Merges", f"Merge table, sorted by pair key = left id * {table.V} + right id (rank: line "
+                                    f"in the merges file, lower merges first)", "tables", {1: 24, 2: 4}))
+    tab_header(merges, "merge (as in the merges file)", ["pair key", "rank", "merged id", "left id", "right id"])
+    rows = [[-1, "none", "none", None, None]]
+    labels = [("(sentinel: no pair has a smaller key)", None)]
+    for key in sorted(table.merges):
+        rank, merged, line = table.merges[key]
+        rows.append([key, rank, merged, key // table.V, key % table.V])
+        labels.append((line, None))
+    merge_rows = merges.put(merges.block(labels, 5), rows)
+    names = {contract.MERGE_TABLE: merge_rows.cols(0, 3)}
+
+    sym = bytes_to_unicode()
+    symbols = book.add(Tab("Byte symbols", "GPT-2's byte-level alphabet: each byte's symbol and its token id", "tables"))
+    tab_header(symbols, None, ["byte", "symbol", "token id"])
+    names[contract.BYTE_TABLE] = symbols.put(symbols.block([(None, None)] * 256, 3), [
+        [b, sym[b], "none" if table.byte_ids[b] is None else table.byte_ids[b]] for b in range(256)])
+
+    runs = class_runs()
+    classes = book.add(Tab("Unicode classes", "Character classes of GPT-2's regex, by code-point range (as Hugging "
+                                              "Face tokenizers applies them)", "tables"))
+    tab_header(classes, None, ["first code point", "class", "last code point", "class name"])
+    ends = [s for s, _ in runs[1:]] + [0x110000]
+    class_rows = classes.put(classes.block([(None, None)] * len(runs), 4),
+                             [[s, k, e - 1, CLASS_NAMES[k]] for (s, k), e in zip(runs, ends)])
+    names[contract.CLASS_TABLE] = class_rows.cols(0, 2)
+    if vocabulary:
+        texts = book.add(Tab(TOKEN_TEXTS, "Each token's text (␣ space, ↵ newline, ⇥ tab)", "tables"))
+        tab_header(texts, "token id", ["text"])
+        texts.vocabulary = texts.put(texts.block([(i, None) for i in range(table.V)], 1),
+                                     [[t] for t in token_texts(tok)])
+    return names
+
+
+def tab_header(tab, label, columns):
+    tab.put(tab.header(label, len(columns)), [columns], BOLD)
+    tab.freeze()
+
+
+_NEEDS_FORMULA = re.compile("[\x00-\x08\x0b-\x1f\ufffe\uffff\ud800-\udfff]|_x[0-9A-Fa-f]{4}_")
+
+
+def prompt_value(text):
+    r"""The prompt cell's content: the text itself, or, when a plain text cell cannot carry it through every
+    engine, a formula that builds it. XML readers turn \r into \n, characters XML cannot hold need
+    Excel's _xHHHH_ escape (which openpyxl, and so `formulas`, does not decode, and which a literal
+    "_x0041_" would trigger), and LibreOffice turns the tab of a multi-line cell into U+0001."""
+    if not _NEEDS_FORMULA.search(text) and not ("\t" in text and "\n" in text):
+        return text
+    parts, literal = [], ""
+    for ch in text:
+        o = ord(ch)
+        if o < 32 or o in (0xFFFE, 0xFFFF) or 0xD800 <= o <= 0xDFFF:
+            if literal:
+                parts.append('"' + literal.replace('"', '""') + '"')
+                literal = ""
+            parts.append(f"CHAR({o})" if o < 32 else f"_xlfn.UNICHAR({o})")
+            continue
+        literal += ch
+        if ch == "_" or len(literal) >= 100:  # short literals (Excel: at most 255 characters), no "_x...._"
+            parts.append('"' + literal.replace('"', '""') + '"')
+            literal = ""
+    if literal:
+        parts.append('"' + literal.replace('"', '""') + '"')
+    return Formula("&".join(parts))
+
+
+# --- entry points ----------------------------------------------------------------------------------------
+
+
+def add_tokenizer(book, tok, capacity, text, vocabulary=None):
+    """Add the tokenizer to `book` (a layout.Book): the Prompt tab (its `.row` left at the next free row),
+    Chars, Bytes, BPE and the table tabs. `vocabulary`: a Rect or defined name of a column of token texts
+    the book already has (then no Token texts tab). Returns (the Prompt Tab, {contract name: Rect})."""
+    cap = capacity or Capacity()
+    prompt = book.add(Tab("Prompt", "Your prompt: type text into the yellow cell, then recalculate (F9)", "prompt",
+                          {1: 30, 2: 4, 3: 60}))
+    prompt.skip()
+    names = table_tabs(book, tok, vocabulary is None)
+    names.update(add_prompt(book, prompt, tok, cap, text, vocabulary=vocabulary))
+    return prompt, names
+
+
+def batch_book(tok, texts, capacities=None):
+    """Several prompts in one book (to check many texts with one engine run): a Prompts tab with one block
+    per text, each text's own tabs ("Chars 1", ...) and the shared tables; names numbered (Prompt_1, ...)."""
+    caps = capacities or [capacity_for([t], tok) for t in texts]
+    book = Book()
+    prompts = book.add(Tab("Prompts", "Tokenizer batch: one block per prompt", "prompt", {1: 30, 2: 4, 3: 40}))
+    prompts.skip()
+    names = table_tabs(book, tok)
+    for i, (text, cap) in enumerate(zip(texts, caps), 1):
+        names.update({contract.numbered(k, i): v for k, v in add_prompt(book, prompts, tok, cap, text, f" {i}").items()})
+    return book, names
+
+
+def write_batch_book(path, tok, texts, capacities=None):
+    book, names = batch_book(tok, texts, capacities)
+    write_workbook(path, book.sheets(), names)
+    return path
+
+
+def write_tokenizer_book(path, tok, text, capacity=None):
+    """A tokenizer-only workbook. For one text: the default capacity, enlarged if the text needs more
+    (capacity_for([text], tok) gives the smallest book). For a list of texts: one batch book, each text
+    with its own tabs sized by `capacity` or, without one, to the text."""
+    if not isinstance(text, str):
+        return write_batch_book(path, tok, list(text), None if capacity is None else [capacity] * len(text))
+    if capacity is None:
+        capacity = Capacity().at_least(capacity_for([text], tok))
+    book = Book()
+    _, names = add_tokenizer(book, tok, capacity, text)
+    write_workbook(path, book.sheets(), names)
+    return path
