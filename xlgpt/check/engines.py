@@ -1,6 +1,6 @@
-"""Spreadsheet engines that recalculate a written workbook: the `formulas` package and LibreOffice.
+"""Spreadsheet engines that recalculate a written workbook: the `formulas` package, LibreOffice and Gnumeric.
 
-Both return the values of the workbook's defined names as 2-D float arrays (NaN where a cell holds an
+Each returns the values of the workbook's defined names as 2-D float arrays (NaN where a cell holds an
 error), so the checks in verify.py never depend on how an engine stores its results.
 """
 import contextlib
@@ -10,6 +10,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -193,19 +194,79 @@ def soffice_csv(paths, sheet_index, timeout=3600):
         return grids
 
 
-def libreoffice_values(book, wanted, timeout=3600):
-    """Recalculate with headless LibreOffice (CSV export of the sheet holding the names) and read them."""
+def _result_sheet(book, wanted, engine):
     sheets = {book.names[n].sheet for n in wanted}
     if len(sheets) != 1:
-        raise XlgptError("the results must sit on one sheet for the LibreOffice engine")
-    with _peak_memory() as stats:
-        grid = soffice_csv([book.path], book.sheets.index(sheets.pop()) + 1, timeout)[0]
+        raise XlgptError(f"the results must sit on one sheet for the {engine} engine")
+    return sheets.pop()
+
+
+def _names_from_grid(book, wanted, grid):
+    """The wanted names' values from a CSV grid of their sheet (NaN for errors and missing cells)."""
     out = {}
     for name in wanted:
         ref = book.names[name]
         out[name] = np.array([[_as_float(grid[r - 1][c - 1] if r <= len(grid) and c <= len(grid[r - 1]) else None)
                                for c in range(ref.left, ref.right + 1)] for r in range(ref.top, ref.bottom + 1)])
-    return out, stats
+    return out
 
 
-ENGINES = {"formulas": formulas_values, "libreoffice": libreoffice_values}
+def libreoffice_values(book, wanted, timeout=3600):
+    """Recalculate with headless LibreOffice (CSV export of the sheet holding the names) and read them."""
+    sheet = _result_sheet(book, wanted, "LibreOffice")
+    with _peak_memory() as stats:
+        grid = soffice_csv([book.path], book.sheets.index(sheet) + 1, timeout)[0]
+    return _names_from_grid(book, wanted, grid), stats
+
+
+def find_ssconvert():
+    exe = shutil.which("ssconvert")
+    if not exe:
+        raise XlgptError("Gnumeric is not installed (no 'ssconvert' on PATH); install it, e.g. "
+                         "apt-get install --no-install-recommends gnumeric, or use another --engine")
+    return exe
+
+
+def ssconvert_csv(path, sheet, timeout=3600):
+    """Recalculate a book with Gnumeric's ssconvert and return sheet `sheet` (its name) as a CSV grid.
+
+    Raw values (full precision, not the cells' display format), C locale, its own process group
+    (killed whole on timeout) and a temporary HOME, so nothing of the user's settings is read or written."""
+    exe = find_ssconvert()
+    with tempfile.TemporaryDirectory(prefix="xlgpt-gnumeric-") as tmp:
+        tmp = Path(tmp)
+        out = tmp / "out.csv"
+        quoted = '"' + sheet.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        cmd = [exe, "--recalc", "--export-type=Gnumeric_stf:stf_assistant",
+               f"--export-options=sheet={quoted} format=raw separator=, eol=unix",
+               str(Path(path).resolve()), str(out)]
+        env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "HOME": str(tmp)}
+        run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                               cwd=tmp, start_new_session=True)
+        try:
+            log, _ = run.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.communicate()
+            raise XlgptError(f"Gnumeric did not finish within {timeout} s")
+        finally:
+            if run.poll() is None:  # interrupted (Ctrl-C): take the whole group down with us
+                os.killpg(run.pid, signal.SIGKILL)
+                run.wait()
+        if run.returncode != 0 or not out.is_file():
+            last = [line for line in (log or "").splitlines() if line.strip()][-1:]
+            raise XlgptError(f"Gnumeric could not convert {Path(path).name}: "
+                             f"{last[0] if last else f'exit status {run.returncode}'}")
+        with open(out, newline="", encoding="utf-8") as f:
+            return list(csv.reader(f))
+
+
+def gnumeric_values(book, wanted, timeout=3600):
+    """Recalculate with Gnumeric (ssconvert --recalc, CSV export of the sheet holding the names) and read them."""
+    sheet = _result_sheet(book, wanted, "Gnumeric")
+    with _peak_memory() as stats:
+        grid = ssconvert_csv(book.path, sheet, timeout)
+    return _names_from_grid(book, wanted, grid), stats
+
+
+ENGINES = {"formulas": formulas_values, "libreoffice": libreoffice_values, "gnumeric": gnumeric_values}
