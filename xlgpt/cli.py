@@ -251,15 +251,17 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
 
 @cli.command("eval")
 @click.argument("book", type=click.Path(path_type=Path))
-@click.option("--engine", type=click.Choice(["auto", "formulas", "libreoffice", "both"]), default="auto",
-              show_default=True, help="auto: both engines, or LibreOffice alone for books beyond the formulas engine")
+@click.option("--engine", type=click.Choice(["auto", "formulas", "libreoffice", "gnumeric", "both", "all"]),
+              default="auto", show_default=True,
+              help="auto: formulas and LibreOffice, or LibreOffice alone for books beyond the formulas engine; "
+                   "both: formulas and LibreOffice; all: every engine (formulas, LibreOffice, Gnumeric)")
 @click.option("--weights", "weights", default=None,
               help="checkpoint for the reference (default: the one recorded in the workbook)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object per engine")
 @click.option("--max-cells", type=click.IntRange(min=1), default=FORMULAS_MAX_CELLS, show_default=True,
               help="refuse books with more cells than this with the formulas engine")
 @click.option("--timeout", type=click.IntRange(min=1), default=3600, show_default=True,
-              help="seconds LibreOffice may take")
+              help="seconds LibreOffice or Gnumeric may take")
 @click.option("--prompt", default=None,
               help="type this text into the Prompt cell of a copy of the workbook (built from a prompt) first")
 @click.option("--prompts", "prompts_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
@@ -269,10 +271,10 @@ def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt, prompts
 
     Exit status: 0 when every engine matches (same prediction, logits within 1e-6), 1 on a mismatch,
     2 on bad input."""
-    from .check.engines import FORMULAS_MAX_CELLS
+    from .check.engines import ENGINES
     from .check.verify import evaluate
 
-    chosen = ["formulas", "libreoffice"] if engine in ("auto", "both") else [engine]
+    chosen = ["formulas", "libreoffice"] if engine in ("auto", "both") else list(ENGINES) if engine == "all" else [engine]
     def show_stage(msg):  # like the progress bars: only for a person at a terminal
         if sys.stderr.isatty():
             click.echo(f"· {msg}", err=True)

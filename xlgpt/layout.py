@@ -103,6 +103,15 @@ class Tab:
                              style))
         return rect
 
+    def each_array(self, rect, template, **refs):
+        """Like each, but every cell is an array formula of its own: Gnumeric (unlike Excel) evaluates a
+        function's range argument element by element only there, e.g. SUM(EXP(range - max))."""
+        for i in range(rect.height):
+            for j in range(rect.width):
+                cell = rect.cell(i, j)
+                self.array(cell, template, **{k: v(i, j) if callable(v) else v for k, v in refs.items()})
+        return rect
+
     def put(self, rect, rows, style=0):
         """Constants (or Formula objects) filling `rect`, given as a list of rows."""
         self.sheet.add(Cells(rect.top, rect.left, rows, style=style))

@@ -1,6 +1,6 @@
-"""Spreadsheet engines that recalculate a written workbook: the `formulas` package and LibreOffice.
+"""Spreadsheet engines that recalculate a written workbook: the `formulas` package, LibreOffice and Gnumeric.
 
-Both return the values of the workbook's defined names as 2-D float arrays (NaN where a cell holds an
+Each returns the values of the workbook's defined names as 2-D float arrays (NaN where a cell holds an
 error), so the checks in verify.py never depend on how an engine stores its results.
 """
 import contextlib
@@ -10,6 +10,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -158,7 +159,64 @@ def libreoffice_values(book, wanted, timeout=3600, via=None):
     return out, stats
 
 
-ENGINES = {"formulas": formulas_values, "libreoffice": libreoffice_values}
+def find_ssconvert():
+    exe = shutil.which("ssconvert")
+    if not exe:
+        raise XlgptError("Gnumeric is not installed (no 'ssconvert' on PATH); install it, e.g. "
+                         "apt-get install --no-install-recommends gnumeric, or use another --engine")
+    return exe
+
+
+def ssconvert_csv(path, sheets, order, timeout=3600):
+    """Recalculate a book with Gnumeric's ssconvert and return the named sheets as CSV grids {name: grid}
+    (`order`: the book's sheet names, in order).
+
+    Raw values (full precision, not the cells' display format), C locale, its own process group (killed
+    whole on timeout or interruption) and a temporary HOME, so nothing of the user's settings is read or
+    written. Every sheet is exported in one run (a run recalculates the whole book); only `sheets` are read."""
+    exe = find_ssconvert()
+    with tempfile.TemporaryDirectory(prefix="xlgpt-gnumeric-") as tmp:
+        tmp = Path(tmp)
+        cmd = [exe, "--recalc", "-S", "--export-type=Gnumeric_stf:stf_assistant",
+               "--export-options=format=raw separator=, eol=unix", str(Path(path).resolve()), str(tmp / "out-%n.csv")]
+        env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "HOME": str(tmp)}
+        run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                               cwd=tmp, start_new_session=True)
+        try:
+            log, _ = run.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.communicate()
+            raise XlgptError(f"Gnumeric did not finish within {timeout} s")
+        finally:
+            if run.poll() is None:  # interrupted (Ctrl-C): take the whole group down with us
+                os.killpg(run.pid, signal.SIGKILL)
+                run.wait()
+        grids = {}
+        for sheet in sheets:
+            out = tmp / f"out-{order.index(sheet)}.csv"
+            if run.returncode != 0 or not out.is_file():
+                last = [line for line in (log or "").splitlines() if line.strip()][-1:]
+                raise XlgptError(f"Gnumeric could not convert {Path(path).name}: "
+                                 f"{last[0] if last else f'exit status {run.returncode}'}")
+            with open(out, newline="", encoding="utf-8") as f:
+                grids[sheet] = list(csv.reader(f))
+        return grids
+
+
+def gnumeric_values(book, wanted, timeout=3600):
+    """Recalculate with Gnumeric (ssconvert --recalc, a CSV export per sheet) and read the names."""
+    with _peak_memory() as stats:
+        grids = ssconvert_csv(book.path, sorted({book.names[n].sheet for n in wanted}), book.sheets, timeout)
+    out = {}
+    for name in wanted:
+        grid = grids[book.names[name].sheet]
+        cell = lambda r, c: _as_float(grid[r - 1][c - 1] if r <= len(grid) and c <= len(grid[r - 1]) else None)
+        out[name] = np.array(book.names[name].read(cell))
+    return out, stats
+
+
+ENGINES = {"formulas": formulas_values, "libreoffice": libreoffice_values, "gnumeric": gnumeric_values}
 
 
 # --- reading any rectangles of recalculated books -------------------------------------------------------

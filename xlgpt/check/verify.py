@@ -188,7 +188,7 @@ def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_C
         results = []
         for engine in engines:
             on_stage(f"recalculating with {engine}")
-            options = {"timeout": timeout} if engine == "libreoffice" else {"max_cells": max_cells}
+            options = {"max_cells": max_cells} if engine == "formulas" else {"timeout": timeout}
             values, stats = ENGINES[engine](book, wanted, **options)
             result = {**compare(engine, values, expected, tokens, sheet_tokens(values) if book.typed else None),
                       **stats}

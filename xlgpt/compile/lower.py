@@ -62,6 +62,13 @@ class Ctx:
         """Give `rect` one of the contract's defined names."""
         self.lowering.named[name] = rect
 
+    def named(self, name):
+        """The cells an earlier stage named `name` (formulas then read them directly: Gnumeric cannot INDEX
+        into a one-cell name)."""
+        if name not in self.lowering.named:
+            raise XlgptError(f"template: stage '{self.stage.name}' reads {name}, which no earlier stage makes")
+        return self.lowering.named[name]
+
     def rows(self, name, n):
         """Row labels: (name, i) for i < n."""
         return [(name, i) for i in range(n)]
@@ -77,6 +84,9 @@ class Ctx:
 
     def each(self, rect, template, style=0, **refs):
         return self.tab.each(rect, template, style, **refs)
+
+    def each_array(self, rect, template, **refs):
+        return self.tab.each_array(rect, template, **refs)
 
     def per_head(self, formula):
         """One T x T block per head (rows: key positions, columns: query positions); formula(h, block)

@@ -43,6 +43,6 @@ def mix(ctx, probs, qkv):
     labels = [(f"head {h}", i) for h in range(ctx.cfg.n_head) for i in range(d)]
     out = ctx.block(labels)
     for h in range(ctx.cfg.n_head):
-        ctx.array(out.rows(h * d, (h + 1) * d), "MMULT({v},{p})*INDEX({switches},{layer},{h})",
-                  v=head(qkv, V, h, ctx.cfg), p=probs[h], switches=C.HEAD_SWITCHES, layer=ctx.stage.layer + 1, h=h + 1)
+        ctx.array(out.rows(h * d, (h + 1) * d), "MMULT({v},{p})*{switch}", v=head(qkv, V, h, ctx.cfg), p=probs[h],
+                  switch=ctx.named(C.HEAD_SWITCHES).cell(ctx.stage.layer, h))
     return out

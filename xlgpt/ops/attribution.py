@@ -69,8 +69,8 @@ def attribution_table(ctx, streams, layers, logits):
     for i, rows in enumerate(layers):
         ctx.array(table.row(i), "TRANSPOSE(MMULT({rows},TRANSPOSE({onehot})))", rows=rows, onehot=onehot)
     tab.heatmap(tab.format(table, NUMBER), diverging_scale())
-    ctx.each(other.row(0), "SUMPRODUCT(MMULT({x},TRANSPOSE({onehot})),{direction})", x=streams[0], onehot=onehot,
-             direction=direction)
+    ctx.each_array(other.row(0), "SUM(MMULT({x},TRANSPOSE({onehot}))*{direction})", x=streams[0], onehot=onehot,
+                   direction=direction)
     ctx.each(other.row(1), "IF(AND({layer}>=0,{layer}<{n}),{coefficient}*SUMPRODUCT({vector},{direction}),0)",
              layer=C.STEERING_LAYER, n=cfg.n_layer, coefficient=C.STEERING_COEFFICIENT, vector=C.STEERING_VECTOR,
              direction=direction)

@@ -8,15 +8,15 @@ from ..xlsx.styles import BOLD, INPUT
 def steer(ctx, x):
     """x + SteeringCoefficient · SteeringVector at every position, when SteeringLayer is this block."""
     out = ctx.block(ctx.rows("x", x.height))
-    return ctx.array(out, "{x}+IF({layer}={here},{coefficient},0)*{vector}", x=x, layer=C.STEERING_LAYER,
-                     here=ctx.stage.layer, coefficient=C.STEERING_COEFFICIENT, vector=C.STEERING_VECTOR)
+    return ctx.array(out, "{x}+IF({layer}={here},{coefficient},0)*{vector}", x=x, here=ctx.stage.layer,
+                     layer=ctx.named(C.STEERING_LAYER), coefficient=ctx.named(C.STEERING_COEFFICIENT),
+                     vector=ctx.named(C.STEERING_VECTOR))
 
 
 def mlp_switch(ctx, mlp_out):
     """y = mlp_out · MlpSwitches[layer]: 1 keeps the MLP, 0 ablates it, 0.5 halves it."""
     out = ctx.block(ctx.rows(ctx.stage.name, mlp_out.height))
-    return ctx.array(out, "{m}*INDEX({switches},{row},1)", m=mlp_out, switches=C.MLP_SWITCHES,
-                     row=ctx.stage.layer + 1)
+    return ctx.array(out, "{m}*{switch}", m=mlp_out, switch=ctx.named(C.MLP_SWITCHES).cell(ctx.stage.layer, 0))
 
 
 def panel(ctx):

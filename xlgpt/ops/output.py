@@ -24,7 +24,7 @@ def softmax_stats(ctx, logits, title):
     """Each column's largest logit and sum of exp(logit - largest): the softmax's two numbers per position."""
     stats = ctx.block([("largest logit", None), ("sum of exp(logit - largest)", None)], title)
     ctx.each(stats.row(0), "MAX({l})", l=lambda _, t: logits.col(t))
-    ctx.each(stats.row(1), "SUMPRODUCT(EXP({l}-{mx}))", l=lambda _, t: logits.col(t), mx=lambda _, t: stats.cell(0, t))
+    ctx.each_array(stats.row(1), "SUM(EXP({l}-{mx}))", l=lambda _, t: logits.col(t), mx=lambda _, t: stats.cell(0, t))
     return stats.row(0), stats.row(1)
 
 

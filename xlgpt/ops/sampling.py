@@ -25,7 +25,7 @@ def sample(ctx, logits):
     keep, kth, above, largest, u, total = (scalars.row(i) for i in range(6))
     ctx.each(keep, "IF(OR({k}=0,{k}>={V}),{V},{k})", k=C.TOP_K, V=V)
     ctx.each(kth, "LARGE({l},{keep})", l=last, keep=keep)
-    ctx.each(above, "SUMPRODUCT(--({l}>{kth}))", l=last, kth=kth)
+    ctx.each_array(above, "SUM(IF({l}>{kth},1,0))", l=last, kth=kth)
     ctx.each(largest, "MAX({l})", l=last)
     ctx.each(u, "INDEX({states},{step}+4)/{m}", states=states, step=C.SAMPLE_STEP, m=MODULUS)
     columns = ctx.block([(text, i) for i, text in enumerate(ctx.vocab or ["token"] * V)],
@@ -53,8 +53,9 @@ def sample(ctx, logits):
               f'"TopK must be a whole number, 0 or more.",'
               f'IF(NOT(AND(ISNUMBER({C.SAMPLE_STEP}),{C.SAMPLE_STEP}=INT({C.SAMPLE_STEP}),{C.SAMPLE_STEP}>=0,'
               f'{C.SAMPLE_STEP}<={steps - 4})),"SampleStep must be a whole number from 0 to {steps - 4}.",')
-    ctx.each(token, checks + 'IF({t}=0,MATCH({largest},{l},0)-1,MIN(SUMPRODUCT(--({cum}<={u})),{V}-1))))))', IDS,
+    ctx.each_array(token, checks + 'IF({t}=0,MATCH({largest},{l},0)-1,MIN(SUM(IF({cum}<={u},1,0)),{V}-1))))))',
              t=C.TEMPERATURE, largest=largest, l=last, cum=cumulative, u=u, V=V)
+    ctx.tab.format(token, IDS)
     if ctx.vocab is not None:
         ctx.each(result.row(1), "IF(ISNUMBER({id}),INDEX({vocab},{id}+1),\"\")", id=token, vocab=C.VOCABULARY)
     ctx.name(C.SAMPLED_TOKEN, token)

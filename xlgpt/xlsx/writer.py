@@ -17,20 +17,29 @@ from .. import XlgptError
 from .styles import BOLD, INPUT, PLAIN, TITLE, TAB_COLOURS, styles_xml  # noqa: F401  (style ids for callers)
 
 CHUNK_CELLS = 250_000          # cells formatted per task when several processes share the work
-# LibreOffice 7.4 cannot open an .xlsx larger than 2 GiB. Weights take ~6.6 bytes a cell at deflate
-# level 1 (fast) and ~5.4 at level 6 (4x slower), so big books are compressed harder to stay openable.
+# LibreOffice 7.4 cannot open an .xlsx larger than 2 GiB. Weights, every cell with its address, take
+# ~9.9 bytes a cell at deflate level 1 (fast) and ~8.3 at level 6 (4x slower), so big books are
+# compressed harder to stay openable.
 LIBREOFFICE_MAX_BYTES = 2**31
-FAST_LEVEL, SMALL_LEVEL, FAST_BYTES_PER_CELL = 1, 6, 6.7
+FAST_LEVEL, SMALL_LEVEL, FAST_BYTES_PER_CELL = 1, 6, 9.9
 PARALLEL_CELLS = 2_000_000     # below this, forking workers costs more than it saves
 
 
-def column_letter(col):
-    """1 -> A, 28 -> AB."""
+def _column_letter(col):
     letters = ""
     while col:
         col, rem = divmod(col - 1, 26)
         letters = chr(65 + rem) + letters
     return letters
+
+
+MAX_COLUMNS = 16384
+COLUMNS = [_column_letter(c) for c in range(MAX_COLUMNS + 1)]  # COLUMNS[1] = "A" ... COLUMNS[16384] = "XFD"
+
+
+def column_letter(col):
+    """1 -> A, 28 -> AB."""
+    return COLUMNS[col] if 0 < col <= MAX_COLUMNS else _column_letter(col)
 
 
 def cell_name(row, col, absolute=False):
@@ -59,8 +68,8 @@ def decimal_values(a):
     return out.reshape(np.shape(a))
 
 
-# Blocks: each writes the XML of its own cells, a row at a time; the first cell of a row
-# carries its address, the rest follow on (the `r` attribute is optional in SpreadsheetML).
+# Blocks: each writes the XML of its own cells, a row at a time. Every cell carries its address: the
+# schema makes `r` optional, but Gnumeric drops cells without it.
 
 @dataclass
 class Numbers:
@@ -72,10 +81,20 @@ class Numbers:
     def height(self):
         return self.values.shape[0]
 
-    def row_xml(self, i):
+    def row_xml(self, i, strings=None):
         row = self.values[i]
-        text = row.astype(str) if row.dtype.kind == "f" else [str(int(v)) for v in row]
-        return f'<c r="{cell_name(self.top + i, self.left)}"><v>' + "</v></c><c><v>".join(text) + "</v></c>"
+        text = row.astype(str).tolist() if row.dtype.kind == "f" else [str(int(v)) for v in row]
+        # '<c r="A' 7 '"><v>' 0.5 '</v></c><c r="B' 7 '"><v>' 1.5 ... '</v></c>': the column openings are
+        # made once per block, the row number once per row, and one join assembles them (no loop per cell).
+        opens = self.__dict__.get("_opens")
+        if opens is None:
+            opens = self._opens = ['<c r="' + COLUMNS[self.left]] + [
+                '</v></c><c r="' + c for c in COLUMNS[self.left + 1:self.left + len(text)]]
+        parts = [None] * (3 * len(text))
+        parts[0::3] = opens
+        parts[1::3] = [f'{self.top + i}"><v>'] * len(text)
+        parts[2::3] = text
+        return "".join(parts) + "</v></c>"
 
 
 # Characters XML 1.0 cannot hold; a workbook containing one is rejected or cut short by readers.
@@ -90,17 +109,23 @@ class Formula(str):
     """Formula text (without the leading '='), as opposed to a text value."""
 
 
-def _value_xml(value, style):
-    s = f' s="{style or PLAIN}"'  # a cell without a style would take its row's (a number format)
+def _value_xml(value, style, ref, strings=None):
+    """One cell at address `ref`. Text found in `strings` ({text: index}, the shared-strings table) is
+    written as a reference to it, other text inline. Every cell names its style: one without would take
+    its row's (a number format)."""
+    c = f'<c r="{ref}" s="{style or PLAIN}"'
     if value is None:
-        return f"<c{s}/>"
+        return f"{c}/>"
     if isinstance(value, Formula):
-        return f"<c{s}><f>{escape(value)}</f></c>"
+        return f"{c}><f>{escape(value)}</f></c>"
     if isinstance(value, str):
-        return f'<c{s} t="inlineStr"><is><t xml:space="preserve">{xml_text(value)}</t></is></c>'
+        index = strings.get(value) if strings else None
+        if index is not None:
+            return f'{c} t="s"><v>{index}</v></c>'
+        return f'{c} t="inlineStr"><is><t xml:space="preserve">{xml_text(value)}</t></is></c>'
     if isinstance(value, (bool, np.bool_)):
         raise TypeError("booleans are not written")
-    return f"<c{s}><v>{value!r}</v></c>" if isinstance(value, float) else f"<c{s}><v>{int(value)}</v></c>"
+    return f"{c}><v>{value!r}</v></c>" if isinstance(value, float) else f"{c}><v>{int(value)}</v></c>"
 
 
 @dataclass
@@ -115,9 +140,10 @@ class Cells:
     def height(self):
         return len(self.rows)
 
-    def row_xml(self, i):
-        xml = "".join(_value_xml(v, self.style) for v in self.rows[i])
-        return xml.replace("<c", f'<c r="{cell_name(self.top + i, self.left)}"', 1) if xml else ""
+    def row_xml(self, i, strings=None):
+        row, style = str(self.top + i), self.style
+        return "".join(_value_xml(v, style, COLUMNS[j] + row, strings)
+                       for j, v in enumerate(self.rows[i], self.left) if v is not None or style)
 
 
 @dataclass
@@ -138,7 +164,7 @@ class ArrayFormula:
     def height(self):
         return 1
 
-    def row_xml(self, i):
+    def row_xml(self, i, strings=None):
         ref = self.region.ref(self.region.sheet, absolute=False)
         return (f'<c r="{cell_name(self.top, self.left)}"><f t="array" ref="{ref}">'
                 f"{escape(self.formula)}</f></c>")
@@ -160,9 +186,10 @@ class Sheet:
         self.blocks.append(block)
         return block
 
-    def rows_xml(self, start=1, stop=None):
+    def rows_xml(self, start=1, stop=None, strings=None):
         """Yield the XML of each non-empty row in [start, stop), in order, merging the blocks that share it.
-        A styled row is written even where it has no cells: inside an array result, its style is the cells'."""
+        A styled row is written even where it has no cells: inside an array result, its style is the cells'.
+        `strings`: the shared-strings table {text: index} (text not in it is written inline)."""
         stop = stop or self.extent()[0] + 1
         blocks = sorted((b for b in self.blocks if b.top < stop and b.top + b.height > start),
                         key=lambda b: (b.top, b.left))
@@ -179,7 +206,7 @@ class Sheet:
                 yield self._row(styled.pop())
             if styled and styled[-1] == row:
                 styled.pop()
-            xml = "".join(b.row_xml(row - b.top) for b in active)
+            xml = "".join(b.row_xml(row - b.top, strings) for b in active)
             if xml or row in self.row_styles or row in self.row_heights:
                 yield self._row(row, xml)
             active = [b for b in active if b.top + b.height - 1 > row]
@@ -295,34 +322,99 @@ def write_workbook(path, sheets, names, progress=None, level=None):
             tmp.unlink()
 
 
+# A minimal Office theme (the 2007 colours and fonts; the formatting scheme holds the three entries of
+# each list the schema asks for). Excel expects a workbook to have one; without it, validators report
+# an error and Excel rewrites the file.
+DRAWING = "http://schemas.openxmlformats.org/drawingml/2006/main"
+_PH = '<a:solidFill><a:schemeClr val="phClr"/></a:solidFill>'
+THEME = (XML_HEAD + f'<a:theme xmlns:a="{DRAWING}" name="Office Theme"><a:themeElements>'
+         '<a:clrScheme name="Office"><a:dk1><a:sysClr val="windowText" lastClr="000000"/></a:dk1>'
+         '<a:lt1><a:sysClr val="window" lastClr="FFFFFF"/></a:lt1>'
+         + "".join(f'<a:{k}><a:srgbClr val="{v}"/></a:{k}>' for k, v in (
+             ("dk2", "1F497D"), ("lt2", "EEECE1"), ("accent1", "4F81BD"), ("accent2", "C0504D"),
+             ("accent3", "9BBB59"), ("accent4", "8064A2"), ("accent5", "4BACC6"), ("accent6", "F79646"),
+             ("hlink", "0000FF"), ("folHlink", "800080")))
+         + '</a:clrScheme><a:fontScheme name="Office">'
+         '<a:majorFont><a:latin typeface="Cambria"/><a:ea typeface=""/><a:cs typeface=""/></a:majorFont>'
+         '<a:minorFont><a:latin typeface="Calibri"/><a:ea typeface=""/><a:cs typeface=""/></a:minorFont>'
+         '</a:fontScheme><a:fmtScheme name="Office">'
+         f'<a:fillStyleLst>{_PH * 3}</a:fillStyleLst>'
+         '<a:lnStyleLst>' + "".join(f'<a:ln w="{w}">{_PH}</a:ln>' for w in (9525, 25400, 38100)) + '</a:lnStyleLst>'
+         '<a:effectStyleLst>' + '<a:effectStyle><a:effectLst/></a:effectStyle>' * 3 + '</a:effectStyleLst>'
+         f'<a:bgFillStyleLst>{_PH * 3}</a:bgFillStyleLst>'
+         '</a:fmtScheme></a:themeElements><a:objectDefaults/><a:extraClrSchemeLst/></a:theme>')
+# Document properties, with no dates: the same input gives the same bytes.
+APP = (XML_HEAD + '<Properties xmlns="http://schemas.openxmlformats.org/officeDocument/2006/extended-properties" '
+       'xmlns:vt="http://schemas.openxmlformats.org/officeDocument/2006/docPropsVTypes"><Application>xlgpt</Application>'
+       '</Properties>')
+CORE = (XML_HEAD + '<cp:coreProperties xmlns:cp="http://schemas.openxmlformats.org/package/2006/metadata/core-properties" '
+        'xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:dcterms="http://purl.org/dc/terms/" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><dc:creator>xlgpt</dc:creator></cp:coreProperties>')
+
+
+def shared_strings(sheets):
+    """The shared-strings table {text: index} of every text cell, in the order the sheets hold them.
+    Text is labels and the vocabulary (thousands of strings, not millions), so one pass is cheap; sharing
+    them is what Excel itself writes (it rewrites inline strings into this table on its first save)."""
+    table = {}
+    for sheet in sheets:
+        for b in sheet.blocks:
+            if isinstance(b, Cells):
+                for row in b.rows:
+                    for v in row:
+                        if isinstance(v, str) and not isinstance(v, Formula) and v not in table:
+                            table[v] = len(table)
+    return table
+
+
+def _strings_xml(table):
+    return (XML_HEAD + f'<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" uniqueCount="{len(table)}">'
+            + "".join(f'<si><t xml:space="preserve">{xml_text(t)}</t></si>' for t in table) + "</sst>")
+
+
 def _write_parts(zf, sheets, names, progress, level):
     n = len(sheets)
+    strings = shared_strings(sheets)
+    pkg_rel = REL.replace("officeDocument/2006/relationships", "package/2006/relationships")
+    parts = {"styles": "styles.xml", "theme": "theme/theme1.xml"} | ({"sharedStrings": "sharedStrings.xml"} if strings else {})
     static = {
         "[Content_Types].xml": XML_HEAD + '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
         '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
         '<Default Extension="xml" ContentType="application/xml"/>'
         f'<Override PartName="/xl/workbook.xml" ContentType="{CT}.sheet.main+xml"/>'
         f'<Override PartName="/xl/styles.xml" ContentType="{CT}.styles+xml"/>'
+        '<Override PartName="/xl/theme/theme1.xml" ContentType="application/vnd.openxmlformats-officedocument.theme+xml"/>'
+        + (f'<Override PartName="/xl/sharedStrings.xml" ContentType="{CT}.sharedStrings+xml"/>' if strings else "")
+        + '<Override PartName="/docProps/app.xml" ContentType="application/vnd.openxmlformats-officedocument.extended-properties+xml"/>'
+        '<Override PartName="/docProps/core.xml" ContentType="application/vnd.openxmlformats-package.core-properties+xml"/>'
         + "".join(f'<Override PartName="/xl/worksheets/sheet{i}.xml" ContentType="{CT}.worksheet+xml"/>'
                   for i in range(1, n + 1)) + "</Types>",
-        "_rels/.rels": XML_HEAD + f'<Relationships xmlns="{REL.replace("officeDocument/2006/relationships", "package/2006/relationships")}">'
-        f'<Relationship Id="rId1" Type="{REL}/officeDocument" Target="xl/workbook.xml"/></Relationships>',
+        "_rels/.rels": XML_HEAD + f'<Relationships xmlns="{pkg_rel}">'
+        f'<Relationship Id="rId1" Type="{REL}/officeDocument" Target="xl/workbook.xml"/>'
+        f'<Relationship Id="rId2" Type="{pkg_rel}/metadata/core-properties" Target="docProps/core.xml"/>'
+        f'<Relationship Id="rId3" Type="{REL}/extended-properties" Target="docProps/app.xml"/></Relationships>',
+        "docProps/app.xml": APP,
+        "docProps/core.xml": CORE,
         "xl/workbook.xml": XML_HEAD + f"<workbook {NS}><bookViews><workbookView activeTab=\"0\"/></bookViews><sheets>"
         + "".join(f'<sheet name="{escape(s.name)}" sheetId="{i}" r:id="rId{i}"/>' for i, s in enumerate(sheets, 1))
         + "</sheets><definedNames>"
         + "".join(f'<definedName name="{k}">{escape(r.ref())}</definedName>' for k, r in sorted(names.items()))
         + '</definedNames><calcPr calcId="191029" fullCalcOnLoad="1"/></workbook>',
-        "xl/_rels/workbook.xml.rels": XML_HEAD + f'<Relationships xmlns="{REL.replace("officeDocument/2006/relationships", "package/2006/relationships")}">'
+        "xl/_rels/workbook.xml.rels": XML_HEAD + f'<Relationships xmlns="{pkg_rel}">'
         + "".join(f'<Relationship Id="rId{i}" Type="{REL}/worksheet" Target="worksheets/sheet{i}.xml"/>'
                   for i in range(1, n + 1))
-        + f'<Relationship Id="rId{n + 1}" Type="{REL}/styles" Target="styles.xml"/></Relationships>',
+        + "".join(f'<Relationship Id="rId{n + k}" Type="{REL}/{kind}" Target="{target}"/>'
+                  for k, (kind, target) in enumerate(parts.items(), 1)) + "</Relationships>",
         "xl/styles.xml": STYLES,
+        "xl/theme/theme1.xml": THEME,
     }
+    if strings:
+        static["xl/sharedStrings.xml"] = _strings_xml(strings)
     for name, text in static.items():
         with _member(zf, name, level) as f:
             f.write(text.encode())
-    global _SHEETS
-    _SHEETS = sheets  # forked workers inherit the sheets instead of receiving them
+    global _SHEETS, _STRINGS
+    _SHEETS, _STRINGS = sheets, strings  # forked workers inherit the sheets instead of receiving them
     big = sum(s.extent()[0] * s.extent()[1] for s in sheets) > PARALLEL_CELLS and os.cpu_count() > 1
     pool = multiprocessing.get_context("fork").Pool(os.cpu_count()) if big else None
     try:
@@ -339,15 +431,15 @@ def _write_parts(zf, sheets, names, progress, level):
     finally:
         if pool:
             pool.terminate()
-        _SHEETS = None
+        _SHEETS = _STRINGS = None
 
 
-_SHEETS = None
+_SHEETS = _STRINGS = None
 
 
 def _format_chunk(task):
     index, start, stop = task
-    return "".join(_SHEETS[index].rows_xml(start, stop)).encode()
+    return "".join(_SHEETS[index].rows_xml(start, stop, _STRINGS)).encode()
 
 
 def copy_with_cell(src, dst, sheet_index, row, col, value, style=0):
@@ -358,7 +450,7 @@ def copy_with_cell(src, dst, sheet_index, row, col, value, style=0):
 
     member, ref = f"xl/worksheets/sheet{sheet_index}.xml", cell_name(row, col)
     cell = re.compile(rf'<c r="{ref}"(?:[^>]*?/>|[^>]*>.*?</c>)', re.S)
-    new = _value_xml(value, style).replace("<c", f'<c r="{ref}"', 1)
+    new = _value_xml(value, style, ref)  # text goes inline: the shared-strings table stays as it was
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
         for info in zin.infolist():
             with zin.open(info) as f, _member(zout, info.filename, 1) as out:
