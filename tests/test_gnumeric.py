@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURE_NAMES, FIXTURES, expected, tokens_arg, xlgpt
+from helpers import FIXTURE_NAMES, FIXTURES, expected, tokens_arg, xlgpt
 
 
 def build(name, directory):

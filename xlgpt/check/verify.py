@@ -241,3 +241,9 @@ def evaluate_prompts(path, prompts, weights=None, timeout=3600, on_stage=lambda 
                     result[key.replace("_id", "_text")] = tok.token_text(result[key])
             results.append(result)
     return results
+
+
+def reference_for(book, weights=None):
+    """(checkpoint, the reference's logits and predictions) for a token-ids book, as the book lays them out."""
+    ckpt = checkpoint_for(book, weights)
+    return ckpt, expected_values(ckpt, book.used, reference_edits(book, ckpt.config))
