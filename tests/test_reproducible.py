@@ -41,7 +41,7 @@ def test_two_clones_build_the_same_default_book(tmp_path):
     content = unzipped(books[0])
     for path in (ROOT, tmp_path, Path.home()):
         assert str(path).encode() not in content
-    assert read_book(books[0]).values["Checkpoint"] == "shakespeare"  # the bundled model, by name
+    assert read_book(books[0]).about.checkpoint == "shakespeare"  # the bundled model, by name
 
 
 def test_a_directory_is_recorded_as_given(tmp_path, small_ckpt):
@@ -51,7 +51,7 @@ def test_a_directory_is_recorded_as_given(tmp_path, small_ckpt):
     run = run_xlgpt(ROOT, tmp_path, "build", "--weights", "models/small", "--tokens", "1,2,3", "--out", "book.xlsx")
     assert run.returncode == 0, run.stderr
     book = tmp_path / "book.xlsx"
-    assert read_book(book).values["Checkpoint"] == "models/small"
+    assert read_book(book).about.checkpoint == "models/small"
     assert str(tmp_path).encode() not in unzipped(book)
     assert run_xlgpt(ROOT, tmp_path, "eval", "book.xlsx", "--engine", "formulas").returncode == 0
     elsewhere = tmp_path / "elsewhere"

@@ -17,10 +17,14 @@ def book(tmp_path_factory):
 
 def test_tabs_names_and_panes(book):
     wb = openpyxl.load_workbook(book)
-    assert wb.sheetnames == ["Tokens", "Embeddings", "Layer 0", "Layer 1", "Output",
-                             "Embeddings weights", "Layer 0 weights", "Layer 1 weights", "Output weights"]
+    assert wb.sheetnames == ["Guide", "Tokens", "Embeddings", "Layer 0", "Layer 1", "Output", "Interventions",
+                             "Logit lens", "Attribution", "Embeddings weights", "Layer 0 weights", "Layer 1 weights"]
     assert {"Logits", "PredictedToken", "Predictions", "TokenIds", "Checkpoint", "WeightsSha256"} <= set(wb.defined_names)
-    assert wb.defined_names["PredictedToken"].attr_text == "Output!$I$4"  # 7 tokens: columns C..I
+    assert wb.defined_names["Predictions"].attr_text == "Output!$C$4:$I$4"  # 7 tokens: columns C..I
+    predicted = wb.defined_names["PredictedToken"].attr_text.split("!")
+    assert wb[predicted[0]][predicted[1].replace("$", "")].value == "=INDEX(Predictions,1,LastPosition)"
+    last = wb.defined_names["LastPosition"].attr_text.split("!")
+    assert wb[last[0]][last[1].replace("$", "")].value == 7  # the last of the 7 tokens
     for name in ["Embeddings", "Layer 0", "Output"]:
         assert wb[name].freeze_panes == ("C5" if name == "Output" else "C4")  # Output: + the prediction row
     assert wb["Layer 0"]["A2"].value == "position" and wb["Layer 0"]["A3"].value == "token id"
@@ -56,7 +60,8 @@ def test_weights_are_shortest_float32_decimals(book):
     assert np.array_equal(np.array(cells, dtype=np.float32), w)  # exact: every value round-trips
     # shortest: the float32 decimal, never the longer float64 expansion of the same value
     import zipfile
-    xml = zipfile.ZipFile(book).read("xl/worksheets/sheet7.xml").decode()
+    sheet = openpyxl.load_workbook(book, read_only=True).sheetnames.index("Layer 0 weights") + 1
+    xml = zipfile.ZipFile(book).read(f"xl/worksheets/sheet{sheet}.xml").decode()
     long_forms = [(str(x), repr(float(x))) for x in w[0] if str(x) != repr(float(x))]
     assert long_forms
     for short, long in long_forms:

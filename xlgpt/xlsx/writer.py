@@ -114,7 +114,7 @@ def _value_xml(value, style, ref, strings=None):
     written as a reference to it, other text inline. Every cell names its style: one without would take
     its row's (a number format)."""
     c = f'<c r="{ref}" s="{style or PLAIN}"'
-    if value is None:
+    if value is None or value == "":  # an empty cell that keeps its style
         return f"{c}/>"
     if isinstance(value, Formula):
         return f"{c}><f>{escape(value)}</f></c>"
