@@ -75,3 +75,44 @@ def logits(ckpt, tokens):
     """Logits [T, vocab] for every position of `tokens`."""
     cfg = ckpt.config
     return gpt2(np.asarray(tokens), **params(ckpt), n_head=cfg.n_head, eps=cfg.layer_norm_epsilon)
+
+
+# ---------------------------------------------------------------- the residual stream, SAE features, steering
+
+def residual_streams(ckpt, tokens, add=None):
+    """The residual stream [T, C] entering each block, then after the last one: n_layer + 1 arrays.
+
+    streams[i] is what TransformerLens/SAELens call blocks.{i}.hook_resid_pre (streams[0]: the embeddings);
+    streams[-1] is what the final layer norm and the LM head read. `add` ({block index: [C] vector}) is added
+    to the stream entering that block at every position, before the block reads it (steering)."""
+    cfg, p = ckpt.config, params(ckpt)
+    tokens = np.asarray(tokens)
+    x = p["wte"][tokens] + p["wpe"][range(len(tokens))]
+    streams = []
+    for i, block in enumerate(p["blocks"]):
+        x = x + (add or {}).get(i, 0)
+        streams.append(x)
+        x = transformer_block(x, **block, n_head=cfg.n_head, eps=cfg.layer_norm_epsilon)
+    return streams + [x]
+
+
+def steered_logits(ckpt, tokens, add):
+    """Logits [T, vocab] with vectors added to the residual stream (see residual_streams)."""
+    p = params(ckpt)
+    x = residual_streams(ckpt, tokens, add)[-1]
+    return layer_norm(x, **p["ln_f"], eps=ckpt.config.layer_norm_epsilon) @ p["wte"].T
+
+
+def sae_params(sae):
+    """An SAE's tensors (SAELens names and layout) as float64."""
+    return {name: np.asarray(getattr(sae, name), dtype=np.float64) for name in ("W_enc", "b_enc", "W_dec", "b_dec")}
+
+
+def sae_features(sae_params, x):  # [T, d_in] -> [T, d_sae]
+    """A standard (ReLU) SAE's feature activations, b_dec subtracted first: f = ReLU((x - b_dec) W_enc + b_enc)."""
+    return np.maximum(0, (x - sae_params["b_dec"]) @ sae_params["W_enc"] + sae_params["b_enc"])
+
+
+def sae_reconstruction(sae_params, f):  # [T, d_sae] -> [T, d_in]
+    """The residual stream an SAE rebuilds from its features: x_hat = f W_dec + b_dec."""
+    return f @ sae_params["W_dec"] + sae_params["b_dec"]
