@@ -161,6 +161,7 @@ def train(sae, acts, args, log):
     opt = torch.optim.Adam(sae.parameters(), lr=args.lr, betas=(0.9, 0.999))
     resample_at = {int(args.steps * f) for f in args.resample_at}
     fired_since = torch.zeros(sae.W_dec.shape[0], dtype=torch.long)
+    resampled = []
     for step in range(args.steps):
         x = acts[torch.randint(len(acts), (args.batch_size,), generator=g)]
         f = sae.encode(x)
@@ -178,6 +179,7 @@ def train(sae, acts, args, log):
         fired_since += (f > 0).sum(0)
         if step + 1 in resample_at:
             dead = (fired_since == 0).nonzero().flatten()
+            resampled.append(len(dead))
             log(f"step {step + 1}: {len(dead)} features did not fire in the last steps"
                 + (", resampled" if len(dead) else ""))
             if len(dead):
@@ -187,6 +189,7 @@ def train(sae, acts, args, log):
         if (step + 1) % args.eval_every == 0 or step == 0:
             log(f"step {step + 1:5d}  mse/token {mse.item():.4f}  L0 {(f > 0).float().sum(1).mean().item():.2f}  "
                 f"l1 coef {l1_coef:.2e}  lr {lr:.2e}")
+    return resampled
 
 
 # ----------------------------------------------------------------------------- labels
@@ -345,7 +348,7 @@ def main():
     # 3. train
     sae = SAE(C, args.d_sae, train_acts.mean(0))
     t0, cpu0 = time.time(), time.process_time()
-    train(sae, train_acts, args, log)
+    resampled = train(sae, train_acts, args, log)
     wall, cpu = time.time() - t0, time.process_time() - cpu0
     sae.eval()
     figs, fired = figures(sae, val_acts)
@@ -402,7 +405,8 @@ def main():
                                                                      f"linear decay over the last 20%"},
             "decoder": "rows renormalised to unit norm after every step; gradient along each row removed",
             "init": "W_dec random unit rows, W_enc = W_dec^T, b_enc = 0, b_dec = mean of the training activations",
-            "resampling": f"features that never fired in the preceding steps resampled at {args.resample_at} of training",
+            "resampling": f"at {args.resample_at} of training, features that had not fired since the start are "
+                          f"resampled; this run: {resampled} features",
             "wall_time_seconds": round(wall, 1), "cpu_time_seconds": round(cpu, 1),
         },
         "labels": {"how": "top activations over the validation windows; label = the most frequent tokens among "
