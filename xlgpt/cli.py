@@ -528,6 +528,45 @@ def tokenize(text, weights, tokenizer_name, engine, as_json):
         sys.exit(1)
 
 
+@cli.command()
+@click.option("--sae", "sae_source", default=None,
+              help="SAE folder in SAELens layout (cfg.json + sae_weights.safetensors), or hub repo id "
+                   "owner/name[/folder]; default: the bundled Shakespeare SAE")
+@click.option("--top", type=click.IntRange(min=1), default=None,
+              help="only the K features that fire most often (default: all, by index)")
+@click.option("--search", default=None, help="only features whose label or top tokens contain WORD (any case)")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def features(sae_source, top, search, as_json):
+    """List a sparse autoencoder's labelled features: index, label, top tokens, how often it fires."""
+    from .tokenizer.hf import display
+    from .weights.sae import load_sae
+
+    sae = load_sae(sae_source, progress=sys.stderr.isatty())
+    info = sae.features or {}
+    rows = info.get("features") or [{"index": i, "label": "", "frequency": None, "top_tokens": []}
+                                    for i in range(sae.d_sae)]
+    if search:
+        word = search.lower()
+        rows = [r for r in rows if word in r["label"].lower() or any(word in t["token"].lower() for t in r["top_tokens"])]
+    if top:
+        rows = sorted(rows, key=lambda r: -(r["frequency"] or 0))[:top]
+    if as_json:
+        click.echo(json.dumps({"path": str(sae.path), "hook_name": sae.hook_name, "d_in": sae.d_in, "d_sae": sae.d_sae,
+                               "model_name": sae.model_name, "figures": info.get("figures"), "features": rows},
+                              ensure_ascii=False))
+        return
+    figures = info.get("figures")
+    click.echo(f"{sae.path}: {sae.d_sae} features on {sae.hook_name} ({sae.d_in} dimensions)"
+               + (f"; FVE {figures['fraction_of_variance_explained']:.3f}, mean L0 {figures['mean_l0']:.1f}, "
+                  f"{figures['dead_features']} dead" if figures else "; no features.json, so no labels"))
+    for r in rows:
+        tokens = " ".join(f"{display(t['token'])}×{t['count']}" for t in r["top_tokens"][:4])
+        freq = f"{r['frequency']:8.3%}" if r["frequency"] is not None else " " * 8
+        click.echo(f"{r['index']:>5}  {freq}  {r['label']:<28}  {tokens}")
+    if not rows:
+        click.echo(f"no feature matches {search!r}" if search else "no features")
+
+
 def main():
     try:
         cli.main(standalone_mode=False)

@@ -68,6 +68,7 @@ def gpt2(inputs, wte, wpe, blocks, ln_f, n_head, eps, edits, cache):
     for i, block in enumerate(blocks):
         if i == edits.steering_layer:
             x = x + edits.steering_coefficient * edits.steering_vector
+        cache.setdefault("entering", []).append(x)                   # blocks.{i}.hook_resid_pre
         attn, heads = mha(layer_norm(x, **block["ln_1"], eps=eps), **block["attn"], n_head=n_head,
                           switches=edits.head_switches[i])
         mlp = edits.mlp_switches[i] * ffn(layer_norm(x + attn, **block["ln_2"], eps=eps), **block["mlp"])
@@ -105,6 +106,28 @@ def run(ckpt, tokens, edits=None):
 
 def logits(ckpt, tokens, edits=None):
     return run(ckpt, tokens, edits)[0]
+
+
+def steering(cfg, add):
+    """Edits that add {block: vector} to the residual stream entering that block (one block at most)."""
+    edits = Edits.none(cfg)
+    if add:
+        (edits.steering_layer, vector), = add.items()
+        edits.steering_coefficient, edits.steering_vector = 1.0, np.asarray(vector, dtype=np.float64)
+    return edits
+
+
+def residual_streams(ckpt, tokens, add=None):
+    """The residual stream [T, C] entering each block, then after the last one: n_layer + 1 arrays.
+    streams[i] is TransformerLens/SAELens' blocks.{i}.hook_resid_pre (streams[0]: the embeddings); `add`
+    ({block: [C] vector}) is added to the stream entering that block, before the block reads it."""
+    cache = run(ckpt, tokens, steering(ckpt.config, add))[1]
+    return cache["entering"] + cache["residual"][-1:]
+
+
+def steered_logits(ckpt, tokens, add):
+    """Logits [T, vocab] with a vector added to the residual stream entering a block (see residual_streams)."""
+    return logits(ckpt, tokens, steering(ckpt.config, add))
 
 
 def top_k(p, k):
@@ -203,3 +226,18 @@ def sample(logits, temperature, top_k, seed, step):
             raise ValueError(f"TopK must be a whole number >= 0, got {top_k!r}")
         return int(np.argmax(np.asarray(logits)))  # argmax: first of equal maxima
     return choose(sample_probabilities(logits, temperature, top_k), u)
+
+
+def sae_params(sae):
+    """An SAE's tensors (SAELens names and layout) as float64."""
+    return {name: np.asarray(getattr(sae, name), dtype=np.float64) for name in ("W_enc", "b_enc", "W_dec", "b_dec")}
+
+
+def sae_features(sae_params, x):  # [T, d_in] -> [T, d_sae]
+    """A standard (ReLU) SAE's feature activations, b_dec subtracted first: f = ReLU((x - b_dec) W_enc + b_enc)."""
+    return np.maximum(0, (x - sae_params["b_dec"]) @ sae_params["W_enc"] + sae_params["b_enc"])
+
+
+def sae_reconstruction(sae_params, f):  # [T, d_sae] -> [T, d_in]
+    """The residual stream an SAE rebuilds from its features: x_hat = f W_dec + b_dec."""
+    return f @ sae_params["W_dec"] + sae_params["b_dec"]

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import XlgptError
@@ -153,28 +154,42 @@ def _quiet_hub_logs():
         logger.setLevel(level)
 
 
-def _hub_error(e, name, repo_id, filename, endpoint):
-    """Turn whatever huggingface_hub or httpx raised into one XlgptError line (or None: not ours to map)."""
+@dataclass(frozen=True)
+class RepoKind:
+    """What a download is for, as its error messages say it: what such a repo must hold, and what to do
+    without the hub."""
+    what: str
+    needs: str
+    offline_hint: str  # after "cannot reach the hub (...); "
+    local: str         # after "HF_HUB_OFFLINE is set, ...; unset it, or: "
+
+
+MODEL_REPO = RepoKind("model", "xlgpt needs a GPT-2 repo with config.json and model.safetensors "
+                                 f"(for .bin weights download them yourself and use: {IMPORT_HINT})",
+                      f"if you have the model files, import them with: {IMPORT_HINT}", IMPORT_HINT)
+
+
+def _hub_error(e, name, repo_id, filename, endpoint, kind=MODEL_REPO, first=CONFIG_FILE):
+    """Turn whatever huggingface_hub or httpx raised into one XlgptError line (or None: not ours to map).
+    `first` is the file fetched first: a plain 404 on it means there is no such repo."""
     import httpx2
     from huggingface_hub.errors import (GatedRepoError, HFValidationError, HfHubHTTPError,
                                         LocalEntryNotFoundError, OfflineModeIsEnabled, RemoteEntryNotFoundError,
                                         RepositoryNotFoundError)
 
-    unreachable = (f"cannot reach the Hugging Face hub at {endpoint} ({{}}); if you have the model files, "
-                   f"import them with: {IMPORT_HINT}")
+    unreachable = f"cannot reach the Hugging Face hub at {endpoint} ({{}}); {kind.offline_hint}"
     if isinstance(e, HFValidationError):
-        return XlgptError(f"{name!r} is not a model name or hub repo id (owner/name)")
+        return XlgptError(f"{name!r} is not a {kind.what} name or hub repo id (owner/name)")
     if isinstance(e, GatedRepoError):
         return XlgptError(f"{repo_id} is gated on the hub; accept its terms on the website and set HF_TOKEN")
     if isinstance(e, RemoteEntryNotFoundError):
-        return XlgptError(f"{repo_id} has no {filename}; xlgpt needs a GPT-2 repo with config.json and "
-                          f"model.safetensors (for .bin weights download them yourself and use: {IMPORT_HINT})")
+        return XlgptError(f"{repo_id} has no {filename}; {kind.needs}")
     # A plain 404 on the first file too: mirrors don't always send the hub's X-Error-Code header.
-    if isinstance(e, RepositoryNotFoundError) or (isinstance(e, HfHubHTTPError) and filename == CONFIG_FILE
+    if isinstance(e, RepositoryNotFoundError) or (isinstance(e, HfHubHTTPError) and filename == first
                                                   and e.response is not None and e.response.status_code == 404):
-        return XlgptError(f"model {repo_id!r} was not found on the hub at {endpoint} (no such repo, or it is private)")
+        return XlgptError(f"{kind.what} {repo_id!r} was not found on the hub at {endpoint} (no such repo, or it is private)")
     if isinstance(e, OfflineModeIsEnabled):
-        return XlgptError(f"HF_HUB_OFFLINE is set, so {repo_id} cannot be downloaded; unset it, or: {IMPORT_HINT}")
+        return XlgptError(f"HF_HUB_OFFLINE is set, so {repo_id} cannot be downloaded; unset it, or: {kind.local}")
     if isinstance(e, httpx2.ConnectError) or (isinstance(e, LocalEntryNotFoundError) and e.__cause__ is not None):
         return XlgptError(unreachable.format(_one_line(e.__cause__ or e)))
     if isinstance(e, httpx2.TimeoutException):
@@ -205,34 +220,40 @@ def _evict(link):
         blob.unlink(missing_ok=True)
 
 
-def download(name, progress=True):
-    """Download a GPT-2 model from the hub into the Hugging Face cache; returns its snapshot directory."""
+def fetch_files(repo_id, filenames, optional=(), name=None, kind=MODEL_REPO, progress=True):
+    """Download files of a hub repo into the Hugging Face cache: {filename: local path, or None for an
+    optional file the repo lacks}. Every failure is one XlgptError line."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import RemoteEntryNotFoundError
     from huggingface_hub.utils import silent_tqdm
 
-    repo_id, endpoint, cache = repo_id_for(str(name)), hub_endpoint(), hub_cache()
-    options = dict(cache_dir=cache, endpoint=endpoint, tqdm_class=None if progress else silent_tqdm)
+    name, endpoint = repo_id if name is None else name, hub_endpoint()
+    options = dict(cache_dir=hub_cache(), endpoint=endpoint, tqdm_class=None if progress else silent_tqdm)
 
     def fetch(filename):
         try:
             return Path(hf_hub_download(repo_id, filename, **options))
         except Exception as e:
-            if isinstance(e, RemoteEntryNotFoundError) and filename in TOKENIZER_FILES:
+            if isinstance(e, RemoteEntryNotFoundError) and filename in optional:
                 return None
-            raise _hub_error(e, name, repo_id, filename, endpoint) or e
+            raise _hub_error(e, name, repo_id, filename, endpoint, kind, filenames[0]) or e
 
     with _quiet_hub_logs():
         # One HEAD without retries first: an unreachable hub then fails at once, instead of after the
         # ~25 s of backoff hf_hub_download spends before giving up on a file it has no cached copy of.
         try:
-            get_hf_file_metadata(hf_hub_url(repo_id, CONFIG_FILE, endpoint=endpoint), endpoint=endpoint)
+            get_hf_file_metadata(hf_hub_url(repo_id, filenames[0], endpoint=endpoint), endpoint=endpoint)
         except Exception as e:
-            raise _hub_error(e, name, repo_id, CONFIG_FILE, endpoint) or e
-        snapshot = fetch(CONFIG_FILE).parent
-        fetch(WEIGHTS_FILE)
-        for filename in TOKENIZER_FILES:
-            fetch(filename)
+            raise _hub_error(e, name, repo_id, filenames[0], endpoint, kind, filenames[0]) or e
+        return {filename: fetch(filename) for filename in filenames}
+
+
+def download(name, progress=True):
+    """Download a GPT-2 model from the hub into the Hugging Face cache; returns its snapshot directory."""
+    repo_id = repo_id_for(str(name))
+    files = fetch_files(repo_id, [CONFIG_FILE, WEIGHTS_FILE, *TOKENIZER_FILES], optional=TOKENIZER_FILES,
+                        name=name, progress=progress)
+    snapshot = files[CONFIG_FILE].parent
 
     try:
         load(snapshot)
