@@ -24,6 +24,7 @@ DEFAULT_PROMPT = "O Romeo, Romeo, wherefore art"
 
 
 DEFAULT_WEIGHTS = "shakespeare"  # the bundled model
+BUNDLED_SAE = "bundled"  # how a book records the bundled model's SAE
 
 
 def resolve_weights(name):
@@ -199,11 +200,26 @@ DEFAULT_POSITIONS = 32
 @click.option("--capacity", default="256,512,100", show_default=True,
               help="the in-sheet tokenizer's capacity: CHARS,BYTES,ROUNDS (a word of up to ROUNDS+1 bytes always "
                    "tokenizes), or 'fit' for the smallest that holds the prompt (for the formulas engine)")
-def build(weights, tokens, prompt, out, template, prompt_cell, positions, capacity):
+@click.option("--steer-from", default=None, help="ActAdd: steer away from this text ...")
+@click.option("--steer-to", default=None, help="... towards this one: the difference of their residual streams "
+                                               "entering --steer-layer, at their last tokens")
+@click.option("--steer-vector", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="the steering vector from a .npy or .safetensors file (one tensor of n_embd numbers)")
+@click.option("--steer-feature", type=click.IntRange(min=0), default=None,
+              help="steer along this SAE feature's decoder direction (layer: the SAE's block)")
+@click.option("--sae", "sae_source", default=None,
+              help="a sparse autoencoder for the Features tab and --steer-feature: a folder or Hugging Face repo "
+                   "id in SAELens layout (default: the bundled model's own, for the bundled model)")
+@click.option("--steer-layer", type=click.IntRange(min=0), default=None,
+              help="the block whose input is steered (SteeringLayer) [default: 0, or the SAE's block]")
+@click.option("--steer-coef", type=float, default=None,
+              help="SteeringCoefficient: how much of the vector is added [default: 1 with a vector, else 0]")
+def build(weights, tokens, prompt, out, template, prompt_cell, positions, capacity, steer_from, steer_to,
+          steer_vector, steer_feature, sae_source, steer_layer, steer_coef):
     """Compile a checkpoint and a prompt into a workbook of formulas.
 
     With no options: the bundled Shakespeare model and a default prompt, in a Prompt cell that a person
-    can change."""
+    can change. The --steer-* options fill the Interventions tab's steering cells."""
     from tqdm import tqdm
 
     from .compile.build import build as build_book, check_output
@@ -213,6 +229,9 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
     cap = parse_capacity(capacity)
     t0 = time.perf_counter()
     ckpt, tok, token_ids, text = model_and_tokens(weights, tokens, prompt)
+    edits = steering_edits(ckpt, tok, steer_from, steer_to, steer_vector, steer_feature, sae_source, steer_layer,
+                           steer_coef)
+    sae, sae_source = features_sae(ckpt, weights, sae_source)
     typed = prompt_cell and text is not None
     if typed:
         context = ckpt.config.n_positions
@@ -234,7 +253,8 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
         state["done"] = rows
 
     try:
-        sheets, _ = build_book(ckpt, token_ids, out, template, progress, tok,
+        sheets, _ = build_book(ckpt, token_ids, out, template, progress, tok, edits=edits, sae=sae,
+                               sae_source=sae_source,
                                **(dict(prompt=text, positions=positions, capacity=cap) if typed else {}))
     finally:
         bar.close()
@@ -247,6 +267,98 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
                    f"{cap.bytes} bytes, {cap.rounds} merge rounds)")
     click.echo(f"wrote {out}: {len(sheets)} tabs, {constants:,} constant cells, {formulas:,} formula cells, "
                f"{out.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
+
+
+def steering_edits(ckpt, tok, steer_from, steer_to, vector_file, feature, sae_source, layer, coefficient):
+    """The Interventions tab's starting values from the --steer-* options (None: the defaults)."""
+    import numpy as np
+
+    from .check import reference
+    from .compile.inputs import Edits
+
+    sources = [s for s in ((steer_from or steer_to) and "pair", vector_file and "file",
+                           feature is not None and "feature") if s]
+    if len(sources) > 1:
+        raise XlgptError("give one steering source: --steer-from/--steer-to, --steer-vector or --steer-feature")
+    if not sources:
+        if layer is not None or coefficient is not None or sae_source is not None:
+            raise XlgptError("--steer-layer, --steer-coef and --sae need a steering vector (--steer-from/--steer-to, "
+                             "--steer-vector or --steer-feature)")
+        return None
+    cfg = ckpt.config
+    if sources[0] == "pair":
+        if not (steer_from and steer_to):
+            raise XlgptError("ActAdd steering needs both --steer-from and --steer-to")
+        if tok is None:
+            raise XlgptError(f"{ckpt.path}: no tokenizer files, so --steer-from/--steer-to cannot be tokenized")
+        layer = layer or 0
+        entering = lambda text: reference.residual_streams(ckpt, tok.encode(text)[-cfg.n_positions:])[layer][-1]
+        if layer >= cfg.n_layer:
+            raise XlgptError(f"--steer-layer {layer}: the model has blocks 0 to {cfg.n_layer - 1}")
+        vector = entering(steer_to) - entering(steer_from)
+        source = f"ActAdd: residual stream entering block {layer} of {steer_to!r} minus that of {steer_from!r}"
+    elif sources[0] == "file":
+        vector, source = read_vector(vector_file), f"from {vector_file.name}"
+        layer = layer or 0
+    else:
+        from .weights.sae import load_sae
+
+        sae = load_sae(sae_source)
+        sae.check_model(cfg)
+        if feature >= sae.d_sae:
+            raise XlgptError(f"--steer-feature {feature}: the SAE has features 0 to {sae.d_sae - 1}")
+        if layer is not None and layer != sae.layer:
+            raise XlgptError(f"--steer-layer {layer}: the SAE reads the stream entering block {sae.layer}")
+        layer, vector = sae.layer, np.asarray(sae.W_dec[feature], dtype=np.float64)
+        labels = {f["index"]: f["label"] for f in (sae.features or {}).get("features", [])}
+        source = (f"SAE feature {feature}" + (f" ({labels[feature]})" if feature in labels else "")
+                  + f" of {sae.path.name}: its decoder row")
+    if layer >= cfg.n_layer:
+        raise XlgptError(f"--steer-layer {layer}: the model has blocks 0 to {cfg.n_layer - 1}")
+    if np.shape(vector) != (cfg.n_embd,):
+        raise XlgptError(f"the steering vector has shape {np.shape(vector)}; the model needs ({cfg.n_embd},)")
+    edits = Edits.none(cfg)
+    edits.steering_layer, edits.steering_vector, edits.source = layer, vector, source
+    edits.steering_coefficient = 1.0 if coefficient is None else coefficient
+    return edits
+
+
+def features_sae(ckpt, weights, source):
+    """The Features tab's SAE: --sae, or the bundled model's own; (SAE, source as the book records it)."""
+    from .weights.sae import load_sae
+
+    if source is None and (weights or DEFAULT_WEIGHTS) != DEFAULT_WEIGHTS:
+        return None, None
+    sae = load_sae(source)
+    sae.check_model(ckpt.config)
+    return sae, source or BUNDLED_SAE
+
+
+def read_vector(path):
+    """One vector from a .npy or .safetensors file (a file with one tensor)."""
+    import numpy as np
+
+    try:
+        if path.suffix == ".npy":
+            vector = np.load(path, allow_pickle=False)
+        elif path.suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            tensors = load_file(str(path))
+            if len(tensors) != 1:
+                raise XlgptError(f"{path}: holds {len(tensors)} tensors; the steering vector file needs exactly one")
+            vector = next(iter(tensors.values()))
+        else:
+            raise XlgptError(f"{path}: a steering vector is read from a .npy or .safetensors file")
+    except XlgptError:
+        raise
+    except Exception as e:  # numpy and safetensors raise many kinds for a bad file
+        raise XlgptError(f"{path}: cannot read a vector ({e})")
+    vector = np.asarray(vector, dtype=np.float64).reshape(-1) if np.ndim(vector) == 2 and 1 in np.shape(vector) else \
+        np.asarray(vector, dtype=np.float64)
+    if not np.isfinite(vector).all():
+        raise XlgptError(f"{path}: the vector holds NaN or infinite values")
+    return vector
 
 
 @cli.command("eval")
@@ -266,7 +378,11 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
               help="type this text into the Prompt cell of a copy of the workbook (built from a prompt) first")
 @click.option("--prompts", "prompts_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="a file of prompts, one a line: load the workbook once in LibreOffice and check each prompt")
-def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt, prompts_file):
+@click.option("--set", "sets", multiple=True, metavar="NAME[i,j]=VALUE",
+              help="edit an input cell in a copy first (repeatable), e.g. HeadSwitches[1,2]=0, MlpSwitches[0]=0, "
+                   "SteeringCoefficient=4, Temperature=0.8, AttributionToken=198 (indices from 0); the reference "
+                   "runs with the same edits")
+def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt, prompts_file, sets):
     """Recalculate a workbook with a spreadsheet engine and check it against the NumPy reference.
 
     Exit status: 0 when every engine matches (same prediction, logits within 1e-6), 1 on a mismatch,
@@ -283,7 +399,8 @@ def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt, prompts
     if prompts_file is not None:
         eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prompt, show_stage)
     results = evaluate(book, chosen, weights_dir, timeout=timeout, max_cells=max_cells, on_stage=show_stage,
-                       prompt=prompt, on_skip=(lambda why: click.echo(f"skipping the formulas engine: {why}", err=True))
+                       prompt=prompt, sets=sets,
+                       on_skip=(lambda why: click.echo(f"skipping the formulas engine: {why}", err=True))
                        if engine == "auto" else None)
     if not as_json and results and "prompt" in results[0]:
         click.echo(f"prompt: {results[0]['prompt']!r}")

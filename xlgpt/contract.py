@@ -40,6 +40,10 @@ TOP_K_TOKENS, TOP_K_PROBABILITIES = "TopKTokens", "TopKProbabilities"  # at the 
 LENS_TOP_TOKENS = "LensTopTokens"   # rows: after the embeddings, after layer 0 .. L-1; columns: positions
 LENS_TOP_PROBABILITIES = "LensTopProbabilities"
 
+# --- a sparse autoencoder's features (Features tab) ----------------------------------------------------
+FEATURE_ACTIVATIONS = "FeatureActivations"  # one row per feature, one column per position
+TOP_FEATURES = "TopFeatures"                # the strongest features' indices: rows top 1..3, columns positions
+
 # --- sampling (Prompt tab) ---------------------------------------------------------------------------
 TEMPERATURE, TOP_K, SEED, SAMPLE_STEP = "Temperature", "TopK", "Seed", "SampleStep"  # inputs
 SAMPLED_TOKEN = "SampledToken"      # the sampled id (or a message), at the prompt's last token
@@ -59,6 +63,7 @@ SAMPLING_CELLS = (TEMPERATURE, TOP_K, SEED, SAMPLE_STEP)
 
 # --- metadata cells (the About block on the Tokens tab) ----------------------------------------------
 CHECKPOINT = "Checkpoint"           # the checkpoint as --weights takes it
+SAE_SOURCE = "SaeSource"            # the SAE as --sae takes it (empty: the bundled one), when the book has one
 WEIGHTS_SHA256 = "WeightsSha256"    # sha256 of its model.safetensors
 BOOK_INPUT = "BookInput"            # TOKEN_INPUT or PROMPT_INPUT
 TOKEN_INPUT, PROMPT_INPUT = "token ids", "prompt cell"
@@ -77,11 +82,14 @@ class About:
     weights_sha256: str
     input: str = TOKEN_INPUT
     capacity: tuple = None  # (characters, UTF-8 bytes, merge rounds, tokens) of a prompt-cell book
+    sae: str = None         # the SAE's source as --sae takes it ("bundled" for the bundled model's)
 
     def rows(self):
         """(label, value, defined name) rows, as the About block shows them."""
         rows = [("checkpoint", self.checkpoint, CHECKPOINT), ("weights sha256", self.weights_sha256, WEIGHTS_SHA256),
                 ("input", self.input, BOOK_INPUT)]
+        if self.sae:
+            rows.append(("sparse autoencoder", self.sae, SAE_SOURCE))
         if self.capacity:
             labels = ("characters", "UTF-8 bytes", "merge rounds", "tokens")
             rows += [(f"tokenizer capacity: {label}", n, name)
@@ -197,7 +205,8 @@ def read_book(path):
             capacity = tuple(value(n) for n in CAPACITY)
             if not all(isinstance(n, int) and n > 0 for n in capacity):
                 raise XlgptError(f"{path}: the tokenizer capacity cells must hold positive whole numbers")
-        about = About(str(value(CHECKPOINT) or ""), str(value(WEIGHTS_SHA256) or ""), kind, capacity)
+        about = About(str(value(CHECKPOINT) or ""), str(value(WEIGHTS_SHA256) or ""), kind, capacity,
+                      value(SAE_SOURCE))
         tokens = None
         if kind == TOKEN_INPUT:
             tokens = cells(TOKEN_IDS)

@@ -1,5 +1,6 @@
 """Check a workbook: recalculate it with an engine and compare with the NumPy reference."""
 import dataclasses
+import re
 import tempfile
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from ..weights.hub import resolve
 from .. import contract as C
 from ..contract import read_book
 from .engines import ENGINES, FORMULAS_MAX_CELLS, check_formulas_size
-from ..xlsx.writer import INPUT, copy_with_cell, decimal_values
+from ..xlsx.writer import INPUT, copy_with_cell, copy_with_cells, decimal_values
 
 TOLERANCE = 1e-6
 
@@ -44,6 +45,18 @@ def as_written(ckpt):
     return Checkpoint(ckpt.path, ckpt.config, {k: decimal_values(v) for k, v in ckpt.tensors.items()})
 
 
+def sae_for(book, ckpt):
+    """The SAE a book's Features tab was built with, as it records it."""
+    if not book.about.sae:
+        return None
+    from ..weights.sae import load_sae
+
+    sae = load_sae(None if book.about.sae == "bundled" else book.about.sae)
+    sae.check_model(ckpt.config)
+    # the numbers the book holds: each tensor's shortest float32 decimals
+    return dataclasses.replace(sae, **{name: decimal_values(getattr(sae, name)) for name in ("W_enc", "b_enc", "b_dec")})
+
+
 def reference_edits(book, cfg):
     """The interventions the book's cells hold, for the reference (none in a book without them)."""
     edits = reference.Edits.none(cfg)
@@ -57,14 +70,15 @@ def reference_edits(book, cfg):
 
 
 CHECKED = (C.LOGITS, C.PREDICTIONS, C.PROBABILITIES, C.TOP_K_TOKENS, C.TOP_K_PROBABILITIES, C.LENS_TOP_TOKENS,
-           C.LENS_TOP_PROBABILITIES, C.ATTRIBUTION_TOKEN, C.ATTRIBUTION_TABLE, C.ATTRIBUTION_OTHER, C.ATTRIBUTION_LOGIT)
+           C.LENS_TOP_PROBABILITIES, C.FEATURE_ACTIVATIONS, C.ATTRIBUTION_TOKEN, C.ATTRIBUTION_TABLE, C.ATTRIBUTION_OTHER, C.ATTRIBUTION_LOGIT)
 # names whose columns are positions: only the prompt's positions are compared (the rest is padding)
-PER_POSITION = (C.LOGITS, C.PREDICTIONS, C.PROBABILITIES, C.LENS_TOP_TOKENS, C.LENS_TOP_PROBABILITIES)
+PER_POSITION = (C.LOGITS, C.PREDICTIONS, C.PROBABILITIES, C.LENS_TOP_TOKENS, C.LENS_TOP_PROBABILITIES,
+                C.FEATURE_ACTIVATIONS)
 # names holding token ids: equal, not close
 EXACT = (C.PREDICTIONS, C.TOP_K_TOKENS, C.LENS_TOP_TOKENS, C.ATTRIBUTION_TOKEN, C.SAMPLED_TOKEN)
 
 
-def expected_values(ckpt, tokens, edits=None, names=(), target=None, sampling=None):
+def expected_values(ckpt, tokens, edits=None, names=(), target=None, sampling=None, sae=None):
     """What each checked name should hold, from the reference: {name: 2-D array as the book lays it out}.
     `target`: the attribution's token (default: the predicted one); `sampling`: the book's sampling inputs.
     Only `names` the book has are computed, besides the logits and predictions."""
@@ -85,6 +99,8 @@ def expected_values(ckpt, tokens, edits=None, names=(), target=None, sampling=No
                                                                sampling[C.SEED], sampling[C.SAMPLE_STEP])]])
         except (ValueError, TypeError):
             pass  # the book shows a message instead of a token
+    if C.FEATURE_ACTIVATIONS in want and sae is not None:
+        out[C.FEATURE_ACTIVATIONS] = reference.sae_features(reference.sae_params(sae), cache["entering"][sae.layer]).T
     if C.ATTRIBUTION_TABLE in want:
         target = int(logits[-1].argmax()) if target is None else target
         table, other, logit = reference.direct_logit_attribution(as_written(ckpt), cache, edits, target, n - 1)
@@ -152,9 +168,49 @@ def with_prompt(book, text, directory):
     return dataclasses.replace(book, path=copy, prompt=text)
 
 
+# the cells `eval --set NAME[i,j]=VALUE` may change: the book's inputs
+SETTABLE = C.EDIT_CELLS + C.SAMPLING_CELLS + (C.ATTRIBUTION_TOKEN, C.LAST_POSITION, C.TOKEN_IDS)
+
+
+def parse_set(text, book):
+    """'HeadSwitches[1,2]=0' -> ((sheet index, row, col), 0.0): the cell of a settable name, 0-based index."""
+    m = re.fullmatch(r"\s*(\w+)\s*(?:\[\s*(\d+)\s*(?:,\s*(\d+)\s*)?\])?\s*=\s*(\S+)\s*", text)
+    if not m:
+        raise XlgptError(f"--set {text!r}: expected NAME=VALUE or NAME[i]=VALUE or NAME[i,j]=VALUE")
+    name, i, j, value = m.groups()
+    if name not in SETTABLE or name not in book.names:
+        raise XlgptError(f"--set {text!r}: {name} is not a cell this workbook lets you set "
+                         f"(settable: {', '.join(n for n in SETTABLE if n in book.names)})")
+    rect = book.names[name]
+    if i is None:
+        i, j = (0, 0) if rect.height == rect.width == 1 else (None, None)
+    elif j is None:  # one index: along the name's only long side
+        i, j = (int(i), 0) if rect.width == 1 else (0, int(i))
+    i, j = (int(i) if i is not None else None), (int(j) if j is not None else None)
+    if i is None or not (0 <= i < rect.height and 0 <= j < rect.width):
+        raise XlgptError(f"--set {text!r}: {name} is {rect.height} x {rect.width}; give an index inside it (from 0)")
+    try:
+        number = float(value)
+    except ValueError:
+        raise XlgptError(f"--set {text!r}: {value!r} is not a number")
+    if not np.isfinite(number):
+        raise XlgptError(f"--set {text!r}: {value!r} is not a finite number")
+    cell = rect.cell(i, j)
+    return (book.sheets.index(cell.sheet) + 1, cell.top, cell.left), int(number) if number.is_integer() else number
+
+
+def with_edits(book, sets, directory):
+    """A copy of the book with the --set cells changed, read again."""
+    cells = dict(parse_set(text, book) for text in sets)
+    copy = Path(directory) / ("edited-" + book.path.name)
+    copy_with_cells(book.path, copy, cells, INPUT)
+    return dataclasses.replace(read_book(copy), path=copy)
+
+
 def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_CELLS, on_stage=lambda msg: None,
-             prompt=None, on_skip=None):
-    """One result dict per engine. `prompt`: type this text into a copy of a typed book first.
+             prompt=None, on_skip=None, sets=()):
+    """One result dict per engine. `prompt`: type this text into a copy of a typed book first; `sets`:
+    NAME[i,j]=VALUE edits of its input cells (interventions, sampling, ...) in that copy.
     With `on_skip`, a book too large for the formulas engine drops it (on_skip(reason)) instead of failing."""
     on_stage(f"reading {path}")
     book = read_book(path)
@@ -173,6 +229,9 @@ def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_C
             on_skip(str(e))
             engines = [e for e in engines if e != "formulas"]
     with tempfile.TemporaryDirectory(prefix="xlgpt-eval-") as tmp:
+        if sets:
+            on_stage("editing a copy")
+            book = with_edits(book, sets, tmp)
         if prompt is not None:
             on_stage("typing the prompt into a copy")
             book = with_prompt(book, prompt, tmp)
@@ -183,7 +242,8 @@ def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_C
         on_stage("computing the NumPy reference")
         checked = {name: ref for name, ref in book.names.items() if name in CHECKED}
         target = book.attribution_token if isinstance(book.attribution_token, int) else None
-        expected = expected_values(ckpt, tokens, reference_edits(book, ckpt.config), checked, target, book.sampling)
+        expected = expected_values(ckpt, tokens, reference_edits(book, ckpt.config), checked, target, book.sampling,
+                                   sae_for(book, ckpt))
         wanted = list(expected) + ([C.LOGITS_TOKEN_IDS, C.LOGITS_IN_PROMPT] if book.typed else [])
         results = []
         for engine in engines:

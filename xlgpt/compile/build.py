@@ -51,11 +51,13 @@ def inputs_for(ckpt, tokens, tokenizer=None, prompt=None, positions=None, capaci
 
 
 def build(ckpt, tokens, out, template=None, progress=None, tokenizer=None, prompt=None, positions=None,
-          capacity=None):
+          capacity=None, edits=None, sae=None, sae_source=None):
     """Write the workbook for `tokens` to `out`; returns (sheets, names) as written.
 
     With a tokenizer, token ids are shown with their text throughout the book. With a `prompt` too, the
-    book tokenizes it itself (see inputs_for); a person can then type another prompt."""
+    book tokenizes it itself (see inputs_for); a person can then type another prompt. `edits`
+    (inputs.Edits): the Interventions tab's starting values; `sae` (weights.sae.SAE, loaded from `sae_source`
+    as --sae takes it) the Features tab's sparse autoencoder."""
     inputs = inputs_for(ckpt, tokens, tokenizer, prompt, positions, capacity)
     check_output(out)
     spec = load_spec(ckpt.config, template)
@@ -64,8 +66,8 @@ def build(ckpt, tokens, out, template=None, progress=None, tokenizer=None, promp
     # the checkpoint as the user named it (a model name, or a directory as typed), never the builder's absolute
     # path: eval finds it again with --weights' rules, and the sha256 tells whether it is the same
     about = About(ckpt.name or str(ckpt.path), fingerprint(ckpt.path), inputs.kind,
-                  cap and (cap.chars, cap.bytes, cap.rounds, cap.tokens))
-    book, names = lower(spec, ckpt, inputs, about, vocab)
+                  cap and (cap.chars, cap.bytes, cap.rounds, cap.tokens), sae and sae_source)
+    book, names = lower(spec, ckpt, inputs, about, vocab, edits, sae)
     sheets = book.sheets()
     write_workbook(out, sheets, names, progress)
     return sheets, names

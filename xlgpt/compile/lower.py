@@ -43,6 +43,7 @@ class Ctx:
     def __init__(self, lowering, stage):
         self.lowering, self.stage = lowering, stage
         self.cfg, self.T, self.vocab, self.edits = lowering.cfg, lowering.T, lowering.vocab, lowering.edits
+        self.sae = lowering.sae
         self.tab = lowering.book[stage.tab]
         self.header = lowering.headers.get(stage.tab)
         if self.header:
@@ -55,6 +56,7 @@ class Ctx:
         raise XlgptError(message)
 
     number = staticmethod(number)
+    heat_from_zero = colour_scale(0)  # white at 0, blue at the largest
     heat = colour_scale(0, 1)  # probabilities: white at 0, blue at 1
     formula = staticmethod(Formula)
 
@@ -127,6 +129,20 @@ class Ctx:
     def weight(self, role, labels=None, as_stored=False):
         return self.lowering.weight(self.stage, role, labels, as_stored)
 
+    def place(self, title, values, labels=None):
+        """Numbers that are not the checkpoint's (an SAE's) on this tab's weights tab: a Rect."""
+        tab = self.lowering.weights_tab(self.stage.tab)
+        return tab.vector(title, values) if values.ndim == 1 else tab.matrix(title, values, labels)
+
+    def stream_entering(self, layer):
+        """The residual stream entering block `layer` (after its steering): the output of that layer's steer
+        stage, or the last residual stream before the block's first stage."""
+        stages = self.lowering.spec.stages
+        first = next(s for s in stages if s.layer == layer)
+        if first.op == "steer":
+            return self.lowering.out[first.index]
+        return self.lowering.out[[s for s in stages[:first.index] if s.name == "x"][-1].index]
+
     def token_table(self):
         """The embedding table wte, one row per token id, labelled with the token's text when known."""
         table = self.weight("table", self.vocab, as_stored=True).rect
@@ -147,9 +163,9 @@ class Ctx:
 
 
 class Lowering:
-    def __init__(self, spec, ckpt, inputs, vocab=None, edits=None):
+    def __init__(self, spec, ckpt, inputs, vocab=None, edits=None, sae=None):
         self.spec, self.ckpt, self.cfg, self.inputs, self.vocab = spec, ckpt, ckpt.config, inputs, vocab
-        self.edits = edits
+        self.edits, self.sae = edits, sae
         self.T = inputs.positions
         self.book = Book()
         self.placed, self.out, self.header_slots, self.headers, self.named, self.onehots = {}, {}, {}, {}, {}, {}
@@ -192,8 +208,7 @@ class Lowering:
         with its shorter side across unless `as_stored` (Stored)."""
         tensor = stage.params[role]
         if tensor not in self.placed:
-            name = f"{stage.tab} weights"
-            tab = self.book.tabs.get(name) or self.book.add(WeightsTab(name, self.cfg.n_embd))
+            tab = self.weights_tab(stage.tab)
             value = self.ckpt[tensor]
             if value.ndim == 1:
                 self.placed[tensor] = tab.vector(tensor, value)
@@ -202,6 +217,10 @@ class Lowering:
                 title = tensor + (", transposed: row = output feature" if transposed else "")
                 self.placed[tensor] = Stored(tab.matrix(title, value.T if transposed else value, labels), transposed)
         return self.placed[tensor]
+
+    def weights_tab(self, tab):
+        name = f"{tab} weights"
+        return self.book.tabs.get(name) or self.book.add(WeightsTab(name, self.cfg.n_embd))
 
     def run(self):
         for stage in self.spec.stages:
@@ -226,13 +245,14 @@ class Lowering:
         return out
 
 
-def lower(spec, ckpt, inputs, about, vocab=None, edits=None):
+def lower(spec, ckpt, inputs, about, vocab=None, edits=None, sae=None):
     """Lower everything. Returns (Book, defined names {name: Rect}).
 
     `inputs` (compile/inputs.py) are the token ids, or a Prompt cell the book tokenizes itself; `about`
     (contract.About) is what the book records about itself; `vocab`, each token's text, labels the embedding
-    table, the logits and the predictions; `edits` (inputs.Edits) the interventions' starting values."""
-    lowering = Lowering(spec, ckpt, inputs, vocab, edits or Edits.none(ckpt.config))
+    table, the logits and the predictions; `edits` (inputs.Edits) the interventions' starting values; `sae`
+    (weights.sae.SAE) the sparse autoencoder of the Features tab."""
+    lowering = Lowering(spec, ckpt, inputs, vocab, edits or Edits.none(ckpt.config), sae)
     lowering.run()
     names = lowering.names()
     names.update(inputs.add_tabs(lowering.book, names.get(C.VOCABULARY)))

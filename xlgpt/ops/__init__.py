@@ -6,8 +6,8 @@ OPS is the explicit registry the template is checked against: name -> (function,
 """
 from dataclasses import dataclass
 
-from . import (attention, attribution, embedding, interventions, lens, mlp, norm, output, projection, residual,
-               sampling)
+from . import (attention, attribution, embedding, features, interventions, lens, mlp, norm, output, projection,
+               residual, sampling)
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ OPS = {
     "steer": Op(interventions.steer, 1),
     "mlp_switch": Op(interventions.mlp_switch, 1),
     "interventions": Op(interventions.panel, 0, group="interpretability", header=False),
+    "features": Op(features.features, 1, group="interpretability"),
     "attribution": Op(attribution.attribution, 2, ("weight", "bias")),
     "attribution_table": Op(attribution.attribution_table, 3, ("weight", "bias", "table"), group="interpretability",
                             header=False),

@@ -444,20 +444,30 @@ def _format_chunk(task):
 
 def copy_with_cell(src, dst, sheet_index, row, col, value, style=0):
     """Copy a workbook this writer made, with one cell of sheet `sheet_index` (1-based) replaced by `value`
-    (text, number or Formula). Streams every other part, so it suits books of any size."""
+    (text, number or Formula)."""
+    copy_with_cells(src, dst, {(sheet_index, row, col): value}, style)
+
+
+def copy_with_cells(src, dst, cells, style=0):
+    """Copy a workbook this writer made with cells replaced: {(sheet index (1-based), row, col): value}.
+    Streams every part it does not change, so it suits books of any size."""
     import re
     import shutil
 
-    member, ref = f"xl/worksheets/sheet{sheet_index}.xml", cell_name(row, col)
-    cell = re.compile(rf'<c r="{ref}"(?:[^>]*?/>|[^>]*>.*?</c>)', re.S)
-    new = _value_xml(value, style, ref)  # text goes inline: the shared-strings table stays as it was
+    by_member = {}
+    for (sheet_index, row, col), value in cells.items():
+        by_member.setdefault(f"xl/worksheets/sheet{sheet_index}.xml", {})[cell_name(row, col)] = value
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
         for info in zin.infolist():
             with zin.open(info) as f, _member(zout, info.filename, 1) as out:
-                if info.filename != member:
+                if info.filename not in by_member:
                     shutil.copyfileobj(f, out, 1 << 20)
                     continue
-                xml, n = cell.subn(lambda m: new, f.read().decode(), count=1)
-                if n != 1:
-                    raise XlgptError(f"{src}: cell {ref} of sheet {sheet_index} was not found")
+                xml = f.read().decode()
+                for ref, value in by_member[info.filename].items():
+                    cell = re.compile(rf'<c r="{ref}"(?:[^>]*?/>|[^>]*>.*?</c>)', re.S)
+                    new = _value_xml(value, style, ref)  # text goes inline: the shared strings stay as they were
+                    xml, n = cell.subn(lambda m: new, xml, count=1)
+                    if n != 1:
+                        raise XlgptError(f"{src}: cell {ref} of {info.filename} was not found")
                 out.write(xml.encode())
