@@ -18,7 +18,8 @@ def book(tmp_path_factory):
 def test_tabs_names_and_panes(book):
     wb = openpyxl.load_workbook(book)
     assert wb.sheetnames == ["Guide", "Tokens", "Embeddings", "Layer 0", "Layer 1", "Output", "Interventions",
-                             "Logit lens", "Attribution", "Embeddings weights", "Layer 0 weights", "Layer 1 weights"]
+                             "Features", "Logit lens", "Attribution", "Embeddings weights", "Layer 0 weights",
+                             "Layer 1 weights"]
     assert {"Logits", "PredictedToken", "Predictions", "TokenIds", "Checkpoint", "WeightsSha256"} <= set(wb.defined_names)
     assert wb.defined_names["Predictions"].attr_text == "Output!$C$4:$I$4"  # 7 tokens: columns C..I
     predicted = wb.defined_names["PredictedToken"].attr_text.split("!")
