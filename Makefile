@@ -3,22 +3,33 @@
 PYTHON ?= python3
 PYTEST_FLAGS ?= -q
 
-.PHONY: install demo test test-fast bench fixtures clean
+.PHONY: install demo screenshots test test-fast bench fixtures clean
 
 install:
 	$(PYTHON) -m pip install -q -e '.[test]'
 
-# The bundled Shakespeare model and its default prompt in a Prompt cell: build, verify with LibreOffice,
-# type another prompt into a copy; then the same book with its tokenizer sized to the prompt, which the
-# formulas engine can afford, verified with both engines.
+# The bundled Shakespeare model and its default prompt in a Prompt cell: build it and verify every number the
+# book shows with every engine; type another prompt into a copy; then the instruments: ablate head 2 of layer 0,
+# steer by an SAE feature, and generate text with the spreadsheet doing every step.
 DEMO_PROMPT ?= Shall I compare thee to a summer's
 demo: install
 	@mkdir -p out
 	$(PYTHON) -m xlgpt build --out out/demo.xlsx
-	$(PYTHON) -m xlgpt eval out/demo.xlsx --engine libreoffice
+	$(PYTHON) -m xlgpt eval out/demo.xlsx --engine all
 	$(PYTHON) -m xlgpt eval out/demo.xlsx --engine libreoffice --prompt "$(DEMO_PROMPT)"
-	$(PYTHON) -m xlgpt build --capacity fit --out out/demo-fit.xlsx
-	$(PYTHON) -m xlgpt eval out/demo-fit.xlsx --engine both
+	$(PYTHON) -m xlgpt eval out/demo.xlsx --engine libreoffice --set "HeadSwitches[0,2]=0"
+	$(PYTHON) -m xlgpt build --steer-feature 40 --steer-coef 2 --out out/demo-steered.xlsx
+	$(PYTHON) -m xlgpt eval out/demo-steered.xlsx --engine libreoffice
+	$(PYTHON) -m xlgpt generate --steps 20 --temperature 0.8 --top-k 40 --seed 7
+	@echo "Open out/demo.xlsx in Excel, LibreOffice or Gnumeric: start on its Guide tab."
+
+# The README's pictures of the default book (dev: needs poppler-utils)
+screenshots: install
+	@mkdir -p out docs
+	$(PYTHON) -m xlgpt build --out out/demo.xlsx
+	$(PYTHON) tools/screenshots.py out/demo.xlsx docs "guide=Guide!A1:D40" "prompt=Prompt!A1:F32" \
+	    "attention=Layer 0!A749:U770" "lens=Logit lens!A1:U20" "attribution=Attribution!A1:H20" \
+	    "interventions=Interventions!A1:H24" "features=Features!A1:U21"
 
 test: install
 	$(PYTHON) -m pytest $(PYTEST_FLAGS)
