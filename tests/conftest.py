@@ -1,7 +1,7 @@
 """Fixtures only; the shared helpers are in helpers.py."""
 import pytest
 
-from helpers import xlgpt
+from helpers import FIXTURES, expected, tokens_arg, xlgpt
 
 
 @pytest.fixture(scope="session")
@@ -11,3 +11,31 @@ def small_ckpt(tmp_path_factory):
     xlgpt("weights", "random", "--layers", 1, "--embd", 8, "--heads", 2, "--vocab", 20, "--context", 6,
           "--seed", 7, "--out", path, check=0)
     return path
+
+
+@pytest.fixture(scope="session")
+def three_heads_book(tmp_path_factory):
+    """The three_heads fixture's book, built by the CLI, shared by tests that only read it."""
+    tokens, _ = expected("three_heads")
+    path = tmp_path_factory.mktemp("three_heads") / "book.xlsx"
+    xlgpt("build", "--weights", FIXTURES / "three_heads", "--tokens", tokens_arg(tokens), "--out", path, check=0)
+    return path
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hf_constants
+
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ENDPOINT", "HF_HUB_OFFLINE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("XLGPT_HOME", str(tmp_path / "xlgpt"))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    # huggingface_hub read its environment at import, before this test ran. xlgpt.weights.hub passes endpoint and
+    # cache explicitly, but the client's User-Agent registry fetch uses the import-time endpoint and HF_HOME:
+    # turn that telemetry off so no test reaches past loopback or writes outside tmp_path. (Subprocess
+    # tests get a fresh import with the right environment and leave it on: the fake hub answers it.)
+    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    return tmp_path

@@ -49,25 +49,6 @@ def repo_files(tmp_path_factory):
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    import huggingface_hub.constants as hf_constants
-
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ENDPOINT", "HF_HUB_OFFLINE", "XDG_CACHE_HOME"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("XLGPT_HOME", str(tmp_path / "xlgpt"))
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    # huggingface_hub read its environment at import, before this test ran. xlgpt.weights.hub passes endpoint and
-    # cache explicitly, but the client's User-Agent registry fetch uses the import-time endpoint and HF_HOME:
-    # turn that telemetry off so no test reaches past loopback or writes outside tmp_path. (Subprocess
-    # tests get a fresh import with the right environment and leave it on: the fake hub answers it.)
-    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
-    return tmp_path
-
-
-@pytest.fixture
 def hub(env, repo_files, monkeypatch):
     """start(mode, repo_id, files) runs a fake hub and points HF_ENDPOINT at it; all stop at teardown."""
     started = []

@@ -14,11 +14,8 @@ from xlgpt.weights.checkpoint import load
 
 
 @pytest.fixture(scope="module")
-def book(tmp_path_factory):
-    tokens, _ = expected("three_heads")
-    path = tmp_path_factory.mktemp("learner") / "book.xlsx"
-    xlgpt("build", "--weights", FIXTURES / "three_heads", "--tokens", tokens_arg(tokens), "--out", path, check=0)
-    return path
+def book(three_heads_book):
+    return three_heads_book
 
 
 def ranges(ws):

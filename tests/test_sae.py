@@ -8,7 +8,6 @@ from safetensors.numpy import save_file
 
 from helpers import FIXTURES, xlgpt
 from fakehub import FakeHub
-from test_hub import env  # noqa: F401 (fixture: HF_HOME, XLGPT_HOME in tmp_path, telemetry off)
 from xlgpt import XlgptError
 from xlgpt.check import reference
 from xlgpt.tokenizer.hf import WEIGHTS_DIR
@@ -138,7 +137,7 @@ def test_random_sae_from_folder(small_ckpt, tmp_path):
     assert load_sae(tmp_path, "v6").hook_name == "blocks.0.hook_resid_pre"  # folder + subfolder
 
 
-def test_random_sae_through_fake_hub(env, small_ckpt, monkeypatch, tmp_path):  # noqa: F811
+def test_random_sae_through_fake_hub(env, small_ckpt, monkeypatch, tmp_path):
     cfg, tensors = random_sae(8, 32)
     folder = write_sae(tmp_path / "sae", cfg, tensors)
     files = {f"{SUB}/{f.name}": f.read_bytes() for f in folder.iterdir()}
@@ -162,7 +161,7 @@ def one_line(excinfo):
     return message
 
 
-def test_hub_errors(env, monkeypatch, tmp_path):  # noqa: F811
+def test_hub_errors(env, monkeypatch, tmp_path):
     cfg, tensors = random_sae(8, 32)
     folder = write_sae(tmp_path / "sae", cfg, tensors)
     with FakeHub(SAE_REPO, {f"{SUB}/cfg.json": (folder / "cfg.json").read_bytes()}) as fake:

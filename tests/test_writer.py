@@ -14,7 +14,8 @@ from xlgpt.xlsx import writer as xlsx
 from xlgpt.compile.inputs import TokenIds
 from xlgpt.contract import About
 from xlgpt.weights.checkpoint import load
-from xlgpt.check.engines import find_soffice, formulas_values, read_book
+from xlgpt.check.engines import find_soffice, formulas_values
+from xlgpt.contract import read_book
 from xlgpt.compile.lower import lower
 from xlgpt.compile.template import load_spec
 from xlgpt.tokenizer.hf import display

@@ -555,7 +555,6 @@ def generation_book(weights, tokens, prompt, book_path, positions, out, quiet):
     from .compile.build import build as build_book, check_output
     from .contract import read_book
     from .tokenizer import hf as tk
-    from .weights.checkpoint import load
 
     if book_path is not None:
         if positions is not None:

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .xlsx.styles import IDS, PADDING, when
-from .xlsx.writer import (BOLD, INPUT, TITLE, ArrayFormula, Cells, Formula, Numbers, Sheet, cell_name, column_letter,
-                          quote_sheet)
+from .xlsx.styles import BOLD, IDS, INPUT, PADDING, TITLE, when
+from .xlsx.writer import ArrayFormula, Cells, Formula, Numbers, Sheet, cell_name, column_letter, quote_sheet
 
 LABEL_COL, NOTE_COL, FIRST_COL = 1, 2, 3
 TITLE_ROW, HEADER_ROW = 1, 2

@@ -14,15 +14,12 @@ import signal
 import subprocess
 import tempfile
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .. import XlgptError
-from ..contract import read_book  # noqa: F401  (engines take a contract.BookInfo)
-from ..xlsx.writer import column_letter
 
 FORMULAS_MAX_CELLS = 500_000  # ~3 GB and a few minutes in `formulas`; LibreOffice handles far more
 # `formulas` compiles every formula on its own (~5-10 ms each; an array formula counts once)
@@ -63,9 +60,7 @@ def check_formulas_size(book, max_cells=FORMULAS_MAX_CELLS, max_formulas=FORMULA
 def formulas_values(book, wanted, max_cells=FORMULAS_MAX_CELLS):
     """Recalculate with the `formulas` package and read the wanted defined names."""
     check_formulas_size(book, max_cells)
-    with contextlib.redirect_stderr(io.StringIO()):  # its progress bars would drown ours
-        import formulas
-
+    with contextlib.redirect_stderr(io.StringIO()):  # its progress bars (and its import's) would drown ours
         with _peak_memory() as stats:
             model = _sparse_model().loads(str(book.path)).finish()
             solution = model.calculate()
@@ -274,7 +269,6 @@ def read_rects(books, engine="libreoffice", timeout=3600):
         for path, rects in books:
             path = path.resolve()
             with contextlib.redirect_stderr(io.StringIO()):  # progress bars
-                import formulas  # noqa: F401
                 refs = [f"'[{path}]{r.sheet.upper()}'!{r.ref(r.sheet, absolute=False)}" for r in rects]
                 solution = _sparse_model().from_ranges(*refs).finish().calculate()
             values = {k.upper(): v for k, v in solution.items()}

@@ -14,7 +14,6 @@ in a padded generation book that is only the last real position once the compile
 prompt's length (until then, sampling at temperature > 0 is checked, and will disagree, on padded books).
 """
 import time
-from pathlib import Path
 
 import numpy as np
 

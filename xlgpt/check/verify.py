@@ -14,7 +14,8 @@ from ..weights.hub import resolve
 from .. import contract as C
 from ..contract import read_book
 from .engines import ENGINES, FORMULAS_MAX_CELLS, check_formulas_size
-from ..xlsx.writer import INPUT, copy_with_cell, copy_with_cells, decimal_values
+from ..xlsx.styles import INPUT
+from ..xlsx.writer import copy_with_cell, copy_with_cells, decimal_values
 
 TOLERANCE = 1e-6
 

@@ -12,7 +12,7 @@
 from dataclasses import dataclass
 
 from .. import XlgptError
-from .tables import LETTER, NUMBER, OTHER, SPACE, char_class, tables  # noqa: F401  (LETTER, NUMBER: re-exported)
+from .tables import SPACE, char_class, tables
 
 CONTRACTIONS = (("s", "t", "m", "d"), ("re", "ve", "ll"))  # after "'", case-sensitive as in GPT-2's regex
 

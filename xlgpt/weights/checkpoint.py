@@ -31,7 +31,7 @@ class Config:
         if self.n_embd % self.n_head:
             raise XlgptError(f"config: n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
         if not (isinstance(self.layer_norm_epsilon, (int, float)) and self.layer_norm_epsilon > 0):
-            raise XlgptError(f"config: layer_norm_epsilon must be a positive number")
+            raise XlgptError("config: layer_norm_epsilon must be a positive number")
 
     @property
     def head_size(self):

@@ -14,7 +14,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from .. import XlgptError
-from .styles import BOLD, INPUT, PLAIN, TITLE, TAB_COLOURS, styles_xml  # noqa: F401  (style ids for callers)
+from .styles import PLAIN, TAB_COLOURS, styles_xml
 
 CHUNK_CELLS = 250_000          # cells formatted per task when several processes share the work
 # LibreOffice 7.4 cannot open an .xlsx larger than 2 GiB. Weights, every cell with its address, take
@@ -413,14 +413,14 @@ def _write_parts(zf, sheets, names, progress, level):
     for name, text in static.items():
         with _member(zf, name, level) as f:
             f.write(text.encode())
-    global _SHEETS, _STRINGS
-    _SHEETS, _STRINGS = sheets, strings  # forked workers inherit the sheets instead of receiving them
     big = sum(s.extent()[0] * s.extent()[1] for s in sheets) > PARALLEL_CELLS and os.cpu_count() > 1
-    pool = multiprocessing.get_context("fork").Pool(os.cpu_count()) if big else None
+    # forked workers get the sheets through the initializer's arguments, which fork does not copy or pickle
+    pool = (multiprocessing.get_context("fork").Pool(os.cpu_count(), _adopt, (sheets, strings)) if big else None)
     try:
         for i, sheet in enumerate(sheets, 1):
             tasks = [(i - 1, start, stop) for start, stop in sheet.chunks()]
-            formatted = pool.imap(_format_chunk, tasks) if pool else map(_format_chunk, tasks)
+            formatted = (pool.imap(_format_chunk, tasks) if pool else
+                         (_format(sheets, strings, task) for task in tasks))
             with _member(zf, f"xl/worksheets/sheet{i}.xml", level) as f:
                 f.write(_sheet_head(sheet).encode())
                 for (_, _, stop), data in zip(tasks, formatted):  # in order: the bytes never depend on timing
@@ -431,15 +431,24 @@ def _write_parts(zf, sheets, names, progress, level):
     finally:
         if pool:
             pool.terminate()
-        _SHEETS = _STRINGS = None
 
 
-_SHEETS = _STRINGS = None
+def _format(sheets, strings, task):
+    """The XML bytes of rows [start, stop) of sheet `index`."""
+    index, start, stop = task
+    return "".join(sheets[index].rows_xml(start, stop, strings)).encode()
+
+
+_WORKER_BOOK = None  # in a forked writer worker only: (sheets, strings)
+
+
+def _adopt(sheets, strings):
+    global _WORKER_BOOK
+    _WORKER_BOOK = (sheets, strings)
 
 
 def _format_chunk(task):
-    index, start, stop = task
-    return "".join(_SHEETS[index].rows_xml(start, stop, _STRINGS)).encode()
+    return _format(*_WORKER_BOOK, task)
 
 
 def copy_with_cell(src, dst, sheet_index, row, col, value, style=0):
