@@ -41,6 +41,10 @@ class Rect:
             a += ":" + cell_name(self.bottom, self.right, absolute)
         return a if from_sheet == self.sheet else f"{quote_sheet(self.sheet)}!{a}"
 
+    def corners(self):
+        """'A1:B2' (even for one cell): the A1 text of the top-left and bottom-right cells."""
+        return f"{cell_name(self.top, self.left)}:{cell_name(self.bottom, self.right)}"
+
     def rows(self, start, stop):
         return Rect(self.sheet, self.top + start, self.left, stop - start, self.width)
 
@@ -125,6 +129,12 @@ class Tab:
         """A number format (style) for the rows of `rect`: the cells of array results take their row's."""
         for row in range(rect.top, rect.bottom + 1):
             self.sheet.row_styles[row] = style
+        return rect
+
+    def widen(self, rect, characters):
+        """Columns of `rect` at least this wide."""
+        for col in range(rect.left, rect.right + 1):
+            self.sheet.widths[col] = max(self.sheet.widths.get(col, 0), characters)
         return rect
 
     def tall(self, rect, points=30):

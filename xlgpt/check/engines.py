@@ -294,8 +294,7 @@ def read_rects(books, engine="libreoffice", timeout=3600):
             return float(v)
         except ValueError:
             return v
-    return [[[[cell(grids[k], r, c) for c in range(x.left, x.right + 1)] for r in range(x.top, x.bottom + 1)]
-             for x in rects] for k, (_, rects) in enumerate(books)]
+    return [[x.read(lambda r, c, k=k: cell(grids[k], r, c)) for x in rects] for k, (_, rects) in enumerate(books)]
 
 
 def _sheet_index(path, sheet):

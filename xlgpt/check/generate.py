@@ -19,7 +19,6 @@ import numpy as np
 
 from .. import XlgptError
 from .. import contract as C
-from ..xlsx.writer import cell_name
 from . import reference
 from .verify import TOLERANCE, as_written, checkpoint_for, reference_edits
 
@@ -28,7 +27,7 @@ PAD_ID = 0
 
 def rect_ref(rect):
     """A Rect as LibreOffice's "Sheet.A1:B2" range address."""
-    return f"{rect.sheet}.{cell_name(rect.top, rect.left)}:{cell_name(rect.bottom, rect.right)}"
+    return f"{rect.sheet}.{rect.corners()}"
 
 
 class LibreOfficeSheet:
@@ -73,7 +72,7 @@ class FormulasSheet:
         self.load_seconds = time.perf_counter() - t0
 
     def _key(self, rect):
-        return f"'[{self.info.path.name}]{rect.sheet.upper()}'!{cell_name(rect.top, rect.left)}"
+        return f"'[{self.info.path.name}]{rect.sheet.upper()}'!{rect.ref(rect.sheet, absolute=False)}"
 
     def set(self, name, value, index=None):
         rect = self.info.names[name]

@@ -127,8 +127,8 @@ def show_top_k(tab, names):
     text = f'INDEX({C.VOCABULARY},{{id}}+1)' if C.VOCABULARY in names else "{id}"
     tab.each(table.col(0), text, BIG, id=lambda r, _: ids.cell(r, 0))
     tab.each(table.col(1), "{p}", BIG_PERCENT, p=lambda r, _: probs.cell(r, 0))
+    tab.widen(table.col(1), 14)
     tab.tall(table)
-    tab.sheet.widths[table.col(1).left] = max(tab.sheet.widths.get(table.col(1).left, 0), 14)
     return {}
 
 

@@ -42,5 +42,5 @@ def panel(ctx):
     for name, rect in ((C.HEAD_SWITCHES, heads), (C.MLP_SWITCHES, mlps), (C.STEERING_LAYER, layer),
                        (C.STEERING_COEFFICIENT, coefficient), (C.STEERING_VECTOR, vector)):
         ctx.name(name, rect)
-    tab.sheet.widths.update({c: 9 for c in range(vector.left, vector.left + cfg.n_head)})
+    tab.widen(heads, 9)
     return heads
