@@ -39,8 +39,11 @@ class Tokenizer:
         return self.hf.decode(list(ids))
 
     def token_text(self, i):
-        """What token i stands for, as text a cell can show (a lone piece of a UTF-8 character shows as �)."""
-        return self.decode([i])
+        """What token i stands for, as text a cell can show (a piece of a UTF-8 character as <0xC3>)."""
+        from .tables import symbol_text
+
+        symbol = self.hf.id_to_token(i)
+        return self.decode([i]) if symbol is None else symbol_text(symbol)
 
 
 def display(text):

@@ -59,13 +59,23 @@ def tables(tok):
     return _tables(str(tok.files[0]), str(tok.files[1]))
 
 
-def token_texts(tok):
-    r"""Each token's text (partial UTF-8 characters show as \ufffd), made readable like the model's labels."""
-    from .hf import display
+def symbol_text(symbol):
+    """A byte-level token's text: its UTF-8 bytes decoded, or, for a piece of a character, the bytes as
+    <0xC3>-style text (never a replacement character that hides which bytes they are)."""
     to_byte = {c: b for b, c in bytes_to_unicode().items()}
+    raw = bytes(to_byte.get(c, 63) for c in symbol)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "".join(f"<0x{b:02X}>" for b in raw)
+
+
+def token_texts(tok):
+    """Each token's text, made readable like the model's labels."""
+    from .hf import display
     out = [""] * tables(tok).V
     for symbol, i in tables(tok).vocab.items():
-        out[i] = display(bytes(to_byte.get(c, 63) for c in symbol).decode("utf-8", errors="replace"))
+        out[i] = display(symbol_text(symbol))
     return out
 
 
