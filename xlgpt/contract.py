@@ -70,6 +70,13 @@ TOKEN_INPUT, PROMPT_INPUT = "token ids", "prompt cell"
 CAPACITY = ("CapacityCharacters", "CapacityBytes", "CapacityRounds", "CapacityTokens")
 
 
+def weight_name(tensor, transposed=False):
+    """The defined name of a checkpoint tensor on its weights tab: h.0.attn.c_attn.weight -> L0_attn_c_attn_weight
+    (with _T when the tab holds its transpose), wte.weight -> wte_weight."""
+    name = re.sub(r"^h\.(\d+)\.", r"L\1_", tensor).replace(".", "_")
+    return name + ("_T" if transposed else "")
+
+
 def numbered(name, i):
     """The name of prompt i's result in a batch tokenizer book (Prompt_1, SheetTokenIds_1, ...)."""
     return f"{name}_{i}"

@@ -73,6 +73,16 @@ class Rect:
         return Rect(self.sheet, self.top, NOTE_COL, self.height, 1)
 
 
+@dataclass(frozen=True)
+class Named(Rect):
+    """A rectangle with a defined name: formulas read it by name (`MMULT(L0_attn_c_attn_weight_T,...)`);
+    its parts (rows, columns, cells) are plain Rects."""
+    name: str = ""
+
+    def ref(self, from_sheet=None, absolute=True):
+        return self.name
+
+
 class Tab:
     """A sheet filled top to bottom: title, frozen header rows, then titled, labelled blocks."""
 
@@ -252,7 +262,7 @@ class WeightsTab(Tab):
             self.index = self.sheet.add(Numbers(5, self.index_col, indices))
         elif len(values) > self.index.height:  # the index column grows with the longest vector
             self.index.values = indices
-        self.sheet.widths[col] = 12
+        self.sheet.widths[col] = max(12, len(title) + 2)  # the title in full
         return self.numbers(Rect(self.name, 5, col, len(values), 1), values.reshape(-1, 1))
 
 

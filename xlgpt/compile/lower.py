@@ -5,11 +5,11 @@ token id, its text, and in a prompt-cell book whether the position holds the pro
 (xlgpt/ops/) turns into a few classic array formulas ({=MMULT(...)}) or one small formula per cell where a
 person should see a single step (LayerNorm statistics, softmax maxima and sums, the embedding lookup).
 """
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 from .. import XlgptError
 from .. import contract as C
-from ..layout import BOLD, Book, Formula, Tab, WeightsTab
+from ..layout import BOLD, Book, Formula, Named, Tab, WeightsTab
 from ..ops import OPS
 from .guide import add_guide
 from .inputs import Edits
@@ -211,12 +211,19 @@ class Lowering:
             tab = self.weights_tab(stage.tab)
             value = self.ckpt[tensor]
             if value.ndim == 1:
-                self.placed[tensor] = tab.vector(tensor, value)
+                self.placed[tensor] = self.named_weight(tab.vector(tensor, value), tensor)
             else:
                 transposed = not as_stored and value.shape[0] < value.shape[1]
                 title = tensor + (", transposed: row = output feature" if transposed else "")
-                self.placed[tensor] = Stored(tab.matrix(title, value.T if transposed else value, labels), transposed)
+                rect = tab.matrix(title, value.T if transposed else value, labels)
+                self.placed[tensor] = Stored(self.named_weight(rect, tensor, transposed), transposed)
         return self.placed[tensor]
+
+    def named_weight(self, rect, tensor, transposed=False):
+        """The tensor's cells with their defined name (e.g. L0_attn_c_attn_weight_T), which formulas read."""
+        named = Named(*astuple(rect), C.weight_name(tensor, transposed))
+        self.named[named.name] = rect
+        return named
 
     def weights_tab(self, tab):
         name = f"{tab} weights"
