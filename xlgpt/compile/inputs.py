@@ -57,7 +57,7 @@ class TokenIds:
         """PredictedToken: the prediction at the last position, repeated on the inputs tab."""
         last = info.field("Predict after position (LastPosition: how many of the tokens to use)", self.positions,
                           INPUT)
-        cell = info.field("Predicted next token", Formula(f"INDEX({C.PREDICTIONS},1,{C.LAST_POSITION})"), BOLD)
+        cell = info.field("Predicted next token", Formula(at_position(names, C.LAST_POSITION)), BOLD)
         if C.VOCABULARY in names:
             info.put(cell.cell(0, 1), [[Formula(PREDICTED_TEXT)]], BOLD)
         info.skip()
@@ -101,7 +101,7 @@ class PromptCell:
         ids and prompt/padding row beside the logits let an engine read everything from one tab."""
         cell = info.field("Predicted next token", Formula(
             f'IF({C.TOKENIZER_STATUS}<>"ok",{C.TOKENIZER_STATUS},IF(N({C.SHEET_TOKEN_COUNT})<1,'
-            f'"Type a prompt on the Prompt tab.",INDEX({C.PREDICTIONS},1,{C.SHEET_TOKEN_COUNT})))'), BOLD)
+            f'"Type a prompt on the Prompt tab.",{at_position(names, C.SHEET_TOKEN_COUNT)}))'), BOLD)
         info.put(cell.cell(0, 1), [[Formula(PREDICTED_TEXT)]], BOLD)
         info.skip()
         prompt = self.prompt_tab
@@ -115,6 +115,13 @@ class PromptCell:
         return {C.PREDICTED_TOKEN: cell, C.LAST_POSITION: last, C.LOGITS_TOKEN_IDS: logits_header.ids,
                 C.LOGITS_IN_PROMPT: logits_header.in_prompt, **show_top_k(prompt, names),
                 **sampling_cells(prompt, names)}
+
+
+def at_position(names, position):
+    """Formula text of the prediction at a position (a name holding a column number from 1). A one-position
+    book reads its one cell: Gnumeric's INDEX gives #REF! on a one-cell range."""
+    predictions = names[C.PREDICTIONS]
+    return predictions.ref() if predictions.width == 1 else f"INDEX({C.PREDICTIONS},1,{position})"
 
 
 def show_top_k(tab, names):
