@@ -12,7 +12,8 @@ def attribution(ctx, heads, mlp):
     then · direction; the output bias · direction; the MLP's switched output · direction."""
     cfg, d = ctx.cfg, ctx.cfg.head_size
     w, b = ctx.weight("weight"), ctx.weight("bias")
-    back = ctx.block(ctx.rows("c_proj · direction", cfg.n_embd), ctx.title + ": the direction, back through c_proj")
+    back = ctx.block(ctx.rows("c_proj · direction", cfg.n_embd), ctx.title + ": the direction, back through c_proj",
+                     width=1)
     ctx.array(back, "MMULT({w},{direction})", w=ctx.as_is(w), direction=C.ATTRIBUTION_DIRECTION)
     labels = [(f"head {h}", None) for h in range(cfg.n_head)] + [("attention output bias", None), ("MLP", None)]
     rows = ctx.block(labels, ctx.title + ": direct contribution to the target's logit at each position")
