@@ -103,7 +103,7 @@ def test_reads_names_on_several_sheets(small_gen_book):
 
 def test_generate_stops_when_the_context_is_full(small_ckpt):
     run = xlgpt("generate", "--weights", small_ckpt, "--tokens", "1,2", "--steps", 20, check=0)
-    assert "4 tokens" in run.stdout and "the context is full (6 positions)" in run.stdout
+    assert "4 tokens" in run.stdout and "the workbook is full (6 positions)" in run.stdout
     r = json.loads(xlgpt("generate", "--weights", small_ckpt, "--tokens", "1,2", "--json", check=0).stdout)
     assert r["context_full"] and len(r["tokens"]) == 4 and r["tokens"] == r["reference_tokens"]
 

@@ -500,7 +500,7 @@ def predict(weights, tokens, prompt, top_k, generate, as_json):
 @click.option("--seed", type=int, default=1, show_default=True, help="1 to 2147483646")
 @click.option("--engine", type=click.Choice(["libreoffice", "formulas"]), default="libreoffice", show_default=True)
 @click.option("--positions", type=click.IntRange(min=1), default=None,
-              help="positions of the book built (default: the model's context)")
+              help="positions of the book built (default: the prompt's tokens plus --steps, at most the context)")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="keep the built workbook here")
 @click.option("--timeout", type=click.IntRange(min=1), default=3600, show_default=True,
               help="seconds any one LibreOffice step may take")
@@ -518,7 +518,7 @@ def generate(weights, tokens, prompt, book_path, steps, temperature, top_k, seed
     check_sampling(temperature, top_k, seed)  # before any slow work
     with tempfile.TemporaryDirectory(prefix="xlgpt-gen-") as tmp:
         info, ids, tok, weights_dir = generation_book(weights, tokens, prompt, book_path, positions,
-                                                      out or Path(tmp) / "generate.xlsx", as_json)
+                                                      out or Path(tmp) / "generate.xlsx", as_json, steps)
         if not as_json:
             click.echo(tok.decode(ids) if tok else ",".join(map(str, ids)), nl=False)
 
@@ -535,8 +535,8 @@ def generate(weights, tokens, prompt, book_path, steps, temperature, top_k, seed
         click.echo()
         spt = r["seconds_per_token_after_first"] or r["seconds_per_token"]
         summary = f"{len(r['tokens'])} tokens with {engine}, {spt} s per token"
-        if r["context_full"]:
-            summary += f"; the context is full ({r['positions']} positions)"
+        if r["context_full"] and len(r["tokens"]) < steps:
+            summary += f"; the workbook is full ({r['positions']} positions)"
         if r["match"]:
             click.echo(f"{summary}; every step agrees with the reference (max |logit diff| "
                        f"{r['max_abs_logit_diff']:.2e})")
@@ -548,9 +548,10 @@ def generate(weights, tokens, prompt, book_path, steps, temperature, top_k, seed
     sys.exit(0 if r["match"] else 1)
 
 
-def generation_book(weights, tokens, prompt, book_path, positions, out, quiet):
-    """generate's workbook: --book as given, or a token-ids book built for the prompt (positions: the model's
-    context) with pad ids after it. Returns (BookInfo, prompt ids, tokenizer, weights dir for the reference)."""
+def generation_book(weights, tokens, prompt, book_path, positions, out, quiet, steps):
+    """generate's workbook: --book as given, or a token-ids book built for the prompt (positions: the prompt's
+    tokens and the steps', at most the context) with pad ids after it. Returns (BookInfo, prompt ids, tokenizer,
+    weights dir for the reference)."""
     from .check.generate import PAD_ID
     from .compile.build import build as build_book, check_output
     from .contract import read_book
@@ -583,7 +584,8 @@ def generation_book(weights, tokens, prompt, book_path, positions, out, quiet):
         return info, ids, tok, weights_dir
     ckpt, tok, ids, _ = model_and_tokens(weights, tokens, prompt)
     check_output(out)
-    positions = positions or ckpt.config.n_positions
+    # the positions the steps fill, no more: a token written at position t recomputes every later column
+    positions = positions or min(ckpt.config.n_positions, len(ids) + steps)
     if not len(ids) <= positions <= ckpt.config.n_positions:
         raise XlgptError(f"--positions {positions}: needs between {len(ids)} (the prompt's tokens) and "
                          f"{ckpt.config.n_positions} (the model's context)")

@@ -9,7 +9,7 @@ from dataclasses import astuple, dataclass
 
 from .. import XlgptError
 from .. import contract as C
-from ..layout import BOLD, Book, Formula, Named, Tab, WeightsTab
+from ..layout import BOLD, FIRST_COL, Book, Formula, Named, Rect, Tab, WeightsTab
 from ..ops import OPS
 from .guide import add_guide
 from .inputs import Edits
@@ -82,7 +82,20 @@ class Ctx:
         return self.tab.format(block, NUMBER)
 
     def array(self, rect, template, **refs):
-        return self.tab.array(rect, template, **refs)
+        """An array formula filling `rect`. A block with the positions as columns gets one per column, reading
+        the other such blocks a column at a time: an edit at one position then recalculates only the columns
+        it reaches (the sheet's own KV cache), not whole blocks."""
+        if not self.by_position(rect):
+            return self.tab.array(rect, template, **refs)
+        for t in range(self.T):
+            self.tab.array(rect.col(t), template, **{k: v.col(t) if self.by_position(v) else v
+                                                      for k, v in refs.items()})
+        return rect
+
+    def by_position(self, ref):
+        """Is `ref` a block of this book's computation tabs with the token positions as its columns?"""
+        return (isinstance(ref, Rect) and not isinstance(ref, Named) and ref.width == self.T
+                and ref.left == FIRST_COL and ref.sheet in self.lowering.headers)
 
     def each(self, rect, template, style=0, **refs):
         return self.tab.each(rect, template, style, **refs)
@@ -92,7 +105,8 @@ class Ctx:
 
     def per_head(self, formula):
         """One T x T block per head (rows: key positions, columns: query positions); formula(h, block)
-        gives (text, refs) of the array formula filling head h's block."""
+        gives (text, refs) of the array formula filling head h's block, or writes its formulas itself and
+        gives None."""
         self.tab.title(self.title)
         blocks = []
         for h in range(self.cfg.n_head):
@@ -100,8 +114,11 @@ class Ctx:
             block = self.block(labels, f"head {h}: rows are key positions, columns query positions")
             if self.header.text is not None:  # each key row labelled with its token
                 self.array(block.label_column(), "TRANSPOSE({tokens})", tokens=self.header.text)
-            text, refs = formula(h, block)
-            blocks.append(self.array(block, text, **refs))
+            written = formula(h, block)
+            if written is not None:
+                text, refs = written
+                self.array(block, text, **refs)
+            blocks.append(block)
         return blocks
 
     def last_position_row(self):
@@ -154,12 +171,12 @@ class Ctx:
         ref = stored.rect.ref(self.tab.name)
         return f"TRANSPOSE({ref})" if stored.transposed else ref
 
-    def transposed(self, stored, first=None):
-        """Formula text for a stored matrix's transpose (of its `first` rows only, if given)."""
+    def transposed(self, stored, rows=None):
+        """Formula text for a stored matrix's transpose (of its rows [start, stop) only, if given)."""
         rect = stored.rect
         if stored.transposed:
-            return (rect if first is None else rect.cols(0, first)).ref(self.tab.name)
-        return f"TRANSPOSE({(rect if first is None else rect.rows(0, first)).ref(self.tab.name)})"
+            return (rect if rows is None else rect.cols(*rows)).ref(self.tab.name)
+        return f"TRANSPOSE({(rect if rows is None else rect.rows(*rows)).ref(self.tab.name)})"
 
 
 class Lowering:

@@ -1,5 +1,7 @@
 """Causal self-attention, one T x T block per head: rows are key positions, columns query positions.
-softmax over keys of (k·q / sqrt(head size), the future masked), then the values weighted by it."""
+softmax over keys of (k·q / sqrt(head size), the future masked), then the values weighted by it. Query t's
+column reads the keys and values of positions 0..t only: causality lives in the ranges, and a new token
+leaves the earlier columns as they are (the sheet's KV cache)."""
 from .. import contract as C
 from ..xlsx.styles import PERCENT, SCORE, colour_scale
 from .projection import head
@@ -9,11 +11,16 @@ MASKED = "-1E+30"  # exp(MASKED - max) is exactly 0
 
 
 def scores(ctx, qkv):
-    """s[key, query] = k_key · q_query / sqrt(d), per head."""
+    """s[key, query] = k_key · q_query / sqrt(d), per head, for the keys up to the query (the cells below
+    the diagonal; the later keys' cells stay empty)."""
     d = ctx.cfg.head_size
-    blocks = ctx.per_head(lambda h, _: ("MMULT(TRANSPOSE({k}),{q})/SQRT({d})",
-                                     dict(k=head(qkv, K, h, ctx.cfg), q=head(qkv, Q, h, ctx.cfg), d=d)))
-    return [ctx.tab.heatmap(b, colour_scale()) for b in blocks]
+
+    def causal(h, block):
+        k, q = head(qkv, K, h, ctx.cfg), head(qkv, Q, h, ctx.cfg)
+        for t in range(ctx.T):
+            ctx.array(block.col(t).rows(0, t + 1), "MMULT(TRANSPOSE({k}),{q})/SQRT({d})", k=k.cols(0, t + 1),
+                      q=q.col(t), d=d)
+    return [ctx.tab.heatmap(b, colour_scale()) for b in ctx.per_head(causal)]
 
 
 def causal_mask(ctx, scores):
@@ -43,6 +50,8 @@ def mix(ctx, probs, qkv):
     labels = [(f"head {h}", i) for h in range(ctx.cfg.n_head) for i in range(d)]
     out = ctx.block(labels)
     for h in range(ctx.cfg.n_head):
-        ctx.array(out.rows(h * d, (h + 1) * d), "MMULT({v},{p})*{switch}", v=head(qkv, V, h, ctx.cfg), p=probs[h],
-                  switch=ctx.named(C.HEAD_SWITCHES).cell(ctx.stage.layer, h))
+        v = head(qkv, V, h, ctx.cfg)
+        for t in range(ctx.T):  # the values of positions 0..t only
+            ctx.array(out.rows(h * d, (h + 1) * d).col(t), "MMULT({v},{p})*{switch}", v=v.cols(0, t + 1),
+                      p=probs[h].col(t).rows(0, t + 1), switch=ctx.named(C.HEAD_SWITCHES).cell(ctx.stage.layer, h))
     return out

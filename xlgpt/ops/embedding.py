@@ -20,4 +20,6 @@ def position_embedding(ctx):
         ctx.fail(f"{ctx.T} tokens exceed the model's context of {ctx.cfg.n_positions}")
     table = ctx.weight("table")
     out = ctx.block(ctx.rows("feature", ctx.cfg.n_embd))
-    return ctx.array(out, "{p}", p=ctx.transposed(table, first=ctx.T))
+    for t in range(ctx.T):  # position t's row of wpe, as column t
+        ctx.array(out.col(t), "{p}", p=ctx.transposed(table, rows=(t, t + 1)))
+    return out
