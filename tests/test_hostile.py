@@ -53,3 +53,140 @@ def test_libreoffice_csv_export_does_not_depend_on_the_locale(tmp_path, lang, mo
     values, _ = libreoffice_values(book, [C.LOGITS], via="csv")
     _, want = reference_for(book)
     assert np.abs(values[C.LOGITS] - want[C.LOGITS]).max() < 1e-6
+
+
+# --- 2. inputs destroyed -------------------------------------------------------------------------------
+
+@pytest.fixture
+def ckpt(tmp_path):
+    """A copy of the tiny checkpoint the test may try to destroy."""
+    import shutil
+
+    return Path(shutil.copytree(TINY, tmp_path / "ckpt"))
+
+
+def snapshot(*paths):
+    return {p: p.read_bytes() for p in paths}
+
+
+@pytest.mark.parametrize("target", ["model.safetensors", "config.json"])
+def test_build_refuses_to_overwrite_its_checkpoint(ckpt, target):
+    before = snapshot(*ckpt.iterdir())
+    run = xlgpt("build", "--weights", ckpt, "--tokens", "1,2", "--out", ckpt / target)
+    assert_clean_error(run, "input of this command")
+    assert snapshot(*ckpt.iterdir()) == before
+
+
+def test_build_refuses_to_overwrite_its_template(ckpt, tmp_path):
+    template = tmp_path / "gpt2.toml"
+    template.write_bytes((ROOT / "templates" / "gpt2.toml").read_bytes())
+    before = template.read_bytes()
+    run = xlgpt("build", "--weights", ckpt, "--tokens", "1,2", "--template", template, "--out", template)
+    assert_clean_error(run, "input of this command")
+    assert template.read_bytes() == before
+
+
+def test_build_refuses_to_overwrite_a_file_that_is_not_a_workbook(ckpt, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    assert_clean_error(xlgpt("build", "--weights", ckpt, "--tokens", "1,2", "--out", notes), "not an .xlsx")
+    assert notes.read_text() == "keep me"
+
+
+def test_build_replaces_a_workbook(ckpt, tmp_path):
+    out = tmp_path / "book.xlsx"
+    for _ in range(2):
+        xlgpt("build", "--weights", ckpt, "--tokens", "1,2", "--out", out, check=0)
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "directory", "link to a device"])
+def test_build_refuses_what_is_not_a_regular_file(ckpt, tmp_path, kind):
+    out = {"device": Path("/dev/null"), "fifo": tmp_path / "fifo", "directory": tmp_path / "dir",
+           "link to a device": tmp_path / "link.xlsx"}[kind]
+    if kind == "fifo":
+        os.mkfifo(out)
+    elif kind == "directory":
+        out.mkdir()
+    elif kind == "link to a device":
+        out.symlink_to("/dev/null")
+    run = xlgpt("build", "--weights", ckpt, "--tokens", "1,2", "--out", out)
+    assert_clean_error(run, str(out))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ckpt"] + ([out.name] if kind != "device" else []))
+
+
+# --- 3. temporary files ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def victim(tmp_path):
+    """A directory and a file an attacker points symlinks at: nothing in them may change."""
+    d = tmp_path / "victim"
+    d.mkdir()
+    (d / "precious.txt").write_text("precious")
+    return d
+
+
+def predict_temp_names(monkeypatch, names):
+    """Make tempfile try `names` first (a name an attacker guessed), then random ones."""
+    import tempfile
+
+    real = tempfile._get_candidate_names
+
+    def candidates():
+        rest = real()
+        yield from names
+        while True:
+            yield next(rest)
+    monkeypatch.setattr(tempfile, "_get_candidate_names", lambda: candidates())
+
+
+def run_in_process(*args):
+    from click.testing import CliRunner
+
+    from xlgpt.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_weights_random_follows_no_planted_symlink(tmp_path, victim, monkeypatch):
+    out = tmp_path / "ckpt"
+    os.symlink(victim, tmp_path / f".ckpt.tmp-{os.getpid()}")      # the old predictable name
+    os.symlink(victim, tmp_path / ".ckpt.guessed.tmp")             # the name tempfile will try first
+    predict_temp_names(monkeypatch, ["guessed"])
+    result = run_in_process("weights", "random", "--layers", "1", "--embd", "8", "--heads", "2", "--vocab", "20",
+                            "--context", "4", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in victim.iterdir()) == ["precious.txt"]
+    assert (victim / "precious.txt").read_text() == "precious"
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ckpt.") and not p.is_symlink()]
+
+
+def test_build_writes_through_no_planted_symlink(tmp_path, victim, monkeypatch):
+    out, target = tmp_path / "book.xlsx", victim / "precious.txt"
+    os.symlink(target, tmp_path / f".book.xlsx.{os.getpid()}.tmp")   # the old predictable name
+    os.symlink(target, tmp_path / ".book.xlsx.guessed.tmp")
+    predict_temp_names(monkeypatch, ["guessed"])
+    result = run_in_process("build", "--weights", TINY, "--tokens", "1,2,3", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert target.read_text() == "precious" and sorted(p.name for p in victim.iterdir()) == ["precious.txt"]
+    import zipfile
+    assert zipfile.is_zipfile(out)
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".book.xlsx.") and not p.is_symlink()]
+    assert leftovers == []
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """An exception mid-write (here: the disk fills up) removes the temporary file; the old book stays."""
+    from xlgpt import XlgptError
+    from xlgpt.xlsx import writer
+
+    out = build_tiny(tmp_path)
+    before = out.read_bytes()
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(writer, "_write_parts", full)
+    with pytest.raises(XlgptError, match="No space left"):
+        writer.write_workbook(out, [], {})
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["book.xlsx"]

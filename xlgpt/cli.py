@@ -209,7 +209,7 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
     from .compile.build import build as build_book, check_output
     from .tokenizer.bpe import capacity_for
 
-    check_output(out)
+    check_output(out, [resolve_weights(weights), template])
     cap = parse_capacity(capacity)
     t0 = time.perf_counter()
     ckpt, tok, token_ids, text = model_and_tokens(weights, tokens, prompt)
@@ -567,9 +567,37 @@ def features(sae_source, top, search, as_json):
         click.echo(f"no feature matches {search!r}" if search else "no features")
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP: raised in the main thread so every finally-block runs (temporary files removed,
+    LibreOffice's process group killed) before a one-line exit."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum, frame):
+    raise Terminated(signum)
+
+
+def install_signal_handlers():
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:  # a parent that ignores SIGHUP (nohup) keeps it ignored
+            signal.signal(sig, _terminate)
+
+
 def main():
+    import signal
+
+    install_signal_handlers()
     try:
         cli.main(standalone_mode=False)
+    except Terminated as e:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one line, even if a second signal follows
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        emit_error(f"terminated ({signal.Signals(e.signum).name})", 128 + e.signum)
     except XlgptError as e:
         emit_error(e)
     except click.exceptions.Abort:

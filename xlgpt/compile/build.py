@@ -22,15 +22,7 @@ def check_tokens(tokens, cfg):
         raise XlgptError(f"{len(tokens)} tokens exceed the model's context of {cfg.n_positions}")
 
 
-def check_output(out):
-    """Fail fast, before any heavy work, when the output cannot be written."""
-    parent = Path(out).resolve().parent
-    if not parent.is_dir():
-        raise XlgptError(f"{out}: directory {parent} does not exist")
-    if Path(out).is_dir():
-        raise XlgptError(f"{out}: is a directory")
-    if not os.access(parent, os.W_OK):
-        raise XlgptError(f"{out}: directory {parent} is not writable")
+from ..safefile import check_output  # noqa: E402,F401  (refuses, before any work, an output it must not write)
 
 
 def inputs_for(ckpt, tokens, tokenizer=None, prompt=None, positions=None, capacity=None):
@@ -57,7 +49,7 @@ def build(ckpt, tokens, out, template=None, progress=None, tokenizer=None, promp
     With a tokenizer, token ids are shown with their text throughout the book. With a `prompt` too, the
     book tokenizes it itself (see inputs_for); a person can then type another prompt."""
     inputs = inputs_for(ckpt, tokens, tokenizer, prompt, positions, capacity)
-    check_output(out)
+    check_output(out, [ckpt.path, template])
     spec = load_spec(ckpt.config, template)
     vocab = [display(tokenizer.token_text(i)) for i in range(ckpt.config.vocab_size)] if tokenizer else None
     cap = inputs.capacity

@@ -172,25 +172,15 @@ def save(path, cfg, tensors):
     """Write config.json and model.safetensors into a new directory, atomically."""
     from safetensors.numpy import save_file
 
+    from ..safefile import atomic_dir
+
     path = Path(path)
-    if path.exists() and any(path.iterdir()) if path.is_dir() else path.exists():
+    if path.is_symlink() or (path.exists() and (not path.is_dir() or any(path.iterdir()))):
         raise XlgptError(f"{path}: already exists and is not an empty directory")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.mkdir(parents=True)
+    with atomic_dir(path) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg.hf_json(), indent=2) + "\n")
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp / WEIGHTS_FILE,
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / WEIGHTS_FILE),
                   metadata={"format": "pt"})
-        if path.is_dir():
-            path.rmdir()
-        tmp.rename(path)
-    except OSError as e:
-        raise XlgptError(f"{path}: cannot write checkpoint ({e.strerror or e})")
-    finally:
-        if tmp.exists():
-            for f in tmp.iterdir():
-                f.unlink()
-            tmp.rmdir()
 
 
 def fingerprint(path):

@@ -314,31 +314,37 @@ def import_model(path, name=None, config=None):
     if not _NAME.match(name):
         raise XlgptError(f"{name!r} is not a usable model name (letters, digits, '.', '_', '-')")
 
+    from ..safefile import atomic_dir
+
     root = models_dir()
-    dest, tmp = root / name, root / f".{name}.tmp-{os.getpid()}"
-    if dest.exists():
+    dest = root / name
+    if dest.exists() or dest.is_symlink():
         raise XlgptError(f"a model named {name!r} is already imported at {dest}; remove it or choose another name")
     try:
-        tmp.mkdir(parents=True)
-        shutil.copyfile(config, tmp / CONFIG_FILE)
-        if weights.suffix == ".safetensors":
-            shutil.copyfile(weights, tmp / WEIGHTS_FILE)
-        else:
-            save_file(_torch_state_dict(weights), tmp / WEIGHTS_FILE, metadata={"format": "pt"})
-        for extra in TOKENIZER_FILES:
-            if (source_dir / extra).is_file():
-                shutil.copyfile(source_dir / extra, tmp / extra)
-        try:
-            load(tmp)
-        except XlgptError as e:  # name the user's files, not our temporary copies
-            raise XlgptError(str(e).replace(str(tmp / WEIGHTS_FILE), str(weights))
-                             .replace(str(tmp / CONFIG_FILE), str(config)).replace(str(tmp), str(path)))
-        tmp.rename(dest)  # atomic: the model appears whole or not at all
+        with atomic_dir(dest) as tmp:
+            _import_into(tmp, path, config, weights, source_dir)
     except OSError as e:
         raise XlgptError(f"{dest}: cannot import ({e.strerror or e})")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _import_into(tmp, path, config, weights, source_dir):
+    """Copy (or convert) a checkpoint into the fresh directory `tmp` and check that it loads."""
+    from safetensors.numpy import save_file
+
+    shutil.copyfile(config, tmp / CONFIG_FILE)
+    if weights.suffix == ".safetensors":
+        shutil.copyfile(weights, tmp / WEIGHTS_FILE)
+    else:
+        save_file(_torch_state_dict(weights), tmp / WEIGHTS_FILE, metadata={"format": "pt"})
+    for extra in TOKENIZER_FILES:
+        if (source_dir / extra).is_file():
+            shutil.copyfile(source_dir / extra, tmp / extra)
+    try:
+        load(tmp)
+    except XlgptError as e:  # name the user's files, not our temporary copies
+        raise XlgptError(str(e).replace(str(tmp / WEIGHTS_FILE), str(weights))
+                         .replace(str(tmp / CONFIG_FILE), str(config)).replace(str(tmp), str(path)))
 
 
 # ---------------------------------------------------------------- list

@@ -308,18 +308,12 @@ def write_workbook(path, sheets, names, progress=None, level=None):
 
     `progress(sheet, rows_done)` is called as rows are written, for progress bars.
     """
+    from ..safefile import atomic_file
+
     path = Path(path)
     level = level or compression_level(sheets)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w") as zf:
-            _write_parts(zf, sheets, names, progress, level)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise XlgptError(f"{path}: cannot write ({e.strerror or e})")
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(path) as f, zipfile.ZipFile(f, "w") as zf:
+        _write_parts(zf, sheets, names, progress, level)
 
 
 # A minimal Office theme (the 2007 colours and fonts; the formatting scheme holds the three entries of
@@ -416,7 +410,7 @@ def _write_parts(zf, sheets, names, progress, level):
     global _SHEETS, _STRINGS
     _SHEETS, _STRINGS = sheets, strings  # forked workers inherit the sheets instead of receiving them
     big = sum(s.extent()[0] * s.extent()[1] for s in sheets) > PARALLEL_CELLS and os.cpu_count() > 1
-    pool = multiprocessing.get_context("fork").Pool(os.cpu_count()) if big else None
+    pool = multiprocessing.get_context("fork").Pool(os.cpu_count(), initializer=_quiet_worker) if big else None
     try:
         for i, sheet in enumerate(sheets, 1):
             tasks = [(i - 1, start, stop) for start, stop in sheet.chunks()]
@@ -437,6 +431,16 @@ def _write_parts(zf, sheets, names, progress, level):
 _SHEETS = _STRINGS = None
 
 
+def _quiet_worker():
+    """A forked worker leaves interruptions to the parent: Ctrl-C (sent to the whole foreground group) is
+    ignored here, so it prints one line, not a traceback per worker; SIGTERM (pool.terminate) just ends it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _format_chunk(task):
     index, start, stop = task
     return "".join(_SHEETS[index].rows_xml(start, stop, _STRINGS)).encode()
@@ -450,8 +454,10 @@ def copy_with_cell(src, dst, sheet_index, row, col, value, style=0):
 
     member, ref = f"xl/worksheets/sheet{sheet_index}.xml", cell_name(row, col)
     cell = re.compile(rf'<c r="{ref}"(?:[^>]*?/>|[^>]*>.*?</c>)', re.S)
+    from ..safefile import atomic_file
+
     new = _value_xml(value, style, ref)  # text goes inline: the shared-strings table stays as it was
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+    with zipfile.ZipFile(src) as zin, atomic_file(dst) as f, zipfile.ZipFile(f, "w") as zout:
         for info in zin.infolist():
             with zin.open(info) as f, _member(zout, info.filename, 1) as out:
                 if info.filename != member:
