@@ -190,3 +190,58 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
         writer.write_workbook(out, [], {})
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["book.xlsx"]
+
+
+# --- 4. eval reads the Prompt cell of books xlgpt wrote --------------------------------------------------
+
+ODD_PROMPTS = ["=1+1", "a\tb\r\nc", "tab\there", "bell\x07 and\x1f", "end\ufffe", "_x0041_ is A", '"=SUM(A1)"']
+
+
+@pytest.mark.parametrize("text", ODD_PROMPTS)
+def test_read_book_gives_the_prompt_as_typed(tmp_path, text):
+    from xlgpt.contract import read_book
+
+    out = tmp_path / "book.xlsx"
+    xlgpt("build", "--prompt", text, "--capacity", "fit", "--out", out, check=0)
+    assert read_book(out).prompt == text
+
+
+def test_prompt_formula_parser_takes_only_what_xlgpt_writes():
+    from xlgpt.tokenizer.tabs import prompt_from_formula, prompt_value
+
+    for text in ODD_PROMPTS:
+        written = prompt_value(text)
+        assert prompt_from_formula("=" + written) == text or written == text
+    for formula in ['="a"&WEBSERVICE("http://x")', '=CHAR(65)&"b"', '="a"&"b"', "=1+1", '="a"&CHAR(10)&', "=CHAR(999)"]:
+        assert prompt_from_formula(formula) is None, formula
+
+
+def test_a_prompt_formula_xlgpt_does_not_write_is_refused(tmp_path):
+    from xlgpt.contract import PROMPT, read_book
+    from xlgpt.xlsx.writer import Formula, copy_with_cell
+
+    book = tmp_path / "book.xlsx"
+    xlgpt("build", "--prompt", "hi", "--capacity", "fit", "--out", book, check=0)
+    info = read_book(book)
+    ref = info.names[PROMPT]
+    forged = tmp_path / "forged.xlsx"
+    copy_with_cell(book, forged, info.sheets.index(ref.sheet) + 1, ref.top, ref.left, Formula('WEBSERVICE("http://x")'))
+    assert_clean_error(xlgpt("eval", forged, "--engine", "libreoffice"), "formula xlgpt does not write")
+
+
+@pytest.mark.engines
+@pytest.mark.parametrize("text", ["=1+1", "a\tb\r\nc", "bell\x07", "end\ufffe", "_x0041_"])
+def test_eval_matches_a_book_built_from_an_odd_prompt(tmp_path, text):
+    out = tmp_path / "book.xlsx"
+    xlgpt("build", "--prompt", text, "--capacity", "fit", "--out", out, check=0)
+    run = xlgpt("eval", out, "--engine", "libreoffice")
+    assert run.returncode == 0 and "MATCH" in run.stdout, (run.stdout, run.stderr)
+
+
+@pytest.mark.engines
+def test_eval_types_an_odd_prompt(tmp_path):
+    out = tmp_path / "book.xlsx"
+    xlgpt("build", "--prompt", "Romeo", "--capacity", "24,48,8", "--positions", "8", "--out", out, check=0)
+    for text in ["=1+1", "x\ty\nz"]:
+        run = xlgpt("eval", out, "--engine", "libreoffice", "--prompt", text)
+        assert run.returncode == 0 and "MATCH" in run.stdout, (text, run.stdout, run.stderr)

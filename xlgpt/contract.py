@@ -189,6 +189,26 @@ def read_book(path):
                 raise XlgptError(f"{path}: the {name} cells must hold numbers")
             return rows
 
+        def prompt_text():
+            """The Prompt cell's text as the book computes it: a text cell, or the formula xlgpt writes for
+            text a plain cell cannot carry (read by a parser of exactly that formula; nothing else is run)."""
+            if PROMPT not in names:
+                return None
+            ref = names[PROMPT]
+            cell = next(iter(next(wb[ref.sheet].iter_rows(min_row=ref.top, max_row=ref.top, min_col=ref.left,
+                                                          max_col=ref.left), ())), None)
+            if cell is None or cell.value is None:
+                return ""
+            if getattr(cell, "data_type", None) == "f":
+                from .tokenizer.tabs import prompt_from_formula
+
+                text = prompt_from_formula(str(cell.value))
+                if text is None:
+                    raise XlgptError(f"{path}: the Prompt cell holds a formula xlgpt does not write; "
+                                     f"type the text into it, or give it with --prompt")
+                return text
+            return str(cell.value)
+
         kind = value(BOOK_INPUT)
         if kind not in (TOKEN_INPUT, PROMPT_INPUT):
             raise XlgptError(f"{path}: the {BOOK_INPUT} cell must say {TOKEN_INPUT!r} or {PROMPT_INPUT!r}")
@@ -205,7 +225,7 @@ def read_book(path):
                 raise XlgptError(f"{path}: the token cells must hold integer token ids")
         edits = {name: grid(name) for name in EDIT_CELLS} if HEAD_SWITCHES in names else None
         sampling = {name: value(name) for name in SAMPLING_CELLS} if SAMPLED_TOKEN in names else None
-        info = BookInfo(path, wb.sheetnames, names, about, value(PROMPT), tokens, est, edits,
+        info = BookInfo(path, wb.sheetnames, names, about, prompt_text(), tokens, est, edits,
                         value(ATTRIBUTION_TOKEN), sampling)
         if kind == TOKEN_INPUT:
             last = value(LAST_POSITION) if LAST_POSITION in names else len(tokens)

@@ -177,8 +177,9 @@ def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_C
             on_stage("typing the prompt into a copy")
             book = with_prompt(book, prompt, tmp)
         text = prompt if prompt is not None else book.prompt
-        if book.typed and (not isinstance(text, str) or text.startswith("=")):
-            raise XlgptError(f"{book.path.name}: the Prompt cell holds a formula; give the text with --prompt")
+        if book.typed and not text:
+            raise XlgptError(f"{book.path.name}: the Prompt cell is empty; type a prompt into it, or give one with "
+                             f"--prompt")
         tokens = tok.encode(text) if book.typed else book.used
         on_stage("computing the NumPy reference")
         checked = {name: ref for name, ref in book.names.items() if name in CHECKED}
