@@ -245,3 +245,105 @@ def test_eval_types_an_odd_prompt(tmp_path):
     for text in ["=1+1", "x\ty\nz"]:
         run = xlgpt("eval", out, "--engine", "libreoffice", "--prompt", text)
         assert run.returncode == 0 and "MATCH" in run.stdout, (text, run.stdout, run.stderr)
+
+
+# --- 5. forged books: eval proves the book computes its results ------------------------------------------
+
+def rewrite_part(book, out, part, edit, extra=None):
+    """Copy `book` to `out` with `part` (a member name) passed through edit(text) -> text; `extra`: {name: text}
+    parts to add."""
+    import zipfile
+
+    with zipfile.ZipFile(book) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            zout.writestr(info.filename, edit(data.decode()).encode() if info.filename == part else data)
+        for name, text in (extra or {}).items():
+            zout.writestr(name, text)
+    return out
+
+
+def sheet_part(info, name):
+    return f"xl/worksheets/sheet{info.sheets.index(info.names[name].sheet) + 1}.xml"
+
+
+def forge_logits(book, out):
+    """The Logits formulas replaced by the reference's values, as constants: the book shows the right answer
+    and computes nothing."""
+    import re
+
+    from xlgpt import contract as C
+    from xlgpt.check.verify import reference_for
+    from xlgpt.xlsx.writer import cell_name
+
+    info = C.read_book(book)
+    rect = info.names[C.LOGITS]
+    _, want = reference_for(info)
+    values = want[C.LOGITS]
+
+    def edit(xml):
+        xml = re.sub(r'<c r="[A-Z]+\d+"[^>]*><f t="array" ref="' + cell_name(rect.top, rect.left) + r':[^"]*">[^<]*</f></c>',
+                     "", xml)
+        for i in range(rect.height):
+            r = rect.top + i
+            cells = "".join(f'<c r="{cell_name(r, rect.left + j)}"><v>{values[i][j]!r}</v></c>'
+                            for j in range(rect.width))
+            xml = re.sub(rf'(<row r="{r}"[^>]*>.*?)</row>', lambda m: m.group(1) + cells + "</row>", xml, count=1,
+                         flags=re.S)
+        return xml
+    return rewrite_part(book, out, sheet_part(info, C.LOGITS), edit)
+
+
+def test_forged_logits_fail_before_any_engine(tmp_path):
+    book = build_tiny(tmp_path)
+    forged = forge_logits(book, tmp_path / "forged.xlsx")
+    run = xlgpt("eval", forged, "--engine", "formulas")
+    assert run.returncode == 1, (run.stdout, run.stderr)
+    assert "MISMATCH" in run.stdout and "Output!C" in run.stdout and "constant where the compiler writes a formula" \
+        in run.stdout, run.stdout
+
+
+@pytest.mark.parametrize("formula", ['WEBSERVICE("http://example.com/")', "'[other.xlsx]Output'!C64", "1+1"])
+def test_a_formula_the_compiler_does_not_write_fails(tmp_path, formula):
+    from xlgpt import contract as C
+
+    book = build_tiny(tmp_path)
+    info = C.read_book(book)
+    forged = rewrite_part(book, tmp_path / "forged.xlsx", sheet_part(info, C.LOGITS),
+                          lambda xml: xml.replace("<f>", f"<f>{formula}+", 1))
+    run = xlgpt("eval", forged, "--engine", "formulas")
+    assert run.returncode == 1 and "the formula is not the compiler's" in run.stdout, (run.stdout, run.stderr)
+
+
+def test_an_external_link_part_fails(tmp_path):
+    book = build_tiny(tmp_path)
+    forged = rewrite_part(book, tmp_path / "forged.xlsx", None, None,
+                          {"xl/externalLinks/externalLink1.xml": "<externalLink/>"})
+    run = xlgpt("eval", forged, "--engine", "formulas")
+    assert run.returncode == 1 and "externalLink1.xml is not one xlgpt writes" in run.stdout, run.stdout
+
+
+def test_a_repointed_name_fails(tmp_path):
+    """Logits pointed one column to the right (at the next position's logits, or at constants)."""
+    import re
+
+    book = build_tiny(tmp_path)
+    shift = lambda m: m.group(1) + chr(ord(m.group(2)) + 1)
+    forged = rewrite_part(book, tmp_path / "forged.xlsx", "xl/workbook.xml",
+                          lambda xml: re.sub(r'(<definedName name="Logits">[^<]*?\$)([A-Z])', shift, xml, count=1))
+    run = xlgpt("eval", forged, "--engine", "formulas")
+    assert run.returncode == 1 and "the defined name Logits is not the compiler's" in run.stdout, (run.stdout, run.stderr)
+
+
+def test_typed_input_cells_may_differ(tmp_path):
+    """A person's edits to input cells (token ids, here) are no forgery: eval checks them with the reference."""
+    from xlgpt import contract as C
+    from xlgpt.xlsx.writer import copy_with_cell
+
+    book = build_tiny(tmp_path)
+    info = C.read_book(book)
+    ref = info.names[C.TOKEN_IDS]
+    edited = tmp_path / "edited.xlsx"
+    copy_with_cell(book, edited, info.sheets.index(ref.sheet) + 1, ref.top, ref.left + 1, 7, 0)
+    run = xlgpt("eval", edited, "--engine", "formulas")
+    assert run.returncode == 0 and "MATCH" in run.stdout, (run.stdout, run.stderr)

@@ -266,7 +266,10 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
               help="type this text into the Prompt cell of a copy of the workbook (built from a prompt) first")
 @click.option("--prompts", "prompts_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="a file of prompts, one a line: load the workbook once in LibreOffice and check each prompt")
-def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt, prompts_file):
+@click.option("--template", type=click.Path(path_type=Path), default=None,
+              help="the template the workbook was built with (default: templates/gpt2.toml); eval recompiles "
+                   "the book and refuses formulas the compiler does not write")
+def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt, prompts_file, template):
     """Recalculate a workbook with a spreadsheet engine and check it against the NumPy reference.
 
     Exit status: 0 when every engine matches (same prediction, logits within 1e-6), 1 on a mismatch,
@@ -279,12 +282,22 @@ def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt, prompts
         if sys.stderr.isatty():
             click.echo(f"· {msg}", err=True)
 
+    from .check.provenance import NotCompiled
+
     weights_dir = resolve_weights(weights) if weights else None
-    if prompts_file is not None:
-        eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prompt, show_stage)
-    results = evaluate(book, chosen, weights_dir, timeout=timeout, max_cells=max_cells, on_stage=show_stage,
-                       prompt=prompt, on_skip=(lambda why: click.echo(f"skipping the formulas engine: {why}", err=True))
-                       if engine == "auto" else None)
+    try:
+        if prompts_file is not None:
+            eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prompt, show_stage, template)
+        results = evaluate(book, chosen, weights_dir, timeout=timeout, max_cells=max_cells, on_stage=show_stage,
+                           prompt=prompt, template=template,
+                           on_skip=(lambda why: click.echo(f"skipping the formulas engine: {why}", err=True))
+                           if engine == "auto" else None)
+    except NotCompiled as e:  # a verdict, not bad input: the book does not compute what it shows
+        if as_json:
+            click.echo(json.dumps({"match": False, "not_compiled": str(e)}))
+        else:
+            click.echo(f"MISMATCH: {e}")
+        sys.exit(1)
     if not as_json and results and "prompt" in results[0]:
         click.echo(f"prompt: {results[0]['prompt']!r}")
     if not as_json and results and "reference_tokens" in results[0]:
@@ -309,7 +322,7 @@ def show_result(r, as_json):
         click.echo(f"{'':>11}  the sheet tokenized the prompt as {','.join(map(str, r['tokens'])) or 'nothing'}")
 
 
-def eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prompt, show_stage):
+def eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prompt, show_stage, template=None):
     """eval --prompts: every prompt of the file through one LibreOffice session; exits."""
     from .check.verify import evaluate_prompts
 
@@ -322,7 +335,7 @@ def eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prom
     except (OSError, UnicodeDecodeError) as e:
         raise XlgptError(f"--prompts: cannot read {prompts_file} ({e})")
     prompts = [line for line in lines if line.strip()]
-    results = evaluate_prompts(book, prompts, weights_dir, timeout=timeout, on_stage=show_stage)
+    results = evaluate_prompts(book, prompts, weights_dir, timeout=timeout, on_stage=show_stage, template=template)
     for r in results:
         if not as_json:
             click.echo(f"prompt: {r['prompt']!r}")

@@ -110,6 +110,26 @@ def parse_ref(text):
     return Rect(sheet, top, left, bottom - top + 1, right - left + 1)
 
 
+# The largest zip member read whole (workbook.xml, relationships, a config): far above what xlgpt writes.
+MAX_MEMBER_BYTES = 64 << 20
+
+
+def read_member(zf, name, limit=MAX_MEMBER_BYTES):
+    """A zip member's bytes, refusing one that declares or turns out to be larger than `limit` (a small zip
+    can expand to gigabytes) or that is missing."""
+    try:
+        info = zf.getinfo(name)
+    except KeyError:
+        raise XlgptError(f"{zf.filename}: no part {name} (not an .xlsx workbook, or a damaged one)")
+    if info.file_size > limit:
+        raise XlgptError(f"{zf.filename}: part {name} expands to {info.file_size:,} bytes (limit {limit:,})")
+    with zf.open(info) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise XlgptError(f"{zf.filename}: part {name} expands beyond {limit:,} bytes")
+    return data
+
+
 # Rough size of one cell in sheet XML, to estimate a book's cell count before loading it.
 BYTES_PER_CELL = 12
 

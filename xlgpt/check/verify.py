@@ -152,8 +152,18 @@ def with_prompt(book, text, directory):
     return dataclasses.replace(book, path=copy, prompt=text)
 
 
+def check_provenance(book, ckpt, tok, template=None, on_stage=lambda msg: None):
+    """Before any engine opens the book: its formulas must be the compiler's (check/provenance.py), so a book
+    with forged results, external links or WEBSERVICE calls fails here (NotCompiled)."""
+    from .provenance import check_compiled, recompile
+
+    on_stage("comparing the formulas with the compiler's")
+    sheets, names = recompile(book, ckpt, tok, template)
+    check_compiled(book, sheets, names)
+
+
 def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_CELLS, on_stage=lambda msg: None,
-             prompt=None, on_skip=None):
+             prompt=None, on_skip=None, template=None):
     """One result dict per engine. `prompt`: type this text into a copy of a typed book first.
     With `on_skip`, a book too large for the formulas engine drops it (on_skip(reason)) instead of failing."""
     on_stage(f"reading {path}")
@@ -164,6 +174,7 @@ def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_C
         raise XlgptError(f"{ckpt.path}: no tokenizer files, so the workbook's prompt cannot be checked")
     if prompt is not None:
         check_prompt(book, prompt, tok)
+    check_provenance(book, ckpt, tok, template, on_stage)
     if "formulas" in engines:
         try:
             check_formulas_size(book, max_cells)  # refuse before any slow work
@@ -202,7 +213,7 @@ def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_C
     return results
 
 
-def evaluate_prompts(path, prompts, weights=None, timeout=3600, on_stage=lambda msg: None):
+def evaluate_prompts(path, prompts, weights=None, timeout=3600, on_stage=lambda msg: None, template=None):
     """Type each prompt into a typed book's Prompt cell in ONE LibreOffice session (one load), recalculate
     and compare with the reference: one result dict per prompt, like evaluate()'s."""
     import time
@@ -219,6 +230,7 @@ def evaluate_prompts(path, prompts, weights=None, timeout=3600, on_stage=lambda 
         raise XlgptError("no prompts given")
     for text in prompts:
         check_prompt(book, text, tok)  # refuse before any slow work
+    check_provenance(book, ckpt, tok, template, on_stage)
     wanted = [C.LOGITS, C.PREDICTIONS, C.LOGITS_TOKEN_IDS, C.LOGITS_IN_PROMPT]
     results = []
     on_stage("starting LibreOffice")
