@@ -347,3 +347,88 @@ def test_typed_input_cells_may_differ(tmp_path):
     copy_with_cell(book, edited, info.sheets.index(ref.sheet) + 1, ref.top, ref.left + 1, 7, 0)
     run = xlgpt("eval", edited, "--engine", "formulas")
     assert run.returncode == 0 and "MATCH" in run.stdout, (run.stdout, run.stderr)
+
+
+# --- 7. interrupted work leaves nothing ---------------------------------------------------------------
+
+def processes_mentioning(text):
+    """pids of live processes whose command line mentions `text` (a test's private TMPDIR)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+                state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if text in cmd and state != "Z":
+                found.append(int(entry))
+    return found
+
+
+def start(*args, tmpdir):
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return subprocess.Popen([sys.executable, "-m", "xlgpt", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),  # as in a terminal
+                            env={**os.environ, "PYTHONPATH": path, "TMPDIR": str(tmpdir)})
+
+
+def wait_for(predicate, seconds=60):
+    t0 = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - t0 < seconds, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.engines
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_an_interrupted_eval_leaves_no_libreoffice_running(tmp_path, sig):
+    book = build_tiny(tmp_path)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    run = start("eval", book, "--engine", "libreoffice", tmpdir=tmpdir)
+    wait_for(lambda: any("soffice" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
+                         for p in processes_mentioning(str(tmpdir))))
+    os.killpg(run.pid, sig)  # as a terminal's Ctrl-C reaches the whole foreground group
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 128 + sig and len(err.strip().splitlines()) == 1, (run.returncode, err)
+    time.sleep(1)
+    assert processes_mentioning(str(tmpdir)) == []
+    assert list(tmpdir.iterdir()) == []
+
+
+@pytest.mark.engines
+def test_eval_timeout_leaves_no_libreoffice_running(tmp_path):
+    book = build_tiny(tmp_path)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    run = start("eval", book, "--engine", "libreoffice", "--timeout", "1", tmpdir=tmpdir)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode in (0, 2), err  # a fast machine may finish within the second
+    time.sleep(1)
+    assert processes_mentioning(str(tmpdir)) == [] and list(tmpdir.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def big_ckpt(tmp_path_factory):
+    """A checkpoint whose book is big enough (4M cells) for the writer's parallel workers and a few seconds."""
+    out = tmp_path_factory.mktemp("big") / "ckpt"
+    xlgpt("weights", "random", "--layers", "2", "--embd", "256", "--vocab", "9000", "--context", "16", "--out", out,
+          check=0)
+    return out
+
+
+@pytest.mark.engines
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_an_interrupted_build_leaves_no_file_and_prints_one_line(tmp_path, big_ckpt, sig):
+    out = tmp_path / "book.xlsx"
+    run = start("build", "--weights", big_ckpt, "--tokens", "1,2,3", "--out", out, tmpdir=tmp_path)
+    wait_for(lambda: list(tmp_path.glob(".book.xlsx.*.tmp")))
+    time.sleep(2)  # into the parallel part
+    os.killpg(run.pid, sig)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 128 + sig, err
+    assert len(err.strip().splitlines()) == 1 and err.strip().startswith("xlgpt: error:"), err
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

@@ -134,7 +134,8 @@ def soffice_csv(paths, sheet_index, timeout=3600):
         cmd = [exe, f"-env:UserInstallation=file://{tmp / 'profile'}", "--headless", "--calc",
                "--convert-to", f"csv:Text - txt - csv (StarCalc):{opts}", *map(str, sources), "--outdir", str(tmp / "out")]
         run = _run_group(cmd, timeout, "LibreOffice", cwd=tmp,
-                         env={**os.environ, **C_LOCALE, "SAL_ENABLE_FILE_LOCKING": "0"})
+                         # its scratch files (lu*.tmp) go into our directory, removed even if soffice is killed
+                         env={**os.environ, **C_LOCALE, "SAL_ENABLE_FILE_LOCKING": "0", "TMPDIR": str(tmp)})
         grids = []
         for source, path in zip(sources, paths):
             # <stem>-<sheet>.csv, or <stem>.csv for a one-sheet book

@@ -115,7 +115,8 @@ class LibreOfficeSession:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             # no .~lock files: a killed session leaves none behind, and another's lock cannot stop a load
             # the C locale: what the sheet computes never depends on the user's locale (as with the CSV export)
-            env={**os.environ, **C_LOCALE, "SAL_ENABLE_FILE_LOCKING": "0"})
+            # its scratch files (lu*.tmp) go into the profile directory, removed even if soffice is killed
+            env={**os.environ, **C_LOCALE, "SAL_ENABLE_FILE_LOCKING": "0", "TMPDIR": self.profile})
         self.pgids.append(self.soffice.pid)
         self.worker = subprocess.Popen(
             [python, str(WORKER), f"pipe,name={pipe};urp", str(self.soffice.pid)],

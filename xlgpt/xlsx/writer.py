@@ -432,13 +432,14 @@ _SHEETS = _STRINGS = None
 
 
 def _quiet_worker():
-    """A forked worker leaves interruptions to the parent: Ctrl-C (sent to the whole foreground group) is
-    ignored here, so it prints one line, not a traceback per worker; SIGTERM (pool.terminate) just ends it."""
+    """A forked worker leaves interruptions to the parent: Ctrl-C and a hang-up (sent to the whole foreground
+    group) are ignored here, so they print one line, not a traceback per worker, and a parent that ignores
+    SIGHUP (nohup) keeps its workers; SIGTERM (pool.terminate) just ends it."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _format_chunk(task):
