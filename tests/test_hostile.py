@@ -432,3 +432,67 @@ def test_an_interrupted_build_leaves_no_file_and_prints_one_line(tmp_path, big_c
     assert len(err.strip().splitlines()) == 1 and err.strip().startswith("xlgpt: error:"), err
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+# --- 6. resources without bounds ------------------------------------------------------------------------
+
+def test_a_zip_bomb_is_refused_before_it_is_read(tmp_path):
+    import zipfile
+
+    book = build_tiny(tmp_path)
+    with zipfile.ZipFile(book, "a", zipfile.ZIP_DEFLATED) as zf, zf.open("xl/worksheets/sheet99.xml", "w",
+                                                                        force_zip64=True) as f:
+        zero = bytes(1 << 20)
+        for _ in range(300):  # 300 MB of zeros in ~300 kB: the 1000:1 of a bomb
+            f.write(zero)
+    assert book.stat().st_size < 2 << 20
+    assert_clean_error(xlgpt("eval", book, "--engine", "formulas"), "zip bomb")
+
+
+def test_a_defined_name_spanning_a_whole_sheet_is_refused(tmp_path):
+    import re
+
+    book = build_tiny(tmp_path)
+    forged = rewrite_part(book, tmp_path / "forged.xlsx", "xl/workbook.xml",
+                          lambda xml: re.sub(r'(<definedName name="TokenIds">)[^<]*', r"\1Tokens!$A$1:$XFD$1048576", xml))
+    assert_clean_error(xlgpt("eval", forged, "--engine", "formulas"), "TokenIds", "cells")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "directory", "huge n_layer", "infinite epsilon",
+                                  "nested", "huge vocabulary", "huge file"])
+def test_a_hostile_config_is_refused(ckpt, kind):
+    config = ckpt / "config.json"
+    raw = json.loads(config.read_text())
+    config.unlink()
+    if kind == "fifo":
+        os.mkfifo(config)  # reading it would block forever
+    elif kind == "/dev/zero":
+        config.symlink_to("/dev/zero")  # reading it would never end
+    elif kind == "directory":
+        config.mkdir()
+    elif kind == "nested":
+        config.write_text("[" * 50_000 + "]" * 50_000)
+    elif kind == "huge file":
+        config.write_text(" " * (2 << 20) + json.dumps(raw))
+    else:
+        key, value = {"huge n_layer": ("n_layer", 10**9), "infinite epsilon": ("layer_norm_epsilon", float("inf")),
+                      "huge vocabulary": ("vocab_size", 2**21)}[kind]
+        config.write_text(json.dumps({**raw, key: value}))
+    run = subprocess.run([sys.executable, "-m", "xlgpt", "predict", "--weights", str(ckpt), "--tokens", "1"],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert_clean_error(run, "config")
+
+
+@pytest.mark.parametrize("capacity", ["100000000,512,100", "256,512,100000000", "256,100000000,100"])
+def test_a_capacity_beyond_the_sheet_is_refused(tmp_path, capacity):
+    out = tmp_path / "book.xlsx"
+    assert_clean_error(xlgpt("build", "--prompt", "hi", "--capacity", capacity, "--out", out), "16,384")
+    assert not out.exists()
+
+
+def test_weights_random_refuses_a_shape_beyond_the_sheet(tmp_path):
+    out = tmp_path / "ckpt"
+    assert_clean_error(xlgpt("weights", "random", "--layers", "1000000000", "--out", out), "parameters")
+    assert_clean_error(xlgpt("weights", "random", "--context", "100000", "--out", out), "n_positions")
+    assert not out.exists()

@@ -330,8 +330,10 @@ def eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prom
         raise XlgptError("give either --prompt or --prompts, not both")
     if engine not in ("auto", "libreoffice"):
         raise XlgptError("--prompts recalculates with LibreOffice (--engine libreoffice)")
+    from .safefile import read_bounded
+
     try:
-        lines = prompts_file.read_text(encoding="utf-8").splitlines()
+        lines = read_bounded(prompts_file, what="prompts file").decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise XlgptError(f"--prompts: cannot read {prompts_file} ({e})")
     prompts = [line for line in lines if line.strip()]

@@ -130,6 +130,24 @@ def read_member(zf, name, limit=MAX_MEMBER_BYTES):
     return data
 
 
+# A sheet part's XML compresses ~10:1; a zip bomb (2 MB expanding to 2 GB) compresses ~1000:1.
+MAX_RATIO, RATIO_FROM = 100, 1 << 20
+MAX_ROWS, MAX_COLUMNS = 1_048_576, 16_384
+MAX_READ_CELLS = 1 << 20  # cells read into memory from one input name (token ids, switches, steering)
+
+
+def check_zip(zf, path):
+    """Refuse, before any part is read, a part declaring an impossible expansion, and any part other than a
+    sheet larger than MAX_MEMBER_BYTES (read_member also bounds what is actually read)."""
+    for info in zf.infolist():
+        if info.file_size > RATIO_FROM and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise XlgptError(f"{path}: part {info.filename} expands {info.compress_size:,} bytes to "
+                             f"{info.file_size:,} (a zip bomb, not a workbook xlgpt wrote)")
+        if not info.filename.startswith("xl/worksheets/") and info.file_size > MAX_MEMBER_BYTES:
+            raise XlgptError(f"{path}: part {info.filename} expands to {info.file_size:,} bytes "
+                             f"(limit {MAX_MEMBER_BYTES:,})")
+
+
 # Rough size of one cell in sheet XML, to estimate a book's cell count before loading it.
 BYTES_PER_CELL = 12
 
@@ -161,16 +179,26 @@ class BookInfo:
     @cached_property
     def n_formulas(self):
         """The number of formulas in the sheets (an array formula counts once); reads every sheet."""
+        n = 0
         with zipfile.ZipFile(self.path) as zf:
-            return sum(zf.read(i).count(b"<f") for i in zf.infolist() if i.filename.startswith("xl/worksheets/"))
+            for info in zf.infolist():
+                if info.filename.startswith("xl/worksheets/"):
+                    with zf.open(info) as f:  # streamed: a sheet part can be gigabytes
+                        tail = b""
+                        for chunk in iter(lambda: f.read(1 << 20), b""):
+                            n += (tail + chunk).count(b"<f") - tail.count(b"<f")
+                            tail = chunk[-1:]
+        return n
 
 
 def read_names(wb):
     """A loaded workbook's defined names that point at cells, as Rects."""
     names = {}
     for name, dn in wb.defined_names.items():
-        ref = parse_ref(dn.attr_text)
+        ref = parse_ref(dn.attr_text or "")
         if ref:
+            if ref.top < 1 or ref.left < 1 or ref.top + ref.height - 1 > MAX_ROWS or ref.left + ref.width - 1 > MAX_COLUMNS:
+                raise XlgptError(f"the defined name {name} points outside a sheet's grid ({dn.attr_text})")
             names[name] = ref
     return names
 
@@ -184,18 +212,28 @@ def read_book(path):
         raise XlgptError(f"{path}: no such file")
     try:
         with zipfile.ZipFile(path) as zf:
+            check_zip(zf, path)
             est = sum(i.file_size for i in zf.infolist() if i.filename.startswith("xl/worksheets/")) // BYTES_PER_CELL
         wb = openpyxl.load_workbook(path, read_only=True, data_only=False)
     except (zipfile.BadZipFile, KeyError, OSError, ValueError) as e:
         raise XlgptError(f"{path}: not an .xlsx workbook ({e})")
     try:
-        names = read_names(wb)
+        try:
+            names = read_names(wb)
+        except XlgptError as e:
+            raise XlgptError(f"{path}: {e}")
         for needed in (LOGITS, PREDICTIONS, TOKEN_IDS, CHECKPOINT, BOOK_INPUT):
             if needed not in names:
                 raise XlgptError(f"{path}: not an xlgpt workbook (no defined name {needed})")
+        for name, ref in names.items():
+            if ref.sheet not in wb.sheetnames:
+                raise XlgptError(f"{path}: the defined name {name} points at a tab {ref.sheet!r} the book does not have")
 
         def cells(name):
             ref = names[name]
+            if ref.height * ref.width > MAX_READ_CELLS:
+                raise XlgptError(f"{path}: the defined name {name} spans {ref.height * ref.width:,} cells, far more "
+                                 f"than xlgpt writes")
             return [c.value for r in wb[ref.sheet].iter_rows(min_row=ref.top, max_row=ref.bottom,
                                                             min_col=ref.left, max_col=ref.right) for c in r]
 
@@ -203,6 +241,9 @@ def read_book(path):
 
         def grid(name):
             ref = names[name]
+            if ref.height * ref.width > MAX_READ_CELLS:
+                raise XlgptError(f"{path}: the defined name {name} spans {ref.height * ref.width:,} cells, far more "
+                                 f"than xlgpt writes")
             rows = [[c.value for c in r] for r in wb[ref.sheet].iter_rows(min_row=ref.top, max_row=ref.bottom,
                                                                         min_col=ref.left, max_col=ref.right)]
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for row in rows for v in row):

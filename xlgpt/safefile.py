@@ -122,3 +122,30 @@ def atomic_dir(path):
     finally:
         if not done:
             shutil.rmtree(tmp, ignore_errors=True)  # our own directory; rmtree never follows links inside it
+
+
+# Small files read whole (config.json, a template, a prompts file): far above any real one.
+MAX_SMALL_FILE = 16 << 20
+
+
+def read_bounded(path, limit=MAX_SMALL_FILE, what="file"):
+    """The bytes of a small regular file, refusing a FIFO or a device (which could block or never end), a
+    directory, and a file larger than `limit` (by its size, and by what is actually read)."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise XlgptError(f"{path}: is a directory, not a {what}")
+        if not stat.S_ISREG(st.st_mode):
+            raise XlgptError(f"{path}: is not a regular file (a device, FIFO or socket); not reading it")
+        if st.st_size > limit:
+            raise XlgptError(f"{path}: {st.st_size:,} bytes is too large for a {what} (limit {limit:,})")
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise XlgptError(f"{path}: cannot read ({e.strerror or e})")
+    if len(data) > limit:
+        raise XlgptError(f"{path}: too large for a {what} (limit {limit:,} bytes)")
+    return data

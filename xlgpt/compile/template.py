@@ -50,14 +50,18 @@ class Spec:
 
 
 def load_spec(config, template=None):
+    from ..safefile import read_bounded
+
     path = Path(template or DEFAULT_TEMPLATE)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path, 1 << 20, "template").decode("utf-8")
         raw = tomllib.loads(text)
     except (OSError, UnicodeDecodeError) as e:
         raise XlgptError(f"{path}: cannot read template ({getattr(e, 'strerror', None) or e})")
     except tomllib.TOMLDecodeError as e:
         raise XlgptError(f"{path}: invalid TOML ({e})")
+    except RecursionError:
+        raise XlgptError(f"{path}: invalid TOML (nested too deeply)")
     return expand(raw, config, Lines(path, text))
 
 

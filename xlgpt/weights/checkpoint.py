@@ -12,6 +12,8 @@ import numpy as np
 from .. import XlgptError
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+MAX_ROWS, MAX_COLUMNS = 1_048_576, 16_384  # a sheet's grid
+MAX_PARAMETERS = 2_000_000_000
 
 
 @dataclass(frozen=True)
@@ -30,8 +32,24 @@ class Config:
                 raise XlgptError(f"config: {name} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head:
             raise XlgptError(f"config: n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
-        if not (isinstance(self.layer_norm_epsilon, (int, float)) and self.layer_norm_epsilon > 0):
-            raise XlgptError(f"config: layer_norm_epsilon must be a positive number")
+        eps = self.layer_norm_epsilon
+        if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and math.isfinite(eps) and eps > 0):
+            raise XlgptError(f"config: layer_norm_epsilon must be a positive finite number, got {eps!r}")
+        # Bounds, checked before anything is allocated: the vocabulary is a column of rows, the positions
+        # a row of columns, the MLP's 4 * n_embd rows too; the parameters are bounded by the largest GPT-2
+        # (XL, 1.56 billion), with room: the NumPy reference holds them all in memory as float32.
+        for name, value, limit, why in (("vocab_size", self.vocab_size, MAX_ROWS, "rows of a sheet"),
+                                        ("n_positions", self.n_positions, MAX_COLUMNS, "columns of a sheet"),
+                                        ("n_embd", 4 * self.n_embd, MAX_ROWS, "rows of a sheet (4 * n_embd)")):
+            if value > limit:
+                raise XlgptError(f"config: {name} {getattr(self, name):,} is too large ({value:,} > {limit:,} {why})")
+        if self.n_params_declared() > MAX_PARAMETERS:
+            raise XlgptError(f"config: {self.n_params_declared():,} parameters is too many (limit {MAX_PARAMETERS:,}, "
+                             f"above GPT-2 XL's 1.56 billion)")
+
+    def n_params_declared(self):
+        C = self.n_embd
+        return (self.vocab_size + self.n_positions) * C + self.n_layer * (12 * C * C + 13 * C) + 2 * C
 
     @property
     def head_size(self):
@@ -84,13 +102,17 @@ _BUFFER = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
 
 
 def read_config(path):
+    from ..safefile import read_bounded
+
     path = Path(path)
     try:
-        raw = json.loads((path / CONFIG_FILE).read_text())
+        raw = json.loads(read_bounded(path / CONFIG_FILE, 1 << 20, "config.json").decode("utf-8"))
     except FileNotFoundError:
         raise XlgptError(f"{path}: no {CONFIG_FILE} (expected a Hugging Face GPT-2 checkpoint directory)")
     except (ValueError, UnicodeDecodeError) as e:
         raise XlgptError(f"{path / CONFIG_FILE}: not valid JSON ({e})")
+    except RecursionError:
+        raise XlgptError(f"{path / CONFIG_FILE}: nested too deeply to be a config")
     if not isinstance(raw, dict):
         raise XlgptError(f"{path / CONFIG_FILE}: expected a JSON object")
     missing = [k for k in ("n_layer", "n_embd", "n_head", "vocab_size", "n_positions") if k not in raw]
