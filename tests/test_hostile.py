@@ -496,3 +496,136 @@ def test_weights_random_refuses_a_shape_beyond_the_sheet(tmp_path):
     assert_clean_error(xlgpt("weights", "random", "--layers", "1000000000", "--out", out), "parameters")
     assert_clean_error(xlgpt("weights", "random", "--context", "100000", "--out", out), "n_positions")
     assert not out.exists()
+
+
+# --- 8. one line, not a traceback ------------------------------------------------------------------------
+
+def damaged(tmp_path, kind):
+    book = build_tiny(tmp_path)
+    out = tmp_path / "damaged.xlsx"
+    if kind == "missing sheet part":
+        import zipfile
+
+        with zipfile.ZipFile(book) as zin, zipfile.ZipFile(out, "w") as zout:
+            for info in zin.infolist():
+                if info.filename != "xl/worksheets/sheet3.xml":
+                    zout.writestr(info, zin.read(info))
+        return out
+    part, edit = {
+        "malformed workbook.xml": ("xl/workbook.xml", lambda x: x[:-20]),
+        "malformed sheet": ("xl/worksheets/sheet3.xml", lambda x: x[:-20]),
+        "malformed shared strings": ("xl/sharedStrings.xml", lambda x: x[:-20]),
+        "name to a missing tab": ("xl/workbook.xml", lambda x: x.replace('<definedName name="TokenIds">Tokens!',
+                                                                        '<definedName name="TokenIds">Nowhere!')),
+        "missing tab": ("xl/workbook.xml", lambda x: x.replace('<sheet name="Embeddings"', '<sheet name="Gone"')),
+    }[kind]
+    return rewrite_part(book, out, part, edit)
+
+
+@pytest.mark.parametrize("kind", ["missing sheet part", "malformed workbook.xml", "malformed sheet",
+                                  "malformed shared strings", "name to a missing tab", "missing tab"])
+def test_a_damaged_book_is_one_line(tmp_path, kind):
+    run = xlgpt("eval", damaged(tmp_path, kind), "--engine", "formulas")
+    assert run.returncode in (1, 2) and "Traceback" not in run.stderr, run.stderr
+    if run.returncode == 2:
+        assert_clean_error(run)
+    else:  # refused by the formula comparison, before any engine
+        assert "MISMATCH" in run.stdout, run.stdout
+
+
+@pytest.mark.engines
+def test_a_book_name_with_brackets_works_with_the_formulas_engine(tmp_path):
+    book = build_tiny(tmp_path, name="book [v2] 'draft'.xlsx")
+    run = xlgpt("eval", book, "--engine", "formulas")
+    assert run.returncode == 0 and "MATCH" in run.stdout, run.stderr
+
+
+@pytest.mark.engines
+def test_a_weight_cell_holding_text_is_a_mismatch(tmp_path):
+    from xlgpt import contract as C
+    from xlgpt.xlsx.writer import copy_with_cell
+
+    book = build_tiny(tmp_path)
+    info = C.read_book(book)
+    edited = tmp_path / "edited.xlsx"
+    copy_with_cell(book, edited, info.sheets.index("Embeddings weights") + 1, 5, 3, "oops")
+    run = xlgpt("eval", edited, "--engine", "formulas")
+    assert run.returncode == 1 and "MISMATCH" in run.stdout and "Traceback" not in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("Checkpoint", 12.5, ["not found"]), ("Checkpoint", "", ["does not say which checkpoint"]),
+    ("WeightsSha256", "abc", ["sha256"]), ("CapacityCharacters", "lots", ["capacity"]),
+    ("CapacityTokens", 10**6, ["capacity"])])
+def test_an_edited_metadata_cell_is_one_line(tmp_path, name, value, words):
+    from xlgpt import contract as C
+    from xlgpt.xlsx.writer import copy_with_cell
+
+    book = tmp_path / "book.xlsx"
+    xlgpt("build", "--prompt", "hi", "--capacity", "fit", "--out", book, check=0)
+    info = C.read_book(book)
+    ref = info.names[name]
+    edited = tmp_path / "edited.xlsx"
+    copy_with_cell(book, edited, info.sheets.index(ref.sheet) + 1, ref.top, ref.left, value)
+    assert_clean_error(xlgpt("eval", edited, "--engine", "libreoffice"), *words)
+
+
+def test_a_lone_surrogate_in_a_prompt_is_one_line(tmp_path):
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    out = tmp_path / "book.xlsx"
+    run = subprocess.run([sys.executable.encode(), b"-m", b"xlgpt", b"build", b"--prompt", b"caf\xe9", b"--out",
+                          bytes(out)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
+    assert_clean_error(run, "lone surrogate")
+    assert not out.exists()
+
+
+def test_a_full_tmpdir_is_one_line(tmp_path, monkeypatch):
+    """TMPDIR on a full disk: any OSError of the environment is one line."""
+    from xlgpt import cli
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device", "/tmp/xlgpt-eval-x")
+    monkeypatch.setattr("tempfile.mkdtemp", full)
+    monkeypatch.setattr("sys.argv", ["xlgpt", "eval", str(build_tiny(tmp_path)), "--engine", "formulas"])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert e.value.code == 2
+
+
+def test_float8_safetensors_is_one_line(ckpt):
+    import struct
+
+    raw = (ckpt / "model.safetensors").read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    for k, v in header.items():
+        if k != "__metadata__":
+            v["dtype"] = "F8_E4M3"
+    head = json.dumps(header).encode()
+    (ckpt / "model.safetensors").write_bytes(struct.pack("<Q", len(head)) + head + raw[8 + n:])
+    assert_clean_error(xlgpt("predict", "--weights", ckpt, "--tokens", "1"), "F8_E4M3")
+
+
+@pytest.mark.parametrize("args, words", [(["--out", "."], ["new directory"]), (["--seed", "-1", "--out", "x"], ["--seed"]),
+                                         (["--out", "ckpt"], ["not an empty directory"])])
+def test_weights_random_bad_arguments_are_one_line(tmp_path, args, words):
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "keep.txt").write_text("keep")
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    run = subprocess.run([sys.executable, "-m", "xlgpt", "weights", "random", *args], capture_output=True, text=True,
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": path})
+    assert_clean_error(run, *words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"] and (tmp_path / "ckpt" / "keep.txt").exists()
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[[stage]]\ntab = 'a[b'\nname = 'x'\nop = 'embed'\n", ["cannot name a sheet"]),
+    ("[[stage]]\ntab = 'Layer: one'\nname = 'x'\nop = 'embed'\n", ["cannot name a sheet"]),
+    ("[[stage]]\ntab = '" + "x" * 40 + "'\nname = 'x'\nop = 'embed'\n", ["cannot name a sheet"]),
+    ("stage = 3\n", ["stage"]), ("[[stage]]\nfoo = 1\n", ["unknown key"]),
+    ("x = " + "[" * 5000 + "]" * 5000 + "\n", ["TOML"]), ("\xff\xfe", ["template"]), ("a = ", ["TOML"])])
+def test_a_malformed_template_is_one_line(tmp_path, text, words):
+    template = tmp_path / "bad.toml"
+    template.write_bytes(text.encode("latin-1") if text.startswith("\xff") else text.encode())
+    run = xlgpt("build", "--weights", TINY, "--tokens", "1", "--template", template, "--out", tmp_path / "b.xlsx")
+    assert_clean_error(run, *words)

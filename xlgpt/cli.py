@@ -96,13 +96,16 @@ def weights():
 @click.option("--heads", type=click.IntRange(min=1), default=4, show_default=True, help="n_head (must divide --embd)")
 @click.option("--vocab", type=click.IntRange(min=1), default=300, show_default=True, help="vocab_size")
 @click.option("--context", type=click.IntRange(min=1), default=32, show_default=True, help="n_positions")
-@click.option("--seed", type=int, default=0, show_default=True, help="random seed: same seed, same weights")
+@click.option("--seed", type=click.IntRange(min=0, max=2**64 - 1), default=0, show_default=True,
+              help="random seed: same seed, same weights")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="directory to create")
 def weights_random(layers, embd, heads, vocab, context, seed, out):
     """Write a seeded random GPT-2 checkpoint of any shape (124M: --layers 12 --embd 768 --heads 12
     --vocab 50257 --context 1024)."""
     from .weights.checkpoint import Config, random_tensors, save
 
+    if out.name in ("", ".", "..") or out.absolute() == Path.cwd():
+        raise XlgptError(f"--out {out}: give the name of a new directory to create")
     cfg = Config(layers, embd, heads, vocab, context)
     tensors = random_tensors(cfg, seed)
     save(out, cfg, tensors)
@@ -333,7 +336,7 @@ def eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prom
     from .safefile import read_bounded
 
     try:
-        lines = read_bounded(prompts_file, what="prompts file").decode("utf-8").splitlines()
+        lines = read_bounded(prompts_file, what="prompts file").decode("utf-8", errors="strict").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise XlgptError(f"--prompts: cannot read {prompts_file} ({e})")
     prompts = [line for line in lines if line.strip()]
@@ -617,8 +620,11 @@ def main():
         emit_error(e)
     except click.exceptions.Abort:
         emit_error("interrupted", 130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(2)
+    except click.ClickException as e:  # a usage error: one line too, like every other bad input
+        emit_error(" ".join(e.format_message().split()) + (" (see --help)" if isinstance(e, click.UsageError) else ""),
+                   e.exit_code if isinstance(e, click.UsageError) else 2)
     except KeyboardInterrupt:
         emit_error("interrupted", 130)
+    except OSError as e:  # the environment, not a bug: a full disk or TMPDIR, a read-only directory, ...
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        emit_error(f"{where}{e.strerror or e}")

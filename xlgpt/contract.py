@@ -215,9 +215,20 @@ def read_book(path):
             check_zip(zf, path)
             est = sum(i.file_size for i in zf.infolist() if i.filename.startswith("xl/worksheets/")) // BYTES_PER_CELL
         wb = openpyxl.load_workbook(path, read_only=True, data_only=False)
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as e:
-        raise XlgptError(f"{path}: not an .xlsx workbook ({e})")
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, SyntaxError, TypeError, AttributeError) as e:
+        # SyntaxError: malformed XML (ElementTree's ParseError, lxml's XMLSyntaxError)
+        raise XlgptError(f"{path}: not an .xlsx workbook, or a damaged one ({' '.join(str(e).split()) or type(e).__name__})")
     try:
+        return _read_book(path, wb, est)
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, SyntaxError, TypeError, AttributeError) as e:
+        raise XlgptError(f"{path}: a damaged workbook ({' '.join(str(e).split()) or type(e).__name__})")
+    finally:
+        wb.close()
+
+
+def _read_book(path, wb, est):
+    """read_book's reading of an open workbook (the sheets' parts are read lazily, so errors come from here)."""
+    if True:
         try:
             names = read_names(wb)
         except XlgptError as e:
@@ -294,5 +305,3 @@ def read_book(path):
                 raise XlgptError(f"{path}: the {LAST_POSITION} cell must hold a whole number from 1 to {len(tokens)}")
             info.last_position = last
         return info
-    finally:
-        wb.close()

@@ -63,16 +63,20 @@ def check_formulas_size(book, max_cells=FORMULAS_MAX_CELLS, max_formulas=FORMULA
 def formulas_values(book, wanted, max_cells=FORMULAS_MAX_CELLS):
     """Recalculate with the `formulas` package and read the wanted defined names."""
     check_formulas_size(book, max_cells)
-    with contextlib.redirect_stderr(io.StringIO()):  # its progress bars would drown ours
-        import formulas
+    # the package names cells '[file name]SHEET'!A1 and cannot parse a file name holding [ ] or ': it reads
+    # the book through a link of a plain name
+    with contextlib.redirect_stderr(io.StringIO()), tempfile.TemporaryDirectory(prefix="xlgpt-formulas-") as tmp:
+        import formulas  # noqa: F401  (its progress bars would drown ours)
 
+        link = Path(tmp) / "book.xlsx"
+        os.symlink(Path(book.path).resolve(), link)
         with _peak_memory() as stats:
-            model = _sparse_model().loads(str(book.path)).finish()
+            model = _sparse_model().loads(str(link)).finish()
             solution = model.calculate()
     results = {k.upper(): v for k, v in solution.items()}
     out = {}
     for name in wanted:
-        key = f"'[{book.path.name}]'!{name}".upper()
+        key = f"'[{link.name}]'!{name}".upper()
         if key not in results:
             raise XlgptError(f"{book.path.name}: the formulas engine computed no value for {name}")
         out[name] = np.vectorize(_as_float, otypes=[float])(np.asarray(results[key].value, dtype=object))

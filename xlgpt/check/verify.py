@@ -136,6 +136,7 @@ def check_prompt(book, text, tok):
                          f"token ids; build it with --prompt)")
     if not text:
         raise XlgptError("the prompt is empty")
+    tokenizer.check_text(text)
     for need, cap, what in zip(needs(tok, text), book.about.capacity, ("characters", "UTF-8 bytes", "merge rounds", "tokens (positions)")):
         if need > cap:
             raise XlgptError(f"the prompt needs {need} {what}; this workbook holds {cap} "

@@ -122,6 +122,36 @@ def read_config(path):
                   raw.get("layer_norm_epsilon", 1e-5))
 
 
+FLOAT_DTYPES = {"F16": "float16", "F32": "float32", "F64": "float64"}
+
+
+def check_header(weights):
+    """Read a safetensors file's header (bounded) and refuse what NumPy cannot load (float8, bfloat16, ...)
+    with one line, before any tensor is read."""
+    import struct
+
+    with open(weights, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise XlgptError(f"{weights}: cannot read safetensors file (too short)")
+        (n,) = struct.unpack("<Q", head)
+        if n > 100 << 20:
+            raise XlgptError(f"{weights}: cannot read safetensors file (a header of {n:,} bytes)")
+        try:
+            header = json.loads(f.read(n))
+        except (ValueError, RecursionError):
+            raise XlgptError(f"{weights}: cannot read safetensors file (its header is not JSON)")
+    if not isinstance(header, dict):
+        raise XlgptError(f"{weights}: cannot read safetensors file (its header is not a JSON object)")
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = entry.get("dtype") if isinstance(entry, dict) else None
+        if dtype not in FLOAT_DTYPES and not (isinstance(dtype, str) and dtype[:1] in "IUB" and dtype != "BF16"):
+            raise XlgptError(f"{weights}: tensor {name} is {dtype}; xlgpt reads float16, float32 and float64 "
+                             f"(convert the checkpoint first)")
+
+
 def load(path, given_name=None):
     """Load and validate a checkpoint; every problem becomes one XlgptError line. `given_name`: how the user
     named it (default: `path` as given)."""
@@ -137,6 +167,7 @@ def load(path, given_name=None):
     if not weights.is_file():
         raise XlgptError(f"{path}: no {WEIGHTS_FILE}")
     try:
+        check_header(weights)
         raw = load_file(weights)
     except (SafetensorError, OSError, ValueError, TypeError) as e:
         raise XlgptError(f"{weights}: cannot read safetensors file ({e})")
