@@ -629,3 +629,62 @@ def test_a_malformed_template_is_one_line(tmp_path, text, words):
     template.write_bytes(text.encode("latin-1") if text.startswith("\xff") else text.encode())
     run = xlgpt("build", "--weights", TINY, "--tokens", "1", "--template", template, "--out", tmp_path / "b.xlsx")
     assert_clean_error(run, *words)
+
+
+# --- 9. smaller ------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("XLGPT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path
+
+
+@pytest.mark.parametrize("ref", ["../../../outside", "../../../outside/", "/abs/outside", "a" * 39 + "/"])
+def test_a_poisoned_hub_ref_is_not_followed(caches, ref):
+    import shutil
+
+    from xlgpt import XlgptError
+    from xlgpt.weights.hub import resolve
+
+    outside = Path(shutil.copytree(TINY, caches / "outside"))
+    repo = caches / "hub" / "models--someone--model"
+    (repo / "snapshots").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(ref.replace("/abs/outside", str(outside)))
+    os.symlink(outside, repo / "snapshots" / ("b" * 40))  # a snapshot that is a link out of the cache
+    with pytest.raises(XlgptError, match="not in the cache"):
+        resolve("someone/model")
+
+
+def test_empty_weights_is_refused(tmp_path):
+    assert_clean_error(xlgpt("predict", "--weights", "", "--tokens", "1"), "--weights is empty")
+    assert_clean_error(xlgpt("build", "--weights", "", "--out", tmp_path / "b.xlsx"), "--weights is empty")
+    book = build_tiny(tmp_path)
+    assert_clean_error(xlgpt("eval", book, "--weights", "", "--engine", "formulas"), "--weights is empty")
+
+
+def test_a_damaged_imported_model_is_reported_as_damaged_not_missing(caches):
+    import shutil
+
+    model = caches / "home" / "models" / "mine"
+    shutil.copytree(TINY, model)
+    (model / "model.safetensors").write_bytes(b"\x08" + bytes(7) + b"not json")
+    run = subprocess.run([sys.executable, "-m", "xlgpt", "predict", "--weights", "mine", "--tokens", "1"],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert_clean_error(run, "model.safetensors", "cannot read")
+
+
+@pytest.mark.parametrize("tab", ["a[b]", "x:y", "what?", "a/b", "a\\\\b", "bell\\u0007", "star*", "x" * 32, "'quoted'",
+                                 "History", " "])
+def test_template_tab_names_a_sheet_cannot_hold_are_refused(tmp_path, tab):
+    template = tmp_path / "t.toml"
+    text = (ROOT / "templates" / "gpt2.toml").read_text()
+    import re
+    text, n = re.subn(r'tab = "[^"]*"', lambda m: f'tab = "{tab}"', text, count=1)
+    assert n == 1
+    template.write_text(text)
+    run = xlgpt("build", "--weights", TINY, "--tokens", "1", "--template", template, "--out", tmp_path / "b.xlsx")
+    assert_clean_error(run, "cannot name a sheet")
+    assert not (tmp_path / "b.xlsx").exists()

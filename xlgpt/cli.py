@@ -31,14 +31,14 @@ def resolve_weights(name):
     from .weights.hub import resolve
     from .tokenizer.hf import WEIGHTS_DIR
 
-    return resolve(name or DEFAULT_WEIGHTS, bundled_dir=WEIGHTS_DIR)
+    return resolve(DEFAULT_WEIGHTS if name is None else name, bundled_dir=WEIGHTS_DIR)
 
 
 def load_weights(name):
     """The checkpoint --weights names, carrying that name as given (what a built book records)."""
     from .weights.checkpoint import load
 
-    return load(resolve_weights(name), given_name=str(name or DEFAULT_WEIGHTS))
+    return load(resolve_weights(name), given_name=str(DEFAULT_WEIGHTS if name is None else name))
 
 
 def model_and_tokens(weights, tokens, prompt):
@@ -287,7 +287,7 @@ def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt, prompts
 
     from .check.provenance import NotCompiled
 
-    weights_dir = resolve_weights(weights) if weights else None
+    weights_dir = resolve_weights(weights) if weights is not None else None
     try:
         if prompts_file is not None:
             eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prompt, show_stage, template)
@@ -462,7 +462,7 @@ def generation_book(weights, tokens, prompt, book_path, positions, out, quiet):
         if positions is not None:
             raise XlgptError("--positions builds a workbook; it does not go with --book")
         info = read_book(book_path)
-        weights_dir = resolve_weights(weights) if weights else None
+        weights_dir = resolve_weights(weights) if weights is not None else None
         from .check.verify import checkpoint_for
 
         ckpt = checkpoint_for(info, weights_dir)

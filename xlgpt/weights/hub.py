@@ -107,24 +107,37 @@ def _repo_cache(repo_id):
     return hub_cache() / repo_folder_name(repo_id=repo_id, repo_type="model")
 
 
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
 def _cached_snapshot(repo_id):
     """The snapshot that refs/main points at if it is complete, else the newest complete one, else None."""
     repo = _repo_cache(repo_id)
     snapshots = repo / "snapshots"
     if not snapshots.is_dir():
         return None
-    candidates = sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+    inside = snapshots.resolve()
+    # a snapshot is a directory named by its commit, inside the cache: not a link, not a path out of it
+    candidates = sorted((c for c in snapshots.iterdir() if _COMMIT.fullmatch(c.name) and not c.is_symlink()),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
     ref = repo / "refs" / "main"
     if ref.is_file():
-        candidates.insert(0, snapshots / ref.read_text().strip())
-    return next((c for c in candidates if is_complete(c)), None)
+        from ..safefile import read_bounded
+
+        commit = read_bounded(ref, 1024, "ref").decode("ascii", errors="replace").strip()
+        if _COMMIT.fullmatch(commit):  # a poisoned ref ("../../anywhere") is ignored, not followed
+            candidates.insert(0, snapshots / commit)
+    return next((c for c in candidates if c.resolve().parent == inside and is_complete(c)), None)
 
 
 def resolve(name, bundled_dir=None):
     """Where the model `name` is on disk, without touching the network: an existing directory as is,
     then the hub cache, then the imported models, then (if given) the bundled ones."""
     name = str(name)
-    if name and Path(name).is_dir():
+    if not name.strip():
+        raise XlgptError("--weights is empty; give a checkpoint directory or a model name (xlgpt weights list), "
+                         "or leave --weights out for the bundled model")
+    if Path(name).is_dir():
         return Path(name)
     # Not a valid repo id (ValueError from huggingface_hub's check) or an unreadable cache: not found there.
     with contextlib.suppress(OSError, ValueError):
@@ -134,6 +147,8 @@ def resolve(name, bundled_dir=None):
     for root in (models_dir(), Path(bundled_dir) if bundled_dir else None):
         if root and _NAME.match(name) and is_complete(root / name):
             return root / name
+        if root and _NAME.match(name) and (root / name / WEIGHTS_FILE).exists():
+            return root / name  # there but damaged or unreadable: load() says what is wrong, not "missing"
     if name.startswith((".", "/", "~")) or name.endswith("/") or name.count("/") > 1:  # a path, not a repo id
         raise XlgptError(f"{name}: not a checkpoint directory")
     raise XlgptError(f"model {name!r} is not in the cache; download it with: xlgpt weights download {name} "
