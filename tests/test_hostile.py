@@ -688,3 +688,16 @@ def test_template_tab_names_a_sheet_cannot_hold_are_refused(tmp_path, tab):
     run = xlgpt("build", "--weights", TINY, "--tokens", "1", "--template", template, "--out", tmp_path / "b.xlsx")
     assert_clean_error(run, "cannot name a sheet")
     assert not (tmp_path / "b.xlsx").exists()
+
+
+def test_a_foreign_conditional_format_formula_fails(tmp_path):
+    from xlgpt import contract as C
+
+    book = build_tiny(tmp_path)
+    info = C.read_book(book)
+    rule = ('<conditionalFormatting sqref="A1"><cfRule type="expression" dxfId="0" priority="99">'
+            '<formula>WEBSERVICE("http://example.com/")</formula></cfRule></conditionalFormatting>')
+    forged = rewrite_part(book, tmp_path / "forged.xlsx", sheet_part(info, C.LOGITS),
+                          lambda xml: xml.replace("</sheetData>", "</sheetData>" + rule, 1))
+    run = xlgpt("eval", forged, "--engine", "formulas")
+    assert run.returncode == 1 and "conditional format" in run.stdout, (run.stdout, run.stderr)

@@ -88,12 +88,28 @@ def _expected_cells(sheet):
     return out
 
 
-def _file_formulas(stream, where):
+def _other_formulas(xml_elements):
+    """Formulas outside cells (conditional formats, data validation: <formula>, <formula1>, ...), in order."""
+    return [(el.tag.rsplit("}", 1)[-1], el.text or "") for el in xml_elements
+            if el.tag.rsplit("}", 1)[-1].startswith("formula")]
+
+
+def _tail_formulas(sheet):
+    """The formulas the writer puts after a sheet's cells (conditional formats), from its own XML."""
+    from ..xlsx.writer import NS, _sheet_tail
+
+    root = ET.fromstring(f"<worksheet {NS}><sheetData>" + _sheet_tail(sheet))
+    return _other_formulas(root.iter())
+
+
+def _file_formulas(stream, where, others=None):
     """(row, col, formula, array ref) of every formula cell of a sheet part, streamed; cells must come in
-    order (a repeated or out-of-order cell could hide another)."""
+    order (a repeated or out-of-order cell could hide another). Formulas outside cells go to `others`."""
     last = (0, 0)
     try:
         for _, el in ET.iterparse(stream, events=("end",)):
+            if others is not None and el.tag.rsplit("}", 1)[-1].startswith("formula"):
+                others.append((el.tag.rsplit("}", 1)[-1], el.text or ""))
             if el.tag == MAIN + "c":
                 rc = _rc(el.get("r"))
                 if rc is None or rc <= last:
@@ -179,8 +195,9 @@ def check_compiled(book, sheets, names):
 
             def differs(row, col, why):
                 return NotCompiled(f"{label}!{cell_name(row, col)}: {why}")
+            others = []
             with zf.open(part) as stream:
-                for row, col, formula, ref in _file_formulas(stream, f"{path.name}: {part}"):
+                for row, col, formula, ref in _file_formulas(stream, f"{path.name}: {part}", others):
                     while want is not None and (want[0], want[1]) < (row, col):
                         if want[2] is not None and not want[4]:  # a computed cell the file holds no formula in
                             raise differs(want[0], want[1], "holds a constant where the compiler writes a formula")
@@ -198,6 +215,8 @@ def check_compiled(book, sheets, names):
                 if want[2] is not None and not want[4]:
                     raise differs(want[0], want[1], "holds a constant where the compiler writes a formula")
                 want = next(expected, None)
+            if others != _tail_formulas(sheet):
+                raise NotCompiled(f"{label}: a conditional format or validation formula is not the compiler's")
 
 
 class _NoRect:
