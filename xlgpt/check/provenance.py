@@ -156,7 +156,13 @@ def _parts(zf):
     for s in wb.iter(MAIN + "sheet"):
         target = rels.get(s.get(REL_NS + "id"), "")
         sheets[s.get("name")] = target.lstrip("/") if target.startswith("/") else "xl/" + target
-    names = {d.get("name"): d.text or "" for d in wb.iter(MAIN + "definedName")}
+    names = {}
+    for d in wb.iter(MAIN + "definedName"):
+        key = d.get("name")
+        if key in names or set(d.attrib) != {"name"}:  # a second, sheet-local or hidden definition could shadow ours
+            raise NotCompiled(f"{zf.filename}: the defined name {key} is not the compiler's (defined twice, or with "
+                              f"{', '.join(sorted(set(d.attrib) - {'name'}))})")
+        names[key] = d.text or ""
     return sheets, names
 
 
