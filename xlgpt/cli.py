@@ -484,7 +484,7 @@ def generation_book(weights, tokens, prompt, book_path, positions, out, quiet):
         check_tokens(ids, ckpt.config)
         return info, ids, tok, weights_dir
     ckpt, tok, ids, _ = model_and_tokens(weights, tokens, prompt)
-    check_output(out)
+    check_output(out, [ckpt.path])
     positions = positions or ckpt.config.n_positions
     if not len(ids) <= positions <= ckpt.config.n_positions:
         raise XlgptError(f"--positions {positions}: needs between {len(ids)} (the prompt's tokens) and "
