@@ -32,14 +32,14 @@ def resolve_weights(name):
     from .weights.hub import resolve
     from .tokenizer.hf import WEIGHTS_DIR
 
-    return resolve(name or DEFAULT_WEIGHTS, bundled_dir=WEIGHTS_DIR)
+    return resolve(DEFAULT_WEIGHTS if name is None else name, bundled_dir=WEIGHTS_DIR)
 
 
 def load_weights(name):
     """The checkpoint --weights names, carrying that name as given (what a built book records)."""
     from .weights.checkpoint import load
 
-    return load(resolve_weights(name), given_name=str(name or DEFAULT_WEIGHTS))
+    return load(resolve_weights(name), given_name=str(DEFAULT_WEIGHTS if name is None else name))
 
 
 def model_and_tokens(weights, tokens, prompt):
@@ -97,13 +97,16 @@ def weights():
 @click.option("--heads", type=click.IntRange(min=1), default=4, show_default=True, help="n_head (must divide --embd)")
 @click.option("--vocab", type=click.IntRange(min=1), default=300, show_default=True, help="vocab_size")
 @click.option("--context", type=click.IntRange(min=1), default=32, show_default=True, help="n_positions")
-@click.option("--seed", type=int, default=0, show_default=True, help="random seed: same seed, same weights")
+@click.option("--seed", type=click.IntRange(min=0, max=2**64 - 1), default=0, show_default=True,
+              help="random seed: same seed, same weights")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="directory to create")
 def weights_random(layers, embd, heads, vocab, context, seed, out):
     """Write a seeded random GPT-2 checkpoint of any shape (124M: --layers 12 --embd 768 --heads 12
     --vocab 50257 --context 1024)."""
     from .weights.checkpoint import Config, random_tensors, save
 
+    if out.name in ("", ".", "..") or out.absolute() == Path.cwd():
+        raise XlgptError(f"--out {out}: give the name of a new directory to create")
     cfg = Config(layers, embd, heads, vocab, context)
     tensors = random_tensors(cfg, seed)
     save(out, cfg, tensors)
@@ -225,7 +228,7 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
     from .compile.build import build as build_book, check_output
     from .tokenizer.bpe import capacity_for
 
-    check_output(out)
+    check_output(out, [resolve_weights(weights), template, steer_vector])
     cap = parse_capacity(capacity)
     t0 = time.perf_counter()
     ckpt, tok, token_ids, text = model_and_tokens(weights, tokens, prompt)
@@ -382,7 +385,10 @@ def read_vector(path):
               help="edit an input cell in a copy first (repeatable), e.g. HeadSwitches[1,2]=0, MlpSwitches[0]=0, "
                    "SteeringCoefficient=4, Temperature=0.8, AttributionToken=198 (indices from 0); the reference "
                    "runs with the same edits")
-def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt, prompts_file, sets):
+@click.option("--template", type=click.Path(path_type=Path), default=None,
+              help="the template the workbook was built with (default: templates/gpt2.toml); eval recompiles "
+                   "the book and refuses formulas the compiler does not write")
+def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt, prompts_file, sets, template):
     """Recalculate a workbook with a spreadsheet engine and check it against the NumPy reference.
 
     Exit status: 0 when every engine matches (same prediction, logits within 1e-6), 1 on a mismatch,
@@ -395,13 +401,22 @@ def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt, prompts
         if sys.stderr.isatty():
             click.echo(f"· {msg}", err=True)
 
-    weights_dir = resolve_weights(weights) if weights else None
-    if prompts_file is not None:
-        eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prompt, show_stage)
-    results = evaluate(book, chosen, weights_dir, timeout=timeout, max_cells=max_cells, on_stage=show_stage,
-                       prompt=prompt, sets=sets,
-                       on_skip=(lambda why: click.echo(f"skipping the formulas engine: {why}", err=True))
-                       if engine == "auto" else None)
+    from .check.provenance import NotCompiled
+
+    weights_dir = resolve_weights(weights) if weights is not None else None
+    try:
+        if prompts_file is not None:
+            eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prompt, show_stage, template)
+        results = evaluate(book, chosen, weights_dir, timeout=timeout, max_cells=max_cells, on_stage=show_stage,
+                           prompt=prompt, template=template, sets=sets,
+                           on_skip=(lambda why: click.echo(f"skipping the formulas engine: {why}", err=True))
+                           if engine == "auto" else None)
+    except NotCompiled as e:  # a verdict, not bad input: the book does not compute what it shows
+        if as_json:
+            click.echo(json.dumps({"match": False, "not_compiled": str(e)}))
+        else:
+            click.echo(f"MISMATCH: {e}")
+        sys.exit(1)
     if not as_json and results and "prompt" in results[0]:
         click.echo(f"prompt: {results[0]['prompt']!r}")
     if not as_json and results and "reference_tokens" in results[0]:
@@ -426,7 +441,7 @@ def show_result(r, as_json):
         click.echo(f"{'':>11}  the sheet tokenized the prompt as {','.join(map(str, r['tokens'])) or 'nothing'}")
 
 
-def eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prompt, show_stage):
+def eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prompt, show_stage, template=None):
     """eval --prompts: every prompt of the file through one LibreOffice session; exits."""
     from .check.verify import evaluate_prompts
 
@@ -434,12 +449,14 @@ def eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prom
         raise XlgptError("give either --prompt or --prompts, not both")
     if engine not in ("auto", "libreoffice"):
         raise XlgptError("--prompts recalculates with LibreOffice (--engine libreoffice)")
+    from .safefile import read_bounded
+
     try:
-        lines = prompts_file.read_text(encoding="utf-8").splitlines()
+        lines = read_bounded(prompts_file, what="prompts file").decode("utf-8", errors="strict").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise XlgptError(f"--prompts: cannot read {prompts_file} ({e})")
     prompts = [line for line in lines if line.strip()]
-    results = evaluate_prompts(book, prompts, weights_dir, timeout=timeout, on_stage=show_stage)
+    results = evaluate_prompts(book, prompts, weights_dir, timeout=timeout, on_stage=show_stage, template=template)
     for r in results:
         if not as_json:
             click.echo(f"prompt: {r['prompt']!r}")
@@ -561,7 +578,7 @@ def generation_book(weights, tokens, prompt, book_path, positions, out, quiet, s
         if positions is not None:
             raise XlgptError("--positions builds a workbook; it does not go with --book")
         info = read_book(book_path)
-        weights_dir = resolve_weights(weights) if weights else None
+        weights_dir = resolve_weights(weights) if weights is not None else None
         from .check.verify import checkpoint_for
 
         ckpt = checkpoint_for(info, weights_dir)
@@ -583,7 +600,7 @@ def generation_book(weights, tokens, prompt, book_path, positions, out, quiet, s
         check_tokens(ids, ckpt.config)
         return info, ids, tok, weights_dir
     ckpt, tok, ids, _ = model_and_tokens(weights, tokens, prompt)
-    check_output(out)
+    check_output(out, [ckpt.path])
     # the positions the steps fill, no more: a token written at position t recomputes every later column
     positions = positions or min(ckpt.config.n_positions, len(ids) + steps)
     if not len(ids) <= positions <= ckpt.config.n_positions:
@@ -685,15 +702,46 @@ def features(sae_source, top, search, as_json):
         click.echo(f"no feature matches {search!r}" if search else "no features")
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP: raised in the main thread so every finally-block runs (temporary files removed,
+    LibreOffice's process group killed) before a one-line exit."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum, frame):
+    raise Terminated(signum)
+
+
+def install_signal_handlers():
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:  # a parent that ignores SIGHUP (nohup) keeps it ignored
+            signal.signal(sig, _terminate)
+
+
 def main():
+    import signal
+
+    install_signal_handlers()
     try:
         cli.main(standalone_mode=False)
+    except Terminated as e:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one line, even if a second signal follows
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        emit_error(f"terminated ({signal.Signals(e.signum).name})", 128 + e.signum)
     except XlgptError as e:
         emit_error(e)
     except click.exceptions.Abort:
         emit_error("interrupted", 130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(2)
+    except click.ClickException as e:  # a usage error: one line too, like every other bad input
+        emit_error(" ".join(e.format_message().split()) + (" (see --help)" if isinstance(e, click.UsageError) else ""),
+                   e.exit_code if isinstance(e, click.UsageError) else 2)
     except KeyboardInterrupt:
         emit_error("interrupted", 130)
+    except OSError as e:  # the environment, not a bug: a full disk or TMPDIR, a read-only directory, ...
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        emit_error(f"{where}{e.strerror or e}")

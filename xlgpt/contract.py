@@ -125,6 +125,44 @@ def parse_ref(text):
     return Rect(sheet, top, left, bottom - top + 1, right - left + 1)
 
 
+# The largest zip member read whole (workbook.xml, relationships, a config): far above what xlgpt writes.
+MAX_MEMBER_BYTES = 64 << 20
+
+
+def read_member(zf, name, limit=MAX_MEMBER_BYTES):
+    """A zip member's bytes, refusing one that declares or turns out to be larger than `limit` (a small zip
+    can expand to gigabytes) or that is missing."""
+    try:
+        info = zf.getinfo(name)
+    except KeyError:
+        raise XlgptError(f"{zf.filename}: no part {name} (not an .xlsx workbook, or a damaged one)")
+    if info.file_size > limit:
+        raise XlgptError(f"{zf.filename}: part {name} expands to {info.file_size:,} bytes (limit {limit:,})")
+    with zf.open(info) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise XlgptError(f"{zf.filename}: part {name} expands beyond {limit:,} bytes")
+    return data
+
+
+# A sheet part's XML compresses ~10:1; a zip bomb (2 MB expanding to 2 GB) compresses ~1000:1.
+MAX_RATIO, RATIO_FROM = 100, 1 << 20
+MAX_ROWS, MAX_COLUMNS = 1_048_576, 16_384
+MAX_READ_CELLS = 1 << 20  # cells read into memory from one input name (token ids, switches, steering)
+
+
+def check_zip(zf, path):
+    """Refuse, before any part is read, a part declaring an impossible expansion, and any part other than a
+    sheet larger than MAX_MEMBER_BYTES (read_member also bounds what is actually read)."""
+    for info in zf.infolist():
+        if info.file_size > RATIO_FROM and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise XlgptError(f"{path}: part {info.filename} expands {info.compress_size:,} bytes to "
+                             f"{info.file_size:,} (a zip bomb, not a workbook xlgpt wrote)")
+        if not info.filename.startswith("xl/worksheets/") and info.file_size > MAX_MEMBER_BYTES:
+            raise XlgptError(f"{path}: part {info.filename} expands to {info.file_size:,} bytes "
+                             f"(limit {MAX_MEMBER_BYTES:,})")
+
+
 # Rough size of one cell in sheet XML, to estimate a book's cell count before loading it.
 BYTES_PER_CELL = 12
 
@@ -156,16 +194,26 @@ class BookInfo:
     @cached_property
     def n_formulas(self):
         """The number of formulas in the sheets (an array formula counts once); reads every sheet."""
+        n = 0
         with zipfile.ZipFile(self.path) as zf:
-            return sum(zf.read(i).count(b"<f") for i in zf.infolist() if i.filename.startswith("xl/worksheets/"))
+            for info in zf.infolist():
+                if info.filename.startswith("xl/worksheets/"):
+                    with zf.open(info) as f:  # streamed: a sheet part can be gigabytes
+                        tail = b""
+                        for chunk in iter(lambda: f.read(1 << 20), b""):
+                            n += (tail + chunk).count(b"<f") - tail.count(b"<f")
+                            tail = chunk[-1:]
+        return n
 
 
 def read_names(wb):
     """A loaded workbook's defined names that point at cells, as Rects."""
     names = {}
     for name, dn in wb.defined_names.items():
-        ref = parse_ref(dn.attr_text)
+        ref = parse_ref(dn.attr_text or "")
         if ref:
+            if ref.top < 1 or ref.left < 1 or ref.top + ref.height - 1 > MAX_ROWS or ref.left + ref.width - 1 > MAX_COLUMNS:
+                raise XlgptError(f"the defined name {name} points outside a sheet's grid ({dn.attr_text})")
             names[name] = ref
     return names
 
@@ -179,18 +227,39 @@ def read_book(path):
         raise XlgptError(f"{path}: no such file")
     try:
         with zipfile.ZipFile(path) as zf:
+            check_zip(zf, path)
             est = sum(i.file_size for i in zf.infolist() if i.filename.startswith("xl/worksheets/")) // BYTES_PER_CELL
         wb = openpyxl.load_workbook(path, read_only=True, data_only=False)
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as e:
-        raise XlgptError(f"{path}: not an .xlsx workbook ({e})")
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, SyntaxError, TypeError, AttributeError) as e:
+        # SyntaxError: malformed XML (ElementTree's ParseError, lxml's XMLSyntaxError)
+        raise XlgptError(f"{path}: not an .xlsx workbook, or a damaged one ({' '.join(str(e).split()) or type(e).__name__})")
     try:
-        names = read_names(wb)
+        return _read_book(path, wb, est)
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, SyntaxError, TypeError, AttributeError) as e:
+        raise XlgptError(f"{path}: a damaged workbook ({' '.join(str(e).split()) or type(e).__name__})")
+    finally:
+        wb.close()
+
+
+def _read_book(path, wb, est):
+    """read_book's reading of an open workbook (the sheets' parts are read lazily, so errors come from here)."""
+    if True:
+        try:
+            names = read_names(wb)
+        except XlgptError as e:
+            raise XlgptError(f"{path}: {e}")
         for needed in (LOGITS, PREDICTIONS, TOKEN_IDS, CHECKPOINT, BOOK_INPUT):
             if needed not in names:
                 raise XlgptError(f"{path}: not an xlgpt workbook (no defined name {needed})")
+        for name, ref in names.items():
+            if ref.sheet not in wb.sheetnames:
+                raise XlgptError(f"{path}: the defined name {name} points at a tab {ref.sheet!r} the book does not have")
 
         def cells(name):
             ref = names[name]
+            if ref.height * ref.width > MAX_READ_CELLS:
+                raise XlgptError(f"{path}: the defined name {name} spans {ref.height * ref.width:,} cells, far more "
+                                 f"than xlgpt writes")
             return [c.value for r in wb[ref.sheet].iter_rows(min_row=ref.top, max_row=ref.bottom,
                                                             min_col=ref.left, max_col=ref.right) for c in r]
 
@@ -198,11 +267,34 @@ def read_book(path):
 
         def grid(name):
             ref = names[name]
+            if ref.height * ref.width > MAX_READ_CELLS:
+                raise XlgptError(f"{path}: the defined name {name} spans {ref.height * ref.width:,} cells, far more "
+                                 f"than xlgpt writes")
             rows = [[c.value for c in r] for r in wb[ref.sheet].iter_rows(min_row=ref.top, max_row=ref.bottom,
                                                                         min_col=ref.left, max_col=ref.right)]
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for row in rows for v in row):
                 raise XlgptError(f"{path}: the {name} cells must hold numbers")
             return rows
+
+        def prompt_text():
+            """The Prompt cell's text as the book computes it: a text cell, or the formula xlgpt writes for
+            text a plain cell cannot carry (read by a parser of exactly that formula; nothing else is run)."""
+            if PROMPT not in names:
+                return None
+            ref = names[PROMPT]
+            cell = next(iter(next(wb[ref.sheet].iter_rows(min_row=ref.top, max_row=ref.top, min_col=ref.left,
+                                                          max_col=ref.left), ())), None)
+            if cell is None or cell.value is None:
+                return ""
+            if getattr(cell, "data_type", None) == "f":
+                from .tokenizer.tabs import prompt_from_formula
+
+                text = prompt_from_formula(str(cell.value))
+                if text is None:
+                    raise XlgptError(f"{path}: the Prompt cell holds a formula xlgpt does not write; "
+                                     f"type the text into it, or give it with --prompt")
+                return text
+            return str(cell.value)
 
         kind = value(BOOK_INPUT)
         if kind not in (TOKEN_INPUT, PROMPT_INPUT):
@@ -221,7 +313,7 @@ def read_book(path):
                 raise XlgptError(f"{path}: the token cells must hold integer token ids")
         edits = {name: grid(name) for name in EDIT_CELLS} if HEAD_SWITCHES in names else None
         sampling = {name: value(name) for name in SAMPLING_CELLS} if SAMPLED_TOKEN in names else None
-        info = BookInfo(path, wb.sheetnames, names, about, value(PROMPT), tokens, est, edits,
+        info = BookInfo(path, wb.sheetnames, names, about, prompt_text(), tokens, est, edits,
                         value(ATTRIBUTION_TOKEN), sampling)
         if kind == TOKEN_INPUT:
             last = value(LAST_POSITION) if LAST_POSITION in names else len(tokens)
@@ -229,5 +321,3 @@ def read_book(path):
                 raise XlgptError(f"{path}: the {LAST_POSITION} cell must hold a whole number from 1 to {len(tokens)}")
             info.last_position = last
         return info
-    finally:
-        wb.close()

@@ -60,14 +60,18 @@ def check_formulas_size(book, max_cells=FORMULAS_MAX_CELLS, max_formulas=FORMULA
 def formulas_values(book, wanted, max_cells=FORMULAS_MAX_CELLS):
     """Recalculate with the `formulas` package and read the wanted defined names."""
     check_formulas_size(book, max_cells)
-    with contextlib.redirect_stderr(io.StringIO()):  # its progress bars (and its import's) would drown ours
+    # the package names cells '[file name]SHEET'!A1 and cannot parse a file name holding [ ] or ': it reads
+    # the book through a link of a plain name
+    with contextlib.redirect_stderr(io.StringIO()), tempfile.TemporaryDirectory(prefix="xlgpt-formulas-") as tmp:
+        link = Path(tmp) / "book.xlsx"
+        os.symlink(Path(book.path).resolve(), link)
         with _peak_memory() as stats:
-            model = _sparse_model().loads(str(book.path)).finish()
+            model = _sparse_model().loads(str(link)).finish()
             solution = model.calculate()
     results = {k.upper(): v for k, v in solution.items()}
     out = {}
     for name in wanted:
-        key = f"'[{book.path.name}]'!{name}".upper()
+        key = f"'[{link.name}]'!{name}".upper()
         if key not in results:
             raise XlgptError(f"{book.path.name}: the formulas engine computed no value for {name}")
         out[name] = np.vectorize(_as_float, otypes=[float])(np.asarray(results[key].value, dtype=object))
@@ -80,6 +84,39 @@ def find_soffice():
         raise XlgptError("LibreOffice is not installed (no 'soffice' on PATH); install it, e.g. "
                          "apt-get install libreoffice-calc-nogui, or use --engine formulas")
     return exe
+
+
+# Engines run in the C locale: LibreOffice's CSV export writes numbers with the decimal separator of the
+# locale it runs in (LC_ALL=de_DE.UTF-8 gives "1,5", read back as NaN), whether or not the system has that
+# locale installed; the formulas engine and the UNO bridge pass numbers as doubles.
+C_LOCALE = {"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "LANGUAGE": "C"}
+
+
+@dataclass
+class _Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _run_group(cmd, timeout, what, **popen):
+    """Run `cmd` in its own process group (soffice forks soffice.bin) and kill the whole group when it
+    times out or when this process leaves early (Ctrl-C, SIGTERM turned into SystemExit): nothing is left
+    running. Returns stdout, stderr and the exit status."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **popen)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise XlgptError(f"{what} did not finish within {timeout} s")
+    finally:
+        try:  # soffice.bin may outlive its launcher: take the group down in every case
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if proc.poll() is None:
+            proc.wait()
+    return _Run(proc.returncode, out, err)
 
 
 def soffice_csv(paths, sheet_index, timeout=3600):
@@ -95,10 +132,9 @@ def soffice_csv(paths, sheet_index, timeout=3600):
         opts = f"44,34,76,1,,0,false,true,false,false,false,{sheet_index}"
         cmd = [exe, f"-env:UserInstallation=file://{tmp / 'profile'}", "--headless", "--calc",
                "--convert-to", f"csv:Text - txt - csv (StarCalc):{opts}", *map(str, sources), "--outdir", str(tmp / "out")]
-        try:
-            run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise XlgptError(f"LibreOffice did not finish within {timeout} s")
+        run = _run_group(cmd, timeout, "LibreOffice", cwd=tmp,
+                         # its scratch files (lu*.tmp) go into our directory, removed even if soffice is killed
+                         env={**os.environ, **C_LOCALE, "SAL_ENABLE_FILE_LOCKING": "0", "TMPDIR": str(tmp)})
         grids = []
         for source, path in zip(sources, paths):
             # <stem>-<sheet>.csv, or <stem>.csv for a one-sheet book
@@ -174,7 +210,7 @@ def ssconvert_csv(path, sheets, order, timeout=3600):
         tmp = Path(tmp)
         cmd = [exe, "--recalc", "-S", "--export-type=Gnumeric_stf:stf_assistant",
                "--export-options=format=raw separator=, eol=unix", str(Path(path).resolve()), str(tmp / "out-%n.csv")]
-        env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "HOME": str(tmp)}
+        env = {**os.environ, **C_LOCALE, "HOME": str(tmp)}
         run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                cwd=tmp, start_new_session=True)
         try:

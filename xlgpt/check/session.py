@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import XlgptError
-from .engines import find_soffice
+from .engines import C_LOCALE, find_soffice
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 WORKER = Path(__file__).with_name("uno_worker.py")
@@ -114,11 +114,14 @@ class LibreOfficeSession:
              f"--accept=pipe,name={pipe};urp;", f"-env:UserInstallation=file://{self.profile}"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             # no .~lock files: a killed session leaves none behind, and another's lock cannot stop a load
-            env={**os.environ, "SAL_ENABLE_FILE_LOCKING": "0"})
+            # the C locale: what the sheet computes never depends on the user's locale (as with the CSV export)
+            # its scratch files (lu*.tmp) go into the profile directory, removed even if soffice is killed
+            env={**os.environ, **C_LOCALE, "SAL_ENABLE_FILE_LOCKING": "0", "TMPDIR": self.profile})
         self.pgids.append(self.soffice.pid)
         self.worker = subprocess.Popen(
             [python, str(WORKER), f"pipe,name={pipe};urp", str(self.soffice.pid)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, **C_LOCALE})
         self.pgids.append(self.worker.pid)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self.worker.stdout, selectors.EVENT_READ)

@@ -153,6 +153,7 @@ def check_prompt(book, text, tok):
                          f"token ids; build it with --prompt)")
     if not text:
         raise XlgptError("the prompt is empty")
+    tokenizer.check_text(text)
     for need, cap, what in zip(needs(tok, text), book.about.capacity, ("characters", "UTF-8 bytes", "merge rounds", "tokens (positions)")):
         if need > cap:
             raise XlgptError(f"the prompt needs {need} {what}; this workbook holds {cap} "
@@ -208,8 +209,19 @@ def with_edits(book, sets, directory):
     return dataclasses.replace(read_book(copy), path=copy)
 
 
+
+def check_provenance(book, ckpt, tok, template=None, on_stage=lambda msg: None):
+    """Before any engine opens the book: its formulas must be the compiler's (check/provenance.py), so a book
+    with forged results, external links or WEBSERVICE calls fails here (NotCompiled)."""
+    from .provenance import check_compiled, recompile
+
+    on_stage("comparing the formulas with the compiler's")
+    sheets, names = recompile(book, ckpt, tok, template)
+    check_compiled(book, sheets, names)
+
+
 def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_CELLS, on_stage=lambda msg: None,
-             prompt=None, on_skip=None, sets=()):
+             prompt=None, on_skip=None, template=None, sets=()):
     """One result dict per engine. `prompt`: type this text into a copy of a typed book first; `sets`:
     NAME[i,j]=VALUE edits of its input cells (interventions, sampling, ...) in that copy.
     With `on_skip`, a book too large for the formulas engine drops it (on_skip(reason)) instead of failing."""
@@ -221,6 +233,7 @@ def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_C
         raise XlgptError(f"{ckpt.path}: no tokenizer files, so the workbook's prompt cannot be checked")
     if prompt is not None:
         check_prompt(book, prompt, tok)
+    check_provenance(book, ckpt, tok, template, on_stage)
     if "formulas" in engines:
         try:
             check_formulas_size(book, max_cells)  # refuse before any slow work
@@ -237,8 +250,9 @@ def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_C
             on_stage("typing the prompt into a copy")
             book = with_prompt(book, prompt, tmp)
         text = prompt if prompt is not None else book.prompt
-        if book.typed and (not isinstance(text, str) or text.startswith("=")):
-            raise XlgptError(f"{book.path.name}: the Prompt cell holds a formula; give the text with --prompt")
+        if book.typed and not text:
+            raise XlgptError(f"{book.path.name}: the Prompt cell is empty; type a prompt into it, or give one with "
+                             f"--prompt")
         tokens = tok.encode(text) if book.typed else book.used
         on_stage("computing the NumPy reference")
         checked = {name: ref for name, ref in book.names.items() if name in CHECKED}
@@ -262,7 +276,7 @@ def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_C
     return results
 
 
-def evaluate_prompts(path, prompts, weights=None, timeout=3600, on_stage=lambda msg: None):
+def evaluate_prompts(path, prompts, weights=None, timeout=3600, on_stage=lambda msg: None, template=None):
     """Type each prompt into a typed book's Prompt cell in ONE LibreOffice session (one load), recalculate
     and compare with the reference: one result dict per prompt, like evaluate()'s."""
     import time
@@ -279,6 +293,7 @@ def evaluate_prompts(path, prompts, weights=None, timeout=3600, on_stage=lambda 
         raise XlgptError("no prompts given")
     for text in prompts:
         check_prompt(book, text, tok)  # refuse before any slow work
+    check_provenance(book, ckpt, tok, template, on_stage)
     wanted = [C.LOGITS, C.PREDICTIONS, C.LOGITS_TOKEN_IDS, C.LOGITS_IN_PROMPT]
     results = []
     on_stage("starting LibreOffice")

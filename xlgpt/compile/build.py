@@ -1,7 +1,4 @@
 """Compile a checkpoint and its input into a workbook: template (pass 1) -> lowering (pass 2) -> writer (pass 3)."""
-import os
-from pathlib import Path
-
 from .. import XlgptError
 from ..contract import About
 from ..tokenizer.hf import display
@@ -22,15 +19,7 @@ def check_tokens(tokens, cfg):
         raise XlgptError(f"{len(tokens)} tokens exceed the model's context of {cfg.n_positions}")
 
 
-def check_output(out):
-    """Fail fast, before any heavy work, when the output cannot be written."""
-    parent = Path(out).resolve().parent
-    if not parent.is_dir():
-        raise XlgptError(f"{out}: directory {parent} does not exist")
-    if Path(out).is_dir():
-        raise XlgptError(f"{out}: is a directory")
-    if not os.access(parent, os.W_OK):
-        raise XlgptError(f"{out}: directory {parent} is not writable")
+from ..safefile import check_output  # noqa: E402,F401  (refuses, before any work, an output it must not write)
 
 
 def inputs_for(ckpt, tokens, tokenizer=None, prompt=None, positions=None, capacity=None):
@@ -59,7 +48,7 @@ def build(ckpt, tokens, out, template=None, progress=None, tokenizer=None, promp
     (inputs.Edits): the Interventions tab's starting values; `sae` (weights.sae.SAE, loaded from `sae_source`
     as --sae takes it) the Features tab's sparse autoencoder."""
     inputs = inputs_for(ckpt, tokens, tokenizer, prompt, positions, capacity)
-    check_output(out)
+    check_output(out, [ckpt.path, template])
     spec = load_spec(ckpt.config, template)
     vocab = [display(tokenizer.token_text(i)) for i in range(ckpt.config.vocab_size)] if tokenizer else None
     cap = inputs.capacity

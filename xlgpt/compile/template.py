@@ -20,7 +20,7 @@ from ..weights.checkpoint import tensor_shapes
 
 DEFAULT_TEMPLATE = shipped("templates") / "gpt2.toml"
 STAGE_KEYS = ("tab", "name", "op", "in", "params", "title", "header")
-BAD_TAB_CHARS = re.compile(r"[\[\]:*?/\\]")
+BAD_TAB_CHARS = re.compile(r"[\[\]:*?/\\\x00-\x1f\x7f\ufffe\uffff\ud800-\udfff]")  # and control characters
 
 
 @dataclass(frozen=True)
@@ -50,14 +50,18 @@ class Spec:
 
 
 def load_spec(config, template=None):
+    from ..safefile import read_bounded
+
     path = Path(template or DEFAULT_TEMPLATE)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path, 1 << 20, "template").decode("utf-8")
         raw = tomllib.loads(text)
     except (OSError, UnicodeDecodeError) as e:
         raise XlgptError(f"{path}: cannot read template ({getattr(e, 'strerror', None) or e})")
     except tomllib.TOMLDecodeError as e:
         raise XlgptError(f"{path}: invalid TOML ({e})")
+    except RecursionError:
+        raise XlgptError(f"{path}: invalid TOML (nested too deeply)")
     return expand(raw, config, Lines(path, text))
 
 
@@ -98,8 +102,10 @@ def check_entry(entry, k, lines):
     if not isinstance(entry.get("header", False), bool):
         fail("header", "'header' must be true or false")
     tab = entry["tab"].replace("{layer}", "0")
-    if BAD_TAB_CHARS.search(tab) or len(tab) > 31 or tab.startswith("'"):
-        fail("tab", f"tab name {entry['tab']!r} cannot name a sheet (at most 31 characters, none of []:*?/\\)")
+    if (BAD_TAB_CHARS.search(tab) or not tab.strip() or len(tab) > 31 or tab.startswith("'") or tab.endswith("'")
+            or tab.lower() == "history"):
+        fail("tab", f"tab name {entry['tab']!r} cannot name a sheet (1 to 31 characters, none of []:*?/\\ or "
+                    f"control characters, no ' at either end, not 'History')")
     op = OPS.get(entry["op"])
     if op is None:
         fail("op", f"unknown op {entry['op']!r} (known: {', '.join(sorted(OPS))})")

@@ -27,9 +27,13 @@ class Capacity:
     tokens: int = 0
 
     def __post_init__(self):
-        for f in ("chars", "bytes", "rounds"):
-            if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
+        for f in ("chars", "bytes", "rounds", "tokens"):
+            if not isinstance(getattr(self, f), int) or getattr(self, f) < (0 if f == "tokens" else 1):
                 raise XlgptError(f"tokenizer capacity: {f} must be a positive integer")
+            # characters, bytes and tokens are columns of the sheet; a merge round takes rows, and a piece of
+            # n bytes never needs more than n - 1 of them
+            if getattr(self, f) > 16_384:
+                raise XlgptError(f"tokenizer capacity: {f} {getattr(self, f):,} is more than a sheet's 16,384 columns")
         if not self.tokens:
             object.__setattr__(self, "tokens", self.bytes)
 

@@ -10,6 +10,16 @@ GPT2_VOCAB_SIZE = 50257
 FILE_PAIRS = [("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")]
 
 
+
+def check_text(text, what="the prompt"):
+    """Refuse text that is not Unicode text: a lone surrogate (bytes that were not UTF-8, smuggled through
+    a command line or a file) has no UTF-8 form, so no tokenizer and no workbook can hold it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise XlgptError(f"{what} is not valid text: character {e.start} is a lone surrogate "
+                         f"(U+{ord(text[e.start]):04X}; bytes that are not UTF-8?)")
+
 class Tokenizer:
     def __init__(self, vocab_file, merges_file):
         from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
@@ -30,6 +40,7 @@ class Tokenizer:
     def encode(self, text):
         if not text:
             raise XlgptError("the prompt is empty")
+        check_text(text)
         ids = self.hf.encode(text).ids
         if self.decode(ids) != text:  # BPE without an unknown token silently drops what it cannot encode
             raise XlgptError(f"the tokenizer cannot encode {text!r} (it has no tokens for some of its characters)")

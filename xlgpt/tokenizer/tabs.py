@@ -356,6 +356,38 @@ def prompt_value(text):
     return Formula("&".join(parts))
 
 
+_PROMPT_PART = re.compile(r'"((?:[^"]|"")*)"|CHAR\((\d{1,2})\)|_xlfn\.UNICHAR\((\d{1,7})\)')
+
+
+def prompt_from_formula(formula):
+    """The text a Prompt cell's formula computes, when it is one prompt_value writes ("..."&CHAR(n)&
+    _xlfn.UNICHAR(n)...): evaluated by this parser of exactly that shape, then checked by writing it again.
+    None for any other formula (nothing of the book is ever run to read it)."""
+    body = formula[1:] if formula.startswith("=") else formula
+    text, pos = [], 0
+    while True:
+        m = _PROMPT_PART.match(body, pos)
+        if not m:
+            return None
+        literal, char, unichar = m.groups()
+        if literal is not None:
+            text.append(literal.replace('""', '"'))
+        else:
+            code = int(char or unichar)
+            if code > 0x10FFFF:
+                return None
+            text.append(chr(code))
+        pos = m.end()
+        if pos == len(body):
+            break
+        if body[pos] != "&":
+            return None
+        pos += 1
+    text = "".join(text)
+    written = prompt_value(text)
+    return text if isinstance(written, Formula) and str(written).lstrip("=") == body else None
+
+
 # --- entry points ----------------------------------------------------------------------------------------
 
 

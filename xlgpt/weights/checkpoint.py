@@ -2,7 +2,6 @@
 import hashlib
 import json
 import math
-import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,6 +11,8 @@ import numpy as np
 from .. import XlgptError
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+MAX_ROWS, MAX_COLUMNS = 1_048_576, 16_384  # a sheet's grid
+MAX_PARAMETERS = 2_000_000_000
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,24 @@ class Config:
                 raise XlgptError(f"config: {name} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head:
             raise XlgptError(f"config: n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
-        if not (isinstance(self.layer_norm_epsilon, (int, float)) and self.layer_norm_epsilon > 0):
-            raise XlgptError("config: layer_norm_epsilon must be a positive number")
+        eps = self.layer_norm_epsilon
+        if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and math.isfinite(eps) and eps > 0):
+            raise XlgptError(f"config: layer_norm_epsilon must be a positive finite number, got {eps!r}")
+        # Bounds, checked before anything is allocated: the vocabulary is a column of rows, the positions
+        # a row of columns, the MLP's 4 * n_embd rows too; the parameters are bounded by the largest GPT-2
+        # (XL, 1.56 billion), with room: the NumPy reference holds them all in memory as float32.
+        for name, value, limit, why in (("vocab_size", self.vocab_size, MAX_ROWS, "rows of a sheet"),
+                                        ("n_positions", self.n_positions, MAX_COLUMNS, "columns of a sheet"),
+                                        ("n_embd", 4 * self.n_embd, MAX_ROWS, "rows of a sheet (4 * n_embd)")):
+            if value > limit:
+                raise XlgptError(f"config: {name} {getattr(self, name):,} is too large ({value:,} > {limit:,} {why})")
+        if self.n_params_declared() > MAX_PARAMETERS:
+            raise XlgptError(f"config: {self.n_params_declared():,} parameters is too many (limit {MAX_PARAMETERS:,}, "
+                             f"above GPT-2 XL's 1.56 billion)")
+
+    def n_params_declared(self):
+        C = self.n_embd
+        return (self.vocab_size + self.n_positions) * C + self.n_layer * (12 * C * C + 13 * C) + 2 * C
 
     @property
     def head_size(self):
@@ -84,13 +101,17 @@ _BUFFER = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
 
 
 def read_config(path):
+    from ..safefile import read_bounded
+
     path = Path(path)
     try:
-        raw = json.loads((path / CONFIG_FILE).read_text())
+        raw = json.loads(read_bounded(path / CONFIG_FILE, 1 << 20, "config.json").decode("utf-8"))
     except FileNotFoundError:
         raise XlgptError(f"{path}: no {CONFIG_FILE} (expected a Hugging Face GPT-2 checkpoint directory)")
     except (ValueError, UnicodeDecodeError) as e:
         raise XlgptError(f"{path / CONFIG_FILE}: not valid JSON ({e})")
+    except RecursionError:
+        raise XlgptError(f"{path / CONFIG_FILE}: nested too deeply to be a config")
     if not isinstance(raw, dict):
         raise XlgptError(f"{path / CONFIG_FILE}: expected a JSON object")
     missing = [k for k in ("n_layer", "n_embd", "n_head", "vocab_size", "n_positions") if k not in raw]
@@ -98,6 +119,36 @@ def read_config(path):
         raise XlgptError(f"{path / CONFIG_FILE}: missing {', '.join(missing)}")
     return Config(raw["n_layer"], raw["n_embd"], raw["n_head"], raw["vocab_size"], raw["n_positions"],
                   raw.get("layer_norm_epsilon", 1e-5))
+
+
+FLOAT_DTYPES = {"F16": "float16", "F32": "float32", "F64": "float64"}
+
+
+def check_header(weights):
+    """Read a safetensors file's header (bounded) and refuse what NumPy cannot load (float8, bfloat16, ...)
+    with one line, before any tensor is read."""
+    import struct
+
+    with open(weights, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise XlgptError(f"{weights}: cannot read safetensors file (too short)")
+        (n,) = struct.unpack("<Q", head)
+        if n > 100 << 20:
+            raise XlgptError(f"{weights}: cannot read safetensors file (a header of {n:,} bytes)")
+        try:
+            header = json.loads(f.read(n))
+        except (ValueError, RecursionError):
+            raise XlgptError(f"{weights}: cannot read safetensors file (its header is not JSON)")
+    if not isinstance(header, dict):
+        raise XlgptError(f"{weights}: cannot read safetensors file (its header is not a JSON object)")
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = entry.get("dtype") if isinstance(entry, dict) else None
+        if dtype not in FLOAT_DTYPES and not (isinstance(dtype, str) and dtype[:1] in "IUB" and dtype != "BF16"):
+            raise XlgptError(f"{weights}: tensor {name} is {dtype}; xlgpt reads float16, float32 and float64 "
+                             f"(convert the checkpoint first)")
 
 
 def load(path, given_name=None):
@@ -115,6 +166,7 @@ def load(path, given_name=None):
     if not weights.is_file():
         raise XlgptError(f"{path}: no {WEIGHTS_FILE}")
     try:
+        check_header(weights)
         raw = load_file(weights)
     except (SafetensorError, OSError, ValueError, TypeError) as e:
         raise XlgptError(f"{weights}: cannot read safetensors file ({e})")
@@ -172,25 +224,15 @@ def save(path, cfg, tensors):
     """Write config.json and model.safetensors into a new directory, atomically."""
     from safetensors.numpy import save_file
 
+    from ..safefile import atomic_dir
+
     path = Path(path)
-    if path.exists() and any(path.iterdir()) if path.is_dir() else path.exists():
+    if path.is_symlink() or (path.exists() and (not path.is_dir() or any(path.iterdir()))):
         raise XlgptError(f"{path}: already exists and is not an empty directory")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.mkdir(parents=True)
+    with atomic_dir(path) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg.hf_json(), indent=2) + "\n")
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp / WEIGHTS_FILE,
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / WEIGHTS_FILE),
                   metadata={"format": "pt"})
-        if path.is_dir():
-            path.rmdir()
-        tmp.rename(path)
-    except OSError as e:
-        raise XlgptError(f"{path}: cannot write checkpoint ({e.strerror or e})")
-    finally:
-        if tmp.exists():
-            for f in tmp.iterdir():
-                f.unlink()
-            tmp.rmdir()
 
 
 def fingerprint(path):

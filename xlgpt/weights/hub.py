@@ -107,24 +107,37 @@ def _repo_cache(repo_id):
     return hub_cache() / repo_folder_name(repo_id=repo_id, repo_type="model")
 
 
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
 def _cached_snapshot(repo_id):
     """The snapshot that refs/main points at if it is complete, else the newest complete one, else None."""
     repo = _repo_cache(repo_id)
     snapshots = repo / "snapshots"
     if not snapshots.is_dir():
         return None
-    candidates = sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+    inside = snapshots.resolve()
+    # a snapshot is a directory named by its commit, inside the cache: not a link, not a path out of it
+    candidates = sorted((c for c in snapshots.iterdir() if _COMMIT.fullmatch(c.name) and not c.is_symlink()),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
     ref = repo / "refs" / "main"
     if ref.is_file():
-        candidates.insert(0, snapshots / ref.read_text().strip())
-    return next((c for c in candidates if is_complete(c)), None)
+        from ..safefile import read_bounded
+
+        commit = read_bounded(ref, 1024, "ref").decode("ascii", errors="replace").strip()
+        if _COMMIT.fullmatch(commit):  # a poisoned ref ("../../anywhere") is ignored, not followed
+            candidates.insert(0, snapshots / commit)
+    return next((c for c in candidates if c.resolve().parent == inside and is_complete(c)), None)
 
 
 def resolve(name, bundled_dir=None):
     """Where the model `name` is on disk, without touching the network: an existing directory as is,
     then the hub cache, then the imported models, then (if given) the bundled ones."""
     name = str(name)
-    if name and Path(name).is_dir():
+    if not name.strip():
+        raise XlgptError("--weights is empty; give a checkpoint directory or a model name (xlgpt weights list), "
+                         "or leave --weights out for the bundled model")
+    if Path(name).is_dir():
         return Path(name)
     # Not a valid repo id (ValueError from huggingface_hub's check) or an unreadable cache: not found there.
     with contextlib.suppress(OSError, ValueError):
@@ -134,6 +147,8 @@ def resolve(name, bundled_dir=None):
     for root in (models_dir(), Path(bundled_dir) if bundled_dir else None):
         if root and _NAME.match(name) and is_complete(root / name):
             return root / name
+        if root and _NAME.match(name) and (root / name / WEIGHTS_FILE).exists():
+            return root / name  # there but damaged or unreadable: load() says what is wrong, not "missing"
     if name.startswith((".", "/", "~")) or name.endswith("/") or name.count("/") > 1:  # a path, not a repo id
         raise XlgptError(f"{name}: not a checkpoint directory")
     raise XlgptError(f"model {name!r} is not in the cache; download it with: xlgpt weights download {name} "
@@ -294,8 +309,6 @@ def import_model(path, name=None, config=None):
     `path` is a directory with model.safetensors + config.json, a .safetensors file, or (with torch
     installed) a PyTorch .bin/.pt state dict; for a file, config.json is taken from `config` or from
     beside the file. Tokenizer files next to the weights are copied along."""
-    from safetensors.numpy import save_file
-
     path = Path(path)
     if path.is_dir():
         source_dir, weights = path, path / WEIGHTS_FILE
@@ -314,31 +327,37 @@ def import_model(path, name=None, config=None):
     if not _NAME.match(name):
         raise XlgptError(f"{name!r} is not a usable model name (letters, digits, '.', '_', '-')")
 
+    from ..safefile import atomic_dir
+
     root = models_dir()
-    dest, tmp = root / name, root / f".{name}.tmp-{os.getpid()}"
-    if dest.exists():
+    dest = root / name
+    if dest.exists() or dest.is_symlink():
         raise XlgptError(f"a model named {name!r} is already imported at {dest}; remove it or choose another name")
     try:
-        tmp.mkdir(parents=True)
-        shutil.copyfile(config, tmp / CONFIG_FILE)
-        if weights.suffix == ".safetensors":
-            shutil.copyfile(weights, tmp / WEIGHTS_FILE)
-        else:
-            save_file(_torch_state_dict(weights), tmp / WEIGHTS_FILE, metadata={"format": "pt"})
-        for extra in TOKENIZER_FILES:
-            if (source_dir / extra).is_file():
-                shutil.copyfile(source_dir / extra, tmp / extra)
-        try:
-            load(tmp)
-        except XlgptError as e:  # name the user's files, not our temporary copies
-            raise XlgptError(str(e).replace(str(tmp / WEIGHTS_FILE), str(weights))
-                             .replace(str(tmp / CONFIG_FILE), str(config)).replace(str(tmp), str(path)))
-        tmp.rename(dest)  # atomic: the model appears whole or not at all
+        with atomic_dir(dest) as tmp:
+            _import_into(tmp, path, config, weights, source_dir)
     except OSError as e:
         raise XlgptError(f"{dest}: cannot import ({e.strerror or e})")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _import_into(tmp, path, config, weights, source_dir):
+    """Copy (or convert) a checkpoint into the fresh directory `tmp` and check that it loads."""
+    from safetensors.numpy import save_file
+
+    shutil.copyfile(config, tmp / CONFIG_FILE)
+    if weights.suffix == ".safetensors":
+        shutil.copyfile(weights, tmp / WEIGHTS_FILE)
+    else:
+        save_file(_torch_state_dict(weights), tmp / WEIGHTS_FILE, metadata={"format": "pt"})
+    for extra in TOKENIZER_FILES:
+        if (source_dir / extra).is_file():
+            shutil.copyfile(source_dir / extra, tmp / extra)
+    try:
+        load(tmp)
+    except XlgptError as e:  # name the user's files, not our temporary copies
+        raise XlgptError(str(e).replace(str(tmp / WEIGHTS_FILE), str(weights))
+                         .replace(str(tmp / CONFIG_FILE), str(config)).replace(str(tmp), str(path)))
 
 
 # ---------------------------------------------------------------- list

@@ -308,18 +308,12 @@ def write_workbook(path, sheets, names, progress=None, level=None):
 
     `progress(sheet, rows_done)` is called as rows are written, for progress bars.
     """
+    from ..safefile import atomic_file
+
     path = Path(path)
     level = level or compression_level(sheets)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w") as zf:
-            _write_parts(zf, sheets, names, progress, level)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise XlgptError(f"{path}: cannot write ({e.strerror or e})")
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(path) as f, zipfile.ZipFile(f, "w") as zf:
+        _write_parts(zf, sheets, names, progress, level)
 
 
 # A minimal Office theme (the 2007 colours and fonts; the formatting scheme holds the three entries of
@@ -415,7 +409,7 @@ def _write_parts(zf, sheets, names, progress, level):
             f.write(text.encode())
     big = sum(s.extent()[0] * s.extent()[1] for s in sheets) > PARALLEL_CELLS and os.cpu_count() > 1
     # forked workers get the sheets through the initializer's arguments, which fork does not copy or pickle
-    pool = (multiprocessing.get_context("fork").Pool(os.cpu_count(), _adopt, (sheets, strings)) if big else None)
+    pool = multiprocessing.get_context("fork").Pool(os.cpu_count(), _start_worker, (sheets, strings)) if big else None
     try:
         for i, sheet in enumerate(sheets, 1):
             tasks = [(i - 1, start, stop) for start, stop in sheet.chunks()]
@@ -442,9 +436,17 @@ def _format(sheets, strings, task):
 _WORKER_BOOK = None  # in a forked writer worker only: (sheets, strings)
 
 
-def _adopt(sheets, strings):
+def _start_worker(sheets, strings):
+    """A forked worker keeps the book to format, and leaves interruptions to the parent: Ctrl-C and a hang-up
+    (sent to the whole foreground group) are ignored here, so they print one line, not a traceback per
+    worker, and a parent that ignores SIGHUP (nohup) keeps its workers; SIGTERM (pool.terminate) just ends it."""
+    import signal
+
     global _WORKER_BOOK
     _WORKER_BOOK = (sheets, strings)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _format_chunk(task):
@@ -463,10 +465,12 @@ def copy_with_cells(src, dst, cells, style=0):
     import re
     import shutil
 
+    from ..safefile import atomic_file
+
     by_member = {}
     for (sheet_index, row, col), value in cells.items():
         by_member.setdefault(f"xl/worksheets/sheet{sheet_index}.xml", {})[cell_name(row, col)] = value
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+    with zipfile.ZipFile(src) as zin, atomic_file(dst) as copy, zipfile.ZipFile(copy, "w") as zout:
         for info in zin.infolist():
             with zin.open(info) as f, _member(zout, info.filename, 1) as out:
                 if info.filename not in by_member:
