@@ -9,7 +9,8 @@ whatever its capacity, and Excel, LibreOffice, Gnumeric and the `formulas` packa
   UTF-8 length, class, then bpe.RULES (rendered by `Formulas`): where pieces start, piece numbers.
 - **Bytes**: the UTF-8 bytes of the text in one row, with their piece, GPT-2 byte symbol and token id.
 - **BPE**: one block per merge round. Tokens sit at the slot of their first byte ("" elsewhere) with the
-  slot of their last byte; each piece's lowest rank is found by sorting (piece, rank) keys (SMALL), and
+  slot of their last byte; each piece's lowest rank is the k-th smallest (piece, rank) key, k the piece's
+  first slot (one SMALL), and
   runs of the same pair merge left to right (every other one, counted from the run's start).
 - Tables: Merges (by pair key = left id * V + right id: text comparison ignores case, numbers do not),
   Byte symbols, Unicode classes, Token texts.
@@ -183,11 +184,11 @@ def merge_round(tab, head, tokens, ends, n, last=False):
     if last:
         return rank
     big, none = k["big"], k["none"]
-    row("S", f"piece * {big} + rank, sorted ({none}: no pair)",
-        f"SMALL(IF(ISNUMBER({{K}}),{{piece}}*{big}+{{K}},{none}),{{slot}})")
-    row("Lo", "lowest rank in the piece",
-        f'IF(ISNUMBER({{K}}),LOOKUP(IFERROR(MATCH({{piece}}*{big}-0.5,{{S}},1),0)+1,{{slot}},{{S}})'
-        f'-{{piece}}*{big},"")')
+    # Every text slot of piece p gets a key p * big + (its pair's rank, or big - 1 where it has none), so the
+    # keys of piece p are exactly the keys ranked first(p) to last(p): the first(p)-th smallest key is the
+    # piece's lowest. One SMALL per round, read at each slot's first slot (no sorted row, no search in it).
+    row("Lo", f"lowest rank in the piece ({big - 1}: no pair)",
+        f"SMALL({{piece}}*{big}+IF(ISNUMBER({{K}}),{{K}},{big - 1}),{{first}})-{{piece}}*{big}")
     lowest = "IF(ISNUMBER({K}),{K}={Lo},FALSE)"
     before = "2*{slot}-{E}-1"  # where the previous token starts if it is the same token (same pair)
     row("run", f"a run of the lowest pair starts here ({none}: no)",
