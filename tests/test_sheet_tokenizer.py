@@ -155,7 +155,7 @@ def test_default_book_layout_and_libreoffice(gpt2, tmp_path):
     assert wb["Prompt"]["C3"].value == text
     wb.close()
     cap = st.Capacity()
-    assert (cap.chars, cap.bytes, cap.rounds, cap.tokens) == (256, 512, 100, 512)
+    assert (cap.chars, cap.bytes, cap.rounds, cap.tokens) == (256, 512, 64, 512)
     with zipfile.ZipFile(path) as zf:
         xml = "".join(zf.read(n).decode() for n in zf.namelist() if n.startswith("xl/worksheets/"))
     formulas = re.findall(r"<f>([^<]*)</f>", xml)

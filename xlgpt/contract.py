@@ -141,8 +141,36 @@ class BookInfo:
     @cached_property
     def n_formulas(self):
         """The number of formulas in the sheets (an array formula counts once); reads every sheet."""
+        return self.cell_counts.formulas
+
+    @cached_property
+    def cell_counts(self):
+        """What the sheets hold, counted in their XML (reads every sheet): see CellCounts."""
+        constants = formulas = array_cells = 0
         with zipfile.ZipFile(self.path) as zf:
-            return sum(zf.read(i).count(b"<f") for i in zf.infolist() if i.filename.startswith("xl/worksheets/"))
+            for info in zf.infolist():
+                if info.filename.startswith("xl/worksheets/"):
+                    xml = zf.read(info)
+                    constants += xml.count(b"<v>") + xml.count(b"<is>")  # xlgpt writes no cached formula values
+                    formulas += xml.count(b"<f")
+                    for attrs in _ARRAY_FORMULA.findall(xml):
+                        ref = _REF_ATTR.search(attrs)
+                        area = ref and parse_ref("A!" + ref.group(1).decode())
+                        array_cells += area.height * area.width if area else 1
+        return CellCounts(constants, formulas, array_cells)
+
+
+@dataclass(frozen=True)
+class CellCounts:
+    """A book's size as a spreadsheet engine sees it: constant cells (numbers and texts), formulas (an array
+    formula counts once) and the cells array formulas compute (each computes its whole range)."""
+    constants: int
+    formulas: int
+    array_cells: int
+
+
+_ARRAY_FORMULA = re.compile(rb'<f\b([^>]*\bt="array"[^>]*)>')
+_REF_ATTR = re.compile(rb'\bref="([^"]+)"')
 
 
 def read_names(wb):

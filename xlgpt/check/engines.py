@@ -24,9 +24,17 @@ from .. import XlgptError
 from ..contract import read_book  # noqa: F401  (engines take a contract.BookInfo)
 from ..xlsx.writer import column_letter
 
-FORMULAS_MAX_CELLS = 500_000  # ~3 GB and a few minutes in `formulas`; LibreOffice handles far more
-# `formulas` compiles every formula on its own (~5-10 ms each; an array formula counts once)
+# What the `formulas` package can afford, from what its time and memory grow with (measured on this 2-core
+# machine with the default book: 114k constants, 5.6k formulas, 0.5M array-formula cells; ~60 s CPU in all):
+# - constant cells: ~0.1 ms each to load and ~6 KB of memory (the bundled model's 102k weights: ~10 s);
+# - formulas: ~5-10 ms each to parse and compile, however many cells an array formula covers;
+# - cells computed by array formulas: every function of the formula runs once per cell in Python
+#   (~5-10 µs each; the tokenizer's 0.5M cells at ~40 functions a slot: ~20 s).
+# All cells (the sheet XML's size / 12) was the old measure: it counts the labels and styles and misses the
+# array formulas' cells, the bulk of the tokenizer's work. Each limit alone means several minutes.
+FORMULAS_MAX_CELLS = 300_000          # constant cells (`eval --max-cells`)
 FORMULAS_MAX_FORMULAS = 20_000
+FORMULAS_MAX_ARRAY_CELLS = 2_000_000
 
 
 @contextlib.contextmanager
@@ -49,15 +57,23 @@ def _as_float(value):
         return float("nan")  # an error value such as #VALUE! or Err:502
 
 
-def check_formulas_size(book, max_cells=FORMULAS_MAX_CELLS, max_formulas=FORMULAS_MAX_FORMULAS):
-    if book.est_cells > max_cells:
-        raise XlgptError(f"{book.path.name}: about {book.est_cells:,} cells is too large for the formulas engine "
+def check_formulas_size(book, max_cells=FORMULAS_MAX_CELLS, max_formulas=FORMULAS_MAX_FORMULAS,
+                        max_array_cells=FORMULAS_MAX_ARRAY_CELLS):
+    """Refuse a book the `formulas` engine would take too long on (see the limits above)."""
+    if book.est_cells > 10 * max_cells:  # clearly too large: say so without reading every sheet
+        raise XlgptError(f"{book.path.name}: about {book.est_cells:,} cells is too large for the formulas engine; "
+                         f"use --engine libreoffice")
+    size = book.cell_counts
+    hint = " (or build with a smaller --capacity)" if book.typed else ""
+    if size.constants > max_cells:
+        raise XlgptError(f"{book.path.name}: {size.constants:,} constant cells is too large for the formulas engine "
                          f"(limit {max_cells:,}); use --engine libreoffice")
-    n = book.n_formulas
-    if n > max_formulas:
-        hint = " (or build with a smaller --capacity)" if book.typed else ""
-        raise XlgptError(f"{book.path.name}: {n:,} formulas would take the formulas engine too long (limit "
+    if size.formulas > max_formulas:
+        raise XlgptError(f"{book.path.name}: {size.formulas:,} formulas would take the formulas engine too long (limit "
                          f"{max_formulas:,}, ~10 ms each); use --engine libreoffice{hint}")
+    if size.array_cells > max_array_cells:
+        raise XlgptError(f"{book.path.name}: array formulas over {size.array_cells:,} cells would take the formulas "
+                         f"engine too long (limit {max_array_cells:,}); use --engine libreoffice{hint}")
 
 
 def formulas_values(book, wanted, max_cells=FORMULAS_MAX_CELLS):
