@@ -315,7 +315,8 @@ def _formulas_rect(values, book, rect):
 def read_rects(books, engine="libreoffice", timeout=3600):
     """Recalculate books and read rectangles of them: `books` is [(path, [layout.Rect])]; returns, per book,
     one 2-D list of values per Rect (numbers as floats, text as str, errors as their text, empty as None).
-    LibreOffice recalculates all books in one run (the Rects of a book must sit on one sheet)."""
+    LibreOffice recalculates all books in one run, Gnumeric each book in its own (the Rects of a book must sit on
+    one sheet)."""
     books = [(Path(p), rects) for p, rects in books]
     if engine == "formulas":
         out = []
@@ -328,17 +329,21 @@ def read_rects(books, engine="libreoffice", timeout=3600):
             values = {k.upper(): v for k, v in solution.items()}
             out.append([_formulas_rect(values, path.name, r) for r in rects])
         return out
-    if engine != "libreoffice":
-        raise XlgptError(f"unknown engine {engine!r} (libreoffice or formulas)")
+    if engine not in ("libreoffice", "gnumeric"):
+        raise XlgptError(f"unknown engine {engine!r} (libreoffice, gnumeric or formulas)")
     for path, rects in books:
         if len({r.sheet for r in rects}) != 1:
-            raise XlgptError(f"{path}: the results must sit on one sheet for the LibreOffice engine")
-    index = [_sheet_index(p, rects[0].sheet) for p, rects in books]
+            raise XlgptError(f"{path}: the results must sit on one sheet for the {engine} engine")
     grids = {}
-    for i in sorted(set(index)):
-        group = [k for k, x in enumerate(index) if x == i]
-        for k, grid in zip(group, soffice_csv([books[k][0] for k in group], i, timeout)):
-            grids[k] = grid
+    if engine == "gnumeric":  # one ssconvert run per book
+        for k, (path, rects) in enumerate(books):
+            grids[k] = ssconvert_csv(path, [rects[0].sheet], _sheet_names(path), timeout)[rects[0].sheet]
+    else:  # one LibreOffice run per sheet position
+        index = [_sheet_names(p).index(rects[0].sheet) + 1 for p, rects in books]
+        for i in sorted(set(index)):
+            group = [k for k, x in enumerate(index) if x == i]
+            for k, grid in zip(group, soffice_csv([books[k][0] for k in group], i, timeout)):
+                grids[k] = grid
 
     def cell(grid, r, c):
         v = grid[r - 1][c - 1] if r <= len(grid) and c <= len(grid[r - 1]) else None
@@ -352,11 +357,11 @@ def read_rects(books, engine="libreoffice", timeout=3600):
              for x in rects] for k, (_, rects) in enumerate(books)]
 
 
-def _sheet_index(path, sheet):
+def _sheet_names(path):
     import openpyxl
     wb = openpyxl.load_workbook(path, read_only=True)
     try:
-        return wb.sheetnames.index(sheet) + 1
+        return wb.sheetnames
     finally:
         wb.close()
 

@@ -154,8 +154,9 @@ def bytes_tab(book, name, chars, cap):
     n = row("length", "UTF-8 length", of_char("x"), char=char, at=at, x=chars["UTF-8 bytes"])
     t = row("byte of char", "byte of the character (0 = lead)",
             'IF(ISNUMBER({char}),{slot}-LOOKUP({char},{at},{first}),"")', char=char, at=at, first=chars["first byte"])
+    # a lead byte is 0, 192, 224 or 240 plus the top bits (arithmetic: Gnumeric's CHOOSE takes no array index)
     value = row("byte", "UTF-8 byte",
-                'IF(ISNUMBER({char}),IF({t}=0,CHOOSE({n},0,192,224,240)+INT({code}/64^({n}-1)),'
+                'IF(ISNUMBER({char}),IF({t}=0,IF({n}=1,0,256-2^(8-{n}))+INT({code}/64^({n}-1)),'
                 '128+MOD(INT({code}/64^({n}-1-{t})),64)),"")', char=char, t=t, n=n, code=code)
     for key, label, col in (("symbol", "GPT-2 byte symbol", 2), ("id", "initial token id", 3)):
         row(key, label, f'IF(ISNUMBER({{byte}}),VLOOKUP({{byte}},{contract.BYTE_TABLE},{col},TRUE),"")', byte=value)
