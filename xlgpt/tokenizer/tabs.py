@@ -199,11 +199,11 @@ def merge_round(tab, head, tokens, ends, n, last=False):
     row("M", f"merges: the slot of the neighbour it absorbs ({none}: none)",
                  f"IF({lowest},IF(MOD(({{slot}}-LOOKUP({{slot}},{{runs}}))/({{E}}-{{slot}}+1),2)=0,{{E}}+1,{none}),"
                  f"{none})")
-    row("A", "absorbed slots, sorted", "SMALL({M},{slot})")
     tab.title(f"After round {n}")
+    # a token is absorbed when the M row names its slot (exact MATCH: no sorted copy of M needed)
     new = row("T2", f"tokens after round {n}",
               f'IF(ISNUMBER({{T}}),IF({{M}}<{none},VLOOKUP({pair},{contract.MERGE_TABLE},3,TRUE),'
-              f'IF(IFERROR(LOOKUP({{slot}},{{A}}),0)={{slot}},"",{{T}})),"")')
+              f'IF(ISNUMBER(MATCH({{slot}},{{M}},0)),"",{{T}})),"")')
     end = row("E2", "last slot of each token", f'IF(ISNUMBER({{T2}}),IF({{M}}<{none},LOOKUP({{M}},{{slot}},{{E}}),{{E}}),"")')
     return new, end
 
