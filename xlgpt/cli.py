@@ -171,6 +171,11 @@ def weights_import(path, name, config):
     click.echo(f"imported {dest.name}: {count_parameters(dest):,} parameters, in {dest}")
 
 
+def _default_capacity():
+    from .tokenizer.bpe import Capacity
+    return Capacity()
+
+
 def parse_capacity(text):
     """--capacity: CHARS,BYTES,ROUNDS, or "fit" (None: sized to the prompt)."""
     from .tokenizer.bpe import Capacity
@@ -180,7 +185,7 @@ def parse_capacity(text):
     try:
         return Capacity(*(int(x) for x in text.split(",")))
     except (TypeError, ValueError):
-        raise XlgptError(f"--capacity: expected CHARS,BYTES,ROUNDS (e.g. 256,512,100) or 'fit', got {text!r}")
+        raise XlgptError(f"--capacity: expected CHARS,BYTES,ROUNDS (e.g. 256,512,64) or 'fit', got {text!r}")
 
 
 DEFAULT_POSITIONS = 32
@@ -200,7 +205,8 @@ DEFAULT_POSITIONS = 32
               help=f"token positions of a prompt-cell book: the longest prompt it takes [default: the prompt's "
                    f"tokens, at least {DEFAULT_POSITIONS} (up to the model's context); with --capacity fit, "
                    f"the prompt's tokens]")
-@click.option("--capacity", default="256,512,100", show_default=True,
+@click.option("--capacity", default=lambda: "{0.chars},{0.bytes},{0.rounds}".format(_default_capacity()),
+              show_default="256,512,64",
               help="the in-sheet tokenizer's capacity: CHARS,BYTES,ROUNDS (a word of up to ROUNDS+1 bytes always "
                    "tokenizes), or 'fit' for the smallest that holds the prompt (for the formulas engine)")
 @click.option("--steer-from", default=None, help="ActAdd: steer away from this text ...")
@@ -374,7 +380,7 @@ def read_vector(path):
               help="checkpoint for the reference (default: the one recorded in the workbook)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object per engine")
 @click.option("--max-cells", type=click.IntRange(min=1), default=FORMULAS_MAX_CELLS, show_default=True,
-              help="refuse books with more cells than this with the formulas engine")
+              help="refuse books with more constant cells than this with the formulas engine")
 @click.option("--timeout", type=click.IntRange(min=1), default=3600, show_default=True,
               help="seconds LibreOffice or Gnumeric may take")
 @click.option("--prompt", default=None,

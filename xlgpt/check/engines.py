@@ -21,9 +21,17 @@ import numpy as np
 
 from .. import XlgptError
 
-FORMULAS_MAX_CELLS = 500_000  # ~3 GB and a few minutes in `formulas`; LibreOffice handles far more
-# `formulas` compiles every formula on its own (~5-10 ms each; an array formula counts once)
+# What the `formulas` package can afford, from what its time and memory grow with (measured on this 2-core
+# machine with the default book: 114k constants, 5.6k formulas, 0.5M array-formula cells; ~60 s CPU in all):
+# - constant cells: ~0.1 ms each to load and ~6 KB of memory (the bundled model's 102k weights: ~10 s);
+# - formulas: ~5-10 ms each to parse and compile, however many cells an array formula covers;
+# - cells computed by array formulas: every function of the formula runs once per cell in Python
+#   (~5-10 µs each; the tokenizer's 0.5M cells at ~40 functions a slot: ~20 s).
+# All cells (the sheet XML's size / 12) was the old measure: it counts the labels and styles and misses the
+# array formulas' cells, the bulk of the tokenizer's work. Each limit alone means several minutes.
+FORMULAS_MAX_CELLS = 300_000          # constant cells (`eval --max-cells`)
 FORMULAS_MAX_FORMULAS = 20_000
+FORMULAS_MAX_ARRAY_CELLS = 2_000_000
 
 
 @contextlib.contextmanager
@@ -46,15 +54,23 @@ def _as_float(value):
         return float("nan")  # an error value such as #VALUE! or Err:502
 
 
-def check_formulas_size(book, max_cells=FORMULAS_MAX_CELLS, max_formulas=FORMULAS_MAX_FORMULAS):
-    if book.est_cells > max_cells:
-        raise XlgptError(f"{book.path.name}: about {book.est_cells:,} cells is too large for the formulas engine "
+def check_formulas_size(book, max_cells=FORMULAS_MAX_CELLS, max_formulas=FORMULAS_MAX_FORMULAS,
+                        max_array_cells=FORMULAS_MAX_ARRAY_CELLS):
+    """Refuse a book the `formulas` engine would take too long on (see the limits above)."""
+    if book.est_cells > 10 * max_cells:  # clearly too large: say so without reading every sheet
+        raise XlgptError(f"{book.path.name}: about {book.est_cells:,} cells is too large for the formulas engine; "
+                         f"use --engine libreoffice")
+    size = book.cell_counts
+    hint = " (or build with a smaller --capacity)" if book.typed else ""
+    if size.constants > max_cells:
+        raise XlgptError(f"{book.path.name}: {size.constants:,} constant cells is too large for the formulas engine "
                          f"(limit {max_cells:,}); use --engine libreoffice")
-    n = book.n_formulas
-    if n > max_formulas:
-        hint = " (or build with a smaller --capacity)" if book.typed else ""
-        raise XlgptError(f"{book.path.name}: {n:,} formulas would take the formulas engine too long (limit "
+    if size.formulas > max_formulas:
+        raise XlgptError(f"{book.path.name}: {size.formulas:,} formulas would take the formulas engine too long (limit "
                          f"{max_formulas:,}, ~10 ms each); use --engine libreoffice{hint}")
+    if size.array_cells > max_array_cells:
+        raise XlgptError(f"{book.path.name}: array formulas over {size.array_cells:,} cells would take the formulas "
+                         f"engine too long (limit {max_array_cells:,}); use --engine libreoffice{hint}")
 
 
 def formulas_values(book, wanted, max_cells=FORMULAS_MAX_CELLS):
@@ -254,20 +270,52 @@ ENGINES = {"formulas": formulas_values, "libreoffice": libreoffice_values, "gnum
 
 
 def _sparse_model():
-    """formulas.ExcelModel that compiles only the cells holding something: the package otherwise compiles
-    every cell of a sheet's bounding box (and of every range a formula reads), empty or not, at ~0.2 ms
-    each, while an array formula over a row fills it from its first cell alone."""
+    """formulas.ExcelModel that compiles only the cells the file holds: the package otherwise walks (and
+    openpyxl creates) every cell of a sheet's bounding box, empty or not, at ~0.01-0.2 ms each, while an
+    array formula over a row fills it from its first cell alone. It also tells whether a constant lies under
+    an array formula (whose cached values are then ignored) by comparing row and column bounds, where the
+    package subtracts Ranges for every (cell, array formula) pair of a sheet: quadratic, and most of the
+    load time of a sheet of a thousand array formulas. What gets compiled, and how, is unchanged."""
+    import schedula as sh
     from formulas.excel import ExcelModel
 
     class SparseModel(ExcelModel):
+        def push(self, worksheet, context):
+            worksheet, context = self.add_sheet(worksheet, context)
+            references, formula_references = self.references, self.formula_references(context)
+            formula_ranges = self.formula_ranges(context)
+            ctx = {"external_links": self.external_links(context), **context}
+            held = [worksheet._cells[k] for k in sorted(worksheet._cells)]  # (row, column) order, as iter_rows
+            cells = [self.compile_cell(c, ctx, references, formula_references) for c in held]
+            for cell in cells:
+                self.add_cell(sh.await_result(cell), ctx, formula_ranges)
+            return self
+
         def compile_cell(self, cell, context, references, formula_references):
             if getattr(cell, "value", None) is None:
                 return None
             return super().compile_cell(cell, context, references, formula_references)
 
-        def add_cell(self, cell, *args, **kwargs):
-            return None if cell is None else super().add_cell(cell, *args, **kwargs)
+        def add_cell(self, cell, context, formula_ranges):
+            if cell is None or cell.output in self.cells:
+                return None
+            if cell.value is not sh.EMPTY and _under_array_formula(cell.range.ranges[0], formula_ranges):
+                return None
+            return super().add_cell(cell, context, ())
     return SparseModel()
+
+
+_ARRAY_BOUNDS = {}
+
+
+def _under_array_formula(rng, formula_ranges):
+    """Does a one-cell range lie inside one of a sheet's array formulas (given as formulas Ranges)?"""
+    key = id(formula_ranges)
+    if key not in _ARRAY_BOUNDS or _ARRAY_BOUNDS[key][0] is not formula_ranges:
+        _ARRAY_BOUNDS[key] = (formula_ranges, [(int(r["r1"]), int(r["r2"]), r["n1"], r["n2"])
+                                               for f in formula_ranges for r in f.ranges])
+    row, col = int(rng["r1"]), rng["n1"]
+    return any(r1 <= row <= r2 and c1 <= col <= c2 for r1, r2, c1, c2 in _ARRAY_BOUNDS[key][1])
 
 
 def _formulas_value(v):
@@ -298,7 +346,8 @@ def _formulas_rect(values, book, rect):
 def read_rects(books, engine="libreoffice", timeout=3600):
     """Recalculate books and read rectangles of them: `books` is [(path, [layout.Rect])]; returns, per book,
     one 2-D list of values per Rect (numbers as floats, text as str, errors as their text, empty as None).
-    LibreOffice recalculates all books in one run (the Rects of a book must sit on one sheet)."""
+    LibreOffice recalculates all books in one run, Gnumeric each book in its own (the Rects of a book must sit on
+    one sheet)."""
     books = [(Path(p), rects) for p, rects in books]
     if engine == "formulas":
         out = []
@@ -310,17 +359,21 @@ def read_rects(books, engine="libreoffice", timeout=3600):
             values = {k.upper(): v for k, v in solution.items()}
             out.append([_formulas_rect(values, path.name, r) for r in rects])
         return out
-    if engine != "libreoffice":
-        raise XlgptError(f"unknown engine {engine!r} (libreoffice or formulas)")
+    if engine not in ("libreoffice", "gnumeric"):
+        raise XlgptError(f"unknown engine {engine!r} (libreoffice, gnumeric or formulas)")
     for path, rects in books:
         if len({r.sheet for r in rects}) != 1:
-            raise XlgptError(f"{path}: the results must sit on one sheet for the LibreOffice engine")
-    index = [_sheet_index(p, rects[0].sheet) for p, rects in books]
+            raise XlgptError(f"{path}: the results must sit on one sheet for the {engine} engine")
     grids = {}
-    for i in sorted(set(index)):
-        group = [k for k, x in enumerate(index) if x == i]
-        for k, grid in zip(group, soffice_csv([books[k][0] for k in group], i, timeout)):
-            grids[k] = grid
+    if engine == "gnumeric":  # one ssconvert run per book
+        for k, (path, rects) in enumerate(books):
+            grids[k] = ssconvert_csv(path, [rects[0].sheet], _sheet_names(path), timeout)[rects[0].sheet]
+    else:  # one LibreOffice run per sheet position
+        index = [_sheet_names(p).index(rects[0].sheet) + 1 for p, rects in books]
+        for i in sorted(set(index)):
+            group = [k for k, x in enumerate(index) if x == i]
+            for k, grid in zip(group, soffice_csv([books[k][0] for k in group], i, timeout)):
+                grids[k] = grid
 
     def cell(grid, r, c):
         v = grid[r - 1][c - 1] if r <= len(grid) and c <= len(grid[r - 1]) else None
@@ -333,11 +386,11 @@ def read_rects(books, engine="libreoffice", timeout=3600):
     return [[x.read(lambda r, c, k=k: cell(grids[k], r, c)) for x in rects] for k, (_, rects) in enumerate(books)]
 
 
-def _sheet_index(path, sheet):
+def _sheet_names(path):
     import openpyxl
     wb = openpyxl.load_workbook(path, read_only=True)
     try:
-        return wb.sheetnames.index(sheet) + 1
+        return wb.sheetnames
     finally:
         wb.close()
 

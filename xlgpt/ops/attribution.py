@@ -64,7 +64,9 @@ def attribution_table(ctx, streams, layers, logits):
     direction = ctx.block(ctx.rows("direction", cfg.n_embd), "AttributionDirection: (u − mean of u) / scale", width=1)
 
     ctx.array(final, "MMULT({x},TRANSPOSE({onehot}))", x=streams[-1], onehot=onehot)
-    ctx.each(unembedding, "INDEX({wte},{target}+1,{i})", wte=wte, target=C.ATTRIBUTION_TOKEN, i=lambda i, _: i + 1)
+    # LOOKUP in wte's index column, as the embedding does (INDEX costs the `formulas` package ~0.1 s a cell here)
+    ctx.each(unembedding, "LOOKUP({target},{ids},{w})", ids=wte.index_column(), w=lambda i, _: wte.col(i),
+             target=C.ATTRIBUTION_TOKEN)
     ctx.array(u, "{g}*{w}", g=g, w=unembedding)
     ctx.array(direction, "({u}-AVERAGE({u}))/{scale}", u=u, scale=scale)
     for i, rows in enumerate(layers):

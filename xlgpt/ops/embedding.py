@@ -8,10 +8,14 @@ def tokens(ctx):
 
 
 def token_embedding(ctx, tokens):
-    """e[i, t] = wte[tokens[t], i]: feature i's column of wte, at the row of token t's id."""
+    """e[i, t] = wte[tokens[t], i]: feature i's column of wte, at the row whose id (the table's index column,
+    0, 1, 2, ...) is token t's. LOOKUP in that sorted column rather than INDEX: the same value in every engine,
+    but the `formulas` package builds a reference object for every cell of the column on each INDEX (~30 ms
+    per cell at a vocabulary of 512; the bundled model's embedding alone took it ~25 s)."""
     table = ctx.token_table()
     out = ctx.block(ctx.rows("feature", ctx.cfg.n_embd))
-    return ctx.each(out, "INDEX({w},{token}+1)", w=lambda i, t: table.col(i), token=lambda i, t: tokens.cell(0, t))
+    return ctx.each(out, "LOOKUP({token},{ids},{w})", ids=table.index_column(), w=lambda i, t: table.col(i),
+                    token=lambda i, t: tokens.cell(0, t))
 
 
 def position_embedding(ctx):

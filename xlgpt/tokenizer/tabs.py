@@ -9,7 +9,8 @@ whatever its capacity, and Excel, LibreOffice, Gnumeric and the `formulas` packa
   UTF-8 length, class, then bpe.RULES (rendered by `Formulas`): where pieces start, piece numbers.
 - **Bytes**: the UTF-8 bytes of the text in one row, with their piece, GPT-2 byte symbol and token id.
 - **BPE**: one block per merge round. Tokens sit at the slot of their first byte ("" elsewhere) with the
-  slot of their last byte; each piece's lowest rank is found by sorting (piece, rank) keys (SMALL), and
+  slot of their last byte; each piece's lowest rank is the k-th smallest (piece, rank) key, k the piece's
+  first slot (one SMALL), and
   runs of the same pair merge left to right (every other one, counted from the run's start).
 - Tables: Merges (by pair key = left id * V + right id: text comparison ignores case, numbers do not),
   Byte symbols, Unicode classes, Token texts.
@@ -153,8 +154,9 @@ def bytes_tab(book, name, chars, cap):
     n = row("length", "UTF-8 length", of_char("x"), char=char, at=at, x=chars["UTF-8 bytes"])
     t = row("byte of char", "byte of the character (0 = lead)",
             'IF(ISNUMBER({char}),{slot}-LOOKUP({char},{at},{first}),"")', char=char, at=at, first=chars["first byte"])
+    # a lead byte is 0, 192, 224 or 240 plus the top bits (arithmetic: Gnumeric's CHOOSE takes no array index)
     value = row("byte", "UTF-8 byte",
-                'IF(ISNUMBER({char}),IF({t}=0,CHOOSE({n},0,192,224,240)+INT({code}/64^({n}-1)),'
+                'IF(ISNUMBER({char}),IF({t}=0,IF({n}=1,0,256-2^(8-{n}))+INT({code}/64^({n}-1)),'
                 '128+MOD(INT({code}/64^({n}-1-{t})),64)),"")', char=char, t=t, n=n, code=code)
     for key, label, col in (("symbol", "GPT-2 byte symbol", 2), ("id", "initial token id", 3)):
         row(key, label, f'IF(ISNUMBER({{byte}}),VLOOKUP({{byte}},{contract.BYTE_TABLE},{col},TRUE),"")', byte=value)
@@ -183,11 +185,11 @@ def merge_round(tab, head, tokens, ends, n, last=False):
     if last:
         return rank
     big, none = k["big"], k["none"]
-    row("S", f"piece * {big} + rank, sorted ({none}: no pair)",
-        f"SMALL(IF(ISNUMBER({{K}}),{{piece}}*{big}+{{K}},{none}),{{slot}})")
-    row("Lo", "lowest rank in the piece",
-        f'IF(ISNUMBER({{K}}),LOOKUP(IFERROR(MATCH({{piece}}*{big}-0.5,{{S}},1),0)+1,{{slot}},{{S}})'
-        f'-{{piece}}*{big},"")')
+    # Every text slot of piece p gets a key p * big + (its pair's rank, or big - 1 where it has none), so the
+    # keys of piece p are exactly the keys ranked first(p) to last(p): the first(p)-th smallest key is the
+    # piece's lowest. One SMALL per round, read at each slot's first slot (no sorted row, no search in it).
+    row("Lo", f"lowest rank in the piece ({big - 1}: no pair)",
+        f"SMALL({{piece}}*{big}+IF(ISNUMBER({{K}}),{{K}},{big - 1}),{{first}})-{{piece}}*{big}")
     lowest = "IF(ISNUMBER({K}),{K}={Lo},FALSE)"
     before = "2*{slot}-{E}-1"  # where the previous token starts if it is the same token (same pair)
     row("run", f"a run of the lowest pair starts here ({none}: no)",
@@ -197,11 +199,11 @@ def merge_round(tab, head, tokens, ends, n, last=False):
     row("M", f"merges: the slot of the neighbour it absorbs ({none}: none)",
                  f"IF({lowest},IF(MOD(({{slot}}-LOOKUP({{slot}},{{runs}}))/({{E}}-{{slot}}+1),2)=0,{{E}}+1,{none}),"
                  f"{none})")
-    row("A", "absorbed slots, sorted", "SMALL({M},{slot})")
     tab.title(f"After round {n}")
+    # a token is absorbed when the M row names its slot (exact MATCH: no sorted copy of M needed)
     new = row("T2", f"tokens after round {n}",
               f'IF(ISNUMBER({{T}}),IF({{M}}<{none},VLOOKUP({pair},{contract.MERGE_TABLE},3,TRUE),'
-              f'IF(IFERROR(LOOKUP({{slot}},{{A}}),0)={{slot}},"",{{T}})),"")')
+              f'IF(ISNUMBER(MATCH({{slot}},{{M}},0)),"",{{T}})),"")')
     end = row("E2", "last slot of each token", f'IF(ISNUMBER({{T2}}),IF({{M}}<{none},LOOKUP({{M}},{{slot}},{{E}}),{{E}}),"")')
     return new, end
 
