@@ -58,8 +58,6 @@ def test_ooxml_validator_finds_no_errors(tmp_path):
 
 
 @pytest.mark.engines
-@pytest.mark.xfail(strict=True, reason="the in-sheet tokenizer reads one-row ranges with INDEX(range, n), which "
-                   "Gnumeric reads as a row number (#REF!); INDEX(range, 1, n) works in every engine")
 def test_prompt_cell_book(tmp_path):
     book = tmp_path / "typed.xlsx"
     xlgpt("build", "--capacity", "fit", "--out", book, check=0)

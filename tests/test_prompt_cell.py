@@ -41,7 +41,7 @@ def typed_book(tmp_path_factory):
 
 def test_layout(typed_book):
     wb = openpyxl.load_workbook(typed_book, read_only=True)
-    assert wb.sheetnames[:6] == ["Prompt", "Chars", "Bytes", "BPE", "Tokens", "Embeddings"]
+    assert wb.sheetnames[:7] == ["Guide", "Prompt", "Chars", "Bytes", "BPE", "Tokens", "Embeddings"]
     assert wb.sheetnames[-3:] == ["Merges", "Byte symbols", "Unicode classes"]
     assert "Token texts" not in wb.sheetnames  # the model's Vocabulary serves the tokenizer too
     names = {n: d.attr_text for n, d in wb.defined_names.items()}
@@ -49,7 +49,7 @@ def test_layout(typed_book):
     assert names["SheetTokenIds"] == "Prompt!$C$7:$AH$7"  # one cell per model position
     assert names["LogitsTokenIds"].startswith("Output!") and names["LogitsInPrompt"].startswith("Output!")
     tokens = wb["Tokens"]
-    assert tokens["C3"].value.startswith("=IF(C$5=1,INDEX(SheetTokenIds,1,1)")
+    assert tokens["C3"].value.startswith("=IF($C$5=1,INDEX(SheetTokenIds,1,1)")  # 1 = the prompt's
     assert "TokenizerStatus" in wb[names["PredictedToken"].split("!")[0]][names["PredictedToken"].split("!")[1].replace("$", "")].value
     wb.close()
 
@@ -82,8 +82,12 @@ def test_fit_capacity_with_both_engines(tmp_path):
         assert r["match"] and r["tokens"] == ids and r["token_id"] == predicted
 
 
-def test_formulas_refuses_the_human_sized_tokenizer(typed_book):
-    assert_clean_error(xlgpt("eval", typed_book, "--engine", "formulas"), "--engine libreoffice")
+def test_formulas_refuses_a_tokenizer_beyond_it(tmp_path):
+    """The default book is within the formulas engine's reach (test_bundled verifies it); a tokenizer many
+    times its size is refused before any slow work, pointing to LibreOffice."""
+    book = tmp_path / "big.xlsx"
+    xlgpt("build", "--capacity", "2048,4096,64", "--out", book, check=0)
+    assert_clean_error(xlgpt("eval", book, "--engine", "formulas"), "--engine libreoffice", "--capacity")
 
 
 def prediction_after_typing(book, text, tmp_path):

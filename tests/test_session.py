@@ -29,7 +29,8 @@ def assert_gone(pgids, profile):
 def small_gen_book(small_ckpt, tmp_path_factory):
     """A generation book (token-ids, all 6 positions of the small model's context) with prompt 1,2."""
     out = tmp_path_factory.mktemp("gen") / "small.xlsx"
-    r = xlgpt("generate", "--weights", small_ckpt, "--tokens", "1,2", "--steps", 1, "--out", out, "--json", check=0)
+    r = xlgpt("generate", "--weights", small_ckpt, "--tokens", "1,2", "--steps", 1, "--positions", 6, "--out", out,
+              "--json", check=0)
     assert json.loads(r.stdout)["match"]
     return out
 
