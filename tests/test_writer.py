@@ -1,5 +1,6 @@
 """The fast streaming writer against an openpyxl oracle writing the same blocks, at reduced size."""
 import csv
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -65,13 +66,25 @@ def libreoffice_csvs(path):
         subprocess.run([find_soffice(), f"-env:UserInstallation=file://{tmp}/profile", "--headless", "--calc",
                         "--convert-to", "csv:Text - txt - csv (StarCalc):44,34,76,1,,0,false,true,false,false,false,-1",
                         str(path), "--outdir", tmp], check=True, capture_output=True, timeout=300)
-        return {p.name.split("-", 1)[1]: p.read_text() for p in Path(tmp).glob("*.csv")}
+        return {p.name.split("-", 1)[1]: as_values(p.read_text()) for p in Path(tmp).glob("*.csv")}
+
+
+def as_values(text):
+    """A CSV export's cells with number formats undone: LibreOffice writes a percentage as one (fewer digits,
+    and its sign), and the fast writer formats probabilities as percentages while the oracle writes no number
+    formats; numbers are compared to 10 significant digits."""
+    number = re.compile(r"^(-?[0-9.]+(?:E[-+]?[0-9]+)?)(%?)$")
+
+    def value(cell):
+        m = number.match(cell)
+        return f"{float(m.group(1)) / (100 if m.group(2) else 1):.10g}" if m else cell
+    return [[value(cell) for cell in row] for row in csv.reader(text.splitlines())]
 
 
 @pytest.mark.engines
-def test_libreoffice_recalculates_both_identically(books):
+def test_libreoffice_recalculates_both_identically(plan, books):
     fast, oracle = libreoffice_csvs(books[0]), libreoffice_csvs(books[1])
-    assert len(fast) == 9 and fast == oracle
+    assert len(fast) == len(plan[0]) > 9 and fast == oracle
     assert "#VALUE" not in fast["Output.csv"] and "Err:" not in fast["Output.csv"]
 
 

@@ -1,5 +1,6 @@
 """The xlgpt command line: weights, build, eval, predict."""
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -718,12 +719,19 @@ class Terminated(BaseException):
 
 
 def _terminate(signum, frame):
+    if os.getpid() != _MAIN_PID:  # a forked writer worker, before its initializer ran: end quietly
+        os._exit(128 + signum)
     raise Terminated(signum)
+
+
+_MAIN_PID = None
 
 
 def install_signal_handlers():
     import signal
 
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) is signal.SIG_DFL:  # a parent that ignores SIGHUP (nohup) keeps it ignored
             signal.signal(sig, _terminate)
