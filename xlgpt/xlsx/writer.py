@@ -422,6 +422,13 @@ def _write_parts(zf, sheets, names, progress, level):
                     if progress:
                         progress(sheet, stop - 1)
                 f.write(_sheet_tail(sheet).encode())
+    except BaseException:
+        if pool:  # interrupted: a worker killed mid-write may hold the result queue's lock, on which
+            for worker in pool._pool:  # terminate() would wait forever; kill them and let the pool go
+                worker.kill()
+            pool._terminate.cancel()
+            pool = None
+        raise
     finally:
         if pool:
             pool.terminate()
