@@ -4,6 +4,7 @@ openpyxl's write-only mode manages ~0.1M cells/s; weights are the bulk of a GPT-
 blocks are formatted a row at a time with NumPy (shortest float32 decimals) and joined as strings.
 """
 import multiprocessing
+import multiprocessing.pool
 import os
 import re
 import zipfile
@@ -424,6 +425,7 @@ def _write_parts(zf, sheets, names, progress, level):
                 f.write(_sheet_tail(sheet).encode())
     except BaseException:
         if pool:  # interrupted: a worker killed mid-write may hold the result queue's lock, on which
+            pool._worker_handler._state = multiprocessing.pool.TERMINATE  # no replacement workers
             for worker in pool._pool:  # terminate() would wait forever; kill them and let the pool go
                 worker.kill()
             pool._terminate.cancel()
