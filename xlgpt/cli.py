@@ -224,12 +224,21 @@ DEFAULT_POSITIONS = 32
               help="the block whose input is steered (SteeringLayer) [default: 0, or the SAE's block]")
 @click.option("--steer-coef", type=float, default=None,
               help="SteeringCoefficient: how much of the vector is added [default: 1 with a vector, else 0]")
+@click.option("--train", is_flag=True,
+              help="a training book: the loss of predicting each next token of the prompt (inputs: all its tokens "
+                   "but the last; targets: all but the first), the backward pass, the gradients and one "
+                   "optimizer step, all as formulas (template: templates/gpt2-train.toml)")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True,
+              help="with --train: the update the book computes")
+@click.option("--lr", type=click.FloatRange(min=0), default=None,
+              help="with --train: LearningRate [default: 0.1 for sgd, 0.001 for adamw]")
 def build(weights, tokens, prompt, out, template, prompt_cell, positions, capacity, steer_from, steer_to,
-          steer_vector, steer_feature, sae_source, steer_layer, steer_coef):
+          steer_vector, steer_feature, sae_source, steer_layer, steer_coef, train, optimizer, lr):
     """Compile a checkpoint and a prompt into a workbook of formulas.
 
     With no options: the bundled Shakespeare model and a default prompt, in a Prompt cell that a person
-    can change. The --steer-* options fill the Interventions tab's steering cells."""
+    can change. The --steer-* options fill the Interventions tab's steering cells; --train makes a book that
+    trains the model one step."""
     from tqdm import tqdm
 
     from .compile.build import build as build_book, check_output
@@ -239,9 +248,14 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
     cap = parse_capacity(capacity)
     t0 = time.perf_counter()
     ckpt, tok, token_ids, text = model_and_tokens(weights, tokens, prompt)
+    training = None
+    if train:
+        training, token_ids, text = training_for(token_ids, optimizer, lr, steer_from or steer_to or steer_vector
+                                                 or steer_feature is not None or sae_source or steer_layer is not None
+                                                 or steer_coef is not None), token_ids[:-1], None
     edits = steering_edits(ckpt, tok, steer_from, steer_to, steer_vector, steer_feature, sae_source, steer_layer,
                            steer_coef)
-    sae, sae_source = features_sae(ckpt, weights, sae_source)
+    sae, sae_source = (None, None) if train else features_sae(ckpt, weights, sae_source)
     typed = prompt_cell and text is not None
     if typed:
         context = ckpt.config.n_positions
@@ -264,7 +278,7 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
 
     try:
         sheets, _ = build_book(ckpt, token_ids, out, template, progress, tok, edits=edits, sae=sae,
-                               sae_source=sae_source,
+                               sae_source=sae_source, training=training,
                                **(dict(prompt=text, positions=positions, capacity=cap) if typed else {}))
     finally:
         bar.close()
@@ -277,6 +291,18 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
                    f"{cap.bytes} bytes, {cap.rounds} merge rounds)")
     click.echo(f"wrote {out}: {len(sheets)} tabs, {constants:,} constant cells, {formulas:,} formula cells, "
                f"{out.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
+
+
+def training_for(ids, optimizer, lr, instruments):
+    """A training book's targets (the prompt's tokens after the first) and optimizer settings."""
+    from .compile.backward import Training
+
+    if instruments:
+        raise XlgptError("--train: a training book has no interventions or SAE; leave out --steer-* and --sae")
+    if len(ids) < 2:
+        raise XlgptError("--train needs at least 2 tokens: the inputs are all but the last, the targets all but "
+                         "the first")
+    return Training(ids[1:], optimizer, lr if lr is not None else 0.1 if optimizer == "sgd" else 1e-3)
 
 
 def steering_edits(ckpt, tok, steer_from, steer_to, vector_file, feature, sae_source, layer, coefficient):

@@ -58,6 +58,17 @@ ATTRIBUTION_TABLE = "AttributionTable"        # rows: embeddings, steering, laye
 ATTRIBUTION_OTHER = "AttributionOther"        # rows: embeddings, steering, ln_f.bias · wte[target]
 ATTRIBUTION_LOGIT = "AttributionLogit"        # the target's logit, which the table plus the bias term adds up to
 
+# --- training (a book built with --train: Loss tab, backward tabs, gradients and the optimizer's step) -----
+TARGETS = "Targets"                 # the next token at each position, which the loss scores (one row)
+LOSS = "Loss"                       # mean cross-entropy over the positions (one cell)
+OPTIMIZER = "Optimizer"             # "sgd" or "adamw" (one cell, as built)
+LEARNING_RATE, WEIGHT_DECAY = "LearningRate", "WeightDecay"
+ADAM_BETA1, ADAM_BETA2, ADAM_EPS, ADAM_STEP = "AdamBeta1", "AdamBeta2", "AdamEps", "AdamStep"  # step: t of this update
+OPTIMIZER_CELLS = (LEARNING_RATE, WEIGHT_DECAY, ADAM_BETA1, ADAM_BETA2, ADAM_EPS, ADAM_STEP)
+# each tensor's gradient, updated value and Adam moments (before and after the step) have the weight's layout,
+# on tabs beside its weights tab, named after its weight name: Grad_L0_attn_c_attn_weight_T, New_..., AdamM_, ...
+GRADIENT, UPDATED, ADAM_M, ADAM_V, NEW_ADAM_M, NEW_ADAM_V = "Grad_", "New_", "AdamM_", "AdamV_", "NewAdamM_", "NewAdamV_"
+
 EDIT_CELLS = (HEAD_SWITCHES, MLP_SWITCHES, STEERING_LAYER, STEERING_COEFFICIENT, STEERING_VECTOR)
 SAMPLING_CELLS = (TEMPERATURE, TOP_K, SEED, SAMPLE_STEP)
 

@@ -15,7 +15,7 @@ from .xlsx.writer import ArrayFormula, Cells, Formula, Numbers, Sheet, cell_name
 LABEL_COL, NOTE_COL, FIRST_COL = 1, 2, 3
 TITLE_ROW, HEADER_ROW = 1, 2
 # Tab groups, in the order the tabs appear: the data flows left to right through the book.
-GROUPS = ("guide", "prompt", "tokenizer", "model", "interpretability", "weights", "tables")
+GROUPS = ("guide", "prompt", "tokenizer", "model", "interpretability", "training", "weights", "optimizer", "tables")
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,10 @@ class Ctx:
     heat = colour_scale(0, 1)  # probabilities: white at 0, blue at 1
     formula = staticmethod(Formula)
 
+    def save(self, **rects):
+        """Keep blocks the stage's backward reads (a training book): LayerNorm's statistics, the loss's."""
+        self.lowering.saved[self.stage.index] = rects
+
     def name(self, name, rect):
         """Give `rect` one of the contract's defined names."""
         self.lowering.named[name] = rect
@@ -180,9 +184,10 @@ class Ctx:
 
 
 class Lowering:
-    def __init__(self, spec, ckpt, inputs, vocab=None, edits=None, sae=None):
+    def __init__(self, spec, ckpt, inputs, vocab=None, edits=None, sae=None, training=None):
         self.spec, self.ckpt, self.cfg, self.inputs, self.vocab = spec, ckpt, ckpt.config, inputs, vocab
-        self.edits, self.sae = edits, sae
+        self.edits, self.sae, self.training = edits, sae, training
+        self.saved, self.param_grads = {}, {}  # a training book's: blocks each backward reads, gradient contributions
         self.T = inputs.positions
         self.book = Book()
         self.placed, self.out, self.header_slots, self.headers, self.named, self.onehots = {}, {}, {}, {}, {}, {}
@@ -220,6 +225,14 @@ class Lowering:
         tab.freeze()
         return header
 
+    def backward_tab(self, tab, own=False):
+        """The tab a stage's backward goes on: "<tab> backward" (made on first use, in reverse order of the
+        forward tabs), or the stage's own tab (the loss's)."""
+        name = tab if own else f"{tab} backward"
+        if name not in self.book.tabs:
+            self.headers[name] = self.header(self.book.add(Tab(name, name, "training")))
+        return self.book[name]
+
     def weight(self, stage, role, labels=None, as_stored=False):
         """Place a tensor on the stage's weights tab on first use: a vector as a column (a Rect), a matrix
         with its shorter side across unless `as_stored` (Stored)."""
@@ -250,6 +263,10 @@ class Lowering:
         for stage in self.spec.stages:
             inputs = [self.out[i] if isinstance(i, int) else [self.out[j] for j in i] for i in stage.inputs]
             self.out[stage.index] = OPS[stage.op].lower(Ctx(self, stage), *inputs)
+        if self.training is not None:
+            from .backward import backward, optimizer
+            backward(self)
+            optimizer(self, self.training)
         for name, header in self.headers.items():  # padding positions greyed, on every tab that has them
             if header.in_prompt is not None:
                 self.book[name].grey_padding(header.in_prompt)
@@ -269,14 +286,15 @@ class Lowering:
         return out
 
 
-def lower(spec, ckpt, inputs, about, vocab=None, edits=None, sae=None):
+def lower(spec, ckpt, inputs, about, vocab=None, edits=None, sae=None, training=None):
     """Lower everything. Returns (Book, defined names {name: Rect}).
 
     `inputs` (compile/inputs.py) are the token ids, or a Prompt cell the book tokenizes itself; `about`
     (contract.About) is what the book records about itself; `vocab`, each token's text, labels the embedding
     table, the logits and the predictions; `edits` (inputs.Edits) the interventions' starting values; `sae`
-    (weights.sae.SAE) the sparse autoencoder of the Features tab."""
-    lowering = Lowering(spec, ckpt, inputs, vocab, edits or Edits.none(ckpt.config), sae)
+    (weights.sae.SAE) the sparse autoencoder of the Features tab; `training` (backward.Training) makes a training
+    book: the template's loss, then the backward pass and the optimizer's step."""
+    lowering = Lowering(spec, ckpt, inputs, vocab, edits or Edits.none(ckpt.config), sae, training)
     lowering.run()
     names = lowering.names()
     names.update(inputs.add_tabs(lowering.book, names.get(C.VOCABULARY)))

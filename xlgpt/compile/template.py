@@ -19,6 +19,7 @@ from ..ops import OPS
 from ..weights.checkpoint import tensor_shapes
 
 DEFAULT_TEMPLATE = shipped("templates") / "gpt2.toml"
+TRAIN_TEMPLATE = shipped("templates") / "gpt2-train.toml"  # the forward pass and its loss
 STAGE_KEYS = ("tab", "name", "op", "in", "params", "title", "header")
 BAD_TAB_CHARS = re.compile(r"[\[\]:*?/\\\x00-\x1f\x7f\ufffe\uffff\ud800-\udfff]")  # and control characters
 
@@ -49,10 +50,11 @@ class Spec:
         return [s for s in self.stages if s.name == name][-1]
 
 
-def load_spec(config, template=None):
+def load_spec(config, template=None, training=False):
+    """The spec of `template` (default: gpt2.toml, or gpt2-train.toml for a training book)."""
     from ..safefile import read_bounded
 
-    path = Path(template or DEFAULT_TEMPLATE)
+    path = Path(template or (TRAIN_TEMPLATE if training else DEFAULT_TEMPLATE))
     try:
         text = read_bounded(path, 1 << 20, "template").decode("utf-8")
         raw = tomllib.loads(text)
@@ -62,7 +64,13 @@ def load_spec(config, template=None):
         raise XlgptError(f"{path}: invalid TOML ({e})")
     except RecursionError:
         raise XlgptError(f"{path}: invalid TOML (nested too deeply)")
-    return expand(raw, config, Lines(path, text))
+    spec = expand(raw, config, Lines(path, text))
+    losses = [s for s in spec.stages if s.op == "cross_entropy"]
+    if training and (not losses or spec.stages[-1] is not losses[-1]):
+        raise XlgptError(f"{path}: a training book's template ends with its loss (op = \"cross_entropy\")")
+    if losses and not training:
+        raise XlgptError(f"{path}: this template has a loss stage: build it with --train")
+    return spec
 
 
 class Lines:

@@ -7,7 +7,7 @@ OPS is the explicit registry the template is checked against: name -> (function,
 from dataclasses import dataclass
 
 from . import (attention, attribution, embedding, features, interventions, lens, mlp, norm, output, projection,
-               residual, sampling)
+               residual, sampling, training)
 
 
 @dataclass(frozen=True)
@@ -17,22 +17,24 @@ class Op:
     params: tuple = ()  # the checkpoint tensors it reads, by role (`params`)
     group: str = "model"  # the colour of the tab it starts (layout.GROUPS)
     header: bool = True   # its tab has positions as columns under a frozen header
+    backward: object = None  # backward(ctx, ∂L/∂output, *inputs) -> ∂L/∂inputs (compile/backward.py)
 
 
 OPS = {
     "tokens": Op(embedding.tokens, 0),
-    "embedding": Op(embedding.token_embedding, 1, ("table",)),
-    "positions": Op(embedding.position_embedding, 0, ("table",)),
-    "add": Op(residual.add, 2),
-    "layernorm": Op(norm.layernorm, 1, ("weight", "bias")),
-    "linear": Op(projection.linear, 1, ("weight", "bias")),
-    "qkv": Op(projection.qkv, 1, ("weight", "bias")),
-    "attention_scores": Op(attention.scores, 1),
-    "causal_mask": Op(attention.causal_mask, 1),
-    "softmax": Op(attention.softmax, 1),
-    "attention_mix": Op(attention.mix, 2),
-    "gelu": Op(mlp.gelu, 1),
-    "unembed": Op(output.unembed, 1, ("table",)),
+    "embedding": Op(embedding.token_embedding, 1, ("table",), backward=embedding.token_embedding_backward),
+    "positions": Op(embedding.position_embedding, 0, ("table",), backward=embedding.position_embedding_backward),
+    "add": Op(residual.add, 2, backward=residual.add_backward),
+    "layernorm": Op(norm.layernorm, 1, ("weight", "bias"), backward=norm.layernorm_backward),
+    "linear": Op(projection.linear, 1, ("weight", "bias"), backward=projection.linear_backward),
+    "qkv": Op(projection.qkv, 1, ("weight", "bias"), backward=projection.linear_backward),
+    "attention_scores": Op(attention.scores, 1, backward=attention.scores_backward),
+    "causal_mask": Op(attention.causal_mask, 1, backward=attention.causal_mask_backward),
+    "softmax": Op(attention.softmax, 1, backward=attention.softmax_backward),
+    "attention_mix": Op(attention.mix, 2, backward=attention.mix_backward),
+    "gelu": Op(mlp.gelu, 1, backward=mlp.gelu_backward),
+    "unembed": Op(output.unembed, 1, ("table",), backward=output.unembed_backward),
+    "cross_entropy": Op(training.cross_entropy, 1, group="training", backward=training.cross_entropy_backward),
     "argmax": Op(output.argmax, 1),
     "probabilities": Op(output.probabilities, 1),
     "top_k": Op(output.top_k, 1),

@@ -1,4 +1,6 @@
 """The input and its embedding: x[:, t] = wte[token t] + wpe[t]."""
+from ..xlsx.styles import IDS
+
 
 
 def tokens(ctx):
@@ -27,3 +29,27 @@ def position_embedding(ctx):
     for t in range(ctx.T):  # position t's row of wpe, as column t
         ctx.array(out.col(t), "{p}", p=ctx.transposed(table, rows=(t, t + 1)))
     return out
+
+
+def token_embedding_backward(ctx, de, tokens):
+    """e[:, t] = wte[token t]: wte's gradient through the lookup is onehot · (∂L/∂e)ᵀ, each position's gradient
+    added to its token's row (a token seen twice gets both)."""
+    onehot = ctx.block([(text, i) for i, text in enumerate(ctx.vocab or ["token"] * ctx.cfg.vocab_size)],
+                       "One-hot of each position's token: 1 in the row of its id")
+    ctx.tab.format(ctx.array(onehot, "IF({ids}={token},1,0)", ids=onehot.index_column(), token=tokens), IDS)
+    ctx.grad_outer("table", onehot, de, f"through the lookup: one-hot · (∂L/∂{ctx.stage.name})ᵀ")
+    return [None]
+
+
+def position_embedding_backward(ctx, dp):
+    """p[:, t] = wpe[t]: wpe's gradient is ∂L/∂p[:, t] in row t, for the T positions of the window; 0 beyond."""
+    T = ctx.T
+
+    def fill(tab, rect, transposed):
+        if transposed:  # [features, positions]
+            tab.array(rect.cols(0, T), "{d}", d=dp)
+            return tab.put(rect.cols(T, rect.width), [[0] * (rect.width - T)] * rect.height) if rect.width > T else rect
+        tab.array(rect.rows(0, T), "TRANSPOSE({d})", d=dp)
+        return tab.put(rect.rows(T, rect.height), [[0] * rect.width] * (rect.height - T)) if rect.height > T else rect
+    ctx.grad_fill("table", fill, f"∂L/∂{ctx.stage.name} at rows 0 … {T - 1} (the window's positions), 0 beyond")
+    return []

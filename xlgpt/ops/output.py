@@ -11,6 +11,15 @@ def unembed(ctx, x):
     return ctx.array(ctx.block(labels), "MMULT({wte},{x})", wte=table, x=x)
 
 
+def unembed_backward(ctx, dlogits, x):
+    """logits = wte·x: ∂L/∂x = wteᵀ·∂L/∂logits, and wte's gradient through the LM head is ∂L/∂logits·xᵀ."""
+    table, name = ctx.token_table(), ctx.input_name(0)
+    dx = ctx.block(ctx.rows(f"∂L/∂{name}", x.height), f"∂L/∂{name} = wteᵀ · ∂L/∂{ctx.stage.name}")
+    ctx.array(dx, "MMULT(TRANSPOSE({wte}),{d})", wte=table, d=dlogits)
+    ctx.grad_outer("table", dlogits, x, f"through the LM head: ∂L/∂{ctx.stage.name} · {name}ᵀ")
+    return [dx]
+
+
 def argmax(ctx, logits):
     """prediction[t] = the token id of the largest logit at position t (the lowest id among ties)."""
     out, text = ctx.result_row()

@@ -17,6 +17,16 @@ def qkv(ctx, x):
     return ctx.array(ctx.block(labels), "MMULT({wt},{x})+{b}", wt=ctx.transposed(w), x=x, b=b)
 
 
+def linear_backward(ctx, dy, x):
+    """y = Wᵀ·x + b: ∂L/∂x = W·∂L/∂y, ∂L/∂W = x·(∂L/∂y)ᵀ (summed over positions), ∂L/∂b = Σ_t ∂L/∂y."""
+    y, name, w = ctx.stage.name, ctx.input_name(0), ctx.stage.params["weight"]
+    dx = ctx.block(ctx.rows(f"∂L/∂{name}", x.height), f"∂L/∂{name} = {w} · ∂L/∂{y}")
+    ctx.array(dx, "MMULT({w},{dy})", w=ctx.as_is(ctx.weight("weight")), dy=dy)
+    ctx.grad_outer("weight", x, dy, f"{name} · (∂L/∂{y})ᵀ, summed over positions")
+    ctx.grad_rows("bias", "SUM({dy})", f"Σ over positions of ∂L/∂{y}", dy=dy)
+    return [dx]
+
+
 def head(qkv, part, h, cfg):
     """Rows of head h's queries (part 0), keys (1) or values (2) in the qkv block."""
     start = part * cfg.n_embd + h * cfg.head_size

@@ -32,7 +32,8 @@ DXFS = ('<dxf><font><color rgb="FFA6A6A6"/></font><fill><patternFill patternType
 LEVEL_SHADES = {0.25: 1, 0.5: 2, 0.75: 3}  # a probability at least this -> that shade
 # tab colours by group
 TAB_COLOURS = {"guide": "FF1F4E79", "prompt": "FFFFC000", "tokenizer": "FFF4B183", "model": "FF5B9BD5",
-               "interpretability": "FF70AD47", "weights": "FFA5A5A5", "tables": "FFD9D9D9"}
+               "interpretability": "FF70AD47", "training": "FFC00000", "weights": "FFA5A5A5",
+               "optimizer": "FFFF7C80", "tables": "FFD9D9D9"}
 
 
 def _escape(text):
