@@ -106,7 +106,7 @@ def forward(t, cfg, inputs):
 
 
 def check_window(cfg, inputs, targets):
-    if len(inputs) != len(targets) or not inputs:
+    if len(inputs) != len(targets) or len(inputs) == 0:
         raise XlgptError(f"inputs and targets must be equal-length, non-empty lists of token ids "
                          f"(got {len(inputs)} and {len(targets)})")
     if len(inputs) > cfg.n_positions:
@@ -145,18 +145,22 @@ def loss_and_grads(tensors, cfg, inputs, targets):
     for i in reversed(range(cfg.n_layer)):
         f, w, d = blocks[i], block(t, i), {}                        # d: this block's tensor gradients
         # x = x_mid + mlp(ln_2(x_mid)): the residual passes dx straight through, the MLP adds its share
-        dmlp_act, d["mlp.c_proj.weight"], d["mlp.c_proj.bias"] = linear_backward(dx, f["mlp_act"], w["mlp.c_proj.weight"])
+        dmlp_act, d["mlp.c_proj.weight"], d["mlp.c_proj.bias"] = linear_backward(
+            dx, f["mlp_act"], w["mlp.c_proj.weight"])
         dmlp_hidden = gelu_backward(dmlp_act, f["mlp_hidden"])
-        dln_2, d["mlp.c_fc.weight"], d["mlp.c_fc.bias"] = linear_backward(dmlp_hidden, f["ln_2"], w["mlp.c_fc.weight"])
+        dln_2, d["mlp.c_fc.weight"], d["mlp.c_fc.bias"] = linear_backward(
+            dmlp_hidden, f["ln_2"], w["mlp.c_fc.weight"])
         dx_ln, d["ln_2.weight"], d["ln_2.bias"] = layer_norm_backward(dln_2, f["x_mid"], w["ln_2.weight"], eps)
         dx_mid = dx + dx_ln
         # x_mid = x + c_proj(heads(ln_1(x)))
-        dheads, d["attn.c_proj.weight"], d["attn.c_proj.bias"] = linear_backward(dx_mid, f["heads"], w["attn.c_proj.weight"])
+        dheads, d["attn.c_proj.weight"], d["attn.c_proj.bias"] = linear_backward(
+            dx_mid, f["heads"], w["attn.c_proj.weight"])
         dout = np.stack(np.split(dheads, H, axis=-1))                # [H, T, d]
         per_head = [attention_backward(*a) for a in zip(dout, f["q"], f["k"], f["v"], f["att"])]
         dq, dk, dv, datt, dscores = (np.stack(parts) for parts in zip(*per_head))
         dqkv = np.hstack([np.hstack(list(m)) for m in (dq, dk, dv)])  # back to [T, 3C]: q heads, k heads, v heads
-        dln_1, d["attn.c_attn.weight"], d["attn.c_attn.bias"] = linear_backward(dqkv, f["ln_1"], w["attn.c_attn.weight"])
+        dln_1, d["attn.c_attn.weight"], d["attn.c_attn.bias"] = linear_backward(
+            dqkv, f["ln_1"], w["attn.c_attn.weight"])
         dx_ln, d["ln_1.weight"], d["ln_1.bias"] = layer_norm_backward(dln_1, f["x"], w["ln_1.weight"], eps)
         dx = dx_mid + dx_ln
         dxs.insert(0, dx)
