@@ -43,6 +43,7 @@ bench: install
 # dev only: needs torch and transformers
 fixtures:
 	$(PYTHON) tests/make_fixtures.py
+	$(PYTHON) tests/make_training_fixtures.py
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache
