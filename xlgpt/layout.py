@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .xlsx.styles import BOLD, IDS, INPUT, PADDING, TITLE, when
-from .xlsx.writer import ArrayFormula, Cells, Formula, Numbers, Sheet, cell_name, column_letter, quote_sheet
+from .xlsx.writer import ArrayFormula, Cells, Chart, Formula, Numbers, Sheet, cell_name, column_letter, quote_sheet
 
 LABEL_COL, NOTE_COL, FIRST_COL = 1, 2, 3
 TITLE_ROW, HEADER_ROW = 1, 2
@@ -168,6 +168,23 @@ class Tab:
         target = target if isinstance(target, Rect) else Rect(target.name, 1, 1)
         self.sheet.links.append((cell.ref(self.name, absolute=False), target.ref()))
         return cell
+
+    def chart(self, title, categories, values, anchor, x_title=None, y_title=None, series_name=None, cache=None):
+        """A line chart of `values` against `categories` (one row or column each, on any tab), covering the
+        cells of `anchor` on this tab. `cache`: the values as computed, for viewers that do not calculate."""
+        for rect in (categories, values):
+            if rect.height > 1 and rect.width > 1:
+                raise ValueError(f"{self.name}: a chart series is one row or one column, not {rect.corners()}")
+        if categories.height * categories.width != values.height * values.width:
+            raise ValueError(f"{self.name}: {categories.corners()} and {values.corners()} differ in length")
+        if anchor.sheet != self.name:
+            raise ValueError(f"{self.name}: a chart is drawn on its own tab, not on {anchor.sheet!r}")
+        # Rect.ref, not a Named's name: a chart reads cells, with the sheet named
+        corners = (anchor.top, anchor.left, anchor.bottom, anchor.right)
+        chart = Chart(title, Rect.ref(categories), Rect.ref(values), corners, x_title, y_title, series_name,
+                      None if cache is None else list(cache))
+        self.sheet.charts.append(chart)
+        return chart
 
     # --- allocation --------------------------------------------------------------------------------
     def header(self, label, width, style=BOLD, note=None):

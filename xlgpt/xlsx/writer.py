@@ -172,6 +172,20 @@ class ArrayFormula:
 
 
 @dataclass
+class Chart:
+    """A line chart of one series, drawn over cells of its sheet. References are formula text (absolute, with
+    the sheet name): they may read another sheet. `anchor` is (top, left, bottom, right), the cells covered."""
+    title: str
+    categories: str
+    values: str
+    anchor: tuple
+    x_title: str = None
+    y_title: str = None
+    series_name: str = None
+    cache: list = None  # the values as last computed: viewers that do not calculate still draw the curve
+
+
+@dataclass
 class Sheet:
     name: str
     blocks: list = field(default_factory=list)
@@ -182,6 +196,7 @@ class Sheet:
     row_heights: dict = field(default_factory=dict)  # row -> height in points (rows in large type)
     conditional: list = field(default_factory=list)  # (range text, rule XML with {priority})
     links: list = field(default_factory=list)  # (cell, location such as 'Layer 0'!A1): links inside the book
+    charts: list = field(default_factory=list)  # Chart objects, drawn in one drawing part
 
     def add(self, block):
         self.blocks.append(block)
@@ -289,6 +304,8 @@ def _sheet_tail(sheet):
     if sheet.links:
         xml.append("<hyperlinks>" + "".join(f'<hyperlink ref="{cell}" location="{escape(location, {chr(34): "&quot;"})}"/>'
                                             for cell, location in sheet.links) + "</hyperlinks>")
+    if sheet.charts:  # CT_Worksheet puts the drawing after hyperlinks and page setup; its part is the sheet's rId1
+        xml.append('<drawing r:id="rId1"/>')
     return "".join(xml) + "</worksheet>"
 
 
@@ -347,6 +364,96 @@ CORE = (XML_HEAD + '<cp:coreProperties xmlns:cp="http://schemas.openxmlformats.o
         'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><dc:creator>xlgpt</dc:creator></cp:coreProperties>')
 
 
+# Charts, written as XlsxWriter writes a line chart. A sheet with charts has one drawing part that anchors
+# them; charts and drawings are numbered across the book. A book without charts gets none of these parts.
+CHART_NS = "http://schemas.openxmlformats.org/drawingml/2006/chart"
+SHEET_DRAWING = "http://schemas.openxmlformats.org/drawingml/2006/spreadsheetDrawing"
+PKG_REL = "http://schemas.openxmlformats.org/package/2006/relationships"
+
+
+def _title(text, rotated=False):
+    body = '<a:bodyPr rot="-5400000" vert="horz"/>' if rotated else "<a:bodyPr/>"
+    return (f'<c:title><c:tx><c:rich>{body}<a:lstStyle/><a:p><a:pPr><a:defRPr/></a:pPr><a:r><a:rPr lang="en-US"/>'
+            f'<a:t>{xml_text(text)}</a:t></a:r></a:p></c:rich></c:tx><c:layout/><c:overlay val="0"/></c:title>')
+
+
+def _num_ref(ref, cache=None):
+    xml = f"<c:numRef><c:f>{escape(ref)}</c:f>"
+    if cache is not None:  # a point that is not a finite number (an error) is left out: a gap in the line
+        xml += (f'<c:numCache><c:formatCode>General</c:formatCode><c:ptCount val="{len(cache)}"/>'
+                + "".join(f'<c:pt idx="{i}"><c:v>{float(v)!r}</c:v></c:pt>'
+                          for i, v in enumerate(cache) if np.isfinite(float(v)))
+                + "</c:numCache>")
+    return xml + "</c:numRef>"
+
+
+def chart_xml(chart):
+    """A line chart of one series: no legend (the title names it), no markers, a category and a value axis."""
+    cat, val = 50010001, 50010002  # axis ids, as XlsxWriter numbers them
+    name = f"<c:tx><c:v>{xml_text(chart.series_name)}</c:v></c:tx>" if chart.series_name else ""
+    axis = ('<c:axId val="{}"/><c:scaling><c:orientation val="minMax"/></c:scaling><c:delete val="0"/>'
+            '<c:axPos val="{}"/>')
+    ticks = ('<c:numFmt formatCode="General" sourceLinked="1"/><c:tickLblPos val="nextTo"/><c:crossAx val="{}"/>'
+             '<c:crosses val="autoZero"/>')
+    return (XML_HEAD + f'<c:chartSpace xmlns:c="{CHART_NS}" xmlns:a="{DRAWING}" xmlns:r="{REL}"><c:lang val="en-US"/>'
+            f"<c:chart>{_title(chart.title)}<c:autoTitleDeleted val=\"0\"/><c:plotArea><c:layout/>"
+            '<c:lineChart><c:grouping val="standard"/><c:varyColors val="0"/>'
+            f'<c:ser><c:idx val="0"/><c:order val="0"/>{name}<c:marker><c:symbol val="none"/></c:marker>'
+            f"<c:cat>{_num_ref(chart.categories)}</c:cat><c:val>{_num_ref(chart.values, chart.cache)}</c:val>"
+            f'<c:smooth val="0"/></c:ser><c:marker val="1"/><c:axId val="{cat}"/><c:axId val="{val}"/></c:lineChart>'
+            f"<c:catAx>{axis.format(cat, 'b')}{_title(chart.x_title) if chart.x_title else ''}{ticks.format(val)}"
+            '<c:auto val="1"/><c:lblAlgn val="ctr"/><c:lblOffset val="100"/><c:noMultiLvlLbl val="0"/></c:catAx>'
+            f"<c:valAx>{axis.format(val, 'l')}<c:majorGridlines/>{_title(chart.y_title, True) if chart.y_title else ''}"
+            f'{ticks.format(cat)}<c:crossBetween val="between"/></c:valAx></c:plotArea>'
+            '<c:plotVisOnly val="1"/><c:dispBlanksAs val="gap"/></c:chart></c:chartSpace>')
+
+
+def _marker(row, col):
+    """A corner of a drawing's anchor: the top-left of a cell, both 0-based."""
+    return f"<xdr:col>{col}</xdr:col><xdr:colOff>0</xdr:colOff><xdr:row>{row}</xdr:row><xdr:rowOff>0</xdr:rowOff>"
+
+
+def drawing_xml(charts):
+    """The drawing of one sheet: chart k (1-based) fills its anchor cells and is the drawing's rId k."""
+    def anchor(k, chart):
+        top, left, bottom, right = chart.anchor  # the end corner is the cell past the area, so the area is covered
+        return (f"<xdr:twoCellAnchor><xdr:from>{_marker(top - 1, left - 1)}</xdr:from>"
+                f"<xdr:to>{_marker(bottom, right)}</xdr:to>"
+                f'<xdr:graphicFrame macro=""><xdr:nvGraphicFramePr><xdr:cNvPr id="{k + 1}" name="Chart {k}"/>'
+                '<xdr:cNvGraphicFramePr/></xdr:nvGraphicFramePr><xdr:xfrm><a:off x="0" y="0"/><a:ext cx="0" cy="0"/>'
+                f'</xdr:xfrm><a:graphic><a:graphicData uri="{CHART_NS}"><c:chart xmlns:c="{CHART_NS}" r:id="rId{k}"/>'
+                "</a:graphicData></a:graphic></xdr:graphicFrame><xdr:clientData/></xdr:twoCellAnchor>")
+    return (XML_HEAD + f'<xdr:wsDr xmlns:xdr="{SHEET_DRAWING}" xmlns:a="{DRAWING}" xmlns:r="{REL}">'
+            + "".join(anchor(k, c) for k, c in enumerate(charts, 1)) + "</xdr:wsDr>")
+
+
+def _rels(*targets):
+    """A relationships part: (type, target) pairs, as rId1, rId2, ..."""
+    return (XML_HEAD + f'<Relationships xmlns="{PKG_REL}">'
+            + "".join(f'<Relationship Id="rId{k}" Type="{REL}/{kind}" Target="{target}"/>'
+                      for k, (kind, target) in enumerate(targets, 1)) + "</Relationships>")
+
+
+def chart_parts(sheets):
+    """{part name: XML} of every sheet's drawing and charts, and the content types they need."""
+    parts, types, n = {}, [], 0
+    drawn = [(i, s) for i, s in enumerate(sheets, 1) if s.charts]
+    for d, (i, sheet) in enumerate(drawn, 1):
+        numbers = range(n + 1, n + len(sheet.charts) + 1)
+        n += len(sheet.charts)
+        parts[f"xl/worksheets/_rels/sheet{i}.xml.rels"] = _rels(("drawing", f"../drawings/drawing{d}.xml"))
+        parts[f"xl/drawings/drawing{d}.xml"] = drawing_xml(sheet.charts)
+        charts = [("chart", f"../charts/chart{k}.xml") for k in numbers]
+        parts[f"xl/drawings/_rels/drawing{d}.xml.rels"] = _rels(*charts)
+        types.append(f'<Override PartName="/xl/drawings/drawing{d}.xml" '
+                     'ContentType="application/vnd.openxmlformats-officedocument.drawing+xml"/>')
+        for k, chart in zip(numbers, sheet.charts):
+            parts[f"xl/charts/chart{k}.xml"] = chart_xml(chart)
+            types.append(f'<Override PartName="/xl/charts/chart{k}.xml" '
+                         'ContentType="application/vnd.openxmlformats-officedocument.drawingml.chart+xml"/>')
+    return parts, "".join(types)
+
+
 def shared_strings(sheets):
     """The shared-strings table {text: index} of every text cell, in the order the sheets hold them.
     Text is labels and the vocabulary (thousands of strings, not millions), so one pass is cheap; sharing
@@ -370,7 +477,7 @@ def _strings_xml(table):
 def _write_parts(zf, sheets, names, progress, level):
     n = len(sheets)
     strings = shared_strings(sheets)
-    pkg_rel = REL.replace("officeDocument/2006/relationships", "package/2006/relationships")
+    charts, chart_types = chart_parts(sheets)
     parts = {"styles": "styles.xml", "theme": "theme/theme1.xml"} | ({"sharedStrings": "sharedStrings.xml"} if strings else {})
     static = {
         "[Content_Types].xml": XML_HEAD + '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
@@ -383,10 +490,10 @@ def _write_parts(zf, sheets, names, progress, level):
         + '<Override PartName="/docProps/app.xml" ContentType="application/vnd.openxmlformats-officedocument.extended-properties+xml"/>'
         '<Override PartName="/docProps/core.xml" ContentType="application/vnd.openxmlformats-package.core-properties+xml"/>'
         + "".join(f'<Override PartName="/xl/worksheets/sheet{i}.xml" ContentType="{CT}.worksheet+xml"/>'
-                  for i in range(1, n + 1)) + "</Types>",
-        "_rels/.rels": XML_HEAD + f'<Relationships xmlns="{pkg_rel}">'
+                  for i in range(1, n + 1)) + chart_types + "</Types>",
+        "_rels/.rels": XML_HEAD + f'<Relationships xmlns="{PKG_REL}">'
         f'<Relationship Id="rId1" Type="{REL}/officeDocument" Target="xl/workbook.xml"/>'
-        f'<Relationship Id="rId2" Type="{pkg_rel}/metadata/core-properties" Target="docProps/core.xml"/>'
+        f'<Relationship Id="rId2" Type="{PKG_REL}/metadata/core-properties" Target="docProps/core.xml"/>'
         f'<Relationship Id="rId3" Type="{REL}/extended-properties" Target="docProps/app.xml"/></Relationships>',
         "docProps/app.xml": APP,
         "docProps/core.xml": CORE,
@@ -395,7 +502,7 @@ def _write_parts(zf, sheets, names, progress, level):
         + "</sheets><definedNames>"
         + "".join(f'<definedName name="{k}">{escape(r.ref())}</definedName>' for k, r in sorted(names.items()))
         + '</definedNames><calcPr calcId="191029" fullCalcOnLoad="1"/></workbook>',
-        "xl/_rels/workbook.xml.rels": XML_HEAD + f'<Relationships xmlns="{pkg_rel}">'
+        "xl/_rels/workbook.xml.rels": XML_HEAD + f'<Relationships xmlns="{PKG_REL}">'
         + "".join(f'<Relationship Id="rId{i}" Type="{REL}/worksheet" Target="worksheets/sheet{i}.xml"/>'
                   for i in range(1, n + 1))
         + "".join(f'<Relationship Id="rId{n + k}" Type="{REL}/{kind}" Target="{target}"/>'
@@ -405,6 +512,7 @@ def _write_parts(zf, sheets, names, progress, level):
     }
     if strings:
         static["xl/sharedStrings.xml"] = _strings_xml(strings)
+    static |= charts
     for name, text in static.items():
         with _member(zf, name, level) as f:
             f.write(text.encode())
