@@ -192,6 +192,7 @@ class BookInfo:
     attribution_token: object = None  # the AttributionToken cell: a token id, or the formula of the default
     sampling: dict = None         # the sampling inputs (SAMPLING_CELLS), when the book samples
     last_position: int = None     # a token-ids book's LastPosition
+    training: dict = None         # a training book's: targets, optimizer, settings {name: value}, moments {name: grid}
 
     @property
     def used(self):
@@ -336,6 +337,17 @@ def _read_book(path, wb, est):
                 return text
             return str(cell.value)
 
+        def training_inputs():
+            """A training book's inputs besides the tokens: targets, optimizer settings, Adam's moments."""
+            targets, optimizer = cells(TARGETS), value(OPTIMIZER)
+            if not all(isinstance(t, int) for t in targets):
+                raise XlgptError(f"{path}: the {TARGETS} cells must hold integer token ids")
+            if optimizer not in ("sgd", "adamw"):
+                raise XlgptError(f"{path}: the {OPTIMIZER} cell must say 'sgd' or 'adamw'")
+            settings = {name: grid(name)[0][0] for name in OPTIMIZER_CELLS if name in names}
+            moments = {name: grid(name) for name in names if name.startswith((ADAM_M, ADAM_V))}
+            return {"targets": targets, "optimizer": optimizer, "settings": settings, "moments": moments}
+
         kind = value(BOOK_INPUT)
         if kind not in (TOKEN_INPUT, PROMPT_INPUT):
             raise XlgptError(f"{path}: the {BOOK_INPUT} cell must say {TOKEN_INPUT!r} or {PROMPT_INPUT!r}")
@@ -354,7 +366,7 @@ def _read_book(path, wb, est):
         edits = {name: grid(name) for name in EDIT_CELLS} if HEAD_SWITCHES in names else None
         sampling = {name: value(name) for name in SAMPLING_CELLS} if SAMPLED_TOKEN in names else None
         info = BookInfo(path, wb.sheetnames, names, about, prompt_text(), tokens, est, edits,
-                        value(ATTRIBUTION_TOKEN), sampling)
+                        value(ATTRIBUTION_TOKEN), sampling, training=LOSS in names and training_inputs())
         if kind == TOKEN_INPUT:
             last = value(LAST_POSITION) if LAST_POSITION in names else len(tokens)
             if not isinstance(last, int) or not 1 <= last <= len(tokens):

@@ -51,6 +51,7 @@ def _rc(ref):
 def recompile(book, ckpt, tok, template=None):
     """(sheets, names) the compiler writes for what `book` records: its checkpoint, its kind of input and
     its sizes. The input cells' values do not matter (they may differ)."""
+    from ..compile.backward import Training
     from ..compile.build import inputs_for
     from ..compile.lower import lower
     from ..compile.template import load_spec
@@ -66,11 +67,12 @@ def recompile(book, ckpt, tok, template=None):
         inputs = inputs_for(ckpt, tok.encode(text), tok, text, positions, Capacity(chars, nbytes, rounds))
     else:
         inputs = inputs_for(ckpt, list(book.tokens))
-    spec = load_spec(ckpt.config, template)
+    training = book.training and Training(book.training["targets"], book.training["optimizer"])
+    spec = load_spec(ckpt.config, template, training=bool(training))
     vocab = [display(tok.token_text(i)) for i in range(ckpt.config.vocab_size)] if tok else None
     from .verify import sae_for
 
-    compiled, names = lower(spec, ckpt, inputs, book.about, vocab, sae=sae_for(book, ckpt))
+    compiled, names = lower(spec, ckpt, inputs, book.about, vocab, sae=sae_for(book, ckpt), training=training)
     return compiled.sheets(), names
 
 

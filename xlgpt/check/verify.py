@@ -110,11 +110,58 @@ def expected_values(ckpt, tokens, edits=None, names=(), target=None, sampling=No
     return out
 
 
+def laid_out(prefix, tensors, names):
+    """{defined name: 2-D array} of tensors as a training book's gradient/updated/moment tabs lay them out
+    (transposed where the weights tab stores the transpose, vectors as columns)."""
+    out = {}
+    for tensor, value in tensors.items():
+        for transposed in (False, True):
+            name = prefix + C.weight_name(tensor, transposed)
+            if name in names:
+                out[name] = value.T if transposed else value.reshape(len(value), -1)
+    return out
+
+
+def from_layout(prefix, grids, tensors):
+    """laid_out's inverse: {tensor: array of its own shape} from the grids of the names that hold them."""
+    out = {}
+    for tensor, value in tensors.items():
+        for transposed in (False, True):
+            grid = grids.get(prefix + C.weight_name(tensor, transposed))
+            if grid is not None:
+                grid = np.array(grid, dtype=float)
+                out[tensor] = (grid.T if transposed else grid).reshape(np.shape(value))
+    return out
+
+
+def training_values(ckpt, book):
+    """What a training book's Loss, gradients, updated tensors (and Adam's new moments) hold, by the reference's
+    backward pass (check/backward.py) and its optimizer, from the inputs, settings and moments in the book."""
+    from . import backward
+
+    training, names = book.training, book.names
+    settings = training["settings"]
+    tensors = as_written(ckpt).tensors
+    loss, grads, _ = backward.loss_and_grads(tensors, ckpt.config, book.used, training["targets"])
+    out = {C.LOSS: np.array([[loss]]), **laid_out(C.GRADIENT, grads, names)}
+    lr = settings[C.LEARNING_RATE]
+    if training["optimizer"] == "sgd":
+        new = backward.sgd(tensors, grads, lr)
+    else:
+        moments = [from_layout(prefix, training["moments"], tensors) for prefix in (C.ADAM_M, C.ADAM_V)]
+        state = backward.AdamState(int(settings[C.ADAM_STEP]) - 1, *moments)
+        new, state = backward.adamw(tensors, grads, state, lr, settings[C.ADAM_BETA1], settings[C.ADAM_BETA2],
+                                    settings[C.ADAM_EPS], settings[C.WEIGHT_DECAY])
+        out.update(**laid_out(C.NEW_ADAM_M, state.m, names), **laid_out(C.NEW_ADAM_V, state.v, names))
+    out.update(laid_out(C.UPDATED, new, names))
+    return out
+
+
 def compare(engine, values, expected, tokens, sheet_tokens=None):
     """One engine's result: every checked name against the reference, the prediction and, for a typed book,
     the ids its tokenizer computed (`sheet_tokens`; only the prompt's positions are compared)."""
     n = len(tokens)
-    diffs = {}
+    diffs, relative = {}, {}
     for name, want in expected.items():
         got = values[name][:, :n] if name in PER_POSITION else values[name]
         want = want[:, :n] if name in PER_POSITION else want
@@ -122,6 +169,8 @@ def compare(engine, values, expected, tokens, sheet_tokens=None):
         diff = float(np.abs(got - want).max()) if ok_shape and got.size else float("inf")
         diffs[name] = 0.0 if name in EXACT and ok_shape and np.array_equal(got, want) else \
             float("inf") if name in EXACT else diff
+        scale = float(np.abs(want).max()) if want.size else 0.0
+        relative[name] = diffs[name] / scale if scale else diffs[name]
     predictions = values[C.PREDICTIONS][0][:n]
     token_id = int(predictions[-1]) if n and np.isfinite(predictions[-1]) else None
     result = {
@@ -131,6 +180,7 @@ def compare(engine, values, expected, tokens, sheet_tokens=None):
         "reference_token_id": int(expected[C.PREDICTIONS][0][n - 1]),
         "max_abs_logit_diff": diffs[C.LOGITS],
         "checks": diffs,
+        "relative": relative,  # each name's max abs difference over its largest reference value
         "match": bool(all(d <= TOLERANCE for d in diffs.values()) and (sheet_tokens is None or sheet_tokens == tokens)),
     }
     if sheet_tokens is not None:
@@ -259,6 +309,8 @@ def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_C
         target = book.attribution_token if isinstance(book.attribution_token, int) else None
         expected = expected_values(ckpt, tokens, reference_edits(book, ckpt.config), checked, target, book.sampling,
                                    sae_for(book, ckpt))
+        if book.training:
+            expected.update(training_values(ckpt, book))
         wanted = list(expected) + ([C.LOGITS_TOKEN_IDS, C.LOGITS_IN_PROMPT] if book.typed else [])
         results = []
         for engine in engines:

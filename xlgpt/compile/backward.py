@@ -158,9 +158,9 @@ def optimizer(lowering, training):
             tab.put(title_cell, [[title.format(t=tensor, rule=RULES[training.optimizer])]], BOLD)
             rect = Rect(tab.name, weight.top, weight.left, weight.height, weight.width)
             lowering.named[prefix + weight.name] = rect
-            return tab, Named(*astuple(rect), prefix + weight.name)
+            return tab, rect, Named(*astuple(rect), prefix + weight.name)  # cells to fill; a name to read them by
 
-        tab, grad = at("gradients")
+        tab, grad, grad_name = at("gradients")
         parts = lowering.param_grads.get(tensor)
         if not parts:
             raise XlgptError(f"template: {tensor} is not on the way to the loss, so it has no gradient")
@@ -173,16 +173,14 @@ def optimizer(lowering, training):
                 paths[f"p{k}"] = ctx.tab.block([(None, i) for i in range(weight.height)], weight.width, how)
                 fill(ctx.tab, paths[f"p{k}"], stored.transposed)
             tab.array(grad, "+".join("{%s}" % k for k in paths), **paths)
-        refs = {"w": weight, "g": grad}
+        refs = {"w": weight, "g": grad_name}
         if training.optimizer == "adamw":
-            (tab_m, m), (tab_v, v) = at("m"), at("v")
-            for state_tab, state in ((tab_m, m), (tab_v, v)):
+            for kind, rule in (("m", "AdamBeta1*{state}+(1-AdamBeta1)*{g}"), ("v", "AdamBeta2*{state}+(1-AdamBeta2)*{g}^2")):
+                state_tab, state, state_name = at(kind)
                 state_tab.numbers(state, np.zeros((weight.height, weight.width)))
-            (tab_m, new_m), (tab_v, new_v) = at("new m"), at("new v")
-            tab_m.array(new_m, "AdamBeta1*{m}+(1-AdamBeta1)*{g}", m=m, g=grad)
-            tab_v.array(new_v, "AdamBeta2*{v}+(1-AdamBeta2)*{g}^2", v=v, g=grad)
-            refs.update(m=new_m, v=new_v)
-        tab, updated = at("updated")
+                new_tab, new, refs[kind] = at("new " + kind)
+                new_tab.array(new, rule, state=state_name, g=grad_name)
+        tab, updated, _ = at("updated")
         tab.array(updated, UPDATE[training.optimizer], **refs)
 
 
