@@ -598,6 +598,98 @@ def generate(weights, tokens, prompt, book_path, steps, temperature, top_k, seed
     sys.exit(0 if r["match"] else 1)
 
 
+@cli.command()
+@weights_option
+@click.option("--text", "text_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="train on this UTF-8 text: step k reads the --window tokens from (k · window) mod (tokens − "
+                   "window) and predicts the tokens one further on [default: the bundled model's Shakespeare sample]")
+@click.option("--prompt", default=None, help="train on this text instead: every step's window is the prompt itself "
+                                             "(inputs: all its tokens but the last; targets: all but the first)")
+@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--window", type=click.IntRange(min=1), default=16, show_default=True, help="tokens per step (--text)")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="adamw", show_default=True,
+              help="AdamW as torch.optim.AdamW (betas 0.9, 0.999, eps 1e-8, weight decay 0.01); SGD is w − lr·grad")
+@click.option("--lr", type=click.FloatRange(min=0), default=None,
+              help="learning rate [default: 0.001 for adamw, 0.01 for sgd]")
+@click.option("--engine", type=click.Choice(["libreoffice"]), default="libreoffice", show_default=True,
+              help="the spreadsheet that computes every step")
+@click.option("--out", type=click.Path(path_type=Path), default="trained", show_default=True,
+              help="directory to create: the trained checkpoint and train.xlsx (the loss curve)")
+@click.option("--timeout", type=click.IntRange(min=1), default=3600, show_default=True,
+              help="seconds any one LibreOffice step may take")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object with every step's loss")
+def train(weights, text_file, prompt, steps, window, optimizer, lr, engine, out, timeout, as_json):
+    """Train the model with the spreadsheet: each step, the workbook computes the loss, every gradient and the
+    optimizer's update as formulas; xlgpt copies the updated weights over the weights (the copy-paste epoch)
+    and checks the step against the NumPy reference's own training loop.
+
+    Exit status: 0 when every step agrees with the reference, 1 naming the first that does not."""
+    import tempfile
+
+    from .check import backward
+    from .check.train import BOOK, Diverged, run, save
+    from .compile.build import build as build_book
+    from .contract import read_book
+    from .safefile import read_bounded
+    from .tokenizer import hf as tk
+    from .weights.checkpoint import check_new_dir
+
+    check_new_dir(out)
+    if text_file is not None and prompt is not None:
+        raise XlgptError("give either --text or --prompt, not both")
+    ckpt = load_weights(weights)
+    tok = tk.for_checkpoint(ckpt)
+    if tok is None:
+        raise XlgptError(f"{ckpt.path}: no tokenizer files for this model, so it cannot read text")
+    if prompt is not None:
+        runs = [backward.prompt_window(tok.encode(prompt))] * steps
+    else:
+        if text_file is None:
+            text_file = ckpt.path / SAMPLE_TEXT
+            if not text_file.is_file():
+                raise XlgptError("give --text FILE or --prompt TEXT (this model ships no sample text)")
+        try:
+            text = read_bounded(text_file, what="text").decode("utf-8")
+        except UnicodeDecodeError:
+            raise XlgptError(f"{text_file}: not UTF-8 text")
+        if window > ckpt.config.n_positions:
+            raise XlgptError(f"--window {window} exceeds the model's context of {ckpt.config.n_positions}")
+        runs = backward.windows(tok.encode(text), window, steps)
+    lr = lr if lr is not None else 1e-3 if optimizer == "adamw" else 0.01
+    from .compile.backward import Training
+
+    with tempfile.TemporaryDirectory(prefix="xlgpt-train-") as tmp:
+        path = Path(tmp) / BOOK
+        inputs, targets = runs[0]
+        build_book(ckpt, inputs, path, tokenizer=tok, training=Training(targets, optimizer, lr))
+        book = read_book(path)
+        if not as_json:
+            click.echo(f"{len(runs)} steps of {len(inputs)} tokens, {optimizer} (lr {lr:g}), {engine} computing "
+                       f"every step; the reference beside it")
+
+        def on_step(s):
+            if not as_json:
+                click.echo(f"step {s['step']:>3}/{len(runs)}  loss {s['loss']:.4f}  (reference {s['reference_loss']:.4f})"
+                           f"  {s['seconds']:.2f} s")
+        try:
+            done, final, moments, diff = run(book, ckpt, runs, timeout, on_step)
+        except Diverged as e:
+            emit_error(str(e), code=1)
+            sys.exit(1)
+    save(out, ckpt, tok, runs, done, final, moments, optimizer, lr)
+    result = {"steps": done, "optimizer": optimizer, "lr": lr, "window": len(runs[0][0]), "engine": engine,
+              "max_weight_diff": diff, "checkpoint": str(out), "workbook": str(out / BOOK), "match": True}
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"loss {done[0]['loss']:.4f} -> {done[-1]['loss']:.4f}; every step agrees with the reference "
+                   f"(weights within {diff:.1e}); wrote {out}/ (model.safetensors, {BOOK}: its Loss tab charts the "
+                   f"loss)")
+
+
+SAMPLE_TEXT = "sample.txt"  # text a bundled model ships for `xlgpt train`
+
+
 def generation_book(weights, tokens, prompt, book_path, positions, out, quiet, steps):
     """generate's workbook: --book as given, or a token-ids book built for the prompt (positions: the prompt's
     tokens and the steps', at most the context) with pad ids after it. Returns (BookInfo, prompt ids, tokenizer,

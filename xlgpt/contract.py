@@ -61,6 +61,7 @@ ATTRIBUTION_LOGIT = "AttributionLogit"        # the target's logit, which the ta
 # --- training (a book built with --train: Loss tab, backward tabs, gradients and the optimizer's step) -----
 TARGETS = "Targets"                 # the next token at each position, which the loss scores (one row)
 LOSS = "Loss"                       # mean cross-entropy over the positions (one cell)
+LOSS_HISTORY = "LossHistory"        # the loss of each step of xlgpt train (one column), in the book it writes
 OPTIMIZER = "Optimizer"             # "sgd" or "adamw" (one cell, as built)
 LEARNING_RATE, WEIGHT_DECAY = "LearningRate", "WeightDecay"
 ADAM_BETA1, ADAM_BETA2, ADAM_EPS, ADAM_STEP = "AdamBeta1", "AdamBeta2", "AdamEps", "AdamStep"  # step: t of this update
@@ -346,7 +347,9 @@ def _read_book(path, wb, est):
                 raise XlgptError(f"{path}: the {OPTIMIZER} cell must say 'sgd' or 'adamw'")
             settings = {name: grid(name)[0][0] for name in OPTIMIZER_CELLS if name in names}
             moments = {name: grid(name) for name in names if name.startswith((ADAM_M, ADAM_V))}
-            return {"targets": targets, "optimizer": optimizer, "settings": settings, "moments": moments}
+            history = [row[0] for row in grid(LOSS_HISTORY)] if LOSS_HISTORY in names else []
+            return {"targets": targets, "optimizer": optimizer, "settings": settings, "moments": moments,
+                    "history": history}
 
         kind = value(BOOK_INPUT)
         if kind not in (TOKEN_INPUT, PROMPT_INPUT):

@@ -20,7 +20,8 @@ import zipfile
 from .. import XlgptError
 from .. import contract as C
 from ..xlsx.styles import INPUT
-from ..xlsx.writer import ArrayFormula, Cells, Formula, cell_name, quote_sheet
+from ..contract import read_member
+from ..xlsx.writer import ArrayFormula, Cells, Formula, cell_name, chart_parts, quote_sheet
 
 MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 REL_NS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
@@ -67,7 +68,8 @@ def recompile(book, ckpt, tok, template=None):
         inputs = inputs_for(ckpt, tok.encode(text), tok, text, positions, Capacity(chars, nbytes, rounds))
     else:
         inputs = inputs_for(ckpt, list(book.tokens))
-    training = book.training and Training(book.training["targets"], book.training["optimizer"])
+    training = book.training and Training(book.training["targets"], book.training["optimizer"],
+                                          history=[0.0] * len(book.training["history"]))
     spec = load_spec(ckpt.config, template, training=bool(training))
     vocab = [display(tok.token_text(i)) for i in range(ckpt.config.vocab_size)] if tok else None
     from .verify import sae_for
@@ -177,11 +179,15 @@ def check_compiled(book, sheets, names):
     path = book.path
     with zipfile.ZipFile(path) as zf:
         members = set(zf.namelist())
-        allowed = STATIC_PARTS | {f"xl/worksheets/sheet{i}.xml" for i in range(1, len(sheets) + 1)}
+        charts = chart_parts(sheets)[0]  # a training book's loss curve
+        allowed = STATIC_PARTS | set(charts) | {f"xl/worksheets/sheet{i}.xml" for i in range(1, len(sheets) + 1)}
         extra = sorted(members - allowed)
         if extra:
             raise NotCompiled(f"{path.name}: the part {extra[0]} is not one xlgpt writes (external links, macros "
                               f"and connections are refused)")
+        for part, xml in charts.items():
+            if part not in members or read_member(zf, part) != xml.encode():
+                raise NotCompiled(f"{path.name}: the part {part} is not the compiler's")
         parts, defined = _parts(zf)
         if list(parts) != [s.name for s in sheets]:
             raise NotCompiled(f"{path.name}: the tabs are not the compiler's ({', '.join(parts)})")

@@ -198,13 +198,14 @@ class LibreOfficeSession:
         self.stop()
         raise XlgptError(message)
 
-    def open(self, path):
-        """Load a workbook (hidden; every formula calculated). Returns a Book."""
+    def open(self, path, editable=False):
+        """Load a workbook (hidden; every formula calculated; never saved). Returns a Book. `editable`: for
+        Book.put and Book.copy, which write ranges."""
         path = Path(path).resolve()
         if not path.is_file():
             raise XlgptError(f"{path}: no such file")
         t0 = time.perf_counter()
-        result = self.request("open", path=str(path))
+        result = self.request("open", path=str(path), editable=editable)
         return Book(self, result["doc"], path, result["sheets"], time.perf_counter() - t0)
 
 
@@ -239,6 +240,14 @@ class Book:
             if index is not None:
                 where["index"] = list(map(int, index)) if isinstance(index, (tuple, list)) else int(index)
         self.session.request("set", doc=self.handle, value=value, **where)
+
+    def put(self, name, rows):
+        """Write numbers over a whole defined name (rows of values, the name's shape)."""
+        self.session.request("put", doc=self.handle, name=name, values=np.asarray(rows, dtype=float).tolist())
+
+    def copy(self, pairs):
+        """Copy each (source, target) defined name's values over the target's cells, inside LibreOffice."""
+        self.session.request("copy", doc=self.handle, pairs=[list(p) for p in pairs])
 
     def calculate(self, all=False):
         """Recalculate: only what depends on edited cells (calculate()), or everything (calculateAll()).

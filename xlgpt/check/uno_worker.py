@@ -8,7 +8,7 @@ soffice with --accept=<ACCEPT> and then this script:
 
 Protocol: one JSON object per line on stdin, one JSON reply per line on stdout, in order.
     {"op": "connect", "timeout": 60}                 -> {"ok": true, "result": {"seconds": ...}}
-    {"op": "open", "path": "/abs/book.xlsx"}           -> {"ok": true, "result": {"doc": 1, "sheets": [...]}}
+    {"op": "open", "path": "/abs/book.xlsx", "editable": false}  -> {"ok": true, "result": {"doc": 1, "sheets": [...]}}
     {"op": "set", "doc": 1, "name": "TokenIds", "index": 3, "value": 42}
     {"op": "set", "doc": 1, "sheet": "Tokens", "row": 1, "col": 1, "value": "text"}   (0-based row/col)
     {"op": "calculate", "doc": 1, "all": false}       -> {"ok": true, "result": {"seconds": ...}}
@@ -16,6 +16,10 @@ Protocol: one JSON object per line on stdin, one JSON reply per line on stdout, 
         -> {"ok": true, "result": {"Logits": {"values": [[...], ...], "errors": [[r, c, code], ...]}}}
         values: numbers as floats, text as strings, empty cells as "", error cells as null (their
         LibreOffice error code in "errors", relative row and column)
+    {"op": "put", "doc": 1, "name": "Targets", "values": [[1, 2, 3]]}   (a whole named range's numbers;
+        put and copy need a document opened editable)
+    {"op": "copy", "doc": 1, "pairs": [["New_wte_weight", "wte_weight"], ...]}
+        -> the values of each first name written over the second (same shape): a training step's update
     {"op": "close", "doc": 1}
 Any failure: {"ok": false, "error": "one line"}. On end of input the worker exits; given PGID (the
 client's soffice process group) it also kills that group, so a client that dies leaves nothing running.
@@ -76,8 +80,10 @@ class Worker:
         access.setPropertyValue("ODFRecalcMode", 0)
         access.commitChanges()
 
-    def open(self, path):
-        props = (prop("Hidden", True), prop("ReadOnly", True),  # never saved; edits through the API still work, and no lock file is read or made
+    def open(self, path, editable=False):
+        # never saved. Read-only, cell edits through the API still work, and no lock file is read or made; range
+        # writes (setDataArray) need an editable document (the session disables file locking for that case)
+        props = (prop("Hidden", True), prop("ReadOnly", not editable),
                  prop("MacroExecutionMode", 0),  # NEVER_EXECUTE
                  prop("UpdateDocMode", 0))  # NO_UPDATE of links
         doc = self.desktop.loadComponentFromURL(uno.systemPathToFileUrl(os.path.abspath(path)), "_blank", 0, props)
@@ -168,6 +174,18 @@ class Worker:
             out[key] = {"values": values, "errors": errors}
         return out
 
+    def put(self, doc, name, values):
+        self._range(self._doc(doc), name=name).setDataArray(tuple(tuple(float(v) for v in row) for row in values))
+        return {}
+
+    def copy(self, doc, pairs):
+        d = self._doc(doc)
+        # read every source before writing any target: a target's change would make the later sources stale
+        values = [self._range(d, name=source).getDataArray() for source, _ in pairs]
+        for (_, target), rows in zip(pairs, values):
+            self._range(d, name=target).setDataArray(rows)
+        return {}
+
     def close(self, doc):
         d = self.docs.pop(doc, None)
         if d is not None:
@@ -192,7 +210,7 @@ def main():
             try:
                 msg = json.loads(line)
                 op = msg.pop("op")
-                if op not in ("connect", "open", "set", "calculate", "read", "close"):
+                if op not in ("connect", "open", "set", "put", "copy", "calculate", "read", "close"):
                     raise RuntimeError(f"unknown op {op!r}")
                 reply = {"ok": True, "result": getattr(worker, op)(**msg)}
             except Exception as e:  # reported to the client, which decides what to do

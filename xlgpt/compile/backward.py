@@ -29,7 +29,8 @@ class Training:
     beta2: float = 0.999
     eps: float = 1e-8
     step: int = 1               # Adam's t for this update (1 for the first)
-
+    moments: dict = None        # Adam's {"m": {tensor: array}, "v": {...}} so far (default: zeros)
+    history: list = ()          # the loss of each step so far (xlgpt train), shown with a chart
     def settings(self):
         return {C.LEARNING_RATE: self.learning_rate, C.WEIGHT_DECAY: self.weight_decay, C.ADAM_BETA1: self.beta1,
                 C.ADAM_BETA2: self.beta2, C.ADAM_EPS: self.eps, C.ADAM_STEP: self.step}
@@ -177,7 +178,8 @@ def optimizer(lowering, training):
         if training.optimizer == "adamw":
             for kind, rule in (("m", "AdamBeta1*{state}+(1-AdamBeta1)*{g}"), ("v", "AdamBeta2*{state}+(1-AdamBeta2)*{g}^2")):
                 state_tab, state, state_name = at(kind)
-                state_tab.numbers(state, np.zeros((weight.height, weight.width)))
+                value = (training.moments or {}).get(kind, {}).get(tensor, np.zeros(lowering.ckpt[tensor].shape))
+                state_tab.numbers(state, value.T if stored.transposed else value.reshape(weight.height, weight.width))
                 new_tab, new, refs[kind] = at("new " + kind)
                 new_tab.array(new, rule, state=state_name, g=grad_name)
         tab, updated, _ = at("updated")

@@ -222,17 +222,26 @@ def random_tensors(cfg, seed):
 
 def save(path, cfg, tensors):
     """Write config.json and model.safetensors into a new directory, atomically."""
-    from safetensors.numpy import save_file
-
     from ..safefile import atomic_dir
 
     path = Path(path)
+    check_new_dir(path)
+    with atomic_dir(path) as tmp:
+        write(tmp, cfg, tensors)
+
+
+def check_new_dir(path):
     if path.is_symlink() or (path.exists() and (not path.is_dir() or any(path.iterdir()))):
         raise XlgptError(f"{path}: already exists and is not an empty directory")
-    with atomic_dir(path) as tmp:
-        (tmp / CONFIG_FILE).write_text(json.dumps(cfg.hf_json(), indent=2) + "\n")
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / WEIGHTS_FILE),
-                  metadata={"format": "pt"})
+
+
+def write(directory, cfg, tensors):
+    """config.json and model.safetensors (float32, Hugging Face names) into an existing directory."""
+    from safetensors.numpy import save_file
+
+    (directory / CONFIG_FILE).write_text(json.dumps(cfg.hf_json(), indent=2) + "\n")
+    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
+              str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
 
 
 def fingerprint(path):

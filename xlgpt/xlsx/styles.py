@@ -6,10 +6,10 @@ STYLE_LIST = {
     "normal": (0, 0, 0), "bold": (1, 0, 0), "input": (1, 2, 0), "title": (2, 0, 0), "big": (3, 0, 0),
     "number": (0, 0, 164), "percent": (0, 0, 165), "score": (0, 0, 166), "note": (4, 0, 0), "link": (5, 0, 0),
     "big input": (3, 2, 0), "section": (6, 3, 0), "ids": (0, 0, 1), "plain": (0, 0, 0),
-    "big percent": (3, 0, 165),
+    "big percent": (3, 0, 165), "big number": (3, 0, 164),
 }
 (NORMAL, BOLD, INPUT, TITLE, BIG, NUMBER, PERCENT, SCORE, NOTE, LINK, BIG_INPUT, SECTION, IDS, PLAIN,
- BIG_PERCENT) = range(len(STYLE_LIST))
+ BIG_PERCENT, BIG_NUMBER) = range(len(STYLE_LIST))
 # PLAIN looks like NORMAL, but a cell that names it keeps it in a row with a style (NORMAL would take the row's)
 FONTS = ('<font><sz val="11"/><name val="Calibri"/></font>',
          '<font><b/><sz val="11"/><name val="Calibri"/></font>',
