@@ -9,6 +9,7 @@ import click
 
 from . import XlgptError, __version__
 from .check.engines import FORMULAS_MAX_CELLS
+from .contract import CALCULATION, MANUAL_ABOVE
 
 
 def parse_tokens(text):
@@ -224,8 +225,12 @@ DEFAULT_POSITIONS = 32
               help="the block whose input is steered (SteeringLayer) [default: 0, or the SAE's block]")
 @click.option("--steer-coef", type=float, default=None,
               help="SteeringCoefficient: how much of the vector is added [default: 1 with a vector, else 0]")
+@click.option("--calc", "calculation", type=click.Choice(["auto", "manual"]), default=None,
+              help="the workbook's calculation mode: auto recalculates on opening and after every edit; manual "
+                   "waits for F9, so a big book opens at once [default: manual above "
+                   f"{MANUAL_ABOVE:,} formula cells, else auto]")
 def build(weights, tokens, prompt, out, template, prompt_cell, positions, capacity, steer_from, steer_to,
-          steer_vector, steer_feature, sae_source, steer_layer, steer_coef):
+          steer_vector, steer_feature, sae_source, steer_layer, steer_coef, calculation):
     """Compile a checkpoint and a prompt into a workbook of formulas.
 
     With no options: the bundled Shakespeare model and a default prompt, in a Prompt cell that a person
@@ -263,9 +268,9 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
         state["done"] = rows
 
     try:
-        sheets, _ = build_book(ckpt, token_ids, out, template, progress, tok, edits=edits, sae=sae,
-                               sae_source=sae_source,
-                               **(dict(prompt=text, positions=positions, capacity=cap) if typed else {}))
+        sheets, names = build_book(ckpt, token_ids, out, template, progress, tok, edits=edits, sae=sae,
+                                   sae_source=sae_source, calculation=calculation,
+                                   **(dict(prompt=text, positions=positions, capacity=cap) if typed else {}))
     finally:
         bar.close()
     counts = [s.cell_counts() for s in sheets]
@@ -277,6 +282,9 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
                    f"{cap.bytes} bytes, {cap.rounds} merge rounds)")
     click.echo(f"wrote {out}: {len(sheets)} tabs, {constants:,} constant cells, {formulas:,} formula cells, "
                f"{out.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
+    if CALCULATION in names:
+        click.echo("calculation: manual (the book opens without results; compute them with Ctrl+Alt+F9 in Excel, "
+                   "Ctrl+Shift+F9 in LibreOffice)")
 
 
 def steering_edits(ckpt, tok, steer_from, steer_to, vector_file, feature, sae_source, layer, coefficient):
