@@ -9,6 +9,7 @@ import click
 
 from . import XlgptError, __version__
 from .check.engines import FORMULAS_MAX_CELLS
+from .contract import CALCULATION, MANUAL_ABOVE
 
 
 def parse_tokens(text):
@@ -232,8 +233,12 @@ DEFAULT_POSITIONS = 32
               help="with --train: the update the book computes")
 @click.option("--lr", type=click.FloatRange(min=0), default=None,
               help="with --train: LearningRate [default: 0.1 for sgd, 0.001 for adamw]")
+@click.option("--calc", "calculation", type=click.Choice(["auto", "manual"]), default=None,
+              help="the workbook's calculation mode: auto recalculates on opening and after every edit; manual "
+                   "waits for F9, so a big book opens at once [default: manual above "
+                   f"{MANUAL_ABOVE:,} formula cells, else auto]")
 def build(weights, tokens, prompt, out, template, prompt_cell, positions, capacity, steer_from, steer_to,
-          steer_vector, steer_feature, sae_source, steer_layer, steer_coef, train, optimizer, lr):
+          steer_vector, steer_feature, sae_source, steer_layer, steer_coef, train, optimizer, lr, calculation):
     """Compile a checkpoint and a prompt into a workbook of formulas.
 
     With no options: the bundled Shakespeare model and a default prompt, in a Prompt cell that a person
@@ -277,9 +282,9 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
         state["done"] = rows
 
     try:
-        sheets, _ = build_book(ckpt, token_ids, out, template, progress, tok, edits=edits, sae=sae,
-                               sae_source=sae_source, training=training,
-                               **(dict(prompt=text, positions=positions, capacity=cap) if typed else {}))
+        sheets, names = build_book(ckpt, token_ids, out, template, progress, tok, edits=edits, sae=sae,
+                                   sae_source=sae_source, training=training, calculation=calculation,
+                                   **(dict(prompt=text, positions=positions, capacity=cap) if typed else {}))
     finally:
         bar.close()
     counts = [s.cell_counts() for s in sheets]
@@ -291,6 +296,9 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
                    f"{cap.bytes} bytes, {cap.rounds} merge rounds)")
     click.echo(f"wrote {out}: {len(sheets)} tabs, {constants:,} constant cells, {formulas:,} formula cells, "
                f"{out.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
+    if CALCULATION in names:
+        click.echo("calculation: manual (the book opens without results; compute them with Ctrl+Alt+F9 in Excel, "
+                   "Ctrl+Shift+F9 in LibreOffice)")
 
 
 def training_for(ids, optimizer, lr, instruments):

@@ -80,6 +80,12 @@ WEIGHTS_SHA256 = "WeightsSha256"    # sha256 of its model.safetensors
 BOOK_INPUT = "BookInput"            # TOKEN_INPUT or PROMPT_INPUT
 TOKEN_INPUT, PROMPT_INPUT = "token ids", "prompt cell"
 CAPACITY = ("CapacityCharacters", "CapacityBytes", "CapacityRounds", "CapacityTokens")
+CALCULATION = "Calculation"         # MANUAL when the book's calculation is manual (no cell: automatic)
+AUTO, MANUAL = "auto", "manual"
+# A book of more formula cells than this (an array formula counts each cell it fills) gets manual calculation
+# unless told otherwise. The default book (~0.5M) recalculates in LibreOffice in a few seconds; a 124M book
+# (tens of millions) would keep Excel busy for minutes on opening, before showing anything, and after every edit.
+MANUAL_ABOVE = 1_000_000
 
 
 def weight_name(tensor, transposed=False):
@@ -102,6 +108,7 @@ class About:
     input: str = TOKEN_INPUT
     capacity: tuple = None  # (characters, UTF-8 bytes, merge rounds, tokens) of a prompt-cell book
     sae: str = None         # the SAE's source as --sae takes it ("bundled" for the bundled model's)
+    calculation: str = None  # AUTO or MANUAL; None: chosen by the book's size when it is compiled
 
     def rows(self):
         """(label, value, defined name) rows, as the About block shows them."""
@@ -109,6 +116,8 @@ class About:
                 ("input", self.input, BOOK_INPUT)]
         if self.sae:
             rows.append(("sparse autoencoder", self.sae, SAE_SOURCE))
+        if self.calculation == MANUAL:  # only then: books of automatic calculation stay as they were
+            rows.append(("calculation", MANUAL, CALCULATION))
         if self.capacity:
             labels = ("characters", "UTF-8 bytes", "merge rounds", "tokens")
             rows += [(f"tokenizer capacity: {label}", n, name)
@@ -359,8 +368,11 @@ def _read_book(path, wb, est):
             capacity = tuple(value(n) for n in CAPACITY)
             if not all(isinstance(n, int) and n > 0 for n in capacity):
                 raise XlgptError(f"{path}: the tokenizer capacity cells must hold positive whole numbers")
+        calculation = value(CALCULATION) or AUTO
+        if calculation not in (AUTO, MANUAL):
+            raise XlgptError(f"{path}: the {CALCULATION} cell must say {MANUAL!r} or be absent")
         about = About(str(value(CHECKPOINT) or ""), str(value(WEIGHTS_SHA256) or ""), kind, capacity,
-                      value(SAE_SOURCE))
+                      value(SAE_SOURCE), calculation)
         tokens = None
         if kind == TOKEN_INPUT:
             tokens = cells(TOKEN_IDS)

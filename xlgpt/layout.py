@@ -288,6 +288,7 @@ class Book:
 
     def __init__(self):
         self.tabs = {}
+        self.calculation = "auto"  # or "manual": the workbook's calculation mode (contract.AUTO, MANUAL)
 
     def add(self, tab):
         if tab.name in self.tabs:

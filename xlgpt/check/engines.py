@@ -135,12 +135,24 @@ def _run_group(cmd, timeout, what, **popen):
     return _Run(proc.returncode, out, err)
 
 
+# The temporary profile's settings: recalculate every formula on load. A book set to manual calculation turns
+# LibreOffice's automatic calculation off, and without this its cells would be exported half computed.
+ALWAYS_RECALCULATE = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<oor:items xmlns:oor="http://openoffice.org/2001/registry" '
+    'xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+    + "".join(f'<item oor:path="/org.openoffice.Office.Calc/Formula/Load"><prop oor:name="{key}" oor:op="fuse">'
+              f'<value>0</value></prop></item>' for key in ("OOXMLRecalcMode", "ODFRecalcMode"))
+    + "</oor:items>\n")
+
+
 def soffice_csv(paths, sheet_index, timeout=3600):
     """Recalculate books in ONE headless LibreOffice run (one start-up, its own temporary profile) and
     return each book's sheet `sheet_index` (1-based) as a CSV grid: a list of rows of strings."""
     exe = find_soffice()
     with tempfile.TemporaryDirectory(prefix="xlgpt-lo-") as tmp:
         tmp = Path(tmp)
+        (tmp / "profile" / "user").mkdir(parents=True)
+        (tmp / "profile" / "user" / "registrymodifications.xcu").write_text(ALWAYS_RECALCULATE)
         sources = []
         for i, path in enumerate(paths):
             sources.append(tmp / f"book{i}.xlsx")

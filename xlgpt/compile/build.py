@@ -40,14 +40,16 @@ def inputs_for(ckpt, tokens, tokenizer=None, prompt=None, positions=None, capaci
 
 
 def build(ckpt, tokens, out, template=None, progress=None, tokenizer=None, prompt=None, positions=None,
-          capacity=None, edits=None, sae=None, sae_source=None, training=None):
-    """Write the workbook for `tokens` to `out`; returns (sheets, names) as written.
+          capacity=None, edits=None, sae=None, sae_source=None, training=None, calculation=None):
+    """Write the workbook for `tokens` to `out`; returns (sheets, names) as written (names[contract.CALCULATION]
+    exists when the book's calculation is manual).
 
     With a tokenizer, token ids are shown with their text throughout the book. With a `prompt` too, the
     book tokenizes it itself (see inputs_for); a person can then type another prompt. `edits`
     (inputs.Edits): the Interventions tab's starting values; `sae` (weights.sae.SAE, loaded from `sae_source`
     as --sae takes it) the Features tab's sparse autoencoder; `training` (backward.Training: the targets and
-    the optimizer) makes a training book."""
+    the optimizer) makes a training book. `calculation`: "auto" or "manual" (None: by the book's size,
+    contract.MANUAL_ABOVE)."""
     inputs = inputs_for(ckpt, tokens, tokenizer, prompt, positions, capacity)
     check_output(out, [ckpt.path, template])
     spec = load_spec(ckpt.config, template, training is not None)
@@ -56,8 +58,8 @@ def build(ckpt, tokens, out, template=None, progress=None, tokenizer=None, promp
     # the checkpoint as the user named it (a model name, or a directory as typed), never the builder's absolute
     # path: eval finds it again with --weights' rules, and the sha256 tells whether it is the same
     about = About(ckpt.name or str(ckpt.path), fingerprint(ckpt.path), inputs.kind,
-                  cap and (cap.chars, cap.bytes, cap.rounds, cap.tokens), sae and sae_source)
+                  cap and (cap.chars, cap.bytes, cap.rounds, cap.tokens), sae and sae_source, calculation)
     book, names = lower(spec, ckpt, inputs, about, vocab, edits, sae, training)
     sheets = book.sheets()
-    write_workbook(out, sheets, names, progress)
+    write_workbook(out, sheets, names, progress, calculation=book.calculation)
     return sheets, names

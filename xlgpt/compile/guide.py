@@ -11,7 +11,12 @@ GROUP_NAMES = {"prompt": "your input", "tokenizer": "the tokenizer, in formulas"
                "weights": "the weights, one number per cell", "tables": "the tokenizer's tables"}
 
 
-def add_guide(book, names, inputs, description):
+# A big book is set to manual calculation (contract.MANUAL_ABOVE) and opens without results.
+MANUAL_CALCULATION = ("Calculation is manual in this book: press F9 after editing. It opens without results: "
+                      "first compute every cell with Ctrl+Alt+F9 (Excel) or Ctrl+Shift+F9 (LibreOffice).")
+
+
+def add_guide(book, names, inputs, description, calculation=C.AUTO):
     tab = book.add(Tab("Guide", "GPT-2 in a spreadsheet: every number of the model is a formula you can read",
                        "guide", widths={1: 34, 2: 4, 3: 90}))
     tab.sheet.widths[4] = 14
@@ -20,6 +25,8 @@ def add_guide(book, names, inputs, description):
         tab.field(label, value)
     tab.skip()
     section(tab, "Use it")
+    if calculation == C.MANUAL:
+        tab.note(MANUAL_CALCULATION)
     where = (f"the yellow Prompt cell on the {inputs_tab(book, C.PROMPT, names)} tab" if inputs.typed else
              f"the yellow token ids on the {inputs_tab(book, C.TOKEN_IDS, names)} tab")
     lines = [f"1. Type into {where}, {RECALCULATE}.",

@@ -5,7 +5,7 @@ token id, its text, and in a prompt-cell book whether the position holds the pro
 (xlgpt/ops/) turns into a few classic array formulas ({=MMULT(...)}) or one small formula per cell where a
 person should see a single step (LayerNorm statistics, softmax maxima and sums, the embedding lookup).
 """
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 
 from .. import XlgptError
 from .. import contract as C
@@ -300,9 +300,18 @@ def lower(spec, ckpt, inputs, about, vocab=None, edits=None, sae=None, training=
     names.update(inputs.add_tabs(lowering.book, names.get(C.VOCABULARY)))
     info = lowering.book[lowering.inputs_tab]
     names.update(inputs.prediction(info, lowering.headers[spec.output(C.STAGE_OF[C.LOGITS]).tab], names))
+    if about.calculation is None:
+        about = replace(about, calculation=calculation_for(lowering.book))
     names.update(C.write_about(info, about, model_description(ckpt)))
-    add_guide(lowering.book, names, inputs, model_description(ckpt))
+    add_guide(lowering.book, names, inputs, model_description(ckpt), about.calculation)
+    lowering.book.calculation = about.calculation
     return lowering.book, names
+
+
+def calculation_for(book):
+    """The calculation mode a book gets by default: automatic, or manual when it is large."""
+    formulas = sum(sheet.cell_counts()[1] for sheet in book.sheets())
+    return C.MANUAL if formulas > C.MANUAL_ABOVE else C.AUTO
 
 
 def model_description(ckpt):

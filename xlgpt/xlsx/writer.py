@@ -321,17 +321,29 @@ def compression_level(sheets):
     return SMALL_LEVEL if constants * FAST_BYTES_PER_CELL > 0.9 * LIBREOFFICE_MAX_BYTES else FAST_LEVEL
 
 
-def write_workbook(path, sheets, names, progress=None, level=None):
+def write_workbook(path, sheets, names, progress=None, level=None, calculation="auto"):
     """Write sheets (in order) and defined names {name: layout.Rect} to `path`, atomically.
 
-    `progress(sheet, rows_done)` is called as rows are written, for progress bars.
+    `progress(sheet, rows_done)` is called as rows are written, for progress bars. `calculation`: the
+    book's calculation mode, "auto" or "manual" (see CALC_PR). A formula beyond Excel's limits is an error
+    before anything is written (limits.py).
     """
     from ..safefile import atomic_file
+    from .limits import check_formulas
 
     path = Path(path)
+    check_formulas(sheets)
     level = level or compression_level(sheets)
     with atomic_file(path) as f, zipfile.ZipFile(f, "w") as zf:
-        _write_parts(zf, sheets, names, progress, level)
+        _write_parts(zf, sheets, names, progress, level, CALC_PR[calculation])
+
+
+# The calculation mode. auto: Excel computes every formula on opening (the file carries no results) and after
+# each edit. manual: nothing until F9 (Excel ignores fullCalcOnLoad in manual mode), nor on saving
+# (calcOnSave="0"), so a book of millions of formula cells opens at once. calcId: Excel 2019's engine; a
+# lower one makes Excel recalculate on opening and ask to save on closing.
+CALC_PR = {"auto": '<calcPr calcId="191029" fullCalcOnLoad="1"/>',
+           "manual": '<calcPr calcId="191029" calcMode="manual" calcOnSave="0"/>'}
 
 
 # A minimal Office theme (the 2007 colours and fonts; the formatting scheme holds the three entries of
@@ -474,7 +486,7 @@ def _strings_xml(table):
             + "".join(f'<si><t xml:space="preserve">{xml_text(t)}</t></si>' for t in table) + "</sst>")
 
 
-def _write_parts(zf, sheets, names, progress, level):
+def _write_parts(zf, sheets, names, progress, level, calc_pr):
     n = len(sheets)
     strings = shared_strings(sheets)
     charts, chart_types = chart_parts(sheets)
@@ -501,7 +513,7 @@ def _write_parts(zf, sheets, names, progress, level):
         + "".join(f'<sheet name="{escape(s.name)}" sheetId="{i}" r:id="rId{i}"/>' for i, s in enumerate(sheets, 1))
         + "</sheets><definedNames>"
         + "".join(f'<definedName name="{k}">{escape(r.ref())}</definedName>' for k, r in sorted(names.items()))
-        + '</definedNames><calcPr calcId="191029" fullCalcOnLoad="1"/></workbook>',
+        + "</definedNames>" + calc_pr + "</workbook>",
         "xl/_rels/workbook.xml.rels": XML_HEAD + f'<Relationships xmlns="{PKG_REL}">'
         + "".join(f'<Relationship Id="rId{i}" Type="{REL}/worksheet" Target="worksheets/sheet{i}.xml"/>'
                   for i in range(1, n + 1))
