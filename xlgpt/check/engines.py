@@ -73,9 +73,20 @@ def check_formulas_size(book, max_cells=FORMULAS_MAX_CELLS, max_formulas=FORMULA
                          f"engine too long (limit {max_array_cells:,}); use --engine libreoffice{hint}")
 
 
+def check_formulas_precision(book):
+    """Refuse a book whose constants the `formulas` engine would change: it rounds every number it reads to
+    15 decimal places (2.5E-16 reads as 0), and Adam's second moments after a few steps are that small."""
+    for name, grid in ((book.training or {}).get("moments") or {}).items():
+        small = [v for row in grid for v in row if v and abs(v) < 1e-9]
+        if small:
+            raise XlgptError(f"{book.path.name}: {name} holds numbers as small as {min(map(abs, small)):.2g}, which the "
+                             f"formulas engine rounds (to 15 decimal places); use --engine libreoffice or gnumeric")
+
+
 def formulas_values(book, wanted, max_cells=FORMULAS_MAX_CELLS):
     """Recalculate with the `formulas` package and read the wanted defined names."""
     check_formulas_size(book, max_cells)
+    check_formulas_precision(book)
     # the package names cells '[file name]SHEET'!A1 and cannot parse a file name holding [ ] or ': it reads
     # the book through a link of a plain name
     with contextlib.redirect_stderr(io.StringIO()), tempfile.TemporaryDirectory(prefix="xlgpt-formulas-") as tmp:

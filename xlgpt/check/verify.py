@@ -13,7 +13,7 @@ from ..weights.checkpoint import Checkpoint, fingerprint, load
 from ..weights.hub import resolve
 from .. import contract as C
 from ..contract import read_book
-from .engines import ENGINES, FORMULAS_MAX_CELLS, check_formulas_size
+from .engines import ENGINES, FORMULAS_MAX_CELLS, check_formulas_precision, check_formulas_size
 from ..xlsx.styles import INPUT
 from ..xlsx.writer import copy_with_cell, copy_with_cells, decimal_values
 
@@ -287,6 +287,7 @@ def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_C
     if "formulas" in engines:
         try:
             check_formulas_size(book, max_cells)  # refuse before any slow work
+            check_formulas_precision(book)
         except XlgptError as e:
             if on_skip is None or len(engines) == 1:
                 raise
