@@ -14,8 +14,9 @@ import numpy as np
 from .. import XlgptError
 from .. import contract as C
 from ..layout import BOLD, INPUT, Named, Rect, Tab
+from ..xlsx.styles import IDS, SCIENTIFIC
 from ..ops import OPS
-from .lower import Ctx, Stored
+from .lower import TRANSPOSED, Ctx, Stored
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ class BackCtx(Ctx):
         self.out, self.saved = lowering.out[stage.index], lowering.saved.get(stage.index, {})
         self.head_switch = Switch(lowering.named.get(C.HEAD_SWITCHES), stage.layer, self.tab.name)
 
+    def block(self, labels, title=None, width=None):
+        """As Ctx.block, in scientific notation: gradients span many orders of magnitude."""
+        return self.tab.format(super().block(labels, title, width), SCIENTIFIC)
+
     def input_name(self, i):
         return self.lowering.spec.stages[self.stage.inputs[i]].name
 
@@ -84,7 +89,7 @@ class BackCtx(Ctx):
 def backward(lowering):
     """Walk the stages from the loss back, accumulating each stage's ∂L/∂output from the stages that read it."""
     stages = lowering.spec.stages
-    grads = {stages[-1].index: [None]}  # the loss: its backward needs no incoming gradient
+    grads = {stages[-1].index: [(None, None)]}  # the loss: its backward needs no incoming gradient
     for stage in reversed(stages):
         if stage.index not in grads:
             continue  # not on the way to the loss
@@ -97,21 +102,24 @@ def backward(lowering):
         inputs = [lowering.out[i] for i in stage.inputs]
         for i, d in zip(stage.inputs, op.backward(ctx, dout, *inputs)):
             if d is not None:
-                grads.setdefault(i, []).append(d)
+                grads.setdefault(i, []).append(("the residual add" if stage.op == "add" else stage.name, d))
 
 
-def total(ctx, parts):
+def total(ctx, handed):
     """∂L/∂(this stage's output): the one gradient handed back, or the sum of several in a block of their own.
-    A part is a block, a list of per-head blocks, or {first row: block} pieces of the rows (q, k and v)."""
+    `handed`: (reader's name, part); a part is a block, a list of per-head blocks, or {first row: block} pieces
+    of the rows (q, k and v)."""
+    readers, parts = zip(*handed)
     if len(parts) == 1 and not isinstance(parts[0], dict):
         return parts[0]
     if any(isinstance(p, list) for p in parts):
         raise XlgptError(f"template: per-head stage '{ctx.stage.name}' is read by more than one stage")
     height = ctx.out.height
-    out = ctx.block(ctx.rows(f"∂L/∂{ctx.stage.name}", height),
-                    f"∂L/∂{ctx.stage.name}: the sum of the gradients of the {len(parts)} stages that read it"
+    name = ctx.stage.name
+    out = ctx.block(ctx.rows(f"∂L/∂{name}", height),
+                    f"∂L/∂{name} = " + " + ".join(f"∂L/∂{name} through {r}" for r in readers)
                     if not all(isinstance(p, dict) for p in parts) else
-                    f"∂L/∂{ctx.stage.name}, its row ranges gathered from the stages that read them")
+                    f"∂L/∂{name}: its rows gathered from the stages that read them ({', '.join(readers)})")
     pieces = [p if isinstance(p, dict) else {0: p} for p in parts]
     cuts = sorted({0, height} | {start + rect.height for p in pieces for start, rect in p.items()} | {s for p in pieces for s in p})
     for lo, hi in zip(cuts, cuts[1:]):
@@ -151,13 +159,19 @@ def optimizer(lowering, training):
         stored = placed if isinstance(placed, Stored) else Stored(placed, False)
         weight = stored.rect
 
-        def at(kind):  # the tensor's cells on one of its weights tab's mirrors: titled, and named
+        def at(kind):  # the tensor's cells on one of its weights tab's mirrors: titled, indexed and named
             tab = mirrors[weight.sheet, kind]
             suffix, prefix, title = MIRRORS[kind]
-            # a matrix's title is two rows above it in column A, a vector's at the top of its column
-            title_cell = Rect(tab.name, weight.top - 2, 1) if isinstance(placed, Stored) else Rect(tab.name, 3, weight.left)
-            tab.put(title_cell, [[title.format(t=tensor, rule=RULES[training.optimizer])]], BOLD)
+            title = title.format(t=tensor, rule=RULES[training.optimizer])
             rect = Rect(tab.name, weight.top, weight.left, weight.height, weight.width)
+            if isinstance(placed, Stored):  # as on the weights tab: title, then column indices, row indices
+                tab.put(Rect(tab.name, weight.top - 2, 1), [[title + (TRANSPOSED if stored.transposed else "")]], BOLD)
+                tab.numbers(rect.row(0).rows(-1, 0), np.arange(weight.width)[None, :])
+                tab.put(rect.index_column(), [[i] for i in range(weight.height)], IDS)  # not in the row's format
+            else:  # a vector's title tops its column
+                tab.put(Rect(tab.name, 3, weight.left), [[title]], BOLD)
+            if kind == "gradients":
+                tab.format(rect, SCIENTIFIC)
             lowering.named[prefix + weight.name] = rect
             return tab, rect, Named(*astuple(rect), prefix + weight.name)  # cells to fill; a name to read them by
 

@@ -8,7 +8,10 @@ RECALCULATE = ("then recalculate: F9 (in Excel, Ctrl+Alt+F9 recalculates everyth
                "Ctrl+Shift+F9)")
 GROUP_NAMES = {"prompt": "your input", "tokenizer": "the tokenizer, in formulas", "model": "the model's computation",
                "interpretability": "instruments: look inside, switch parts off, steer",
-               "weights": "the weights, one number per cell", "tables": "the tokenizer's tables"}
+               "training": "training: the loss, then every derivative, from the output back to the embeddings",
+               "weights": "the weights, one number per cell",
+               "optimizer": "the step: each tensor's gradient, update (and Adam's moments), laid out like its weights",
+               "tables": "the tokenizer's tables"}
 
 
 # A big book is set to manual calculation (contract.MANUAL_ABOVE) and opens without results.
@@ -49,14 +52,14 @@ def add_guide(book, names, inputs, description, calculation=C.AUTO):
         tab.note(line)
     tab.skip()
     section(tab, "Contents (click to go there)")
-    for group in ("prompt", "tokenizer", "model", "interpretability", "weights", "tables"):
+    for group in ("prompt", "tokenizer", "model", "interpretability", "training", "weights", "optimizer", "tables"):
         tabs = [t for t in book.tabs.values() if t.group == group]
         if not tabs:
             continue
         tab.title(GROUP_NAMES[group])
         for t in tabs:
             tab.link(tab.put(tab.line(None, 1), [[t.name]], LINK), t)
-            if group in ("model", "interpretability"):
+            if group in ("model", "interpretability", "training"):
                 for text, cell in t.titles:
                     tab.link(tab.put(tab.line(None, 1), [["    " + text]], LINK), cell)
     return tab
@@ -90,6 +93,16 @@ def things_to_try(book, names, inputs):
     if C.ATTRIBUTION_TOKEN in names:
         out.append("On the Attribution tab, see which heads and MLPs push the predicted token's logit up "
                    "(blue) or down (red); type another token id as the target.")
+    if C.LOSS in names:
+        out += ["On the Loss tab, the Loss cell is the mean of each position's −log p(target). The tabs after it "
+                "run the chain rule backwards, Output backward to Embeddings backward: every block is one "
+                "derivative, its title the formula.",
+                "The 'gradients' tabs hold ∂L/∂w for every weight, in the same cell as the weight on its weights "
+                "tab; the 'updated' tabs hold the weights after one step. Take the step by hand: copy an "
+                "'updated' tab's cells and paste them as values over its weights tab, recalculate, and watch "
+                "the Loss fall (xlgpt train does that for every tab, step after step).",
+                f"Change {C.TARGETS} on the Loss tab, or {C.LEARNING_RATE}, recalculate, and see the gradients and "
+                "the update change."]
     if C.TEMPERATURE in names:
         out.append("Set Temperature above 0 (e.g. 0.8) and change Seed or SampleStep to sample instead of "
                    "taking the most probable token.")

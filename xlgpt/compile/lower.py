@@ -16,6 +16,9 @@ from .inputs import Edits
 from ..xlsx.styles import IDS, NUMBER, colour_scale
 
 
+TRANSPOSED = ", transposed: row = output feature"  # a weights tab's title for a matrix it holds transposed
+
+
 def number(x):
     """A Python float as formula text: shortest round-trip form, upper-case exponent."""
     return repr(float(x)).upper()
@@ -244,7 +247,7 @@ class Lowering:
                 self.placed[tensor] = self.named_weight(tab.vector(tensor, value), tensor)
             else:
                 transposed = not as_stored and value.shape[0] < value.shape[1]
-                title = tensor + (", transposed: row = output feature" if transposed else "")
+                title = tensor + (TRANSPOSED if transposed else "")
                 rect = tab.matrix(title, value.T if transposed else value, labels)
                 self.placed[tensor] = Stored(self.named_weight(rect, tensor, transposed), transposed)
         return self.placed[tensor]

@@ -9,7 +9,7 @@ def cross_entropy(ctx, logits):
     """loss_t = log Σ_v exp(logit[v, t]) − logit[target_t, t] = −log p(target_t); Loss = the mean over the T
     positions. The target of position t is the token at t + 1."""
     tab, training = ctx.tab, ctx.lowering.training
-    loss = tab.tall(tab.field("Loss: the mean of the positions' losses", None, BIG_NUMBER), 30)
+    loss = tab.widen(tab.tall(tab.field("Loss: the mean of the positions' losses", None, BIG_NUMBER), 30), 12)
     tab.skip()
     if training.history:
         loss_history(ctx, training.history)

@@ -6,10 +6,10 @@ STYLE_LIST = {
     "normal": (0, 0, 0), "bold": (1, 0, 0), "input": (1, 2, 0), "title": (2, 0, 0), "big": (3, 0, 0),
     "number": (0, 0, 164), "percent": (0, 0, 165), "score": (0, 0, 166), "note": (4, 0, 0), "link": (5, 0, 0),
     "big input": (3, 2, 0), "section": (6, 3, 0), "ids": (0, 0, 1), "plain": (0, 0, 0),
-    "big percent": (3, 0, 165), "big number": (3, 0, 164),
+    "big percent": (3, 0, 165), "big number": (3, 0, 164), "scientific": (0, 0, 167),
 }
 (NORMAL, BOLD, INPUT, TITLE, BIG, NUMBER, PERCENT, SCORE, NOTE, LINK, BIG_INPUT, SECTION, IDS, PLAIN,
- BIG_PERCENT, BIG_NUMBER) = range(len(STYLE_LIST))
+ BIG_PERCENT, BIG_NUMBER, SCIENTIFIC) = range(len(STYLE_LIST))
 # PLAIN looks like NORMAL, but a cell that names it keeps it in a row with a style (NORMAL would take the row's)
 FONTS = ('<font><sz val="11"/><name val="Calibri"/></font>',
          '<font><b/><sz val="11"/><name val="Calibri"/></font>',
@@ -22,7 +22,7 @@ FILLS = ('<fill><patternFill patternType="none"/></fill>', '<fill><patternFill p
          '<fill><patternFill patternType="solid"><fgColor rgb="FFFFF2CC"/><bgColor indexed="64"/></patternFill></fill>',
          '<fill><patternFill patternType="solid"><fgColor rgb="FF1F4E79"/><bgColor indexed="64"/></patternFill></fill>')
 # masked attention scores (-1E+30) read "masked"; other numbers with three decimals
-NUMBER_FORMATS = {164: "0.000", 165: "0.0%", 166: '[<-1E+29]"masked";0.000'}
+NUMBER_FORMATS = {164: "0.000", 165: "0.0%", 166: '[<-1E+29]"masked";0.000', 167: "0.00E+00"}
 # differential formats for conditional formatting: 0 = a padding position (grey), 1..3 = shades of blue
 PADDING = 0
 DXFS = ('<dxf><font><color rgb="FFA6A6A6"/></font><fill><patternFill patternType="solid">'
