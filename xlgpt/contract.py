@@ -381,7 +381,7 @@ def _read_book(path, wb, est):
         edits = {name: grid(name) for name in EDIT_CELLS} if HEAD_SWITCHES in names else None
         sampling = {name: value(name) for name in SAMPLING_CELLS} if SAMPLED_TOKEN in names else None
         info = BookInfo(path, wb.sheetnames, names, about, prompt_text(), tokens, est, edits,
-                        value(ATTRIBUTION_TOKEN), sampling, training=LOSS in names and training_inputs())
+                        value(ATTRIBUTION_TOKEN), sampling, training=training_inputs() if LOSS in names else None)
         if kind == TOKEN_INPUT:
             last = value(LAST_POSITION) if LAST_POSITION in names else len(tokens)
             if not isinstance(last, int) or not 1 <= last <= len(tokens):

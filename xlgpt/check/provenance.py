@@ -70,7 +70,7 @@ def recompile(book, ckpt, tok, template=None):
         inputs = inputs_for(ckpt, list(book.tokens))
     training = book.training and Training(book.training["targets"], book.training["optimizer"],
                                           history=[0.0] * len(book.training["history"]))
-    spec = load_spec(ckpt.config, template, training=bool(training))
+    spec = load_spec(ckpt.config, template, training=training is not None)
     vocab = [display(tok.token_text(i)) for i in range(ckpt.config.vocab_size)] if tok else None
     from .verify import sae_for
 
