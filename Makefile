@@ -10,7 +10,8 @@ install:
 
 # The bundled Shakespeare model and its default prompt in a Prompt cell: build it and verify every number the
 # book shows with every engine; type another prompt into a copy; then the instruments: ablate head 2 of layer 0,
-# steer by an SAE feature, and generate text with the spreadsheet doing every step.
+# steer by an SAE feature, and generate text with the spreadsheet doing every step; then train it for 10 steps
+# with the spreadsheet computing every gradient, and check the training book it leaves.
 DEMO_PROMPT ?= Shall I compare thee to a summer's
 demo: install
 	@mkdir -p out
@@ -21,7 +22,11 @@ demo: install
 	$(PYTHON) -m xlgpt build --steer-feature 40 --steer-coef 2 --out out/demo-steered.xlsx
 	$(PYTHON) -m xlgpt eval out/demo-steered.xlsx --engine libreoffice
 	$(PYTHON) -m xlgpt generate --steps 20 --temperature 0.8 --top-k 40 --seed 7
+	rm -rf out/trained
+	$(PYTHON) -m xlgpt train --steps 10 --out out/trained
+	$(PYTHON) -m xlgpt eval out/trained/train.xlsx --engine libreoffice
 	@echo "Open out/demo.xlsx in Excel, LibreOffice or Gnumeric: start on its Guide tab."
+	@echo "out/trained/train.xlsx trains the model: its Loss tab charts the 10 steps xlgpt train took."
 
 # The README's pictures of the default book (dev: needs poppler-utils)
 screenshots: install
@@ -30,6 +35,10 @@ screenshots: install
 	$(PYTHON) tools/screenshots.py out/demo.xlsx docs "guide=Guide!A1:D40" "prompt=Prompt!A1:F32" \
 	    "attention=Layer 0!A749:U770" "lens=Logit lens!A1:U20" "attribution=Attribution!A1:H20" \
 	    "interventions=Interventions!A1:H24" "features=Features!A1:U21"
+	rm -rf out/trained
+	$(PYTHON) -m xlgpt train --steps 10 --out out/trained
+	$(PYTHON) tools/screenshots.py out/trained/train.xlsx docs "loss=Loss!A1:N30" \
+	    "backward=Layer 1 backward!A827:T866"
 
 test: install
 	$(PYTHON) -m pytest $(PYTEST_FLAGS)
@@ -39,6 +48,7 @@ test-fast: install
 
 bench: install
 	$(PYTHON) bench/bench.py
+	$(PYTHON) bench/bench.py --train 5
 
 # dev only: needs torch and transformers
 fixtures:

@@ -5,6 +5,7 @@ write-only mode writes a slice of the same weight cells, and the ratio of cells 
 
     python bench/bench.py [--sizes small,medium,124M] [--context N] [--verify]
     python bench/bench.py --generate 20    # LibreOffice session: generation speed on the bundled model
+    python bench/bench.py --train 5        # training books: the bundled model's, and a 124M one's size
 """
 import argparse
 import json
@@ -87,15 +88,86 @@ def bench_generate(steps):
               f"({r['seconds_per_token']} with the first), match {r['match']}")
 
 
+def bench_train(steps, window=16):
+    """The bundled model's training books (SGD, AdamW): cells, build, LibreOffice eval and seconds per step of
+    `xlgpt train`; then the cells a 124M-shape training book would take (lowered, not written)."""
+    with tempfile.TemporaryDirectory(prefix="xlgpt-bench-") as tmp:
+        prompt = "Shall I compare thee to a summer's day? Thou art more lovely and more temperate"
+        for optimizer in ("sgd", "adamw"):
+            book = Path(tmp) / f"{optimizer}.xlsx"
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "xlgpt", "build", "--train", "--optimizer", optimizer, "--prompt",
+                            prompt, "--out", str(book)], check=True, capture_output=True)
+            build = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            ok = subprocess.run([sys.executable, "-m", "xlgpt", "eval", str(book), "--engine", "libreoffice"],
+                                capture_output=True).returncode == 0
+            verify = time.perf_counter() - t0
+            run = subprocess.run([sys.executable, "-m", "xlgpt", "train", "--optimizer", optimizer, "--steps", str(steps),
+                                  "--window", str(window), "--out", str(Path(tmp) / f"run-{optimizer}"), "--json"],
+                                 capture_output=True, text=True)
+            r = json.loads(run.stdout)
+            per_step = sorted(s["seconds"] for s in r["steps"])[len(r["steps"]) // 2]
+            print(f"bundled, {optimizer}: {cells_of(book)}, {book.stat().st_size / 1e6:.1f} MB, build {build:.1f} s, "
+                  f"LibreOffice eval {verify:.1f} s ({'MATCH' if ok else 'FAIL'}); xlgpt train: {per_step:.2f} s per "
+                  f"step (median of {steps}, window {window}), loss {r['steps'][0]['loss']:.3f} -> "
+                  f"{r['steps'][-1]['loss']:.3f}")
+        ckpt = Path(tmp) / "124M"
+        subprocess.run([sys.executable, "-m", "xlgpt", "weights", "random", "--layers", "12", "--embd", "768", "--heads",
+                        "12", "--vocab", "50257", "--context", "1024", "--seed", "1", "--out", str(ckpt)],
+                       check=True, capture_output=True)
+        for optimizer in ("sgd", "adamw"):
+            run = subprocess.run([sys.executable, __file__, "--lower", str(ckpt), optimizer, "10"], check=True,
+                                 capture_output=True, text=True)
+            print(f"124M shape, {optimizer}, window 10 (lowered, not written): {run.stdout.strip()}")
+
+
+def cells_of(book):
+    from xlgpt.contract import read_book
+
+    c = read_book(book).cell_counts
+    return f"{c.constants + c.array_cells:,} cells ({c.formulas:,} formulas filling {c.array_cells:,})"
+
+
+def child_lower(ckpt, optimizer, window):
+    """Inside a child: lower a training book (no file) and print its cell counts and an estimated size."""
+    from xlgpt.compile.backward import Training
+    from xlgpt.compile.build import inputs_for
+    from xlgpt.compile.lower import lower
+    from xlgpt.compile.template import load_spec
+    from xlgpt.contract import About
+    from xlgpt.weights.checkpoint import load
+
+    t0 = time.perf_counter()
+    ckpt = load(ckpt)
+    tokens = [(i * 7919) % ckpt.config.vocab_size for i in range(window + 1)]
+    spec = load_spec(ckpt.config, training=True)
+    book, _ = lower(spec, ckpt, inputs_for(ckpt, tokens[:-1]), About("124M", "", "token ids", None, None),
+                    training=Training(tokens[1:], optimizer))
+    counts = [s.cell_counts() for s in book.sheets()]
+    constants, formulas = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # ~9.9 bytes per constant cell in the file (measured); an array formula's cells are written once, empty
+    print(f"{constants + formulas:,} cells ({constants / 1e6:.0f}M constants, {formulas / 1e6:.0f}M computed), "
+          f"about {constants * 9.9 / 2**30:.1f} GiB of .xlsx; lowered in {time.perf_counter() - t0:.0f} s, "
+          f"peak {peak / 1024:.1f} GB")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="small,medium", help=f"comma-separated, from {', '.join(SIZES)}")
     ap.add_argument("--verify", action="store_true", help="also verify each book with LibreOffice")
     ap.add_argument("--generate", type=int, metavar="STEPS", help="instead, time generation in a LibreOffice session")
+    ap.add_argument("--train", type=int, metavar="STEPS", help="instead, time training books and xlgpt train")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--lower", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.generate:
         return bench_generate(args.generate)
+    if args.train:
+        return bench_train(args.train)
+    if args.lower:
+        return child_lower(args.lower[0], args.lower[1], int(args.lower[2]))
     if args.child:
         return child_build(args.child[0], [int(t) for t in args.child[1].split(",")], args.child[2])
 

@@ -158,3 +158,29 @@ def test_train_lowers_the_loss_step_for_step_with_the_reference(tmp_path):
     assert book.training["settings"][C.ADAM_STEP] == 5
     assert xlgpt("eval", out / "train.xlsx", "--engine", "libreoffice").returncode == 0
     xlgpt("build", "--weights", out, "--prompt", "To be", "--out", tmp_path / "again.xlsx", check=0)
+
+
+@pytest.mark.engines
+def test_train_takes_pytorchs_three_adamw_steps(tmp_path):
+    """xlgpt train on the bundled fixture's window, 3 AdamW steps: torch.optim.AdamW's losses and weights
+    (the committed fixture). Where a gradient is zero in exact arithmetic (the key bias: softmax ignores a
+    shift shared by every key), Adam's division by sqrt(v) turns rounding noise into steps of up to lr, so
+    there the two may differ by that much; everywhere else within 1e-6."""
+    data, _, ids = fixture("shakespeare")
+    from xlgpt.tokenizer import hf
+
+    tok = hf.for_checkpoint(load(BUNDLED))
+    prompt = tok.decode(ids)
+    assert tok.encode(prompt) == ids
+    out = tmp_path / "trained"
+    run = xlgpt("train", "--prompt", prompt, "--steps", "3", "--optimizer", "adamw", "--lr", str(float(data["lr_adamw"])),
+                "--out", out, "--json", check=0)
+    losses = [s["loss"] for s in json.loads(run.stdout)["steps"]]
+    assert np.allclose(losses, data["adamw3_losses"], rtol=0, atol=1e-6)
+    trained, lr, C_ = load(out), float(data["lr_adamw"]), load(BUNDLED).config.n_embd
+    for tensor in trained.tensors:
+        diff = np.abs(trained[tensor] - data[f"adamw3/{tensor}"])
+        if tensor.endswith("attn.c_attn.bias"):
+            assert diff[C_:2 * C_].max() <= 3 * 2 * lr, tensor
+            diff = np.concatenate([diff[:C_], diff[2 * C_:]])
+        assert diff.max() <= 1e-6, (tensor, diff.max())
