@@ -184,3 +184,22 @@ def test_train_takes_pytorchs_three_adamw_steps(tmp_path):
             assert diff[C_:2 * C_].max() <= 3 * 2 * lr, tensor
             diff = np.concatenate([diff[:C_], diff[2 * C_:]])
         assert diff.max() <= 1e-6, (tensor, diff.max())
+
+
+@pytest.mark.engines
+def test_train_with_the_formulas_engine(tmp_path):
+    """The same loop through the pure-Python engine (a small random model with the bundled tokenizer): every
+    step's loss is the reference's, and so are the weights it ends with."""
+    import shutil
+
+    model = tmp_path / "small"
+    xlgpt("weights", "random", "--layers", "1", "--embd", "8", "--heads", "2", "--vocab", "512", "--context", "8",
+          "--seed", "4", "--out", model, check=0)
+    for f in ("vocab.json", "merges.txt"):
+        shutil.copy(BUNDLED / f, model / f)
+    run = xlgpt("train", "--weights", model, "--prompt", "To be, or not", "--steps", "2", "--optimizer", "sgd",
+                "--lr", "0.5", "--engine", "formulas", "--out", tmp_path / "trained", "--json", check=0)
+    result = json.loads(run.stdout)
+    assert result["engine"] == "formulas" and result["max_weight_diff"] < 1e-9
+    assert [s["diff"] < 1e-9 for s in result["steps"]] == [True, True]
+    assert result["steps"][1]["loss"] < result["steps"][0]["loss"]

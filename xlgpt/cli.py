@@ -619,8 +619,9 @@ def generate(weights, tokens, prompt, book_path, steps, temperature, top_k, seed
               help="AdamW as torch.optim.AdamW (betas 0.9, 0.999, eps 1e-8, weight decay 0.01); SGD is w − lr·grad")
 @click.option("--lr", type=click.FloatRange(min=0), default=None,
               help="learning rate [default: 0.001 for adamw, 0.01 for sgd]")
-@click.option("--engine", type=click.Choice(["libreoffice"]), default="libreoffice", show_default=True,
-              help="the spreadsheet that computes every step")
+@click.option("--engine", type=click.Choice(["libreoffice", "formulas"]), default="libreoffice", show_default=True,
+              help="the spreadsheet that computes every step (formulas: small models only; it recomputes the whole "
+                   "book at every step)")
 @click.option("--out", type=click.Path(path_type=Path), default="trained", show_default=True,
               help="directory to create: the trained checkpoint and train.xlsx (the loss curve)")
 @click.option("--timeout", type=click.IntRange(min=1), default=3600, show_default=True,
@@ -680,7 +681,7 @@ def train(weights, text_file, prompt, steps, window, optimizer, lr, engine, out,
                 click.echo(f"step {s['step']:>3}/{len(runs)}  loss {s['loss']:.4f}  (reference {s['reference_loss']:.4f})"
                            f"  {s['seconds']:.2f} s")
         try:
-            done, final, moments, diff = run(book, ckpt, runs, timeout, on_step)
+            done, final, moments, diff = run(book, ckpt, runs, engine, timeout, on_step)
         except Diverged as e:
             emit_error(str(e), code=1)
             sys.exit(1)

@@ -97,6 +97,24 @@ class FormulasSheet:
 
         return np.array([_as_float(v) for v in self._values(name)[:, j]])
 
+    def put(self, name, rows):
+        """Numbers over a whole defined name, as input values of the next calculate()."""
+        rect = self.info.names[name]
+        for i, row in enumerate(np.asarray(rows, dtype=float)):
+            for j, v in enumerate(row):
+                self.inputs[self._key(rect.cell(i, j))] = float(v)
+
+    def read(self, names):
+        from .engines import _as_float
+
+        return {n: np.array([[_as_float(v) for v in row] for row in self._values(n)]) for n in names}
+
+    def copy(self, pairs):
+        """Each source name's computed values become the target's inputs (all read before any is written)."""
+        values = self.read([source for source, _ in pairs])
+        for source, target in pairs:
+            self.put(target, values[source])
+
     def value(self, name):
         return self._values(name)[0, 0]
 

@@ -6,6 +6,7 @@ copies the "updated" tabs over the weights tabs (and Adam's new moments over its
 The reference's own training loop (check/backward.py) takes the same steps beside it: a step whose loss
 differs stops the run. At the end the weights are read back, checked, and saved as a checkpoint.
 """
+import contextlib
 import time
 from pathlib import Path
 
@@ -29,13 +30,25 @@ def weight_names(book, tensors):
     return {t: n for t in tensors for n in (C.weight_name(t), C.weight_name(t, True)) if n in book.names}
 
 
-def run(book, ckpt, windows, timeout=3600, on_step=lambda step: None):
+@contextlib.contextmanager
+def opened(book, engine, timeout):
+    """The book in a live engine: put, copy, calculate and read by defined name."""
+    if engine == "formulas":
+        from .generate import FormulasSheet
+
+        yield FormulasSheet(book)
+        return
+    from .session import LibreOfficeSession
+
+    with LibreOfficeSession(timeout=timeout) as lo:
+        yield lo.open(book.path, editable=True)
+
+
+def run(book, ckpt, windows, engine="libreoffice", timeout=3600, on_step=lambda step: None):
     """Take one step per (inputs, targets) window in `book` (the contract.BookInfo of a training book of
     `ckpt`), with the optimizer and settings it holds. Returns (steps: a dict each, the final tensors and Adam's
     moments {"m": ..., "v": ...} (or None) as the sheet holds them, their largest difference from the
     reference's)."""
-    from .session import LibreOfficeSession
-
     tensors = as_written(ckpt).tensors
     settings = book.training["settings"]
     lr = settings[C.LEARNING_RATE]
@@ -47,8 +60,7 @@ def run(book, ckpt, windows, timeout=3600, on_step=lambda step: None):
         copies += [(new + n, old + n) for n in names.values()
                    for new, old in ((C.NEW_ADAM_M, C.ADAM_M), (C.NEW_ADAM_V, C.ADAM_V))]
     steps = []
-    with LibreOfficeSession(timeout=timeout) as lo:
-        sheet = lo.open(book.path, editable=True)
+    with opened(book, engine, timeout) as sheet:
         for k, (inputs, targets) in enumerate(windows):
             t0 = time.perf_counter()
             sheet.put(C.TOKEN_IDS, [inputs])
@@ -57,6 +69,10 @@ def run(book, ckpt, windows, timeout=3600, on_step=lambda step: None):
                 sheet.put(C.ADAM_STEP, [[k + 1]])
             sheet.calculate()
             loss = float(sheet.read([C.LOSS])[C.LOSS][0, 0])
+            if k == len(windows) - 1:  # the weights (and moments) the run ends with: this step's results
+                held = sheet.read([C.UPDATED + n for n in names.values()])
+                moments = state and {kind: from_layout(prefix, sheet.read([prefix + n for n in names.values()]), tensors)
+                                     for kind, prefix in (("m", C.NEW_ADAM_M), ("v", C.NEW_ADAM_V))}
             sheet.copy(copies)  # the copy-paste epoch
             seconds = time.perf_counter() - t0
             want, grads, _ = backward.loss_and_grads(tensors, ckpt.config, inputs, targets)
@@ -70,10 +86,7 @@ def run(book, ckpt, windows, timeout=3600, on_step=lambda step: None):
             on_step(step)
             if not abs(loss - want) <= TOLERANCE:
                 raise Diverged(f"step {k + 1}: the spreadsheet's loss {loss!r} is not the reference's {want!r}")
-        held = sheet.read(list(names.values()))
-        moments = state and {kind: from_layout(prefix, sheet.read([prefix + n for n in names.values()]), tensors)
-                             for kind, prefix in (("m", C.ADAM_M), ("v", C.ADAM_V))}
-    final = from_layout("", held, tensors)
+    final = from_layout(C.UPDATED, held, tensors)
     diff = max(float(np.abs(final[t] - tensors[t]).max()) for t in tensors)
     if not diff <= TOLERANCE:
         raise Diverged(f"after {len(windows)} steps the spreadsheet's weights differ from the reference's by {diff:.3g}")
