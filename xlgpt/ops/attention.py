@@ -3,7 +3,7 @@ softmax over keys of (k·q / sqrt(head size), the future masked), then the value
 column reads the keys and values of positions 0..t only: causality lives in the ranges, and a new token
 leaves the earlier columns as they are (the sheet's KV cache)."""
 from .. import contract as C
-from ..xlsx.styles import PERCENT, SCORE, colour_scale
+from ..xlsx.styles import PERCENT, SCORE, colour_scale, diverging_scale
 from .projection import head
 
 Q, K, V = 0, 1, 2
@@ -98,7 +98,7 @@ def softmax_backward(ctx, dp, s):
         for t in range(T):
             ctx.tab.array(block.col(t).rows(0, t + 1), "{p}*({dp}-{dot})", p=p[h].col(t).rows(0, t + 1),
                           dp=dp[h].col(t).rows(0, t + 1), dot=dots.cell(h, t))
-    return [[ctx.tab.heatmap(b, colour_scale()) for b in ctx.per_head(ds)]]
+    return [[ctx.tab.heatmap(b, diverging_scale()) for b in ctx.per_head(ds)]]  # red: raising that score lowers the loss; blue: raises it
 
 
 def causal_mask_backward(ctx, ds, scores):
