@@ -35,6 +35,18 @@ def tokens_arg(tokens):
     return ",".join(map(str, tokens))
 
 
+def assert_valid_ooxml(book):
+    """The OOXML validator (openxml-audit, in the test extra) reports no errors: Excel would open it unrepaired."""
+    import pytest
+
+    pytest.importorskip("openxml_audit", reason="openxml-audit is in the test extra")
+    run = subprocess.run([sys.executable, "-m", "openxml_audit", "--output", "json", str(book)],
+                         capture_output=True, text=True)
+    [report] = json.loads(run.stdout)
+    assert report["error_count"] == 0, report["errors"]
+    assert report["valid"] is True
+
+
 def assert_clean_error(run, *words):
     """Bad input: exit code 2, one `xlgpt: error:` line on stderr holding every word, no traceback."""
     assert run.returncode == 2, (run.returncode, run.stdout, run.stderr)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from helpers import BUNDLED, FIXTURES, ROOT, tokens_arg, xlgpt
+from helpers import BUNDLED, FIXTURES, ROOT, assert_valid_ooxml, tokens_arg, xlgpt
 
 from xlgpt import contract as C
 from xlgpt.check import backward
@@ -157,6 +157,7 @@ def test_train_lowers_the_loss_step_for_step_with_the_reference(tmp_path):
     assert np.allclose(book.training["history"], got, atol=1e-12)
     assert book.training["settings"][C.ADAM_STEP] == 5
     assert xlgpt("eval", out / "train.xlsx", "--engine", "libreoffice").returncode == 0
+    assert_valid_ooxml(out / "train.xlsx")  # its chart too
     xlgpt("build", "--weights", out, "--prompt", "To be", "--out", tmp_path / "again.xlsx", check=0)
 
 

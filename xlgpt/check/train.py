@@ -71,8 +71,9 @@ def run(book, ckpt, windows, engine="libreoffice", timeout=3600, on_step=lambda 
             loss = float(sheet.read([C.LOSS])[C.LOSS][0, 0])
             if k == len(windows) - 1:  # the weights (and moments) the run ends with: this step's results
                 held = sheet.read([C.UPDATED + n for n in names.values()])
-                moments = state and {kind: from_layout(prefix, sheet.read([prefix + n for n in names.values()]), tensors)
-                                     for kind, prefix in (("m", C.NEW_ADAM_M), ("v", C.NEW_ADAM_V))}
+                moments = state and {
+                    kind: from_layout(prefix, sheet.read([prefix + n for n in names.values()]), tensors)
+                    for kind, prefix in (("m", C.NEW_ADAM_M), ("v", C.NEW_ADAM_V))}
             sheet.copy(copies)  # the copy-paste epoch
             seconds = time.perf_counter() - t0
             want, grads, _ = backward.loss_and_grads(tensors, ckpt.config, inputs, targets)
@@ -89,7 +90,8 @@ def run(book, ckpt, windows, engine="libreoffice", timeout=3600, on_step=lambda 
     final = from_layout(C.UPDATED, held, tensors)
     diff = max(float(np.abs(final[t] - tensors[t]).max()) for t in tensors)
     if not diff <= TOLERANCE:
-        raise Diverged(f"after {len(windows)} steps the spreadsheet's weights differ from the reference's by {diff:.3g}")
+        raise Diverged(f"after {len(windows)} steps the spreadsheet's weights differ from the reference's by "
+                       f"{diff:.3g}")
     return steps, final, moments, diff
 
 

@@ -32,6 +32,7 @@ class Training:
     step: int = 1               # Adam's t for this update (1 for the first)
     moments: dict = None        # Adam's {"m": {tensor: array}, "v": {...}} so far (default: zeros)
     history: list = ()          # the loss of each step so far (xlgpt train), shown with a chart
+
     def settings(self):
         return {C.LEARNING_RATE: self.learning_rate, C.WEIGHT_DECAY: self.weight_decay, C.ADAM_BETA1: self.beta1,
                 C.ADAM_BETA2: self.beta2, C.ADAM_EPS: self.eps, C.ADAM_STEP: self.step}
@@ -71,19 +72,19 @@ class BackCtx(Ctx):
         """A contribution to a parameter's gradient: fill(tab, rect, transposed) writes it into `rect`, laid out
         as the weights tab stores the tensor."""
         tensor = self.stage.params[role]
-        self.lowering.param_grads.setdefault(tensor, []).append((self, f"∂L/∂{tensor} {how}", fill))
+        self.lowering.param_grads.setdefault(tensor, []).append((self, f"∂L/∂{tensor} = {how}", fill))
 
     def grad_outer(self, role, a, b, how):
         """∂L/∂W = a·bᵀ, summed over the positions (a: rows of W x T, b: columns of W x T)."""
         def fill(tab, rect, transposed):
             return tab.array(rect, "MMULT({a},TRANSPOSE({b}))", a=b if transposed else a, b=a if transposed else b)
-        self.grad_fill(role, fill, "= " + how)
+        self.grad_fill(role, fill, how)
 
     def grad_rows(self, role, template, how, **blocks):
         """A vector's gradient, one formula per entry i reading row i of each block."""
         def fill(tab, rect, _):
             return tab.each(rect, template, **{k: (lambda i, _, b=b: b.row(i)) for k, b in blocks.items()})
-        self.grad_fill(role, fill, "= " + how)
+        self.grad_fill(role, fill, how)
 
 
 def backward(lowering):
@@ -114,14 +115,14 @@ def total(ctx, handed):
         return parts[0]
     if any(isinstance(p, list) for p in parts):
         raise XlgptError(f"template: per-head stage '{ctx.stage.name}' is read by more than one stage")
-    height = ctx.out.height
-    name = ctx.stage.name
+    height, name = ctx.out.height, ctx.stage.name
     out = ctx.block(ctx.rows(f"∂L/∂{name}", height),
                     f"∂L/∂{name} = " + " + ".join(f"∂L/∂{name} through {r}" for r in readers)
                     if not all(isinstance(p, dict) for p in parts) else
                     f"∂L/∂{name}: its rows gathered from the stages that read them ({', '.join(readers)})")
     pieces = [p if isinstance(p, dict) else {0: p} for p in parts]
-    cuts = sorted({0, height} | {start + rect.height for p in pieces for start, rect in p.items()} | {s for p in pieces for s in p})
+    edges = {edge for p in pieces for start, rect in p.items() for edge in (start, start + rect.height)}
+    cuts = sorted({0, height} | edges)
     for lo, hi in zip(cuts, cuts[1:]):
         terms = [rect.rows(lo - start, hi - start) for p in pieces for start, rect in p.items()
                  if start <= lo and hi <= start + rect.height]
@@ -190,7 +191,8 @@ def optimizer(lowering, training):
             tab.array(grad, "+".join("{%s}" % k for k in paths), **paths)
         refs = {"w": weight, "g": grad_name}
         if training.optimizer == "adamw":
-            for kind, rule in (("m", "AdamBeta1*{state}+(1-AdamBeta1)*{g}"), ("v", "AdamBeta2*{state}+(1-AdamBeta2)*{g}^2")):
+            for kind, rule in (("m", "AdamBeta1*{state}+(1-AdamBeta1)*{g}"),
+                               ("v", "AdamBeta2*{state}+(1-AdamBeta2)*{g}^2")):
                 state_tab, state, state_name = at(kind)
                 value = (training.moments or {}).get(kind, {}).get(tensor, np.zeros(lowering.ckpt[tensor].shape))
                 state_tab.numbers(state, value.T if stored.transposed else value.reshape(weight.height, weight.width))

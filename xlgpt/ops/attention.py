@@ -73,7 +73,8 @@ def mix_backward(ctx, dout, probs, qkv):
                           v=v.cols(0, t + 1), dh=dh.col(t))
     dprobs = ctx.per_head(dp)
     dv = ctx.block([(f"∂L/∂v head {h}", i) for h in range(cfg.n_head) for i in range(d)],
-                   f"∂L/∂v_key = Σ over queries t ≥ key of {ctx.input_name(0)}[key, t] · ∂L/∂{ctx.stage.name}[:, t]"
+                   f"∂L/∂v_key = Σ over queries t ≥ key of {ctx.input_name(0)}[key, t] · "
+                   f"∂L/∂{ctx.stage.name}[:, t]"
                    f"{switch.note}")
     for h in range(cfg.n_head):
         dh = dout.rows(h * d, (h + 1) * d)
@@ -84,21 +85,22 @@ def mix_backward(ctx, dout, probs, qkv):
 
 
 def softmax_backward(ctx, dp, s):
-    """p = softmax(s) over the keys of each column: ∂L/∂s[key, t] = p[key, t] · (∂L/∂p[key, t] − Σ_keys p · ∂L/∂p),
-    the keys up to t (the masked ones have p = 0, and so no gradient)."""
+    """p = softmax(s) over the keys of each column:
+    ∂L/∂s[key, t] = p[key, t] · (∂L/∂p[key, t] − Σ_keys p · ∂L/∂p), the keys up to t (the masked ones have p = 0, and so no gradient)."""
     p, T = ctx.out, ctx.T
     heads = [(f"head {h}", None) for h in range(ctx.cfg.n_head)]
     dots = ctx.block(heads, f"Σ over keys of {ctx.stage.name} · ∂L/∂{ctx.stage.name}, for each column")
     ctx.each(dots, "SUMPRODUCT({p},{dp})", p=lambda h, t: p[h].col(t).rows(0, t + 1),
              dp=lambda h, t: dp[h].col(t).rows(0, t + 1))
-    ctx.title = (f"∂L/∂{ctx.input_name(0)} = {ctx.stage.name} · (∂L/∂{ctx.stage.name} − that sum); the causal mask "
-                 f"passes it through to the scores")
+    ctx.title = (f"∂L/∂{ctx.input_name(0)} = {ctx.stage.name} · (∂L/∂{ctx.stage.name} − that sum); "
+                 f"the causal mask passes it through to the scores")
 
     def ds(h, block):
         for t in range(T):
             ctx.tab.array(block.col(t).rows(0, t + 1), "{p}*({dp}-{dot})", p=p[h].col(t).rows(0, t + 1),
                           dp=dp[h].col(t).rows(0, t + 1), dot=dots.cell(h, t))
-    return [[ctx.tab.heatmap(b, diverging_scale()) for b in ctx.per_head(ds)]]  # red: raising that score lowers the loss; blue: raises it
+    # red: raising that score would lower the loss; blue: raise it
+    return [[ctx.tab.heatmap(b, diverging_scale()) for b in ctx.per_head(ds)]]
 
 
 def causal_mask_backward(ctx, ds, scores):
