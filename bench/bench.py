@@ -6,6 +6,7 @@ write-only mode writes a slice of the same weight cells, and the ratio of cells 
     python bench/bench.py [--sizes small,medium,124M] [--context N] [--verify]
     python bench/bench.py --generate 20    # LibreOffice session: generation speed on the bundled model
     python bench/bench.py --train 5        # training books: the bundled model's, and a 124M one's size
+    python bench/bench.py --generate-124m 16   # generation speed with a 124M-shape book (slow: minutes, ~7 GB)
 """
 import argparse
 import json
@@ -88,6 +89,27 @@ def bench_generate(steps):
               f"({r['seconds_per_token']} with the first), match {r['match']}")
 
 
+def bench_generate_124m(positions, prompt_tokens=8):
+    """`xlgpt generate` on a random 124M-shape checkpoint (the speed does not depend on the weights): a book of
+    `positions` positions, an 8-token prompt, the rest generated; load time and seconds per token."""
+    with tempfile.TemporaryDirectory(prefix="xlgpt-bench-") as tmp:
+        ckpt = Path(tmp) / "124M"
+        subprocess.run([sys.executable, "-m", "xlgpt", "weights", "random", "--layers", "12", "--embd", "768", "--heads",
+                        "12", "--vocab", "50257", "--context", "1024", "--seed", "1", "--out", str(ckpt)],
+                       check=True, capture_output=True)
+        tokens = ",".join(str((i * 7919) % 50257) for i in range(prompt_tokens))
+        t0 = time.perf_counter()
+        run = subprocess.run([sys.executable, "-m", "xlgpt", "generate", "--weights", str(ckpt), "--tokens", tokens,
+                              "--positions", str(positions), "--steps", str(positions - prompt_tokens),
+                              "--out", str(Path(tmp) / "gen.xlsx"), "--json"], capture_output=True, text=True)
+        if run.returncode not in (0, 1):
+            sys.exit(f"generate failed: {run.stderr.strip()[-300:]}")
+        r = json.loads(run.stdout)
+        print(f"124M shape, {positions} positions: built and loaded in {r.get('load_seconds')} s (LibreOffice load), "
+              f"{r['seconds_per_token_after_first']} s per token warm ({r['seconds_per_token']} with the first), "
+              f"{len(r['tokens'])} tokens, match {r['match']}, {time.perf_counter() - t0:.0f} s in all")
+
+
 def bench_train(steps, window=16):
     """The bundled model's training books (SGD, AdamW): cells, build, LibreOffice eval and seconds per step of
     `xlgpt train`; then the cells a 124M-shape training book would take (lowered, not written)."""
@@ -159,6 +181,8 @@ def main():
     ap.add_argument("--verify", action="store_true", help="also verify each book with LibreOffice")
     ap.add_argument("--generate", type=int, metavar="STEPS", help="instead, time generation in a LibreOffice session")
     ap.add_argument("--train", type=int, metavar="STEPS", help="instead, time training books and xlgpt train")
+    ap.add_argument("--generate-124m", type=int, metavar="POSITIONS",
+                    help="instead, time generation with a 124M-shape book of POSITIONS positions")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--lower", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -166,6 +190,8 @@ def main():
         return bench_generate(args.generate)
     if args.train:
         return bench_train(args.train)
+    if args.generate_124m:
+        return bench_generate_124m(args.generate_124m)
     if args.lower:
         return child_lower(args.lower[0], args.lower[1], int(args.lower[2]))
     if args.child:

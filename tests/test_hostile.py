@@ -399,6 +399,24 @@ def test_an_interrupted_eval_leaves_no_libreoffice_running(tmp_path, sig):
 
 
 @pytest.mark.engines
+def test_an_interrupted_training_run_leaves_nothing(tmp_path):
+    """SIGTERM between steps of xlgpt train: one line, no output directory, no LibreOffice, no temporary files."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    out = tmp_path / "trained"
+    run = start("train", "--steps", "50", "--out", out, tmpdir=tmpdir)
+    wait_for(lambda: any("soffice" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
+                         for p in processes_mentioning(str(tmpdir))), seconds=120)
+    time.sleep(8)  # into the steps
+    os.killpg(run.pid, signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 128 + signal.SIGTERM and len(err.strip().splitlines()) == 1, (run.returncode, err)
+    time.sleep(1)
+    assert processes_mentioning(str(tmpdir)) == [] and list(tmpdir.iterdir()) == []
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["tmp"]
+
+
+@pytest.mark.engines
 def test_eval_timeout_leaves_no_libreoffice_running(tmp_path):
     book = build_tiny(tmp_path)
     tmpdir = tmp_path / "tmp"
