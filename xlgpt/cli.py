@@ -480,6 +480,12 @@ def show_result(r, as_json):
                f"[{r['seconds']} s, {r['peak_rss_mb']} MB]")
     if "reference_tokens" in r and r["tokens"] != r["reference_tokens"]:
         click.echo(f"{'':>11}  the sheet tokenized the prompt as {','.join(map(str, r['tokens'])) or 'nothing'}")
+    if "first_difference" in r:  # a mismatch: where the book first leaves the reference
+        from .check.verify import describe_difference
+
+        d = r["first_difference"]
+        click.echo(f"{'':>11}  first difference: "
+                   + (describe_difference(d) if d else "none of the model's stages (the difference is after them)"))
 
 
 def eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prompt, show_stage, template=None):

@@ -289,6 +289,7 @@ class Book:
     def __init__(self):
         self.tabs = {}
         self.calculation = "auto"  # or "manual": the workbook's calculation mode (contract.AUTO, MANUAL)
+        self.stages = []  # (template stage, its output's Rect or per-head Rects), set by compile.lower
 
     def add(self, tab):
         if tab.name in self.tabs:

@@ -1,7 +1,10 @@
 """Spreadsheet engines that recalculate a written workbook: the `formulas` package, LibreOffice and Gnumeric.
 
 Each returns the values of the workbook's defined names as 2-D float arrays (NaN where a cell holds an
-error), so the checks in verify.py never depend on how an engine stores its results.
+error), so the checks in verify.py never depend on how an engine stores its results. Given `more`, a function
+of those values giving a list of layout.Rects (eval's search for the first stage that differs), an engine
+also reads those cells of the recalculated book before it closes it: stats["more"], one 2-D float array per
+Rect (LibreOffice through its CSV export reads only the one sheet of the names, and so no `more`).
 """
 import contextlib
 import csv
@@ -83,8 +86,8 @@ def check_formulas_precision(book):
                              f"formulas engine rounds (to 15 decimal places); use --engine libreoffice or gnumeric")
 
 
-def formulas_values(book, wanted, max_cells=FORMULAS_MAX_CELLS):
-    """Recalculate with the `formulas` package and read the wanted defined names."""
+def formulas_values(book, wanted, max_cells=FORMULAS_MAX_CELLS, more=None):
+    """Recalculate with the `formulas` package and read the wanted defined names (and `more`'s Rects)."""
     check_formulas_size(book, max_cells)
     check_formulas_precision(book)
     # the package names cells '[file name]SHEET'!A1 and cannot parse a file name holding [ ] or ': it reads
@@ -102,7 +105,38 @@ def formulas_values(book, wanted, max_cells=FORMULAS_MAX_CELLS):
         if key not in results:
             raise XlgptError(f"{book.path.name}: the formulas engine computed no value for {name}")
         out[name] = np.vectorize(_as_float, otypes=[float])(np.asarray(results[key].value, dtype=object))
+    if more is not None:
+        stats["more"] = _solution_rects(results, more(out))
     return out, stats
+
+
+def _solution_rects(results, rects):
+    """Rects' values from a `formulas` solution ({"'[BOOK]SHEET'!A1:B2", upper case: value}): each cell from
+    the computed cell or range that holds it (an array formula's result is stored under its range only)."""
+    from ..contract import parse_ref
+
+    if not rects:
+        return []
+    as_float = np.vectorize(lambda v: _as_float(_formulas_value(v)), otypes=[float])
+    out = [np.full((r.height, r.width), np.nan) for r in rects]
+    on_sheet = {}
+    for r, grid in zip(rects, out):
+        on_sheet.setdefault(r.sheet.upper(), []).append((r, grid))
+    for key, value in results.items():
+        area = parse_ref("'" + key.split("]", 1)[-1]) if key.startswith("'[") else None  # sheet in upper case
+        if area is None or area.sheet not in on_sheet:
+            continue
+        computed = np.asarray(getattr(value, "value", value), dtype=object)
+        if computed.size != area.height * area.width:
+            continue
+        computed = computed.reshape(area.height, area.width)
+        for r, grid in on_sheet[area.sheet]:
+            top, bottom = max(r.top, area.top), min(r.bottom, area.bottom)
+            left, right = max(r.left, area.left), min(r.right, area.right)
+            if top <= bottom and left <= right:  # the overlap, in each one's own coordinates
+                grid[top - r.top:bottom - r.top + 1, left - r.left:right - r.left + 1] = as_float(
+                    computed[top - area.top:bottom - area.top + 1, left - area.left:right - area.left + 1])
+    return out
 
 
 def find_soffice():
@@ -186,17 +220,27 @@ def soffice_csv(paths, sheet_index, timeout=3600):
         return grids
 
 
-def uno_values(book, wanted, timeout=3600):
+def uno_values(book, wanted, timeout=3600, more=None):
     """Recalculate with LibreOffice through its UNO bridge (a LibreOfficeSession: load, which calculates
-    every formula, then read the names, on any sheets)."""
+    every formula, then read the names, on any sheets; and `more`'s Rects, as "Sheet.A1:B2" ranges)."""
     from .session import LibreOfficeSession
 
     t0 = time.perf_counter()
     with LibreOfficeSession(timeout=timeout) as lo:
-        values = lo.open(book.path).read(wanted)
+        opened = lo.open(book.path)
+        values = opened.read(wanted)
         own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         stats = {"seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": max(round(own), lo.peak_rss_mb())}
+        if more is not None:
+            stats["more"] = read_ranges(opened, more(values))
     return values, stats
+
+
+def read_ranges(opened, rects):
+    """Rects of a book open in a LibreOfficeSession, in one request: a 2-D float array each."""
+    keys = [f"{r.sheet}.{r.corners()}" for r in rects]
+    values = opened.read(dict.fromkeys(keys)) if keys else {}
+    return [values[k] for k in keys]
 
 
 def uno_available():
@@ -209,15 +253,15 @@ def uno_available():
         return False
 
 
-def libreoffice_values(book, wanted, timeout=3600, via=None):
+def libreoffice_values(book, wanted, timeout=3600, via=None, more=None):
     """Recalculate with headless LibreOffice and read the names: through the UNO bridge when it is installed
-    (or the names span several sheets), else by a CSV export of the one sheet holding them.
+    (or the names span several sheets), else by a CSV export of the one sheet holding them (without `more`).
     via: "uno" or "csv" to choose."""
     sheets = {book.names[n].sheet for n in wanted}
     if via is None:
         via = "uno" if len(sheets) != 1 or uno_available() else "csv"
     if via == "uno":
-        return uno_values(book, wanted, timeout)
+        return uno_values(book, wanted, timeout, more)
     if len(sheets) != 1:
         raise XlgptError("the results must sit on one sheet for LibreOffice's CSV export")
     with _peak_memory() as stats:
@@ -239,11 +283,20 @@ def find_ssconvert():
 
 def ssconvert_csv(path, sheets, order, timeout=3600):
     """Recalculate a book with Gnumeric's ssconvert and return the named sheets as CSV grids {name: grid}
-    (`order`: the book's sheet names, in order).
+    (`order`: the book's sheet names, in order)."""
+    with ssconvert_export(path, order, timeout) as grid:
+        return {sheet: grid(sheet) for sheet in sheets}
+
+
+@contextlib.contextmanager
+def ssconvert_export(path, order, timeout=3600):
+    """Recalculate a book with Gnumeric's ssconvert; yields grid(sheet name): that sheet as a CSV grid (a list
+    of rows of strings), read while the export lasts (`order`: the book's sheet names, in order).
 
     Raw values (full precision, not the cells' display format), C locale, its own process group (killed
     whole on timeout or interruption) and a temporary HOME, so nothing of the user's settings is read or
-    written. Every sheet is exported in one run (a run recalculates the whole book); only `sheets` are read."""
+    written. Every sheet is exported in one run (a run recalculates the whole book); only those asked for
+    are read."""
     exe = find_ssconvert()
     with tempfile.TemporaryDirectory(prefix="xlgpt-gnumeric-") as tmp:
         tmp = Path(tmp)
@@ -262,27 +315,34 @@ def ssconvert_csv(path, sheets, order, timeout=3600):
             if run.poll() is None:  # interrupted (Ctrl-C): take the whole group down with us
                 os.killpg(run.pid, signal.SIGKILL)
                 run.wait()
-        grids = {}
-        for sheet in sheets:
+        def grid(sheet):
             out = tmp / f"out-{order.index(sheet)}.csv"
             if run.returncode != 0 or not out.is_file():
                 last = [line for line in (log or "").splitlines() if line.strip()][-1:]
                 raise XlgptError(f"Gnumeric could not convert {Path(path).name}: "
                                  f"{last[0] if last else f'exit status {run.returncode}'}")
             with open(out, newline="", encoding="utf-8") as f:
-                grids[sheet] = list(csv.reader(f))
-        return grids
+                return list(csv.reader(f))
+        yield grid
 
 
-def gnumeric_values(book, wanted, timeout=3600):
-    """Recalculate with Gnumeric (ssconvert --recalc, a CSV export per sheet) and read the names."""
-    with _peak_memory() as stats:
-        grids = ssconvert_csv(book.path, sorted({book.names[n].sheet for n in wanted}), book.sheets, timeout)
-    out = {}
-    for name in wanted:
-        grid = grids[book.names[name].sheet]
+def gnumeric_values(book, wanted, timeout=3600, more=None):
+    """Recalculate with Gnumeric (ssconvert --recalc, a CSV export per sheet) and read the names (and
+    `more`'s Rects, from the same export)."""
+    grids = {}
+
+    def read(rect):
+        if rect.sheet not in grids:
+            grids[rect.sheet] = sheet_grid(rect.sheet)
+        grid = grids[rect.sheet]
         cell = lambda r, c: _as_float(grid[r - 1][c - 1] if r <= len(grid) and c <= len(grid[r - 1]) else None)
-        out[name] = np.array(book.names[name].read(cell))
+        return np.array(rect.read(cell), dtype=float)
+    with contextlib.ExitStack() as export:
+        with _peak_memory() as stats:
+            sheet_grid = export.enter_context(ssconvert_export(book.path, book.sheets, timeout))
+            out = {name: read(book.names[name]) for name in wanted}
+        if more is not None:  # from the same export, still on disk
+            stats["more"] = [read(rect) for rect in more(out)]
     return out, stats
 
 

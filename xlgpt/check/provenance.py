@@ -50,8 +50,9 @@ def _rc(ref):
 
 
 def recompile(book, ckpt, tok, template=None):
-    """(sheets, names) the compiler writes for what `book` records: its checkpoint, its kind of input and
-    its sizes. The input cells' values do not matter (they may differ)."""
+    """(sheets, names, stages) the compiler writes for what `book` records: its checkpoint, its kind of input
+    and its sizes. The input cells' values do not matter (they may differ). stages: each stage of the spec
+    with its output's cells, in dataflow order (compile.lower)."""
     from ..compile.backward import Training
     from ..compile.build import inputs_for
     from ..compile.lower import lower
@@ -75,7 +76,7 @@ def recompile(book, ckpt, tok, template=None):
     from .verify import sae_for
 
     compiled, names = lower(spec, ckpt, inputs, book.about, vocab, sae=sae_for(book, ckpt), training=training)
-    return compiled.sheets(), names
+    return compiled.sheets(), names, compiled.stages
 
 
 def _expected_cells(sheet):

@@ -2,7 +2,9 @@
 
 Written to read like a textbook (after picoGPT), in float64, sharing nothing with the compiler. Edits
 (head and MLP switches, a steering vector) are the interventions the book's Interventions tab offers; with
-the defaults they change nothing. `run` keeps every intermediate a check needs in a cache, by name.
+the defaults they change nothing. `run` keeps every intermediate a check needs in a cache, by name, and
+each stage's output under its name in templates/gpt2.toml (cache["stages"]: (name, layer, value) in dataflow
+order), so eval can tell which stage of a book leaves the reference first.
 """
 from dataclasses import dataclass
 
@@ -29,22 +31,31 @@ def linear(x, w, b):  # [T, in] @ [in, out] + [out]
     return x @ w + b
 
 
-def attention(q, k, v, mask):  # [T, d] x3, [T, T] -> [T, d]
-    return softmax(q @ k.T / np.sqrt(q.shape[-1]) + mask) @ v
+def attention(q, k, v, mask, seen):  # [T, d] x3, [T, T] -> [T, d]
+    scores = q @ k.T / np.sqrt(q.shape[-1])                          # [query, key]
+    weights = softmax(scores + mask)
+    seen.append((scores, scores + mask, weights))
+    return weights @ v
 
 
-def mha(x, c_attn, c_proj, n_head, switches):
+def mha(x, c_attn, c_proj, n_head, switches, keep):
     """Multi-head causal self-attention; head h's values are scaled by switches[h] before c_proj.
-    Returns (output, the switched heads stacked [T, C])."""
-    x = linear(x, **c_attn)                                          # [T, 3C]
+    Returns (output, the switched heads stacked [T, C]). keep(stage name, value) records the intermediates."""
+    x = keep("qkv", linear(x, **c_attn))                            # [T, 3C]
     qkv_heads = [np.split(m, n_head, axis=-1) for m in np.split(x, 3, axis=-1)]
     causal_mask = (1 - np.tri(x.shape[0])) * -1e10                  # hide future tokens
-    heads = np.hstack([s * attention(q, k, v, causal_mask) for q, k, v, s in zip(*qkv_heads, switches)])
-    return linear(heads, **c_proj), heads
+    seen = []                                                        # per head: scores, masked, weights
+    heads = np.hstack([s * attention(q, k, v, causal_mask, seen) for q, k, v, s in zip(*qkv_heads, switches)])
+    for name, per_head in zip(("scores", "masked", "attention"), zip(*seen)):
+        keep(name, np.array(per_head))                               # [head, query, key]
+    keep("heads", heads)
+    return keep("attn_out", linear(heads, **c_proj)), heads
 
 
-def ffn(x, c_fc, c_proj):
-    return linear(gelu(linear(x, **c_fc)), **c_proj)
+def ffn(x, c_fc, c_proj, keep):
+    h = keep("mlp_hidden", linear(x, **c_fc))
+    a = keep("mlp_act", gelu(h))
+    return keep("mlp_out", linear(a, **c_proj))
 
 
 @dataclass
@@ -62,21 +73,35 @@ class Edits:
         return cls(np.ones((cfg.n_layer, cfg.n_head)), np.ones(cfg.n_layer), 0, 0.0, np.zeros(cfg.n_embd))
 
 
+def recorder(cache, layer=None):
+    """keep(name, value) -> value: records a stage's output in cache["stages"] as (name, layer, value)."""
+    def keep(name, value):
+        cache.setdefault("stages", []).append((name, layer, value))
+        return value
+    return keep
+
+
 def gpt2(inputs, wte, wpe, blocks, ln_f, n_head, eps, edits, cache):
-    x = wte[inputs] + wpe[range(len(inputs))]
+    keep = recorder(cache)
+    keep("tokens", inputs[:, None])
+    x = keep("x", keep("token_embedding", wte[inputs]) + keep("position_embedding", wpe[range(len(inputs))]))
     cache["residual"] = [x]                                          # the stream after the embeddings ...
     for i, block in enumerate(blocks):
+        keep = recorder(cache, i)
         if i == edits.steering_layer:
             x = x + edits.steering_coefficient * edits.steering_vector
-        cache.setdefault("entering", []).append(x)                   # blocks.{i}.hook_resid_pre
-        attn, heads = mha(layer_norm(x, **block["ln_1"], eps=eps), **block["attn"], n_head=n_head,
-                          switches=edits.head_switches[i])
-        mlp = edits.mlp_switches[i] * ffn(layer_norm(x + attn, **block["ln_2"], eps=eps), **block["mlp"])
-        x = x + attn + mlp
+        cache.setdefault("entering", []).append(keep("x", x))       # blocks.{i}.hook_resid_pre
+        attn, heads = mha(keep("ln_1", layer_norm(x, **block["ln_1"], eps=eps)), **block["attn"], n_head=n_head,
+                          switches=edits.head_switches[i], keep=keep)
+        x = keep("x", x + attn)
+        h = keep("ln_2", layer_norm(x, **block["ln_2"], eps=eps))
+        mlp = keep("mlp_kept", edits.mlp_switches[i] * ffn(h, **block["mlp"], keep=keep))
+        x = keep("x", x + mlp)
         cache["residual"].append(x)                                 # ... and after each block
         cache.setdefault("heads", []).append(heads)
         cache.setdefault("mlp_out", []).append(mlp)
-    return layer_norm(x, **ln_f, eps=eps) @ wte.T                    # LM head tied to wte
+    keep = recorder(cache)
+    return keep("logits", keep("ln_f", layer_norm(x, **ln_f, eps=eps)) @ wte.T)  # LM head tied to wte
 
 
 def params(ckpt):

@@ -13,7 +13,7 @@ from ..weights.checkpoint import Checkpoint, fingerprint, load
 from ..weights.hub import resolve
 from .. import contract as C
 from ..contract import read_book
-from .engines import ENGINES, FORMULAS_MAX_CELLS, check_formulas_precision, check_formulas_size
+from .engines import ENGINES, FORMULAS_MAX_CELLS, check_formulas_precision, check_formulas_size, read_ranges
 from ..xlsx.styles import INPUT
 from ..xlsx.writer import copy_with_cell, copy_with_cells, decimal_values
 
@@ -188,6 +188,75 @@ def compare(engine, values, expected, tokens, sheet_tokens=None):
     return result
 
 
+# --- where a book goes wrong --------------------------------------------------------------------------
+# On a mismatch, eval reads the output of every stage of the model (the ones reference.run records under their
+# names in templates/gpt2.toml: tokens, embeddings, the residual stream x, the LayerNorms, qkv, the attention
+# scores, mask and weights per head, the heads, the projections, the MLP, the logits) and names the first, in
+# dataflow order, whose cells leave the reference. The instruments (logit lens, attribution, features,
+# probabilities, top-k, sampling) are not searched: they read the model's stages and feed none, and their
+# defined names are compared already. Nor is a training book's backward pass (eval skips the search there).
+
+
+def stage_references(stages, cache, n):
+    """[(stage, [(Rect, want, mask, head)])]: the stages of recompile's (Stage, output cells) pairs that the
+    reference computes, with its values as the book lays them out (features down, positions across; one block per
+    head with keys down, queries across) and the cells compared (the prompt's n positions; in an attention
+    block a query's keys up to itself: the cells the scores fill)."""
+    pending = {}
+    for name, layer, value in cache["stages"]:
+        pending.setdefault((name, layer), []).append(value)
+    out = []
+    for stage, cells in stages:
+        values = pending.get((stage.name, stage.layer))
+        if not values:
+            continue
+        value = values.pop(0)  # a name's outputs come in the same order in both (x, x, x, ... in a layer)
+        if isinstance(cells, list):  # [head, query, key]
+            if value.ndim != 3 or len(cells) != len(value):
+                continue
+            causal = np.triu(np.ones((n, n), bool))  # key <= query
+            blocks = [(rect, v.T, causal, h) for h, (rect, v) in enumerate(zip(cells, value))]
+        else:  # [position, feature]
+            blocks = [(cells, value.T, np.ones(value.T.shape, bool), None)]
+        if all(rect.height >= want.shape[0] and rect.width >= want.shape[1] and
+               (isinstance(cells, list) or rect.height == want.shape[0]) for rect, want, _, _ in blocks):
+            out.append((stage, blocks))
+    return out
+
+
+def first_difference(searched, got):
+    """The first stage of `searched` (stage_references) whose cells, `got` (one array per Rect, in order),
+    leave the reference by more than TOLERANCE, at its largest difference: a dict for eval's result, or None."""
+    blocks = iter(got)
+    for stage, expected in searched:
+        worst = None
+        for rect, want, mask, head in expected:
+            values = np.asarray(next(blocks), dtype=float)[:want.shape[0], :want.shape[1]]
+            with np.errstate(invalid="ignore"):
+                diff = np.where(mask, np.abs(values - want), 0.0)
+            diff[mask & ~np.isfinite(values)] = np.inf  # an error or an empty cell
+            i, j = np.unravel_index(np.argmax(diff), diff.shape)
+            if diff[i, j] > TOLERANCE and (worst is None or diff[i, j] > worst[0]):
+                worst = (diff[i, j], head, rect.cell(i, j), j, values[i, j], want[i, j])
+        if worst:
+            diff, head, cell, position, value, want = worst
+            finite = lambda x: float(x) if np.isfinite(x) else None
+            return {"stage": stage.name, "layer": stage.layer, "head": head, "tab": stage.tab, "title": stage.title,
+                    "cell": cell.ref(absolute=False), "position": int(position), "got": finite(value),
+                    "want": float(want), "max_abs_diff": finite(diff)}
+    return None
+
+
+def describe_difference(d):
+    """first_difference's dict as a line: "Layer 0 · qkv (Queries, keys and values: …) at 'Layer 0'!F40: ..."."""
+    title = d["title"]
+    if len(title) > 40:
+        title = title.split(":")[0] + ": …" if ":" in title[:40] else title[:40].rstrip() + "…"
+    head = f", head {d['head']}" if d.get("head") is not None else ""
+    got = "an error or an empty cell" if d["got"] is None else f"{d['got']:.6g}"
+    return f"{d['tab']} · {d['stage']}{head} ({title}) at {d['cell']}: {got} vs the reference's {d['want']:.6g}"
+
+
 def sheet_tokens(values):
     """The token ids a typed book's tokenizer put in front of the padding."""
     ids, used = values[C.LOGITS_TOKEN_IDS][0], values[C.LOGITS_IN_PROMPT][0]
@@ -266,8 +335,9 @@ def check_provenance(book, ckpt, tok, template=None, on_stage=lambda msg: None):
     from .provenance import check_compiled, recompile
 
     on_stage("comparing the formulas with the compiler's")
-    sheets, names = recompile(book, ckpt, tok, template)
+    sheets, names, stages = recompile(book, ckpt, tok, template)
     check_compiled(book, sheets, names)
+    return stages
 
 
 def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_CELLS, on_stage=lambda msg: None,
@@ -283,7 +353,7 @@ def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_C
         raise XlgptError(f"{ckpt.path}: no tokenizer files, so the workbook's prompt cannot be checked")
     if prompt is not None:
         check_prompt(book, prompt, tok)
-    check_provenance(book, ckpt, tok, template, on_stage)
+    stages = check_provenance(book, ckpt, tok, template, on_stage)
     if "formulas" in engines:
         try:
             check_formulas_size(book, max_cells)  # refuse before any slow work
@@ -313,13 +383,28 @@ def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_C
         if book.training:
             expected.update(training_values(ckpt, book))
         wanted = list(expected) + ([C.LOGITS_TOKEN_IDS, C.LOGITS_IN_PROMPT] if book.typed else [])
+        edits, searched = reference_edits(book, ckpt.config), []
+
+        def search(values):
+            """On a mismatch, the stages' cells to read (before the engine closes the book): see first_difference."""
+            typed = sheet_tokens(values) if book.typed else None
+            if book.training or compare("", values, expected, tokens, typed)["match"]:
+                return []
+            if not searched:  # once, for every engine that differs
+                on_stage("looking for the first stage that leaves the reference")
+                cache = reference.run(as_written(ckpt), tokens, edits)[1]
+                searched.extend(stage_references(stages, cache, len(tokens)))
+            return [rect for _, blocks in searched for rect, *_ in blocks]
         results = []
         for engine in engines:
             on_stage(f"recalculating with {engine}")
             options = {"max_cells": max_cells} if engine == "formulas" else {"timeout": timeout}
-            values, stats = ENGINES[engine](book, wanted, **options)
+            values, stats = ENGINES[engine](book, wanted, more=search, **options)
+            read = stats.pop("more", None)
             result = {**compare(engine, values, expected, tokens, sheet_tokens(values) if book.typed else None),
                       **stats}
+            if not result["match"] and read is not None and searched:  # None: the engine could not read them
+                result["first_difference"] = first_difference(searched, read)
             if tok:
                 result["prompt"] = tok.decode(tokens)
                 for key in ("token_id", "reference_token_id"):
@@ -346,7 +431,7 @@ def evaluate_prompts(path, prompts, weights=None, timeout=3600, on_stage=lambda 
         raise XlgptError("no prompts given")
     for text in prompts:
         check_prompt(book, text, tok)  # refuse before any slow work
-    check_provenance(book, ckpt, tok, template, on_stage)
+    stages = check_provenance(book, ckpt, tok, template, on_stage)
     wanted = [C.LOGITS, C.PREDICTIONS, C.LOGITS_TOKEN_IDS, C.LOGITS_IN_PROMPT]
     results = []
     on_stage("starting LibreOffice")
@@ -361,8 +446,13 @@ def evaluate_prompts(path, prompts, weights=None, timeout=3600, on_stage=lambda 
             values = sheet.read(wanted)
             seconds = time.perf_counter() - t0
             tokens = tok.encode(text)
-            result = compare("libreoffice", values, expected_values(ckpt, tokens, reference_edits(book, ckpt.config)),
-                             tokens, sheet_tokens(values))
+            edits = reference_edits(book, ckpt.config)
+            result = compare("libreoffice", values, expected_values(ckpt, tokens, edits), tokens, sheet_tokens(values))
+            if not result["match"]:
+                cache = reference.run(as_written(ckpt), tokens, edits)[1]
+                searched = stage_references(stages, cache, len(tokens))
+                rects = [rect for _, blocks in searched for rect, *_ in blocks]
+                result["first_difference"] = first_difference(searched, read_ranges(sheet, rects))
             result.update(prompt=tok.decode(tokens), seconds=round(seconds, 2), load_seconds=round(sheet.load_seconds, 2),
                           peak_rss_mb=lo.peak_rss_mb())
             for key in ("token_id", "reference_token_id"):

@@ -299,6 +299,9 @@ def lower(spec, ckpt, inputs, about, vocab=None, edits=None, sae=None, training=
     book: the template's loss, then the backward pass and the optimizer's step."""
     lowering = Lowering(spec, ckpt, inputs, vocab, edits or Edits.none(ckpt.config), sae, training)
     lowering.run()
+    # each stage with the cells of its output (a Rect, or one per head), in dataflow order: what eval reads to
+    # tell which stage of a book leaves the reference first
+    lowering.book.stages = [(stage, lowering.out[stage.index]) for stage in spec.stages]
     names = lowering.names()
     names.update(inputs.add_tabs(lowering.book, names.get(C.VOCABULARY)))
     info = lowering.book[lowering.inputs_tab]
