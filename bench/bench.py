@@ -89,9 +89,11 @@ def bench_generate(steps):
               f"({r['seconds_per_token']} with the first), match {r['match']}")
 
 
-def bench_generate_124m(positions, prompt_tokens=8):
+def bench_generate_124m(positions, steps=2):
     """`xlgpt generate` on a random 124M-shape checkpoint (the speed does not depend on the weights): a book of
-    `positions` positions, an 8-token prompt, the rest generated; load time and seconds per token."""
+    `positions` positions whose prompt fills all but the last `steps`; load time and seconds per token at the
+    end of the context (a token at position t recalculates the columns from t on)."""
+    prompt_tokens = positions - steps
     with tempfile.TemporaryDirectory(prefix="xlgpt-bench-") as tmp:
         ckpt = Path(tmp) / "124M"
         subprocess.run([sys.executable, "-m", "xlgpt", "weights", "random", "--layers", "12", "--embd", "768", "--heads",
