@@ -75,6 +75,16 @@ def emit_error(message, code=2):
     sys.exit(code)
 
 
+def interrupted(message, code):
+    """One line, then exit at once, without the atexit handlers: multiprocessing's would wait for writer workers
+    that a signal to the whole process group may have left stuck. The unwinding has already removed every
+    temporary file and stopped every engine."""
+    click.echo(f"xlgpt: error: {message}", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="xlgpt")
 def cli():
@@ -879,16 +889,16 @@ def main():
     except Terminated as e:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one line, even if a second signal follows
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        emit_error(f"terminated ({signal.Signals(e.signum).name})", 128 + e.signum)
+        interrupted(f"terminated ({signal.Signals(e.signum).name})", 128 + e.signum)
     except XlgptError as e:
         emit_error(e)
     except click.exceptions.Abort:
-        emit_error("interrupted", 130)
+        interrupted("interrupted", 130)
     except click.ClickException as e:  # a usage error: one line too, like every other bad input
         emit_error(" ".join(e.format_message().split()) + (" (see --help)" if isinstance(e, click.UsageError) else ""),
                    e.exit_code if isinstance(e, click.UsageError) else 2)
     except KeyboardInterrupt:
-        emit_error("interrupted", 130)
+        interrupted("interrupted", 130)
     except OSError as e:  # the environment, not a bug: a full disk or TMPDIR, a read-only directory, ...
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         emit_error(f"{where}{e.strerror or e}")
