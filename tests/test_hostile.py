@@ -268,29 +268,24 @@ def sheet_part(info, name):
 
 
 def forge_logits(book, out):
-    """The Logits formulas replaced by the reference's values, as constants: the book shows the right answer
-    and computes nothing."""
+    """The Logits formulas removed, their cached values (the reference's) left as constants: the book shows the
+    right answer and computes nothing."""
     import re
 
     from xlgpt import contract as C
-    from xlgpt.check.verify import reference_for
-    from xlgpt.xlsx.writer import cell_name
+    from xlgpt.xlsx.writer import column_letter
 
     info = C.read_book(book)
     rect = info.names[C.LOGITS]
-    _, want = reference_for(info)
-    values = want[C.LOGITS]
+    columns = "|".join(column_letter(rect.left + j) for j in range(rect.width))
 
     def edit(xml):
-        xml = re.sub(r'<c r="[A-Z]+\d+"[^>]*><f t="array" ref="' + cell_name(rect.top, rect.left) + r':[^"]*">[^<]*</f></c>',
-                     "", xml)
-        for i in range(rect.height):
-            r = rect.top + i
-            cells = "".join(f'<c r="{cell_name(r, rect.left + j)}"><v>{values[i][j]!r}</v></c>'
-                            for j in range(rect.width))
-            xml = re.sub(rf'(<row r="{r}"[^>]*>.*?)</row>', lambda m: m.group(1) + cells + "</row>", xml, count=1,
-                         flags=re.S)
+        # each position's array formula starts at the top of its column of Logits
+        xml, n = re.subn(rf'<c r="((?:{columns}){rect.top})" t="n"><f t="array" ref="[^"]*">[^<]*</f>(<v>[^<]*</v>)</c>',
+                         r'<c r="\1">\2</c>', xml)
+        assert n == rect.width
         return xml
+
     return rewrite_part(book, out, sheet_part(info, C.LOGITS), edit)
 
 

@@ -45,7 +45,7 @@ def test_a_training_book_lays_out_the_backward_pass_and_the_step(tmp_path):
     # every tensor's gradient and update sit exactly where its weights do, on the tabs beside them
     ckpt = load(FIXTURES / "tiny")
     for tensor in ckpt.tensors:
-        name = next(n for n in (C.weight_name(tensor), C.weight_name(tensor, True)) if n in book.names)
+        name, _ = C.weight_name_in(book.names, tensor)
         weight = book.names[name]
         for prefix, suffix in ((C.GRADIENT, "gradients"), (C.UPDATED, "updated")):
             mirror = book.names[prefix + name]

@@ -307,8 +307,8 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
     click.echo(f"wrote {out}: {len(sheets)} tabs, {constants:,} constant cells, {formulas:,} formula cells, "
                f"{out.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
     if CALCULATION in names:
-        click.echo("calculation: manual (the book opens without results; compute them with Ctrl+Alt+F9 in Excel, "
-                   "Ctrl+Shift+F9 in LibreOffice)")
+        click.echo("calculation: manual (the book opens showing the values xlgpt computed; have the spreadsheet "
+                   "compute them with Ctrl+Alt+F9 in Excel, Ctrl+Shift+F9 in LibreOffice)")
 
 
 def training_for(ids, optimizer, lr, instruments):

@@ -72,6 +72,7 @@ GRADIENT, UPDATED, ADAM_M, ADAM_V, NEW_ADAM_M, NEW_ADAM_V = "Grad_", "New_", "Ad
 
 EDIT_CELLS = (HEAD_SWITCHES, MLP_SWITCHES, STEERING_LAYER, STEERING_COEFFICIENT, STEERING_VECTOR)
 SAMPLING_CELLS = (TEMPERATURE, TOP_K, SEED, SAMPLE_STEP)
+SAMPLING_DEFAULTS = {TEMPERATURE: 0, TOP_K: 0, SEED: 1, SAMPLE_STEP: 0}  # a new book's: the argmax
 
 # --- metadata cells (the About block on the Tokens tab) ----------------------------------------------
 CHECKPOINT = "Checkpoint"           # the checkpoint as --weights takes it
@@ -93,6 +94,16 @@ def weight_name(tensor, transposed=False):
     (with _T when the tab holds its transpose), wte.weight -> wte_weight."""
     name = re.sub(r"^h\.(\d+)\.", r"L\1_", tensor).replace(".", "_")
     return name + ("_T" if transposed else "")
+
+
+def weight_name_in(names, tensor, prefix=""):
+    """(prefix + the tensor's defined name, transposed?) as `names` (a book's defined names, or anything keyed by
+    them) hold it, its weights tab storing it as it is or transposed; (None, False) when absent."""
+    for transposed in (False, True):
+        name = prefix + weight_name(tensor, transposed)
+        if name in names:
+            return name, transposed
+    return None, False
 
 
 def numbered(name, i):
@@ -222,8 +233,9 @@ class BookInfo:
     def cell_counts(self):
         """What the sheets hold, counted in their XML (reads every sheet, streamed: a sheet part can be
         gigabytes): see CellCounts."""
-        patterns = (re.compile(rb"<v>|<is>"), re.compile(rb"<f\b"), _ARRAY_FORMULA)
-        counts = [0, 0, 0]
+        # values (<v>, inline text) minus the cached results of formulas (written with an explicit t="n", "str" or "e")
+        patterns = (re.compile(rb"<v>|<is>"), re.compile(rb"<f\b"), re.compile(rb' t="(?:n|str|e)"'))
+        counts = [0, 0, 0, 0]
         with zipfile.ZipFile(self.path) as zf:
             for info in zf.infolist():
                 if not info.filename.startswith("xl/worksheets/"):
@@ -233,14 +245,15 @@ class BookInfo:
                     for chunk in iter(lambda: f.read(1 << 20), b""):
                         # a match that spans the chunk boundary is counted once: in tail + chunk, not in tail
                         window = tail + chunk
-                        for k, pattern in enumerate(patterns[:2]):
+                        for k, pattern in enumerate(patterns):
                             counts[k] += len(pattern.findall(window)) - len(pattern.findall(tail))
                         for attrs in _ARRAY_FORMULA.findall(window)[len(_ARRAY_FORMULA.findall(tail)):]:
                             ref = _REF_ATTR.search(attrs)
                             area = ref and parse_ref("A!" + ref.group(1).decode())
-                            counts[2] += area.height * area.width if area else 1
+                            counts[3] += area.height * area.width if area else 1
                         tail = window[-_TAIL:]
-        return CellCounts(*counts)
+        values, formulas, cached, array_cells = counts
+        return CellCounts(values - cached, formulas, array_cells)
 
 
 @dataclass(frozen=True)

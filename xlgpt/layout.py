@@ -290,6 +290,45 @@ class Book:
         self.tabs = {}
         self.calculation = "auto"  # or "manual": the workbook's calculation mode (contract.AUTO, MANUAL)
         self.stages = []  # (template stage, its output's Rect or per-head Rects), set by compile.lower
+        self.values = {}  # sheet -> [(Rect, 2-D values)]: the results of its cells, as computed at build time
+
+    # --- cached values: what each formula cell computes, written into the file -------------------------
+    def cache(self, rect, values):
+        """Record the results of `rect`'s cells (an array broadcast to its shape; numbers or texts)."""
+        if values is None:
+            return rect
+        values, shape = np.asarray(values), (rect.height, rect.width)
+        values = values.reshape(shape) if values.size == rect.height * rect.width else np.broadcast_to(values, shape)
+        self.values.setdefault(rect.sheet, []).append((rect, values))
+        return rect
+
+    def value(self, rect):
+        """The recorded results of `rect` (inside one recorded rectangle; the latest wins), or None."""
+        for r, v in reversed(self.values.get(rect.sheet, ())):
+            if r.top <= rect.top and rect.bottom <= r.bottom and r.left <= rect.left and rect.right <= r.right:
+                return v[rect.top - r.top:rect.bottom - r.top + 1, rect.left - r.left:rect.right - r.left + 1]
+        return None
+
+    def attach_values(self):
+        """Give every formula cell whose result was recorded its cached value. Returns (formula cells, with a
+        value)."""
+        cells = known = 0
+        for name, tab in self.tabs.items():
+            for b in tab.sheet.blocks:
+                if isinstance(b, ArrayFormula):
+                    b.values = self.value(b.region)
+                    cells += b.region.height * b.region.width
+                    known += 0 if b.values is None else b.values.size
+                elif isinstance(b, Cells):
+                    for i, row in enumerate(b.rows):
+                        for j, v in enumerate(row):
+                            if isinstance(v, Formula):
+                                value = self.value(Rect(name, b.top + i, b.left + j))
+                                cells += 1
+                                if value is not None:
+                                    row[j] = v.with_value(value.item())
+                                    known += 1
+        return cells, known
 
     def add(self, tab):
         if tab.name in self.tabs:

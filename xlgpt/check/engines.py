@@ -62,11 +62,11 @@ def _as_float(value):
 def check_formulas_size(book, max_cells=FORMULAS_MAX_CELLS, max_formulas=FORMULAS_MAX_FORMULAS,
                         max_array_cells=FORMULAS_MAX_ARRAY_CELLS):
     """Refuse a book the `formulas` engine would take too long on (see the limits above)."""
+    hint = " (or build with a smaller --capacity)" if book.typed else ""
     if book.est_cells > 10 * max_cells:  # clearly too large: say so without reading every sheet
         raise XlgptError(f"{book.path.name}: about {book.est_cells:,} cells is too large for the formulas engine; "
-                         f"use --engine libreoffice")
+                         f"use --engine libreoffice{hint}")
     size = book.cell_counts
-    hint = " (or build with a smaller --capacity)" if book.typed else ""
     if size.constants > max_cells:
         raise XlgptError(f"{book.path.name}: {size.constants:,} constant cells is too large for the formulas engine "
                          f"(limit {max_cells:,}); use --engine libreoffice")

@@ -106,7 +106,7 @@ def gpt2(inputs, wte, wpe, blocks, ln_f, n_head, eps, edits, cache):
 
 def params(ckpt):
     """Nest a checkpoint's flat tensors the way gpt2() takes them, as float64."""
-    t = {name: value.astype(np.float64) for name, value in ckpt.tensors.items()}
+    t = {name: np.asarray(value, dtype=np.float64) for name, value in ckpt.tensors.items()}
 
     def lin(prefix):
         return {"w": t[prefix + ".weight"], "b": t[prefix + ".bias"]}

@@ -27,7 +27,8 @@ class Diverged(XlgptError):
 
 def weight_names(book, tensors):
     """{tensor: the defined name of its cells on its weights tab}."""
-    return {t: n for t in tensors for n in (C.weight_name(t), C.weight_name(t, True)) if n in book.names}
+    names = {t: C.weight_name_in(book.names, t)[0] for t in tensors}
+    return {t: n for t, n in names.items() if n}
 
 
 @contextlib.contextmanager

@@ -115,10 +115,9 @@ def laid_out(prefix, tensors, names):
     (transposed where the weights tab stores the transpose, vectors as columns)."""
     out = {}
     for tensor, value in tensors.items():
-        for transposed in (False, True):
-            name = prefix + C.weight_name(tensor, transposed)
-            if name in names:
-                out[name] = value.T if transposed else value.reshape(len(value), -1)
+        name, transposed = C.weight_name_in(names, tensor, prefix)
+        if name:
+            out[name] = value.T if transposed else value.reshape(len(value), -1)
     return out
 
 
@@ -126,11 +125,10 @@ def from_layout(prefix, grids, tensors):
     """laid_out's inverse: {tensor: array of its own shape} from the grids of the names that hold them."""
     out = {}
     for tensor, value in tensors.items():
-        for transposed in (False, True):
-            grid = grids.get(prefix + C.weight_name(tensor, transposed))
-            if grid is not None:
-                grid = np.array(grid, dtype=float)
-                out[tensor] = (grid.T if transposed else grid).reshape(np.shape(value))
+        name, transposed = C.weight_name_in(grids, tensor, prefix)
+        if name:
+            grid = np.array(grids[name], dtype=float)
+            out[tensor] = (grid.T if transposed else grid).reshape(np.shape(value))
     return out
 
 

@@ -39,6 +39,19 @@ def inputs_for(ckpt, tokens, tokenizer=None, prompt=None, positions=None, capaci
                       positions)
 
 
+def reference_stages(ckpt, tokens, positions, edits=None):
+    """The reference's output of every stage for the book's tokens at all its positions (padding: id 0, as the
+    sheet pads), from the weights as the book holds them (eval's reference too): the values the book's cells
+    carry cached, so they show before any recalculation."""
+    from ..check import reference
+    from ..check.verify import as_written
+
+    e = edits or reference.Edits.none(ckpt.config)
+    edits = reference.Edits(e.head_switches, e.mlp_switches, e.steering_layer, e.steering_coefficient,
+                            e.steering_vector)
+    return reference.run(as_written(ckpt), list(tokens) + [0] * (positions - len(tokens)), edits)[1]["stages"]
+
+
 def build(ckpt, tokens, out, template=None, progress=None, tokenizer=None, prompt=None, positions=None,
           capacity=None, edits=None, sae=None, sae_source=None, training=None, calculation=None):
     """Write the workbook for `tokens` to `out`; returns (sheets, names) as written (names[contract.CALCULATION]
@@ -59,7 +72,8 @@ def build(ckpt, tokens, out, template=None, progress=None, tokenizer=None, promp
     # path: eval finds it again with --weights' rules, and the sha256 tells whether it is the same
     about = About(ckpt.name or str(ckpt.path), fingerprint(ckpt.path), inputs.kind,
                   cap and (cap.chars, cap.bytes, cap.rounds, cap.tokens), sae and sae_source, calculation)
-    book, names = lower(spec, ckpt, inputs, about, vocab, edits, sae, training)
+    book, names = lower(spec, ckpt, inputs, about, vocab, edits, sae, training,
+                        {"stages": reference_stages(ckpt, tokens, inputs.positions, edits), "tokens": tokens})
     sheets = book.sheets()
     write_workbook(out, sheets, names, progress, calculation=book.calculation)
     return sheets, names

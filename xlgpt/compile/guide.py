@@ -14,9 +14,10 @@ GROUP_NAMES = {"prompt": "your input", "tokenizer": "the tokenizer, in formulas"
                "tables": "the tokenizer's tables"}
 
 
-# A big book is set to manual calculation (contract.MANUAL_ABOVE) and opens without results.
-MANUAL_CALCULATION = ("Calculation is manual in this book: press F9 after editing. It opens without results: "
-                      "first compute every cell with Ctrl+Alt+F9 (Excel) or Ctrl+Shift+F9 (LibreOffice).")
+# A big book is set to manual calculation (contract.MANUAL_ABOVE): it opens at once, showing its cached values.
+MANUAL_CALCULATION = ("Calculation is manual in this book: press F9 after editing. It opens showing the numbers "
+                      "xlgpt computed when it built the book; Ctrl+Alt+F9 (Excel) or Ctrl+Shift+F9 (LibreOffice) has "
+                      "the spreadsheet compute every cell itself.")
 
 
 def add_guide(book, names, inputs, description, calculation=C.AUTO):
@@ -37,7 +38,10 @@ def add_guide(book, names, inputs, description, calculation=C.AUTO):
              "title says what it computes. The frozen rows at the top of a tab keep each column's position and "
              "token in view; grey columns are padding after the prompt.",
              "3. Click a cell to read its formula. Defined names (Formulas › Name Manager) point at the results: "
-             "Logits, Probabilities, PredictedToken, LensTopTokens, HeadSwitches, ..."]
+             "Logits, Probabilities, PredictedToken, LensTopTokens, HeadSwitches, ...",
+             "4. The numbers a cell shows before any recalculation are the ones xlgpt's NumPy reference computed "
+             "when it built the book; recalculating has the spreadsheet compute them itself (xlgpt eval checks "
+             "that they agree)."]
     for line in lines:
         tab.note(line)
     tab.skip()
@@ -46,6 +50,10 @@ def add_guide(book, names, inputs, description, calculation=C.AUTO):
         if C.VOCABULARY in names:
             tab.put(cell.cell(0, 1), [[Formula(f"IF(ISNUMBER({C.PREDICTED_TOKEN}),INDEX({C.VOCABULARY},"
                                                f"{C.PREDICTED_TOKEN}+1),\"\")")]], BIG)
+        for j in range(2 if C.VOCABULARY in names else 1):  # the id and text the inputs tab shows
+            value = book.value(names[C.PREDICTED_TOKEN].cell(0, j))
+            if value is not None:
+                book.cache(cell.cell(0, j), value)
         tab.skip()
     section(tab, "Things to try")
     for line in things_to_try(book, names, inputs):

@@ -7,6 +7,8 @@ person should see a single step (LayerNorm statistics, softmax maxima and sums, 
 """
 from dataclasses import astuple, dataclass, replace
 
+import numpy as np
+
 from .. import XlgptError
 from .. import contract as C
 from ..layout import BOLD, FIRST_COL, Book, Formula, Named, Rect, Tab, WeightsTab
@@ -62,6 +64,30 @@ class Ctx:
     heat_from_zero = colour_scale(0)  # white at 0, blue at the largest
     heat = colour_scale(0, 1)  # probabilities: white at 0, blue at 1
     formula = staticmethod(Formula)
+
+    def value(self, ref):
+        """The results of an earlier block's cells (a Rect, or a defined name's cells), as computed at build time:
+        a 2-D array, or None when unknown (so are the values computed from it)."""
+        rect = self.lowering.named.get(ref) if isinstance(ref, str) else ref
+        return None if rect is None else self.lowering.book.value(rect)
+
+    def known(self, *rects):
+        """Are the cached values of all these blocks known?"""
+        return all(self.value(r) is not None for r in rects)
+
+    def cache(self, rect, values):
+        """Record what `rect`'s formulas compute (from the reference's values: see Lowering.cache_stage); the
+        book carries them as the cells' cached values. None (computed from unknown values) records nothing."""
+        return self.lowering.book.cache(rect, values)
+
+    def reference_value(self, name):
+        """The reference's last output of the stages named `name` ([position, feature]), or None."""
+        stages = self.lowering.reference_stages or ()
+        return next((value for n, _, value in reversed(stages) if n == name), None)
+
+    def texts(self, ids):
+        """The vocabulary's text of each token id (what INDEX(Vocabulary, id + 1) shows)."""
+        return [self.vocab[int(i)] for i in np.ravel(ids)]
 
     def save(self, **rects):
         """Keep blocks the stage's backward reads (a training book): LayerNorm's statistics, the loss's."""
@@ -121,6 +147,8 @@ class Ctx:
             block = self.block(labels, f"head {h}: rows are key positions, columns query positions")
             if self.header.text is not None:  # each key row labelled with its token
                 self.array(block.label_column(), "TRANSPOSE({tokens})", tokens=self.header.text)
+                texts = self.value(self.header.text)
+                self.cache(block.label_column(), None if texts is None else texts.T)
             written = formula(h, block)
             if written is not None:
                 text, refs = written
@@ -137,12 +165,15 @@ class Ctx:
             rows[self.tab.name] = self.tab.each(row, "IF({t}={last},1,0)", IDS, t=lambda _, t: t + 1,
                                                 last=self.last_position)
             self.tab.format(row, IDS)
+            self.cache(row, np.arange(self.T) == self.lowering.last)
         return rows[self.tab.name]
 
     def at_last_position(self, block, title):
         """Column of `block` at the prompt's last token, as a column of its own."""
         column = self.block([(label, i) for i, label in enumerate(self.vocab or ["token"] * block.height)], title, 1)
-        return self.array(column, "MMULT({block},TRANSPOSE({onehot}))", block=block, onehot=self.last_position_row())
+        self.array(column, "MMULT({block},TRANSPOSE({onehot}))", block=block, onehot=self.last_position_row())
+        values = self.value(block)
+        return self.cache(column, None if values is None else values[:, self.lowering.last])
 
     def result_row(self):
         """A one-row result: (row, its token texts or None) in the frozen header for a header stage."""
@@ -156,7 +187,7 @@ class Ctx:
     def place(self, title, values, labels=None):
         """Numbers that are not the checkpoint's (an SAE's) on this tab's weights tab: a Rect."""
         tab = self.lowering.weights_tab(self.stage.tab)
-        return tab.vector(title, values) if values.ndim == 1 else tab.matrix(title, values, labels)
+        return self.cache(tab.vector(title, values) if values.ndim == 1 else tab.matrix(title, values, labels), values)
 
     def stream_entering(self, layer):
         """The residual stream entering block `layer` (after its steering): the output of that layer's steer
@@ -171,7 +202,14 @@ class Ctx:
         """The embedding table wte, one row per token id, labelled with the token's text when known."""
         table = self.weight("table", self.vocab, as_stored=True).rect
         self.lowering.vocabulary = table.label_column() if self.vocab else None
+        if self.vocab:
+            self.cache(self.lowering.vocabulary, self.vocab)
         return table
+
+    def stored_value(self, stored):
+        """The cached values of a stored matrix, as the checkpoint holds it ([in, out]), as float64."""
+        value = self.value(stored.rect).astype(float)
+        return value.T if stored.transposed else value
 
     def as_is(self, stored):
         """Formula text for a stored matrix, as the checkpoint holds it ([in, out])."""
@@ -187,9 +225,20 @@ class Ctx:
 
 
 class Lowering:
-    def __init__(self, spec, ckpt, inputs, vocab=None, edits=None, sae=None, training=None):
+    def __init__(self, spec, ckpt, inputs, vocab=None, edits=None, sae=None, training=None, reference=None):
         self.spec, self.ckpt, self.cfg, self.inputs, self.vocab = spec, ckpt, ckpt.config, inputs, vocab
+        self.reference = {}  # (stage name, layer) -> the reference's outputs of stages of that name, in order
+        self.reference_stages = reference["stages"] if reference else None
+        for name, layer, value in reference["stages"] if reference else ():
+            self.reference.setdefault((name, layer), []).append(value)
+        for key, values in self.reference.items():  # a name's stages align at the end: a template without the
+            n = sum((s.name, s.layer) == key for s in spec.stages)  # steering stage (training's) has one x
+            del values[:max(0, len(values) - n)]                     # fewer per layer, the one entering it
+        # the token id at each position (the sheet pads with 0) and the prompt's last position (0-based)
+        self.tokens = list(reference["tokens"]) + [0] * (inputs.positions - len(reference["tokens"])) if reference else None
+        self.last = len(reference["tokens"]) - 1 if reference else None
         self.edits, self.sae, self.training = edits, sae, training
+        self.memo = {}  # cached values several stages read alike (the attribution's direction)
         self.saved, self.param_grads = {}, {}  # a training book's: blocks each backward reads, gradient contributions
         self.T = inputs.positions
         self.book = Book()
@@ -215,11 +264,18 @@ class Lowering:
         header = Header(positions, ids, text, in_prompt)
         if first:
             self.inputs.fill(tab, header)
+            if self.tokens is not None:
+                self.book.cache(ids, self.tokens)
+                if text is not None:
+                    self.book.cache(text, [self.vocab[i] if t <= self.last else "(padding)" for t, i in enumerate(self.tokens)])
+                if in_prompt is not None:
+                    self.book.cache(in_prompt, [int(t <= self.last) for t in range(T)])
         else:
             source = self.headers[self.inputs_tab]
             for mine, theirs in ((ids, source.ids), (text, source.text), (in_prompt, source.in_prompt)):
                 if mine is not None:
                     tab.format(tab.array(mine, "{row}", row=theirs), BOLD)
+                    self.book.cache(mine, self.book.value(theirs))
         for stage in self.spec.stages:
             if stage.tab == tab.name and stage.header:
                 row = tab.header(stage.title, T)
@@ -250,6 +306,11 @@ class Lowering:
                 title = tensor + (TRANSPOSED if transposed else "")
                 rect = tab.matrix(title, value.T if transposed else value, labels)
                 self.placed[tensor] = Stored(self.named_weight(rect, tensor, transposed), transposed)
+            placed = self.placed[tensor]
+            if value.ndim == 1:
+                self.book.cache(placed, value)
+            else:
+                self.book.cache(placed.rect, value.T if placed.transposed else value)
         return self.placed[tensor]
 
     def named_weight(self, rect, tensor, transposed=False):
@@ -266,6 +327,7 @@ class Lowering:
         for stage in self.spec.stages:
             inputs = [self.out[i] if isinstance(i, int) else [self.out[j] for j in i] for i in stage.inputs]
             self.out[stage.index] = OPS[stage.op].lower(Ctx(self, stage), *inputs)
+            self.cache_stage(stage, self.out[stage.index])
         if self.training is not None:
             from .backward import backward, optimizer
             backward(self)
@@ -273,6 +335,20 @@ class Lowering:
         for name, header in self.headers.items():  # padding positions greyed, on every tab that has them
             if header.in_prompt is not None:
                 self.book[name].grey_padding(header.in_prompt)
+
+    def cache_stage(self, stage, out):
+        """A stage's output cells take the reference's values of the stage of that name (reference.run's
+        cache["stages"], laid out as eval's verify.stage_references reads them: features down, positions across;
+        per head, keys down and queries across), unless the op recorded its own."""
+        values = self.reference.get((stage.name, stage.layer))
+        if not values:
+            return
+        value = values.pop(0)
+        blocks = list(zip(out, value)) if isinstance(out, list) and value.ndim == 3 else [(out, value)]
+        for rect, v in blocks:
+            if isinstance(rect, Rect) and rect.height == v.shape[1] and rect.width == v.shape[0] \
+                    and self.book.value(rect) is None:
+                self.book.cache(rect, v.T)
 
     def names(self):
         """The contract's names of the results (and of the vocabulary, when the book has token texts)."""
@@ -289,15 +365,17 @@ class Lowering:
         return out
 
 
-def lower(spec, ckpt, inputs, about, vocab=None, edits=None, sae=None, training=None):
+def lower(spec, ckpt, inputs, about, vocab=None, edits=None, sae=None, training=None, reference=None):
     """Lower everything. Returns (Book, defined names {name: Rect}).
 
     `inputs` (compile/inputs.py) are the token ids, or a Prompt cell the book tokenizes itself; `about`
     (contract.About) is what the book records about itself; `vocab`, each token's text, labels the embedding
     table, the logits and the predictions; `edits` (inputs.Edits) the interventions' starting values; `sae`
     (weights.sae.SAE) the sparse autoencoder of the Features tab; `training` (backward.Training) makes a training
-    book: the template's loss, then the backward pass and the optimizer's step."""
-    lowering = Lowering(spec, ckpt, inputs, vocab, edits or Edits.none(ckpt.config), sae, training)
+    book: the template's loss, then the backward pass and the optimizer's step. `reference`: {"stages": the
+    reference's cache["stages"] for the book's tokens at all its positions, "tokens": the prompt's token ids}: the
+    values the formula cells carry cached (ops compute their other blocks' from them, next to their formulas)."""
+    lowering = Lowering(spec, ckpt, inputs, vocab, edits or Edits.none(ckpt.config), sae, training, reference)
     lowering.run()
     # each stage with the cells of its output (a Rect, or one per head), in dataflow order: what eval reads to
     # tell which stage of a book leaves the reference first
@@ -305,12 +383,13 @@ def lower(spec, ckpt, inputs, about, vocab=None, edits=None, sae=None, training=
     names = lowering.names()
     names.update(inputs.add_tabs(lowering.book, names.get(C.VOCABULARY)))
     info = lowering.book[lowering.inputs_tab]
-    names.update(inputs.prediction(info, lowering.headers[spec.output(C.STAGE_OF[C.LOGITS]).tab], names))
+    names.update(inputs.prediction(info, lowering.headers[spec.output(C.STAGE_OF[C.LOGITS]).tab], names, lowering))
     if about.calculation is None:
         about = replace(about, calculation=calculation_for(lowering.book))
     names.update(C.write_about(info, about, model_description(ckpt)))
     add_guide(lowering.book, names, inputs, model_description(ckpt), about.calculation)
     lowering.book.calculation = about.calculation
+    lowering.book.attach_values()
     return lowering.book, names
 
 

@@ -1,4 +1,6 @@
 """LayerNorm over the features of each position."""
+import numpy as np
+
 def normalize(ctx, x, g, b, name, title):
     """(x - mean) / sqrt(variance + eps) · g + b, each column's mean and variance shown above it."""
     stats = ctx.block([("mean", None), ("variance", None)], title + ": mean and variance of each column")
@@ -7,8 +9,14 @@ def normalize(ctx, x, g, b, name, title):
     ctx.each(var, "SUMPRODUCT(({x}-{mean})^2)/{n}", x=lambda _, t: x.col(t), mean=lambda _, t: mean.col(t), n=x.height)
     ctx.save(mean=mean, var=var)
     out = ctx.block(ctx.rows(name, x.height), title + ": (x - mean) / sqrt(variance + eps) · weight + bias")
-    return ctx.array(out, "({x}-{mean})/SQRT({var}+{eps})*{g}+{b}", x=x, mean=mean, var=var,
-                     eps=ctx.number(ctx.cfg.layer_norm_epsilon), g=g, b=b)
+    ctx.array(out, "({x}-{mean})/SQRT({var}+{eps})*{g}+{b}", x=x, mean=mean, var=var,
+              eps=ctx.number(ctx.cfg.layer_norm_epsilon), g=g, b=b)
+    xs = ctx.value(x)
+    if xs is not None:
+        ctx.cache(stats, [xs.mean(0), xs.var(0)])
+        if name != ctx.stage.name:  # else the stage's output, whose values are the reference's
+            ctx.cache(out, (xs - xs.mean(0)) / np.sqrt(xs.var(0) + ctx.cfg.layer_norm_epsilon) * ctx.value(g) + ctx.value(b))
+    return out
 
 
 def layernorm(ctx, x):
@@ -33,6 +41,13 @@ def layernorm_backward(ctx, dy, x):
                    f"x̂ · mean(∂L/∂x̂ · x̂)) / sqrt(variance + eps)")
     ctx.array(dx, "({d}-{m}-{xhat}*{mx})/SQRT({var}+{eps})", d=dxhat, m=stats.row(0), xhat=xhat, mx=stats.row(1),
               var=var, eps=eps)
+    if ctx.known(dy, x):
+        sd = np.sqrt(ctx.value(var) + ctx.cfg.layer_norm_epsilon)
+        xh = (ctx.value(x) - ctx.value(mean)) / sd
+        dxh = ctx.value(dy) * ctx.value(ctx.weight("weight"))
+        means = np.array([dxh.mean(0), (dxh * xh).mean(0)])
+        for rect, v in ((xhat, xh), (dxhat, dxh), (stats, means), (dx, (dxh - means[0] - xh * means[1]) / sd)):
+            ctx.cache(rect, v)
     ctx.grad_rows("weight", "SUMPRODUCT({dy},{xhat})", f"Σ over positions of ∂L/∂{y} · x̂", dy=dy, xhat=xhat)
     ctx.grad_rows("bias", "SUM({dy})", f"Σ over positions of ∂L/∂{y}", dy=dy)
     return [dx]

@@ -1,4 +1,6 @@
 """The loss a training book minimizes: next-token cross-entropy at every position of the window."""
+import numpy as np
+
 from .. import contract as C
 from ..layout import Rect
 from ..xlsx.styles import BIG_NUMBER, BOLD, IDS, INPUT
@@ -25,6 +27,13 @@ def cross_entropy(ctx, logits):
     ctx.each(per_position, "LN({s})+{mx}-INDEX({l},{y}+1)", s=lambda _, t: total.col(t), mx=lambda _, t: mx.col(t),
              l=lambda _, t: logits.col(t), y=lambda _, t: targets.cell(0, t))
     tab.put(loss, [[ctx.formula(f"AVERAGE({per_position.ref(tab.name)})")]], BIG_NUMBER)
+    if ctx.known(logits):
+        values, y = ctx.value(logits), list(training.targets)
+        losses = ctx.value(mx)[0] + np.log(ctx.value(total)[0]) - values[y, range(ctx.T)]
+        ctx.cache(per_position, losses)
+        ctx.cache(loss, losses.mean())
+        if ctx.vocab is not None:
+            ctx.cache(block.row(1), ctx.texts(y))
     ctx.name(C.LOSS, loss)
     from ..compile.backward import settings
     settings(tab, training, ctx.lowering.named)
@@ -36,8 +45,13 @@ def cross_entropy_backward(ctx, _, logits):
     """∂L/∂logit[v, t] = (p[v, t] − [v = target_t]) / T: the softmax minus the one-hot target, averaged."""
     labels = [(text, i) for i, text in enumerate(ctx.vocab or ["token"] * logits.height)]
     d = ctx.block(labels, f"∂L/∂{ctx.input_name(0)} = (softmax − one-hot of the target) / {ctx.T}")
-    return [ctx.array(d, "(EXP({l}-{mx})/{s}-IF({ids}={y},1,0))/{T}", l=logits, mx=ctx.saved["max"],
-                      s=ctx.saved["total"], ids=d.index_column(), y=ctx.saved["targets"], T=ctx.T)]
+    ctx.array(d, "(EXP({l}-{mx})/{s}-IF({ids}={y},1,0))/{T}", l=logits, mx=ctx.saved["max"], s=ctx.saved["total"],
+              ids=d.index_column(), y=ctx.saved["targets"], T=ctx.T)
+    if ctx.known(logits):
+        onehot = np.arange(logits.height)[:, None] == np.array(ctx.lowering.training.targets)
+        p = np.exp(ctx.value(logits) - ctx.value(ctx.saved["max"])) / ctx.value(ctx.saved["total"])
+        ctx.cache(d, (p - onehot) / ctx.T)
+    return [d]
 
 
 CHART_ROWS, CHART_COLUMNS = 18, 9

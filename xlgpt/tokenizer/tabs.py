@@ -17,11 +17,14 @@ whatever its capacity, and Excel, LibreOffice, Gnumeric and the `formulas` packa
 """
 import re
 
-from .. import contract
+import numpy as np
+
+from .. import XlgptError, contract
 from ..layout import BOLD, INPUT, Book, Formula, Tab
 from ..xlsx.writer import write_workbook
-from .bpe import CONTRACTIONS, RULES, Capacity, capacity_for
-from .tables import CLASS_NAMES, bytes_to_unicode, class_runs, tables, token_texts
+from .bpe import CONTRACTIONS, RULES, Capacity, Values, capacity_for, contraction, encode, needs
+from .hf import display
+from .tables import CLASS_NAMES, bytes_to_unicode, char_class, class_runs, symbol_text, tables, token_texts
 
 HIGH, LOW, PAIR_BASE = (55296, 56319), (56320, 57343), 65536  # UTF-16 surrogates (Excel's MID/UNICODE)
 TOKEN_TEXTS = "Token texts"
@@ -84,7 +87,27 @@ def _exact_any(text, options):
     return "(" + "+".join(f'EXACT({text},"{o}")' for o in options) + ">0)"
 
 
-def chars_tab(book, name, prompt, cap):
+def chars_values(text, cap):
+    """Each row of the Chars tab for `text` (code points, as LibreOffice and Gnumeric read characters), computed
+    by bpe.RULES' Python backend over all cap.chars slots ("" past the text)."""
+    n, past = len(text), [""] * (cap.chars - len(text))
+    rows = {"character": list(text) + past, "code unit": [ord(c) for c in text] + past}
+    rows["code point"] = rows["code unit"]
+    rows["UTF-8 bytes"] = [len(c.encode("utf-8")) for c in text] + [0] * len(past)
+    rows["class"] = [char_class(ord(c)) for c in text] + past
+    rows["contraction"] = [contraction(text, i) for i in range(n)] + [0] * len(past)
+    blank = {k: [None if v == "" else v for v in row] for k, row in rows.items()}  # Values: None past the text
+    for key, _, rule in RULES:
+        blank[key] = [int(rule(Values(blank, i))) for i in range(cap.chars)]
+        rows[key] = blank[key]
+    rows["piece"] = list(np.cumsum(rows["starts"]))
+    rows["first byte"] = list(np.cumsum([0] + rows["UTF-8 bytes"][:-1]) + 1)
+    rows["key"] = [f + i + 1 if i >= n else f - 0.5 if rows["UTF-8 bytes"][i] == 0 else f
+                   for i, f in enumerate(rows["first byte"])]
+    return rows
+
+
+def chars_tab(book, name, prompt, cap, text=None):
     """Characters: code points, classes, and bpe.RULES splitting the text into pieces."""
     tab = book.add(Tab(name, "Characters: code points, classes and GPT-2's pre-tokenization into pieces",
                        "tokenizer", {1: 44, 2: 4}))
@@ -119,18 +142,41 @@ def chars_tab(book, name, prompt, cap):
         f"IF({_exact_any(after(2), CONTRACTIONS[1])},3,0)),0)", char=char, prompt=prompt)
     for key, label, rule in RULES:
         x = Formulas(rows, position)
-        text = f"0+{rule(x)}"
-        row(key, label, text, **x.refs)
+        row(key, label, f"0+{rule(x)}", **x.refs)
     starts = rows["starts"]
     piece = row("piece", "piece number", 'SUMIF({position},"<="&{position},{starts})', starts=starts)
     first = row("first byte", "first byte", 'SUMIF({position},"<"&{position},{utf8})+1', utf8=utf8)
     key = row("key", "byte lookup key (increasing)",
               'IF({char}="",{first}+{position},IF({utf8}=0,{first}-0.5,{first}))', char=char, first=first, utf8=utf8)
+    if text is not None and len(text) <= cap.chars and not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        for row_name, values in chars_values(text, cap).items():
+            book.cache(rows[row_name], np.array(values, object))
     rows.update(position=position, key=key, piece=piece, first=first)
     return rows
 
 
-def bytes_tab(book, name, chars, cap):
+def bytes_values(text, cap, tok):
+    """Each row of the Bytes tab for `text`: every UTF-8 byte with its character (1-based), piece, code point,
+    byte and GPT-2 symbol and id; "" past the text (piece: cap.chars + 1)."""
+    chars = chars_values(text, cap)
+    table, symbols = tables(tok), bytes_to_unicode()
+    rows = {k: [] for k in ("character position", "character", "piece", "code point", "length", "byte of char",
+                            "byte", "symbol", "id")}
+    for i, c in enumerate(text):
+        for t, b in enumerate(c.encode("utf-8")):
+            for k, v in zip(rows, (i + 1, c, chars["piece"][i], ord(c), len(c.encode("utf-8")), t, b, symbols[b],
+                                   "none" if table.byte_ids[b] is None else table.byte_ids[b])):
+                rows[k].append(v)
+    past = cap.bytes - len(rows["byte"])
+    for k in rows:
+        rows[k] += [cap.chars + 1 if k == "piece" else ""] * past
+    piece = np.array(rows["piece"])
+    rows["first slot"] = [int(np.searchsorted(piece, p, "left")) + 1 for p in piece]
+    rows["last slot"] = [int(np.searchsorted(piece, p, "right")) for p in piece]
+    return rows
+
+
+def bytes_tab(book, name, chars, cap, text=None, tok=None):
     """The UTF-8 bytes in one row: their character, piece, byte value, GPT-2 symbol and token id."""
     tab = book.add(Tab(name, "UTF-8 bytes of the pieces, GPT-2's byte symbols and initial token ids", "tokenizer",
                        {1: 44, 2: 4}))
@@ -163,17 +209,23 @@ def bytes_tab(book, name, chars, cap):
     piece = rows["piece"]
     row("first slot", "first slot of the piece", "IFERROR(MATCH({piece}-0.5,{piece},1),0)+1", piece=piece)
     row("last slot", "last slot of the piece", "MATCH({piece}+0.5,{piece},1)", piece=piece)
+    if book.value(chars["key"]) is not None and len(text.encode("utf-8")) <= cap.bytes:
+        for row_name, values in bytes_values(text, cap, tok).items():
+            book.cache(rows[row_name], np.array(values, object))
     return rows
 
 
-def merge_round(tab, head, tokens, ends, n, last=False):
+def merge_round(tab, head, tokens, ends, n, last=False, values=None):
     """One merge round (bpe.merge_round for every piece at once) below `tokens` and `ends`; returns the
-    next round's (tokens, ends), or the final round's rank row when `last`."""
+    next round's (tokens, ends), or the final round's rank row when `last`. `values`: a RoundValues whose rows
+    the cells carry cached."""
     width, k = tokens.width, head["keys"]
     refs = dict(head["refs"], T=tokens, E=ends)
 
     def row(name, label, text):
         refs[name] = tab.array(tab.line(label, width), text, **refs)
+        if values is not None:
+            values.cache(refs[name], values.rows[name])
         return refs[name]
 
     pair = "{T}*" + str(k["V"]) + "+{R}"
@@ -208,6 +260,52 @@ def merge_round(tab, head, tokens, ends, n, last=False):
     return new, end
 
 
+class RoundValues:
+    """The BPE tab's rows for one text, round by round, as its formulas compute them ("" for an empty cell):
+    each row the same function of the rows above it as its formula, over every byte slot at once."""
+
+    def __init__(self, book, byts, tok, keys):
+        self.book, self.table, self.keys = book, tables(tok), keys
+        self.piece, self.first, self.last = (list(book.value(byts[k])[0]) for k in ("piece", "first slot", "last slot"))
+        self.slots = range(1, len(self.piece) + 1)
+        self.rows = {"T": list(book.value(byts["id"])[0])}
+        self.rows["E"] = [s if number(t) else "" for s, t in zip(self.slots, self.rows["T"])]
+
+    def cache(self, rect, values):
+        self.book.cache(rect, np.array(values, object))
+
+    def next_round(self):
+        """Compute the rows of a round from its T and E; then its T2 and E2 become the next round's T and E."""
+        r, table, big, none = self.rows, self.table, self.keys["big"], self.keys["none"]
+        T, E = r["T"], r["E"]
+        merge = lambda s: table.merges.get(T[s - 1] * table.V + r["R"][s - 1])
+        r["R"] = [T[e] if number(t) and e < last else "" for t, e, last in zip(T, E, self.last)]
+        r["K"] = [merge(s)[0] if number(r["R"][s - 1]) and merge(s) else "" for s in self.slots]
+        keys = sorted(p * big + (k if number(k) else big - 1) for p, k in zip(self.piece, r["K"]))
+        r["Lo"] = [keys[f - 1] - p * big for p, f in zip(self.piece, self.first)]
+        lowest = [number(k) and k == lo for k, lo in zip(r["K"], r["Lo"])]
+        before = lambda s: 2 * s - E[s - 1] - 1
+        r["run"] = [(none if before(s) >= self.first[s - 1] and r["K"][before(s) - 1] == r["K"][s - 1] else s)
+                    if lowest[s - 1] else none for s in self.slots]
+        r["runs"] = sorted(r["run"])
+        run_start = lambda s: max(x for x in r["runs"] if x <= s)
+        r["M"] = [(E[s - 1] + 1 if (s - run_start(s)) % (2 * (E[s - 1] - s + 1)) == 0 else none) if lowest[s - 1]
+                  else none for s in self.slots]
+        absorbed = set(r["M"])
+        r["T2"] = [(merge(s)[1] if r["M"][s - 1] < none else "" if s in absorbed else T[s - 1]) if number(T[s - 1])
+                   else "" for s in self.slots]
+        r["E2"] = [(E[r["M"][s - 1] - 1] if r["M"][s - 1] < none else E[s - 1]) if number(t) else ""
+                   for s, t in zip(self.slots, r["T2"])]
+        return r
+
+    def advance(self):
+        self.rows = {"T": self.rows["T2"], "E": self.rows["E2"]}
+
+
+def number(x):
+    return not isinstance(x, str) and x is not None
+
+
 def bpe_tab(book, name, byts, tok, cap):
     """Merge rounds, one titled block each; returns the final tokens, their order and the unfinished check."""
     tab = book.add(Tab(name, "Byte-pair merges: each round, each piece merges every occurrence of its "
@@ -226,15 +324,29 @@ def bpe_tab(book, name, byts, tok, cap):
     tab.title("Round 1")
     tokens = tab.array(tab.line("tokens before round 1", cap.bytes), "{x}", x=byts["id"])
     ends = tab.array(tab.line("last slot of each token", cap.bytes), 'IF(ISNUMBER({T}),{slot},"")', T=tokens, slot=slot)
+    values = RoundValues(book, byts, tok, keys) if book.value(byts["id"]) is not None else None
+    if values:
+        for rect, (key, x) in zip([*head["refs"].values()][1:] + [tokens, ends],
+                                  [("piece", values.piece), ("first", values.first), ("last", values.last),
+                                   ("T", values.rows["T"]), ("E", values.rows["E"])]):
+            values.cache(rect, x)
     for n in range(1, cap.rounds + 1):
-        tokens, ends = merge_round(tab, head, tokens, ends, n)
+        if values:
+            values.next_round()
+        tokens, ends = merge_round(tab, head, tokens, ends, n, values=values)
+        if values:
+            values.advance()
         tab.skip()
         if n < cap.rounds:
             tab.title(f"Round {n + 1}")
     tab.title("Finished? Pairs that would still merge")
-    unfinished = merge_round(tab, head, tokens, ends, cap.rounds + 1, last=True)
+    if values:
+        values.next_round()
+    unfinished = merge_round(tab, head, tokens, ends, cap.rounds + 1, last=True, values=values)
     order = tab.array(tab.line("slots holding tokens, in order", cap.bytes),
                       f"SMALL(IF(ISNUMBER({{T}}),{{slot}},{keys['none']}),{{slot}})", T=tokens, slot=slot)
+    if values:
+        values.cache(order, sorted(s if number(t) else keys["none"] for s, t in zip(values.slots, values.rows["T"])))
     return {"tokens": tokens, "order": order, "unfinished": unfinished, "slot": slot}
 
 
@@ -276,13 +388,32 @@ def fill_prompt_block(tab, block, chars, byts, bpe, cap, vocabulary):
              id=lambda i, j: block["ids"].col(j), vocabulary=vocabulary)
 
 
+def cache_prompt_block(book, block, tok, text, cap):
+    """The results the Prompt block shows for `text`, from the tokenizer this sheet mirrors (bpe.py), as the cells'
+    cached values: status "ok", the count, ids and texts (nothing for a text the sheet cannot take)."""
+    try:
+        ids = encode(tok, text)
+    except XlgptError:
+        return
+    chars, nbytes, rounds, tokens = needs(tok, text)
+    if chars > cap.chars or nbytes > cap.bytes or rounds > cap.rounds or tokens > cap.tokens:
+        return
+    symbols = {i: s for s, i in tables(tok).vocab.items()}
+    texts = [display(symbol_text(symbols[i])) for i in ids]  # as token_texts, for these ids only
+    padding = [""] * (cap.tokens - len(ids))
+    for rect, values in ((block["status"], "ok"), (block["count"], len(ids)), (block["ids"], ids + padding),
+                         (block["texts"], texts + padding)):
+        book.cache(rect, np.array(values, object))
+
+
 def add_prompt(book, tab, tok, cap, text, suffix="", vocabulary=None):
     """One prompt's block on `tab` and its Chars/Bytes/BPE tabs; returns {contract name: Rect}."""
     block = prompt_block(tab, text, cap)
-    chars = chars_tab(book, "Chars" + suffix, block["prompt"], cap)
-    byts = bytes_tab(book, "Bytes" + suffix, chars, cap)
+    chars = chars_tab(book, "Chars" + suffix, block["prompt"], cap, text)
+    byts = bytes_tab(book, "Bytes" + suffix, chars, cap, text, tok)
     bpe = bpe_tab(book, "BPE" + suffix, byts, tok, cap)
     fill_prompt_block(tab, block, chars, byts, bpe, cap, vocabulary or book[TOKEN_TEXTS].vocabulary)
+    cache_prompt_block(book, block, tok, text, cap)
     return {contract.PROMPT: block["prompt"], contract.TOKENIZER_STATUS: block["status"],
             contract.SHEET_TOKEN_COUNT: block["count"], contract.SHEET_TOKEN_IDS: block["ids"]}
 

@@ -3,6 +3,7 @@
 openpyxl's write-only mode manages ~0.1M cells/s; weights are the bulk of a GPT-2 book, so numeric
 blocks are formatted a row at a time with NumPy (shortest float32 decimals) and joined as strings.
 """
+import math
 import multiprocessing
 import multiprocessing.pool
 import os
@@ -52,10 +53,12 @@ def quote_sheet(name):
     return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else "'" + name.replace("'", "''") + "'"
 
 
-def decimal_values(a):
+def decimal_values(a, chunk=1 << 20):
     """The float64 values a spreadsheet reads back from the decimals Numbers writes for float32 `a`:
     for each value, the shortest decimal (1 to 9 significant digits) that round-trips to it."""
     a32 = np.asarray(a, dtype=np.float32).ravel()
+    if a32.size > chunk:  # a piece at a time: the search's temporaries take ~50 bytes a value
+        return np.concatenate([decimal_values(a32[i:i + chunk]) for i in range(0, a32.size, chunk)]).reshape(np.shape(a))
     x = a32.astype(np.float64)
     out = x.copy()
     todo = np.flatnonzero(x)
@@ -107,7 +110,36 @@ def xml_text(text):
 
 
 class Formula(str):
-    """Formula text (without the leading '='), as opposed to a text value."""
+    """Formula text (without the leading '='), as opposed to a text value. `value`: its result, when known at
+    build time, written as the cell's cached value (what a viewer that does not calculate shows)."""
+    value = None
+
+    def with_value(self, value):
+        formula = Formula(self)
+        formula.value = value
+        return formula
+
+
+class CellError(str):
+    """An error a formula gives (#DIV/0!, #N/A), as a cached result."""
+
+
+DIV0 = CellError("#DIV/0!")
+
+
+def cached_xml(value):
+    """A formula cell's cached result: (its type attribute, its <v> element); nothing when unknown. The type is
+    always explicit (t="n" for a number, the default), so a reader tells cached results from constants."""
+    if value is None:
+        return "", ""
+    if isinstance(value, CellError):
+        return ' t="e"', f"<v>{value}</v>"
+    if isinstance(value, str):
+        return ' t="str"', f"<v>{xml_text(value)}</v>"
+    value = float(value)
+    if not math.isfinite(value):
+        return "", ""
+    return ' t="n"', f"<v>{int(value) if value.is_integer() and abs(value) < 1e15 else repr(value)}</v>"
 
 
 def _value_xml(value, style, ref, strings=None):
@@ -118,7 +150,8 @@ def _value_xml(value, style, ref, strings=None):
     if value is None or value == "":  # an empty cell that keeps its style
         return f"{c}/>"
     if isinstance(value, Formula):
-        return f"{c}><f>{escape(value)}</f></c>"
+        kind, cached = cached_xml(value.value)
+        return f"{c}{kind}><f>{escape(value)}</f>{cached}</c>"
     if isinstance(value, str):
         index = strings.get(value) if strings else None
         if index is not None:
@@ -149,9 +182,11 @@ class Cells:
 
 @dataclass
 class ArrayFormula:
-    """A classic array formula ({=MMULT(...)}) filling a whole region (a layout.Rect) from its top-left cell."""
+    """A classic array formula ({=MMULT(...)}) filling a whole region (a layout.Rect) from its top-left cell;
+    with `values` (the region's results, 2-D), every cell of the region carries its cached value."""
     region: object
     formula: str
+    values: object = None
 
     @property
     def top(self):
@@ -163,12 +198,19 @@ class ArrayFormula:
 
     @property
     def height(self):
-        return 1
+        return 1 if self.values is None else self.region.height
 
     def row_xml(self, i, strings=None):
         ref = self.region.ref(self.region.sheet, absolute=False)
-        return (f'<c r="{cell_name(self.top, self.left)}"><f t="array" ref="{ref}">'
-                f"{escape(self.formula)}</f></c>")
+        formula = f'<f t="array" ref="{ref}">{escape(self.formula)}</f>'
+        if self.values is None:
+            return f'<c r="{cell_name(self.top, self.left)}">{formula}</c>'
+        row, cells = str(self.top + i), []
+        for j, value in enumerate(self.values[i]):
+            kind, cached = cached_xml(value)
+            if cached or i == j == 0:
+                cells.append(f'<c r="{COLUMNS[self.left + j]}{row}"{kind}>{formula if i == j == 0 else ""}{cached}</c>')
+        return "".join(cells)
 
 
 @dataclass
@@ -317,8 +359,8 @@ def _member(zf, name, level):
 
 
 def compression_level(sheets):
-    constants = sum(s.cell_counts()[0] for s in sheets)
-    return SMALL_LEVEL if constants * FAST_BYTES_PER_CELL > 0.9 * LIBREOFFICE_MAX_BYTES else FAST_LEVEL
+    cells = sum(sum(s.cell_counts()) for s in sheets)  # constants, and formulas with their cached values
+    return SMALL_LEVEL if cells * FAST_BYTES_PER_CELL > 0.9 * LIBREOFFICE_MAX_BYTES else FAST_LEVEL
 
 
 def write_workbook(path, sheets, names, progress=None, level=None, calculation="auto"):
