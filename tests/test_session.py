@@ -128,6 +128,16 @@ def test_generate_refuses_sampling_without_sampler_cells(small_gen_book):
     assert run.returncode == 2 and "Seed must be a whole number" in run.stderr
 
 
+def test_generate_on_a_manual_calculation_book(small_ckpt, tmp_path):
+    """generate computes only what it reads, through automatic calculation, which it turns on: a book saved
+    with manual calculation (as a 124M one is) must give the reference's tokens all the same."""
+    book = tmp_path / "manual.xlsx"
+    xlgpt("build", "--weights", small_ckpt, "--tokens", "1,2,0,0,0,0", "--calc", "manual", "--out", book, check=0)
+    r = json.loads(xlgpt("generate", "--book", book, "--tokens", "1,2", "--steps", 3, "--temperature", "0.8",
+                         "--seed", "7", "--json", check=0).stdout)
+    assert r["match"] and len(r["tokens"]) == 3 and r["tokens"] == r["reference_tokens"]
+
+
 def test_generate_formulas_engine(small_ckpt):
     r = json.loads(xlgpt("generate", "--weights", small_ckpt, "--tokens", "3", "--steps", 2, "--engine", "formulas",
                          "--json", check=0).stdout)
