@@ -14,6 +14,7 @@ from xlgpt import contract as C
 from xlgpt.check.engines import uno_values
 from xlgpt.check.session import LibreOfficeSession, group_alive
 from xlgpt.check.verify import reference_for
+from xlgpt.compile.template import GENERATE_TEMPLATE
 from xlgpt.contract import read_book
 from xlgpt.xlsx.writer import copy_with_cell
 
@@ -136,6 +137,18 @@ def test_generate_on_a_manual_calculation_book(small_ckpt, tmp_path):
     r = json.loads(xlgpt("generate", "--book", book, "--tokens", "1,2", "--steps", 3, "--temperature", "0.8",
                          "--seed", "7", "--json", check=0).stdout)
     assert r["match"] and len(r["tokens"]) == 3 and r["tokens"] == r["reference_tokens"]
+
+
+def test_generate_builds_its_book_without_the_instruments(small_ckpt, tmp_path):
+    lean, full = tmp_path / "lean.xlsx", tmp_path / "full.xlsx"
+    xlgpt("generate", "--weights", small_ckpt, "--tokens", "1,2", "--steps", 2, "--out", lean, check=0)
+    xlgpt("generate", "--weights", small_ckpt, "--tokens", "1,2", "--steps", 2, "--instruments", "--out", full, check=0)
+    assert "Logit lens" not in read_book(lean).sheets and "Logit lens" in read_book(full).sheets
+    xlgpt("eval", lean, "--engine", "libreoffice", "--template", GENERATE_TEMPLATE, check=0)
+    run = xlgpt("eval", lean, "--engine", "libreoffice", check=1)
+    assert "gpt2-generate.toml" in run.stdout + run.stderr
+    run = xlgpt("generate", "--book", lean, "--instruments", check=2)
+    assert run.stderr.strip() == "xlgpt: error: --instruments builds a workbook; it does not go with --book"
 
 
 def test_generate_formulas_engine(small_ckpt):
