@@ -6,16 +6,20 @@ write-only mode writes a slice of the same weight cells, and the ratio of cells 
     python bench/bench.py [--sizes small,medium,124M] [--context N] [--verify]
     python bench/bench.py --generate 20    # LibreOffice session: generation speed on the bundled model
     python bench/bench.py --train 5        # training books: the bundled model's, and a 124M one's size
-    python bench/bench.py --generate-124m 16   # generation speed with a 124M-shape book (slow: minutes, ~7 GB)
+    python bench/bench.py --generate-124m 16   # generation speed with a 124M-shape book (slow: minutes, GBs)
+    python bench/bench.py --generate-124m 16 --layers 2   # the same with fewer layers
 """
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+GENERATE_TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "gpt2-generate.toml"
 
 SIZES = {  # name: layers, embd, heads, vocab, positions, tokens in the book
     "small": (2, 64, 4, 300, 32, 8),
@@ -60,56 +64,54 @@ def openpyxl_rate(ckpt, n_cells=300_000):
     return rows.size / (time.perf_counter() - t0)
 
 
+def generate_json(*args):
+    """`xlgpt generate ... --json`, its result as a dict (exit 1, a mismatch, still gives one)."""
+    run = subprocess.run([sys.executable, "-m", "xlgpt", "generate", *map(str, args), "--json"], capture_output=True,
+                         text=True)
+    if run.returncode not in (0, 1):
+        sys.exit(f"generate failed: {run.stderr.strip()[-300:]}")
+    return json.loads(run.stdout)
+
+
 def bench_generate(steps):
-    """The bundled model's generation book (token ids, the model's 64 positions) in one LibreOffice session:
-    load, one edit + calculate(), calculateAll(), then `xlgpt generate` (seconds per token, warm)."""
-    from xlgpt.check.session import LibreOfficeSession
+    """`xlgpt generate --steps STEPS` on the bundled model: greedy and sampled with the generation book, then
+    sampled with the instruments' book (--instruments); seconds per token warm, with the load average."""
+    for label, args in (("temperature 0", ()), ("temperature 0.8, top-k 40, seed 7", SAMPLED),
+                        ("temperature 0.8, top-k 40, seed 7, --instruments", SAMPLED + ("--instruments",))):
+        r = generate_json("--steps", steps, *args)
+        print(f"bundled, {r['positions']} positions, {label}: {r['seconds_per_token_after_first']} s per token warm "
+              f"({1 / r['seconds_per_token_after_first']:.0f} tokens/s; reference check "
+              f"{r['reference_seconds_per_token']} s), load {r['load_seconds']} s, match {r['match']} "
+              f"[load average {os.getloadavg()[0]:.1f}]", flush=True)
 
+
+SAMPLED = ("--temperature", "0.8", "--top-k", "40", "--seed", "7")
+
+
+def bench_generate_124m(positions, steps=4, layers=12):
+    """`xlgpt generate` on a random 124M-shape checkpoint (the speed does not depend on the weights; `layers`
+    fewer than 12 for a smaller book) with the generation book of `positions` positions, whose prompt fills all
+    but the last `steps`: build, LibreOffice load, the first step (every prompt column computed), seconds per
+    token warm at the end of the context (only the new column computed) and LibreOffice's peak memory."""
+    prompt = ",".join(str((i * 7919) % 50257) for i in range(positions - steps))
     with tempfile.TemporaryDirectory(prefix="xlgpt-bench-") as tmp:
-        book = Path(tmp) / "gen.xlsx"
-        run = subprocess.run([sys.executable, "-m", "xlgpt", "generate", "--steps", str(steps), "--out", str(book),
-                              "--json"], capture_output=True, text=True)
-        r = json.loads(run.stdout)
-        with LibreOfficeSession(timeout=600) as lo:
-            b = lo.open(book)
-            n = len(r["prompt_tokens"])
-            edits = []
-            for i in range(3):
-                t0 = time.perf_counter()
-                b.set("TokenIds", 11 + i, index=n)
-                b.calculate()
-                b.read(["Predictions"])
-                edits.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            b.calculate(all=True)
-            full = time.perf_counter() - t0
-        print(f"generation book: {r['positions']} positions; load {b.load_seconds:.1f} s; edit one token + "
-              f"calculate() + read {min(edits):.3f} s (best of 3); calculateAll() {full:.2f} s")
-        print(f"xlgpt generate --steps {steps}: {r['seconds_per_token_after_first']} s per token warm "
-              f"({r['seconds_per_token']} with the first), match {r['match']}")
-
-
-def bench_generate_124m(positions, steps=2):
-    """`xlgpt generate` on a random 124M-shape checkpoint (the speed does not depend on the weights): a book of
-    `positions` positions whose prompt fills all but the last `steps`; load time and seconds per token at the
-    end of the context (a token at position t recalculates the columns from t on)."""
-    prompt_tokens = positions - steps
-    with tempfile.TemporaryDirectory(prefix="xlgpt-bench-") as tmp:
-        ckpt = Path(tmp) / "124M"
-        subprocess.run([sys.executable, "-m", "xlgpt", "weights", "random", "--layers", "12", "--embd", "768", "--heads",
-                        "12", "--vocab", "50257", "--context", "1024", "--seed", "1", "--out", str(ckpt)],
+        ckpt, book = Path(tmp) / "124M", Path(tmp) / "gen.xlsx"
+        subprocess.run([sys.executable, "-m", "xlgpt", "weights", "random", "--layers", str(layers), "--embd", "768",
+                        "--heads", "12", "--vocab", "50257", "--context", "1024", "--seed", "1", "--out", str(ckpt)],
                        check=True, capture_output=True)
-        tokens = ",".join(str((i * 7919) % 50257) for i in range(prompt_tokens))
         t0 = time.perf_counter()
-        run = subprocess.run([sys.executable, "-m", "xlgpt", "generate", "--weights", str(ckpt), "--tokens", tokens,
-                              "--positions", str(positions), "--steps", str(positions - prompt_tokens),
-                              "--out", str(Path(tmp) / "gen.xlsx"), "--json"], capture_output=True, text=True)
-        if run.returncode not in (0, 1):
-            sys.exit(f"generate failed: {run.stderr.strip()[-300:]}")
-        r = json.loads(run.stdout)
-        print(f"124M shape, {positions} positions: built and loaded in {r.get('load_seconds')} s (LibreOffice load), "
-              f"{r['seconds_per_token_after_first']} s per token warm ({r['seconds_per_token']} with the first), "
-              f"{len(r['tokens'])} tokens, match {r['match']}, {time.perf_counter() - t0:.0f} s in all")
+        subprocess.run([sys.executable, "-m", "xlgpt", "build", "--weights", str(ckpt), "--tokens",
+                        prompt + ",0" * steps, "--template", str(GENERATE_TEMPLATE), "--out", str(book)],
+                       check=True, capture_output=True)
+        build = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        r = generate_json("--book", book, "--weights", ckpt, "--tokens", prompt, "--steps", steps, *SAMPLED)
+        print(f"124M shape{'' if layers == 12 else f' with {layers} layers'}, {positions} positions, "
+              f"{book.stat().st_size / 1e6:.0f} MB: build {build:.0f} s, LibreOffice load {r['load_seconds']:.0f} s, "
+              f"first token {r['first_token_seconds']:.0f} s, "
+              f"then {r['seconds_per_token_after_first']} s per token warm (reference check "
+              f"{r['reference_seconds_per_token']} s), peak {r['peak_rss_mb'] / 1024:.1f} GB, match {r['match']}, "
+              f"{time.perf_counter() - t0:.0f} s in all [load average {os.getloadavg()[0]:.1f}]", flush=True)
 
 
 def bench_train(steps, window=16):
@@ -185,6 +187,7 @@ def main():
     ap.add_argument("--train", type=int, metavar="STEPS", help="instead, time training books and xlgpt train")
     ap.add_argument("--generate-124m", type=int, metavar="POSITIONS",
                     help="instead, time generation with a 124M-shape book of POSITIONS positions")
+    ap.add_argument("--layers", type=int, default=12, help="with --generate-124m: layers of the 124M shape")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--lower", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -193,7 +196,7 @@ def main():
     if args.train:
         return bench_train(args.train)
     if args.generate_124m:
-        return bench_generate_124m(args.generate_124m)
+        return bench_generate_124m(args.generate_124m, layers=args.layers)
     if args.lower:
         return child_lower(args.lower[0], args.lower[1], int(args.lower[2]))
     if args.child:

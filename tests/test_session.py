@@ -14,6 +14,7 @@ from xlgpt import contract as C
 from xlgpt.check.engines import uno_values
 from xlgpt.check.session import LibreOfficeSession, group_alive
 from xlgpt.check.verify import reference_for
+from xlgpt.compile.template import GENERATE_TEMPLATE
 from xlgpt.contract import read_book
 from xlgpt.xlsx.writer import copy_with_cell
 
@@ -126,6 +127,28 @@ def test_generate_refuses_sampling_without_sampler_cells(small_gen_book):
         assert run.returncode == 2 and "sampling cells" in run.stderr
     run = xlgpt("generate", "--book", small_gen_book, "--seed", "0")
     assert run.returncode == 2 and "Seed must be a whole number" in run.stderr
+
+
+def test_generate_on_a_manual_calculation_book(small_ckpt, tmp_path):
+    """generate computes only what it reads, through automatic calculation, which it turns on: a book saved
+    with manual calculation (as a 124M one is) must give the reference's tokens all the same."""
+    book = tmp_path / "manual.xlsx"
+    xlgpt("build", "--weights", small_ckpt, "--tokens", "1,2,0,0,0,0", "--calc", "manual", "--out", book, check=0)
+    r = json.loads(xlgpt("generate", "--book", book, "--tokens", "1,2", "--steps", 3, "--temperature", "0.8",
+                         "--seed", "7", "--json", check=0).stdout)
+    assert r["match"] and len(r["tokens"]) == 3 and r["tokens"] == r["reference_tokens"]
+
+
+def test_generate_builds_its_book_without_the_instruments(small_ckpt, tmp_path):
+    lean, full = tmp_path / "lean.xlsx", tmp_path / "full.xlsx"
+    xlgpt("generate", "--weights", small_ckpt, "--tokens", "1,2", "--steps", 2, "--out", lean, check=0)
+    xlgpt("generate", "--weights", small_ckpt, "--tokens", "1,2", "--steps", 2, "--instruments", "--out", full, check=0)
+    assert "Logit lens" not in read_book(lean).sheets and "Logit lens" in read_book(full).sheets
+    xlgpt("eval", lean, "--engine", "libreoffice", "--template", GENERATE_TEMPLATE, check=0)
+    run = xlgpt("eval", lean, "--engine", "libreoffice", check=1)
+    assert "gpt2-generate.toml" in run.stdout + run.stderr
+    run = xlgpt("generate", "--book", lean, "--instruments", check=2)
+    assert run.stderr.strip() == "xlgpt: error: --instruments builds a workbook; it does not go with --book"
 
 
 def test_generate_formulas_engine(small_ckpt):

@@ -576,11 +576,14 @@ def predict(weights, tokens, prompt, top_k, generate, as_json):
 @click.option("--positions", type=click.IntRange(min=1), default=None,
               help="positions of the book built (default: the prompt's tokens plus --steps, at most the context)")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="keep the built workbook here")
+@click.option("--instruments", is_flag=True,
+              help="build the book with the instruments (templates/gpt2.toml: logit lens, attribution, probabilities, "
+                   "top-k, features); default: without them (templates/gpt2-generate.toml), which loads faster")
 @click.option("--timeout", type=click.IntRange(min=1), default=3600, show_default=True,
               help="seconds any one LibreOffice step may take")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def generate(weights, tokens, prompt, book_path, steps, temperature, top_k, seed, engine, positions, out, timeout,
-             as_json):
+def generate(weights, tokens, prompt, book_path, steps, temperature, top_k, seed, engine, positions, out, instruments,
+             timeout, as_json):
     """Generate text with the workbook itself: recalculate, read the chosen token, check it against the
     NumPy reference, write it into the next position; repeat.
 
@@ -592,7 +595,7 @@ def generate(weights, tokens, prompt, book_path, steps, temperature, top_k, seed
     check_sampling(temperature, top_k, seed)  # before any slow work
     with tempfile.TemporaryDirectory(prefix="xlgpt-gen-") as tmp:
         info, ids, tok, weights_dir = generation_book(weights, tokens, prompt, book_path, positions,
-                                                      out or Path(tmp) / "generate.xlsx", as_json, steps)
+                                                      out or Path(tmp) / "generate.xlsx", as_json, steps, instruments)
         if not as_json:
             click.echo(tok.decode(ids) if tok else ",".join(map(str, ids)), nl=False)
 
@@ -715,18 +718,20 @@ def train(weights, text_file, prompt, steps, window, optimizer, lr, engine, out,
 SAMPLE_TEXT = "sample.txt"  # text a bundled model ships for `xlgpt train`
 
 
-def generation_book(weights, tokens, prompt, book_path, positions, out, quiet, steps):
+def generation_book(weights, tokens, prompt, book_path, positions, out, quiet, steps, instruments=False):
     """generate's workbook: --book as given, or a token-ids book built for the prompt (positions: the prompt's
-    tokens and the steps', at most the context) with pad ids after it. Returns (BookInfo, prompt ids, tokenizer,
-    weights dir for the reference)."""
+    tokens and the steps', at most the context) with pad ids after it, from the generation template unless
+    `instruments`. Returns (BookInfo, prompt ids, tokenizer, weights dir for the reference)."""
     from .check.generate import PAD_ID
     from .compile.build import build as build_book, check_output
+    from .compile.template import DEFAULT_TEMPLATE, GENERATE_TEMPLATE
     from .contract import read_book
     from .tokenizer import hf as tk
 
     if book_path is not None:
-        if positions is not None:
-            raise XlgptError("--positions builds a workbook; it does not go with --book")
+        for option, given in (("--positions", positions is not None), ("--instruments", instruments)):
+            if given:
+                raise XlgptError(f"{option} builds a workbook; it does not go with --book")
         info = read_book(book_path)
         weights_dir = resolve_weights(weights) if weights is not None else None
         from .check.verify import checkpoint_for
@@ -757,7 +762,8 @@ def generation_book(weights, tokens, prompt, book_path, positions, out, quiet, s
         raise XlgptError(f"--positions {positions}: needs between {len(ids)} (the prompt's tokens) and "
                          f"{ckpt.config.n_positions} (the model's context)")
     t0 = time.perf_counter()
-    build_book(ckpt, ids + [PAD_ID] * (positions - len(ids)), out, tokenizer=tok)
+    build_book(ckpt, ids + [PAD_ID] * (positions - len(ids)), out, DEFAULT_TEMPLATE if instruments else
+               GENERATE_TEMPLATE, tokenizer=tok)
     if not quiet:
         click.echo(f"built {out} ({positions} positions) in {time.perf_counter() - t0:.1f} s", err=True)
     return read_book(out), ids, tok, ckpt.path

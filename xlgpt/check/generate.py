@@ -1,17 +1,15 @@
 """Generate text with the workbook itself, one token at a time, checking every step against the reference.
 
-A generation book is a token-ids book with as many positions as it may fill (by default the model's
-context): the prompt's ids first, a pad id (0) after them. Each step reads the logits and the chosen token
-at the last real position, checks them against the NumPy reference (same tokens so far: logits within
-1e-6, same token), and writes the token into the next position's TokenIds cell. Positions are causal, so
-the padding never changes a real position's result; and once the compiler lays blocks out one array
-formula per position, writing position t recomputes only the columns that read it.
+A generation book is a token-ids book with as many positions as it may fill: the prompt's ids first, a pad
+id (0) after them. Each step writes the last token into its position and LastPosition (and SampleStep),
+reads the logits and the chosen token at the last real position, and checks them against the NumPy reference
+(same tokens so far: logits within 1e-6, same token). Every block is one array formula per position and
+each query reads the keys and values of positions 0..t only, so the padding never changes a real position's
+result, and the step needs only the new position's column computed (see LibreOfficeSheet).
 
-The token chosen: with temperature 0 the book's argmax (Predictions at the last real position). A book with
+The token chosen: with temperature 0 the book's argmax (PredictedToken, read at LastPosition). A book with
 sampling cells (SampledToken) gets Temperature, TopK, Seed and SampleStep (= the step, from 0) set by name
-and its SampledToken read. NOTE: SampledToken (like PredictedToken) is read at the book's last position;
-in a padded generation book that is only the last real position once the compiler lets the book know the
-prompt's length (until then, sampling at temperature > 0 is checked, and will disagree, on padded books).
+and its SampledToken read.
 """
 import time
 
@@ -20,6 +18,7 @@ import numpy as np
 from .. import XlgptError
 from .. import contract as C
 from . import reference
+from .session import _as_array
 from .verify import TOLERANCE, as_written, checkpoint_for, reference_edits
 
 PAD_ID = 0
@@ -31,25 +30,26 @@ def rect_ref(rect):
 
 
 class LibreOfficeSheet:
-    """The generation loop's view of a book open in a LibreOfficeSession."""
+    """The generation loop's view of a book open in a LibreOfficeSession. Edits wait for the next result(),
+    which sends them and its reads in one round trip and calls no calculate(): with automatic calculation on,
+    LibreOffice computes the cells read and their precedents only, so the new position's column (the earlier
+    ones' keys and values are already computed) and the sampler, never the padding columns after it."""
 
     def __init__(self, session, info):
         self.info, self.book = info, session.open(info.path)
+        session.request("autocalc", doc=self.book.handle)  # a manual book (124M) computes on reading too
         self.load_seconds = self.book.load_seconds
+        self.pending = []
 
     def set(self, name, value, index=None):
-        self.book.set(name, value, index)
+        self.pending.append((name, value, index))
 
-    def calculate(self):
-        self.book.calculate()
-
-    def column(self, name, j):
-        """Column j (0-based) of a defined name, as a 1-D float array."""
-        key = rect_ref(self.info.names[name].col(j))
-        return self.book.read([key])[key][:, 0]
-
-    def value(self, name):
-        return self.book.read([name], raw=True)[name][0][0][0]
+    def result(self, position, chosen):
+        """The logits at `position` (0-based) and the value of the name `chosen`."""
+        key = rect_ref(self.info.names[C.LOGITS].col(position))
+        got = self.book.batch(self.pending, [key, chosen], raw=True)
+        self.pending = []
+        return _as_array(*got[key])[:, 0], got[chosen][0][0][0]
 
 
 class FormulasSheet:
@@ -118,6 +118,10 @@ class FormulasSheet:
     def value(self, name):
         return self._values(name)[0, 0]
 
+    def result(self, position, chosen):
+        self.calculate()
+        return self.column(C.LOGITS, position), self.value(chosen)
+
 
 def check_sampling(temperature, top_k, seed):
     try:
@@ -152,16 +156,14 @@ def generate(info, prompt_ids, steps, engine="libreoffice", temperature=0.0, top
               "reference_tokens": [], "match": True, "first_mismatch": None, "max_abs_logit_diff": 0.0,
               "context_full": False, "positions": positions, "temperature": temperature, "top_k": top_k,
               "seed": seed}
-    step_seconds = []
+    step_seconds, check_seconds = [], []  # the spreadsheet's part of each step; the reference's
     with (LibreOfficeSession(timeout=timeout) if engine == "libreoffice" else _nothing()) as lo:
         on_stage(f"loading {info.path.name} in {engine}")
         sheet = LibreOfficeSheet(lo, info) if engine == "libreoffice" else FormulasSheet(info)
         result["load_seconds"] = round(sheet.load_seconds, 2)
-        changed = False
         for i, t in enumerate(tokens):  # a --book may hold other ids: write the prompt's
             if info.tokens[i] != t:
                 sheet.set(C.TOKEN_IDS, t, i)
-                changed = True
         if sampler:
             for name, value in ((C.TEMPERATURE, temperature), (C.TOP_K, top_k), (C.SEED, seed)):
                 sheet.set(name, value)
@@ -171,18 +173,15 @@ def generate(info, prompt_ids, steps, engine="libreoffice", temperature=0.0, top
                 break
             t0 = time.perf_counter()
             sheet.set(C.LAST_POSITION, len(tokens))
-            changed = True
             if sampler:
                 sheet.set(C.SAMPLE_STEP, step)
-            if changed:
-                sheet.calculate()
-                changed = False
             n = len(tokens)
-            logits = sheet.column(C.LOGITS, n - 1)
-            chosen = sheet.value(C.SAMPLED_TOKEN if sampler else C.PREDICTED_TOKEN)
+            logits, chosen = sheet.result(n - 1, C.SAMPLED_TOKEN if sampler else C.PREDICTED_TOKEN)
             step_seconds.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
             expected = reference.logits(written, tokens, edits)[-1]
             want = reference.sample(expected, temperature, top_k, seed, step)
+            check_seconds.append(time.perf_counter() - t0)
             finite = np.isfinite(logits).all() and logits.shape == expected.shape
             diff = float(np.abs(logits - expected).max()) if finite else float("inf")
             got = int(chosen) if isinstance(chosen, (int, float)) and float(chosen).is_integer() else None
@@ -198,11 +197,14 @@ def generate(info, prompt_ids, steps, engine="libreoffice", temperature=0.0, top
             on_token(got, tok.decode([got]) if tok else str(got))
             if len(tokens) < positions:
                 sheet.set(C.TOKEN_IDS, got, len(tokens) - 1)
-                changed = True
         else:
             result["context_full"] = len(tokens) >= positions
+        if lo is not None:
+            result["peak_rss_mb"] = lo.peak_rss_mb()
     result["seconds_per_token"] = round(float(np.mean(step_seconds)), 4) if step_seconds else None
+    result["first_token_seconds"] = round(step_seconds[0], 4) if step_seconds else None  # every prompt column
     result["seconds_per_token_after_first"] = round(float(np.mean(step_seconds[1:])), 4) if len(step_seconds) > 1 else None
+    result["reference_seconds_per_token"] = round(float(np.mean(check_seconds)), 4) if check_seconds else None
     return result
 
 

@@ -191,7 +191,9 @@ def check_compiled(book, sheets, names):
                 raise NotCompiled(f"{path.name}: the part {part} is not the compiler's")
         parts, defined = _parts(zf)
         if list(parts) != [s.name for s in sheets]:
-            raise NotCompiled(f"{path.name}: the tabs are not the compiler's ({', '.join(parts)})")
+            raise NotCompiled(f"{path.name}: the tabs are not the compiler's ({', '.join(parts)}); a book built "
+                              f"from another template needs it as --template (xlgpt generate's: "
+                              f"templates/gpt2-generate.toml)")
         want_names = {k: r.ref() for k, r in names.items()}
         for k in sorted(set(defined) | set(want_names)):
             if defined.get(k) != want_names.get(k):

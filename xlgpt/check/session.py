@@ -219,6 +219,29 @@ def _as_array(values, errors):
     return out
 
 
+def _set_args(name_or_ref, value, index=None):
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(name_or_ref, tuple):
+        sheet, row, col = name_or_ref
+        return {"value": value, "sheet": sheet, "row": int(row), "col": int(col)}
+    where = {"value": value, "name": name_or_ref}
+    if index is not None:
+        where["index"] = list(map(int, index)) if isinstance(index, (tuple, list)) else int(index)
+    return where
+
+
+def _read_args(names):
+    names = list(names)
+    return {"names": [n for n in names if "." not in n], "ranges": [n for n in names if "." in n]}
+
+
+def _read_result(result, raw):
+    if raw:
+        return {k: (v["values"], [tuple(e) for e in v["errors"]]) for k, v in result.items()}
+    return {k: _as_array(v["values"], v["errors"]) for k, v in result.items()}
+
+
 class Book:
     """A workbook open in a LibreOfficeSession."""
 
@@ -230,16 +253,7 @@ class Book:
         """Set one cell: a defined name (its first cell, or the cell at `index`: a position in a one-row or
         one-column name, or (row, col), 0-based), or a (sheet, row, col) tuple (0-based). A str is stored
         as text, exactly as given; a number as a number."""
-        if isinstance(value, np.generic):
-            value = value.item()
-        if isinstance(name_or_ref, tuple):
-            sheet, row, col = name_or_ref
-            where = {"sheet": sheet, "row": int(row), "col": int(col)}
-        else:
-            where = {"name": name_or_ref}
-            if index is not None:
-                where["index"] = list(map(int, index)) if isinstance(index, (tuple, list)) else int(index)
-        self.session.request("set", doc=self.handle, value=value, **where)
+        self.session.request("set", doc=self.handle, **_set_args(name_or_ref, value, index))
 
     def put(self, name, rows):
         """Write numbers over a whole defined name (rows of values, the name's shape)."""
@@ -258,12 +272,14 @@ class Book:
         """{name: 2-D float array (NaN for errors, text and empty cells)} for defined names, or for
         "Sheet.A1:B2" ranges (a "." in the key). raw=True: {name: (rows of floats/str/None, errors)} with
         errors as (row, col, LibreOffice error code)."""
-        names = list(names)
-        result = self.session.request("read", doc=self.handle, names=[n for n in names if "." not in n],
-                                      ranges=[n for n in names if "." in n])
-        if raw:
-            return {k: (v["values"], [tuple(e) for e in v["errors"]]) for k, v in result.items()}
-        return {k: _as_array(v["values"], v["errors"]) for k, v in result.items()}
+        return _read_result(self.session.request("read", doc=self.handle, **_read_args(names)), raw)
+
+    def batch(self, sets, names, raw=False):
+        """Set cells (each (name_or_ref, value, index) as in set), then read `names` as read does, in one round
+        trip. Without calculate(): LibreOffice computes what is read, and what it reads, and no more (cells
+        nobody reads, such as a generation book's padding columns, wait)."""
+        requests = [{"op": "set", **_set_args(*s)} for s in sets] + [{"op": "read", **_read_args(names)}]
+        return _read_result(self.session.request("batch", doc=self.handle, requests=requests)[-1], raw)
 
     def close(self):
         self.session.request("close", doc=self.handle)

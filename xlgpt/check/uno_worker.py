@@ -20,6 +20,9 @@ Protocol: one JSON object per line on stdin, one JSON reply per line on stdout, 
         put and copy need a document opened editable)
     {"op": "copy", "doc": 1, "pairs": [["New_wte_weight", "wte_weight"], ...]}
         -> the values of each first name written over the second (same shape): a training step's update
+    {"op": "batch", "doc": 1, "requests": [{"op": "set", ...}, {"op": "read", ...}]}
+        -> {"ok": true, "result": [each request's result, in order]}: one round trip for a generation step
+    {"op": "autocalc", "doc": 1}   -> automatic calculation on (a manual book's too): a read computes what it reads
     {"op": "close", "doc": 1}
 Any failure: {"ok": false, "error": "one line"}. On end of input the worker exits; given PGID (the
 client's soffice process group) it also kills that group, so a client that dies leaves nothing running.
@@ -186,6 +189,21 @@ class Worker:
             self._range(d, name=target).setDataArray(rows)
         return {}
 
+    def autocalc(self, doc):
+        t0 = time.monotonic()
+        self._doc(doc).enableAutomaticCalculation(True)
+        return {"seconds": round(time.monotonic() - t0, 4)}
+
+    def batch(self, doc, requests):
+        out = []
+        for r in requests:
+            r = dict(r)
+            op = r.pop("op")
+            if op not in ("set", "calculate", "read"):
+                raise RuntimeError(f"op {op!r} cannot go in a batch")
+            out.append(getattr(self, op)(doc=doc, **r))
+        return out
+
     def close(self, doc):
         d = self.docs.pop(doc, None)
         if d is not None:
@@ -210,7 +228,7 @@ def main():
             try:
                 msg = json.loads(line)
                 op = msg.pop("op")
-                if op not in ("connect", "open", "set", "put", "copy", "calculate", "read", "close"):
+                if op not in ("connect", "open", "set", "put", "copy", "calculate", "read", "batch", "autocalc", "close"):
                     raise RuntimeError(f"unknown op {op!r}")
                 reply = {"ok": True, "result": getattr(worker, op)(**msg)}
             except Exception as e:  # reported to the client, which decides what to do

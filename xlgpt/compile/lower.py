@@ -169,9 +169,15 @@ class Ctx:
         return rows[self.tab.name]
 
     def at_last_position(self, block, title):
-        """Column of `block` at the prompt's last token, as a column of its own."""
+        """Column of `block` at the prompt's last token, as a column of its own. CHOOSE evaluates only the
+        column it picks, so LibreOffice asked for this one computes no other (generation's padding columns);
+        a very wide block (Excel's 8,192 characters) takes a one-hot MMULT, which reads every column."""
         column = self.block([(label, i) for i, label in enumerate(self.vocab or ["token"] * block.height)], title, 1)
-        self.array(column, "MMULT({block},TRANSPOSE({onehot}))", block=block, onehot=self.last_position_row())
+        if block.width <= 256:
+            refs = {f"c{t}": block.col(t) for t in range(block.width)}
+            self.array(column, choose(self.last_position, [f"{{{k}}}" for k in refs]), **refs)
+        else:
+            self.array(column, "MMULT({block},TRANSPOSE({onehot}))", block=block, onehot=self.last_position_row())
         values = self.value(block)
         return self.cache(column, None if values is None else values[:, self.lowering.last])
 
@@ -222,6 +228,19 @@ class Ctx:
         if stored.transposed:
             return (rect if rows is None else rect.cols(*rows)).ref(self.tab.name)
         return f"TRANSPOSE({(rect if rows is None else rect.rows(*rows)).ref(self.tab.name)})"
+
+
+def choose(index, values, offset=0):
+    """CHOOSE(index, values...) nested in groups of at most 30 values: LibreOffice reads at most 30 (and numpy's
+    choose, in `formulas`, 32)."""
+    size = 1
+    while size * 30 < len(values):
+        size *= 30
+    at = f"{index}-{offset}" if offset else index
+    if size == 1:
+        return f"CHOOSE({at},{','.join(values)})"
+    groups = [choose(index, values[i:i + size], offset + i) for i in range(0, len(values), size)]
+    return f"CHOOSE(INT(({at}-1)/{size})+1,{','.join(groups)})"
 
 
 class Lowering:

@@ -20,6 +20,7 @@ from ..weights.checkpoint import tensor_shapes
 
 DEFAULT_TEMPLATE = shipped("templates") / "gpt2.toml"
 TRAIN_TEMPLATE = shipped("templates") / "gpt2-train.toml"  # the forward pass and its loss
+GENERATE_TEMPLATE = shipped("templates") / "gpt2-generate.toml"  # xlgpt generate's: without the instruments
 STAGE_KEYS = ("tab", "name", "op", "in", "params", "title", "header")
 BAD_TAB_CHARS = re.compile(r"[\[\]:*?/\\\x00-\x1f\x7f\ufffe\uffff\ud800-\udfff]")  # and control characters
 
