@@ -165,7 +165,8 @@ class Ctx:
             rows[self.tab.name] = self.tab.each(row, "IF({t}={last},1,0)", IDS, t=lambda _, t: t + 1,
                                                 last=self.last_position)
             self.tab.format(row, IDS)
-            self.cache(row, np.arange(self.T) == self.lowering.last)
+            if self.lowering.last is not None:  # known when the book is built from the reference's values
+                self.cache(row, np.arange(self.T) == self.lowering.last)
         return rows[self.tab.name]
 
     def at_last_position(self, block, title):
