@@ -33,7 +33,7 @@ SIZES = {  # name: layers, embd, heads, vocab, positions, tokens in the book
 def child_build(ckpt, tokens, out):
     """Run inside the child: build, print seconds, peak RSS and cell counts as JSON."""
     from xlgpt.compile.build import build
-    from xlgpt.weights.checkpoint import load
+    from xlgpt.model.checkpoint import load
 
     t0 = time.perf_counter()
     sheets, _ = build(load(ckpt), tokens, out)
@@ -50,7 +50,7 @@ def openpyxl_rate(ckpt, n_cells=300_000):
     import numpy as np
     import openpyxl
 
-    from xlgpt.weights.checkpoint import load
+    from xlgpt.model.checkpoint import load
 
     w = load(ckpt)["wte.weight"]
     rows = w[: max(1, n_cells // w.shape[1])]
@@ -149,7 +149,7 @@ def bench_train(steps, window=16):
 
 
 def cells_of(book):
-    from xlgpt.contract import read_book
+    from xlgpt.sheet.contract import read_book
 
     c = read_book(book).cell_counts
     return f"{c.constants + c.array_cells:,} cells ({c.formulas:,} formulas filling {c.array_cells:,})"
@@ -161,8 +161,8 @@ def child_lower(ckpt, optimizer, window):
     from xlgpt.compile.build import inputs_for
     from xlgpt.compile.lower import lower
     from xlgpt.compile.template import load_spec
-    from xlgpt.contract import About
-    from xlgpt.weights.checkpoint import load
+    from xlgpt.sheet.contract import About
+    from xlgpt.model.checkpoint import load
 
     t0 = time.perf_counter()
     ckpt = load(ckpt)

@@ -16,7 +16,7 @@ import torch
 from safetensors.numpy import save_file
 from transformers import GPT2LMHeadModel
 
-from xlgpt.weights.checkpoint import Config, random_tensors, save
+from xlgpt.model.checkpoint import Config, random_tensors, save
 
 HERE = Path(__file__).resolve().parent / "fixtures"
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from transformers import GPT2LMHeadModel
 
-from xlgpt.weights.checkpoint import Config, random_tensors, save
+from xlgpt.model.checkpoint import Config, random_tensors, save
 
 HERE = Path(__file__).resolve().parent / "fixtures"
 OUT = HERE / "interventions.json"

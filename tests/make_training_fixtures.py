@@ -3,7 +3,7 @@
 Needs torch and transformers (pip install torch==2.13.0 transformers); CI does not run this, it only reads
 the files. For each model and window below, transformers' GPT2LMHeadModel (float64, eager attention, LM head
 tied to wte) computes the loss and PyTorch's autograd its gradients, and torch.optim takes the steps, so
-tests/test_backward.py compares xlgpt.check.backward against an independent implementation.
+tests/test_backward.py compares xlgpt.model.backward against an independent implementation.
 
     python tests/make_training_fixtures.py
 

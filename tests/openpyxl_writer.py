@@ -4,7 +4,7 @@ import openpyxl
 from openpyxl.workbook.defined_name import DefinedName
 from openpyxl.worksheet.formula import ArrayFormula as OpenpyxlArray
 
-from xlgpt.xlsx.writer import ArrayFormula, Cells, Formula, Numbers, decimal_values
+from xlgpt.sheet.writer import ArrayFormula, Cells, Formula, Numbers, decimal_values
 
 
 def write(path, sheets, names):

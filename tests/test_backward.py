@@ -1,15 +1,15 @@
-"""The reference's backward pass and optimizers (xlgpt.check.backward) against PyTorch autograd and torch.optim
+"""The reference's backward pass and optimizers (xlgpt.model.backward) against PyTorch autograd and torch.optim
 (committed fixtures from tests/make_training_fixtures.py; no torch needed here), finite differences, and a
 short training run of the bundled model."""
 import numpy as np
 import pytest
 
 from helpers import BUNDLED, FIXTURES, ROOT
-from xlgpt import XlgptError
-from xlgpt.check import reference
-from xlgpt.check.backward import AdamState, adamw, loss_and_grads, prompt_window, sgd, train, windows
+from xlgpt.package import XlgptError
+from xlgpt.model import reference
+from xlgpt.model.backward import AdamState, adamw, loss_and_grads, prompt_window, sgd, train, windows
 from xlgpt.tokenizer.hf import find
-from xlgpt.weights.checkpoint import Config, load, random_tensors
+from xlgpt.model.checkpoint import Config, load, random_tensors
 
 TRAINING = FIXTURES / "training"
 NAMES = ["tiny", "three_heads", "single_token", "shakespeare"]

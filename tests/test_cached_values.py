@@ -9,12 +9,12 @@ import openpyxl
 import pytest
 
 from helpers import BUNDLED, FIXTURES, expected, tokens_arg, xlgpt
-from xlgpt import contract as C
-from xlgpt.check import reference
+from xlgpt.sheet import contract as C
+from xlgpt.model import reference
 from xlgpt.check.verify import as_written
-from xlgpt.contract import read_book, parse_ref
+from xlgpt.sheet.contract import read_book, parse_ref
 from xlgpt.tokenizer.hf import load as load_tokenizer
-from xlgpt.weights.checkpoint import load
+from xlgpt.model.checkpoint import load
 
 
 
@@ -129,8 +129,8 @@ BOOKS = {  # a prompt-cell book whose tokenizer meets contractions, digits, a da
 def test_the_cached_values_are_what_libreoffice_computes(tmp_path, kind):
     """Every cell of every block, not just the checked names: LibreOffice's recalculated values equal the cached
     ones (numbers within eval's 1e-6; texts and errors are not read back as numbers)."""
-    from xlgpt.check.engines import uno_values
-    from xlgpt.layout import Rect
+    from xlgpt.engines.libreoffice import uno_values
+    from xlgpt.sheet.layout import Rect
 
     path = tmp_path / "book.xlsx"
     xlgpt("build", "--weights", BUNDLED, *BOOKS[kind], "--out", path, check=0)

@@ -7,13 +7,13 @@ import openpyxl
 import pytest
 
 from helpers import assert_clean_error, xlgpt
-from xlgpt import contract
+from xlgpt.sheet import contract
 from xlgpt.compile.build import build, inputs_for
 from xlgpt.compile.guide import MANUAL_CALCULATION
 from xlgpt.compile.lower import calculation_for, lower
 from xlgpt.compile.template import load_spec
-from xlgpt.contract import About, read_book
-from xlgpt.weights.checkpoint import load
+from xlgpt.sheet.contract import About, read_book
+from xlgpt.model.checkpoint import load
 
 AUTO_PR = '<calcPr calcId="191029" fullCalcOnLoad="1"/>'
 MANUAL_PR = '<calcPr calcId="191029" calcMode="manual" calcOnSave="0"/>'
@@ -91,7 +91,7 @@ def test_libreoffice_csv_export_recalculates_a_manual_book(tmp_path, small_ckpt)
     """Without the UNO bridge, eval exports CSV from soffice; its profile must force a full recalculation."""
     import numpy as np
 
-    from xlgpt.check.engines import libreoffice_values
+    from xlgpt.engines.libreoffice import libreoffice_values
 
     values = {}
     for mode in ("manual", "auto"):

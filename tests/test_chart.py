@@ -12,9 +12,9 @@ import pytest
 
 from helpers import assert_valid_ooxml
 
-from xlgpt.check.engines import find_soffice
-from xlgpt.layout import Book, Rect, Tab
-from xlgpt.xlsx.writer import write_workbook
+from xlgpt.engines.process import find_soffice
+from xlgpt.sheet.layout import Book, Rect, Tab
+from xlgpt.sheet.writer import write_workbook
 
 C = "{http://schemas.openxmlformats.org/drawingml/2006/chart}"
 STEPS = 12

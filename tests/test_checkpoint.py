@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from helpers import FIXTURES, xlgpt
-from xlgpt import XlgptError
-from xlgpt.weights.checkpoint import Config, load, random_tensors, save, tensor_shapes
+from xlgpt.package import XlgptError
+from xlgpt.model.checkpoint import Config, load, random_tensors, save, tensor_shapes
 
 
 def test_hf_layout_loads_like_plain():

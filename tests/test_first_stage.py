@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 
 from helpers import FIXTURES, expected, tokens_arg, xlgpt
-from xlgpt import contract as C
-from xlgpt.check import reference, verify
+from xlgpt.sheet import contract as C
+from xlgpt.model import reference
+from xlgpt.check import verify
 from xlgpt.check.provenance import recompile
 from xlgpt.compile.template import load_spec
-from xlgpt.contract import read_book
-from xlgpt.weights.checkpoint import load
-from xlgpt.xlsx.writer import copy_with_cell
+from xlgpt.sheet.contract import read_book
+from xlgpt.model.checkpoint import load
+from xlgpt.sheet.writer import copy_with_cell
 
 
 def build(name, directory, tokens=None):
@@ -118,7 +119,7 @@ def test_a_book_that_matches_reports_no_first_difference(tmp_path):
     [r] = [json.loads(line) for line in run.stdout.splitlines()]
     assert r["match"] and "first_difference" not in r
     # and every stage the search reads agrees with the reference as LibreOffice computes it
-    from xlgpt.check.engines import uno_values
+    from xlgpt.engines.libreoffice import uno_values
 
     found, _ = searched(book)
     _, stats = uno_values(read_book(book), [C.LOGITS], more=lambda values: [r for _, b in found for r, *_ in b])

@@ -1,4 +1,4 @@
-"""The formulas engine's model (xlgpt.check.engines._sparse_model) computes what the `formulas` package's own
+"""The formulas engine's model (xlgpt.engines.formulas.sparse_model) computes what the `formulas` package's own
 ExcelModel computes: constants handed over as blocks, formulas sharing one compiled function."""
 import contextlib
 import io
@@ -8,7 +8,7 @@ import numpy as np
 import openpyxl
 from openpyxl.worksheet.formula import ArrayFormula
 
-from xlgpt.check.engines import _SharedFunction, _constant_blocks, _sparse_model
+from xlgpt.engines.formulas import SharedFunction, constant_blocks, sparse_model
 
 
 def _book(path):

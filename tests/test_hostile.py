@@ -43,8 +43,8 @@ def test_libreoffice_csv_export_does_not_depend_on_the_locale(tmp_path, lang, mo
     the export runs in the C locale."""
     import numpy as np
 
-    from xlgpt import contract as C
-    from xlgpt.check.engines import libreoffice_values
+    from xlgpt.sheet import contract as C
+    from xlgpt.engines.libreoffice import libreoffice_values
     from xlgpt.check.verify import reference_for
 
     book = C.read_book(build_tiny(tmp_path))
@@ -177,8 +177,8 @@ def test_build_writes_through_no_planted_symlink(tmp_path, victim, monkeypatch):
 
 def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     """An exception mid-write (here: the disk fills up) removes the temporary file; the old book stays."""
-    from xlgpt import XlgptError
-    from xlgpt.xlsx import writer
+    from xlgpt.package import XlgptError
+    from xlgpt.sheet import writer
 
     out = build_tiny(tmp_path)
     before = out.read_bytes()
@@ -199,7 +199,7 @@ ODD_PROMPTS = ["=1+1", "a\tb\r\nc", "tab\there", "bell\x07 and\x1f", "end\ufffe"
 
 @pytest.mark.parametrize("text", ODD_PROMPTS)
 def test_read_book_gives_the_prompt_as_typed(tmp_path, text):
-    from xlgpt.contract import read_book
+    from xlgpt.sheet.contract import read_book
 
     out = tmp_path / "book.xlsx"
     xlgpt("build", "--prompt", text, "--capacity", "fit", "--out", out, check=0)
@@ -217,8 +217,8 @@ def test_prompt_formula_parser_takes_only_what_xlgpt_writes():
 
 
 def test_a_prompt_formula_xlgpt_does_not_write_is_refused(tmp_path):
-    from xlgpt.contract import PROMPT, read_book
-    from xlgpt.xlsx.writer import Formula, copy_with_cell
+    from xlgpt.sheet.contract import PROMPT, read_book
+    from xlgpt.sheet.writer import Formula, copy_with_cell
 
     book = tmp_path / "book.xlsx"
     xlgpt("build", "--prompt", "hi", "--capacity", "fit", "--out", book, check=0)
@@ -272,8 +272,8 @@ def forge_logits(book, out):
     right answer and computes nothing."""
     import re
 
-    from xlgpt import contract as C
-    from xlgpt.xlsx.writer import column_letter
+    from xlgpt.sheet import contract as C
+    from xlgpt.sheet.writer import column_letter
 
     info = C.read_book(book)
     rect = info.names[C.LOGITS]
@@ -300,7 +300,7 @@ def test_forged_logits_fail_before_any_engine(tmp_path):
 
 @pytest.mark.parametrize("formula", ['WEBSERVICE("http://example.com/")', "'[other.xlsx]Output'!C64", "1+1"])
 def test_a_formula_the_compiler_does_not_write_fails(tmp_path, formula):
-    from xlgpt import contract as C
+    from xlgpt.sheet import contract as C
 
     book = build_tiny(tmp_path)
     info = C.read_book(book)
@@ -332,8 +332,8 @@ def test_a_repointed_name_fails(tmp_path):
 
 def test_typed_input_cells_may_differ(tmp_path):
     """A person's edits to input cells (token ids, here) are no forgery: eval checks them with the reference."""
-    from xlgpt import contract as C
-    from xlgpt.xlsx.writer import copy_with_cell
+    from xlgpt.sheet import contract as C
+    from xlgpt.sheet.writer import copy_with_cell
 
     book = build_tiny(tmp_path)
     info = C.read_book(book)
@@ -555,8 +555,8 @@ def test_a_book_name_with_brackets_works_with_the_formulas_engine(tmp_path):
 
 @pytest.mark.engines
 def test_a_weight_cell_holding_text_is_a_mismatch(tmp_path):
-    from xlgpt import contract as C
-    from xlgpt.xlsx.writer import copy_with_cell
+    from xlgpt.sheet import contract as C
+    from xlgpt.sheet.writer import copy_with_cell
 
     book = build_tiny(tmp_path)
     info = C.read_book(book)
@@ -571,8 +571,8 @@ def test_a_weight_cell_holding_text_is_a_mismatch(tmp_path):
     ("WeightsSha256", "abc", ["sha256"]), ("CapacityCharacters", "lots", ["capacity"]),
     ("CapacityTokens", 10**6, ["capacity"])])
 def test_an_edited_metadata_cell_is_one_line(tmp_path, name, value, words):
-    from xlgpt import contract as C
-    from xlgpt.xlsx.writer import copy_with_cell
+    from xlgpt.sheet import contract as C
+    from xlgpt.sheet.writer import copy_with_cell
 
     book = tmp_path / "book.xlsx"
     xlgpt("build", "--prompt", "hi", "--capacity", "fit", "--out", book, check=0)
@@ -658,8 +658,8 @@ def caches(tmp_path, monkeypatch):
 def test_a_poisoned_hub_ref_is_not_followed(caches, ref):
     import shutil
 
-    from xlgpt import XlgptError
-    from xlgpt.weights.hub import resolve
+    from xlgpt.package import XlgptError
+    from xlgpt.model.hub import resolve
 
     outside = Path(shutil.copytree(TINY, caches / "outside"))
     repo = caches / "hub" / "models--someone--model"
@@ -704,7 +704,7 @@ def test_template_tab_names_a_sheet_cannot_hold_are_refused(tmp_path, tab):
 
 
 def test_a_foreign_conditional_format_formula_fails(tmp_path):
-    from xlgpt import contract as C
+    from xlgpt.sheet import contract as C
 
     book = build_tiny(tmp_path)
     info = C.read_book(book)

@@ -17,9 +17,9 @@ from safetensors.numpy import save_file
 
 from helpers import ROOT, assert_clean_error, xlgpt
 from fakehub import FakeHub, free_port
-from xlgpt import XlgptError
-from xlgpt.weights.checkpoint import Config, load, random_tensors, save
-from xlgpt.weights.hub import download, import_model, list_models, resolve
+from xlgpt.package import XlgptError
+from xlgpt.model.checkpoint import Config, load, random_tensors, save
+from xlgpt.model.hub import download, import_model, list_models, resolve
 
 REPO = "tester/tiny-gpt2"
 CFG = Config(n_layer=1, n_embd=8, n_head=2, vocab_size=20, n_positions=6)

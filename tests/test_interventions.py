@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from helpers import FIXTURES, assert_clean_error, tokens_arg, xlgpt
-from xlgpt.check import reference
-from xlgpt.weights.checkpoint import load
+from xlgpt.model import reference
+from xlgpt.model.checkpoint import load
 
 DATA = json.loads((FIXTURES / "interventions.json").read_text())
 CASES = [(shape, case) for shape, entry in DATA["shapes"].items() for case in entry["cases"]]
@@ -67,9 +67,9 @@ def tiny_book(tmp_path_factory):
 
 @pytest.mark.engines
 def test_book_with_combined_edits_matches_transformers(tiny_book, tmp_path):
-    from xlgpt.check.engines import libreoffice_values
+    from xlgpt.engines.libreoffice import libreoffice_values
     from xlgpt.check.verify import parse_set, reference_edits, with_edits
-    from xlgpt.contract import read_book
+    from xlgpt.sheet.contract import read_book
 
     entry = DATA["shapes"]["tiny"]
     case = entry["cases"]["combined"]

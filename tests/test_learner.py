@@ -7,10 +7,10 @@ import openpyxl
 import pytest
 
 from helpers import BUNDLED, FIXTURES, assert_clean_error, expected, tokens_arg, xlgpt
-from xlgpt import contract as C
-from xlgpt.check import reference
+from xlgpt.sheet import contract as C
+from xlgpt.model import reference
 from xlgpt.tokenizer.hf import for_checkpoint
-from xlgpt.weights.checkpoint import load
+from xlgpt.model.checkpoint import load
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import sys
 import pytest
 
 from helpers import FIXTURES, ROOT, assert_clean_error
-from xlgpt import XlgptError
-from xlgpt.xlsx.limits import MAX_ARGUMENTS, MAX_LENGTH, MAX_NESTING, check_formulas, problem, scan
-from xlgpt.xlsx.writer import ArrayFormula, Cells, Formula, Sheet
-from xlgpt.layout import Rect
+from xlgpt.package import XlgptError
+from xlgpt.sheet.limits import MAX_ARGUMENTS, MAX_LENGTH, MAX_NESTING, check_formulas, problem, scan
+from xlgpt.sheet.writer import ArrayFormula, Cells, Formula, Sheet
+from xlgpt.sheet.layout import Rect
 
 
 def nested(n):
@@ -79,7 +79,7 @@ def test_check_names_the_tab_and_the_cell():
 # the compiler's ops through the registry, so a test op stands in for a template that outgrows Excel.
 PLUGIN = """
 import sys
-from xlgpt.ops import OPS, Op
+from xlgpt.compile.ops import OPS, Op
 
 def long_sum(ctx, x):
     out = ctx.block(ctx.rows("sum", 1))

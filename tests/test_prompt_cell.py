@@ -7,12 +7,12 @@ import pytest
 
 from helpers import assert_clean_error, xlgpt
 from xlgpt.tokenizer import hf as tk
-from xlgpt.weights.checkpoint import Config, load, random_tensors, save
-from xlgpt.check.engines import soffice_csv
-from xlgpt.contract import read_book
+from xlgpt.model.checkpoint import Config, load, random_tensors, save
+from xlgpt.engines.libreoffice import soffice_csv
+from xlgpt.sheet.contract import read_book
 from xlgpt.tokenizer.tabs import prompt_value
-from xlgpt.xlsx.styles import INPUT
-from xlgpt.xlsx.writer import copy_with_cell
+from xlgpt.sheet.styles import INPUT
+from xlgpt.sheet.writer import copy_with_cell
 
 # Every test here needs the default prompt-cell book (a slow build) and most recalculate it with LibreOffice.
 pytestmark = pytest.mark.engines

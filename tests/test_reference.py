@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from helpers import FIXTURE_NAMES, FIXTURES, expected
-from xlgpt.check import reference
-from xlgpt.weights.checkpoint import load
+from xlgpt.model import reference
+from xlgpt.model.checkpoint import load
 
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)

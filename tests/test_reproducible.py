@@ -7,7 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from xlgpt.contract import read_book
+from xlgpt.sheet.contract import read_book
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,11 +8,11 @@ from safetensors.numpy import save_file
 
 from helpers import FIXTURES, xlgpt
 from fakehub import FakeHub
-from xlgpt import XlgptError
-from xlgpt.check import reference
+from xlgpt.package import XlgptError
+from xlgpt.model import reference
 from xlgpt.tokenizer.hf import WEIGHTS_DIR
-from xlgpt.weights.checkpoint import load
-from xlgpt.weights.sae import load_sae, read_sae
+from xlgpt.model.checkpoint import load
+from xlgpt.model.sae import load_sae, read_sae
 
 SAE_REPO = "tester/tiny-saes"
 SUB = "blocks.0.hook_resid_pre"

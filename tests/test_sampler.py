@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from xlgpt.check import reference as R
+from xlgpt.model import reference as R
 
 M = 2147483647
 

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from helpers import xlgpt
-from xlgpt import XlgptError
-from xlgpt import contract as C
-from xlgpt.check.engines import uno_values
-from xlgpt.check.session import LibreOfficeSession, group_alive
+from xlgpt.package import XlgptError
+from xlgpt.sheet import contract as C
+from xlgpt.engines.libreoffice import uno_values
+from xlgpt.engines.session import LibreOfficeSession, group_alive
 from xlgpt.check.verify import reference_for
 from xlgpt.compile.template import GENERATE_TEMPLATE
-from xlgpt.contract import read_book
-from xlgpt.xlsx.writer import copy_with_cell
+from xlgpt.sheet.contract import read_book
+from xlgpt.sheet.writer import copy_with_cell
 
 pytestmark = pytest.mark.engines
 

@@ -16,7 +16,7 @@ import openpyxl
 import pytest
 
 from helpers import BUNDLED
-from xlgpt import XlgptError
+from xlgpt.package import XlgptError
 from xlgpt.tokenizer import hf as tokenizer
 from types import SimpleNamespace
 
@@ -226,7 +226,7 @@ def test_surrogate_pairs_as_excel_sees_them(small, tmp_path, excel_text_function
 
 def chars_row(path, sheet, label, width=4):
     """The first `width` slots of the row of `sheet` whose label (column A) starts with `label`."""
-    from xlgpt.layout import FIRST_COL, LABEL_COL, Rect
+    from xlgpt.sheet.layout import FIRST_COL, LABEL_COL, Rect
     wb = openpyxl.load_workbook(path, read_only=True)
     try:
         labels = wb[sheet].iter_rows(min_col=LABEL_COL, max_col=LABEL_COL, values_only=True)

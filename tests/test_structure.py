@@ -4,7 +4,7 @@ import openpyxl
 import pytest
 
 from helpers import FIXTURES, expected, tokens_arg, xlgpt
-from xlgpt.weights.checkpoint import load
+from xlgpt.model.checkpoint import load
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import openpyxl
 import pytest
 
 from helpers import assert_clean_error, xlgpt
-from xlgpt.check import reference
-from xlgpt.weights.checkpoint import Config, load, random_tensors, save
+from xlgpt.model import reference
+from xlgpt.model.checkpoint import Config, load, random_tensors, save
 from xlgpt.tokenizer.hf import GPT2_TOKENIZER
 
 

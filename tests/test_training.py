@@ -8,12 +8,12 @@ import pytest
 
 from helpers import BUNDLED, FIXTURES, ROOT, assert_valid_ooxml, tokens_arg, xlgpt
 
-from xlgpt import contract as C
-from xlgpt.check import backward
-from xlgpt.check.engines import libreoffice_values
+from xlgpt.sheet import contract as C
+from xlgpt.model import backward
+from xlgpt.engines.libreoffice import libreoffice_values
 from xlgpt.check.verify import as_written, from_layout
-from xlgpt.contract import read_book
-from xlgpt.weights.checkpoint import load
+from xlgpt.sheet.contract import read_book
+from xlgpt.model.checkpoint import load
 
 TRAINING = FIXTURES / "training"
 SHAPES = ["tiny", "three_heads", "single_token", "shakespeare"]
@@ -120,7 +120,7 @@ def test_eval_checks_a_training_book_with_every_engine(tmp_path, optimizer):
 def test_a_corrupted_weight_cell_is_a_mismatch(tmp_path):
     """The checks can fail: one weight cell changed in the file makes the book's loss and gradients leave the
     reference's (which reads the checkpoint)."""
-    from xlgpt.xlsx.writer import copy_with_cell
+    from xlgpt.sheet.writer import copy_with_cell
 
     _, book = build_training(tmp_path, "tiny")
     cell = book.names["wte_weight"].cell(book.training["targets"][0], 0)

@@ -11,12 +11,13 @@ import pytest
 
 import openpyxl_writer
 from helpers import FIXTURES, expected
-from xlgpt.xlsx import writer as xlsx
+from xlgpt.sheet import writer as xlsx
 from xlgpt.compile.inputs import TokenIds
-from xlgpt.contract import About
-from xlgpt.weights.checkpoint import load
-from xlgpt.check.engines import find_soffice, formulas_values
-from xlgpt.contract import read_book
+from xlgpt.sheet.contract import About
+from xlgpt.model.checkpoint import load
+from xlgpt.engines.process import find_soffice
+from xlgpt.engines.formulas import formulas_values
+from xlgpt.sheet.contract import read_book
 from xlgpt.compile.lower import lower
 from xlgpt.compile.template import load_spec
 from xlgpt.tokenizer.hf import display

@@ -17,7 +17,7 @@ What it does (seeded, one thread: a re-run writes the same files on the same sof
      tokenized with the bundled tokenizer.json;
   2. the bundled checkpoint is loaded into train_shakespeare's torch GPT, and the residual stream entering
      block 1 is computed for all non-overlapping 64-token training windows; on a sample it is checked
-     against xlgpt.check.reference.residual_streams (float64 NumPy);
+     against xlgpt.model.reference.residual_streams (float64 NumPy);
   3. the SAE is trained with Adam (MSE + l1_coefficient * sum f), decoder rows renormalised after each step;
   4. every feature is labelled by its top activations over the validation text (token, +-4 tokens of context)
      and a short auto label (its most frequent top tokens); figures: MSE, fraction of variance explained,
@@ -50,8 +50,8 @@ sys.path.insert(0, str(ROOT))  # this checkout's xlgpt
 sys.path.insert(0, str(ROOT / "tools"))
 import train_shakespeare as ts  # noqa: E402
 
-from xlgpt.check import reference  # noqa: E402
-from xlgpt.weights.checkpoint import load as load_ckpt  # noqa: E402
+from xlgpt.model import reference  # noqa: E402
+from xlgpt.model.checkpoint import load as load_ckpt  # noqa: E402
 
 HOOK_LAYER = 1
 HOOK_NAME = f"blocks.{HOOK_LAYER}.hook_resid_pre"
@@ -339,7 +339,7 @@ def main():
         ours = resid_pre(model, w[None])[0].numpy()
         ref = reference.residual_streams(ckpt, w.tolist())[HOOK_LAYER]
         assert np.abs(ours - ref).max() < 1e-4, np.abs(ours - ref).max()
-    log(f"torch residual stream at {HOOK_NAME} matches xlgpt.check.reference (max |diff| "
+    log(f"torch residual stream at {HOOK_NAME} matches xlgpt.model.reference (max |diff| "
         f"{np.abs(ours - ref).max():.1e} on the last checked window)")
     train_acts, val_acts = resid_all(model, train_w), resid_all(model, val_w)
     log(f"activations: train {tuple(train_acts.shape)}, val {tuple(val_acts.shape)}; "

@@ -1,21 +1,4 @@
-"""xlgpt: compile GPT-2 into a workbook of plain spreadsheet formulas, and check it.
+"""xlgpt: compile GPT-2 into a workbook of plain spreadsheet formulas, and check it."""
+from xlgpt.package import XlgptError, __version__
 
-The pipeline, one folder each: weights/ (checkpoints in) -> compile/ (template + checkpoint -> sheets) ->
-xlsx/ (sheets -> .xlsx file) -> check/ (file -> engines' values, compared with the NumPy reference);
-tokenizer/ turns text into token ids, in Python and as tabs of the book.
-"""
-from pathlib import Path
-
-__version__ = "0.1.0"
-
-
-class XlgptError(Exception):
-    """A problem with the user's input or environment: reported as one line, exit code 2."""
-
-
-def shipped(name):
-    """A data folder shipped with xlgpt ("templates" or "weights"): inside the installed package (wheel),
-    or at the top of a source checkout."""
-    package = Path(__file__).resolve().parent
-    installed = package / "data" / name
-    return installed if installed.is_dir() else package.parent / name
+__all__ = ["XlgptError", "__version__"]

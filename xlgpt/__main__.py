@@ -1,3 +1,3 @@
-from .cli import main
+from xlgpt.cli import main
 
 main()

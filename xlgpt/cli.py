@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from . import XlgptError, __version__
-from .check.engines import FORMULAS_MAX_CELLS
-from .contract import CALCULATION, MANUAL_ABOVE
+from xlgpt.package import XlgptError, __version__
+from xlgpt.engines.formulas import FORMULAS_MAX_CELLS
+from xlgpt.sheet.contract import CALCULATION, MANUAL_ABOVE
 
 
 def parse_tokens(text):
@@ -31,15 +31,15 @@ BUNDLED_SAE = "bundled"  # how a book records the bundled model's SAE
 
 def resolve_weights(name):
     """--weights: a directory, a model name (hub cache, imported, bundled), or the bundled default."""
-    from .weights.hub import resolve
-    from .tokenizer.hf import WEIGHTS_DIR
+    from xlgpt.model.hub import resolve
+    from xlgpt.tokenizer.hf import WEIGHTS_DIR
 
     return resolve(DEFAULT_WEIGHTS if name is None else name, bundled_dir=WEIGHTS_DIR)
 
 
 def load_weights(name):
     """The checkpoint --weights names, carrying that name as given (what a built book records)."""
-    from .weights.checkpoint import load
+    from xlgpt.model.checkpoint import load
 
     return load(resolve_weights(name), given_name=str(DEFAULT_WEIGHTS if name is None else name))
 
@@ -47,8 +47,8 @@ def load_weights(name):
 def model_and_tokens(weights, tokens, prompt):
     """Load the checkpoint, its tokenizer (if any), the input token ids from --tokens or --prompt, and the
     prompt text (None with --tokens)."""
-    from .tokenizer import hf as tk
-    from .compile.build import check_tokens
+    from xlgpt.tokenizer import hf as tk
+    from xlgpt.compile.build import check_tokens
 
     if tokens is not None and prompt is not None:
         raise XlgptError("give either --tokens or --prompt, not both")
@@ -115,7 +115,7 @@ def weights():
 def weights_random(layers, embd, heads, vocab, context, seed, out):
     """Write a seeded random GPT-2 checkpoint of any shape (124M: --layers 12 --embd 768 --heads 12
     --vocab 50257 --context 1024)."""
-    from .weights.checkpoint import Config, random_tensors, save
+    from xlgpt.model.checkpoint import Config, random_tensors, save
 
     if out.name in ("", ".", "..") or out.absolute() == Path.cwd():
         raise XlgptError(f"--out {out}: give the name of a new directory to create")
@@ -145,7 +145,7 @@ def input_options(f):
 def weights_download(name):
     """Download NAME (gpt2, distilgpt2, gpt2-medium, ... or any GPT-2 repo id) from the Hugging Face hub
     into its standard cache; afterwards --weights NAME works offline."""
-    from .weights.hub import count_parameters, download
+    from xlgpt.model.hub import count_parameters, download
 
     path = download(name)
     click.echo(f"downloaded {name}: {count_parameters(path):,} parameters, in {path}")
@@ -155,8 +155,8 @@ def weights_download(name):
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def weights_list(as_json):
     """Show the bundled, downloaded and imported models."""
-    from .weights.hub import list_models
-    from .tokenizer.hf import WEIGHTS_DIR
+    from xlgpt.model.hub import list_models
+    from xlgpt.tokenizer.hf import WEIGHTS_DIR
 
     models = list_models(WEIGHTS_DIR)
     if as_json:
@@ -177,20 +177,20 @@ def weights_list(as_json):
 def weights_import(path, name, config):
     """Import a local checkpoint: a directory (config.json + model.safetensors), a .safetensors file, or a
     PyTorch .bin (needs torch; loaded with weights_only=True, never unpickling code)."""
-    from .weights.hub import count_parameters, import_model
+    from xlgpt.model.hub import count_parameters, import_model
 
     dest = import_model(path, name, config)
     click.echo(f"imported {dest.name}: {count_parameters(dest):,} parameters, in {dest}")
 
 
 def _default_capacity():
-    from .tokenizer.bpe import Capacity
+    from xlgpt.tokenizer.bpe import Capacity
     return Capacity()
 
 
 def parse_capacity(text):
     """--capacity: CHARS,BYTES,ROUNDS, or "fit" (None: sized to the prompt)."""
-    from .tokenizer.bpe import Capacity
+    from xlgpt.tokenizer.bpe import Capacity
 
     if text == "fit":
         return None
@@ -256,8 +256,8 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
     trains the model one step."""
     from tqdm import tqdm
 
-    from .compile.build import build as build_book, check_output
-    from .tokenizer.bpe import capacity_for
+    from xlgpt.compile.build import build as build_book, check_output
+    from xlgpt.tokenizer.bpe import capacity_for
 
     check_output(out, [resolve_weights(weights), template, steer_vector])
     cap = parse_capacity(capacity)
@@ -313,7 +313,7 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
 
 def training_for(ids, optimizer, lr, instruments):
     """A training book's targets (the prompt's tokens after the first) and optimizer settings."""
-    from .compile.backward import Training
+    from xlgpt.compile.backward import Training
 
     if instruments:
         raise XlgptError("--train: a training book has no interventions or SAE; leave out --steer-* and --sae")
@@ -327,8 +327,8 @@ def steering_edits(ckpt, tok, steer_from, steer_to, vector_file, feature, sae_so
     """The Interventions tab's starting values from the --steer-* options (None: the defaults)."""
     import numpy as np
 
-    from .check import reference
-    from .compile.inputs import Edits
+    from xlgpt.model import reference
+    from xlgpt.compile.inputs import Edits
 
     sources = [s for s in ((steer_from or steer_to) and "pair", vector_file and "file",
                            feature is not None and "feature") if s]
@@ -355,7 +355,7 @@ def steering_edits(ckpt, tok, steer_from, steer_to, vector_file, feature, sae_so
         vector, source = read_vector(vector_file), f"from {vector_file.name}"
         layer = layer or 0
     else:
-        from .weights.sae import load_sae
+        from xlgpt.model.sae import load_sae
 
         sae = load_sae(sae_source)
         sae.check_model(cfg)
@@ -379,7 +379,7 @@ def steering_edits(ckpt, tok, steer_from, steer_to, vector_file, feature, sae_so
 
 def features_sae(ckpt, weights, source):
     """The Features tab's SAE: --sae, or the bundled model's own; (SAE, source as the book records it)."""
-    from .weights.sae import load_sae
+    from xlgpt.model.sae import load_sae
 
     if source is None and (weights or DEFAULT_WEIGHTS) != DEFAULT_WEIGHTS:
         return None, None
@@ -444,15 +444,15 @@ def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt, prompts
 
     Exit status: 0 when every engine matches (same prediction, logits within 1e-6), 1 on a mismatch,
     2 on bad input."""
-    from .check.engines import ENGINES
-    from .check.verify import evaluate
+    from xlgpt.engines import ENGINES
+    from xlgpt.check.verify import evaluate
 
     chosen = ["formulas", "libreoffice"] if engine in ("auto", "both") else list(ENGINES) if engine == "all" else [engine]
     def show_stage(msg):  # like the progress bars: only for a person at a terminal
         if sys.stderr.isatty():
             click.echo(f"· {msg}", err=True)
 
-    from .check.provenance import NotCompiled
+    from xlgpt.check.provenance import NotCompiled
 
     weights_dir = resolve_weights(weights) if weights is not None else None
     try:
@@ -491,7 +491,7 @@ def show_result(r, as_json):
     if "reference_tokens" in r and r["tokens"] != r["reference_tokens"]:
         click.echo(f"{'':>11}  the sheet tokenized the prompt as {','.join(map(str, r['tokens'])) or 'nothing'}")
     if "first_difference" in r:  # a mismatch: where the book first leaves the reference
-        from .check.verify import describe_difference
+        from xlgpt.check.verify import describe_difference
 
         d = r["first_difference"]
         click.echo(f"{'':>11}  first difference: "
@@ -500,13 +500,13 @@ def show_result(r, as_json):
 
 def eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prompt, show_stage, template=None):
     """eval --prompts: every prompt of the file through one LibreOffice session; exits."""
-    from .check.verify import evaluate_prompts
+    from xlgpt.check.verify import evaluate_prompts
 
     if prompt is not None:
         raise XlgptError("give either --prompt or --prompts, not both")
     if engine not in ("auto", "libreoffice"):
         raise XlgptError("--prompts recalculates with LibreOffice (--engine libreoffice)")
-    from .safefile import read_bounded
+    from xlgpt.safefile import read_bounded
 
     try:
         lines = read_bounded(prompts_file, what="prompts file").decode("utf-8", errors="strict").splitlines()
@@ -532,7 +532,7 @@ def predict(weights, tokens, prompt, top_k, generate, as_json):
     """Predict the next token with the NumPy reference (no spreadsheet involved)."""
     import numpy as np
 
-    from .check import reference
+    from xlgpt.model import reference
 
     ckpt, tok, token_ids, _ = model_and_tokens(weights, tokens, prompt)
     if generate:
@@ -590,7 +590,7 @@ def generate(weights, tokens, prompt, book_path, steps, temperature, top_k, seed
     Exit status: 0 when every step agrees with the reference, 1 naming the first step that does not."""
     import tempfile
 
-    from .check.generate import check_sampling, generate as run
+    from xlgpt.drive.generate import check_sampling, generate as run
 
     check_sampling(temperature, top_k, seed)  # before any slow work
     with tempfile.TemporaryDirectory(prefix="xlgpt-gen-") as tmp:
@@ -654,13 +654,13 @@ def train(weights, text_file, prompt, steps, window, optimizer, lr, engine, out,
     Exit status: 0 when every step agrees with the reference, 1 naming the first that does not."""
     import tempfile
 
-    from .check import backward
-    from .check.train import BOOK, Diverged, run, save
-    from .compile.build import build as build_book
-    from .contract import read_book
-    from .safefile import read_bounded
-    from .tokenizer import hf as tk
-    from .weights.checkpoint import check_new_dir
+    from xlgpt.model import backward
+    from xlgpt.drive.train import BOOK, Diverged, run, save
+    from xlgpt.compile.build import build as build_book
+    from xlgpt.sheet.contract import read_book
+    from xlgpt.safefile import read_bounded
+    from xlgpt.tokenizer import hf as tk
+    from xlgpt.model.checkpoint import check_new_dir
 
     check_new_dir(out)
     if text_file is not None and prompt is not None:
@@ -684,7 +684,7 @@ def train(weights, text_file, prompt, steps, window, optimizer, lr, engine, out,
             raise XlgptError(f"--window {window} exceeds the model's context of {ckpt.config.n_positions}")
         runs = backward.windows(tok.encode(text), window, steps)
     lr = lr if lr is not None else 1e-3 if optimizer == "adamw" else 0.01
-    from .compile.backward import Training
+    from xlgpt.compile.backward import Training
 
     with tempfile.TemporaryDirectory(prefix="xlgpt-train-") as tmp:
         path = Path(tmp) / BOOK
@@ -722,11 +722,11 @@ def generation_book(weights, tokens, prompt, book_path, positions, out, quiet, s
     """generate's workbook: --book as given, or a token-ids book built for the prompt (positions: the prompt's
     tokens and the steps', at most the context) with pad ids after it, from the generation template unless
     `instruments`. Returns (BookInfo, prompt ids, tokenizer, weights dir for the reference)."""
-    from .check.generate import PAD_ID
-    from .compile.build import build as build_book, check_output
-    from .compile.template import DEFAULT_TEMPLATE, GENERATE_TEMPLATE
-    from .contract import read_book
-    from .tokenizer import hf as tk
+    from xlgpt.drive.generate import PAD_ID
+    from xlgpt.compile.build import build as build_book, check_output
+    from xlgpt.compile.template import DEFAULT_TEMPLATE, GENERATE_TEMPLATE
+    from xlgpt.sheet.contract import read_book
+    from xlgpt.tokenizer import hf as tk
 
     if book_path is not None:
         for option, given in (("--positions", positions is not None), ("--instruments", instruments)):
@@ -734,7 +734,7 @@ def generation_book(weights, tokens, prompt, book_path, positions, out, quiet, s
                 raise XlgptError(f"{option} builds a workbook; it does not go with --book")
         info = read_book(book_path)
         weights_dir = resolve_weights(weights) if weights is not None else None
-        from .check.verify import checkpoint_for
+        from xlgpt.check.verify import checkpoint_for
 
         ckpt = checkpoint_for(info, weights_dir)
         tok = tk.for_checkpoint(ckpt)
@@ -750,7 +750,7 @@ def generation_book(weights, tokens, prompt, book_path, positions, out, quiet, s
             ids = list(info.tokens)
             while len(ids) > 1 and ids[-1] == PAD_ID:
                 ids.pop()
-        from .compile.build import check_tokens
+        from xlgpt.compile.build import check_tokens
 
         check_tokens(ids, ckpt.config)
         return info, ids, tok, weights_dir
@@ -781,8 +781,8 @@ def generation_book(weights, tokens, prompt, book_path, positions, out, quiet, s
 @click.option("--json", "as_json", is_flag=True, help="print one JSON list")
 def tokenize(text, weights, tokenizer_name, engine, as_json):
     """Print the token ids and token strings of each TEXT."""
-    from .tokenizer import hf as tk
-    from .weights.checkpoint import load
+    from xlgpt.tokenizer import hf as tk
+    from xlgpt.model.checkpoint import load
 
     if tokenizer_name:
         tok = tk.load(tokenizer_name)
@@ -791,7 +791,7 @@ def tokenize(text, weights, tokenizer_name, engine, as_json):
         if tok is None:
             raise XlgptError("this model has no tokenizer files; choose one with --tokenizer")
     if engine:
-        from .check.engines import tokenize_with_sheets
+        from xlgpt.engines.tokenizer import tokenize_with_sheets
 
         sheets = tokenize_with_sheets(tok, text, engine)
     results = []
@@ -829,8 +829,8 @@ def tokenize(text, weights, tokenizer_name, engine, as_json):
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def features(sae_source, top, search, as_json):
     """List a sparse autoencoder's labelled features: index, label, top tokens, how often it fires."""
-    from .tokenizer.hf import display
-    from .weights.sae import load_sae
+    from xlgpt.tokenizer.hf import display
+    from xlgpt.model.sae import load_sae
 
     sae = load_sae(sae_source, progress=sys.stderr.isatty())
     info = sae.features or {}

@@ -18,7 +18,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from . import XlgptError
+from xlgpt.package import XlgptError
 
 
 def _umask():

@@ -17,11 +17,11 @@ import re
 import xml.etree.ElementTree as ET
 import zipfile
 
-from .. import XlgptError
-from .. import contract as C
-from ..xlsx.styles import INPUT
-from ..contract import read_member
-from ..xlsx.writer import ArrayFormula, Cells, Formula, cell_name, chart_parts, quote_sheet
+from xlgpt.package import XlgptError
+from xlgpt.sheet import contract as C
+from xlgpt.sheet.styles import INPUT
+from xlgpt.sheet.contract import read_member
+from xlgpt.sheet.writer import ArrayFormula, Cells, Formula, cell_name, chart_parts, quote_sheet
 
 MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 REL_NS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
@@ -53,12 +53,12 @@ def recompile(book, ckpt, tok, template=None):
     """(sheets, names, stages) the compiler writes for what `book` records: its checkpoint, its kind of input
     and its sizes. The input cells' values do not matter (they may differ). stages: each stage of the spec
     with its output's cells, in dataflow order (compile.lower)."""
-    from ..compile.backward import Training
-    from ..compile.build import inputs_for
-    from ..compile.lower import lower
-    from ..compile.template import load_spec
-    from ..tokenizer.bpe import Capacity
-    from ..tokenizer.hf import display
+    from xlgpt.compile.backward import Training
+    from xlgpt.compile.build import inputs_for
+    from xlgpt.compile.lower import lower
+    from xlgpt.compile.template import load_spec
+    from xlgpt.tokenizer.bpe import Capacity
+    from xlgpt.tokenizer.hf import display
 
     if book.typed:
         chars, nbytes, rounds, positions = book.about.capacity
@@ -73,7 +73,7 @@ def recompile(book, ckpt, tok, template=None):
                                           history=[0.0] * len(book.training["history"]))
     spec = load_spec(ckpt.config, template, training=training is not None)
     vocab = [display(tok.token_text(i)) for i in range(ckpt.config.vocab_size)] if tok else None
-    from .verify import sae_for
+    from xlgpt.check.verify import sae_for
 
     compiled, names = lower(spec, ckpt, inputs, book.about, vocab, sae=sae_for(book, ckpt), training=training)
     return compiled.sheets(), names, compiled.stages
@@ -104,7 +104,7 @@ def _other_formulas(xml_elements):
 
 def _tail_formulas(sheet):
     """The formulas the writer puts after a sheet's cells (conditional formats), from its own XML."""
-    from ..xlsx.writer import NS, _sheet_tail
+    from xlgpt.sheet.writer import NS, _sheet_tail
 
     root = ET.fromstring(f"<worksheet {NS}><sheetData>" + _sheet_tail(sheet))
     return _other_formulas(root.iter())
@@ -152,7 +152,7 @@ def _has_formula(stream):
 def _parts(zf):
     """{sheet name: part name}, in the workbook's order, and {defined name: text}."""
     def xml(name):
-        from ..contract import read_member
+        from xlgpt.sheet.contract import read_member
 
         try:
             return ET.fromstring(read_member(zf, name))

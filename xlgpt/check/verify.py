@@ -6,16 +6,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import XlgptError
-from ..tokenizer import hf as tokenizer
-from . import reference
-from ..weights.checkpoint import Checkpoint, fingerprint, load
-from ..weights.hub import resolve
-from .. import contract as C
-from ..contract import read_book
-from .engines import ENGINES, FORMULAS_MAX_CELLS, check_formulas_precision, check_formulas_size, read_ranges
-from ..xlsx.styles import INPUT
-from ..xlsx.writer import copy_with_cell, copy_with_cells, decimal_values
+from xlgpt.package import XlgptError
+from xlgpt.tokenizer import hf as tokenizer
+from xlgpt.model import reference
+from xlgpt.model.checkpoint import Checkpoint, fingerprint, load
+from xlgpt.model.hub import resolve
+from xlgpt.sheet import contract as C
+from xlgpt.sheet.contract import read_book
+from xlgpt.engines import ENGINES
+from xlgpt.engines.formulas import FORMULAS_MAX_CELLS, check_formulas_precision, check_formulas_size
+from xlgpt.engines.libreoffice import read_ranges
+from xlgpt.sheet.styles import INPUT
+from xlgpt.sheet.writer import copy_with_cell, copy_with_cells, decimal_values
 
 TOLERANCE = 1e-6
 
@@ -50,7 +52,7 @@ def sae_for(book, ckpt):
     """The SAE a book's Features tab was built with, as it records it."""
     if not book.about.sae:
         return None
-    from ..weights.sae import load_sae
+    from xlgpt.model.sae import load_sae
 
     sae = load_sae(None if book.about.sae == "bundled" else book.about.sae)
     sae.check_model(ckpt.config)
@@ -135,7 +137,7 @@ def from_layout(prefix, grids, tensors):
 def training_values(ckpt, book):
     """What a training book's Loss, gradients, updated tensors (and Adam's new moments) hold, by the reference's
     backward pass (check/backward.py) and its optimizer, from the inputs, settings and moments in the book."""
-    from . import backward
+    from xlgpt.model import backward
 
     training, names = book.training, book.names
     settings = training["settings"]
@@ -263,7 +265,7 @@ def sheet_tokens(values):
 
 def check_prompt(book, text, tok):
     """Refuse, before any slow work, a prompt the typed book cannot take."""
-    from ..tokenizer.bpe import needs
+    from xlgpt.tokenizer.bpe import needs
 
     if not book.typed:
         raise XlgptError(f"{book.path.name}: --prompt needs a workbook built from a prompt (this one has fixed "
@@ -279,7 +281,7 @@ def check_prompt(book, text, tok):
 
 def with_prompt(book, text, directory):
     """A copy of a typed book with `text` in its Prompt cell."""
-    from ..tokenizer.tabs import prompt_value
+    from xlgpt.tokenizer.tabs import prompt_value
 
     ref = book.names[C.PROMPT]
     copy = Path(directory) / book.path.name
@@ -330,7 +332,7 @@ def with_edits(book, sets, directory):
 def check_provenance(book, ckpt, tok, template=None, on_stage=lambda msg: None):
     """Before any engine opens the book: its formulas must be the compiler's (check/provenance.py), so a book
     with forged results, external links or WEBSERVICE calls fails here (NotCompiled)."""
-    from .provenance import check_compiled, recompile
+    from xlgpt.check.provenance import check_compiled, recompile
 
     on_stage("comparing the formulas with the compiler's")
     sheets, names, stages = recompile(book, ckpt, tok, template)
@@ -417,7 +419,7 @@ def evaluate_prompts(path, prompts, weights=None, timeout=3600, on_stage=lambda 
     and compare with the reference: one result dict per prompt, like evaluate()'s."""
     import time
 
-    from .session import LibreOfficeSession
+    from xlgpt.engines.session import LibreOfficeSession
 
     on_stage(f"reading {path}")
     book = read_book(path)

@@ -11,12 +11,12 @@ from dataclasses import astuple, dataclass
 
 import numpy as np
 
-from .. import XlgptError
-from .. import contract as C
-from ..layout import BOLD, INPUT, Named, Rect, Tab
-from ..xlsx.styles import IDS, SCIENTIFIC
-from ..ops import OPS
-from .lower import TRANSPOSED, Ctx, Stored
+from xlgpt.package import XlgptError
+from xlgpt.sheet import contract as C
+from xlgpt.sheet.layout import BOLD, INPUT, Named, Rect, Tab
+from xlgpt.sheet.styles import IDS, SCIENTIFIC
+from xlgpt.compile.ops import OPS
+from xlgpt.compile.lower import TRANSPOSED, Ctx, Stored
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,12 @@
 """Compile a checkpoint and its input into a workbook: template (pass 1) -> lowering (pass 2) -> writer (pass 3)."""
-from .. import XlgptError
-from ..contract import About
-from ..tokenizer.hf import display
-from ..weights.checkpoint import fingerprint
-from ..xlsx.writer import write_workbook
-from .inputs import PromptCell, TokenIds
-from .lower import lower
-from .template import load_spec
+from xlgpt.package import XlgptError
+from xlgpt.sheet.contract import About
+from xlgpt.tokenizer.hf import display
+from xlgpt.model.checkpoint import fingerprint
+from xlgpt.sheet.writer import write_workbook
+from xlgpt.compile.inputs import PromptCell, TokenIds
+from xlgpt.compile.lower import lower
+from xlgpt.compile.template import load_spec
 
 
 def check_tokens(tokens, cfg):
@@ -19,7 +19,7 @@ def check_tokens(tokens, cfg):
         raise XlgptError(f"{len(tokens)} tokens exceed the model's context of {cfg.n_positions}")
 
 
-from ..safefile import check_output  # noqa: E402,F401  (refuses, before any work, an output it must not write)
+from xlgpt.safefile import check_output  # noqa: E402,F401  (refuses, before any work, an output it must not write)
 
 
 def inputs_for(ckpt, tokens, tokenizer=None, prompt=None, positions=None, capacity=None):
@@ -28,7 +28,7 @@ def inputs_for(ckpt, tokens, tokenizer=None, prompt=None, positions=None, capaci
     check_tokens(tokens, ckpt.config)
     if prompt is None:
         return TokenIds(list(tokens))
-    from ..tokenizer.bpe import Capacity
+    from xlgpt.tokenizer.bpe import Capacity
 
     positions = positions or len(tokens)
     if not len(tokens) <= positions <= ckpt.config.n_positions:
@@ -43,8 +43,8 @@ def reference_stages(ckpt, tokens, positions, edits=None):
     """The reference's output of every stage for the book's tokens at all its positions (padding: id 0, as the
     sheet pads), from the weights as the book holds them (eval's reference too): the values the book's cells
     carry cached, so they show before any recalculation."""
-    from ..check import reference
-    from ..check.verify import as_written
+    from xlgpt.model import reference
+    from xlgpt.check.verify import as_written
 
     e = edits or reference.Edits.none(ckpt.config)
     edits = reference.Edits(e.head_switches, e.mlp_switches, e.steering_layer, e.steering_coefficient,

@@ -1,8 +1,8 @@
 """The Guide tab, first in the book: what the book is, how to use it, what to try, and a table of contents
 with a link to every tab and every block."""
-from .. import contract as C
-from ..layout import Formula, Tab
-from ..xlsx.styles import BIG, LINK, SECTION
+from xlgpt.sheet import contract as C
+from xlgpt.sheet.layout import Formula, Tab
+from xlgpt.sheet.styles import BIG, LINK, SECTION
 
 RECALCULATE = ("then recalculate: F9 (in Excel, Ctrl+Alt+F9 recalculates everything; in LibreOffice, "
                "Ctrl+Shift+F9)")

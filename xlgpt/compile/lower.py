@@ -9,13 +9,13 @@ from dataclasses import astuple, dataclass, replace
 
 import numpy as np
 
-from .. import XlgptError
-from .. import contract as C
-from ..layout import BOLD, FIRST_COL, Book, Formula, Named, Rect, Tab, WeightsTab
-from ..ops import OPS
-from .guide import add_guide
-from .inputs import Edits
-from ..xlsx.styles import IDS, NUMBER, colour_scale
+from xlgpt.package import XlgptError
+from xlgpt.sheet import contract as C
+from xlgpt.sheet.layout import BOLD, FIRST_COL, Book, Formula, Named, Rect, Tab, WeightsTab
+from xlgpt.compile.ops import OPS
+from xlgpt.compile.guide import add_guide
+from xlgpt.compile.inputs import Edits
+from xlgpt.sheet.styles import IDS, NUMBER, colour_scale
 
 
 TRANSPOSED = ", transposed: row = output feature"  # a weights tab's title for a matrix it holds transposed
@@ -349,7 +349,7 @@ class Lowering:
             self.out[stage.index] = OPS[stage.op].lower(Ctx(self, stage), *inputs)
             self.cache_stage(stage, self.out[stage.index])
         if self.training is not None:
-            from .backward import backward, optimizer
+            from xlgpt.compile.backward import backward, optimizer
             backward(self)
             optimizer(self, self.training)
         for name, header in self.headers.items():  # padding positions greyed, on every tab that has them
@@ -421,7 +421,7 @@ def calculation_for(book):
 
 def model_description(ckpt):
     cfg = ckpt.config
-    from .. import __version__
+    from xlgpt.package import __version__
     return [("model", f"GPT-2: {cfg.n_layer} layers, {cfg.n_embd} features, {cfg.n_head} heads, "
                       f"vocabulary {cfg.vocab_size}, context {cfg.n_positions}"),
             ("parameters", ckpt.n_params), ("built by", f"xlgpt {__version__}")]

@@ -11,8 +11,8 @@
 """
 from dataclasses import dataclass
 
-from .. import XlgptError
-from .tables import SPACE, char_class, tables
+from xlgpt.package import XlgptError
+from xlgpt.tokenizer.tables import SPACE, char_class, tables
 
 CONTRACTIONS = (("s", "t", "m", "d"), ("re", "ve", "ll"))  # after "'", case-sensitive as in GPT-2's regex
 

@@ -1,7 +1,7 @@
 """Byte-level BPE tokenizers (GPT-2's and the bundled model's), through Hugging Face `tokenizers`."""
 from pathlib import Path
 
-from .. import XlgptError, shipped
+from xlgpt.package import XlgptError, shipped
 
 WEIGHTS_DIR = shipped("weights")
 GPT2_TOKENIZER = WEIGHTS_DIR / "gpt2-tokenizer"
@@ -51,7 +51,7 @@ class Tokenizer:
 
     def token_text(self, i):
         """What token i stands for, as text a cell can show (a piece of a UTF-8 character as <0xC3>)."""
-        from .tables import symbol_text
+        from xlgpt.tokenizer.tables import symbol_text
 
         symbol = self.hf.id_to_token(i)
         return self.decode([i]) if symbol is None else symbol_text(symbol)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .. import XlgptError
+from xlgpt.package import XlgptError
 
 LETTER, NUMBER, OTHER, SPACE = 1, 2, 3, 4
 CLASS_NAMES = {LETTER: "letter", NUMBER: "number", OTHER: "other", SPACE: "whitespace"}
@@ -72,7 +72,7 @@ def symbol_text(symbol):
 
 def token_texts(tok):
     """Each token's text, made readable like the model's labels."""
-    from .hf import display
+    from xlgpt.tokenizer.hf import display
     out = [""] * tables(tok).V
     for symbol, i in tables(tok).vocab.items():
         out[i] = display(symbol_text(symbol))

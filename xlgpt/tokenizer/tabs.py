@@ -19,12 +19,13 @@ import re
 
 import numpy as np
 
-from .. import XlgptError, contract
-from ..layout import BOLD, INPUT, Book, Formula, Tab
-from ..xlsx.writer import write_workbook
-from .bpe import CONTRACTIONS, RULES, Capacity, Values, capacity_for, contraction, encode, needs
-from .hf import display
-from .tables import CLASS_NAMES, bytes_to_unicode, char_class, class_runs, symbol_text, tables, token_texts
+from xlgpt.package import XlgptError
+from xlgpt.sheet import contract
+from xlgpt.sheet.layout import BOLD, INPUT, Book, Formula, Tab
+from xlgpt.sheet.writer import write_workbook
+from xlgpt.tokenizer.bpe import CONTRACTIONS, RULES, Capacity, Values, capacity_for, contraction, encode, needs
+from xlgpt.tokenizer.hf import display
+from xlgpt.tokenizer.tables import CLASS_NAMES, bytes_to_unicode, char_class, class_runs, symbol_text, tables, token_texts
 
 HIGH, LOW, PAIR_BASE = (55296, 56319), (56320, 57343), 65536  # UTF-16 surrogates (Excel's MID/UNICODE)
 TOKEN_TEXTS = "Token texts"

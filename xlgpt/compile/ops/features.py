@@ -3,8 +3,8 @@ f = ReLU(W_encᵀ · (x − b_dec) + b_enc), one row per feature, one column per
 features at each position on top, labelled."""
 import numpy as np
 
-from .. import contract as C
-from ..xlsx.styles import IDS, NUMBER
+from xlgpt.sheet import contract as C
+from xlgpt.sheet.styles import IDS, NUMBER
 
 TOP = 3  # features listed per position
 

@@ -15,8 +15,8 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from .. import XlgptError
-from .styles import PLAIN, TAB_COLOURS, styles_xml
+from xlgpt.package import XlgptError
+from xlgpt.sheet.styles import PLAIN, TAB_COLOURS, styles_xml
 
 CHUNK_CELLS = 250_000          # cells formatted per task when several processes share the work
 # LibreOffice 7.4 cannot open an .xlsx larger than 2 GiB. Weights, every cell with its address, take
@@ -370,8 +370,8 @@ def write_workbook(path, sheets, names, progress=None, level=None, calculation="
     book's calculation mode, "auto" or "manual" (see CALC_PR). A formula beyond Excel's limits is an error
     before anything is written (limits.py).
     """
-    from ..safefile import atomic_file
-    from .limits import check_formulas
+    from xlgpt.safefile import atomic_file
+    from xlgpt.sheet.limits import check_formulas
 
     path = Path(path)
     check_formulas(sheets)
@@ -636,7 +636,7 @@ def copy_with_cells(src, dst, cells, style=0):
     import re
     import shutil
 
-    from ..safefile import atomic_file
+    from xlgpt.safefile import atomic_file
 
     by_member = {}
     for (sheet_index, row, col), value in cells.items():

@@ -1,4 +1,4 @@
-"""Drive a running LibreOffice through its Python-UNO bridge, for xlgpt.check.session.
+"""Drive a running LibreOffice through its Python-UNO bridge, for xlgpt.engines.session.
 
 Run by the SYSTEM Python (the one that can `import uno`, e.g. /usr/bin/python3 with Debian's python3-uno),
 never imported by xlgpt: it uses only the standard library and uno. It starts nothing; the client starts

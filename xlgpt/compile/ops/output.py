@@ -1,8 +1,8 @@
 """From the last residual stream to a prediction: logits, probabilities, the top tokens."""
 import numpy as np
 
-from .. import contract as C
-from ..xlsx.styles import BOLD, IDS, PERCENT
+from xlgpt.sheet import contract as C
+from xlgpt.sheet.styles import BOLD, IDS, PERCENT
 
 
 

@@ -1,7 +1,7 @@
 """The input and its embedding: x[:, t] = wte[token t] + wpe[t]."""
 import numpy as np
 
-from ..xlsx.styles import IDS
+from xlgpt.sheet.styles import IDS
 
 
 

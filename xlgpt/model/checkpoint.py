@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import XlgptError
+from xlgpt.package import XlgptError
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 MAX_ROWS, MAX_COLUMNS = 1_048_576, 16_384  # a sheet's grid
@@ -101,7 +101,7 @@ _BUFFER = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
 
 
 def read_config(path):
-    from ..safefile import read_bounded
+    from xlgpt.safefile import read_bounded
 
     path = Path(path)
     try:
@@ -222,7 +222,7 @@ def random_tensors(cfg, seed):
 
 def save(path, cfg, tensors):
     """Write config.json and model.safetensors into a new directory, atomically."""
-    from ..safefile import atomic_dir
+    from xlgpt.safefile import atomic_dir
 
     path = Path(path)
     check_new_dir(path)

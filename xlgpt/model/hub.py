@@ -23,8 +23,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import XlgptError
-from .checkpoint import _BUFFER, CONFIG_FILE, WEIGHTS_FILE, load, read_config
+from xlgpt.package import XlgptError
+from xlgpt.model.checkpoint import _BUFFER, CONFIG_FILE, WEIGHTS_FILE, load, read_config
 
 # Short names people type, and the repos they live in since the hub moved them under organisations.
 ALIASES = {
@@ -122,7 +122,7 @@ def _cached_snapshot(repo_id):
                         key=lambda p: p.stat().st_mtime, reverse=True)
     ref = repo / "refs" / "main"
     if ref.is_file():
-        from ..safefile import read_bounded
+        from xlgpt.safefile import read_bounded
 
         commit = read_bounded(ref, 1024, "ref").decode("ascii", errors="replace").strip()
         if _COMMIT.fullmatch(commit):  # a poisoned ref ("../../anywhere") is ignored, not followed
@@ -327,7 +327,7 @@ def import_model(path, name=None, config=None):
     if not _NAME.match(name):
         raise XlgptError(f"{name!r} is not a usable model name (letters, digits, '.', '_', '-')")
 
-    from ..safefile import atomic_dir
+    from xlgpt.safefile import atomic_dir
 
     root = models_dir()
     dest = root / name

@@ -15,11 +15,11 @@ import time
 
 import numpy as np
 
-from .. import XlgptError
-from .. import contract as C
-from . import reference
-from .session import _as_array
-from .verify import TOLERANCE, as_written, checkpoint_for, reference_edits
+from xlgpt.package import XlgptError
+from xlgpt.sheet import contract as C
+from xlgpt.model import reference
+from xlgpt.engines.session import _as_array
+from xlgpt.check.verify import TOLERANCE, as_written, checkpoint_for, reference_edits
 
 PAD_ID = 0
 
@@ -59,7 +59,7 @@ class FormulasSheet:
         import contextlib
         import io
 
-        from .engines import check_formulas_size
+        from xlgpt.engines.formulas import check_formulas_size
 
         check_formulas_size(info)
         t0 = time.perf_counter()
@@ -93,7 +93,7 @@ class FormulasSheet:
         return np.asarray(self.solution[key].value, dtype=object)
 
     def column(self, name, j):
-        from .engines import _as_float
+        from xlgpt.engines.process import as_float
 
         return np.array([_as_float(v) for v in self._values(name)[:, j]])
 
@@ -105,7 +105,7 @@ class FormulasSheet:
                 self.inputs[self._key(rect.cell(i, j))] = float(v)
 
     def read(self, names):
-        from .engines import _as_float
+        from xlgpt.engines.process import as_float
 
         return {n: np.array([[_as_float(v) for v in row] for row in self._values(n)]) for n in names}
 
@@ -134,7 +134,7 @@ def generate(info, prompt_ids, steps, engine="libreoffice", temperature=0.0, top
              timeout=3600, on_token=lambda token, text: None, on_stage=lambda msg: None, tok=None):
     """Run the generation loop on a token-ids book (contract.BookInfo). Returns a result dict: tokens,
     reference_tokens, match, first_mismatch (a step, or None), context_full, seconds_per_token, ..."""
-    from .session import LibreOfficeSession
+    from xlgpt.engines.session import LibreOfficeSession
 
     if info.typed:
         raise XlgptError(f"{info.path.name}: generate needs a token-ids workbook (xlgpt generate builds one from "

@@ -1,10 +1,10 @@
 """The loss a training book minimizes: next-token cross-entropy at every position of the window."""
 import numpy as np
 
-from .. import contract as C
-from ..layout import Rect
-from ..xlsx.styles import BIG_NUMBER, BOLD, IDS, INPUT
-from .output import softmax_stats
+from xlgpt.sheet import contract as C
+from xlgpt.sheet.layout import Rect
+from xlgpt.sheet.styles import BIG_NUMBER, BOLD, IDS, INPUT
+from xlgpt.compile.ops.output import softmax_stats
 
 
 def cross_entropy(ctx, logits):
@@ -35,7 +35,7 @@ def cross_entropy(ctx, logits):
         if ctx.vocab is not None:
             ctx.cache(block.row(1), ctx.texts(y))
     ctx.name(C.LOSS, loss)
-    from ..compile.backward import settings
+    from xlgpt.compile.backward import settings
     settings(tab, training, ctx.lowering.named)
     ctx.save(max=mx, total=total, targets=targets)
     return per_position

@@ -6,7 +6,7 @@ features.json (labels and figures, written by tools/train_sae.py). The tensors, 
     W_enc [d_in, d_sae]   b_enc [d_sae]   W_dec [d_sae, d_in]   b_dec [d_in]
 
 and a "standard" SAE computes f = ReLU((x - b_dec) W_enc + b_enc), x_hat = f W_dec + b_dec; that is
-xlgpt.check.reference.sae_features / sae_reconstruction: this module only loads and validates.
+xlgpt.model.reference.sae_features / sae_reconstruction: this module only loads and validates.
 
 cfg.json may be in SAELens's older flat layout (hook_name, model_name, ... at the top, as the bundled one
 is) or its 6.x layout (those under "metadata"). Only SAEs on the residual stream entering a block,
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import XlgptError, shipped
+from xlgpt.package import XlgptError, shipped
 
 CFG_FILE, WEIGHTS_FILE, FEATURES_FILE = "cfg.json", "sae_weights.safetensors", "features.json"
 TENSORS = ("W_enc", "b_enc", "W_dec", "b_dec")
@@ -174,7 +174,7 @@ def _hub_folder(repo_id, subfolder, progress):
     else downloaded through xlgpt.weights.hub."""
     from huggingface_hub import try_to_load_from_cache
 
-    from .hub import RepoKind, fetch_files, hub_cache
+    from xlgpt.model.hub import RepoKind, fetch_files, hub_cache
 
     prefix = f"{subfolder}/" if subfolder else ""
     required, optional = [prefix + CFG_FILE, prefix + WEIGHTS_FILE], [prefix + FEATURES_FILE]
@@ -209,7 +209,7 @@ def load_sae(source=None, subfolder=None, progress=False):
     try:
         return read_sae(folder)
     except _Unreadable as e:  # a damaged download: don't reuse it from the cache next time
-        from .hub import _evict
+        from xlgpt.model.hub import _evict
 
         _evict(folder / WEIGHTS_FILE)
         raise XlgptError(f"{e}; it was removed from the cache, run the command again to download it anew")

@@ -1,8 +1,8 @@
 """Brain surgery: switch cells that scale each head and each MLP, and a steering vector added to the
 residual stream entering one block. The cells sit on the Interventions tab; the layer tabs multiply and add
 them where it happens, by name."""
-from .. import contract as C
-from ..xlsx.styles import BOLD, INPUT
+from xlgpt.sheet import contract as C
+from xlgpt.sheet.styles import BOLD, INPUT
 
 
 def steer(ctx, x):

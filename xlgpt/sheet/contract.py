@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from . import XlgptError
-from .layout import Rect
+from xlgpt.package import XlgptError
+from xlgpt.sheet.layout import Rect
 
 # --- results: every model book ----------------------------------------------------------------------
 TOKEN_IDS = "TokenIds"              # the input token id at each position (one row)
@@ -351,7 +351,7 @@ def _read_book(path, wb, est):
             if cell is None or cell.value is None:
                 return ""
             if getattr(cell, "data_type", None) == "f":
-                from .tokenizer.tabs import prompt_from_formula
+                from xlgpt.tokenizer.tabs import prompt_from_formula
 
                 text = prompt_from_formula(str(cell.value))
                 if text is None:

@@ -7,7 +7,7 @@ which str.count shows at C speed; only the rare long one is scanned.
 import re
 from itertools import repeat
 
-from .. import XlgptError
+from xlgpt.package import XlgptError
 
 MAX_LENGTH = 8192      # characters
 MAX_NESTING = 64       # function calls inside function calls
@@ -60,7 +60,7 @@ def problem(text):
 
 def check_formulas(sheets):
     """Raise XlgptError naming the first formula cell (tab!cell) beyond one of Excel's limits."""
-    from .writer import ArrayFormula, Cells, Formula, cell_name
+    from xlgpt.sheet.writer import ArrayFormula, Cells, Formula, cell_name
 
     for sheet in sheets:
         # a tab's formulas at C speed (map); only a tab that may break a limit is looked at cell by cell

@@ -6,9 +6,9 @@
             Temperature 0 is the argmax (the lowest id among ties)."""
 import numpy as np
 
-from .. import contract as C
-from ..xlsx.styles import IDS, PERCENT
-from ..xlsx.writer import DIV0
+from xlgpt.sheet import contract as C
+from xlgpt.sheet.styles import IDS, PERCENT
+from xlgpt.sheet.writer import DIV0
 
 MODULUS, MULTIPLIER = 2147483647, 48271
 
