@@ -54,7 +54,7 @@ def main():
             logits = model(torch.tensor([tokens])).logits[0].numpy()
         (path / "expected.json").write_text(json.dumps({
             "tokens": tokens,
-            "source": f"transformers GPT2LMHeadModel, float64",
+            "source": "transformers GPT2LMHeadModel, float64",
             "logits": [[float(x) for x in row] for row in logits],
         }) + "\n")
         print(f"{name}: {sum(t.size for t in tensors.values())} parameters, next token {int(logits[-1].argmax())}")

@@ -1,10 +1,10 @@
 """A slow, obviously-correct oracle: the same sheets and names written cell by cell with openpyxl."""
-import numpy as np
 import openpyxl
 from openpyxl.workbook.defined_name import DefinedName
 from openpyxl.worksheet.formula import ArrayFormula as OpenpyxlArray
 
-from xlgpt.sheet.writer import ArrayFormula, Cells, Formula, Numbers, decimal_values
+from xlgpt.decimals import decimal_values
+from xlgpt.sheet.cells import ArrayFormula, Cells, Formula, Numbers
 
 
 def write(path, sheets, names):

@@ -11,8 +11,8 @@ import pytest
 from helpers import BUNDLED, FIXTURES, expected, tokens_arg, xlgpt
 from xlgpt.sheet import contract as C
 from xlgpt.model import reference
-from xlgpt.check.verify import as_written
-from xlgpt.sheet.contract import read_book, parse_ref
+from xlgpt.model.checkpoint import as_written
+from xlgpt.sheet.read import parse_ref, read_book
 from xlgpt.tokenizer.hf import load as load_tokenizer
 from xlgpt.model.checkpoint import load
 

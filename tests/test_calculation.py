@@ -12,7 +12,8 @@ from xlgpt.compile.build import build, inputs_for
 from xlgpt.compile.guide import MANUAL_CALCULATION
 from xlgpt.compile.lower import calculation_for, lower
 from xlgpt.compile.template import load_spec
-from xlgpt.sheet.contract import About, read_book
+from xlgpt.sheet.contract import About
+from xlgpt.sheet.read import read_book
 from xlgpt.model.checkpoint import load
 
 AUTO_PR = '<calcPr calcId="191029" fullCalcOnLoad="1"/>'

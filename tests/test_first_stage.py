@@ -10,8 +10,8 @@ from xlgpt.model import reference
 from xlgpt.check import verify
 from xlgpt.check.provenance import recompile
 from xlgpt.compile.template import load_spec
-from xlgpt.sheet.contract import read_book
-from xlgpt.model.checkpoint import load
+from xlgpt.sheet.read import read_book
+from xlgpt.model.checkpoint import as_written, load
 from xlgpt.sheet.writer import copy_with_cell
 
 
@@ -34,7 +34,7 @@ def searched(book):
     """(stage_references of a book, the reference's values laid out as the book's cells hold them)."""
     info = read_book(book)
     ckpt = verify.checkpoint_for(info)
-    cache = reference.run(verify.as_written(ckpt), info.used)[1]
+    cache = reference.run(as_written(ckpt), info.used)[1]
     found = verify.stage_references(recompile(info, ckpt, None)[2], cache, len(info.used))
     pad = lambda r, want: ((0, r.height - want.shape[0]), (0, r.width - want.shape[1]))
     return found, [np.pad(want.astype(float), pad(r, want), constant_values=np.nan)

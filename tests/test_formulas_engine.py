@@ -8,7 +8,7 @@ import numpy as np
 import openpyxl
 from openpyxl.worksheet.formula import ArrayFormula
 
-from xlgpt.engines.formulas import SharedFunction, constant_blocks, sparse_model
+from xlgpt.engines.formulas import _constant_blocks, _SharedFunction, sparse_model
 
 
 def _book(path):
@@ -47,7 +47,7 @@ def _values(model, path):
 def test_sparse_model_computes_what_the_package_computes(tmp_path):
     path = tmp_path / "book.xlsx"
     _book(path)
-    model = _sparse_model()
+    model = sparse_model()
     ours, theirs = _values(model, path), _values(formulas.ExcelModel(), path)
     shared = [d["function"] for d in model.dsp.function_nodes.values()
               if isinstance(getattr(d["function"], "func", None), _SharedFunction)]

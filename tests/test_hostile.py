@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers import FIXTURES, ROOT, assert_clean_error, xlgpt
+from xlgpt.sheet.read import read_book
 
 TINY = FIXTURES / "tiny"
 
@@ -44,10 +45,11 @@ def test_libreoffice_csv_export_does_not_depend_on_the_locale(tmp_path, lang, mo
     import numpy as np
 
     from xlgpt.sheet import contract as C
+    from xlgpt.sheet.read import read_book
     from xlgpt.engines.libreoffice import libreoffice_values
     from xlgpt.check.verify import reference_for
 
-    book = C.read_book(build_tiny(tmp_path))
+    book = read_book(build_tiny(tmp_path))
     monkeypatch.setenv("LC_ALL", lang)
     monkeypatch.setenv("LANG", lang)
     values, _ = libreoffice_values(book, [C.LOGITS], via="csv")
@@ -199,7 +201,7 @@ ODD_PROMPTS = ["=1+1", "a\tb\r\nc", "tab\there", "bell\x07 and\x1f", "end\ufffe"
 
 @pytest.mark.parametrize("text", ODD_PROMPTS)
 def test_read_book_gives_the_prompt_as_typed(tmp_path, text):
-    from xlgpt.sheet.contract import read_book
+    from xlgpt.sheet.read import read_book
 
     out = tmp_path / "book.xlsx"
     xlgpt("build", "--prompt", text, "--capacity", "fit", "--out", out, check=0)
@@ -207,7 +209,7 @@ def test_read_book_gives_the_prompt_as_typed(tmp_path, text):
 
 
 def test_prompt_formula_parser_takes_only_what_xlgpt_writes():
-    from xlgpt.tokenizer.tabs import prompt_from_formula, prompt_value
+    from xlgpt.sheet.text import prompt_from_formula, prompt_value
 
     for text in ODD_PROMPTS:
         written = prompt_value(text)
@@ -217,7 +219,8 @@ def test_prompt_formula_parser_takes_only_what_xlgpt_writes():
 
 
 def test_a_prompt_formula_xlgpt_does_not_write_is_refused(tmp_path):
-    from xlgpt.sheet.contract import PROMPT, read_book
+    from xlgpt.sheet.contract import PROMPT
+    from xlgpt.sheet.read import read_book
     from xlgpt.sheet.writer import Formula, copy_with_cell
 
     book = tmp_path / "book.xlsx"
@@ -273,9 +276,9 @@ def forge_logits(book, out):
     import re
 
     from xlgpt.sheet import contract as C
-    from xlgpt.sheet.writer import column_letter
+    from xlgpt.sheet.cells import column_letter
 
-    info = C.read_book(book)
+    info = read_book(book)
     rect = info.names[C.LOGITS]
     columns = "|".join(column_letter(rect.left + j) for j in range(rect.width))
 
@@ -303,7 +306,7 @@ def test_a_formula_the_compiler_does_not_write_fails(tmp_path, formula):
     from xlgpt.sheet import contract as C
 
     book = build_tiny(tmp_path)
-    info = C.read_book(book)
+    info = read_book(book)
     forged = rewrite_part(book, tmp_path / "forged.xlsx", sheet_part(info, C.LOGITS),
                           lambda xml: xml.replace("<f>", f"<f>{formula}+", 1))
     run = xlgpt("eval", forged, "--engine", "formulas")
@@ -336,7 +339,7 @@ def test_typed_input_cells_may_differ(tmp_path):
     from xlgpt.sheet.writer import copy_with_cell
 
     book = build_tiny(tmp_path)
-    info = C.read_book(book)
+    info = read_book(book)
     ref = info.names[C.TOKEN_IDS]
     edited = tmp_path / "edited.xlsx"
     copy_with_cell(book, edited, info.sheets.index(ref.sheet) + 1, ref.top, ref.left + 1, 7, 0)
@@ -555,11 +558,10 @@ def test_a_book_name_with_brackets_works_with_the_formulas_engine(tmp_path):
 
 @pytest.mark.engines
 def test_a_weight_cell_holding_text_is_a_mismatch(tmp_path):
-    from xlgpt.sheet import contract as C
     from xlgpt.sheet.writer import copy_with_cell
 
     book = build_tiny(tmp_path)
-    info = C.read_book(book)
+    info = read_book(book)
     edited = tmp_path / "edited.xlsx"
     copy_with_cell(book, edited, info.sheets.index("Embeddings weights") + 1, 5, 3, "oops")
     run = xlgpt("eval", edited, "--engine", "formulas")
@@ -571,12 +573,11 @@ def test_a_weight_cell_holding_text_is_a_mismatch(tmp_path):
     ("WeightsSha256", "abc", ["sha256"]), ("CapacityCharacters", "lots", ["capacity"]),
     ("CapacityTokens", 10**6, ["capacity"])])
 def test_an_edited_metadata_cell_is_one_line(tmp_path, name, value, words):
-    from xlgpt.sheet import contract as C
     from xlgpt.sheet.writer import copy_with_cell
 
     book = tmp_path / "book.xlsx"
     xlgpt("build", "--prompt", "hi", "--capacity", "fit", "--out", book, check=0)
-    info = C.read_book(book)
+    info = read_book(book)
     ref = info.names[name]
     edited = tmp_path / "edited.xlsx"
     copy_with_cell(book, edited, info.sheets.index(ref.sheet) + 1, ref.top, ref.left, value)
@@ -707,7 +708,7 @@ def test_a_foreign_conditional_format_formula_fails(tmp_path):
     from xlgpt.sheet import contract as C
 
     book = build_tiny(tmp_path)
-    info = C.read_book(book)
+    info = read_book(book)
     rule = ('<conditionalFormatting sqref="A1"><cfRule type="expression" dxfId="0" priority="99">'
             '<formula>WEBSERVICE("http://example.com/")</formula></cfRule></conditionalFormatting>')
     forged = rewrite_part(book, tmp_path / "forged.xlsx", sheet_part(info, C.LOGITS),

@@ -6,7 +6,6 @@ HF_HOME and XLGPT_HOME into tmp_path and HF_ENDPOINT at its own fake hub.
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path

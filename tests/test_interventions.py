@@ -68,8 +68,8 @@ def tiny_book(tmp_path_factory):
 @pytest.mark.engines
 def test_book_with_combined_edits_matches_transformers(tiny_book, tmp_path):
     from xlgpt.engines.libreoffice import libreoffice_values
-    from xlgpt.check.verify import parse_set, reference_edits, with_edits
-    from xlgpt.sheet.contract import read_book
+    from xlgpt.check.verify import reference_edits, with_edits
+    from xlgpt.sheet.read import read_book
 
     entry = DATA["shapes"]["tiny"]
     case = entry["cases"]["combined"]

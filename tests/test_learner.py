@@ -6,7 +6,7 @@ import numpy as np
 import openpyxl
 import pytest
 
-from helpers import BUNDLED, FIXTURES, assert_clean_error, expected, tokens_arg, xlgpt
+from helpers import BUNDLED, FIXTURES, assert_clean_error, expected, xlgpt
 from xlgpt.sheet import contract as C
 from xlgpt.model import reference
 from xlgpt.tokenizer.hf import for_checkpoint

@@ -9,7 +9,7 @@ import pytest
 from helpers import FIXTURES, ROOT, assert_clean_error
 from xlgpt.package import XlgptError
 from xlgpt.sheet.limits import MAX_ARGUMENTS, MAX_LENGTH, MAX_NESTING, check_formulas, problem, scan
-from xlgpt.sheet.writer import ArrayFormula, Cells, Formula, Sheet
+from xlgpt.sheet.cells import ArrayFormula, Cells, Formula, Sheet
 from xlgpt.sheet.layout import Rect
 
 

@@ -6,11 +6,10 @@ import openpyxl
 import pytest
 
 from helpers import assert_clean_error, xlgpt
-from xlgpt.tokenizer import hf as tk
-from xlgpt.model.checkpoint import Config, load, random_tensors, save
+from xlgpt.model.checkpoint import Config, random_tensors, save
 from xlgpt.engines.libreoffice import soffice_csv
-from xlgpt.sheet.contract import read_book
-from xlgpt.tokenizer.tabs import prompt_value
+from xlgpt.sheet.read import read_book
+from xlgpt.sheet.text import prompt_value
 from xlgpt.sheet.styles import INPUT
 from xlgpt.sheet.writer import copy_with_cell
 

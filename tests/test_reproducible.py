@@ -7,7 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from xlgpt.sheet.contract import read_book
+from xlgpt.sheet.read import read_book
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +31,7 @@ def test_two_clones_build_the_same_default_book(tmp_path):
             shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
         cwd = tmp_path / clone / "work"
         cwd.mkdir()
-        found = subprocess.run([sys.executable, "-c", "import xlgpt; print(xlgpt.shipped('weights'))"], cwd=cwd,
+        found = subprocess.run([sys.executable, "-c", "from xlgpt.package import shipped; print(shipped('weights'))"], cwd=cwd,
                                capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)})
         assert found.stdout.strip() == str(root / "weights")  # this clone's package and data, not another's
         run = run_xlgpt(root, cwd, "build", "--out", "book.xlsx")

@@ -15,7 +15,7 @@ from xlgpt.engines.libreoffice import uno_values
 from xlgpt.engines.session import LibreOfficeSession, group_alive
 from xlgpt.check.verify import reference_for
 from xlgpt.compile.template import GENERATE_TEMPLATE
-from xlgpt.sheet.contract import read_book
+from xlgpt.sheet.read import read_book
 from xlgpt.sheet.writer import copy_with_cell
 
 pytestmark = pytest.mark.engines

@@ -20,12 +20,14 @@ from xlgpt.package import XlgptError
 from xlgpt.tokenizer import hf as tokenizer
 from types import SimpleNamespace
 
-from xlgpt.check import engines
+from xlgpt.engines import tokenizer as sheet_tokenizer
+from xlgpt.engines.rects import read_rects
+from xlgpt.sheet import text as cell_text
 from xlgpt.tokenizer import bpe, tables, tabs
 
 # the tokenizer's API in one namespace: tables, the Python statement (bpe), the tabs, and engine reading
-st = SimpleNamespace(**{k: getattr(m, k) for m in (tables, bpe, tabs) for k in dir(m) if not k.startswith("_")},
-                     **{k: getattr(engines, k) for k in ("evaluate_books", "evaluate_tokens", "tokenize_with_sheets")})
+st = SimpleNamespace(**{k: getattr(m, k) for m in (tables, bpe, tabs, cell_text) for k in dir(m) if not k.startswith("_")},
+                     **{k: getattr(sheet_tokenizer, k) for k in ("evaluate_books", "evaluate_tokens", "tokenize_with_sheets")})
 
 CORPUS_FILE = Path(__file__).resolve().parent / "tokenizer_corpus.json"
 CORPUS = json.loads(CORPUS_FILE.read_text())
@@ -218,7 +220,7 @@ def test_surrogate_pairs_as_excel_sees_them(small, tmp_path, excel_text_function
     assert_all_match(small, texts, results)
     # the Chars tab really saw surrogates: its first four slots of three rows, found by their labels
     rows = [chars_row(path, "Chars 1", label) for label in ("code (UNICODE", "code point", "UTF-8 bytes")]
-    units, points, utf8 = (rect[0] for rect in engines.read_rects([(path, rows)], "formulas")[0])
+    units, points, utf8 = (rect[0] for rect in read_rects([(path, rows)], "formulas")[0])
     assert units == [97, 0xD83D, 0xDE42, 98]  # code units
     assert points[1:3] == [0x1F642, 0x1F642]  # code points: the pair joined
     assert utf8 == [1, 4, 0, 1]               # UTF-8 bytes
@@ -256,7 +258,7 @@ def test_capacity_overflow_says_so_and_shows_no_ids(gpt2, tmp_path):
     ]
     assert st.capacity_for(["Hello"], gpt2).rounds > 1
     path = tmp_path / "overflow.xlsx"
-    blocks = st.write_batch_book(path, gpt2, [c[0] for c in cases], [c[1] for c in cases])
+    st.write_batch_book(path, gpt2, [c[0] for c in cases], [c[1] for c in cases])
     results = st.evaluate_books([path], "libreoffice")[0]
     assert len(results) == len(cases)
     for (text, cap, status), r in zip(cases, results):

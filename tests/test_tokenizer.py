@@ -1,7 +1,6 @@
 """Tokenizers through the real CLI: published GPT-2 ids, prompts in the workbook, bad prompts."""
 import json
 
-import numpy as np
 import openpyxl
 import pytest
 

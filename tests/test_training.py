@@ -11,8 +11,9 @@ from helpers import BUNDLED, FIXTURES, ROOT, assert_valid_ooxml, tokens_arg, xlg
 from xlgpt.sheet import contract as C
 from xlgpt.model import backward
 from xlgpt.engines.libreoffice import libreoffice_values
-from xlgpt.check.verify import as_written, from_layout
-from xlgpt.sheet.contract import read_book
+from xlgpt.check.verify import from_layout
+from xlgpt.model.checkpoint import as_written
+from xlgpt.sheet.read import read_book
 from xlgpt.model.checkpoint import load
 
 TRAINING = FIXTURES / "training"

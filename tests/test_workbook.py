@@ -9,7 +9,7 @@ import pytest
 from helpers import FIXTURE_NAMES, FIXTURES, ROOT, expected, tokens_arg, xlgpt
 from xlgpt.engines.formulas import formulas_values
 from xlgpt.engines.libreoffice import libreoffice_values
-from xlgpt.sheet.contract import read_book
+from xlgpt.sheet.read import read_book
 from xlgpt.check.verify import compare, reference_for
 
 # Every test here needs the five fixture books, and all but one recalculate a book with a real engine.

@@ -11,16 +11,17 @@ import pytest
 
 import openpyxl_writer
 from helpers import FIXTURES, expected
+from xlgpt.sheet import cells as sheet_cells
 from xlgpt.sheet import writer as xlsx
 from xlgpt.compile.inputs import TokenIds
 from xlgpt.sheet.contract import About
 from xlgpt.model.checkpoint import load
 from xlgpt.engines.process import find_soffice
 from xlgpt.engines.formulas import formulas_values
-from xlgpt.sheet.contract import read_book
+from xlgpt.sheet.read import read_book
 from xlgpt.compile.lower import lower
 from xlgpt.compile.template import load_spec
-from xlgpt.tokenizer.hf import display
+from xlgpt.tokenizer.tables import display
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +102,8 @@ def test_parallel_writer_writes_the_same_bytes(plan, books, tmp_path, monkeypatc
     monkeypatch.setattr(xlsx, "PARALLEL_CELLS", 0)   # force worker processes at this small size
     monkeypatch.setattr(xlsx.os, "cpu_count", lambda: 2)  # even on a one-core machine
     # and many small chunks (Sheet.chunks took CHUNK_CELLS as a default argument: patching the constant did nothing)
-    chunks = xlsx.Sheet.chunks
-    monkeypatch.setattr(xlsx.Sheet, "chunks", lambda self, cells=300: chunks(self, cells))
+    chunks = sheet_cells.Sheet.chunks
+    monkeypatch.setattr(sheet_cells.Sheet, "chunks", lambda self, cells=300: chunks(self, cells))
     contexts = []
     get_context = xlsx.multiprocessing.get_context
     monkeypatch.setattr(xlsx.multiprocessing, "get_context", lambda method: contexts.append(method) or get_context(method))

@@ -1,15 +1,41 @@
 """The xlgpt command line: weights, build, eval, predict."""
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 import click
 
-from xlgpt.package import XlgptError, __version__
+from xlgpt.check.provenance import NotCompiled
+from xlgpt.check.verify import checkpoint_for, describe_difference, evaluate, evaluate_prompts
+from xlgpt.compile.backward import Training
+from xlgpt.compile.build import build as build_book
+from xlgpt.compile.build import check_output, check_tokens
+from xlgpt.compile.inputs import Edits
+from xlgpt.compile.template import DEFAULT_TEMPLATE, GENERATE_TEMPLATE
+from xlgpt.drive.generate import PAD_ID, check_sampling
+from xlgpt.drive.generate import generate as run_generation
+from xlgpt.drive.train import BOOK, Diverged
+from xlgpt.drive.train import run as run_training
+from xlgpt.drive.train import save as save_training
+from xlgpt.engines import ENGINES
 from xlgpt.engines.formulas import FORMULAS_MAX_CELLS
+from xlgpt.engines.tokenizer import tokenize_with_sheets
+from xlgpt.model import backward, reference
+from xlgpt.model.checkpoint import Config, check_new_dir, load, random_tensors
+from xlgpt.model.checkpoint import save as save_checkpoint
+from xlgpt.model.hub import count_parameters, download, import_model, list_models, resolve
+from xlgpt.model.sae import BUNDLED_SOURCE, load_sae
+from xlgpt.package import XlgptError, __version__
+from xlgpt.safefile import read_bounded
 from xlgpt.sheet.contract import CALCULATION, MANUAL_ABOVE
+from xlgpt.sheet.read import read_book
+from xlgpt.tokenizer import hf as tk
+from xlgpt.tokenizer.bpe import Capacity, capacity_for
+from xlgpt.tokenizer.hf import WEIGHTS_DIR
+from xlgpt.tokenizer.tables import display
 
 
 def parse_tokens(text):
@@ -26,20 +52,16 @@ DEFAULT_PROMPT = "O Romeo, Romeo, wherefore art"
 
 
 DEFAULT_WEIGHTS = "shakespeare"  # the bundled model
-BUNDLED_SAE = "bundled"  # how a book records the bundled model's SAE
 
 
 def resolve_weights(name):
     """--weights: a directory, a model name (hub cache, imported, bundled), or the bundled default."""
-    from xlgpt.model.hub import resolve
-    from xlgpt.tokenizer.hf import WEIGHTS_DIR
 
     return resolve(DEFAULT_WEIGHTS if name is None else name, bundled_dir=WEIGHTS_DIR)
 
 
 def load_weights(name):
     """The checkpoint --weights names, carrying that name as given (what a built book records)."""
-    from xlgpt.model.checkpoint import load
 
     return load(resolve_weights(name), given_name=str(DEFAULT_WEIGHTS if name is None else name))
 
@@ -47,8 +69,6 @@ def load_weights(name):
 def model_and_tokens(weights, tokens, prompt):
     """Load the checkpoint, its tokenizer (if any), the input token ids from --tokens or --prompt, and the
     prompt text (None with --tokens)."""
-    from xlgpt.tokenizer import hf as tk
-    from xlgpt.compile.build import check_tokens
 
     if tokens is not None and prompt is not None:
         raise XlgptError("give either --tokens or --prompt, not both")
@@ -70,16 +90,15 @@ def model_and_tokens(weights, tokens, prompt):
     return ckpt, tok, ids, prompt
 
 
-def emit_error(message, code=2):
+def error_line(message):
     click.echo(f"xlgpt: error: {message}", err=True)
-    sys.exit(code)
 
 
 def interrupted(message, code):
     """One line, then exit at once, without the atexit handlers: multiprocessing's would wait for writer workers
     that a signal to the whole process group may have left stuck. The unwinding has already removed every
     temporary file and stopped every engine."""
-    click.echo(f"xlgpt: error: {message}", err=True)
+    error_line(message)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
@@ -115,13 +134,12 @@ def weights():
 def weights_random(layers, embd, heads, vocab, context, seed, out):
     """Write a seeded random GPT-2 checkpoint of any shape (124M: --layers 12 --embd 768 --heads 12
     --vocab 50257 --context 1024)."""
-    from xlgpt.model.checkpoint import Config, random_tensors, save
 
     if out.name in ("", ".", "..") or out.absolute() == Path.cwd():
         raise XlgptError(f"--out {out}: give the name of a new directory to create")
     cfg = Config(layers, embd, heads, vocab, context)
     tensors = random_tensors(cfg, seed)
-    save(out, cfg, tensors)
+    save_checkpoint(out, cfg, tensors)
     n = sum(t.size for t in tensors.values())
     click.echo(f"wrote {out}: {n:,} parameters ({layers} layers, {embd} features, {heads} heads, "
                f"vocabulary {vocab}, context {context}, seed {seed})")
@@ -145,7 +163,6 @@ def input_options(f):
 def weights_download(name):
     """Download NAME (gpt2, distilgpt2, gpt2-medium, ... or any GPT-2 repo id) from the Hugging Face hub
     into its standard cache; afterwards --weights NAME works offline."""
-    from xlgpt.model.hub import count_parameters, download
 
     path = download(name)
     click.echo(f"downloaded {name}: {count_parameters(path):,} parameters, in {path}")
@@ -155,8 +172,6 @@ def weights_download(name):
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def weights_list(as_json):
     """Show the bundled, downloaded and imported models."""
-    from xlgpt.model.hub import list_models
-    from xlgpt.tokenizer.hf import WEIGHTS_DIR
 
     models = list_models(WEIGHTS_DIR)
     if as_json:
@@ -177,20 +192,17 @@ def weights_list(as_json):
 def weights_import(path, name, config):
     """Import a local checkpoint: a directory (config.json + model.safetensors), a .safetensors file, or a
     PyTorch .bin (needs torch; loaded with weights_only=True, never unpickling code)."""
-    from xlgpt.model.hub import count_parameters, import_model
 
     dest = import_model(path, name, config)
     click.echo(f"imported {dest.name}: {count_parameters(dest):,} parameters, in {dest}")
 
 
 def _default_capacity():
-    from xlgpt.tokenizer.bpe import Capacity
     return Capacity()
 
 
 def parse_capacity(text):
     """--capacity: CHARS,BYTES,ROUNDS, or "fit" (None: sized to the prompt)."""
-    from xlgpt.tokenizer.bpe import Capacity
 
     if text == "fit":
         return None
@@ -256,8 +268,6 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
     trains the model one step."""
     from tqdm import tqdm
 
-    from xlgpt.compile.build import build as build_book, check_output
-    from xlgpt.tokenizer.bpe import capacity_for
 
     check_output(out, [resolve_weights(weights), template, steer_vector])
     cap = parse_capacity(capacity)
@@ -313,7 +323,6 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
 
 def training_for(ids, optimizer, lr, instruments):
     """A training book's targets (the prompt's tokens after the first) and optimizer settings."""
-    from xlgpt.compile.backward import Training
 
     if instruments:
         raise XlgptError("--train: a training book has no interventions or SAE; leave out --steer-* and --sae")
@@ -327,8 +336,6 @@ def steering_edits(ckpt, tok, steer_from, steer_to, vector_file, feature, sae_so
     """The Interventions tab's starting values from the --steer-* options (None: the defaults)."""
     import numpy as np
 
-    from xlgpt.model import reference
-    from xlgpt.compile.inputs import Edits
 
     sources = [s for s in ((steer_from or steer_to) and "pair", vector_file and "file",
                            feature is not None and "feature") if s]
@@ -355,7 +362,6 @@ def steering_edits(ckpt, tok, steer_from, steer_to, vector_file, feature, sae_so
         vector, source = read_vector(vector_file), f"from {vector_file.name}"
         layer = layer or 0
     else:
-        from xlgpt.model.sae import load_sae
 
         sae = load_sae(sae_source)
         sae.check_model(cfg)
@@ -379,13 +385,12 @@ def steering_edits(ckpt, tok, steer_from, steer_to, vector_file, feature, sae_so
 
 def features_sae(ckpt, weights, source):
     """The Features tab's SAE: --sae, or the bundled model's own; (SAE, source as the book records it)."""
-    from xlgpt.model.sae import load_sae
 
     if source is None and (weights or DEFAULT_WEIGHTS) != DEFAULT_WEIGHTS:
         return None, None
     sae = load_sae(source)
     sae.check_model(ckpt.config)
-    return sae, source or BUNDLED_SAE
+    return sae, source or BUNDLED_SOURCE
 
 
 def read_vector(path):
@@ -444,15 +449,12 @@ def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt, prompts
 
     Exit status: 0 when every engine matches (same prediction, logits within 1e-6), 1 on a mismatch,
     2 on bad input."""
-    from xlgpt.engines import ENGINES
-    from xlgpt.check.verify import evaluate
 
     chosen = ["formulas", "libreoffice"] if engine in ("auto", "both") else list(ENGINES) if engine == "all" else [engine]
     def show_stage(msg):  # like the progress bars: only for a person at a terminal
         if sys.stderr.isatty():
             click.echo(f"· {msg}", err=True)
 
-    from xlgpt.check.provenance import NotCompiled
 
     weights_dir = resolve_weights(weights) if weights is not None else None
     try:
@@ -491,7 +493,6 @@ def show_result(r, as_json):
     if "reference_tokens" in r and r["tokens"] != r["reference_tokens"]:
         click.echo(f"{'':>11}  the sheet tokenized the prompt as {','.join(map(str, r['tokens'])) or 'nothing'}")
     if "first_difference" in r:  # a mismatch: where the book first leaves the reference
-        from xlgpt.check.verify import describe_difference
 
         d = r["first_difference"]
         click.echo(f"{'':>11}  first difference: "
@@ -500,13 +501,11 @@ def show_result(r, as_json):
 
 def eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prompt, show_stage, template=None):
     """eval --prompts: every prompt of the file through one LibreOffice session; exits."""
-    from xlgpt.check.verify import evaluate_prompts
 
     if prompt is not None:
         raise XlgptError("give either --prompt or --prompts, not both")
     if engine not in ("auto", "libreoffice"):
         raise XlgptError("--prompts recalculates with LibreOffice (--engine libreoffice)")
-    from xlgpt.safefile import read_bounded
 
     try:
         lines = read_bounded(prompts_file, what="prompts file").decode("utf-8", errors="strict").splitlines()
@@ -532,7 +531,6 @@ def predict(weights, tokens, prompt, top_k, generate, as_json):
     """Predict the next token with the NumPy reference (no spreadsheet involved)."""
     import numpy as np
 
-    from xlgpt.model import reference
 
     ckpt, tok, token_ids, _ = model_and_tokens(weights, tokens, prompt)
     if generate:
@@ -590,7 +588,6 @@ def generate(weights, tokens, prompt, book_path, steps, temperature, top_k, seed
     Exit status: 0 when every step agrees with the reference, 1 naming the first step that does not."""
     import tempfile
 
-    from xlgpt.drive.generate import check_sampling, generate as run
 
     check_sampling(temperature, top_k, seed)  # before any slow work
     with tempfile.TemporaryDirectory(prefix="xlgpt-gen-") as tmp:
@@ -603,7 +600,7 @@ def generate(weights, tokens, prompt, book_path, steps, temperature, top_k, seed
             if not as_json:
                 click.echo(text if tok else f",{text}", nl=False)
 
-        r = run(info, ids, steps, engine, temperature, top_k, seed, weights_dir, timeout, on_token, tok=tok)
+        r = run_generation(info, ids, steps, engine, temperature, top_k, seed, weights_dir, timeout, on_token, tok=tok)
     if tok:
         r.update(prompt=tok.decode(ids), text=tok.decode(r["tokens"]))
     if as_json:
@@ -654,13 +651,6 @@ def train(weights, text_file, prompt, steps, window, optimizer, lr, engine, out,
     Exit status: 0 when every step agrees with the reference, 1 naming the first that does not."""
     import tempfile
 
-    from xlgpt.model import backward
-    from xlgpt.drive.train import BOOK, Diverged, run, save
-    from xlgpt.compile.build import build as build_book
-    from xlgpt.sheet.contract import read_book
-    from xlgpt.safefile import read_bounded
-    from xlgpt.tokenizer import hf as tk
-    from xlgpt.model.checkpoint import check_new_dir
 
     check_new_dir(out)
     if text_file is not None and prompt is not None:
@@ -684,7 +674,6 @@ def train(weights, text_file, prompt, steps, window, optimizer, lr, engine, out,
             raise XlgptError(f"--window {window} exceeds the model's context of {ckpt.config.n_positions}")
         runs = backward.windows(tok.encode(text), window, steps)
     lr = lr if lr is not None else 1e-3 if optimizer == "adamw" else 0.01
-    from xlgpt.compile.backward import Training
 
     with tempfile.TemporaryDirectory(prefix="xlgpt-train-") as tmp:
         path = Path(tmp) / BOOK
@@ -700,11 +689,11 @@ def train(weights, text_file, prompt, steps, window, optimizer, lr, engine, out,
                 click.echo(f"step {s['step']:>3}/{len(runs)}  loss {s['loss']:.4f}  (reference {s['reference_loss']:.4f})"
                            f"  {s['seconds']:.2f} s")
         try:
-            done, final, moments, diff = run(book, ckpt, runs, engine, timeout, on_step)
+            done, final, moments, diff = run_training(book, ckpt, runs, engine, timeout, on_step)
         except Diverged as e:
-            emit_error(str(e), code=1)
+            error_line(e)
             sys.exit(1)
-    save(out, ckpt, tok, runs, done, final, moments, optimizer, lr)
+    save_training(out, ckpt, tok, runs, done, final, moments, optimizer, lr)
     result = {"steps": done, "optimizer": optimizer, "lr": lr, "window": len(runs[0][0]), "engine": engine,
               "max_weight_diff": diff, "checkpoint": str(out), "workbook": str(out / BOOK), "match": True}
     if as_json:
@@ -722,11 +711,6 @@ def generation_book(weights, tokens, prompt, book_path, positions, out, quiet, s
     """generate's workbook: --book as given, or a token-ids book built for the prompt (positions: the prompt's
     tokens and the steps', at most the context) with pad ids after it, from the generation template unless
     `instruments`. Returns (BookInfo, prompt ids, tokenizer, weights dir for the reference)."""
-    from xlgpt.drive.generate import PAD_ID
-    from xlgpt.compile.build import build as build_book, check_output
-    from xlgpt.compile.template import DEFAULT_TEMPLATE, GENERATE_TEMPLATE
-    from xlgpt.sheet.contract import read_book
-    from xlgpt.tokenizer import hf as tk
 
     if book_path is not None:
         for option, given in (("--positions", positions is not None), ("--instruments", instruments)):
@@ -734,7 +718,6 @@ def generation_book(weights, tokens, prompt, book_path, positions, out, quiet, s
                 raise XlgptError(f"{option} builds a workbook; it does not go with --book")
         info = read_book(book_path)
         weights_dir = resolve_weights(weights) if weights is not None else None
-        from xlgpt.check.verify import checkpoint_for
 
         ckpt = checkpoint_for(info, weights_dir)
         tok = tk.for_checkpoint(ckpt)
@@ -750,7 +733,6 @@ def generation_book(weights, tokens, prompt, book_path, positions, out, quiet, s
             ids = list(info.tokens)
             while len(ids) > 1 and ids[-1] == PAD_ID:
                 ids.pop()
-        from xlgpt.compile.build import check_tokens
 
         check_tokens(ids, ckpt.config)
         return info, ids, tok, weights_dir
@@ -781,8 +763,6 @@ def generation_book(weights, tokens, prompt, book_path, positions, out, quiet, s
 @click.option("--json", "as_json", is_flag=True, help="print one JSON list")
 def tokenize(text, weights, tokenizer_name, engine, as_json):
     """Print the token ids and token strings of each TEXT."""
-    from xlgpt.tokenizer import hf as tk
-    from xlgpt.model.checkpoint import load
 
     if tokenizer_name:
         tok = tk.load(tokenizer_name)
@@ -791,7 +771,6 @@ def tokenize(text, weights, tokenizer_name, engine, as_json):
         if tok is None:
             raise XlgptError("this model has no tokenizer files; choose one with --tokenizer")
     if engine:
-        from xlgpt.engines.tokenizer import tokenize_with_sheets
 
         sheets = tokenize_with_sheets(tok, text, engine)
     results = []
@@ -829,8 +808,6 @@ def tokenize(text, weights, tokenizer_name, engine, as_json):
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def features(sae_source, top, search, as_json):
     """List a sparse autoencoder's labelled features: index, label, top tokens, how often it fires."""
-    from xlgpt.tokenizer.hf import display
-    from xlgpt.model.sae import load_sae
 
     sae = load_sae(sae_source, progress=sys.stderr.isatty())
     info = sae.features or {}
@@ -877,8 +854,6 @@ _MAIN_PID = None
 
 
 def install_signal_handlers():
-    import signal
-
     global _MAIN_PID
     _MAIN_PID = os.getpid()
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -886,25 +861,33 @@ def install_signal_handlers():
             signal.signal(sig, _terminate)
 
 
-def main():
-    import signal
+def run(argv=None):
+    """The command line, in this process: returns the exit status. Bad input is one `xlgpt: error:` line and
+    status 2, whatever raised it (tests call this directly; main() adds the signal handling of a process)."""
+    try:
+        cli.main(args=argv, prog_name="xlgpt", standalone_mode=False)
+        return 0
+    except SystemExit as e:  # a command's own verdict (eval's MISMATCH: 1)
+        return e.code if isinstance(e.code, int) else 0
+    except XlgptError as e:
+        error_line(e)
+    except click.ClickException as e:  # a usage error: one line too, like every other bad input
+        error_line(" ".join(e.format_message().split()) + (" (see --help)" if isinstance(e, click.UsageError) else ""))
+        return e.exit_code if isinstance(e, click.UsageError) else 2
+    except OSError as e:  # the environment, not a bug: a full disk or TMPDIR, a read-only directory, ...
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        error_line(f"{where}{e.strerror or e}")
+    return 2
 
+
+def main():
     install_signal_handlers()
     try:
-        cli.main(standalone_mode=False)
+        code = run()
     except Terminated as e:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one line, even if a second signal follows
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         interrupted(f"terminated ({signal.Signals(e.signum).name})", 128 + e.signum)
-    except XlgptError as e:
-        emit_error(e)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         interrupted("interrupted", 130)
-    except click.ClickException as e:  # a usage error: one line too, like every other bad input
-        emit_error(" ".join(e.format_message().split()) + (" (see --help)" if isinstance(e, click.UsageError) else ""),
-                   e.exit_code if isinstance(e, click.UsageError) else 2)
-    except KeyboardInterrupt:
-        interrupted("interrupted", 130)
-    except OSError as e:  # the environment, not a bug: a full disk or TMPDIR, a read-only directory, ...
-        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        emit_error(f"{where}{e.strerror or e}")
+    sys.exit(code)

@@ -17,11 +17,16 @@ import re
 import xml.etree.ElementTree as ET
 import zipfile
 
+from xlgpt.compile.backward import Training
+from xlgpt.compile.build import compile_book, inputs_for
+from xlgpt.model.sae import sae_as_written
 from xlgpt.package import XlgptError
 from xlgpt.sheet import contract as C
+from xlgpt.sheet.cells import ArrayFormula, Cells, Formula, cell_name, quote_sheet
+from xlgpt.sheet.read import read_member
 from xlgpt.sheet.styles import INPUT
-from xlgpt.sheet.contract import read_member
-from xlgpt.sheet.writer import ArrayFormula, Cells, Formula, cell_name, chart_parts, quote_sheet
+from xlgpt.sheet.writer import NS, chart_parts, sheet_tail
+from xlgpt.tokenizer.bpe import Capacity
 
 MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 REL_NS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
@@ -53,12 +58,6 @@ def recompile(book, ckpt, tok, template=None):
     """(sheets, names, stages) the compiler writes for what `book` records: its checkpoint, its kind of input
     and its sizes. The input cells' values do not matter (they may differ). stages: each stage of the spec
     with its output's cells, in dataflow order (compile.lower)."""
-    from xlgpt.compile.backward import Training
-    from xlgpt.compile.build import inputs_for
-    from xlgpt.compile.lower import lower
-    from xlgpt.compile.template import load_spec
-    from xlgpt.tokenizer.bpe import Capacity
-    from xlgpt.tokenizer.hf import display
 
     if book.typed:
         chars, nbytes, rounds, positions = book.about.capacity
@@ -71,11 +70,8 @@ def recompile(book, ckpt, tok, template=None):
         inputs = inputs_for(ckpt, list(book.tokens))
     training = book.training and Training(book.training["targets"], book.training["optimizer"],
                                           history=[0.0] * len(book.training["history"]))
-    spec = load_spec(ckpt.config, template, training=training is not None)
-    vocab = [display(tok.token_text(i)) for i in range(ckpt.config.vocab_size)] if tok else None
-    from xlgpt.check.verify import sae_for
-
-    compiled, names = lower(spec, ckpt, inputs, book.about, vocab, sae=sae_for(book, ckpt), training=training)
+    sae = book.about.sae and sae_as_written(book.about.sae, ckpt.config)
+    compiled, names = compile_book(ckpt, inputs, book.about, tok, template, sae=sae, training=training)
     return compiled.sheets(), names, compiled.stages
 
 
@@ -104,9 +100,9 @@ def _other_formulas(xml_elements):
 
 def _tail_formulas(sheet):
     """The formulas the writer puts after a sheet's cells (conditional formats), from its own XML."""
-    from xlgpt.sheet.writer import NS, _sheet_tail
 
-    root = ET.fromstring(f"<worksheet {NS}><sheetData>" + _sheet_tail(sheet))
+
+    root = ET.fromstring(f"<worksheet {NS}><sheetData>" + sheet_tail(sheet))
     return _other_formulas(root.iter())
 
 
@@ -152,7 +148,6 @@ def _has_formula(stream):
 def _parts(zf):
     """{sheet name: part name}, in the workbook's order, and {defined name: text}."""
     def xml(name):
-        from xlgpt.sheet.contract import read_member
 
         try:
             return ET.fromstring(read_member(zf, name))

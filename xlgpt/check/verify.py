@@ -6,18 +6,23 @@ from pathlib import Path
 
 import numpy as np
 
-from xlgpt.package import XlgptError
-from xlgpt.tokenizer import hf as tokenizer
-from xlgpt.model import reference
-from xlgpt.model.checkpoint import Checkpoint, fingerprint, load
-from xlgpt.model.hub import resolve
-from xlgpt.sheet import contract as C
-from xlgpt.sheet.contract import read_book
+from xlgpt.check.provenance import check_compiled, recompile
 from xlgpt.engines import ENGINES
 from xlgpt.engines.formulas import FORMULAS_MAX_CELLS, check_formulas_precision, check_formulas_size
 from xlgpt.engines.libreoffice import read_ranges
+from xlgpt.engines.session import LibreOfficeSession
+from xlgpt.model import backward, reference
+from xlgpt.model.checkpoint import as_written, fingerprint, load
+from xlgpt.model.hub import resolve
+from xlgpt.model.sae import sae_as_written
+from xlgpt.package import XlgptError
+from xlgpt.sheet import contract as C
+from xlgpt.sheet.read import read_book
 from xlgpt.sheet.styles import INPUT
-from xlgpt.sheet.writer import copy_with_cell, copy_with_cells, decimal_values
+from xlgpt.sheet.text import prompt_value
+from xlgpt.sheet.writer import copy_with_cell, copy_with_cells
+from xlgpt.tokenizer import hf as tokenizer
+from xlgpt.tokenizer.bpe import needs
 
 TOLERANCE = 1e-6
 
@@ -41,23 +46,6 @@ def checkpoint_for(book, weights=None):
     if recorded and fingerprint(ckpt.path) != recorded:
         raise XlgptError(f"{ckpt.path}: these are not the weights the workbook was built from (sha256 differs)")
     return ckpt
-
-
-def as_written(ckpt):
-    """The book holds each weight as its shortest float32 decimal; give the reference those same numbers."""
-    return Checkpoint(ckpt.path, ckpt.config, {k: decimal_values(v) for k, v in ckpt.tensors.items()})
-
-
-def sae_for(book, ckpt):
-    """The SAE a book's Features tab was built with, as it records it."""
-    if not book.about.sae:
-        return None
-    from xlgpt.model.sae import load_sae
-
-    sae = load_sae(None if book.about.sae == "bundled" else book.about.sae)
-    sae.check_model(ckpt.config)
-    # the numbers the book holds: each tensor's shortest float32 decimals
-    return dataclasses.replace(sae, **{name: decimal_values(getattr(sae, name)) for name in ("W_enc", "b_enc", "b_dec")})
 
 
 def reference_edits(book, cfg):
@@ -137,7 +125,6 @@ def from_layout(prefix, grids, tensors):
 def training_values(ckpt, book):
     """What a training book's Loss, gradients, updated tensors (and Adam's new moments) hold, by the reference's
     backward pass (check/backward.py) and its optimizer, from the inputs, settings and moments in the book."""
-    from xlgpt.model import backward
 
     training, names = book.training, book.names
     settings = training["settings"]
@@ -265,7 +252,6 @@ def sheet_tokens(values):
 
 def check_prompt(book, text, tok):
     """Refuse, before any slow work, a prompt the typed book cannot take."""
-    from xlgpt.tokenizer.bpe import needs
 
     if not book.typed:
         raise XlgptError(f"{book.path.name}: --prompt needs a workbook built from a prompt (this one has fixed "
@@ -281,7 +267,6 @@ def check_prompt(book, text, tok):
 
 def with_prompt(book, text, directory):
     """A copy of a typed book with `text` in its Prompt cell."""
-    from xlgpt.tokenizer.tabs import prompt_value
 
     ref = book.names[C.PROMPT]
     copy = Path(directory) / book.path.name
@@ -332,7 +317,6 @@ def with_edits(book, sets, directory):
 def check_provenance(book, ckpt, tok, template=None, on_stage=lambda msg: None):
     """Before any engine opens the book: its formulas must be the compiler's (check/provenance.py), so a book
     with forged results, external links or WEBSERVICE calls fails here (NotCompiled)."""
-    from xlgpt.check.provenance import check_compiled, recompile
 
     on_stage("comparing the formulas with the compiler's")
     sheets, names, stages = recompile(book, ckpt, tok, template)
@@ -379,7 +363,7 @@ def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_C
         checked = {name: ref for name, ref in book.names.items() if name in CHECKED}
         target = book.attribution_token if isinstance(book.attribution_token, int) else None
         expected = expected_values(ckpt, tokens, reference_edits(book, ckpt.config), checked, target, book.sampling,
-                                   sae_for(book, ckpt))
+                                   book.about.sae and sae_as_written(book.about.sae, ckpt.config))
         if book.training:
             expected.update(training_values(ckpt, book))
         wanted = list(expected) + ([C.LOGITS_TOKEN_IDS, C.LOGITS_IN_PROMPT] if book.typed else [])
@@ -419,7 +403,6 @@ def evaluate_prompts(path, prompts, weights=None, timeout=3600, on_stage=lambda 
     and compare with the reference: one result dict per prompt, like evaluate()'s."""
     import time
 
-    from xlgpt.engines.session import LibreOfficeSession
 
     on_stage(f"reading {path}")
     book = read_book(path)

@@ -11,12 +11,12 @@ from dataclasses import astuple, dataclass
 
 import numpy as np
 
+from xlgpt.compile.context import TRANSPOSED, Ctx, Stored
+from xlgpt.compile.ops import OPS
 from xlgpt.package import XlgptError
 from xlgpt.sheet import contract as C
-from xlgpt.sheet.layout import BOLD, INPUT, Named, Rect, Tab
+from xlgpt.sheet.layout import BOLD, Named, Rect, Tab
 from xlgpt.sheet.styles import IDS, SCIENTIFIC
-from xlgpt.compile.ops import OPS
-from xlgpt.compile.lower import TRANSPOSED, Ctx, Stored
 
 
 @dataclass(frozen=True)
@@ -230,15 +230,3 @@ def step_values(kind, g, t, w=None, state=None, m=None, v=None):
         return w - t.learning_rate * g
     m_hat, v_hat = m / (1 - t.beta1**t.step), v / (1 - t.beta2**t.step)
     return w * (1 - t.learning_rate * t.weight_decay) - t.learning_rate * m_hat / (np.sqrt(v_hat) + t.eps)
-
-
-def settings(tab, training, named):
-    """The optimizer's cells, on the Loss tab: the update tabs read them by name."""
-    tab.title(f"The optimizer's step ({training.optimizer}): the 'updated' tabs read these cells by name; "
-              f"edit a yellow one and recalculate")
-    named[C.OPTIMIZER] = tab.field(C.OPTIMIZER, training.optimizer, BOLD)
-    for name, value in training.settings().items():
-        if training.optimizer == "sgd" and name != C.LEARNING_RATE:
-            continue  # SGD is w − lr·grad, nothing more
-        named[name] = tab.field(name, value, INPUT)
-    tab.skip()

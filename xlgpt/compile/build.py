@@ -1,12 +1,12 @@
 """Compile a checkpoint and its input into a workbook: template (pass 1) -> lowering (pass 2) -> writer (pass 3)."""
-from xlgpt.package import XlgptError
-from xlgpt.sheet.contract import About
-from xlgpt.tokenizer.hf import display
-from xlgpt.model.checkpoint import fingerprint
-from xlgpt.sheet.writer import write_workbook
 from xlgpt.compile.inputs import PromptCell, TokenIds
 from xlgpt.compile.lower import lower
 from xlgpt.compile.template import load_spec
+from xlgpt.model.checkpoint import as_written, fingerprint
+from xlgpt.package import XlgptError
+from xlgpt.sheet.contract import About
+from xlgpt.sheet.writer import write_workbook
+from xlgpt.tokenizer.tables import display
 
 
 def check_tokens(tokens, cfg):
@@ -19,7 +19,9 @@ def check_tokens(tokens, cfg):
         raise XlgptError(f"{len(tokens)} tokens exceed the model's context of {cfg.n_positions}")
 
 
+from xlgpt.model import reference
 from xlgpt.safefile import check_output  # noqa: E402,F401  (refuses, before any work, an output it must not write)
+from xlgpt.tokenizer.bpe import Capacity
 
 
 def inputs_for(ckpt, tokens, tokenizer=None, prompt=None, positions=None, capacity=None):
@@ -28,7 +30,6 @@ def inputs_for(ckpt, tokens, tokenizer=None, prompt=None, positions=None, capaci
     check_tokens(tokens, ckpt.config)
     if prompt is None:
         return TokenIds(list(tokens))
-    from xlgpt.tokenizer.bpe import Capacity
 
     positions = positions or len(tokens)
     if not len(tokens) <= positions <= ckpt.config.n_positions:
@@ -43,13 +44,23 @@ def reference_stages(ckpt, tokens, positions, edits=None):
     """The reference's output of every stage for the book's tokens at all its positions (padding: id 0, as the
     sheet pads), from the weights as the book holds them (eval's reference too): the values the book's cells
     carry cached, so they show before any recalculation."""
-    from xlgpt.model import reference
-    from xlgpt.check.verify import as_written
 
     e = edits or reference.Edits.none(ckpt.config)
     edits = reference.Edits(e.head_switches, e.mlp_switches, e.steering_layer, e.steering_coefficient,
                             e.steering_vector)
     return reference.run(as_written(ckpt), list(tokens) + [0] * (positions - len(tokens)), edits)[1]["stages"]
+
+
+def compile_book(ckpt, inputs, about, tokenizer=None, template=None, edits=None, sae=None, training=None,
+                 tokens=None):
+    """The one way a book is compiled (build, eval's provenance check, generate and train all come here):
+    template -> spec -> lowering into tabs of cell blocks. Returns (layout.Book, defined names). With `tokens`
+    (the input's token ids) every formula cell also gets the value it computes, cached; without, none (eval
+    compares only the formulas)."""
+    spec = load_spec(ckpt.config, template, training is not None)
+    vocab = [display(tokenizer.token_text(i)) for i in range(ckpt.config.vocab_size)] if tokenizer else None
+    reference = tokens and {"stages": reference_stages(ckpt, tokens, inputs.positions, edits), "tokens": tokens}
+    return lower(spec, ckpt, inputs, about, vocab, edits, sae, training, reference)
 
 
 def build(ckpt, tokens, out, template=None, progress=None, tokenizer=None, prompt=None, positions=None,
@@ -65,15 +76,12 @@ def build(ckpt, tokens, out, template=None, progress=None, tokenizer=None, promp
     contract.MANUAL_ABOVE)."""
     inputs = inputs_for(ckpt, tokens, tokenizer, prompt, positions, capacity)
     check_output(out, [ckpt.path, template])
-    spec = load_spec(ckpt.config, template, training is not None)
-    vocab = [display(tokenizer.token_text(i)) for i in range(ckpt.config.vocab_size)] if tokenizer else None
     cap = inputs.capacity
     # the checkpoint as the user named it (a model name, or a directory as typed), never the builder's absolute
     # path: eval finds it again with --weights' rules, and the sha256 tells whether it is the same
     about = About(ckpt.name or str(ckpt.path), fingerprint(ckpt.path), inputs.kind,
                   cap and (cap.chars, cap.bytes, cap.rounds, cap.tokens), sae and sae_source, calculation)
-    book, names = lower(spec, ckpt, inputs, about, vocab, edits, sae, training,
-                        {"stages": reference_stages(ckpt, tokens, inputs.positions, edits), "tokens": tokens})
+    book, names = compile_book(ckpt, inputs, about, tokenizer, template, edits, sae, training, tokens)
     sheets = book.sheets()
     write_workbook(out, sheets, names, progress, calculation=book.calculation)
     return sheets, names

@@ -8,6 +8,7 @@ import numpy as np
 from xlgpt.sheet import contract as C
 from xlgpt.sheet.layout import BOLD, INPUT, Formula
 from xlgpt.sheet.styles import BIG, BIG_PERCENT
+from xlgpt.tokenizer.tabs import add_tokenizer
 
 # the predicted token's text, or the message the prediction cell shows instead of a token
 PREDICTED_TEXT = (f"IF(ISNUMBER({C.PREDICTED_TOKEN}),INDEX({C.VOCABULARY},{C.PREDICTED_TOKEN}+1),"
@@ -91,7 +92,6 @@ class PromptCell:
                      used=lambda _, t: header.in_prompt.col(t), id=lambda _, t: header.ids.col(t))
 
     def add_tabs(self, book, vocabulary):
-        from xlgpt.tokenizer.tabs import add_tokenizer
 
         self.prompt_tab, names = add_tokenizer(book, self.tokenizer, self.capacity, self.text,
                                                C.VOCABULARY if vocabulary is not None else None)

@@ -5,243 +5,17 @@ token id, its text, and in a prompt-cell book whether the position holds the pro
 (xlgpt/ops/) turns into a few classic array formulas ({=MMULT(...)}) or one small formula per cell where a
 person should see a single step (LayerNorm statistics, softmax maxima and sums, the embedding lookup).
 """
-from dataclasses import astuple, dataclass, replace
+from dataclasses import astuple, replace
 
-import numpy as np
 
-from xlgpt.package import XlgptError
-from xlgpt.sheet import contract as C
-from xlgpt.sheet.layout import BOLD, FIRST_COL, Book, Formula, Named, Rect, Tab, WeightsTab
-from xlgpt.compile.ops import OPS
+from xlgpt.compile.backward import backward, optimizer
+from xlgpt.compile.context import TRANSPOSED, Ctx, Header, Stored
 from xlgpt.compile.guide import add_guide
 from xlgpt.compile.inputs import Edits
-from xlgpt.sheet.styles import IDS, NUMBER, colour_scale
-
-
-TRANSPOSED = ", transposed: row = output feature"  # a weights tab's title for a matrix it holds transposed
-
-
-def number(x):
-    """A Python float as formula text: shortest round-trip form, upper-case exponent."""
-    return repr(float(x)).upper()
-
-
-@dataclass(frozen=True)
-class Stored:
-    """A 2-D tensor on its weights tab, stored transposed or not (whichever keeps the tab narrow)."""
-    rect: object
-    transposed: bool
-
-
-@dataclass
-class Header:
-    """A computation tab's frozen header rows (Rects of T cells; text and in_prompt may be None)."""
-    positions: object
-    ids: object
-    text: object
-    in_prompt: object
-
-
-class Ctx:
-    """What an op sees: its stage, the model's shape, blocks on its tab, its weights, formula rendering."""
-
-    def __init__(self, lowering, stage):
-        self.lowering, self.stage = lowering, stage
-        self.cfg, self.T, self.vocab, self.edits = lowering.cfg, lowering.T, lowering.vocab, lowering.edits
-        self.sae = lowering.sae
-        self.tab = lowering.book[stage.tab]
-        self.header = lowering.headers.get(stage.tab)
-        if self.header:
-            self.positions, self.token_ids = self.header.positions, self.header.ids
-        self.title = stage.title
-        # formula text of the column number (1-based) of the prompt's last token
-        self.last_position = lowering.inputs.last_position()
-
-    def fail(self, message):
-        raise XlgptError(message)
-
-    number = staticmethod(number)
-    heat_from_zero = colour_scale(0)  # white at 0, blue at the largest
-    heat = colour_scale(0, 1)  # probabilities: white at 0, blue at 1
-    formula = staticmethod(Formula)
-
-    def value(self, ref):
-        """The results of an earlier block's cells (a Rect, or a defined name's cells), as computed at build time:
-        a 2-D array, or None when unknown (so are the values computed from it)."""
-        rect = self.lowering.named.get(ref) if isinstance(ref, str) else ref
-        return None if rect is None else self.lowering.book.value(rect)
-
-    def known(self, *rects):
-        """Are the cached values of all these blocks known?"""
-        return all(self.value(r) is not None for r in rects)
-
-    def cache(self, rect, values):
-        """Record what `rect`'s formulas compute (from the reference's values: see Lowering.cache_stage); the
-        book carries them as the cells' cached values. None (computed from unknown values) records nothing."""
-        return self.lowering.book.cache(rect, values)
-
-    def reference_value(self, name):
-        """The reference's last output of the stages named `name` ([position, feature]), or None."""
-        stages = self.lowering.reference_stages or ()
-        return next((value for n, _, value in reversed(stages) if n == name), None)
-
-    def texts(self, ids):
-        """The vocabulary's text of each token id (what INDEX(Vocabulary, id + 1) shows)."""
-        return [self.vocab[int(i)] for i in np.ravel(ids)]
-
-    def save(self, **rects):
-        """Keep blocks the stage's backward reads (a training book): LayerNorm's statistics, the loss's."""
-        self.lowering.saved[self.stage.index] = rects
-
-    def name(self, name, rect):
-        """Give `rect` one of the contract's defined names."""
-        self.lowering.named[name] = rect
-
-    def named(self, name):
-        """The cells an earlier stage named `name` (formulas then read them directly: Gnumeric cannot INDEX
-        into a one-cell name)."""
-        if name not in self.lowering.named:
-            raise XlgptError(f"template: stage '{self.stage.name}' reads {name}, which no earlier stage makes")
-        return self.lowering.named[name]
-
-    def rows(self, name, n):
-        """Row labels: (name, i) for i < n."""
-        return [(name, i) for i in range(n)]
-
-    def block(self, labels, title=None, width=None):
-        """The next block on the tab: one row per label, T columns (or `width`); titled with the stage's
-        title unless given another."""
-        block = self.tab.block(labels, width or self.T, self.title if title is None else title)
-        return self.tab.format(block, NUMBER)
-
-    def array(self, rect, template, **refs):
-        """An array formula filling `rect`. A block with the positions as columns gets one per column, reading
-        the other such blocks a column at a time: an edit at one position then recalculates only the columns
-        it reaches (the sheet's own KV cache), not whole blocks."""
-        if not self.by_position(rect):
-            return self.tab.array(rect, template, **refs)
-        for t in range(self.T):
-            self.tab.array(rect.col(t), template, **{k: v.col(t) if self.by_position(v) else v
-                                                      for k, v in refs.items()})
-        return rect
-
-    def by_position(self, ref):
-        """Is `ref` a block of this book's computation tabs with the token positions as its columns?"""
-        return (isinstance(ref, Rect) and not isinstance(ref, Named) and ref.width == self.T
-                and ref.left == FIRST_COL and ref.sheet in self.lowering.headers)
-
-    def each(self, rect, template, style=0, **refs):
-        return self.tab.each(rect, template, style, **refs)
-
-    def each_array(self, rect, template, **refs):
-        return self.tab.each_array(rect, template, **refs)
-
-    def per_head(self, formula):
-        """One T x T block per head (rows: key positions, columns: query positions); formula(h, block)
-        gives (text, refs) of the array formula filling head h's block, or writes its formulas itself and
-        gives None."""
-        self.tab.title(self.title)
-        blocks = []
-        for h in range(self.cfg.n_head):
-            labels = self.rows(None if self.header.text is not None else "key position", self.T)
-            block = self.block(labels, f"head {h}: rows are key positions, columns query positions")
-            if self.header.text is not None:  # each key row labelled with its token
-                self.array(block.label_column(), "TRANSPOSE({tokens})", tokens=self.header.text)
-                texts = self.value(self.header.text)
-                self.cache(block.label_column(), None if texts is None else texts.T)
-            written = formula(h, block)
-            if written is not None:
-                text, refs = written
-                self.array(block, text, **refs)
-            blocks.append(block)
-        return blocks
-
-    def last_position_row(self):
-        """A row of T cells on this tab: 1 at the prompt's last token, 0 elsewhere (to pick that column out of
-        a block with MMULT)."""
-        rows = self.lowering.onehots
-        if self.tab.name not in rows:
-            row = self.tab.block([("1 at the prompt's last token", None)], self.T, "Which column is the prompt's last token")
-            rows[self.tab.name] = self.tab.each(row, "IF({t}={last},1,0)", IDS, t=lambda _, t: t + 1,
-                                                last=self.last_position)
-            self.tab.format(row, IDS)
-            if self.lowering.last is not None:  # known when the book is built from the reference's values
-                self.cache(row, np.arange(self.T) == self.lowering.last)
-        return rows[self.tab.name]
-
-    def at_last_position(self, block, title):
-        """Column of `block` at the prompt's last token, as a column of its own. CHOOSE evaluates only the
-        column it picks, so LibreOffice asked for this one computes no other (generation's padding columns);
-        a very wide block (Excel's 8,192 characters) takes a one-hot MMULT, which reads every column."""
-        column = self.block([(label, i) for i, label in enumerate(self.vocab or ["token"] * block.height)], title, 1)
-        if block.width <= 256:
-            refs = {f"c{t}": block.col(t) for t in range(block.width)}
-            self.array(column, choose(self.last_position, [f"{{{k}}}" for k in refs]), **refs)
-        else:
-            self.array(column, "MMULT({block},TRANSPOSE({onehot}))", block=block, onehot=self.last_position_row())
-        values = self.value(block)
-        return self.cache(column, None if values is None else values[:, self.lowering.last])
-
-    def result_row(self):
-        """A one-row result: (row, its token texts or None) in the frozen header for a header stage."""
-        if self.stage.header:
-            return self.lowering.header_slots[self.stage.index]
-        return self.block([(self.title, None)]), None
-
-    def weight(self, role, labels=None, as_stored=False):
-        return self.lowering.weight(self.stage, role, labels, as_stored)
-
-    def place(self, title, values, labels=None):
-        """Numbers that are not the checkpoint's (an SAE's) on this tab's weights tab: a Rect."""
-        tab = self.lowering.weights_tab(self.stage.tab)
-        return self.cache(tab.vector(title, values) if values.ndim == 1 else tab.matrix(title, values, labels), values)
-
-    def stream_entering(self, layer):
-        """The residual stream entering block `layer` (after its steering): the output of that layer's steer
-        stage, or the last residual stream before the block's first stage."""
-        stages = self.lowering.spec.stages
-        first = next(s for s in stages if s.layer == layer)
-        if first.op == "steer":
-            return self.lowering.out[first.index]
-        return self.lowering.out[[s for s in stages[:first.index] if s.name == "x"][-1].index]
-
-    def token_table(self):
-        """The embedding table wte, one row per token id, labelled with the token's text when known."""
-        table = self.weight("table", self.vocab, as_stored=True).rect
-        self.lowering.vocabulary = table.label_column() if self.vocab else None
-        if self.vocab:
-            self.cache(self.lowering.vocabulary, self.vocab)
-        return table
-
-    def stored_value(self, stored):
-        """The cached values of a stored matrix, as the checkpoint holds it ([in, out]), as float64."""
-        value = self.value(stored.rect).astype(float)
-        return value.T if stored.transposed else value
-
-    def as_is(self, stored):
-        """Formula text for a stored matrix, as the checkpoint holds it ([in, out])."""
-        ref = stored.rect.ref(self.tab.name)
-        return f"TRANSPOSE({ref})" if stored.transposed else ref
-
-    def transposed(self, stored, rows=None):
-        """Formula text for a stored matrix's transpose (of its rows [start, stop) only, if given)."""
-        rect = stored.rect
-        if stored.transposed:
-            return (rect if rows is None else rect.cols(*rows)).ref(self.tab.name)
-        return f"TRANSPOSE({(rect if rows is None else rect.rows(*rows)).ref(self.tab.name)})"
-
-
-def choose(index, values, offset=0):
-    """CHOOSE(index, values...) nested in groups of at most 30 values: LibreOffice reads at most 30 (and numpy's
-    choose, in `formulas`, 32)."""
-    size = 1
-    while size * 30 < len(values):
-        size *= 30
-    at = f"{index}-{offset}" if offset else index
-    if size == 1:
-        return f"CHOOSE({at},{','.join(values)})"
-    groups = [choose(index, values[i:i + size], offset + i) for i in range(0, len(values), size)]
-    return f"CHOOSE(INT(({at}-1)/{size})+1,{','.join(groups)})"
+from xlgpt.compile.ops import OPS
+from xlgpt.package import XlgptError, __version__
+from xlgpt.sheet import contract as C
+from xlgpt.sheet.layout import BOLD, Book, Named, Rect, Tab, WeightsTab
 
 
 class Lowering:
@@ -349,7 +123,6 @@ class Lowering:
             self.out[stage.index] = OPS[stage.op].lower(Ctx(self, stage), *inputs)
             self.cache_stage(stage, self.out[stage.index])
         if self.training is not None:
-            from xlgpt.compile.backward import backward, optimizer
             backward(self)
             optimizer(self, self.training)
         for name, header in self.headers.items():  # padding positions greyed, on every tab that has them
@@ -421,7 +194,6 @@ def calculation_for(book):
 
 def model_description(ckpt):
     cfg = ckpt.config
-    from xlgpt.package import __version__
     return [("model", f"GPT-2: {cfg.n_layer} layers, {cfg.n_embd} features, {cfg.n_head} heads, "
                       f"vocabulary {cfg.vocab_size}, context {cfg.n_positions}"),
             ("parameters", ckpt.n_params), ("built by", f"xlgpt {__version__}")]

@@ -13,10 +13,11 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
-from xlgpt.package import XlgptError, shipped
-from xlgpt.sheet.contract import STAGE_OF, TOKEN_IDS
 from xlgpt.compile.ops import OPS
 from xlgpt.model.checkpoint import tensor_shapes
+from xlgpt.package import XlgptError, shipped
+from xlgpt.safefile import read_bounded
+from xlgpt.sheet.contract import STAGE_OF, TOKEN_IDS
 
 DEFAULT_TEMPLATE = shipped("templates") / "gpt2.toml"
 TRAIN_TEMPLATE = shipped("templates") / "gpt2-train.toml"  # the forward pass and its loss
@@ -53,7 +54,6 @@ class Spec:
 
 def load_spec(config, template=None, training=False):
     """The spec of `template` (default: gpt2.toml, or gpt2-train.toml for a training book)."""
-    from xlgpt.safefile import read_bounded
 
     path = Path(template or (TRAIN_TEMPLATE if training else DEFAULT_TEMPLATE))
     try:

@@ -15,11 +15,14 @@ import time
 
 import numpy as np
 
+from xlgpt.check.verify import TOLERANCE, checkpoint_for, reference_edits
+from xlgpt.engines.formulas import check_formulas_size
+from xlgpt.engines.process import as_float
+from xlgpt.engines.session import LibreOfficeSession, _as_array
+from xlgpt.model import reference
+from xlgpt.model.checkpoint import as_written
 from xlgpt.package import XlgptError
 from xlgpt.sheet import contract as C
-from xlgpt.model import reference
-from xlgpt.engines.session import _as_array
-from xlgpt.check.verify import TOLERANCE, as_written, checkpoint_for, reference_edits
 
 PAD_ID = 0
 
@@ -59,7 +62,6 @@ class FormulasSheet:
         import contextlib
         import io
 
-        from xlgpt.engines.formulas import check_formulas_size
 
         check_formulas_size(info)
         t0 = time.perf_counter()
@@ -93,9 +95,8 @@ class FormulasSheet:
         return np.asarray(self.solution[key].value, dtype=object)
 
     def column(self, name, j):
-        from xlgpt.engines.process import as_float
 
-        return np.array([_as_float(v) for v in self._values(name)[:, j]])
+        return np.array([as_float(v) for v in self._values(name)[:, j]])
 
     def put(self, name, rows):
         """Numbers over a whole defined name, as input values of the next calculate()."""
@@ -105,9 +106,8 @@ class FormulasSheet:
                 self.inputs[self._key(rect.cell(i, j))] = float(v)
 
     def read(self, names):
-        from xlgpt.engines.process import as_float
 
-        return {n: np.array([[_as_float(v) for v in row] for row in self._values(n)]) for n in names}
+        return {n: np.array([[as_float(v) for v in row] for row in self._values(n)]) for n in names}
 
     def copy(self, pairs):
         """Each source name's computed values become the target's inputs (all read before any is written)."""
@@ -134,7 +134,6 @@ def generate(info, prompt_ids, steps, engine="libreoffice", temperature=0.0, top
              timeout=3600, on_token=lambda token, text: None, on_stage=lambda msg: None, tok=None):
     """Run the generation loop on a token-ids book (contract.BookInfo). Returns a result dict: tokens,
     reference_tokens, match, first_mismatch (a step, or None), context_full, seconds_per_token, ..."""
-    from xlgpt.engines.session import LibreOfficeSession
 
     if info.typed:
         raise XlgptError(f"{info.path.name}: generate needs a token-ids workbook (xlgpt generate builds one from "

@@ -12,11 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from xlgpt.package import XlgptError
-from xlgpt.sheet import contract as C
+from xlgpt.check.verify import TOLERANCE, from_layout
+from xlgpt.compile.backward import Training
+from xlgpt.compile.build import build
+from xlgpt.drive.generate import FormulasSheet
+from xlgpt.engines.session import LibreOfficeSession
 from xlgpt.model import backward
-from xlgpt.check.verify import TOLERANCE, as_written, from_layout
-
+from xlgpt.model.checkpoint import as_written, check_new_dir, load, write
+from xlgpt.package import XlgptError
+from xlgpt.safefile import atomic_dir
+from xlgpt.sheet import contract as C
 
 BOOK = "train.xlsx"  # the workbook a run leaves beside its checkpoint
 
@@ -35,11 +40,9 @@ def weight_names(book, tensors):
 def opened(book, engine, timeout):
     """The book in a live engine: put, copy, calculate and read by defined name."""
     if engine == "formulas":
-        from xlgpt.drive.generate import FormulasSheet
 
         yield FormulasSheet(book)
         return
-    from xlgpt.engines.session import LibreOfficeSession
 
     with LibreOfficeSession(timeout=timeout) as lo:
         yield lo.open(book.path, editable=True)
@@ -102,10 +105,6 @@ def save(out, ckpt, tok, windows, steps, final, moments, optimizer, lr):
     tab charts the loss of every step (with Adam's moments, so it can take the next step)."""
     import shutil
 
-    from xlgpt.compile.backward import Training
-    from xlgpt.compile.build import build
-    from xlgpt.safefile import atomic_dir
-    from xlgpt.model.checkpoint import check_new_dir, load, write
 
     check_new_dir(out)
     with atomic_dir(out) as tmp:

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from xlgpt.package import XlgptError
-from xlgpt.sheet.contract import parse_ref
 from xlgpt.engines.process import as_float, peak_memory
-
+from xlgpt.package import XlgptError
+from xlgpt.sheet.read import parse_ref
 
 # What the `formulas` package can afford, from what its time and memory grow with (measured on this 2-core
 # machine with the default book: 114k constants, 5.6k formulas, 0.5M array-formula cells; ~45 s CPU in all):
@@ -86,7 +85,7 @@ def _solution_rects(results, rects):
 
     if not rects:
         return []
-    as_float = np.vectorize(lambda v: as_float(_formulas_value(v)), otypes=[float])
+    to_float = np.vectorize(lambda v: as_float(_formulas_value(v)), otypes=[float])
     out = [np.full((r.height, r.width), np.nan) for r in rects]
     on_sheet = {}
     for r, grid in zip(rects, out):
@@ -103,7 +102,7 @@ def _solution_rects(results, rects):
             top, bottom = max(r.top, area.top), min(r.bottom, area.bottom)
             left, right = max(r.left, area.left), min(r.right, area.right)
             if top <= bottom and left <= right:  # the overlap, in each one's own coordinates
-                grid[top - r.top:bottom - r.top + 1, left - r.left:right - r.left + 1] = as_float(
+                grid[top - r.top:bottom - r.top + 1, left - r.left:right - r.left + 1] = to_float(
                     computed[top - area.top:bottom - area.top + 1, left - area.left:right - area.left + 1])
     return out
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from xlgpt.package import XlgptError
 from xlgpt.engines.process import C_LOCALE, as_float, peak_memory
+from xlgpt.package import XlgptError
 
 
 def find_ssconvert():

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from xlgpt.package import XlgptError
 from xlgpt.engines.process import C_LOCALE, as_float, find_soffice, peak_memory, run_group
 from xlgpt.engines.session import LibreOfficeSession, system_python
-
+from xlgpt.package import XlgptError
 
 # The temporary profile's settings: recalculate every formula on load. A book set to manual calculation turns
 # LibreOffice's automatic calculation off, and without this its cells would be exported half computed.

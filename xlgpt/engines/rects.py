@@ -5,10 +5,10 @@ from pathlib import Path
 
 import openpyxl
 
-from xlgpt.package import XlgptError
 from xlgpt.engines.formulas import formulas_rect, sparse_model
 from xlgpt.engines.gnumeric import ssconvert_csv
 from xlgpt.engines.libreoffice import soffice_csv
+from xlgpt.package import XlgptError
 
 
 def read_rects(books, engine="libreoffice", timeout=3600):

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from xlgpt.package import XlgptError
 from xlgpt.engines.process import C_LOCALE, find_soffice
+from xlgpt.package import XlgptError
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 WORKER = Path(__file__).with_name("uno_worker.py")

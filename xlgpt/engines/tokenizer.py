@@ -6,10 +6,11 @@ from pathlib import Path
 
 import openpyxl
 
-from xlgpt.package import XlgptError
-from xlgpt.sheet.contract import SHEET_TOKEN_COUNT, SHEET_TOKEN_IDS, TOKENIZER_STATUS, numbered, read_names
-from xlgpt.tokenizer.tabs import write_batch_book
 from xlgpt.engines.rects import read_rects
+from xlgpt.package import XlgptError
+from xlgpt.sheet.contract import SHEET_TOKEN_COUNT, SHEET_TOKEN_IDS, TOKENIZER_STATUS, numbered
+from xlgpt.sheet.read import read_names
+from xlgpt.tokenizer.tabs import write_batch_book
 
 
 @dataclass

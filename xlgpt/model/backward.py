@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xlgpt.package import XlgptError
 from xlgpt.model.reference import gelu, layer_norm, linear, softmax
-
+from xlgpt.package import XlgptError
 
 # --- each op's backward: given the gradient of the loss w.r.t. the op's output (dy), return it w.r.t. the inputs
 

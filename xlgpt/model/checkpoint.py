@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from xlgpt.decimals import decimal_values
 from xlgpt.package import XlgptError
+from xlgpt.safefile import atomic_dir, read_bounded
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 MAX_ROWS, MAX_COLUMNS = 1_048_576, 16_384  # a sheet's grid
@@ -101,7 +103,6 @@ _BUFFER = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
 
 
 def read_config(path):
-    from xlgpt.safefile import read_bounded
 
     path = Path(path)
     try:
@@ -222,7 +223,6 @@ def random_tensors(cfg, seed):
 
 def save(path, cfg, tensors):
     """Write config.json and model.safetensors into a new directory, atomically."""
-    from xlgpt.safefile import atomic_dir
 
     path = Path(path)
     check_new_dir(path)
@@ -251,3 +251,9 @@ def fingerprint(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def as_written(ckpt):
+    """The checkpoint as a book holds it: each weight its shortest float32 decimal, read back as float64 (the
+    numbers the reference computes with, so that it and the book start from the same ones)."""
+    return Checkpoint(ckpt.path, ckpt.config, {k: decimal_values(v) for k, v in ckpt.tensors.items()})

@@ -23,8 +23,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from xlgpt.package import XlgptError
 from xlgpt.model.checkpoint import _BUFFER, CONFIG_FILE, WEIGHTS_FILE, load, read_config
+from xlgpt.package import XlgptError
+from xlgpt.safefile import atomic_dir, read_bounded
 
 # Short names people type, and the repos they live in since the hub moved them under organisations.
 ALIASES = {
@@ -122,7 +123,6 @@ def _cached_snapshot(repo_id):
                         key=lambda p: p.stat().st_mtime, reverse=True)
     ref = repo / "refs" / "main"
     if ref.is_file():
-        from xlgpt.safefile import read_bounded
 
         commit = read_bounded(ref, 1024, "ref").decode("ascii", errors="replace").strip()
         if _COMMIT.fullmatch(commit):  # a poisoned ref ("../../anywhere") is ignored, not followed
@@ -188,9 +188,15 @@ def _hub_error(e, name, repo_id, filename, endpoint, kind=MODEL_REPO, first=CONF
     """Turn whatever huggingface_hub or httpx raised into one XlgptError line (or None: not ours to map).
     `first` is the file fetched first: a plain 404 on it means there is no such repo."""
     import httpx2
-    from huggingface_hub.errors import (GatedRepoError, HFValidationError, HfHubHTTPError,
-                                        LocalEntryNotFoundError, OfflineModeIsEnabled, RemoteEntryNotFoundError,
-                                        RepositoryNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     unreachable = f"cannot reach the Hugging Face hub at {endpoint} ({{}}); {kind.offline_hint}"
     if isinstance(e, HFValidationError):
@@ -327,7 +333,6 @@ def import_model(path, name=None, config=None):
     if not _NAME.match(name):
         raise XlgptError(f"{name!r} is not a usable model name (letters, digits, '.', '_', '-')")
 
-    from xlgpt.safefile import atomic_dir
 
     root = models_dir()
     dest = root / name

@@ -17,6 +17,7 @@ On the hub, SAELens releases keep one SAE per folder of a repo: give the repo id
 load_sae("owner/name", "folder") or load_sae("owner/name/folder"). Files come through xlgpt.weights.hub
 (same cache, endpoint and error messages as model downloads); once cached, no network is used.
 """
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -24,7 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from xlgpt.decimals import decimal_values
+from xlgpt.model.hub import RepoKind, _evict, fetch_files, hub_cache
 from xlgpt.package import XlgptError, shipped
+
+BUNDLED_SOURCE = "bundled"  # how a book records the bundled model's SAE (--sae left out)
 
 CFG_FILE, WEIGHTS_FILE, FEATURES_FILE = "cfg.json", "sae_weights.safetensors", "features.json"
 TENSORS = ("W_enc", "b_enc", "W_dec", "b_dec")
@@ -174,7 +179,6 @@ def _hub_folder(repo_id, subfolder, progress):
     else downloaded through xlgpt.weights.hub."""
     from huggingface_hub import try_to_load_from_cache
 
-    from xlgpt.model.hub import RepoKind, fetch_files, hub_cache
 
     prefix = f"{subfolder}/" if subfolder else ""
     required, optional = [prefix + CFG_FILE, prefix + WEIGHTS_FILE], [prefix + FEATURES_FILE]
@@ -209,7 +213,14 @@ def load_sae(source=None, subfolder=None, progress=False):
     try:
         return read_sae(folder)
     except _Unreadable as e:  # a damaged download: don't reuse it from the cache next time
-        from xlgpt.model.hub import _evict
 
         _evict(folder / WEIGHTS_FILE)
         raise XlgptError(f"{e}; it was removed from the cache, run the command again to download it anew")
+
+
+def sae_as_written(source, cfg):
+    """The SAE a book records (`source` as --sae took it, "bundled" for the bundled model's own), checked
+    against the model, with the numbers the book holds: each tensor's shortest float32 decimals."""
+    sae = load_sae(None if source == BUNDLED_SOURCE else source)
+    sae.check_model(cfg)
+    return dataclasses.replace(sae, **{name: decimal_values(getattr(sae, name)) for name in ("W_enc", "b_enc", "b_dec")})

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from xlgpt.sheet.cells import ArrayFormula, Cells, Chart, Formula, Numbers, Sheet, cell_name, column_letter, quote_sheet
 from xlgpt.sheet.styles import BOLD, IDS, INPUT, PADDING, TITLE, when
-from xlgpt.sheet.writer import ArrayFormula, Cells, Chart, Formula, Numbers, Sheet, cell_name, column_letter, quote_sheet
 
 LABEL_COL, NOTE_COL, FIRST_COL = 1, 2, 3
 TITLE_ROW, HEADER_ROW = 1, 2

@@ -8,6 +8,7 @@ import re
 from itertools import repeat
 
 from xlgpt.package import XlgptError
+from xlgpt.sheet.cells import ArrayFormula, Cells, Formula, cell_name
 
 MAX_LENGTH = 8192      # characters
 MAX_NESTING = 64       # function calls inside function calls
@@ -60,7 +61,7 @@ def problem(text):
 
 def check_formulas(sheets):
     """Raise XlgptError naming the first formula cell (tab!cell) beyond one of Excel's limits."""
-    from xlgpt.sheet.writer import ArrayFormula, Cells, Formula, cell_name
+
 
     for sheet in sheets:
         # a tab's formulas at C speed (map); only a tab that may break a limit is looked at cell by cell

@@ -3,22 +3,18 @@
 openpyxl's write-only mode manages ~0.1M cells/s; weights are the bulk of a GPT-2 book, so numeric
 blocks are formatted a row at a time with NumPy (shortest float32 decimals) and joined as strings.
 """
-import math
 import multiprocessing
 import multiprocessing.pool
 import os
-import re
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 import numpy as np
 
 from xlgpt.package import XlgptError
-from xlgpt.sheet.styles import PLAIN, TAB_COLOURS, styles_xml
+from xlgpt.sheet.styles import TAB_COLOURS, styles_xml
 
-CHUNK_CELLS = 250_000          # cells formatted per task when several processes share the work
 # LibreOffice 7.4 cannot open an .xlsx larger than 2 GiB. Weights, every cell with its address, take
 # ~9.9 bytes a cell at deflate level 1 (fast) and ~8.3 at level 6 (4x slower), so big books are
 # compressed harder to stay openable.
@@ -27,290 +23,9 @@ FAST_LEVEL, SMALL_LEVEL, FAST_BYTES_PER_CELL = 1, 6, 9.9
 PARALLEL_CELLS = 2_000_000     # below this, forking workers costs more than it saves
 
 
-def _column_letter(col):
-    letters = ""
-    while col:
-        col, rem = divmod(col - 1, 26)
-        letters = chr(65 + rem) + letters
-    return letters
-
-
-MAX_COLUMNS = 16384
-COLUMNS = [_column_letter(c) for c in range(MAX_COLUMNS + 1)]  # COLUMNS[1] = "A" ... COLUMNS[16384] = "XFD"
-
-
-def column_letter(col):
-    """1 -> A, 28 -> AB."""
-    return COLUMNS[col] if 0 < col <= MAX_COLUMNS else _column_letter(col)
-
-
-def cell_name(row, col, absolute=False):
-    d = "$" if absolute else ""
-    return f"{d}{column_letter(col)}{d}{row}"
-
-
-def quote_sheet(name):
-    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else "'" + name.replace("'", "''") + "'"
-
-
-def decimal_values(a, chunk=1 << 20):
-    """The float64 values a spreadsheet reads back from the decimals Numbers writes for float32 `a`:
-    for each value, the shortest decimal (1 to 9 significant digits) that round-trips to it."""
-    a32 = np.asarray(a, dtype=np.float32).ravel()
-    if a32.size > chunk:  # a piece at a time: the search's temporaries take ~50 bytes a value
-        return np.concatenate([decimal_values(a32[i:i + chunk]) for i in range(0, a32.size, chunk)]).reshape(np.shape(a))
-    x = a32.astype(np.float64)
-    out = x.copy()
-    todo = np.flatnonzero(x)
-    exponent = np.floor(np.log10(np.abs(x[todo])))
-    for digits in range(1, 10):
-        scale = 10.0 ** (digits - 1 - exponent)
-        rounded = np.round(x[todo] * scale) / scale
-        ok = rounded.astype(np.float32) == a32[todo]
-        out[todo[ok]] = rounded[ok]
-        todo, exponent = todo[~ok], exponent[~ok]
-    return out.reshape(np.shape(a))
-
-
-# Blocks: each writes the XML of its own cells, a row at a time. Every cell carries its address: the
-# schema makes `r` optional, but Gnumeric drops cells without it.
-
-@dataclass
-class Numbers:
-    top: int
-    left: int
-    values: np.ndarray  # 2-D; floats are written as their shortest round-tripping decimal
-
-    @property
-    def height(self):
-        return self.values.shape[0]
-
-    def row_xml(self, i, strings=None):
-        row = self.values[i]
-        text = row.astype(str).tolist() if row.dtype.kind == "f" else [str(int(v)) for v in row]
-        # '<c r="A' 7 '"><v>' 0.5 '</v></c><c r="B' 7 '"><v>' 1.5 ... '</v></c>': the column openings are
-        # made once per block, the row number once per row, and one join assembles them (no loop per cell).
-        opens = self.__dict__.get("_opens")
-        if opens is None:
-            opens = self._opens = ['<c r="' + COLUMNS[self.left]] + [
-                '</v></c><c r="' + c for c in COLUMNS[self.left + 1:self.left + len(text)]]
-        parts = [None] * (3 * len(text))
-        parts[0::3] = opens
-        parts[1::3] = [f'{self.top + i}"><v>'] * len(text)
-        parts[2::3] = text
-        return "".join(parts) + "</v></c>"
-
-
-# Characters XML 1.0 cannot hold; a workbook containing one is rejected or cut short by readers.
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
-
-
-def xml_text(text):
-    return escape(_NOT_XML.sub("\ufffd", text))
-
-
-class Formula(str):
-    """Formula text (without the leading '='), as opposed to a text value. `value`: its result, when known at
-    build time, written as the cell's cached value (what a viewer that does not calculate shows)."""
-    value = None
-
-    def with_value(self, value):
-        formula = Formula(self)
-        formula.value = value
-        return formula
-
-
-class CellError(str):
-    """An error a formula gives (#DIV/0!, #N/A), as a cached result."""
-
-
-DIV0 = CellError("#DIV/0!")
-
-
-def cached_xml(value):
-    """A formula cell's cached result: (its type attribute, its <v> element); nothing when unknown. The type is
-    always explicit (t="n" for a number, the default), so a reader tells cached results from constants."""
-    if value is None:
-        return "", ""
-    if isinstance(value, CellError):
-        return ' t="e"', f"<v>{value}</v>"
-    if isinstance(value, str):
-        return ' t="str"', f"<v>{xml_text(value)}</v>"
-    value = float(value)
-    if not math.isfinite(value):
-        return "", ""
-    return ' t="n"', f"<v>{int(value) if value.is_integer() and abs(value) < 1e15 else repr(value)}</v>"
-
-
-def _value_xml(value, style, ref, strings=None):
-    """One cell at address `ref`. Text found in `strings` ({text: index}, the shared-strings table) is
-    written as a reference to it, other text inline. Every cell names its style: one without would take
-    its row's (a number format)."""
-    c = f'<c r="{ref}" s="{style or PLAIN}"'
-    if value is None or value == "":  # an empty cell that keeps its style
-        return f"{c}/>"
-    if isinstance(value, Formula):
-        kind, cached = cached_xml(value.value)
-        return f"{c}{kind}><f>{escape(value)}</f>{cached}</c>"
-    if isinstance(value, str):
-        index = strings.get(value) if strings else None
-        if index is not None:
-            return f'{c} t="s"><v>{index}</v></c>'
-        return f'{c} t="inlineStr"><is><t xml:space="preserve">{xml_text(value)}</t></is></c>'
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError("booleans are not written")
-    return f"{c}><v>{value!r}</v></c>" if isinstance(value, float) else f"{c}><v>{int(value)}</v></c>"
-
-
-@dataclass
-class Cells:
-    """Small mixed blocks: labels, constants and one formula per cell (Formula)."""
-    top: int
-    left: int
-    rows: list  # list of lists of str | int | float | None
-    style: int = 0
-
-    @property
-    def height(self):
-        return len(self.rows)
-
-    def row_xml(self, i, strings=None):
-        row, style = str(self.top + i), self.style
-        return "".join(_value_xml(v, style, COLUMNS[j] + row, strings)
-                       for j, v in enumerate(self.rows[i], self.left) if v is not None or style)
-
-
-@dataclass
-class ArrayFormula:
-    """A classic array formula ({=MMULT(...)}) filling a whole region (a layout.Rect) from its top-left cell;
-    with `values` (the region's results, 2-D), every cell of the region carries its cached value."""
-    region: object
-    formula: str
-    values: object = None
-
-    @property
-    def top(self):
-        return self.region.top
-
-    @property
-    def left(self):
-        return self.region.left
-
-    @property
-    def height(self):
-        return 1 if self.values is None else self.region.height
-
-    def row_xml(self, i, strings=None):
-        ref = self.region.ref(self.region.sheet, absolute=False)
-        formula = f'<f t="array" ref="{ref}">{escape(self.formula)}</f>'
-        if self.values is None:
-            return f'<c r="{cell_name(self.top, self.left)}">{formula}</c>'
-        row, cells = str(self.top + i), []
-        for j, value in enumerate(self.values[i]):
-            kind, cached = cached_xml(value)
-            if cached or i == j == 0:
-                cells.append(f'<c r="{COLUMNS[self.left + j]}{row}"{kind}>{formula if i == j == 0 else ""}{cached}</c>')
-        return "".join(cells)
-
-
-@dataclass
-class Chart:
-    """A line chart of one series, drawn over cells of its sheet. References are formula text (absolute, with
-    the sheet name): they may read another sheet. `anchor` is (top, left, bottom, right), the cells covered."""
-    title: str
-    categories: str
-    values: str
-    anchor: tuple
-    x_title: str = None
-    y_title: str = None
-    series_name: str = None
-    cache: list = None  # the values as last computed: viewers that do not calculate still draw the curve
-
-
-@dataclass
-class Sheet:
-    name: str
-    blocks: list = field(default_factory=list)
-    freeze: tuple = None  # (row, col) of the first scrolling cell
-    widths: dict = field(default_factory=dict)  # column -> width in characters
-    group: str = None     # the tab's colour, from styles.TAB_COLOURS
-    row_styles: dict = field(default_factory=dict)  # row -> style of its cells without one (array results)
-    row_heights: dict = field(default_factory=dict)  # row -> height in points (rows in large type)
-    conditional: list = field(default_factory=list)  # (range text, rule XML with {priority})
-    links: list = field(default_factory=list)  # (cell, location such as 'Layer 0'!A1): links inside the book
-    charts: list = field(default_factory=list)  # Chart objects, drawn in one drawing part
-
-    def add(self, block):
-        self.blocks.append(block)
-        return block
-
-    def rows_xml(self, start=1, stop=None, strings=None):
-        """Yield the XML of each non-empty row in [start, stop), in order, merging the blocks that share it.
-        A styled row is written even where it has no cells: inside an array result, its style is the cells'.
-        `strings`: the shared-strings table {text: index} (text not in it is written inline)."""
-        stop = stop or self.extent()[0] + 1
-        blocks = sorted((b for b in self.blocks if b.top < stop and b.top + b.height > start),
-                        key=lambda b: (b.top, b.left))
-        styled = sorted((r for r in {**self.row_styles, **self.row_heights} if start <= r < stop), reverse=True)
-        active, k, row = [], 0, start
-        while (k < len(blocks) or active) and row < stop:
-            if not active:
-                row = max(row, blocks[k].top)
-            while k < len(blocks) and blocks[k].top <= row:
-                active.append(blocks[k])
-                k += 1
-            active.sort(key=lambda b: b.left)
-            while styled and styled[-1] < row:
-                yield self._row(styled.pop())
-            if styled and styled[-1] == row:
-                styled.pop()
-            xml = "".join(b.row_xml(row - b.top, strings) for b in active)
-            if xml or row in self.row_styles or row in self.row_heights:
-                yield self._row(row, xml)
-            active = [b for b in active if b.top + b.height - 1 > row]
-            row += 1
-        while styled:
-            yield self._row(styled.pop())
-
-    def _row(self, row, xml=""):
-        style, height = self.row_styles.get(row), self.row_heights.get(row)
-        attrs = (f' s="{style}" customFormat="1"' if style else "") + (f' ht="{height}" customHeight="1"' if height else "")
-        return f'<row r="{row}"{attrs}>{xml}</row>' if xml else f'<row r="{row}"{attrs}/>'
-
-    def chunks(self, cells=CHUNK_CELLS):
-        """Row ranges [start, stop) of about `cells` cells each, covering the sheet."""
-        bottom, right = self.extent()
-        step = max(1, cells // right)
-        return [(r, min(r + step, bottom + 1)) for r in range(1, bottom + 1, step)]
-
-    def cell_counts(self):
-        """(constant cells, formula cells); an array formula counts every cell it fills."""
-        constants = formulas = 0
-        for b in self.blocks:
-            if isinstance(b, Numbers):
-                constants += b.values.size
-            elif isinstance(b, ArrayFormula):
-                formulas += b.region.height * b.region.width
-            else:
-                for row in b.rows:
-                    for v in row:
-                        if isinstance(v, Formula):
-                            formulas += 1
-                        elif v is not None:
-                            constants += 1
-        return constants, formulas
-
-    def extent(self):
-        bottom = right = 1
-        for b in self.blocks:
-            if isinstance(b, ArrayFormula):
-                r = b.region
-                bottom, right = max(bottom, r.top + r.height - 1), max(right, r.left + r.width - 1)
-            else:
-                width = b.values.shape[1] if isinstance(b, Numbers) else max((len(r) for r in b.rows), default=1)
-                bottom, right = max(bottom, b.top + b.height - 1), max(right, b.left + width - 1)
-        return bottom, right
-
+from xlgpt.safefile import atomic_file
+from xlgpt.sheet.cells import Cells, Formula, cell_name, value_xml, xml_text
+from xlgpt.sheet.limits import check_formulas
 
 NS = ('xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
       'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"')
@@ -338,7 +53,7 @@ def _sheet_head(sheet):
     return "".join(xml)
 
 
-def _sheet_tail(sheet):
+def sheet_tail(sheet):
     """After the cells: conditional formats (heatmaps, greyed padding), then links inside the book."""
     xml = ["</sheetData>"]
     for priority, (where, rule) in enumerate(sheet.conditional, 1):
@@ -370,8 +85,6 @@ def write_workbook(path, sheets, names, progress=None, level=None, calculation="
     book's calculation mode, "auto" or "manual" (see CALC_PR). A formula beyond Excel's limits is an error
     before anything is written (limits.py).
     """
-    from xlgpt.safefile import atomic_file
-    from xlgpt.sheet.limits import check_formulas
 
     path = Path(path)
     check_formulas(sheets)
@@ -584,7 +297,7 @@ def _write_parts(zf, sheets, names, progress, level, calc_pr):
                     f.write(data)
                     if progress:
                         progress(sheet, stop - 1)
-                f.write(_sheet_tail(sheet).encode())
+                f.write(sheet_tail(sheet).encode())
     except BaseException:
         if pool:  # interrupted: a worker killed mid-write may hold the result queue's lock, on which
             pool._worker_handler._state = multiprocessing.pool.TERMINATE  # no replacement workers
@@ -636,7 +349,6 @@ def copy_with_cells(src, dst, cells, style=0):
     import re
     import shutil
 
-    from xlgpt.safefile import atomic_file
 
     by_member = {}
     for (sheet_index, row, col), value in cells.items():
@@ -650,7 +362,7 @@ def copy_with_cells(src, dst, cells, style=0):
                 xml = f.read().decode()
                 for ref, value in by_member[info.filename].items():
                     cell = re.compile(rf'<c r="{ref}"(?:[^>]*?/>|[^>]*>.*?</c>)', re.S)
-                    new = _value_xml(value, style, ref)  # text goes inline: the shared strings stay as they were
+                    new = value_xml(value, style, ref)  # text goes inline: the shared strings stay as they were
                     xml, n = cell.subn(lambda m: new, xml, count=1)
                     if n != 1:
                         raise XlgptError(f"{src}: cell {ref} of {info.filename} was not found")

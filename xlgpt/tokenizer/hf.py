@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from xlgpt.package import XlgptError, shipped
+from xlgpt.tokenizer.tables import symbol_text
 
 WEIGHTS_DIR = shipped("weights")
 GPT2_TOKENIZER = WEIGHTS_DIR / "gpt2-tokenizer"
@@ -22,7 +23,8 @@ def check_text(text, what="the prompt"):
 
 class Tokenizer:
     def __init__(self, vocab_file, merges_file):
-        from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import decoders, models, pre_tokenizers
 
         self.files = (Path(vocab_file), Path(merges_file))
         try:
@@ -51,17 +53,8 @@ class Tokenizer:
 
     def token_text(self, i):
         """What token i stands for, as text a cell can show (a piece of a UTF-8 character as <0xC3>)."""
-        from xlgpt.tokenizer.tables import symbol_text
-
         symbol = self.hf.id_to_token(i)
         return self.decode([i]) if symbol is None else symbol_text(symbol)
-
-
-def display(text):
-    """Make spaces, line breaks and other control characters visible in a label cell."""
-    text = text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
-    return "".join(chr(0x2400 + ord(c)) if ord(c) < 32 else "␡" if c == "\x7f"
-                   else f"\\x{ord(c):02x}" if 0x80 <= ord(c) < 0xa0 else c for c in text)
 
 
 def find(directory):

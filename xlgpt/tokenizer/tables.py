@@ -70,9 +70,15 @@ def symbol_text(symbol):
         return "".join(f"<0x{b:02X}>" for b in raw)
 
 
+def display(text):
+    """Make spaces, line breaks and other control characters visible in a label cell."""
+    text = text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
+    return "".join(chr(0x2400 + ord(c)) if ord(c) < 32 else "␡" if c == "\x7f"
+                   else f"\\x{ord(c):02x}" if 0x80 <= ord(c) < 0xa0 else c for c in text)
+
+
 def token_texts(tok):
     """Each token's text, made readable like the model's labels."""
-    from xlgpt.tokenizer.hf import display
     out = [""] * tables(tok).V
     for symbol, i in tables(tok).vocab.items():
         out[i] = display(symbol_text(symbol))

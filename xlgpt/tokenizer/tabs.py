@@ -15,17 +15,25 @@ whatever its capacity, and Excel, LibreOffice, Gnumeric and the `formulas` packa
 - Tables: Merges (by pair key = left id * V + right id: text comparison ignores case, numbers do not),
   Byte symbols, Unicode classes, Token texts.
 """
-import re
 
 import numpy as np
 
 from xlgpt.package import XlgptError
 from xlgpt.sheet import contract
-from xlgpt.sheet.layout import BOLD, INPUT, Book, Formula, Tab
+from xlgpt.sheet.layout import BOLD, INPUT, Book, Tab
+from xlgpt.sheet.text import prompt_value
 from xlgpt.sheet.writer import write_workbook
 from xlgpt.tokenizer.bpe import CONTRACTIONS, RULES, Capacity, Values, capacity_for, contraction, encode, needs
-from xlgpt.tokenizer.hf import display
-from xlgpt.tokenizer.tables import CLASS_NAMES, bytes_to_unicode, char_class, class_runs, symbol_text, tables, token_texts
+from xlgpt.tokenizer.tables import (
+    CLASS_NAMES,
+    bytes_to_unicode,
+    char_class,
+    class_runs,
+    display,
+    symbol_text,
+    tables,
+    token_texts,
+)
 
 HIGH, LOW, PAIR_BASE = (55296, 56319), (56320, 57343), 65536  # UTF-16 surrogates (Excel's MID/UNICODE)
 TOKEN_TEXTS = "Token texts"
@@ -460,66 +468,6 @@ def table_tabs(book, tok, vocabulary=True):
 def tab_header(tab, label, columns):
     tab.put(tab.header(label, len(columns)), [columns], BOLD)
     tab.freeze()
-
-
-_NEEDS_FORMULA = re.compile("[\x00-\x08\x0b-\x1f\ufffe\uffff\ud800-\udfff]|_x[0-9A-Fa-f]{4}_")
-
-
-def prompt_value(text):
-    r"""The prompt cell's content: the text itself, or, when a plain text cell cannot carry it through every
-    engine, a formula that builds it. XML readers turn \r into \n, characters XML cannot hold need
-    Excel's _xHHHH_ escape (which openpyxl, and so `formulas`, does not decode, and which a literal
-    "_x0041_" would trigger), and LibreOffice turns the tab of a multi-line cell into U+0001."""
-    if not _NEEDS_FORMULA.search(text) and not ("\t" in text and "\n" in text):
-        return text
-    parts, literal = [], ""
-    for ch in text:
-        o = ord(ch)
-        if o < 32 or o in (0xFFFE, 0xFFFF) or 0xD800 <= o <= 0xDFFF:
-            if literal:
-                parts.append('"' + literal.replace('"', '""') + '"')
-                literal = ""
-            parts.append(f"CHAR({o})" if o < 32 else f"_xlfn.UNICHAR({o})")
-            continue
-        literal += ch
-        if ch == "_" or len(literal) >= 100:  # short literals (Excel: at most 255 characters), no "_x...._"
-            parts.append('"' + literal.replace('"', '""') + '"')
-            literal = ""
-    if literal:
-        parts.append('"' + literal.replace('"', '""') + '"')
-    return Formula("&".join(parts))
-
-
-_PROMPT_PART = re.compile(r'"((?:[^"]|"")*)"|CHAR\((\d{1,2})\)|_xlfn\.UNICHAR\((\d{1,7})\)')
-
-
-def prompt_from_formula(formula):
-    """The text a Prompt cell's formula computes, when it is one prompt_value writes ("..."&CHAR(n)&
-    _xlfn.UNICHAR(n)...): evaluated by this parser of exactly that shape, then checked by writing it again.
-    None for any other formula (nothing of the book is ever run to read it)."""
-    body = formula[1:] if formula.startswith("=") else formula
-    text, pos = [], 0
-    while True:
-        m = _PROMPT_PART.match(body, pos)
-        if not m:
-            return None
-        literal, char, unichar = m.groups()
-        if literal is not None:
-            text.append(literal.replace('""', '"'))
-        else:
-            code = int(char or unichar)
-            if code > 0x10FFFF:
-                return None
-            text.append(chr(code))
-        pos = m.end()
-        if pos == len(body):
-            break
-        if body[pos] != "&":
-            return None
-        pos += 1
-    text = "".join(text)
-    written = prompt_value(text)
-    return text if isinstance(written, Formula) and str(written).lstrip("=") == body else None
 
 
 # --- entry points ----------------------------------------------------------------------------------------

@@ -6,7 +6,21 @@ OPS is the explicit registry the template is checked against: name -> (function,
 """
 from dataclasses import dataclass
 
-from xlgpt.compile.ops import attention, attribution, embedding, features, interventions, lens, mlp, norm, output, projection, residual, sampling, training
+from xlgpt.compile.ops import (
+    attention,
+    attribution,
+    embedding,
+    features,
+    interventions,
+    lens,
+    mlp,
+    norm,
+    output,
+    projection,
+    residual,
+    sampling,
+    training,
+)
 
 
 @dataclass(frozen=True)

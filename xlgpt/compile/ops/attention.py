@@ -4,9 +4,9 @@ column reads the keys and values of positions 0..t only: causality lives in the 
 leaves the earlier columns as they are (the sheet's KV cache)."""
 import numpy as np
 
+from xlgpt.compile.ops.projection import head
 from xlgpt.sheet import contract as C
 from xlgpt.sheet.styles import PERCENT, SCORE, colour_scale, diverging_scale
-from xlgpt.compile.ops.projection import head
 
 Q, K, V = 0, 1, 2
 MASKED = "-1E+30"  # exp(MASKED - max) is exactly 0

@@ -4,9 +4,9 @@ convention). A component's output c adds c · AttributionDirection, where
 AttributionDirection = (ln_f.weight ⊙ wte[target] − its mean) / sqrt(variance of x + eps)."""
 import numpy as np
 
+from xlgpt.compile.ops.projection import head
 from xlgpt.sheet import contract as C
 from xlgpt.sheet.styles import BOLD, INPUT, NUMBER, SECTION, diverging_scale
-from xlgpt.compile.ops.projection import head
 
 
 def attribution(ctx, heads, mlp):

@@ -4,7 +4,6 @@ import numpy as np
 from xlgpt.sheet.styles import IDS
 
 
-
 def tokens(ctx):
     """The token id at each position, in the header of the inputs tab (typed-in ids, or the ids the
     in-sheet tokenizer computes from the Prompt cell)."""

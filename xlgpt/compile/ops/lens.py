@@ -1,11 +1,10 @@
 """The logit lens: read each residual stream as if it were the last, through ln_f and the unembedding."""
 import numpy as np
 
-from xlgpt.sheet import contract as C
-from xlgpt.sheet.styles import IDS, LEVEL_SHADES, PERCENT, when
 from xlgpt.compile.ops.norm import normalize
 from xlgpt.compile.ops.output import softmax_stats
-
+from xlgpt.sheet import contract as C
+from xlgpt.sheet.styles import IDS, LEVEL_SHADES, PERCENT, when
 
 
 def lens(ctx, x):

@@ -2,7 +2,6 @@
 import numpy as np
 
 
-
 def gelu(ctx, x):
     """GELU, tanh approximation: 0.5·h·(1 + tanh(sqrt(2/π)·(h + 0.044715·h³)))."""
     out = ctx.block(ctx.rows(ctx.stage.name, x.height))

@@ -1,6 +1,7 @@
 """LayerNorm over the features of each position."""
 import numpy as np
 
+
 def normalize(ctx, x, g, b, name, title):
     """(x - mean) / sqrt(variance + eps) · g + b, each column's mean and variance shown above it."""
     stats = ctx.block([("mean", None), ("variance", None)], title + ": mean and variance of each column")

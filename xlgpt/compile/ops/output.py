@@ -5,7 +5,6 @@ from xlgpt.sheet import contract as C
 from xlgpt.sheet.styles import BOLD, IDS, PERCENT
 
 
-
 def unembed(ctx, x):
     """logits[v, t] = wte[v] · x[:, t] (GPT-2's LM head is tied to the token embedding)."""
     table = ctx.token_table()

@@ -7,8 +7,8 @@
 import numpy as np
 
 from xlgpt.sheet import contract as C
+from xlgpt.sheet.cells import DIV0
 from xlgpt.sheet.styles import IDS, PERCENT
-from xlgpt.sheet.writer import DIV0
 
 MODULUS, MULTIPLIER = 2147483647, 48271
 

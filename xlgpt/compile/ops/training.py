@@ -1,10 +1,10 @@
 """The loss a training book minimizes: next-token cross-entropy at every position of the window."""
 import numpy as np
 
+from xlgpt.compile.ops.output import softmax_stats
 from xlgpt.sheet import contract as C
 from xlgpt.sheet.layout import Rect
 from xlgpt.sheet.styles import BIG_NUMBER, BOLD, IDS, INPUT
-from xlgpt.compile.ops.output import softmax_stats
 
 
 def cross_entropy(ctx, logits):
@@ -35,7 +35,6 @@ def cross_entropy(ctx, logits):
         if ctx.vocab is not None:
             ctx.cache(block.row(1), ctx.texts(y))
     ctx.name(C.LOSS, loss)
-    from xlgpt.compile.backward import settings
     settings(tab, training, ctx.lowering.named)
     ctx.save(max=mx, total=total, targets=targets)
     return per_position
@@ -67,3 +66,15 @@ def loss_history(ctx, losses):
     chart = Rect(tab.name, history.top, history.right + 2, CHART_ROWS, CHART_COLUMNS)
     tab.chart("Training loss", history.index_column(), history, chart, "step", "loss (nats per token)")
     tab.skip(max(0, CHART_ROWS - len(losses)))
+
+
+def settings(tab, training, named):
+    """The optimizer's cells, on the Loss tab: the update tabs read them by name."""
+    tab.title(f"The optimizer's step ({training.optimizer}): the 'updated' tabs read these cells by name; "
+              f"edit a yellow one and recalculate")
+    named[C.OPTIMIZER] = tab.field(C.OPTIMIZER, training.optimizer, BOLD)
+    for name, value in training.settings().items():
+        if training.optimizer == "sgd" and name != C.LEARNING_RATE:
+            continue  # SGD is w − lr·grad, nothing more
+        named[name] = tab.field(name, value, INPUT)
+    tab.skip()

@@ -1,0 +1,278 @@
+"""The workbook as data: sheets of blocks (constants, numbers, formulas, array formulas, charts), each block
+writing the XML of its own cells; cell addresses and quoted sheet names."""
+import math
+import re
+from dataclasses import dataclass, field
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+from xlgpt.sheet.styles import PLAIN
+
+CHUNK_CELLS = 250_000          # cells formatted per task when several processes share the work
+
+
+def _column_letter(col):
+    letters = ""
+    while col:
+        col, rem = divmod(col - 1, 26)
+        letters = chr(65 + rem) + letters
+    return letters
+
+
+MAX_COLUMNS = 16384
+COLUMNS = [_column_letter(c) for c in range(MAX_COLUMNS + 1)]  # COLUMNS[1] = "A" ... COLUMNS[16384] = "XFD"
+
+
+def column_letter(col):
+    """1 -> A, 28 -> AB."""
+    return COLUMNS[col] if 0 < col <= MAX_COLUMNS else _column_letter(col)
+
+
+def cell_name(row, col, absolute=False):
+    d = "$" if absolute else ""
+    return f"{d}{column_letter(col)}{d}{row}"
+
+
+def quote_sheet(name):
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else "'" + name.replace("'", "''") + "'"
+
+
+# Blocks: each writes the XML of its own cells, a row at a time. Every cell carries its address: the
+# schema makes `r` optional, but Gnumeric drops cells without it.
+
+@dataclass
+class Numbers:
+    top: int
+    left: int
+    values: np.ndarray  # 2-D; floats are written as their shortest round-tripping decimal
+
+    @property
+    def height(self):
+        return self.values.shape[0]
+
+    def row_xml(self, i, strings=None):
+        row = self.values[i]
+        text = row.astype(str).tolist() if row.dtype.kind == "f" else [str(int(v)) for v in row]
+        # '<c r="A' 7 '"><v>' 0.5 '</v></c><c r="B' 7 '"><v>' 1.5 ... '</v></c>': the column openings are
+        # made once per block, the row number once per row, and one join assembles them (no loop per cell).
+        opens = self.__dict__.get("_opens")
+        if opens is None:
+            opens = self._opens = ['<c r="' + COLUMNS[self.left]] + [
+                '</v></c><c r="' + c for c in COLUMNS[self.left + 1:self.left + len(text)]]
+        parts = [None] * (3 * len(text))
+        parts[0::3] = opens
+        parts[1::3] = [f'{self.top + i}"><v>'] * len(text)
+        parts[2::3] = text
+        return "".join(parts) + "</v></c>"
+
+
+# Characters XML 1.0 cannot hold; a workbook containing one is rejected or cut short by readers.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def xml_text(text):
+    return escape(_NOT_XML.sub("\ufffd", text))
+
+
+class Formula(str):
+    """Formula text (without the leading '='), as opposed to a text value. `value`: its result, when known at
+    build time, written as the cell's cached value (what a viewer that does not calculate shows)."""
+    value = None
+
+    def with_value(self, value):
+        formula = Formula(self)
+        formula.value = value
+        return formula
+
+
+class CellError(str):
+    """An error a formula gives (#DIV/0!, #N/A), as a cached result."""
+
+
+DIV0 = CellError("#DIV/0!")
+
+
+def cached_xml(value):
+    """A formula cell's cached result: (its type attribute, its <v> element); nothing when unknown. The type is
+    always explicit (t="n" for a number, the default), so a reader tells cached results from constants."""
+    if value is None:
+        return "", ""
+    if isinstance(value, CellError):
+        return ' t="e"', f"<v>{value}</v>"
+    if isinstance(value, str):
+        return ' t="str"', f"<v>{xml_text(value)}</v>"
+    value = float(value)
+    if not math.isfinite(value):
+        return "", ""
+    return ' t="n"', f"<v>{int(value) if value.is_integer() and abs(value) < 1e15 else repr(value)}</v>"
+
+
+def value_xml(value, style, ref, strings=None):
+    """One cell at address `ref`. Text found in `strings` ({text: index}, the shared-strings table) is
+    written as a reference to it, other text inline. Every cell names its style: one without would take
+    its row's (a number format)."""
+    c = f'<c r="{ref}" s="{style or PLAIN}"'
+    if value is None or value == "":  # an empty cell that keeps its style
+        return f"{c}/>"
+    if isinstance(value, Formula):
+        kind, cached = cached_xml(value.value)
+        return f"{c}{kind}><f>{escape(value)}</f>{cached}</c>"
+    if isinstance(value, str):
+        index = strings.get(value) if strings else None
+        if index is not None:
+            return f'{c} t="s"><v>{index}</v></c>'
+        return f'{c} t="inlineStr"><is><t xml:space="preserve">{xml_text(value)}</t></is></c>'
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError("booleans are not written")
+    return f"{c}><v>{value!r}</v></c>" if isinstance(value, float) else f"{c}><v>{int(value)}</v></c>"
+
+
+@dataclass
+class Cells:
+    """Small mixed blocks: labels, constants and one formula per cell (Formula)."""
+    top: int
+    left: int
+    rows: list  # list of lists of str | int | float | None
+    style: int = 0
+
+    @property
+    def height(self):
+        return len(self.rows)
+
+    def row_xml(self, i, strings=None):
+        row, style = str(self.top + i), self.style
+        return "".join(value_xml(v, style, COLUMNS[j] + row, strings)
+                       for j, v in enumerate(self.rows[i], self.left) if v is not None or style)
+
+
+@dataclass
+class ArrayFormula:
+    """A classic array formula ({=MMULT(...)}) filling a whole region (a layout.Rect) from its top-left cell;
+    with `values` (the region's results, 2-D), every cell of the region carries its cached value."""
+    region: object
+    formula: str
+    values: object = None
+
+    @property
+    def top(self):
+        return self.region.top
+
+    @property
+    def left(self):
+        return self.region.left
+
+    @property
+    def height(self):
+        return 1 if self.values is None else self.region.height
+
+    def row_xml(self, i, strings=None):
+        ref = self.region.ref(self.region.sheet, absolute=False)
+        formula = f'<f t="array" ref="{ref}">{escape(self.formula)}</f>'
+        if self.values is None:
+            return f'<c r="{cell_name(self.top, self.left)}">{formula}</c>'
+        row, cells = str(self.top + i), []
+        for j, value in enumerate(self.values[i]):
+            kind, cached = cached_xml(value)
+            if cached or i == j == 0:
+                cells.append(f'<c r="{COLUMNS[self.left + j]}{row}"{kind}>{formula if i == j == 0 else ""}{cached}</c>')
+        return "".join(cells)
+
+
+@dataclass
+class Chart:
+    """A line chart of one series, drawn over cells of its sheet. References are formula text (absolute, with
+    the sheet name): they may read another sheet. `anchor` is (top, left, bottom, right), the cells covered."""
+    title: str
+    categories: str
+    values: str
+    anchor: tuple
+    x_title: str = None
+    y_title: str = None
+    series_name: str = None
+    cache: list = None  # the values as last computed: viewers that do not calculate still draw the curve
+
+
+@dataclass
+class Sheet:
+    name: str
+    blocks: list = field(default_factory=list)
+    freeze: tuple = None  # (row, col) of the first scrolling cell
+    widths: dict = field(default_factory=dict)  # column -> width in characters
+    group: str = None     # the tab's colour, from styles.TAB_COLOURS
+    row_styles: dict = field(default_factory=dict)  # row -> style of its cells without one (array results)
+    row_heights: dict = field(default_factory=dict)  # row -> height in points (rows in large type)
+    conditional: list = field(default_factory=list)  # (range text, rule XML with {priority})
+    links: list = field(default_factory=list)  # (cell, location such as 'Layer 0'!A1): links inside the book
+    charts: list = field(default_factory=list)  # Chart objects, drawn in one drawing part
+
+    def add(self, block):
+        self.blocks.append(block)
+        return block
+
+    def rows_xml(self, start=1, stop=None, strings=None):
+        """Yield the XML of each non-empty row in [start, stop), in order, merging the blocks that share it.
+        A styled row is written even where it has no cells: inside an array result, its style is the cells'.
+        `strings`: the shared-strings table {text: index} (text not in it is written inline)."""
+        stop = stop or self.extent()[0] + 1
+        blocks = sorted((b for b in self.blocks if b.top < stop and b.top + b.height > start),
+                        key=lambda b: (b.top, b.left))
+        styled = sorted((r for r in {**self.row_styles, **self.row_heights} if start <= r < stop), reverse=True)
+        active, k, row = [], 0, start
+        while (k < len(blocks) or active) and row < stop:
+            if not active:
+                row = max(row, blocks[k].top)
+            while k < len(blocks) and blocks[k].top <= row:
+                active.append(blocks[k])
+                k += 1
+            active.sort(key=lambda b: b.left)
+            while styled and styled[-1] < row:
+                yield self._row(styled.pop())
+            if styled and styled[-1] == row:
+                styled.pop()
+            xml = "".join(b.row_xml(row - b.top, strings) for b in active)
+            if xml or row in self.row_styles or row in self.row_heights:
+                yield self._row(row, xml)
+            active = [b for b in active if b.top + b.height - 1 > row]
+            row += 1
+        while styled:
+            yield self._row(styled.pop())
+
+    def _row(self, row, xml=""):
+        style, height = self.row_styles.get(row), self.row_heights.get(row)
+        attrs = (f' s="{style}" customFormat="1"' if style else "") + (f' ht="{height}" customHeight="1"' if height else "")
+        return f'<row r="{row}"{attrs}>{xml}</row>' if xml else f'<row r="{row}"{attrs}/>'
+
+    def chunks(self, cells=CHUNK_CELLS):
+        """Row ranges [start, stop) of about `cells` cells each, covering the sheet."""
+        bottom, right = self.extent()
+        step = max(1, cells // right)
+        return [(r, min(r + step, bottom + 1)) for r in range(1, bottom + 1, step)]
+
+    def cell_counts(self):
+        """(constant cells, formula cells); an array formula counts every cell it fills."""
+        constants = formulas = 0
+        for b in self.blocks:
+            if isinstance(b, Numbers):
+                constants += b.values.size
+            elif isinstance(b, ArrayFormula):
+                formulas += b.region.height * b.region.width
+            else:
+                for row in b.rows:
+                    for v in row:
+                        if isinstance(v, Formula):
+                            formulas += 1
+                        elif v is not None:
+                            constants += 1
+        return constants, formulas
+
+    def extent(self):
+        bottom = right = 1
+        for b in self.blocks:
+            if isinstance(b, ArrayFormula):
+                r = b.region
+                bottom, right = max(bottom, r.top + r.height - 1), max(right, r.left + r.width - 1)
+            else:
+                width = b.values.shape[1] if isinstance(b, Numbers) else max((len(r) for r in b.rows), default=1)
+                bottom, right = max(bottom, b.top + b.height - 1), max(right, b.left + width - 1)
+        return bottom, right
