@@ -1,39 +1,22 @@
-"""The xlgpt command line: weights, build, eval, predict."""
+"""The xlgpt command line: parse the options, call xlgpt.api, print. Nothing here computes."""
 import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import click
+from tqdm import tqdm
 
+from xlgpt import api
 from xlgpt.check.provenance import NotCompiled
-from xlgpt.check.verify import checkpoint_for, describe_difference, evaluate, evaluate_prompts
-from xlgpt.compile.backward import Training
-from xlgpt.compile.build import build as build_book
-from xlgpt.compile.build import check_output, check_tokens
-from xlgpt.compile.inputs import Edits
-from xlgpt.compile.template import DEFAULT_TEMPLATE, GENERATE_TEMPLATE
-from xlgpt.drive.generate import PAD_ID, check_sampling
-from xlgpt.drive.generate import generate as run_generation
-from xlgpt.drive.train import BOOK, Diverged
-from xlgpt.drive.train import run as run_training
-from xlgpt.drive.train import save as save_training
-from xlgpt.engines import ENGINES
+from xlgpt.check.verify import describe_difference
+from xlgpt.drive.train import Diverged
 from xlgpt.engines.formulas import FORMULAS_MAX_CELLS
-from xlgpt.engines.tokenizer import tokenize_with_sheets
-from xlgpt.model import backward, reference
-from xlgpt.model.checkpoint import Config, check_new_dir, load, random_tensors
-from xlgpt.model.checkpoint import save as save_checkpoint
-from xlgpt.model.hub import count_parameters, download, import_model, list_models, resolve
-from xlgpt.model.sae import BUNDLED_SOURCE, load_sae
+from xlgpt.model.hub import count_parameters, download, import_model, list_models
 from xlgpt.package import XlgptError, __version__
-from xlgpt.safefile import read_bounded
-from xlgpt.sheet.contract import CALCULATION, MANUAL_ABOVE
-from xlgpt.sheet.read import read_book
-from xlgpt.tokenizer import hf as tk
-from xlgpt.tokenizer.bpe import Capacity, capacity_for
+from xlgpt.sheet.contract import MANUAL_ABOVE
+from xlgpt.tokenizer.bpe import Capacity
 from xlgpt.tokenizer.hf import WEIGHTS_DIR
 from xlgpt.tokenizer.tables import display
 
@@ -46,48 +29,6 @@ def parse_tokens(text):
         return [int(p) for p in parts]
     except ValueError:
         raise XlgptError(f"--tokens: {text!r} is not a comma-separated list of integers")
-
-
-DEFAULT_PROMPT = "O Romeo, Romeo, wherefore art"
-
-
-DEFAULT_WEIGHTS = "shakespeare"  # the bundled model
-
-
-def resolve_weights(name):
-    """--weights: a directory, a model name (hub cache, imported, bundled), or the bundled default."""
-
-    return resolve(DEFAULT_WEIGHTS if name is None else name, bundled_dir=WEIGHTS_DIR)
-
-
-def load_weights(name):
-    """The checkpoint --weights names, carrying that name as given (what a built book records)."""
-
-    return load(resolve_weights(name), given_name=str(DEFAULT_WEIGHTS if name is None else name))
-
-
-def model_and_tokens(weights, tokens, prompt):
-    """Load the checkpoint, its tokenizer (if any), the input token ids from --tokens or --prompt, and the
-    prompt text (None with --tokens)."""
-
-    if tokens is not None and prompt is not None:
-        raise XlgptError("give either --tokens or --prompt, not both")
-    ckpt = load_weights(weights)
-    tok = tk.for_checkpoint(ckpt)
-    if tokens is None:
-        if tok is None:
-            raise XlgptError(f"{ckpt.path}: no tokenizer files for this model; give token ids with --tokens")
-        if prompt is None:
-            prompt = DEFAULT_PROMPT if weights is None else None
-            if prompt is None:
-                raise XlgptError("give --prompt TEXT or --tokens IDS")
-        ids = tok.encode(prompt)
-        if len(ids) > ckpt.config.n_positions:
-            raise XlgptError(f"the prompt is {len(ids)} tokens, more than the model's context of {ckpt.config.n_positions}")
-    else:
-        ids = parse_tokens(tokens)
-    check_tokens(ids, ckpt.config)
-    return ckpt, tok, ids, prompt
 
 
 def error_line(message):
@@ -134,13 +75,7 @@ def weights():
 def weights_random(layers, embd, heads, vocab, context, seed, out):
     """Write a seeded random GPT-2 checkpoint of any shape (124M: --layers 12 --embd 768 --heads 12
     --vocab 50257 --context 1024)."""
-
-    if out.name in ("", ".", "..") or out.absolute() == Path.cwd():
-        raise XlgptError(f"--out {out}: give the name of a new directory to create")
-    cfg = Config(layers, embd, heads, vocab, context)
-    tensors = random_tensors(cfg, seed)
-    save_checkpoint(out, cfg, tensors)
-    n = sum(t.size for t in tensors.values())
+    n = api.random_weights(out, layers, embd, heads, vocab, context, seed)
     click.echo(f"wrote {out}: {n:,} parameters ({layers} layers, {embd} features, {heads} heads, "
                f"vocabulary {vocab}, context {context}, seed {seed})")
 
@@ -212,9 +147,6 @@ def parse_capacity(text):
         raise XlgptError(f"--capacity: expected CHARS,BYTES,ROUNDS (e.g. 256,512,64) or 'fit', got {text!r}")
 
 
-DEFAULT_POSITIONS = 32
-
-
 @cli.command()
 @weights_option
 @input_options
@@ -227,9 +159,9 @@ DEFAULT_POSITIONS = 32
                    "type another prompt (--no-prompt-cell: fixed token ids, as with --tokens)")
 @click.option("--positions", type=click.IntRange(min=1), default=None,
               help=f"token positions of a prompt-cell book: the longest prompt it takes [default: the prompt's "
-                   f"tokens, at least {DEFAULT_POSITIONS} (up to the model's context); with --capacity fit, "
+                   f"tokens, at least {api.DEFAULT_POSITIONS} (up to the model's context); with --capacity fit, "
                    f"the prompt's tokens]")
-@click.option("--capacity", default=lambda: "{0.chars},{0.bytes},{0.rounds}".format(_default_capacity()),
+@click.option("--capacity", default="{0.chars},{0.bytes},{0.rounds}".format(Capacity()),
               show_default="256,512,64",
               help="the in-sheet tokenizer's capacity: CHARS,BYTES,ROUNDS (a word of up to ROUNDS+1 bytes always "
                    "tokenizes), or 'fit' for the smallest that holds the prompt (for the formulas engine)")
@@ -266,30 +198,6 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
     With no options: the bundled Shakespeare model and a default prompt, in a Prompt cell that a person
     can change. The --steer-* options fill the Interventions tab's steering cells; --train makes a book that
     trains the model one step."""
-    from tqdm import tqdm
-
-
-    check_output(out, [resolve_weights(weights), template, steer_vector])
-    cap = parse_capacity(capacity)
-    t0 = time.perf_counter()
-    ckpt, tok, token_ids, text = model_and_tokens(weights, tokens, prompt)
-    training = None
-    if train:
-        training, token_ids, text = training_for(token_ids, optimizer, lr, steer_from or steer_to or steer_vector
-                                                 or steer_feature is not None or sae_source or steer_layer is not None
-                                                 or steer_coef is not None), token_ids[:-1], None
-    edits = steering_edits(ckpt, tok, steer_from, steer_to, steer_vector, steer_feature, sae_source, steer_layer,
-                           steer_coef)
-    sae, sae_source = (None, None) if train else features_sae(ckpt, weights, sae_source)
-    typed = prompt_cell and text is not None
-    if typed:
-        context = ckpt.config.n_positions
-        need = capacity_for([text], tok)
-        if cap is None:
-            cap, positions = need, positions or len(token_ids)
-        else:  # never smaller than the prompt needs
-            cap = cap.at_least(need)
-        positions = positions or min(context, max(len(token_ids), DEFAULT_POSITIONS))
     bar = tqdm(total=0, unit=" rows", disable=None, file=sys.stderr, leave=False)
     state = {"sheet": None, "done": 0}
 
@@ -301,123 +209,24 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
         bar.update(rows - state["done"])
         state["done"] = rows
 
+    steer = api.Steering(steer_from, steer_to, steer_vector, steer_feature, steer_layer, steer_coef)
     try:
-        sheets, names = build_book(ckpt, token_ids, out, template, progress, tok, edits=edits, sae=sae,
-                                   sae_source=sae_source, training=training, calculation=calculation,
-                                   **(dict(prompt=text, positions=positions, capacity=cap) if typed else {}))
+        built = api.build(out, weights, prompt, parse_tokens(tokens) if tokens is not None else None, template,
+                          prompt_cell, positions, parse_capacity(capacity), steer, sae_source, train, optimizer, lr,
+                          calculation, progress)
     finally:
         bar.close()
-    counts = [s.cell_counts() for s in sheets]
-    constants, formulas = sum(c[0] for c in counts), sum(c[1] for c in counts)
-    if tok:
-        click.echo(f"prompt: {tok.decode(token_ids)!r} ({len(token_ids)} tokens)")
-    if typed:
-        click.echo(f"prompt cell: the workbook tokenizes it itself (up to {positions} tokens; {cap.chars} characters, "
-                   f"{cap.bytes} bytes, {cap.rounds} merge rounds)")
-    click.echo(f"wrote {out}: {len(sheets)} tabs, {constants:,} constant cells, {formulas:,} formula cells, "
-               f"{out.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
-    if CALCULATION in names:
+    if built.text is not None:
+        click.echo(f"prompt: {built.text!r} ({len(built.tokens)} tokens)")
+    if built.typed:
+        cap = built.capacity
+        click.echo(f"prompt cell: the workbook tokenizes it itself (up to {built.positions} tokens; {cap.chars} "
+                   f"characters, {cap.bytes} bytes, {cap.rounds} merge rounds)")
+    click.echo(f"wrote {out}: {built.tabs} tabs, {built.constants:,} constant cells, {built.formulas:,} formula cells, "
+               f"{out.stat().st_size / 1e6:.1f} MB in {built.seconds:.1f} s")
+    if built.manual:
         click.echo("calculation: manual (the book opens showing the values xlgpt computed; have the spreadsheet "
                    "compute them with Ctrl+Alt+F9 in Excel, Ctrl+Shift+F9 in LibreOffice)")
-
-
-def training_for(ids, optimizer, lr, instruments):
-    """A training book's targets (the prompt's tokens after the first) and optimizer settings."""
-
-    if instruments:
-        raise XlgptError("--train: a training book has no interventions or SAE; leave out --steer-* and --sae")
-    if len(ids) < 2:
-        raise XlgptError("--train needs at least 2 tokens: the inputs are all but the last, the targets all but "
-                         "the first")
-    return Training(ids[1:], optimizer, lr if lr is not None else 0.1 if optimizer == "sgd" else 1e-3)
-
-
-def steering_edits(ckpt, tok, steer_from, steer_to, vector_file, feature, sae_source, layer, coefficient):
-    """The Interventions tab's starting values from the --steer-* options (None: the defaults)."""
-    import numpy as np
-
-
-    sources = [s for s in ((steer_from or steer_to) and "pair", vector_file and "file",
-                           feature is not None and "feature") if s]
-    if len(sources) > 1:
-        raise XlgptError("give one steering source: --steer-from/--steer-to, --steer-vector or --steer-feature")
-    if not sources:
-        if layer is not None or coefficient is not None or sae_source is not None:
-            raise XlgptError("--steer-layer, --steer-coef and --sae need a steering vector (--steer-from/--steer-to, "
-                             "--steer-vector or --steer-feature)")
-        return None
-    cfg = ckpt.config
-    if sources[0] == "pair":
-        if not (steer_from and steer_to):
-            raise XlgptError("ActAdd steering needs both --steer-from and --steer-to")
-        if tok is None:
-            raise XlgptError(f"{ckpt.path}: no tokenizer files, so --steer-from/--steer-to cannot be tokenized")
-        layer = layer or 0
-        entering = lambda text: reference.residual_streams(ckpt, tok.encode(text)[-cfg.n_positions:])[layer][-1]
-        if layer >= cfg.n_layer:
-            raise XlgptError(f"--steer-layer {layer}: the model has blocks 0 to {cfg.n_layer - 1}")
-        vector = entering(steer_to) - entering(steer_from)
-        source = f"ActAdd: residual stream entering block {layer} of {steer_to!r} minus that of {steer_from!r}"
-    elif sources[0] == "file":
-        vector, source = read_vector(vector_file), f"from {vector_file.name}"
-        layer = layer or 0
-    else:
-
-        sae = load_sae(sae_source)
-        sae.check_model(cfg)
-        if feature >= sae.d_sae:
-            raise XlgptError(f"--steer-feature {feature}: the SAE has features 0 to {sae.d_sae - 1}")
-        if layer is not None and layer != sae.layer:
-            raise XlgptError(f"--steer-layer {layer}: the SAE reads the stream entering block {sae.layer}")
-        layer, vector = sae.layer, np.asarray(sae.W_dec[feature], dtype=np.float64)
-        labels = {f["index"]: f["label"] for f in (sae.features or {}).get("features", [])}
-        source = (f"SAE feature {feature}" + (f" ({labels[feature]})" if feature in labels else "")
-                  + f" of {sae.path.name}: its decoder row")
-    if layer >= cfg.n_layer:
-        raise XlgptError(f"--steer-layer {layer}: the model has blocks 0 to {cfg.n_layer - 1}")
-    if np.shape(vector) != (cfg.n_embd,):
-        raise XlgptError(f"the steering vector has shape {np.shape(vector)}; the model needs ({cfg.n_embd},)")
-    edits = Edits.none(cfg)
-    edits.steering_layer, edits.steering_vector, edits.source = layer, vector, source
-    edits.steering_coefficient = 1.0 if coefficient is None else coefficient
-    return edits
-
-
-def features_sae(ckpt, weights, source):
-    """The Features tab's SAE: --sae, or the bundled model's own; (SAE, source as the book records it)."""
-
-    if source is None and (weights or DEFAULT_WEIGHTS) != DEFAULT_WEIGHTS:
-        return None, None
-    sae = load_sae(source)
-    sae.check_model(ckpt.config)
-    return sae, source or BUNDLED_SOURCE
-
-
-def read_vector(path):
-    """One vector from a .npy or .safetensors file (a file with one tensor)."""
-    import numpy as np
-
-    try:
-        if path.suffix == ".npy":
-            vector = np.load(path, allow_pickle=False)
-        elif path.suffix == ".safetensors":
-            from safetensors.numpy import load_file
-
-            tensors = load_file(str(path))
-            if len(tensors) != 1:
-                raise XlgptError(f"{path}: holds {len(tensors)} tensors; the steering vector file needs exactly one")
-            vector = next(iter(tensors.values()))
-        else:
-            raise XlgptError(f"{path}: a steering vector is read from a .npy or .safetensors file")
-    except XlgptError:
-        raise
-    except Exception as e:  # numpy and safetensors raise many kinds for a bad file
-        raise XlgptError(f"{path}: cannot read a vector ({e})")
-    vector = np.asarray(vector, dtype=np.float64).reshape(-1) if np.ndim(vector) == 2 and 1 in np.shape(vector) else \
-        np.asarray(vector, dtype=np.float64)
-    if not np.isfinite(vector).all():
-        raise XlgptError(f"{path}: the vector holds NaN or infinite values")
-    return vector
 
 
 @cli.command("eval")
@@ -449,21 +258,15 @@ def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt, prompts
 
     Exit status: 0 when every engine matches (same prediction, logits within 1e-6), 1 on a mismatch,
     2 on bad input."""
-
-    chosen = ["formulas", "libreoffice"] if engine in ("auto", "both") else list(ENGINES) if engine == "all" else [engine]
     def show_stage(msg):  # like the progress bars: only for a person at a terminal
         if sys.stderr.isatty():
             click.echo(f"· {msg}", err=True)
 
-
-    weights_dir = resolve_weights(weights) if weights is not None else None
     try:
         if prompts_file is not None:
-            eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prompt, show_stage, template)
-        results = evaluate(book, chosen, weights_dir, timeout=timeout, max_cells=max_cells, on_stage=show_stage,
-                           prompt=prompt, template=template, sets=sets,
-                           on_skip=(lambda why: click.echo(f"skipping the formulas engine: {why}", err=True))
-                           if engine == "auto" else None)
+            eval_prompts(book, prompts_file, engine, weights, as_json, timeout, prompt, show_stage, template)
+        results = api.evaluate(book, engine, weights, prompt, sets, template, timeout, max_cells, show_stage,
+                               lambda why: click.echo(f"skipping the formulas engine: {why}", err=True))
     except NotCompiled as e:  # a verdict, not bad input: the book does not compute what it shows
         if as_json:
             click.echo(json.dumps({"match": False, "not_compiled": str(e)}))
@@ -493,26 +296,18 @@ def show_result(r, as_json):
     if "reference_tokens" in r and r["tokens"] != r["reference_tokens"]:
         click.echo(f"{'':>11}  the sheet tokenized the prompt as {','.join(map(str, r['tokens'])) or 'nothing'}")
     if "first_difference" in r:  # a mismatch: where the book first leaves the reference
-
         d = r["first_difference"]
         click.echo(f"{'':>11}  first difference: "
                    + (describe_difference(d) if d else "none of the model's stages (the difference is after them)"))
 
 
-def eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prompt, show_stage, template=None):
+def eval_prompts(book, prompts_file, engine, weights, as_json, timeout, prompt, show_stage, template=None):
     """eval --prompts: every prompt of the file through one LibreOffice session; exits."""
-
     if prompt is not None:
         raise XlgptError("give either --prompt or --prompts, not both")
     if engine not in ("auto", "libreoffice"):
         raise XlgptError("--prompts recalculates with LibreOffice (--engine libreoffice)")
-
-    try:
-        lines = read_bounded(prompts_file, what="prompts file").decode("utf-8", errors="strict").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise XlgptError(f"--prompts: cannot read {prompts_file} ({e})")
-    prompts = [line for line in lines if line.strip()]
-    results = evaluate_prompts(book, prompts, weights_dir, timeout=timeout, on_stage=show_stage, template=template)
+    results = api.evaluate_each_prompt(book, api.read_prompts(prompts_file), weights, timeout, show_stage, template)
     for r in results:
         if not as_json:
             click.echo(f"prompt: {r['prompt']!r}")
@@ -529,34 +324,23 @@ def eval_prompts(book, prompts_file, engine, weights_dir, as_json, timeout, prom
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def predict(weights, tokens, prompt, top_k, generate, as_json):
     """Predict the next token with the NumPy reference (no spreadsheet involved)."""
-    import numpy as np
-
-
-    ckpt, tok, token_ids, _ = model_and_tokens(weights, tokens, prompt)
+    ids = parse_tokens(tokens) if tokens is not None else None
     if generate:
-        context = ckpt.config.n_positions
-        new = []
-        for _ in range(generate):  # the window slides once the context is full
-            new.append(int(reference.logits(ckpt, (token_ids + new)[-context:])[-1].argmax()))
+        r = api.continue_greedily(weights, ids, prompt, generate)
         if as_json:
-            click.echo(json.dumps({"tokens": token_ids, "generated": new,
-                                   **({"text": tok.decode(new)} if tok else {})}))
+            click.echo(json.dumps({k: r[k] for k in ("tokens", "generated", "text") if k in r}))
         else:
-            click.echo(tok.decode(token_ids + new) if tok else ",".join(map(str, new)))
+            click.echo(r["full_text"] if "full_text" in r else ",".join(map(str, r["generated"])))
         return
-    logits = reference.logits(ckpt, token_ids)[-1]
-    probs = reference.softmax(logits)
-    top = [int(i) for i in np.argsort(-logits, kind="stable")[:top_k]]
-    rows = [{"token_id": i, "logit": float(logits[i]), "probability": float(probs[i]),
-             **({"text": tok.token_text(i)} if tok else {})} for i in top]
+    r = api.predict(weights, ids, prompt, top_k)
     if as_json:
-        click.echo(json.dumps({"tokens": token_ids, "token_id": top[0], "top": rows}))
+        click.echo(json.dumps({"tokens": r["tokens"], "token_id": r["token_id"], "top": r["top"]}))
         return
-    if tok:
-        click.echo(f"prompt: {tok.decode(token_ids)!r} ({len(token_ids)} tokens)")
-    for rank, r in enumerate(rows, 1):
-        text = f"  {r['text']!r}" if tok else ""
-        click.echo(f"{rank}. token {r['token_id']:>6}{text}  logit {r['logit']:9.4f}  p {r['probability']:.4f}")
+    if "prompt" in r:
+        click.echo(f"prompt: {r['prompt']!r} ({len(r['tokens'])} tokens)")
+    for rank, row in enumerate(r["top"], 1):
+        text = f"  {row['text']!r}" if "text" in row else ""
+        click.echo(f"{rank}. token {row['token_id']:>6}{text}  logit {row['logit']:9.4f}  p {row['probability']:.4f}")
 
 
 @cli.command()
@@ -586,23 +370,24 @@ def generate(weights, tokens, prompt, book_path, steps, temperature, top_k, seed
     NumPy reference, write it into the next position; repeat.
 
     Exit status: 0 when every step agrees with the reference, 1 naming the first step that does not."""
-    import tempfile
+    def on_built(path, positions, seconds):
+        if not as_json:
+            click.echo(f"built {path} ({positions} positions) in {seconds:.1f} s", err=True)
 
+    shown = {"tokenizer": None}
 
-    check_sampling(temperature, top_k, seed)  # before any slow work
-    with tempfile.TemporaryDirectory(prefix="xlgpt-gen-") as tmp:
-        info, ids, tok, weights_dir = generation_book(weights, tokens, prompt, book_path, positions,
-                                                      out or Path(tmp) / "generate.xlsx", as_json, steps, instruments)
+    def on_start(ids, tok):
+        shown["tokenizer"] = tok
         if not as_json:
             click.echo(tok.decode(ids) if tok else ",".join(map(str, ids)), nl=False)
 
-        def on_token(token, text):
-            if not as_json:
-                click.echo(text if tok else f",{text}", nl=False)
+    def on_token(token, text):
+        if not as_json:
+            click.echo(text if shown["tokenizer"] else f",{text}", nl=False)
 
-        r = run_generation(info, ids, steps, engine, temperature, top_k, seed, weights_dir, timeout, on_token, tok=tok)
-    if tok:
-        r.update(prompt=tok.decode(ids), text=tok.decode(r["tokens"]))
+    r = api.generate(weights, parse_tokens(tokens) if tokens is not None else None, prompt, book_path, steps,
+                     temperature, top_k, seed, engine, positions, out, instruments, timeout, on_built, on_start,
+                     on_token)
     if as_json:
         click.echo(json.dumps(r))
     else:
@@ -649,106 +434,29 @@ def train(weights, text_file, prompt, steps, window, optimizer, lr, engine, out,
     and checks the step against the NumPy reference's own training loop.
 
     Exit status: 0 when every step agrees with the reference, 1 naming the first that does not."""
-    import tempfile
-
-
-    check_new_dir(out)
-    if text_file is not None and prompt is not None:
-        raise XlgptError("give either --text or --prompt, not both")
-    ckpt = load_weights(weights)
-    tok = tk.for_checkpoint(ckpt)
-    if tok is None:
-        raise XlgptError(f"{ckpt.path}: no tokenizer files for this model, so it cannot read text")
-    if prompt is not None:
-        runs = [backward.prompt_window(tok.encode(prompt))] * steps
-    else:
-        if text_file is None:
-            text_file = ckpt.path / SAMPLE_TEXT
-            if not text_file.is_file():
-                raise XlgptError("give --text FILE or --prompt TEXT (this model ships no sample text)")
-        try:
-            text = read_bounded(text_file, what="text").decode("utf-8")
-        except UnicodeDecodeError:
-            raise XlgptError(f"{text_file}: not UTF-8 text")
-        if window > ckpt.config.n_positions:
-            raise XlgptError(f"--window {window} exceeds the model's context of {ckpt.config.n_positions}")
-        runs = backward.windows(tok.encode(text), window, steps)
-    lr = lr if lr is not None else 1e-3 if optimizer == "adamw" else 0.01
-
-    with tempfile.TemporaryDirectory(prefix="xlgpt-train-") as tmp:
-        path = Path(tmp) / BOOK
-        inputs, targets = runs[0]
-        build_book(ckpt, inputs, path, tokenizer=tok, training=Training(targets, optimizer, lr))
-        book = read_book(path)
+    def on_start(steps, window, optimizer, lr):
         if not as_json:
-            click.echo(f"{len(runs)} steps of {len(inputs)} tokens, {optimizer} (lr {lr:g}), {engine} computing "
-                       f"every step; the reference beside it")
+            click.echo(f"{steps} steps of {window} tokens, {optimizer} (lr {lr:g}), {engine} computing every step; "
+                       f"the reference beside it")
 
-        def on_step(s):
-            if not as_json:
-                click.echo(f"step {s['step']:>3}/{len(runs)}  loss {s['loss']:.4f}  (reference {s['reference_loss']:.4f})"
-                           f"  {s['seconds']:.2f} s")
-        try:
-            done, final, moments, diff = run_training(book, ckpt, runs, engine, timeout, on_step)
-        except Diverged as e:
-            error_line(e)
-            sys.exit(1)
-    save_training(out, ckpt, tok, runs, done, final, moments, optimizer, lr)
-    result = {"steps": done, "optimizer": optimizer, "lr": lr, "window": len(runs[0][0]), "engine": engine,
-              "max_weight_diff": diff, "checkpoint": str(out), "workbook": str(out / BOOK), "match": True}
+    def on_step(s):
+        if not as_json:
+            click.echo(f"step {s['step']:>3}/{steps}  loss {s['loss']:.4f}  (reference {s['reference_loss']:.4f})"
+                       f"  {s['seconds']:.2f} s")
+
+    try:
+        result = api.train(weights, text_file, prompt, steps, window, optimizer, lr, engine, out, timeout, on_start,
+                           on_step)
+    except Diverged as e:
+        error_line(e)
+        sys.exit(1)
     if as_json:
         click.echo(json.dumps(result))
     else:
+        done = result["steps"]
         click.echo(f"loss {done[0]['loss']:.4f} -> {done[-1]['loss']:.4f}; every step agrees with the reference "
-                   f"(weights within {diff:.1e}); wrote {out}/ (model.safetensors, {BOOK}: its Loss tab charts the "
-                   f"loss)")
-
-
-SAMPLE_TEXT = "sample.txt"  # text a bundled model ships for `xlgpt train`
-
-
-def generation_book(weights, tokens, prompt, book_path, positions, out, quiet, steps, instruments=False):
-    """generate's workbook: --book as given, or a token-ids book built for the prompt (positions: the prompt's
-    tokens and the steps', at most the context) with pad ids after it, from the generation template unless
-    `instruments`. Returns (BookInfo, prompt ids, tokenizer, weights dir for the reference)."""
-
-    if book_path is not None:
-        for option, given in (("--positions", positions is not None), ("--instruments", instruments)):
-            if given:
-                raise XlgptError(f"{option} builds a workbook; it does not go with --book")
-        info = read_book(book_path)
-        weights_dir = resolve_weights(weights) if weights is not None else None
-
-        ckpt = checkpoint_for(info, weights_dir)
-        tok = tk.for_checkpoint(ckpt)
-        if tokens is not None and prompt is not None:
-            raise XlgptError("give either --tokens or --prompt, not both")
-        if tokens is not None:
-            ids = parse_tokens(tokens)
-        elif prompt is not None:
-            if tok is None:
-                raise XlgptError(f"{ckpt.path}: no tokenizer files for this model; give token ids with --tokens")
-            ids = tok.encode(prompt)
-        else:  # the book's ids, less the pad ids after them
-            ids = list(info.tokens)
-            while len(ids) > 1 and ids[-1] == PAD_ID:
-                ids.pop()
-
-        check_tokens(ids, ckpt.config)
-        return info, ids, tok, weights_dir
-    ckpt, tok, ids, _ = model_and_tokens(weights, tokens, prompt)
-    check_output(out, [ckpt.path])
-    # the positions the steps fill, no more: a token written at position t recomputes every later column
-    positions = positions or min(ckpt.config.n_positions, len(ids) + steps)
-    if not len(ids) <= positions <= ckpt.config.n_positions:
-        raise XlgptError(f"--positions {positions}: needs between {len(ids)} (the prompt's tokens) and "
-                         f"{ckpt.config.n_positions} (the model's context)")
-    t0 = time.perf_counter()
-    build_book(ckpt, ids + [PAD_ID] * (positions - len(ids)), out, DEFAULT_TEMPLATE if instruments else
-               GENERATE_TEMPLATE, tokenizer=tok)
-    if not quiet:
-        click.echo(f"built {out} ({positions} positions) in {time.perf_counter() - t0:.1f} s", err=True)
-    return read_book(out), ids, tok, ckpt.path
+                   f"(weights within {result['max_weight_diff']:.1e}); wrote {out}/ (model.safetensors, "
+                   f"{Path(result['workbook']).name}: its Loss tab charts the loss)")
 
 
 @cli.command()
@@ -763,27 +471,7 @@ def generation_book(weights, tokens, prompt, book_path, positions, out, quiet, s
 @click.option("--json", "as_json", is_flag=True, help="print one JSON list")
 def tokenize(text, weights, tokenizer_name, engine, as_json):
     """Print the token ids and token strings of each TEXT."""
-
-    if tokenizer_name:
-        tok = tk.load(tokenizer_name)
-    else:
-        tok = tk.for_checkpoint(load(resolve_weights(weights)))
-        if tok is None:
-            raise XlgptError("this model has no tokenizer files; choose one with --tokenizer")
-    if engine:
-
-        sheets = tokenize_with_sheets(tok, text, engine)
-    results = []
-    for i, t in enumerate(text):
-        reference = tok.hf.encode(t).ids if engine else tok.encode(t)
-        r = {"text": t, "tokens": reference}
-        if engine:
-            sheet = sheets[i]
-            r.update(tokens=sheet.ids, reference=reference, match=sheet.ok and sheet.ids == reference)
-            if not sheet.ok:
-                r["status"] = sheet.status
-        r["strings"] = [tok.token_text(i) if isinstance(i, int) else str(i) for i in r["tokens"]]
-        results.append(r)
+    results = api.tokenize(list(text), weights, tokenizer_name, engine)
     if as_json:
         click.echo(json.dumps(results, ensure_ascii=False))
     else:
@@ -808,23 +496,12 @@ def tokenize(text, weights, tokenizer_name, engine, as_json):
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def features(sae_source, top, search, as_json):
     """List a sparse autoencoder's labelled features: index, label, top tokens, how often it fires."""
-
-    sae = load_sae(sae_source, progress=sys.stderr.isatty())
-    info = sae.features or {}
-    rows = info.get("features") or [{"index": i, "label": "", "frequency": None, "top_tokens": []}
-                                    for i in range(sae.d_sae)]
-    if search:
-        word = search.lower()
-        rows = [r for r in rows if word in r["label"].lower() or any(word in t["token"].lower() for t in r["top_tokens"])]
-    if top:
-        rows = sorted(rows, key=lambda r: -(r["frequency"] or 0))[:top]
+    info = api.features(sae_source, top, search, progress=sys.stderr.isatty())
     if as_json:
-        click.echo(json.dumps({"path": str(sae.path), "hook_name": sae.hook_name, "d_in": sae.d_in, "d_sae": sae.d_sae,
-                               "model_name": sae.model_name, "figures": info.get("figures"), "features": rows},
-                              ensure_ascii=False))
+        click.echo(json.dumps(info, ensure_ascii=False))
         return
-    figures = info.get("figures")
-    click.echo(f"{sae.path}: {sae.d_sae} features on {sae.hook_name} ({sae.d_in} dimensions)"
+    figures, rows = info["figures"], info["features"]
+    click.echo(f"{info['path']}: {info['d_sae']} features on {info['hook_name']} ({info['d_in']} dimensions)"
                + (f"; FVE {figures['fraction_of_variance_explained']:.3f}, mean L0 {figures['mean_l0']:.1f}, "
                   f"{figures['dead_features']} dead" if figures else "; no features.json, so no labels"))
     for r in rows:

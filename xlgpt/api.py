@@ -1,0 +1,385 @@
+"""xlgpt from Python: everything the command line does, as functions (the CLI only parses, calls and prints).
+
+    import xlgpt
+    built = xlgpt.build("book.xlsx", prompt="O Romeo, Romeo, wherefore art")
+    [result] = xlgpt.evaluate("book.xlsx", engine="libreoffice")   # result["match"], result["token_id"], ...
+    run = xlgpt.generate(prompt="Shall I", steps=5)                 # run["tokens"], run["text"], run["match"]
+    trained = xlgpt.train(steps=3, out="trained")                   # trained["steps"][k]["loss"], ...
+
+Bad input raises XlgptError (one line saying what is wrong); a verdict (MISMATCH) is a result, not an error.
+"""
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xlgpt.check.verify import checkpoint_for, evaluate_prompts
+from xlgpt.check.verify import evaluate as evaluate_book
+from xlgpt.compile.backward import Training
+from xlgpt.compile.build import build as build_book
+from xlgpt.compile.build import check_output, check_tokens
+from xlgpt.compile.template import DEFAULT_TEMPLATE, GENERATE_TEMPLATE
+from xlgpt.drive import steering
+from xlgpt.drive.generate import PAD_ID, check_sampling
+from xlgpt.drive.generate import generate as generate_with_book
+from xlgpt.drive.train import BOOK
+from xlgpt.drive.train import run as run_training
+from xlgpt.drive.train import save as save_training
+from xlgpt.engines import ENGINES
+from xlgpt.engines.formulas import FORMULAS_MAX_CELLS
+from xlgpt.engines.tokenizer import tokenize_with_sheets
+from xlgpt.model import backward, reference
+from xlgpt.model.checkpoint import Config, check_new_dir, load, random_tensors
+from xlgpt.model.checkpoint import save as save_checkpoint
+from xlgpt.model.hub import resolve
+from xlgpt.model.sae import BUNDLED_SOURCE, load_sae
+from xlgpt.package import XlgptError
+from xlgpt.safefile import read_bounded
+from xlgpt.sheet.contract import CALCULATION
+from xlgpt.sheet.read import read_book
+from xlgpt.tokenizer import hf as tk
+from xlgpt.tokenizer.bpe import Capacity, capacity_for
+
+DEFAULT_WEIGHTS = "shakespeare"  # the bundled model
+DEFAULT_PROMPT = "O Romeo, Romeo, wherefore art"
+DEFAULT_POSITIONS = 32  # a prompt-cell book's positions, at least: room to type a longer prompt
+SAMPLE_TEXT = "sample.txt"  # text a bundled model ships for `xlgpt train`
+Steering = steering.Steering
+
+
+def resolve_weights(name=None):
+    """A checkpoint's directory: `name` is a directory, a model name (hub cache, imported, bundled), or None
+    for the bundled default."""
+    return resolve(DEFAULT_WEIGHTS if name is None else name, bundled_dir=tk.WEIGHTS_DIR)
+
+
+def load_weights(name=None):
+    """The checkpoint `name` names, carrying that name as given (what a built book records)."""
+    return load(resolve_weights(name), given_name=str(DEFAULT_WEIGHTS if name is None else name))
+
+
+def model_and_tokens(weights=None, tokens=None, prompt=None):
+    """The checkpoint, its tokenizer (or None), the input token ids (`tokens`, or `prompt` tokenized; the
+    bundled model's default prompt when neither is given) and the prompt text (None with `tokens`)."""
+    if tokens is not None and prompt is not None:
+        raise XlgptError("give either --tokens or --prompt, not both")
+    ckpt = load_weights(weights)
+    tok = tk.for_checkpoint(ckpt)
+    if tokens is None:
+        if tok is None:
+            raise XlgptError(f"{ckpt.path}: no tokenizer files for this model; give token ids with --tokens")
+        if prompt is None:
+            prompt = DEFAULT_PROMPT if weights is None else None
+            if prompt is None:
+                raise XlgptError("give --prompt TEXT or --tokens IDS")
+        ids = tok.encode(prompt)
+        if len(ids) > ckpt.config.n_positions:
+            raise XlgptError(f"the prompt is {len(ids)} tokens, more than the model's context of {ckpt.config.n_positions}")
+    else:
+        ids = list(tokens)
+    check_tokens(ids, ckpt.config)
+    return ckpt, tok, ids, prompt
+
+
+def random_weights(out, layers=2, embd=64, heads=4, vocab=300, context=32, seed=0):
+    """Write a seeded random GPT-2 checkpoint of any shape into the new directory `out`; returns its size."""
+    out = Path(out)
+    if out.name in ("", ".", "..") or out.absolute() == Path.cwd():
+        raise XlgptError(f"--out {out}: give the name of a new directory to create")
+    cfg = Config(layers, embd, heads, vocab, context)
+    tensors = random_tensors(cfg, seed)
+    save_checkpoint(out, cfg, tensors)
+    return sum(t.size for t in tensors.values())
+
+
+@dataclass
+class Built:
+    """What build wrote."""
+    path: Path
+    tabs: int
+    constants: int      # constant cells
+    formulas: int       # formula cells
+    seconds: float
+    tokens: list        # the prompt's token ids (a training book's inputs)
+    text: str = None    # the prompt as the tokenizer decodes the ids (None without a tokenizer)
+    typed: bool = False  # the book tokenizes its Prompt cell itself
+    positions: int = None
+    capacity: Capacity = None
+    manual: bool = False  # calculation is manual
+
+
+def build(out="book.xlsx", weights=None, prompt=None, tokens=None, template=None, prompt_cell=True, positions=None,
+          capacity=Capacity(), steer=None, sae=None, train=False, optimizer="sgd", lr=None, calculation=None,
+          progress=None):
+    """Compile a checkpoint and a prompt into a workbook of formulas at `out`.
+
+    weights: a checkpoint directory or model name (default: the bundled Shakespeare model, with its default
+    prompt). prompt/tokens: the input, as text or token ids. With a prompt and `prompt_cell`, the book
+    tokenizes its Prompt cell itself (`positions`: the longest prompt it takes; `capacity`: the in-sheet
+    tokenizer's Capacity, or None to fit the prompt). steer: a Steering (the Interventions tab's starting
+    values); sae: an SAE folder or hub id for the Features tab. train: a training book (`optimizer` "sgd" or
+    "adamw", learning rate `lr`). calculation: "auto" or "manual" (default: by the book's size). progress:
+    progress(sheet, rows written). Returns a Built."""
+    out = Path(out)
+    check_output(out, [resolve_weights(weights), template, steer and steer.vector_file])
+    t0 = time.perf_counter()
+    ckpt, tok, ids, text = model_and_tokens(weights, tokens, prompt)
+    training = None
+    if train:
+        if (steer and steer.given()) or sae:
+            raise XlgptError("--train: a training book has no interventions or SAE; leave out --steer-* and --sae")
+        training, ids, text = training_for(ids, optimizer, lr), ids[:-1], None
+    edits = steering.edits(ckpt, tok, steer or Steering(), sae)
+    sae, sae_source = (None, None) if train else features_sae(ckpt, weights, sae)
+    typed = prompt_cell and text is not None
+    if typed:
+        need = capacity_for([text], tok)
+        if capacity is None:
+            capacity, positions = need, positions or len(ids)
+        else:  # never smaller than the prompt needs
+            capacity = capacity.at_least(need)
+        positions = positions or min(ckpt.config.n_positions, max(len(ids), DEFAULT_POSITIONS))
+    sheets, names = build_book(ckpt, ids, out, template, progress, tok, edits=edits, sae=sae, sae_source=sae_source,
+                               training=training, calculation=calculation,
+                               **(dict(prompt=text, positions=positions, capacity=capacity) if typed else {}))
+    counts = [s.cell_counts() for s in sheets]
+    return Built(out, len(sheets), sum(c[0] for c in counts), sum(c[1] for c in counts), time.perf_counter() - t0, ids,
+                 tok.decode(ids) if tok else None, typed, positions if typed else None, capacity if typed else None,
+                 CALCULATION in names)
+
+
+def training_for(ids, optimizer, lr):
+    """A training book's targets (the prompt's tokens after the first) and optimizer settings."""
+    if len(ids) < 2:
+        raise XlgptError("--train needs at least 2 tokens: the inputs are all but the last, the targets all but "
+                         "the first")
+    return Training(ids[1:], optimizer, lr if lr is not None else 0.1 if optimizer == "sgd" else 1e-3)
+
+
+def features_sae(ckpt, weights, source):
+    """The Features tab's SAE: `source`, or the bundled model's own; (SAE, source as the book records it)."""
+    if source is None and (weights or DEFAULT_WEIGHTS) != DEFAULT_WEIGHTS:
+        return None, None
+    sae = load_sae(source)
+    sae.check_model(ckpt.config)
+    return sae, source or BUNDLED_SOURCE
+
+
+def engines_for(engine):
+    """The engines an --engine choice names: auto and both are formulas and LibreOffice; all is every one."""
+    if engine in ("auto", "both"):
+        return ["formulas", "libreoffice"]
+    if engine == "all":
+        return list(ENGINES)
+    if engine not in ENGINES:
+        raise XlgptError(f"unknown engine {engine!r} (auto, both, all, {', '.join(ENGINES)})")
+    return [engine]
+
+
+def evaluate(book, engine="auto", weights=None, prompt=None, sets=(), template=None, timeout=3600,
+             max_cells=FORMULAS_MAX_CELLS, on_stage=None, on_skip=None):
+    """Recalculate the workbook `book` with spreadsheet engines and check it against the NumPy reference.
+
+    engine: "formulas", "libreoffice", "gnumeric", "both", "all" or "auto" (formulas and LibreOffice, skipping
+    formulas for a book beyond it: on_skip(why)). prompt: type this into a copy's Prompt cell first; sets:
+    "NAME[i,j]=VALUE" edits of input cells in a copy first. Returns one result dict per engine ("match",
+    "token_id", "max_abs_logit_diff", ...). Raises check.provenance.NotCompiled when the book holds formulas
+    xlgpt does not write for it (a MISMATCH before any engine runs)."""
+    weights_dir = resolve_weights(weights) if weights is not None else None
+    return evaluate_book(Path(book), engines_for(engine), weights_dir, timeout=timeout, max_cells=max_cells,
+                         on_stage=on_stage or (lambda msg: None), prompt=prompt, template=template, sets=sets,
+                         on_skip=on_skip if engine == "auto" else None)
+
+
+def evaluate_each_prompt(book, prompts, weights=None, timeout=3600, on_stage=None, template=None):
+    """Type each prompt into the book's Prompt cell in one LibreOffice session and check each: one result each."""
+    weights_dir = resolve_weights(weights) if weights is not None else None
+    return evaluate_prompts(Path(book), list(prompts), weights_dir, timeout=timeout,
+                            on_stage=on_stage or (lambda msg: None), template=template)
+
+
+def read_prompts(path):
+    """A prompts file: one prompt a line (blank lines skipped)."""
+    try:
+        lines = read_bounded(Path(path), what="prompts file").decode("utf-8", errors="strict").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise XlgptError(f"--prompts: cannot read {path} ({e})")
+    return [line for line in lines if line.strip()]
+
+
+def predict(weights=None, tokens=None, prompt=None, top_k=5):
+    """The next token by the NumPy reference alone: {"tokens", "token_id", "top": [{token_id, logit,
+    probability, text?}]}."""
+    ckpt, tok, ids, _ = model_and_tokens(weights, tokens, prompt)
+    logits = reference.logits(ckpt, ids)[-1]
+    probs = reference.softmax(logits)
+    top = [int(i) for i in np.argsort(-logits, kind="stable")[:top_k]]
+    rows = [{"token_id": i, "logit": float(logits[i]), "probability": float(probs[i]),
+             **({"text": tok.token_text(i)} if tok else {})} for i in top]
+    return {"tokens": ids, "token_id": top[0], "top": rows, **({"prompt": tok.decode(ids)} if tok else {})}
+
+
+def continue_greedily(weights=None, tokens=None, prompt=None, steps=1):
+    """The prompt continued by the reference's argmax, `steps` tokens (the window slides once the context is
+    full): {"tokens", "generated", "text"?}."""
+    ckpt, tok, ids, _ = model_and_tokens(weights, tokens, prompt)
+    context, new = ckpt.config.n_positions, []
+    for _ in range(steps):
+        new.append(int(reference.logits(ckpt, (ids + new)[-context:])[-1].argmax()))
+    return {"tokens": ids, "generated": new, **({"text": tok.decode(new), "full_text": tok.decode(ids + new)}
+                                                 if tok else {})}
+
+
+def generate(weights=None, tokens=None, prompt=None, book=None, steps=20, temperature=0.0, top_k=0, seed=1,
+             engine="libreoffice", positions=None, out=None, instruments=False, timeout=3600, on_built=None,
+             on_start=None, on_token=None):
+    """Generate text with the workbook itself: each step the spreadsheet computes the next token, which is
+    checked against the reference and written into the next position.
+
+    book: a token-ids workbook to generate with (else one is built for the prompt, kept at `out` if given, from
+    the lean generation template unless `instruments`). on_built(path, positions, seconds), on_start(prompt
+    ids, tokenizer) and on_token(id, text) report progress. Returns the run's result dict ("tokens", "match",
+    "seconds_per_token", ...; "prompt" and "text" with a tokenizer)."""
+    check_sampling(temperature, top_k, seed)  # before any slow work
+    with tempfile.TemporaryDirectory(prefix="xlgpt-gen-") as tmp:
+        info, ids, tok, weights_dir = generation_book(weights, tokens, prompt, book, positions,
+                                                      Path(out) if out else Path(tmp) / "generate.xlsx", steps,
+                                                      instruments, on_built)
+        if on_start:
+            on_start(ids, tok)
+        result = generate_with_book(info, ids, steps, engine, temperature, top_k, seed, weights_dir, timeout,
+                                    on_token or (lambda token, text: None), tok=tok)
+    if tok:
+        result.update(prompt=tok.decode(ids), text=tok.decode(result["tokens"]))
+    return result
+
+
+def generation_book(weights, tokens, prompt, book_path, positions, out, steps, instruments=False, on_built=None):
+    """generate's workbook: `book_path` as given, or a token-ids book built for the prompt (positions: the
+    prompt's tokens and the steps', at most the context) with pad ids after it. Returns (BookInfo, prompt ids,
+    tokenizer, weights dir for the reference)."""
+    if book_path is not None:
+        for option, given in (("--positions", positions is not None), ("--instruments", instruments)):
+            if given:
+                raise XlgptError(f"{option} builds a workbook; it does not go with --book")
+        info = read_book(book_path)
+        weights_dir = resolve_weights(weights) if weights is not None else None
+        ckpt = checkpoint_for(info, weights_dir)
+        tok = tk.for_checkpoint(ckpt)
+        if tokens is not None and prompt is not None:
+            raise XlgptError("give either --tokens or --prompt, not both")
+        if tokens is not None:
+            ids = list(tokens)
+        elif prompt is not None:
+            if tok is None:
+                raise XlgptError(f"{ckpt.path}: no tokenizer files for this model; give token ids with --tokens")
+            ids = tok.encode(prompt)
+        else:  # the book's ids, less the pad ids after them
+            ids = list(info.tokens)
+            while len(ids) > 1 and ids[-1] == PAD_ID:
+                ids.pop()
+        check_tokens(ids, ckpt.config)
+        return info, ids, tok, weights_dir
+    ckpt, tok, ids, _ = model_and_tokens(weights, tokens, prompt)
+    check_output(out, [ckpt.path])
+    # the positions the steps fill, no more: a token written at position t recomputes every later column
+    positions = positions or min(ckpt.config.n_positions, len(ids) + steps)
+    if not len(ids) <= positions <= ckpt.config.n_positions:
+        raise XlgptError(f"--positions {positions}: needs between {len(ids)} (the prompt's tokens) and "
+                         f"{ckpt.config.n_positions} (the model's context)")
+    t0 = time.perf_counter()
+    build_book(ckpt, ids + [PAD_ID] * (positions - len(ids)), out, DEFAULT_TEMPLATE if instruments else
+               GENERATE_TEMPLATE, tokenizer=tok)
+    if on_built:
+        on_built(out, positions, time.perf_counter() - t0)
+    return read_book(out), ids, tok, ckpt.path
+
+
+def train(weights=None, text=None, prompt=None, steps=10, window=16, optimizer="adamw", lr=None,
+          engine="libreoffice", out="trained", timeout=3600, on_start=None, on_step=None):
+    """Train the model with the spreadsheet: each step the workbook computes the loss, every gradient and the
+    optimizer's update as formulas; the updated weights are copied over the weights (the copy-paste epoch) and
+    the step is checked against the NumPy reference's own training loop.
+
+    text: a UTF-8 file to train on, `window` tokens a step (default: the bundled model's sample text); prompt:
+    train on this text instead, every step. Writes the trained checkpoint and train.xlsx into the new directory
+    `out`. on_start(steps, window tokens, optimizer, lr) and on_step(step dict) report progress. Returns
+    {"steps": [{"step", "loss", "reference_loss", "seconds"}], "max_weight_diff", "checkpoint", "workbook", ...};
+    raises drive.train.Diverged when a step leaves the reference."""
+    out = Path(out)
+    check_new_dir(out)
+    if text is not None and prompt is not None:
+        raise XlgptError("give either --text or --prompt, not both")
+    ckpt = load_weights(weights)
+    tok = tk.for_checkpoint(ckpt)
+    if tok is None:
+        raise XlgptError(f"{ckpt.path}: no tokenizer files for this model, so it cannot read text")
+    if prompt is not None:
+        runs = [backward.prompt_window(tok.encode(prompt))] * steps
+    else:
+        if text is None:
+            text = ckpt.path / SAMPLE_TEXT
+            if not text.is_file():
+                raise XlgptError("give --text FILE or --prompt TEXT (this model ships no sample text)")
+        try:
+            words = read_bounded(Path(text), what="text").decode("utf-8")
+        except UnicodeDecodeError:
+            raise XlgptError(f"{text}: not UTF-8 text")
+        if window > ckpt.config.n_positions:
+            raise XlgptError(f"--window {window} exceeds the model's context of {ckpt.config.n_positions}")
+        runs = backward.windows(tok.encode(words), window, steps)
+    lr = lr if lr is not None else 1e-3 if optimizer == "adamw" else 0.01
+    with tempfile.TemporaryDirectory(prefix="xlgpt-train-") as tmp:
+        path = Path(tmp) / BOOK
+        inputs, targets = runs[0]
+        build_book(ckpt, inputs, path, tokenizer=tok, training=Training(targets, optimizer, lr))
+        if on_start:
+            on_start(len(runs), len(inputs), optimizer, lr)
+        done, final, moments, diff = run_training(read_book(path), ckpt, runs, engine, timeout,
+                                                  on_step or (lambda step: None))
+    save_training(out, ckpt, tok, runs, done, final, moments, optimizer, lr)
+    return {"steps": done, "optimizer": optimizer, "lr": lr, "window": len(runs[0][0]), "engine": engine,
+            "max_weight_diff": diff, "checkpoint": str(out), "workbook": str(out / BOOK), "match": True}
+
+
+def tokenize(texts, weights=None, tokenizer=None, engine=None):
+    """Each text's token ids and strings; with `engine` ("formulas" or "libreoffice") the sheet tokenizes them
+    too, compared with the tokenizers library ("match")."""
+    if tokenizer:
+        tok = tk.load(tokenizer)
+    else:
+        tok = tk.for_checkpoint(load(resolve_weights(weights)))
+        if tok is None:
+            raise XlgptError("this model has no tokenizer files; choose one with --tokenizer")
+    sheets = tokenize_with_sheets(tok, texts, engine) if engine else None
+    results = []
+    for i, text in enumerate(texts):
+        ids = tok.hf.encode(text).ids if engine else tok.encode(text)
+        r = {"text": text, "tokens": ids}
+        if engine:
+            sheet = sheets[i]
+            r.update(tokens=sheet.ids, reference=ids, match=sheet.ok and sheet.ids == ids)
+            if not sheet.ok:
+                r["status"] = sheet.status
+        r["strings"] = [tok.token_text(t) if isinstance(t, int) else str(t) for t in r["tokens"]]
+        results.append(r)
+    return results
+
+
+def features(sae=None, top=None, search=None, progress=False):
+    """A sparse autoencoder's labelled features (default: the bundled one): {"path", "hook_name", "d_in",
+    "d_sae", "model_name", "figures", "features": [{index, label, frequency, top_tokens}]}; `search` keeps those
+    whose label or top tokens contain the word, `top` the K that fire most often."""
+    loaded = load_sae(sae, progress=progress)
+    info = loaded.features or {}
+    rows = info.get("features") or [{"index": i, "label": "", "frequency": None, "top_tokens": []}
+                                    for i in range(loaded.d_sae)]
+    if search:
+        word = search.lower()
+        rows = [r for r in rows if word in r["label"].lower() or any(word in t["token"].lower() for t in r["top_tokens"])]
+    if top:
+        rows = sorted(rows, key=lambda r: -(r["frequency"] or 0))[:top]
+    return {"path": str(loaded.path), "hook_name": loaded.hook_name, "d_in": loaded.d_in, "d_sae": loaded.d_sae,
+            "model_name": loaded.model_name, "figures": info.get("figures"), "features": rows}
