@@ -47,7 +47,6 @@ def child_build(ckpt, tokens, out):
 
 def openpyxl_rate(ckpt, n_cells=300_000):
     """Cells per second of openpyxl's write-only mode on real weight rows of the same checkpoint."""
-    import numpy as np
     import openpyxl
 
     from xlgpt.model.checkpoint import load
@@ -149,7 +148,7 @@ def bench_train(steps, window=16):
 
 
 def cells_of(book):
-    from xlgpt.sheet.contract import read_book
+    from xlgpt.sheet.read import read_book
 
     c = read_book(book).cell_counts
     return f"{c.constants + c.array_cells:,} cells ({c.formulas:,} formulas filling {c.array_cells:,})"
