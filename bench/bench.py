@@ -9,6 +9,7 @@ write-only mode writes a slice of the same weight cells, and the ratio of cells 
     python bench/bench.py --generate-124m 16   # generation speed with a 124M-shape book (slow: minutes, GBs)
     python bench/bench.py --generate-124m 16 --layers 2   # the same with fewer layers
 """
+
 import argparse
 import json
 import os
@@ -41,8 +42,16 @@ def child_build(ckpt, tokens, out):
     counts = [s.cell_counts() for s in sheets]
     # the writer's forked workers share the parent's pages; main + largest worker is an upper bound
     peak = sum(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    print(json.dumps({"seconds": seconds, "peak_mb": peak / 1024,
-                      "constants": sum(c[0] for c in counts), "formulas": sum(c[1] for c in counts)}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "peak_mb": peak / 1024,
+                "constants": sum(c[0] for c in counts),
+                "formulas": sum(c[1] for c in counts),
+            }
+        )
+    )
 
 
 def openpyxl_rate(ckpt, n_cells=300_000):
@@ -65,8 +74,9 @@ def openpyxl_rate(ckpt, n_cells=300_000):
 
 def generate_json(*args):
     """`xlgpt generate ... --json`, its result as a dict (exit 1, a mismatch, still gives one)."""
-    run = subprocess.run([sys.executable, "-m", "xlgpt", "generate", *map(str, args), "--json"], capture_output=True,
-                         text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "xlgpt", "generate", *map(str, args), "--json"], capture_output=True, text=True
+    )
     if run.returncode not in (0, 1):
         sys.exit(f"generate failed: {run.stderr.strip()[-300:]}")
     return json.loads(run.stdout)
@@ -75,13 +85,19 @@ def generate_json(*args):
 def bench_generate(steps):
     """`xlgpt generate --steps STEPS` on the bundled model: greedy and sampled with the generation book, then
     sampled with the instruments' book (--instruments); seconds per token warm, with the load average."""
-    for label, args in (("temperature 0", ()), ("temperature 0.8, top-k 40, seed 7", SAMPLED),
-                        ("temperature 0.8, top-k 40, seed 7, --instruments", SAMPLED + ("--instruments",))):
+    for label, args in (
+        ("temperature 0", ()),
+        ("temperature 0.8, top-k 40, seed 7", SAMPLED),
+        ("temperature 0.8, top-k 40, seed 7, --instruments", SAMPLED + ("--instruments",)),
+    ):
         r = generate_json("--steps", steps, *args)
-        print(f"bundled, {r['positions']} positions, {label}: {r['seconds_per_token_after_first']} s per token warm "
-              f"({1 / r['seconds_per_token_after_first']:.0f} tokens/s; reference check "
-              f"{r['reference_seconds_per_token']} s), load {r['load_seconds']} s, match {r['match']} "
-              f"[load average {os.getloadavg()[0]:.1f}]", flush=True)
+        print(
+            f"bundled, {r['positions']} positions, {label}: {r['seconds_per_token_after_first']} s per token warm "
+            f"({1 / r['seconds_per_token_after_first']:.0f} tokens/s; reference check "
+            f"{r['reference_seconds_per_token']} s), load {r['load_seconds']} s, match {r['match']} "
+            f"[load average {os.getloadavg()[0]:.1f}]",
+            flush=True,
+        )
 
 
 SAMPLED = ("--temperature", "0.8", "--top-k", "40", "--seed", "7")
@@ -95,22 +111,62 @@ def bench_generate_124m(positions, steps=4, layers=12):
     prompt = ",".join(str((i * 7919) % 50257) for i in range(positions - steps))
     with tempfile.TemporaryDirectory(prefix="xlgpt-bench-") as tmp:
         ckpt, book = Path(tmp) / "124M", Path(tmp) / "gen.xlsx"
-        subprocess.run([sys.executable, "-m", "xlgpt", "weights", "random", "--layers", str(layers), "--embd", "768",
-                        "--heads", "12", "--vocab", "50257", "--context", "1024", "--seed", "1", "--out", str(ckpt)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "xlgpt",
+                "weights",
+                "random",
+                "--layers",
+                str(layers),
+                "--embd",
+                "768",
+                "--heads",
+                "12",
+                "--vocab",
+                "50257",
+                "--context",
+                "1024",
+                "--seed",
+                "1",
+                "--out",
+                str(ckpt),
+            ],
+            check=True,
+            capture_output=True,
+        )
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "xlgpt", "build", "--weights", str(ckpt), "--tokens",
-                        prompt + ",0" * steps, "--template", str(GENERATE_TEMPLATE), "--out", str(book)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "xlgpt",
+                "build",
+                "--weights",
+                str(ckpt),
+                "--tokens",
+                prompt + ",0" * steps,
+                "--template",
+                str(GENERATE_TEMPLATE),
+                "--out",
+                str(book),
+            ],
+            check=True,
+            capture_output=True,
+        )
         build = time.perf_counter() - t0
         t0 = time.perf_counter()
         r = generate_json("--book", book, "--weights", ckpt, "--tokens", prompt, "--steps", steps, *SAMPLED)
-        print(f"124M shape{'' if layers == 12 else f' with {layers} layers'}, {positions} positions, "
-              f"{book.stat().st_size / 1e6:.0f} MB: build {build:.0f} s, LibreOffice load {r['load_seconds']:.0f} s, "
-              f"first token {r['first_token_seconds']:.0f} s, "
-              f"then {r['seconds_per_token_after_first']} s per token warm (reference check "
-              f"{r['reference_seconds_per_token']} s), peak {r['peak_rss_mb'] / 1024:.1f} GB, match {r['match']}, "
-              f"{time.perf_counter() - t0:.0f} s in all [load average {os.getloadavg()[0]:.1f}]", flush=True)
+        print(
+            f"124M shape{'' if layers == 12 else f' with {layers} layers'}, {positions} positions, "
+            f"{book.stat().st_size / 1e6:.0f} MB: build {build:.0f} s, LibreOffice load {r['load_seconds']:.0f} s, "
+            f"first token {r['first_token_seconds']:.0f} s, "
+            f"then {r['seconds_per_token_after_first']} s per token warm (reference check "
+            f"{r['reference_seconds_per_token']} s), peak {r['peak_rss_mb'] / 1024:.1f} GB, match {r['match']}, "
+            f"{time.perf_counter() - t0:.0f} s in all [load average {os.getloadavg()[0]:.1f}]",
+            flush=True,
+        )
 
 
 def bench_train(steps, window=16):
@@ -121,29 +177,92 @@ def bench_train(steps, window=16):
         for optimizer in ("sgd", "adamw"):
             book = Path(tmp) / f"{optimizer}.xlsx"
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "xlgpt", "build", "--train", "--optimizer", optimizer, "--prompt",
-                            prompt, "--out", str(book)], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "xlgpt",
+                    "build",
+                    "--train",
+                    "--optimizer",
+                    optimizer,
+                    "--prompt",
+                    prompt,
+                    "--out",
+                    str(book),
+                ],
+                check=True,
+                capture_output=True,
+            )
             build = time.perf_counter() - t0
             t0 = time.perf_counter()
-            ok = subprocess.run([sys.executable, "-m", "xlgpt", "eval", str(book), "--engine", "libreoffice"],
-                                capture_output=True).returncode == 0
+            ok = (
+                subprocess.run(
+                    [sys.executable, "-m", "xlgpt", "eval", str(book), "--engine", "libreoffice"], capture_output=True
+                ).returncode
+                == 0
+            )
             verify = time.perf_counter() - t0
-            run = subprocess.run([sys.executable, "-m", "xlgpt", "train", "--optimizer", optimizer, "--steps", str(steps),
-                                  "--window", str(window), "--out", str(Path(tmp) / f"run-{optimizer}"), "--json"],
-                                 capture_output=True, text=True)
+            run = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "xlgpt",
+                    "train",
+                    "--optimizer",
+                    optimizer,
+                    "--steps",
+                    str(steps),
+                    "--window",
+                    str(window),
+                    "--out",
+                    str(Path(tmp) / f"run-{optimizer}"),
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+            )
             r = json.loads(run.stdout)
             per_step = sorted(s["seconds"] for s in r["steps"])[len(r["steps"]) // 2]
-            print(f"bundled, {optimizer}: {cells_of(book)}, {book.stat().st_size / 1e6:.1f} MB, build {build:.1f} s, "
-                  f"LibreOffice eval {verify:.1f} s ({'MATCH' if ok else 'FAIL'}); xlgpt train: {per_step:.2f} s per "
-                  f"step (median of {steps}, window {window}), loss {r['steps'][0]['loss']:.3f} -> "
-                  f"{r['steps'][-1]['loss']:.3f}")
+            print(
+                f"bundled, {optimizer}: {cells_of(book)}, {book.stat().st_size / 1e6:.1f} MB, build {build:.1f} s, "
+                f"LibreOffice eval {verify:.1f} s ({'MATCH' if ok else 'FAIL'}); xlgpt train: {per_step:.2f} s per "
+                f"step (median of {steps}, window {window}), loss {r['steps'][0]['loss']:.3f} -> "
+                f"{r['steps'][-1]['loss']:.3f}"
+            )
         ckpt = Path(tmp) / "124M"
-        subprocess.run([sys.executable, "-m", "xlgpt", "weights", "random", "--layers", "12", "--embd", "768", "--heads",
-                        "12", "--vocab", "50257", "--context", "1024", "--seed", "1", "--out", str(ckpt)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "xlgpt",
+                "weights",
+                "random",
+                "--layers",
+                "12",
+                "--embd",
+                "768",
+                "--heads",
+                "12",
+                "--vocab",
+                "50257",
+                "--context",
+                "1024",
+                "--seed",
+                "1",
+                "--out",
+                str(ckpt),
+            ],
+            check=True,
+            capture_output=True,
+        )
         for optimizer in ("sgd", "adamw"):
-            run = subprocess.run([sys.executable, __file__, "--lower", str(ckpt), optimizer, "10"], check=True,
-                                 capture_output=True, text=True)
+            run = subprocess.run(
+                [sys.executable, __file__, "--lower", str(ckpt), optimizer, "10"],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             print(f"124M shape, {optimizer}, window 10 (lowered, not written): {run.stdout.strip()}")
 
 
@@ -160,22 +279,29 @@ def child_lower(ckpt, optimizer, window):
     from xlgpt.compile.build import inputs_for
     from xlgpt.compile.lower import lower
     from xlgpt.compile.template import load_spec
-    from xlgpt.sheet.contract import About
     from xlgpt.model.checkpoint import load
+    from xlgpt.sheet.contract import About
 
     t0 = time.perf_counter()
     ckpt = load(ckpt)
     tokens = [(i * 7919) % ckpt.config.vocab_size for i in range(window + 1)]
     spec = load_spec(ckpt.config, training=True)
-    book, _ = lower(spec, ckpt, inputs_for(ckpt, tokens[:-1]), About("124M", "", "token ids", None, None),
-                    training=Training(tokens[1:], optimizer))
+    book, _ = lower(
+        spec,
+        ckpt,
+        inputs_for(ckpt, tokens[:-1]),
+        About("124M", "", "token ids", None, None),
+        training=Training(tokens[1:], optimizer),
+    )
     counts = [s.cell_counts() for s in book.sheets()]
     constants, formulas = sum(c[0] for c in counts), sum(c[1] for c in counts)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # ~9.9 bytes per constant cell in the file (measured); an array formula's cells are written once, empty
-    print(f"{constants + formulas:,} cells ({constants / 1e6:.0f}M constants, {formulas / 1e6:.0f}M computed), "
-          f"about {constants * 9.9 / 2**30:.1f} GiB of .xlsx; lowered in {time.perf_counter() - t0:.0f} s, "
-          f"peak {peak / 1024:.1f} GB")
+    print(
+        f"{constants + formulas:,} cells ({constants / 1e6:.0f}M constants, {formulas / 1e6:.0f}M computed), "
+        f"about {constants * 9.9 / 2**30:.1f} GiB of .xlsx; lowered in {time.perf_counter() - t0:.0f} s, "
+        f"peak {peak / 1024:.1f} GB"
+    )
 
 
 def main():
@@ -184,8 +310,12 @@ def main():
     ap.add_argument("--verify", action="store_true", help="also verify each book with LibreOffice")
     ap.add_argument("--generate", type=int, metavar="STEPS", help="instead, time generation in a LibreOffice session")
     ap.add_argument("--train", type=int, metavar="STEPS", help="instead, time training books and xlgpt train")
-    ap.add_argument("--generate-124m", type=int, metavar="POSITIONS",
-                    help="instead, time generation with a 124M-shape book of POSITIONS positions")
+    ap.add_argument(
+        "--generate-124m",
+        type=int,
+        metavar="POSITIONS",
+        help="instead, time generation with a 124M-shape book of POSITIONS positions",
+    )
     ap.add_argument("--layers", type=int, default=12, help="with --generate-124m: layers of the 124M shape")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--lower", nargs=3, help=argparse.SUPPRESS)
@@ -201,18 +331,46 @@ def main():
     if args.child:
         return child_build(args.child[0], [int(t) for t in args.child[1].split(",")], args.child[2])
 
-    print(f"{'model':>12} {'cells':>12} {'formulas':>9} {'build s':>8} {'peak MB':>8} {'MB':>8} "
-          f"{'const/s':>10} {'vs openpyxl':>11} {'verify s':>8}")
+    print(
+        f"{'model':>12} {'cells':>12} {'formulas':>9} {'build s':>8} {'peak MB':>8} {'MB':>8} "
+        f"{'const/s':>10} {'vs openpyxl':>11} {'verify s':>8}"
+    )
     with tempfile.TemporaryDirectory(prefix="xlgpt-bench-") as tmp:
         for name in args.sizes.split(","):
             layers, embd, heads, vocab, ctx, n_tok = SIZES[name]
             ckpt, book = Path(tmp) / name, Path(tmp) / f"{name}.xlsx"
-            subprocess.run([sys.executable, "-m", "xlgpt", "weights", "random", "--layers", str(layers), "--embd",
-                            str(embd), "--heads", str(heads), "--vocab", str(vocab), "--context", str(ctx),
-                            "--seed", "1", "--out", str(ckpt)], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "xlgpt",
+                    "weights",
+                    "random",
+                    "--layers",
+                    str(layers),
+                    "--embd",
+                    str(embd),
+                    "--heads",
+                    str(heads),
+                    "--vocab",
+                    str(vocab),
+                    "--context",
+                    str(ctx),
+                    "--seed",
+                    "1",
+                    "--out",
+                    str(ckpt),
+                ],
+                check=True,
+                capture_output=True,
+            )
             tokens = ",".join(str((i * 7919) % vocab) for i in range(n_tok))
-            run = subprocess.run([sys.executable, __file__, "--child", str(ckpt), tokens, str(book)],
-                                 check=True, capture_output=True, text=True)
+            run = subprocess.run(
+                [sys.executable, __file__, "--child", str(ckpt), tokens, str(book)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             r = json.loads(run.stdout)
             cells = r["constants"] + r["formulas"]
             rate = r["constants"] / r["seconds"]  # written cells; array formulas fill theirs at recalculation
@@ -220,13 +378,19 @@ def main():
             verify = ""
             if args.verify:
                 t0 = time.perf_counter()
-                v = subprocess.run([sys.executable, "-m", "xlgpt", "eval", str(book), "--engine", "libreoffice"],
-                                   capture_output=True, text=True)
+                v = subprocess.run(
+                    [sys.executable, "-m", "xlgpt", "eval", str(book), "--engine", "libreoffice"],
+                    capture_output=True,
+                    text=True,
+                )
                 verify = f"{time.perf_counter() - t0:.1f}" + ("" if v.returncode == 0 else " FAIL")
                 if v.returncode:
                     print(f"  verify failed: {(v.stderr or v.stdout).strip()[-300:]}", file=sys.stderr)
-            print(f"{name:>12} {cells:>12,} {r['formulas']:>9,} {r['seconds']:>8.1f} {r['peak_mb']:>8.0f} "
-                  f"{book.stat().st_size / 1e6:>8.1f} {rate:>10,.0f} {ratio:>10.1f}x {verify:>8}", flush=True)
+            print(
+                f"{name:>12} {cells:>12,} {r['formulas']:>9,} {r['seconds']:>8.1f} {r['peak_mb']:>8.0f} "
+                f"{book.stat().st_size / 1e6:>8.1f} {rate:>10,.0f} {ratio:>10.1f}x {verify:>8}",
+                flush=True,
+            )
             book.unlink()
 
 

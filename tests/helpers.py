@@ -1,8 +1,14 @@
 """Helpers shared by the test modules (fixtures live in conftest.py; no test module imports another)."""
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
+import tempfile
+import types
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +20,94 @@ FIXTURE_NAMES = ["tiny", "three_heads", "single_token", "full_context", "hf_layo
 BUNDLED = ROOT / "weights" / "shakespeare"
 
 
+@dataclass
+class Run:
+    """What a run of the command line gave: returncode, stdout and stderr (text), as a CompletedProcess."""
+    args: list
+    returncode: int
+    stdout: str
+    stderr: str
+
+
 def xlgpt(*args, env=None, check=None):
-    """Run the real command line in a subprocess; returns the CompletedProcess. The subprocess imports the
-    xlgpt package of this checkout (PYTHONPATH), not some other installed copy, wherever pytest runs from."""
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    run = subprocess.run([sys.executable, "-m", "xlgpt", *map(str, args)], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": path, **(env or {})})
+    """Run the command line in this process (xlgpt.cli.run, no interpreter start-up); returns a Run. stdout and
+    stderr hold what the command wrote to sys.stdout/sys.stderr and to file descriptors 1 and 2 (a child
+    process, a C library), and the warnings a fresh `python -m xlgpt` would show (Python's default filters).
+    `env`: variables set for the duration of the run, for what xlgpt reads when it runs; a variable read at
+    import, a signal, a real exit or leftover processes need a real process: xlgpt_process."""
+    from xlgpt.cli import run as run_cli
+
+    argv = [str(a) for a in args]
+    with _environment(env or {}), _captured() as output, warnings.catch_warnings():
+        warnings.resetwarnings()  # what a fresh interpreter shows, on stderr (not pytest's record)
+        for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.simplefilter("ignore", category)
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: \
+            sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+        code = run_cli(argv)
+    run = Run(argv, code, output.stdout, output.stderr)
     if check is not None:
         assert run.returncode == check, f"exit {run.returncode}\nstdout: {run.stdout}\nstderr: {run.stderr}"
     return run
+
+
+def xlgpt_process(*args, env=None, check=None, cwd=None, timeout=None):
+    """Run the real command line in a subprocess; returns the CompletedProcess. The subprocess imports the
+    xlgpt package of this checkout (PYTHONPATH), not some other installed copy, wherever pytest runs from."""
+    run = subprocess.run([sys.executable, "-m", "xlgpt", *map(str, args)], capture_output=True, text=True,
+                         cwd=cwd, timeout=timeout, env=process_env(env))
+    if check is not None:
+        assert run.returncode == check, f"exit {run.returncode}\nstdout: {run.stdout}\nstderr: {run.stderr}"
+    return run
+
+
+def process_env(env=None):
+    """The environment of a subprocess running this checkout's xlgpt: os.environ, PYTHONPATH led by the
+    checkout, and `env`."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **(env or {})}
+
+
+@contextlib.contextmanager
+def _environment(env):
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update({k: str(v) for k, v in env.items()})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _captured():
+    """Capture sys.stdout/sys.stderr and file descriptors 1 and 2 (as pytest's capfd does) for one run;
+    the text is on the yielded object's .stdout and .stderr once the block ends."""
+    output = types.SimpleNamespace(stdout="", stderr="")
+    texts = io.StringIO(), io.StringIO()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as fd_out, tempfile.TemporaryFile() as fd_err:
+        saved = os.dup(1), os.dup(2)
+        os.dup2(fd_out.fileno(), 1)
+        os.dup2(fd_err.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(texts[0]), contextlib.redirect_stderr(texts[1]):
+                yield output
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            written = []
+            for f in (fd_out, fd_err):
+                f.seek(0)
+                written.append(f.read().decode(errors="replace"))
+            output.stdout = texts[0].getvalue() + written[0]
+            output.stderr = texts[1].getvalue() + written[1]
 
 
 def expected(name):

@@ -18,13 +18,13 @@ from xlgpt.model.checkpoint import load
 
 
 
-def formula_cells(path):
+def formula_cells(path, values=None):
     """{(sheet, row, col): cached value} of every cell a formula computes (array formulas: every cell of their
     range), as openpyxl reads the file with data_only=True (None: no cached value; "" an empty text, which
-    openpyxl reads as None too)."""
+    openpyxl reads as None too). `values`: the file already loaded with data_only=True."""
     empty = empty_texts(path)
     formulas = openpyxl.load_workbook(path)
-    values = openpyxl.load_workbook(path, data_only=True)
+    values = values or openpyxl.load_workbook(path, data_only=True)
     cells = {}
     for ws in formulas.worksheets:
         shown = values[ws.title]
@@ -52,11 +52,11 @@ def empty_texts(path):
     return out
 
 
-def named(path, name):
-    """A defined name's cached values, as a 2-D array."""
+def named(path, name, values=None):
+    """A defined name's cached values, as a 2-D array. `values`: the file already loaded with data_only=True."""
     book = read_book(path)
     rect = book.names[name]
-    ws = openpyxl.load_workbook(path, data_only=True)[rect.sheet]
+    ws = (values or openpyxl.load_workbook(path, data_only=True))[rect.sheet]
     return np.array([[ws.cell(r, c).value for c in range(rect.left, rect.right + 1)]
                      for r in range(rect.top, rect.bottom + 1)])
 
@@ -65,32 +65,35 @@ def test_every_formula_cell_of_a_token_ids_book_shows_the_reference(tmp_path):
     tokens, want = expected("three_heads")
     path = tmp_path / "book.xlsx"
     xlgpt("build", "--weights", FIXTURES / "three_heads", "--tokens", tokens_arg(tokens), "--out", path, check=0)
-    cells = formula_cells(path)
+    values = openpyxl.load_workbook(path, data_only=True)
+    cells = formula_cells(path, values)
     assert len(cells) > 5000 and all(v is not None for v in cells.values()), \
         [k for k, v in cells.items() if v is None][:5]
-    logits = named(path, C.LOGITS).astype(float)
+    logits = named(path, C.LOGITS, values).astype(float)
     assert np.abs(logits - want.T).max() < 1e-5  # the reference's float64 logits vs transformers' float32
     # exactly eval's reference: the weights as the book holds them
     assert np.abs(logits - reference.logits(as_written(load(FIXTURES / "three_heads")), tokens).T).max() < 1e-12
-    assert named(path, C.PREDICTIONS)[0].tolist() == want.argmax(1).tolist()
-    p = named(path, C.PROBABILITIES).astype(float)
+    assert named(path, C.PREDICTIONS, values)[0].tolist() == want.argmax(1).tolist()
+    p = named(path, C.PROBABILITIES, values).astype(float)
     assert np.allclose(p, reference.softmax(want).T, atol=1e-6) and np.allclose(p.sum(0), 1, atol=1e-12)
 
 
 def test_a_prompt_cell_book_shows_its_prediction_before_any_recalculation(tmp_path):
     path = tmp_path / "book.xlsx"
-    xlgpt("build", "--out", path, check=0)  # the bundled model and the default prompt
-    cells = formula_cells(path)
+    # the bundled model and the default prompt (18 tokens, 29 characters and bytes, 5 merge rounds), in a
+    # tokenizer with room to spare in every dimension (the empty rest computes too), a quarter of the default's
+    xlgpt("build", "--capacity", "40,48,8", "--positions", 24, "--out", path, check=0)
+    ws = openpyxl.load_workbook(path, data_only=True)
+    cells = formula_cells(path, ws)
     assert all(v is not None for v in cells.values()), [k for k, v in cells.items() if v is None][:5]
     book = read_book(path)
-    ws = openpyxl.load_workbook(path, data_only=True)
     cell = book.names[C.PREDICTED_TOKEN]
     ckpt = load(BUNDLED)
     tok = load_tokenizer(BUNDLED)
     prompt = ws[book.names[C.PROMPT].sheet].cell(book.names[C.PROMPT].top, book.names[C.PROMPT].left).value
     want = int(reference.logits(ckpt, tok.encode(prompt))[-1].argmax())
     assert ws[cell.sheet].cell(cell.top, cell.left).value == want
-    lens = named(path, C.LENS_TOP_TOKENS)
+    lens = named(path, C.LENS_TOP_TOKENS, ws)
     assert lens.shape[0] == ckpt.config.n_layer + 1 and lens[-1, len(tok.encode(prompt)) - 1] == want
 
 

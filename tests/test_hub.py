@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from helpers import ROOT, assert_clean_error, xlgpt
+from helpers import ROOT, assert_clean_error, xlgpt, xlgpt_process
 from fakehub import FakeHub, free_port
 from xlgpt.package import XlgptError
 from xlgpt.model.checkpoint import Config, load, random_tensors, save
@@ -351,7 +351,7 @@ def test_list_models_of_repo_weights_dir(env):
 
 def test_cli_download_and_list(hub):
     fake = hub()
-    xlgpt("weights", "download", REPO, check=0)  # a fresh process: huggingface_hub sees HF_* at import
+    xlgpt_process("weights", "download", REPO, check=0)  # a fresh process: huggingface_hub sees HF_* at import
     assert fake.unexpected == []
     fake.stop()
     listing = xlgpt("weights", "list", check=0)
@@ -362,14 +362,14 @@ def test_cli_download_and_list(hub):
 @pytest.mark.engines  # slow: three CLI runs, one waiting on a refused connection
 def test_cli_download_errors(hub, env, monkeypatch):
     fake = hub(mode="short")
-    assert_clean_error(xlgpt("weights", "download", REPO), "truncated")
+    assert_clean_error(xlgpt_process("weights", "download", REPO), "truncated")
     assert REPO not in xlgpt("weights", "list", check=0).stdout
     fake.stop()
     hub(mode="missing")
-    assert_clean_error(xlgpt("weights", "download", REPO), "was not found on the hub")
+    assert_clean_error(xlgpt_process("weights", "download", REPO), "was not found on the hub")
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     t0 = time.perf_counter()
-    assert_clean_error(xlgpt("weights", "download", REPO), "cannot reach the Hugging Face hub",
+    assert_clean_error(xlgpt_process("weights", "download", REPO), "cannot reach the Hugging Face hub",
                           "xlgpt weights import")
     assert time.perf_counter() - t0 < 5
 

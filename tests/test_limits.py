@@ -1,12 +1,8 @@
 """Excel's limits on a formula (8,192 characters, 64 nested function calls, 255 arguments), checked at build
 time: a formula beyond one is a one-line error naming the tab, the cell and the limit, and no file."""
-import os
-import subprocess
-import sys
-
 import pytest
 
-from helpers import FIXTURES, ROOT, assert_clean_error
+from helpers import FIXTURES, ROOT, assert_clean_error, xlgpt
 from xlgpt.package import XlgptError
 from xlgpt.sheet.limits import MAX_ARGUMENTS, MAX_LENGTH, MAX_NESTING, check_formulas, problem, scan
 from xlgpt.sheet.cells import ArrayFormula, Cells, Formula, Sheet
@@ -77,18 +73,6 @@ def test_check_names_the_tab_and_the_cell():
 
 # A stage whose op writes, at every position, a formula adding up its input 2,000 times: the template reaches
 # the compiler's ops through the registry, so a test op stands in for a template that outgrows Excel.
-PLUGIN = """
-import sys
-from xlgpt.compile.ops import OPS, Op
-
-def long_sum(ctx, x):
-    out = ctx.block(ctx.rows("sum", 1))
-    return ctx.each(out, "+".join(["{x}"] * 2000), x=lambda _, t: x.cell(0, t))
-
-OPS["long_sum"] = Op(long_sum, 1)
-from xlgpt.cli import main
-main()
-"""
 STAGE = """
 [[stage]]
 tab = "Output"
@@ -98,14 +82,17 @@ in = ["logits"]
 """
 
 
-def test_build_refuses_a_template_whose_formula_excel_cannot_hold(tmp_path):
+def test_build_refuses_a_template_whose_formula_excel_cannot_hold(tmp_path, monkeypatch):
+    from xlgpt.compile.ops import OPS, Op
+
+    def long_sum(ctx, x):
+        out = ctx.block(ctx.rows("sum", 1))
+        return ctx.each(out, "+".join(["{x}"] * 2000), x=lambda _, t: x.cell(0, t))
+
+    monkeypatch.setitem(OPS, "long_sum", Op(long_sum, 1))
     template = tmp_path / "t.toml"
     template.write_text((ROOT / "templates" / "gpt2.toml").read_text() + STAGE)
-    script = tmp_path / "xlgpt_with_op.py"
-    script.write_text(PLUGIN)
     out = tmp_path / "book.xlsx"
-    run = subprocess.run([sys.executable, script, "build", "--weights", FIXTURES / "tiny", "--tokens", "1,2",
-                          "--template", template, "--out", out], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    run = xlgpt("build", "--weights", FIXTURES / "tiny", "--tokens", "1,2", "--template", template, "--out", out)
     assert_clean_error(run, "xlgpt: error: Output!C", ": a formula of ", " characters; Excel allows at most 8,192")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.toml", "xlgpt_with_op.py"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.toml"]

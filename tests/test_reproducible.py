@@ -7,6 +7,9 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
+from helpers import assert_clean_error, xlgpt
 from xlgpt.sheet.read import read_book
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +26,7 @@ def unzipped(path):
         return b"".join(zf.read(name) for name in zf.namelist())
 
 
+@pytest.mark.engines  # slow, end to end: two copies of the package, each building the default book in a fresh process
 def test_two_clones_build_the_same_default_book(tmp_path):
     books = []
     for clone in ("one", "two"):
@@ -44,19 +48,18 @@ def test_two_clones_build_the_same_default_book(tmp_path):
     assert read_book(books[0]).about.checkpoint == "shakespeare"  # the bundled model, by name
 
 
-def test_a_directory_is_recorded_as_given(tmp_path, small_ckpt):
+def test_a_directory_is_recorded_as_given(tmp_path, small_ckpt, monkeypatch):
     """--weights models/small stays relative: eval from the same folder finds it; from elsewhere it says to
     pass --weights, and does so cleanly."""
     shutil.copytree(small_ckpt, tmp_path / "models" / "small")
-    run = run_xlgpt(ROOT, tmp_path, "build", "--weights", "models/small", "--tokens", "1,2,3", "--out", "book.xlsx")
-    assert run.returncode == 0, run.stderr
+    monkeypatch.chdir(tmp_path)
+    xlgpt("build", "--weights", "models/small", "--tokens", "1,2,3", "--out", "book.xlsx", check=0)
     book = tmp_path / "book.xlsx"
     assert read_book(book).about.checkpoint == "models/small"
     assert str(tmp_path).encode() not in unzipped(book)
-    assert run_xlgpt(ROOT, tmp_path, "eval", "book.xlsx", "--engine", "formulas").returncode == 0
+    xlgpt("eval", "book.xlsx", "--engine", "formulas", check=0)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    run = run_xlgpt(ROOT, elsewhere, "eval", book, "--engine", "formulas")
-    assert run.returncode == 2 and "built with --weights 'models/small'" in run.stderr and "Traceback" not in run.stderr
-    run = run_xlgpt(ROOT, elsewhere, "eval", book, "--engine", "formulas", "--weights", tmp_path / "models" / "small")
-    assert run.returncode == 0, run.stderr
+    monkeypatch.chdir(elsewhere)
+    assert_clean_error(xlgpt("eval", book, "--engine", "formulas"), "built with --weights 'models/small'")
+    xlgpt("eval", book, "--engine", "formulas", "--weights", tmp_path / "models" / "small", check=0)

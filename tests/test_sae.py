@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from helpers import FIXTURES, xlgpt
+from helpers import FIXTURES, assert_clean_error, xlgpt
 from fakehub import FakeHub
 from xlgpt.package import XlgptError
 from xlgpt.model import reference
@@ -251,14 +251,9 @@ def test_cli_features():
     run = xlgpt("features", check=0)
     lines = run.stdout.splitlines()
     assert "192 features on blocks.1.hook_resid_pre" in lines[0] and len(lines) == 193
-    # the options, in-process (the subprocess above is the real command line)
-    from click.testing import CliRunner
-    from xlgpt.cli import cli
 
     def run_json(*args):
-        result = CliRunner().invoke(cli, ["features", "--json", *map(str, args)])
-        assert result.exit_code == 0, result.output
-        return json.loads(result.output)
+        return json.loads(xlgpt("features", "--json", *args, check=0).stdout)
 
     data = run_json("--top", 5)
     assert len(data["features"]) == 5 and data["d_sae"] == 192
@@ -267,15 +262,12 @@ def test_cli_features():
     found = run_json("--search", "THOU")["features"]
     assert found and all("thou" in f["label"] or any("thou" in t["token"] for t in f["top_tokens"]) for f in found)
     assert run_json("--search", "no-such-token-xyz")["features"] == []
-    assert "no feature matches" in CliRunner().invoke(cli, ["features", "--search", "no-such-token-xyz"]).output
+    assert "no feature matches" in xlgpt("features", "--search", "no-such-token-xyz", check=0).stdout
 
 
 def test_cli_features_errors(tmp_path):
     cfg, tensors = random_sae(8, 32, hook="blocks.0.hook_mlp_out")
     run = xlgpt("features", "--sae", write_sae(tmp_path / "bad", cfg, tensors), check=2)
-    assert run.stderr.count("\n") == 1 and "hook 'blocks.0.hook_mlp_out' is not supported" in run.stderr
-    from click.testing import CliRunner
-    from xlgpt.cli import cli
-
-    result = CliRunner().invoke(cli, ["features", "--sae", str(write_sae(tmp_path / "ok", *random_sae(8, 32)))])
-    assert result.exit_code == 0 and "no features.json" in result.output and len(result.output.splitlines()) == 33
+    assert_clean_error(run, "hook 'blocks.0.hook_mlp_out' is not supported")
+    run = xlgpt("features", "--sae", write_sae(tmp_path / "ok", *random_sae(8, 32)), check=0)
+    assert "no features.json" in run.stdout and len(run.stdout.splitlines()) == 33 and run.stderr == ""

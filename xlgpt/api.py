@@ -8,6 +8,7 @@
 
 Bad input raises XlgptError (one line saying what is wrong); a verdict (MISMATCH) is a result, not an error.
 """
+
 import tempfile
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from xlgpt.check.verify import checkpoint_for, evaluate_prompts
 from xlgpt.check.verify import evaluate as evaluate_book
 from xlgpt.compile.backward import Training
 from xlgpt.compile.build import build as build_book
-from xlgpt.compile.build import check_output, check_tokens
+from xlgpt.compile.build import check_tokens
 from xlgpt.compile.template import DEFAULT_TEMPLATE, GENERATE_TEMPLATE
 from xlgpt.drive import steering
 from xlgpt.drive.generate import PAD_ID, check_sampling
@@ -36,7 +37,7 @@ from xlgpt.model.checkpoint import save as save_checkpoint
 from xlgpt.model.hub import resolve
 from xlgpt.model.sae import BUNDLED_SOURCE, load_sae
 from xlgpt.package import XlgptError
-from xlgpt.safefile import read_bounded
+from xlgpt.safefile import check_output, read_bounded
 from xlgpt.sheet.contract import CALCULATION
 from xlgpt.sheet.read import read_book
 from xlgpt.tokenizer import hf as tk
@@ -45,6 +46,7 @@ from xlgpt.tokenizer.bpe import Capacity, capacity_for
 DEFAULT_WEIGHTS = "shakespeare"  # the bundled model
 DEFAULT_PROMPT = "O Romeo, Romeo, wherefore art"
 DEFAULT_POSITIONS = 32  # a prompt-cell book's positions, at least: room to type a longer prompt
+DEFAULT_CAPACITY = Capacity()  # the in-sheet tokenizer's: 256 characters, 512 bytes, 64 merge rounds
 SAMPLE_TEXT = "sample.txt"  # text a bundled model ships for `xlgpt train`
 Steering = steering.Steering
 
@@ -76,7 +78,9 @@ def model_and_tokens(weights=None, tokens=None, prompt=None):
                 raise XlgptError("give --prompt TEXT or --tokens IDS")
         ids = tok.encode(prompt)
         if len(ids) > ckpt.config.n_positions:
-            raise XlgptError(f"the prompt is {len(ids)} tokens, more than the model's context of {ckpt.config.n_positions}")
+            raise XlgptError(
+                f"the prompt is {len(ids)} tokens, more than the model's context of {ckpt.config.n_positions}"
+            )
     else:
         ids = list(tokens)
     check_tokens(ids, ckpt.config)
@@ -97,22 +101,37 @@ def random_weights(out, layers=2, embd=64, heads=4, vocab=300, context=32, seed=
 @dataclass
 class Built:
     """What build wrote."""
+
     path: Path
     tabs: int
-    constants: int      # constant cells
-    formulas: int       # formula cells
+    constants: int  # constant cells
+    formulas: int  # formula cells
     seconds: float
-    tokens: list        # the prompt's token ids (a training book's inputs)
-    text: str = None    # the prompt as the tokenizer decodes the ids (None without a tokenizer)
+    tokens: list  # the prompt's token ids (a training book's inputs)
+    text: str = None  # the prompt as the tokenizer decodes the ids (None without a tokenizer)
     typed: bool = False  # the book tokenizes its Prompt cell itself
     positions: int = None
     capacity: Capacity = None
     manual: bool = False  # calculation is manual
 
 
-def build(out="book.xlsx", weights=None, prompt=None, tokens=None, template=None, prompt_cell=True, positions=None,
-          capacity=Capacity(), steer=None, sae=None, train=False, optimizer="sgd", lr=None, calculation=None,
-          progress=None):
+def build(
+    out="book.xlsx",
+    weights=None,
+    prompt=None,
+    tokens=None,
+    template=None,
+    prompt_cell=True,
+    positions=None,
+    capacity=DEFAULT_CAPACITY,
+    steer=None,
+    sae=None,
+    train=False,
+    optimizer="sgd",
+    lr=None,
+    calculation=None,
+    progress=None,
+):
     """Compile a checkpoint and a prompt into a workbook of formulas at `out`.
 
     weights: a checkpoint directory or model name (default: the bundled Shakespeare model, with its default
@@ -141,20 +160,42 @@ def build(out="book.xlsx", weights=None, prompt=None, tokens=None, template=None
         else:  # never smaller than the prompt needs
             capacity = capacity.at_least(need)
         positions = positions or min(ckpt.config.n_positions, max(len(ids), DEFAULT_POSITIONS))
-    sheets, names = build_book(ckpt, ids, out, template, progress, tok, edits=edits, sae=sae, sae_source=sae_source,
-                               training=training, calculation=calculation,
-                               **(dict(prompt=text, positions=positions, capacity=capacity) if typed else {}))
+    sheets, names = build_book(
+        ckpt,
+        ids,
+        out,
+        template,
+        progress,
+        tok,
+        edits=edits,
+        sae=sae,
+        sae_source=sae_source,
+        training=training,
+        calculation=calculation,
+        **(dict(prompt=text, positions=positions, capacity=capacity) if typed else {}),
+    )
     counts = [s.cell_counts() for s in sheets]
-    return Built(out, len(sheets), sum(c[0] for c in counts), sum(c[1] for c in counts), time.perf_counter() - t0, ids,
-                 tok.decode(ids) if tok else None, typed, positions if typed else None, capacity if typed else None,
-                 CALCULATION in names)
+    return Built(
+        out,
+        len(sheets),
+        sum(c[0] for c in counts),
+        sum(c[1] for c in counts),
+        time.perf_counter() - t0,
+        ids,
+        tok.decode(ids) if tok else None,
+        typed,
+        positions if typed else None,
+        capacity if typed else None,
+        CALCULATION in names,
+    )
 
 
 def training_for(ids, optimizer, lr):
     """A training book's targets (the prompt's tokens after the first) and optimizer settings."""
     if len(ids) < 2:
-        raise XlgptError("--train needs at least 2 tokens: the inputs are all but the last, the targets all but "
-                         "the first")
+        raise XlgptError(
+            "--train needs at least 2 tokens: the inputs are all but the last, the targets all but the first"
+        )
     return Training(ids[1:], optimizer, lr if lr is not None else 0.1 if optimizer == "sgd" else 1e-3)
 
 
@@ -178,8 +219,18 @@ def engines_for(engine):
     return [engine]
 
 
-def evaluate(book, engine="auto", weights=None, prompt=None, sets=(), template=None, timeout=3600,
-             max_cells=FORMULAS_MAX_CELLS, on_stage=None, on_skip=None):
+def evaluate(
+    book,
+    engine="auto",
+    weights=None,
+    prompt=None,
+    sets=(),
+    template=None,
+    timeout=3600,
+    max_cells=FORMULAS_MAX_CELLS,
+    on_stage=None,
+    on_skip=None,
+):
     """Recalculate the workbook `book` with spreadsheet engines and check it against the NumPy reference.
 
     engine: "formulas", "libreoffice", "gnumeric", "both", "all" or "auto" (formulas and LibreOffice, skipping
@@ -188,16 +239,31 @@ def evaluate(book, engine="auto", weights=None, prompt=None, sets=(), template=N
     "token_id", "max_abs_logit_diff", ...). Raises check.provenance.NotCompiled when the book holds formulas
     xlgpt does not write for it (a MISMATCH before any engine runs)."""
     weights_dir = resolve_weights(weights) if weights is not None else None
-    return evaluate_book(Path(book), engines_for(engine), weights_dir, timeout=timeout, max_cells=max_cells,
-                         on_stage=on_stage or (lambda msg: None), prompt=prompt, template=template, sets=sets,
-                         on_skip=on_skip if engine == "auto" else None)
+    return evaluate_book(
+        Path(book),
+        engines_for(engine),
+        weights_dir,
+        timeout=timeout,
+        max_cells=max_cells,
+        on_stage=on_stage or (lambda msg: None),
+        prompt=prompt,
+        template=template,
+        sets=sets,
+        on_skip=on_skip if engine == "auto" else None,
+    )
 
 
 def evaluate_each_prompt(book, prompts, weights=None, timeout=3600, on_stage=None, template=None):
     """Type each prompt into the book's Prompt cell in one LibreOffice session and check each: one result each."""
     weights_dir = resolve_weights(weights) if weights is not None else None
-    return evaluate_prompts(Path(book), list(prompts), weights_dir, timeout=timeout,
-                            on_stage=on_stage or (lambda msg: None), template=template)
+    return evaluate_prompts(
+        Path(book),
+        list(prompts),
+        weights_dir,
+        timeout=timeout,
+        on_stage=on_stage or (lambda msg: None),
+        template=template,
+    )
 
 
 def read_prompts(path):
@@ -216,8 +282,15 @@ def predict(weights=None, tokens=None, prompt=None, top_k=5):
     logits = reference.logits(ckpt, ids)[-1]
     probs = reference.softmax(logits)
     top = [int(i) for i in np.argsort(-logits, kind="stable")[:top_k]]
-    rows = [{"token_id": i, "logit": float(logits[i]), "probability": float(probs[i]),
-             **({"text": tok.token_text(i)} if tok else {})} for i in top]
+    rows = [
+        {
+            "token_id": i,
+            "logit": float(logits[i]),
+            "probability": float(probs[i]),
+            **({"text": tok.token_text(i)} if tok else {}),
+        }
+        for i in top
+    ]
     return {"tokens": ids, "token_id": top[0], "top": rows, **({"prompt": tok.decode(ids)} if tok else {})}
 
 
@@ -228,13 +301,31 @@ def continue_greedily(weights=None, tokens=None, prompt=None, steps=1):
     context, new = ckpt.config.n_positions, []
     for _ in range(steps):
         new.append(int(reference.logits(ckpt, (ids + new)[-context:])[-1].argmax()))
-    return {"tokens": ids, "generated": new, **({"text": tok.decode(new), "full_text": tok.decode(ids + new)}
-                                                 if tok else {})}
+    return {
+        "tokens": ids,
+        "generated": new,
+        **({"text": tok.decode(new), "full_text": tok.decode(ids + new)} if tok else {}),
+    }
 
 
-def generate(weights=None, tokens=None, prompt=None, book=None, steps=20, temperature=0.0, top_k=0, seed=1,
-             engine="libreoffice", positions=None, out=None, instruments=False, timeout=3600, on_built=None,
-             on_start=None, on_token=None):
+def generate(
+    weights=None,
+    tokens=None,
+    prompt=None,
+    book=None,
+    steps=20,
+    temperature=0.0,
+    top_k=0,
+    seed=1,
+    engine="libreoffice",
+    positions=None,
+    out=None,
+    instruments=False,
+    timeout=3600,
+    on_built=None,
+    on_start=None,
+    on_token=None,
+):
     """Generate text with the workbook itself: each step the spreadsheet computes the next token, which is
     checked against the reference and written into the next position.
 
@@ -244,13 +335,32 @@ def generate(weights=None, tokens=None, prompt=None, book=None, steps=20, temper
     "seconds_per_token", ...; "prompt" and "text" with a tokenizer)."""
     check_sampling(temperature, top_k, seed)  # before any slow work
     with tempfile.TemporaryDirectory(prefix="xlgpt-gen-") as tmp:
-        info, ids, tok, weights_dir = generation_book(weights, tokens, prompt, book, positions,
-                                                      Path(out) if out else Path(tmp) / "generate.xlsx", steps,
-                                                      instruments, on_built)
+        info, ids, tok, weights_dir = generation_book(
+            weights,
+            tokens,
+            prompt,
+            book,
+            positions,
+            Path(out) if out else Path(tmp) / "generate.xlsx",
+            steps,
+            instruments,
+            on_built,
+        )
         if on_start:
             on_start(ids, tok)
-        result = generate_with_book(info, ids, steps, engine, temperature, top_k, seed, weights_dir, timeout,
-                                    on_token or (lambda token, text: None), tok=tok)
+        result = generate_with_book(
+            info,
+            ids,
+            steps,
+            engine,
+            temperature,
+            top_k,
+            seed,
+            weights_dir,
+            timeout,
+            on_token or (lambda token, text: None),
+            tok=tok,
+        )
     if tok:
         result.update(prompt=tok.decode(ids), text=tok.decode(result["tokens"]))
     return result
@@ -287,18 +397,37 @@ def generation_book(weights, tokens, prompt, book_path, positions, out, steps, i
     # the positions the steps fill, no more: a token written at position t recomputes every later column
     positions = positions or min(ckpt.config.n_positions, len(ids) + steps)
     if not len(ids) <= positions <= ckpt.config.n_positions:
-        raise XlgptError(f"--positions {positions}: needs between {len(ids)} (the prompt's tokens) and "
-                         f"{ckpt.config.n_positions} (the model's context)")
+        raise XlgptError(
+            f"--positions {positions}: needs between {len(ids)} (the prompt's tokens) and "
+            f"{ckpt.config.n_positions} (the model's context)"
+        )
     t0 = time.perf_counter()
-    build_book(ckpt, ids + [PAD_ID] * (positions - len(ids)), out, DEFAULT_TEMPLATE if instruments else
-               GENERATE_TEMPLATE, tokenizer=tok)
+    build_book(
+        ckpt,
+        ids + [PAD_ID] * (positions - len(ids)),
+        out,
+        DEFAULT_TEMPLATE if instruments else GENERATE_TEMPLATE,
+        tokenizer=tok,
+    )
     if on_built:
         on_built(out, positions, time.perf_counter() - t0)
     return read_book(out), ids, tok, ckpt.path
 
 
-def train(weights=None, text=None, prompt=None, steps=10, window=16, optimizer="adamw", lr=None,
-          engine="libreoffice", out="trained", timeout=3600, on_start=None, on_step=None):
+def train(
+    weights=None,
+    text=None,
+    prompt=None,
+    steps=10,
+    window=16,
+    optimizer="adamw",
+    lr=None,
+    engine="libreoffice",
+    out="trained",
+    timeout=3600,
+    on_start=None,
+    on_step=None,
+):
     """Train the model with the spreadsheet: each step the workbook computes the loss, every gradient and the
     optimizer's update as formulas; the updated weights are copied over the weights (the copy-paste epoch) and
     the step is checked against the NumPy reference's own training loop.
@@ -337,11 +466,21 @@ def train(weights=None, text=None, prompt=None, steps=10, window=16, optimizer="
         build_book(ckpt, inputs, path, tokenizer=tok, training=Training(targets, optimizer, lr))
         if on_start:
             on_start(len(runs), len(inputs), optimizer, lr)
-        done, final, moments, diff = run_training(read_book(path), ckpt, runs, engine, timeout,
-                                                  on_step or (lambda step: None))
+        done, final, moments, diff = run_training(
+            read_book(path), ckpt, runs, engine, timeout, on_step or (lambda step: None)
+        )
     save_training(out, ckpt, tok, runs, done, final, moments, optimizer, lr)
-    return {"steps": done, "optimizer": optimizer, "lr": lr, "window": len(runs[0][0]), "engine": engine,
-            "max_weight_diff": diff, "checkpoint": str(out), "workbook": str(out / BOOK), "match": True}
+    return {
+        "steps": done,
+        "optimizer": optimizer,
+        "lr": lr,
+        "window": len(runs[0][0]),
+        "engine": engine,
+        "max_weight_diff": diff,
+        "checkpoint": str(out),
+        "workbook": str(out / BOOK),
+        "match": True,
+    }
 
 
 def tokenize(texts, weights=None, tokenizer=None, engine=None):
@@ -374,12 +513,22 @@ def features(sae=None, top=None, search=None, progress=False):
     whose label or top tokens contain the word, `top` the K that fire most often."""
     loaded = load_sae(sae, progress=progress)
     info = loaded.features or {}
-    rows = info.get("features") or [{"index": i, "label": "", "frequency": None, "top_tokens": []}
-                                    for i in range(loaded.d_sae)]
+    rows = info.get("features") or [
+        {"index": i, "label": "", "frequency": None, "top_tokens": []} for i in range(loaded.d_sae)
+    ]
     if search:
         word = search.lower()
-        rows = [r for r in rows if word in r["label"].lower() or any(word in t["token"].lower() for t in r["top_tokens"])]
+        rows = [
+            r for r in rows if word in r["label"].lower() or any(word in t["token"].lower() for t in r["top_tokens"])
+        ]
     if top:
         rows = sorted(rows, key=lambda r: -(r["frequency"] or 0))[:top]
-    return {"path": str(loaded.path), "hook_name": loaded.hook_name, "d_in": loaded.d_in, "d_sae": loaded.d_sae,
-            "model_name": loaded.model_name, "figures": info.get("figures"), "features": rows}
+    return {
+        "path": str(loaded.path),
+        "hook_name": loaded.hook_name,
+        "d_in": loaded.d_in,
+        "d_sae": loaded.d_sae,
+        "model_name": loaded.model_name,
+        "figures": info.get("figures"),
+        "features": rows,
+    }

@@ -1,4 +1,5 @@
 """The xlgpt command line: parse the options, call xlgpt.api, print. Nothing here computes."""
+
 import json
 import os
 import signal
@@ -69,19 +70,28 @@ def weights():
 @click.option("--heads", type=click.IntRange(min=1), default=4, show_default=True, help="n_head (must divide --embd)")
 @click.option("--vocab", type=click.IntRange(min=1), default=300, show_default=True, help="vocab_size")
 @click.option("--context", type=click.IntRange(min=1), default=32, show_default=True, help="n_positions")
-@click.option("--seed", type=click.IntRange(min=0, max=2**64 - 1), default=0, show_default=True,
-              help="random seed: same seed, same weights")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0, max=2**64 - 1),
+    default=0,
+    show_default=True,
+    help="random seed: same seed, same weights",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="directory to create")
 def weights_random(layers, embd, heads, vocab, context, seed, out):
     """Write a seeded random GPT-2 checkpoint of any shape (124M: --layers 12 --embd 768 --heads 12
     --vocab 50257 --context 1024)."""
     n = api.random_weights(out, layers, embd, heads, vocab, context, seed)
-    click.echo(f"wrote {out}: {n:,} parameters ({layers} layers, {embd} features, {heads} heads, "
-               f"vocabulary {vocab}, context {context}, seed {seed})")
+    click.echo(
+        f"wrote {out}: {n:,} parameters ({layers} layers, {embd} features, {heads} heads, "
+        f"vocabulary {vocab}, context {context}, seed {seed})"
+    )
 
 
-WEIGHTS_HELP = ("checkpoint directory (config.json + model.safetensors) or model name (gpt2, an imported "
-                "model, ...); default: the bundled Shakespeare model")
+WEIGHTS_HELP = (
+    "checkpoint directory (config.json + model.safetensors) or model name (gpt2, an imported "
+    "model, ...); default: the bundled Shakespeare model"
+)
 
 
 def weights_option(f):
@@ -115,15 +125,21 @@ def weights_list(as_json):
     if not models:
         click.echo("no models; try: xlgpt weights download gpt2")
     for m in models:
-        click.echo(f"{m['name']:<32} {m['source']:<9} {m['parameters']:>13,} parameters "
-                   f"{m['size_bytes'] / 1e6:>9.1f} MB  {m['path']}")
+        click.echo(
+            f"{m['name']:<32} {m['source']:<9} {m['parameters']:>13,} parameters "
+            f"{m['size_bytes'] / 1e6:>9.1f} MB  {m['path']}"
+        )
 
 
 @weights.command("import")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--name", default=None, help="name to use with --weights (default: the file or directory name)")
-@click.option("--config", type=click.Path(path_type=Path), default=None,
-              help="config.json, when it is not beside a .safetensors file")
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="config.json, when it is not beside a .safetensors file",
+)
 def weights_import(path, name, config):
     """Import a local checkpoint: a directory (config.json + model.safetensors), a .safetensors file, or a
     PyTorch .bin (needs torch; loaded with weights_only=True, never unpickling code)."""
@@ -150,49 +166,124 @@ def parse_capacity(text):
 @cli.command()
 @weights_option
 @input_options
-@click.option("--out", type=click.Path(path_type=Path), default="book.xlsx", show_default=True,
-              help="workbook to write")
-@click.option("--template", type=click.Path(path_type=Path), default=None,
-              help="transformer description to compile (default: templates/gpt2.toml)")
-@click.option("--prompt-cell/--no-prompt-cell", default=True, show_default=True,
-              help="with a prompt: put it in a Prompt cell that the workbook tokenizes itself, so a person can "
-                   "type another prompt (--no-prompt-cell: fixed token ids, as with --tokens)")
-@click.option("--positions", type=click.IntRange(min=1), default=None,
-              help=f"token positions of a prompt-cell book: the longest prompt it takes [default: the prompt's "
-                   f"tokens, at least {api.DEFAULT_POSITIONS} (up to the model's context); with --capacity fit, "
-                   f"the prompt's tokens]")
-@click.option("--capacity", default="{0.chars},{0.bytes},{0.rounds}".format(Capacity()),
-              show_default="256,512,64",
-              help="the in-sheet tokenizer's capacity: CHARS,BYTES,ROUNDS (a word of up to ROUNDS+1 bytes always "
-                   "tokenizes), or 'fit' for the smallest that holds the prompt (for the formulas engine)")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default="book.xlsx", show_default=True, help="workbook to write"
+)
+@click.option(
+    "--template",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="transformer description to compile (default: templates/gpt2.toml)",
+)
+@click.option(
+    "--prompt-cell/--no-prompt-cell",
+    default=True,
+    show_default=True,
+    help="with a prompt: put it in a Prompt cell that the workbook tokenizes itself, so a person can "
+    "type another prompt (--no-prompt-cell: fixed token ids, as with --tokens)",
+)
+@click.option(
+    "--positions",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"token positions of a prompt-cell book: the longest prompt it takes [default: the prompt's "
+    f"tokens, at least {api.DEFAULT_POSITIONS} (up to the model's context); with --capacity fit, "
+    f"the prompt's tokens]",
+)
+@click.option(
+    "--capacity",
+    default="{0.chars},{0.bytes},{0.rounds}".format(Capacity()),
+    show_default="256,512,64",
+    help="the in-sheet tokenizer's capacity: CHARS,BYTES,ROUNDS (a word of up to ROUNDS+1 bytes always "
+    "tokenizes), or 'fit' for the smallest that holds the prompt (for the formulas engine)",
+)
 @click.option("--steer-from", default=None, help="ActAdd: steer away from this text ...")
-@click.option("--steer-to", default=None, help="... towards this one: the difference of their residual streams "
-                                               "entering --steer-layer, at their last tokens")
-@click.option("--steer-vector", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="the steering vector from a .npy or .safetensors file (one tensor of n_embd numbers)")
-@click.option("--steer-feature", type=click.IntRange(min=0), default=None,
-              help="steer along this SAE feature's decoder direction (layer: the SAE's block)")
-@click.option("--sae", "sae_source", default=None,
-              help="a sparse autoencoder for the Features tab and --steer-feature: a folder or Hugging Face repo "
-                   "id in SAELens layout (default: the bundled model's own, for the bundled model)")
-@click.option("--steer-layer", type=click.IntRange(min=0), default=None,
-              help="the block whose input is steered (SteeringLayer) [default: 0, or the SAE's block]")
-@click.option("--steer-coef", type=float, default=None,
-              help="SteeringCoefficient: how much of the vector is added [default: 1 with a vector, else 0]")
-@click.option("--train", is_flag=True,
-              help="a training book: the loss of predicting each next token of the prompt (inputs: all its tokens "
-                   "but the last; targets: all but the first), the backward pass, the gradients and one "
-                   "optimizer step, all as formulas (template: templates/gpt2-train.toml)")
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True,
-              help="with --train: the update the book computes")
-@click.option("--lr", type=click.FloatRange(min=0), default=None,
-              help="with --train: LearningRate [default: 0.1 for sgd, 0.001 for adamw]")
-@click.option("--calc", "calculation", type=click.Choice(["auto", "manual"]), default=None,
-              help="the workbook's calculation mode: auto recalculates on opening and after every edit; manual "
-                   "waits for F9, so a big book opens at once [default: manual above "
-                   f"{MANUAL_ABOVE:,} formula cells, else auto]")
-def build(weights, tokens, prompt, out, template, prompt_cell, positions, capacity, steer_from, steer_to,
-          steer_vector, steer_feature, sae_source, steer_layer, steer_coef, train, optimizer, lr, calculation):
+@click.option(
+    "--steer-to",
+    default=None,
+    help="... towards this one: the difference of their residual streams entering --steer-layer, at their last tokens",
+)
+@click.option(
+    "--steer-vector",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="the steering vector from a .npy or .safetensors file (one tensor of n_embd numbers)",
+)
+@click.option(
+    "--steer-feature",
+    type=click.IntRange(min=0),
+    default=None,
+    help="steer along this SAE feature's decoder direction (layer: the SAE's block)",
+)
+@click.option(
+    "--sae",
+    "sae_source",
+    default=None,
+    help="a sparse autoencoder for the Features tab and --steer-feature: a folder or Hugging Face repo "
+    "id in SAELens layout (default: the bundled model's own, for the bundled model)",
+)
+@click.option(
+    "--steer-layer",
+    type=click.IntRange(min=0),
+    default=None,
+    help="the block whose input is steered (SteeringLayer) [default: 0, or the SAE's block]",
+)
+@click.option(
+    "--steer-coef",
+    type=float,
+    default=None,
+    help="SteeringCoefficient: how much of the vector is added [default: 1 with a vector, else 0]",
+)
+@click.option(
+    "--train",
+    is_flag=True,
+    help="a training book: the loss of predicting each next token of the prompt (inputs: all its tokens "
+    "but the last; targets: all but the first), the backward pass, the gradients and one "
+    "optimizer step, all as formulas (template: templates/gpt2-train.toml)",
+)
+@click.option(
+    "--optimizer",
+    type=click.Choice(["sgd", "adamw"]),
+    default="sgd",
+    show_default=True,
+    help="with --train: the update the book computes",
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="with --train: LearningRate [default: 0.1 for sgd, 0.001 for adamw]",
+)
+@click.option(
+    "--calc",
+    "calculation",
+    type=click.Choice(["auto", "manual"]),
+    default=None,
+    help="the workbook's calculation mode: auto recalculates on opening and after every edit; manual "
+    "waits for F9, so a big book opens at once [default: manual above "
+    f"{MANUAL_ABOVE:,} formula cells, else auto]",
+)
+def build(
+    weights,
+    tokens,
+    prompt,
+    out,
+    template,
+    prompt_cell,
+    positions,
+    capacity,
+    steer_from,
+    steer_to,
+    steer_vector,
+    steer_feature,
+    sae_source,
+    steer_layer,
+    steer_coef,
+    train,
+    optimizer,
+    lr,
+    calculation,
+):
     """Compile a checkpoint and a prompt into a workbook of formulas.
 
     With no options: the bundled Shakespeare model and a default prompt, in a Prompt cell that a person
@@ -211,53 +302,109 @@ def build(weights, tokens, prompt, out, template, prompt_cell, positions, capaci
 
     steer = api.Steering(steer_from, steer_to, steer_vector, steer_feature, steer_layer, steer_coef)
     try:
-        built = api.build(out, weights, prompt, parse_tokens(tokens) if tokens is not None else None, template,
-                          prompt_cell, positions, parse_capacity(capacity), steer, sae_source, train, optimizer, lr,
-                          calculation, progress)
+        built = api.build(
+            out,
+            weights,
+            prompt,
+            parse_tokens(tokens) if tokens is not None else None,
+            template,
+            prompt_cell,
+            positions,
+            parse_capacity(capacity),
+            steer,
+            sae_source,
+            train,
+            optimizer,
+            lr,
+            calculation,
+            progress,
+        )
     finally:
         bar.close()
     if built.text is not None:
         click.echo(f"prompt: {built.text!r} ({len(built.tokens)} tokens)")
     if built.typed:
         cap = built.capacity
-        click.echo(f"prompt cell: the workbook tokenizes it itself (up to {built.positions} tokens; {cap.chars} "
-                   f"characters, {cap.bytes} bytes, {cap.rounds} merge rounds)")
-    click.echo(f"wrote {out}: {built.tabs} tabs, {built.constants:,} constant cells, {built.formulas:,} formula cells, "
-               f"{out.stat().st_size / 1e6:.1f} MB in {built.seconds:.1f} s")
+        click.echo(
+            f"prompt cell: the workbook tokenizes it itself (up to {built.positions} tokens; {cap.chars} "
+            f"characters, {cap.bytes} bytes, {cap.rounds} merge rounds)"
+        )
+    click.echo(
+        f"wrote {out}: {built.tabs} tabs, {built.constants:,} constant cells, {built.formulas:,} formula cells, "
+        f"{out.stat().st_size / 1e6:.1f} MB in {built.seconds:.1f} s"
+    )
     if built.manual:
-        click.echo("calculation: manual (the book opens showing the values xlgpt computed; have the spreadsheet "
-                   "compute them with Ctrl+Alt+F9 in Excel, Ctrl+Shift+F9 in LibreOffice)")
+        click.echo(
+            "calculation: manual (the book opens showing the values xlgpt computed; have the spreadsheet "
+            "compute them with Ctrl+Alt+F9 in Excel, Ctrl+Shift+F9 in LibreOffice)"
+        )
 
 
 @cli.command("eval")
 @click.argument("book", type=click.Path(path_type=Path))
-@click.option("--engine", type=click.Choice(["auto", "formulas", "libreoffice", "gnumeric", "both", "all"]),
-              default="auto", show_default=True,
-              help="auto: formulas and LibreOffice, or LibreOffice alone for books beyond the formulas engine; "
-                   "both: formulas and LibreOffice; all: every engine (formulas, LibreOffice, Gnumeric)")
-@click.option("--weights", "weights", default=None,
-              help="checkpoint for the reference (default: the one recorded in the workbook)")
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "formulas", "libreoffice", "gnumeric", "both", "all"]),
+    default="auto",
+    show_default=True,
+    help="auto: formulas and LibreOffice, or LibreOffice alone for books beyond the formulas engine; "
+    "both: formulas and LibreOffice; all: every engine (formulas, LibreOffice, Gnumeric)",
+)
+@click.option(
+    "--weights",
+    "weights",
+    default=None,
+    help="checkpoint for the reference (default: the one recorded in the workbook)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object per engine")
-@click.option("--max-cells", type=click.IntRange(min=1), default=FORMULAS_MAX_CELLS, show_default=True,
-              help="refuse books with more constant cells than this with the formulas engine")
-@click.option("--timeout", type=click.IntRange(min=1), default=3600, show_default=True,
-              help="seconds LibreOffice or Gnumeric may take")
-@click.option("--prompt", default=None,
-              help="type this text into the Prompt cell of a copy of the workbook (built from a prompt) first")
-@click.option("--prompts", "prompts_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="a file of prompts, one a line: load the workbook once in LibreOffice and check each prompt")
-@click.option("--set", "sets", multiple=True, metavar="NAME[i,j]=VALUE",
-              help="edit an input cell in a copy first (repeatable), e.g. HeadSwitches[1,2]=0, MlpSwitches[0]=0, "
-                   "SteeringCoefficient=4, Temperature=0.8, AttributionToken=198 (indices from 0); the reference "
-                   "runs with the same edits")
-@click.option("--template", type=click.Path(path_type=Path), default=None,
-              help="the template the workbook was built with (default: templates/gpt2.toml); eval recompiles "
-                   "the book and refuses formulas the compiler does not write")
+@click.option(
+    "--max-cells",
+    type=click.IntRange(min=1),
+    default=FORMULAS_MAX_CELLS,
+    show_default=True,
+    help="refuse books with more constant cells than this with the formulas engine",
+)
+@click.option(
+    "--timeout",
+    type=click.IntRange(min=1),
+    default=3600,
+    show_default=True,
+    help="seconds LibreOffice or Gnumeric may take",
+)
+@click.option(
+    "--prompt",
+    default=None,
+    help="type this text into the Prompt cell of a copy of the workbook (built from a prompt) first",
+)
+@click.option(
+    "--prompts",
+    "prompts_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="a file of prompts, one a line: load the workbook once in LibreOffice and check each prompt",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="NAME[i,j]=VALUE",
+    help="edit an input cell in a copy first (repeatable), e.g. HeadSwitches[1,2]=0, MlpSwitches[0]=0, "
+    "SteeringCoefficient=4, Temperature=0.8, AttributionToken=198 (indices from 0); the reference "
+    "runs with the same edits",
+)
+@click.option(
+    "--template",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="the template the workbook was built with (default: templates/gpt2.toml); eval recompiles "
+    "the book and refuses formulas the compiler does not write",
+)
 def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt, prompts_file, sets, template):
     """Recalculate a workbook with a spreadsheet engine and check it against the NumPy reference.
 
     Exit status: 0 when every engine matches (same prediction, logits within 1e-6), 1 on a mismatch,
     2 on bad input."""
+
     def show_stage(msg):  # like the progress bars: only for a person at a terminal
         if sys.stderr.isatty():
             click.echo(f"· {msg}", err=True)
@@ -265,8 +412,18 @@ def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt, prompts
     try:
         if prompts_file is not None:
             eval_prompts(book, prompts_file, engine, weights, as_json, timeout, prompt, show_stage, template)
-        results = api.evaluate(book, engine, weights, prompt, sets, template, timeout, max_cells, show_stage,
-                               lambda why: click.echo(f"skipping the formulas engine: {why}", err=True))
+        results = api.evaluate(
+            book,
+            engine,
+            weights,
+            prompt,
+            sets,
+            template,
+            timeout,
+            max_cells,
+            show_stage,
+            lambda why: click.echo(f"skipping the formulas engine: {why}", err=True),
+        )
     except NotCompiled as e:  # a verdict, not bad input: the book does not compute what it shows
         if as_json:
             click.echo(json.dumps({"match": False, "not_compiled": str(e)}))
@@ -289,16 +446,20 @@ def show_result(r, as_json):
         return
     verdict = "MATCH" if r["match"] else "MISMATCH"
     text = lambda key: f" {r[key]!r}" if key in r else ""
-    click.echo(f"{r['engine']:>11}: next token {r['token_id']}{text('token_text')} "
-               f"(reference {r['reference_token_id']}{text('reference_token_text')}), "
-               f"max |logit diff| {r['max_abs_logit_diff']:.2e} — {verdict} "
-               f"[{r['seconds']} s, {r['peak_rss_mb']} MB]")
+    click.echo(
+        f"{r['engine']:>11}: next token {r['token_id']}{text('token_text')} "
+        f"(reference {r['reference_token_id']}{text('reference_token_text')}), "
+        f"max |logit diff| {r['max_abs_logit_diff']:.2e} — {verdict} "
+        f"[{r['seconds']} s, {r['peak_rss_mb']} MB]"
+    )
     if "reference_tokens" in r and r["tokens"] != r["reference_tokens"]:
         click.echo(f"{'':>11}  the sheet tokenized the prompt as {','.join(map(str, r['tokens'])) or 'nothing'}")
     if "first_difference" in r:  # a mismatch: where the book first leaves the reference
         d = r["first_difference"]
-        click.echo(f"{'':>11}  first difference: "
-                   + (describe_difference(d) if d else "none of the model's stages (the difference is after them)"))
+        click.echo(
+            f"{'':>11}  first difference: "
+            + (describe_difference(d) if d else "none of the model's stages (the difference is after them)")
+        )
 
 
 def eval_prompts(book, prompts_file, engine, weights, as_json, timeout, prompt, show_stage, template=None):
@@ -319,8 +480,12 @@ def eval_prompts(book, prompts_file, engine, weights, as_json, timeout, prompt, 
 @weights_option
 @input_options
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--generate", type=click.IntRange(min=1), default=None,
-              help="instead, continue the prompt greedily (temperature 0) by this many tokens")
+@click.option(
+    "--generate",
+    type=click.IntRange(min=1),
+    default=None,
+    help="instead, continue the prompt greedily (temperature 0) by this many tokens",
+)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def predict(weights, tokens, prompt, top_k, generate, as_json):
     """Predict the next token with the NumPy reference (no spreadsheet involved)."""
@@ -346,30 +511,67 @@ def predict(weights, tokens, prompt, top_k, generate, as_json):
 @cli.command()
 @weights_option
 @input_options
-@click.option("--book", "book_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="generate with this token-ids workbook instead of building one (its first positions get the "
-                   "prompt; default prompt: the ids before the book's trailing pad ids)")
+@click.option(
+    "--book",
+    "book_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="generate with this token-ids workbook instead of building one (its first positions get the "
+    "prompt; default prompt: the ids before the book's trailing pad ids)",
+)
 @click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True, help="tokens to generate")
-@click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="0: the argmax; above 0 needs a workbook with sampling cells")
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="0: the argmax; above 0 needs a workbook with sampling cells",
+)
 @click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True, help="0: every token")
 @click.option("--seed", type=int, default=1, show_default=True, help="1 to 2147483646")
 @click.option("--engine", type=click.Choice(["libreoffice", "formulas"]), default="libreoffice", show_default=True)
-@click.option("--positions", type=click.IntRange(min=1), default=None,
-              help="positions of the book built (default: the prompt's tokens plus --steps, at most the context)")
+@click.option(
+    "--positions",
+    type=click.IntRange(min=1),
+    default=None,
+    help="positions of the book built (default: the prompt's tokens plus --steps, at most the context)",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="keep the built workbook here")
-@click.option("--instruments", is_flag=True,
-              help="build the book with the instruments (templates/gpt2.toml: logit lens, attribution, probabilities, "
-                   "top-k, features); default: without them (templates/gpt2-generate.toml), which loads faster")
-@click.option("--timeout", type=click.IntRange(min=1), default=3600, show_default=True,
-              help="seconds any one LibreOffice step may take")
+@click.option(
+    "--instruments",
+    is_flag=True,
+    help="build the book with the instruments (templates/gpt2.toml: logit lens, attribution, probabilities, "
+    "top-k, features); default: without them (templates/gpt2-generate.toml), which loads faster",
+)
+@click.option(
+    "--timeout",
+    type=click.IntRange(min=1),
+    default=3600,
+    show_default=True,
+    help="seconds any one LibreOffice step may take",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def generate(weights, tokens, prompt, book_path, steps, temperature, top_k, seed, engine, positions, out, instruments,
-             timeout, as_json):
+def generate(
+    weights,
+    tokens,
+    prompt,
+    book_path,
+    steps,
+    temperature,
+    top_k,
+    seed,
+    engine,
+    positions,
+    out,
+    instruments,
+    timeout,
+    as_json,
+):
     """Generate text with the workbook itself: recalculate, read the chosen token, check it against the
     NumPy reference, write it into the next position; repeat.
 
     Exit status: 0 when every step agrees with the reference, 1 naming the first step that does not."""
+
     def on_built(path, positions, seconds):
         if not as_json:
             click.echo(f"built {path} ({positions} positions) in {seconds:.1f} s", err=True)
@@ -385,9 +587,24 @@ def generate(weights, tokens, prompt, book_path, steps, temperature, top_k, seed
         if not as_json:
             click.echo(text if shown["tokenizer"] else f",{text}", nl=False)
 
-    r = api.generate(weights, parse_tokens(tokens) if tokens is not None else None, prompt, book_path, steps,
-                     temperature, top_k, seed, engine, positions, out, instruments, timeout, on_built, on_start,
-                     on_token)
+    r = api.generate(
+        weights,
+        parse_tokens(tokens) if tokens is not None else None,
+        prompt,
+        book_path,
+        steps,
+        temperature,
+        top_k,
+        seed,
+        engine,
+        positions,
+        out,
+        instruments,
+        timeout,
+        on_built,
+        on_start,
+        on_token,
+    )
     if as_json:
         click.echo(json.dumps(r))
     else:
@@ -397,36 +614,70 @@ def generate(weights, tokens, prompt, book_path, steps, temperature, top_k, seed
         if r["context_full"] and len(r["tokens"]) < steps:
             summary += f"; the workbook is full ({r['positions']} positions)"
         if r["match"]:
-            click.echo(f"{summary}; every step agrees with the reference (max |logit diff| "
-                       f"{r['max_abs_logit_diff']:.2e})")
+            click.echo(
+                f"{summary}; every step agrees with the reference (max |logit diff| {r['max_abs_logit_diff']:.2e})"
+            )
         else:
             m = r["mismatch"]
-            click.echo(f"{summary}; MISMATCH at step {m['step']} (position {m['position']}): the workbook chose "
-                       f"{m['token_id']}, the reference {m['reference_token_id']}, max |logit diff| "
-                       f"{m['max_abs_logit_diff']:.2e}", err=True)
+            click.echo(
+                f"{summary}; MISMATCH at step {m['step']} (position {m['position']}): the workbook chose "
+                f"{m['token_id']}, the reference {m['reference_token_id']}, max |logit diff| "
+                f"{m['max_abs_logit_diff']:.2e}",
+                err=True,
+            )
     sys.exit(0 if r["match"] else 1)
 
 
 @cli.command()
 @weights_option
-@click.option("--text", "text_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="train on this UTF-8 text: step k reads the --window tokens from (k · window) mod (tokens − "
-                   "window) and predicts the tokens one further on [default: the bundled model's Shakespeare sample]")
-@click.option("--prompt", default=None, help="train on this text instead: every step's window is the prompt itself "
-                                             "(inputs: all its tokens but the last; targets: all but the first)")
+@click.option(
+    "--text",
+    "text_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="train on this UTF-8 text: step k reads the --window tokens from (k · window) mod (tokens − "
+    "window) and predicts the tokens one further on [default: the bundled model's Shakespeare sample]",
+)
+@click.option(
+    "--prompt",
+    default=None,
+    help="train on this text instead: every step's window is the prompt itself "
+    "(inputs: all its tokens but the last; targets: all but the first)",
+)
 @click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--window", type=click.IntRange(min=1), default=16, show_default=True, help="tokens per step (--text)")
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="adamw", show_default=True,
-              help="AdamW as torch.optim.AdamW (betas 0.9, 0.999, eps 1e-8, weight decay 0.01); SGD is w − lr·grad")
-@click.option("--lr", type=click.FloatRange(min=0), default=None,
-              help="learning rate [default: 0.001 for adamw, 0.01 for sgd]")
-@click.option("--engine", type=click.Choice(["libreoffice", "formulas"]), default="libreoffice", show_default=True,
-              help="the spreadsheet that computes every step (formulas: small models only; it recomputes the whole "
-                   "book at every step)")
-@click.option("--out", type=click.Path(path_type=Path), default="trained", show_default=True,
-              help="directory to create: the trained checkpoint and train.xlsx (the loss curve)")
-@click.option("--timeout", type=click.IntRange(min=1), default=3600, show_default=True,
-              help="seconds any one LibreOffice step may take")
+@click.option(
+    "--optimizer",
+    type=click.Choice(["sgd", "adamw"]),
+    default="adamw",
+    show_default=True,
+    help="AdamW as torch.optim.AdamW (betas 0.9, 0.999, eps 1e-8, weight decay 0.01); SGD is w − lr·grad",
+)
+@click.option(
+    "--lr", type=click.FloatRange(min=0), default=None, help="learning rate [default: 0.001 for adamw, 0.01 for sgd]"
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["libreoffice", "formulas"]),
+    default="libreoffice",
+    show_default=True,
+    help="the spreadsheet that computes every step (formulas: small models only; it recomputes the whole "
+    "book at every step)",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default="trained",
+    show_default=True,
+    help="directory to create: the trained checkpoint and train.xlsx (the loss curve)",
+)
+@click.option(
+    "--timeout",
+    type=click.IntRange(min=1),
+    default=3600,
+    show_default=True,
+    help="seconds any one LibreOffice step may take",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object with every step's loss")
 def train(weights, text_file, prompt, steps, window, optimizer, lr, engine, out, timeout, as_json):
     """Train the model with the spreadsheet: each step, the workbook computes the loss, every gradient and the
@@ -434,19 +685,25 @@ def train(weights, text_file, prompt, steps, window, optimizer, lr, engine, out,
     and checks the step against the NumPy reference's own training loop.
 
     Exit status: 0 when every step agrees with the reference, 1 naming the first that does not."""
+
     def on_start(steps, window, optimizer, lr):
         if not as_json:
-            click.echo(f"{steps} steps of {window} tokens, {optimizer} (lr {lr:g}), {engine} computing every step; "
-                       f"the reference beside it")
+            click.echo(
+                f"{steps} steps of {window} tokens, {optimizer} (lr {lr:g}), {engine} computing every step; "
+                f"the reference beside it"
+            )
 
     def on_step(s):
         if not as_json:
-            click.echo(f"step {s['step']:>3}/{steps}  loss {s['loss']:.4f}  (reference {s['reference_loss']:.4f})"
-                       f"  {s['seconds']:.2f} s")
+            click.echo(
+                f"step {s['step']:>3}/{steps}  loss {s['loss']:.4f}  (reference {s['reference_loss']:.4f})"
+                f"  {s['seconds']:.2f} s"
+            )
 
     try:
-        result = api.train(weights, text_file, prompt, steps, window, optimizer, lr, engine, out, timeout, on_start,
-                           on_step)
+        result = api.train(
+            weights, text_file, prompt, steps, window, optimizer, lr, engine, out, timeout, on_start, on_step
+        )
     except Diverged as e:
         error_line(e)
         sys.exit(1)
@@ -454,20 +711,30 @@ def train(weights, text_file, prompt, steps, window, optimizer, lr, engine, out,
         click.echo(json.dumps(result))
     else:
         done = result["steps"]
-        click.echo(f"loss {done[0]['loss']:.4f} -> {done[-1]['loss']:.4f}; every step agrees with the reference "
-                   f"(weights within {result['max_weight_diff']:.1e}); wrote {out}/ (model.safetensors, "
-                   f"{Path(result['workbook']).name}: its Loss tab charts the loss)")
+        click.echo(
+            f"loss {done[0]['loss']:.4f} -> {done[-1]['loss']:.4f}; every step agrees with the reference "
+            f"(weights within {result['max_weight_diff']:.1e}); wrote {out}/ (model.safetensors, "
+            f"{Path(result['workbook']).name}: its Loss tab charts the loss)"
+        )
 
 
 @cli.command()
 @click.argument("text", nargs=-1, required=True)
 @weights_option
-@click.option("--tokenizer", "tokenizer_name", default=None,
-              help="'gpt2' (bundled GPT-2 tokenizer files) or a directory of tokenizer files; "
-                   "default: the tokenizer of --weights")
-@click.option("--engine", type=click.Choice(["formulas", "libreoffice"]), default=None,
-              help="tokenize with the spreadsheet itself: build tokenizer workbooks, recalculate them with "
-                   "this engine and compare with the tokenizers library (exit 1 on a difference)")
+@click.option(
+    "--tokenizer",
+    "tokenizer_name",
+    default=None,
+    help="'gpt2' (bundled GPT-2 tokenizer files) or a directory of tokenizer files; "
+    "default: the tokenizer of --weights",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["formulas", "libreoffice"]),
+    default=None,
+    help="tokenize with the spreadsheet itself: build tokenizer workbooks, recalculate them with "
+    "this engine and compare with the tokenizers library (exit 1 on a difference)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON list")
 def tokenize(text, weights, tokenizer_name, engine, as_json):
     """Print the token ids and token strings of each TEXT."""
@@ -476,7 +743,9 @@ def tokenize(text, weights, tokenizer_name, engine, as_json):
         click.echo(json.dumps(results, ensure_ascii=False))
     else:
         for r in results:
-            verdict = "" if "match" not in r else (" — MATCH" if r["match"] else f" — MISMATCH, tokenizers: {r['reference']}")
+            verdict = (
+                "" if "match" not in r else (" — MATCH" if r["match"] else f" — MISMATCH, tokenizers: {r['reference']}")
+            )
             click.echo(f"{r['text']!r}: {len(r['tokens'])} tokens{verdict}")
             click.echo("  ids:     " + ",".join(map(str, r["tokens"])))
             click.echo("  strings: " + " ".join(repr(x) for x in r["strings"]))
@@ -487,11 +756,19 @@ def tokenize(text, weights, tokenizer_name, engine, as_json):
 
 
 @cli.command()
-@click.option("--sae", "sae_source", default=None,
-              help="SAE folder in SAELens layout (cfg.json + sae_weights.safetensors), or hub repo id "
-                   "owner/name[/folder]; default: the bundled Shakespeare SAE")
-@click.option("--top", type=click.IntRange(min=1), default=None,
-              help="only the K features that fire most often (default: all, by index)")
+@click.option(
+    "--sae",
+    "sae_source",
+    default=None,
+    help="SAE folder in SAELens layout (cfg.json + sae_weights.safetensors), or hub repo id "
+    "owner/name[/folder]; default: the bundled Shakespeare SAE",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=None,
+    help="only the K features that fire most often (default: all, by index)",
+)
 @click.option("--search", default=None, help="only features whose label or top tokens contain WORD (any case)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def features(sae_source, top, search, as_json):
@@ -501,9 +778,15 @@ def features(sae_source, top, search, as_json):
         click.echo(json.dumps(info, ensure_ascii=False))
         return
     figures, rows = info["figures"], info["features"]
-    click.echo(f"{info['path']}: {info['d_sae']} features on {info['hook_name']} ({info['d_in']} dimensions)"
-               + (f"; FVE {figures['fraction_of_variance_explained']:.3f}, mean L0 {figures['mean_l0']:.1f}, "
-                  f"{figures['dead_features']} dead" if figures else "; no features.json, so no labels"))
+    click.echo(
+        f"{info['path']}: {info['d_sae']} features on {info['hook_name']} ({info['d_in']} dimensions)"
+        + (
+            f"; FVE {figures['fraction_of_variance_explained']:.3f}, mean L0 {figures['mean_l0']:.1f}, "
+            f"{figures['dead_features']} dead"
+            if figures
+            else "; no features.json, so no labels"
+        )
+    )
     for r in rows:
         tokens = " ".join(f"{display(t['token'])}×{t['count']}" for t in r["top_tokens"][:4])
         freq = f"{r['frequency']:8.3%}" if r["frequency"] is not None else " " * 8

@@ -1,4 +1,5 @@
 """What every layer may use: xlgpt's version, the error for the user's mistakes, the data folders it ships."""
+
 from pathlib import Path
 
 __version__ = "0.1.0"

@@ -10,10 +10,12 @@ into place.
   FIFO, a socket), an input of the same command (a checkpoint file, a template), and an existing file that is
   not an .xlsx workbook (config.json, notes.txt): xlgpt replaces only workbooks.
 """
+
 import contextlib
 import os
 import shutil
 import stat
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -149,3 +151,11 @@ def read_bounded(path, limit=MAX_SMALL_FILE, what="file"):
     if len(data) > limit:
         raise XlgptError(f"{path}: too large for a {what} (limit {limit:,} bytes)")
     return data
+
+
+def announce(phase):
+    """With XLGPT_ANNOUNCE set (tests do), write `xlgpt: phase: NAME` to stderr, flushed, as a command enters
+    a phase (writing: the workbook's sheets; engine: LibreOffice or Gnumeric just started; step: a training
+    step): a test that interrupts a running command waits for the phase it means instead of guessing it."""
+    if os.environ.get("XLGPT_ANNOUNCE"):
+        print(f"xlgpt: phase: {phase}", file=sys.stderr, flush=True)

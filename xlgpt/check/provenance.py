@@ -13,6 +13,7 @@ and compares, before any engine opens the file:
 The file's sheets are read with a streaming XML parser, one cell at a time, so books of any size compare in
 bounded memory; the compiled side is walked block by block, without formatting the weights.
 """
+
 import re
 import xml.etree.ElementTree as ET
 import zipfile
@@ -31,8 +32,17 @@ from xlgpt.tokenizer.bpe import Capacity
 MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 REL_NS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
 PKG_REL = "{http://schemas.openxmlformats.org/package/2006/relationships}"
-STATIC_PARTS = {"[Content_Types].xml", "_rels/.rels", "docProps/app.xml", "docProps/core.xml", "xl/workbook.xml",
-                "xl/_rels/workbook.xml.rels", "xl/styles.xml", "xl/theme/theme1.xml", "xl/sharedStrings.xml"}
+STATIC_PARTS = {
+    "[Content_Types].xml",
+    "_rels/.rels",
+    "docProps/app.xml",
+    "docProps/core.xml",
+    "xl/workbook.xml",
+    "xl/_rels/workbook.xml.rels",
+    "xl/styles.xml",
+    "xl/theme/theme1.xml",
+    "xl/sharedStrings.xml",
+}
 _REF = re.compile(r"([A-Z]{1,3})(\d+)")
 
 
@@ -62,14 +72,17 @@ def recompile(book, ckpt, tok, template=None):
     if book.typed:
         chars, nbytes, rounds, positions = book.about.capacity
         if not 1 <= positions <= ckpt.config.n_positions:
-            raise XlgptError(f"{book.path.name}: the tokenizer capacity cells say {positions} positions; the model "
-                             f"has {ckpt.config.n_positions}")
+            raise XlgptError(
+                f"{book.path.name}: the tokenizer capacity cells say {positions} positions; the model "
+                f"has {ckpt.config.n_positions}"
+            )
         text = tok.decode([0])
         inputs = inputs_for(ckpt, tok.encode(text), tok, text, positions, Capacity(chars, nbytes, rounds))
     else:
         inputs = inputs_for(ckpt, list(book.tokens))
-    training = book.training and Training(book.training["targets"], book.training["optimizer"],
-                                          history=[0.0] * len(book.training["history"]))
+    training = book.training and Training(
+        book.training["targets"], book.training["optimizer"], history=[0.0] * len(book.training["history"])
+    )
     sae = book.about.sae and sae_as_written(book.about.sae, ckpt.config)
     compiled, names = compile_book(ckpt, inputs, book.about, tok, template, sae=sae, training=training)
     return compiled.sheets(), names, compiled.stages
@@ -86,21 +99,24 @@ def _expected_cells(sheet):
             for i, row in enumerate(b.rows):
                 for j, v in enumerate(row):
                     if isinstance(v, Formula) or (b.style == INPUT and v is not None):
-                        out.append((b.top + i, b.left + j, str(v) if isinstance(v, Formula) else None, None,
-                                    b.style == INPUT))
+                        out.append(
+                            (b.top + i, b.left + j, str(v) if isinstance(v, Formula) else None, None, b.style == INPUT)
+                        )
     out.sort(key=lambda c: (c[0], c[1]))
     return out
 
 
 def _other_formulas(xml_elements):
     """Formulas outside cells (conditional formats, data validation: <formula>, <formula1>, ...), in order."""
-    return [(el.tag.rsplit("}", 1)[-1], el.text or "") for el in xml_elements
-            if el.tag.rsplit("}", 1)[-1].startswith("formula")]
+    return [
+        (el.tag.rsplit("}", 1)[-1], el.text or "")
+        for el in xml_elements
+        if el.tag.rsplit("}", 1)[-1].startswith("formula")
+    ]
 
 
 def _tail_formulas(sheet):
     """The formulas the writer puts after a sheet's cells (conditional formats), from its own XML."""
-
 
     root = ET.fromstring(f"<worksheet {NS}><sheetData>" + sheet_tail(sheet))
     return _other_formulas(root.iter())
@@ -147,12 +163,14 @@ def _has_formula(stream):
 
 def _parts(zf):
     """{sheet name: part name}, in the workbook's order, and {defined name: text}."""
+
     def xml(name):
 
         try:
             return ET.fromstring(read_member(zf, name))
         except ET.ParseError as e:
             raise XlgptError(f"{name}: malformed XML ({e})")
+
     rels = {r.get("Id"): r.get("Target") for r in xml("xl/_rels/workbook.xml.rels").iter(PKG_REL + "Relationship")}
     wb = xml("xl/workbook.xml")
     sheets = {}
@@ -163,8 +181,10 @@ def _parts(zf):
     for d in wb.iter(MAIN + "definedName"):
         key = d.get("name")
         if key in names or set(d.attrib) != {"name"}:  # a second, sheet-local or hidden definition could shadow ours
-            raise NotCompiled(f"{zf.filename}: the defined name {key} is not the compiler's (defined twice, or with "
-                              f"{', '.join(sorted(set(d.attrib) - {'name'}))})")
+            raise NotCompiled(
+                f"{zf.filename}: the defined name {key} is not the compiler's (defined twice, or with "
+                f"{', '.join(sorted(set(d.attrib) - {'name'}))})"
+            )
         names[key] = d.text or ""
     return sheets, names
 
@@ -179,21 +199,27 @@ def check_compiled(book, sheets, names):
         allowed = STATIC_PARTS | set(charts) | {f"xl/worksheets/sheet{i}.xml" for i in range(1, len(sheets) + 1)}
         extra = sorted(members - allowed)
         if extra:
-            raise NotCompiled(f"{path.name}: the part {extra[0]} is not one xlgpt writes (external links, macros "
-                              f"and connections are refused)")
+            raise NotCompiled(
+                f"{path.name}: the part {extra[0]} is not one xlgpt writes (external links, macros "
+                f"and connections are refused)"
+            )
         for part, xml in charts.items():
             if part not in members or read_member(zf, part) != xml.encode():
                 raise NotCompiled(f"{path.name}: the part {part} is not the compiler's")
         parts, defined = _parts(zf)
         if list(parts) != [s.name for s in sheets]:
-            raise NotCompiled(f"{path.name}: the tabs are not the compiler's ({', '.join(parts)}); a book built "
-                              f"from another template needs it as --template (xlgpt generate's: "
-                              f"templates/gpt2-generate.toml)")
+            raise NotCompiled(
+                f"{path.name}: the tabs are not the compiler's ({', '.join(parts)}); a book built "
+                f"from another template needs it as --template (xlgpt generate's: "
+                f"templates/gpt2-generate.toml)"
+            )
         want_names = {k: r.ref() for k, r in names.items()}
         for k in sorted(set(defined) | set(want_names)):
             if defined.get(k) != want_names.get(k):
-                raise NotCompiled(f"{path.name}: the defined name {k} is not the compiler's "
-                                  f"({defined.get(k)!r}, the compiler's {want_names.get(k)!r})")
+                raise NotCompiled(
+                    f"{path.name}: the defined name {k} is not the compiler's "
+                    f"({defined.get(k)!r}, the compiler's {want_names.get(k)!r})"
+                )
         for sheet in sheets:
             part = parts[sheet.name]
             if part not in members:
@@ -210,6 +236,7 @@ def check_compiled(book, sheets, names):
 
             def differs(row, col, why):
                 return NotCompiled(f"{label}!{cell_name(row, col)}: {why}")
+
             others = []
             with zf.open(part) as stream:
                 for row, col, formula, ref in _file_formulas(stream, f"{path.name}: {part}", others):
@@ -220,8 +247,10 @@ def check_compiled(book, sheets, names):
                     if want is None or (want[0], want[1]) != (row, col):
                         raise differs(row, col, "holds a formula where the compiler writes none")
                     if want[2] is None:  # an input cell the compiler fills with a constant
-                        if not (sheet.name == book.names.get(C.PROMPT, _NoRect).sheet
-                                and (row, col) == (book.names[C.PROMPT].top, book.names[C.PROMPT].left)):
+                        if not (
+                            sheet.name == book.names.get(C.PROMPT, _NoRect).sheet
+                            and (row, col) == (book.names[C.PROMPT].top, book.names[C.PROMPT].left)
+                        ):
                             raise differs(row, col, "an input cell holds a formula")
                     elif (formula, ref) != (want[2], want[3]):
                         raise differs(row, col, "the formula is not the compiler's")

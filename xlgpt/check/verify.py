@@ -1,4 +1,5 @@
 """Check a workbook: recalculate it with an engine and compare with the NumPy reference."""
+
 import dataclasses
 import re
 import tempfile
@@ -34,13 +35,16 @@ def checkpoint_for(book, weights=None):
     else:
         name = book.about.checkpoint
         if name is None or name == "":
-            raise XlgptError(f"{book.path.name}: the workbook does not say which checkpoint it was built from; "
-                             f"pass --weights")
+            raise XlgptError(
+                f"{book.path.name}: the workbook does not say which checkpoint it was built from; pass --weights"
+            )
         try:  # what --weights was at build time: a model name, or a directory (relative to where it was built)
             path = resolve(str(name), bundled_dir=tokenizer.WEIGHTS_DIR)
         except XlgptError:
-            raise XlgptError(f"{book.path.name} was built with --weights {name!r}, which is not found from here; "
-                             f"pass --weights (a directory, or a model name: xlgpt weights list)")
+            raise XlgptError(
+                f"{book.path.name} was built with --weights {name!r}, which is not found from here; "
+                f"pass --weights (a directory, or a model name: xlgpt weights list)"
+            )
         ckpt = load(path, given_name=str(name))
     recorded = book.about.weights_sha256
     if recorded and fingerprint(ckpt.path) != recorded:
@@ -53,18 +57,39 @@ def reference_edits(book, cfg):
     edits = reference.Edits.none(cfg)
     values = book.edits
     if values:
-        edits = reference.Edits(np.array(values[C.HEAD_SWITCHES], dtype=float).reshape(cfg.n_layer, cfg.n_head),
-                                np.array(values[C.MLP_SWITCHES], dtype=float).reshape(cfg.n_layer),
-                                int(values[C.STEERING_LAYER][0][0]), float(values[C.STEERING_COEFFICIENT][0][0]),
-                                np.array(values[C.STEERING_VECTOR], dtype=float).reshape(cfg.n_embd))
+        edits = reference.Edits(
+            np.array(values[C.HEAD_SWITCHES], dtype=float).reshape(cfg.n_layer, cfg.n_head),
+            np.array(values[C.MLP_SWITCHES], dtype=float).reshape(cfg.n_layer),
+            int(values[C.STEERING_LAYER][0][0]),
+            float(values[C.STEERING_COEFFICIENT][0][0]),
+            np.array(values[C.STEERING_VECTOR], dtype=float).reshape(cfg.n_embd),
+        )
     return edits
 
 
-CHECKED = (C.LOGITS, C.PREDICTIONS, C.PROBABILITIES, C.TOP_K_TOKENS, C.TOP_K_PROBABILITIES, C.LENS_TOP_TOKENS,
-           C.LENS_TOP_PROBABILITIES, C.FEATURE_ACTIVATIONS, C.ATTRIBUTION_TOKEN, C.ATTRIBUTION_TABLE, C.ATTRIBUTION_OTHER, C.ATTRIBUTION_LOGIT)
+CHECKED = (
+    C.LOGITS,
+    C.PREDICTIONS,
+    C.PROBABILITIES,
+    C.TOP_K_TOKENS,
+    C.TOP_K_PROBABILITIES,
+    C.LENS_TOP_TOKENS,
+    C.LENS_TOP_PROBABILITIES,
+    C.FEATURE_ACTIVATIONS,
+    C.ATTRIBUTION_TOKEN,
+    C.ATTRIBUTION_TABLE,
+    C.ATTRIBUTION_OTHER,
+    C.ATTRIBUTION_LOGIT,
+)
 # names whose columns are positions: only the prompt's positions are compared (the rest is padding)
-PER_POSITION = (C.LOGITS, C.PREDICTIONS, C.PROBABILITIES, C.LENS_TOP_TOKENS, C.LENS_TOP_PROBABILITIES,
-                C.FEATURE_ACTIVATIONS)
+PER_POSITION = (
+    C.LOGITS,
+    C.PREDICTIONS,
+    C.PROBABILITIES,
+    C.LENS_TOP_TOKENS,
+    C.LENS_TOP_PROBABILITIES,
+    C.FEATURE_ACTIVATIONS,
+)
 # names holding token ids: equal, not close
 EXACT = (C.PREDICTIONS, C.TOP_K_TOKENS, C.LENS_TOP_TOKENS, C.ATTRIBUTION_TOKEN, C.SAMPLED_TOKEN)
 
@@ -86,8 +111,19 @@ def expected_values(ckpt, tokens, edits=None, names=(), target=None, sampling=No
         out[C.LENS_TOP_TOKENS], out[C.LENS_TOP_PROBABILITIES] = reference.logit_lens(as_written(ckpt), cache)
     if sampling is not None:
         try:
-            out[C.SAMPLED_TOKEN] = np.array([[reference.sample(logits[-1], sampling[C.TEMPERATURE], sampling[C.TOP_K],
-                                                               sampling[C.SEED], sampling[C.SAMPLE_STEP])]])
+            out[C.SAMPLED_TOKEN] = np.array(
+                [
+                    [
+                        reference.sample(
+                            logits[-1],
+                            sampling[C.TEMPERATURE],
+                            sampling[C.TOP_K],
+                            sampling[C.SEED],
+                            sampling[C.SAMPLE_STEP],
+                        )
+                    ]
+                ]
+            )
         except (ValueError, TypeError):
             pass  # the book shows a message instead of a token
     if C.FEATURE_ACTIVATIONS in want and sae is not None:
@@ -95,8 +131,14 @@ def expected_values(ckpt, tokens, edits=None, names=(), target=None, sampling=No
     if C.ATTRIBUTION_TABLE in want:
         target = int(logits[-1].argmax()) if target is None else target
         table, other, logit = reference.direct_logit_attribution(as_written(ckpt), cache, edits, target, n - 1)
-        out.update({C.ATTRIBUTION_TOKEN: np.array([[target]]), C.ATTRIBUTION_TABLE: table,
-                    C.ATTRIBUTION_OTHER: other[:, None], C.ATTRIBUTION_LOGIT: np.array([[logit]])})
+        out.update(
+            {
+                C.ATTRIBUTION_TOKEN: np.array([[target]]),
+                C.ATTRIBUTION_TABLE: table,
+                C.ATTRIBUTION_OTHER: other[:, None],
+                C.ATTRIBUTION_LOGIT: np.array([[logit]]),
+            }
+        )
     return out
 
 
@@ -137,8 +179,16 @@ def training_values(ckpt, book):
     else:
         moments = [from_layout(prefix, training["moments"], tensors) for prefix in (C.ADAM_M, C.ADAM_V)]
         state = backward.AdamState(int(settings[C.ADAM_STEP]) - 1, *moments)
-        new, state = backward.adamw(tensors, grads, state, lr, settings[C.ADAM_BETA1], settings[C.ADAM_BETA2],
-                                    settings[C.ADAM_EPS], settings[C.WEIGHT_DECAY])
+        new, state = backward.adamw(
+            tensors,
+            grads,
+            state,
+            lr,
+            settings[C.ADAM_BETA1],
+            settings[C.ADAM_BETA2],
+            settings[C.ADAM_EPS],
+            settings[C.WEIGHT_DECAY],
+        )
         out.update(**laid_out(C.NEW_ADAM_M, state.m, names), **laid_out(C.NEW_ADAM_V, state.v, names))
     out.update(laid_out(C.UPDATED, new, names))
     return out
@@ -154,8 +204,9 @@ def compare(engine, values, expected, tokens, sheet_tokens=None):
         want = want[:, :n] if name in PER_POSITION else want
         ok_shape = got.shape == want.shape and np.isfinite(got).all()
         diff = float(np.abs(got - want).max()) if ok_shape and got.size else float("inf")
-        diffs[name] = 0.0 if name in EXACT and ok_shape and np.array_equal(got, want) else \
-            float("inf") if name in EXACT else diff
+        diffs[name] = (
+            0.0 if name in EXACT and ok_shape and np.array_equal(got, want) else float("inf") if name in EXACT else diff
+        )
         scale = float(np.abs(want).max()) if want.size else 0.0
         relative[name] = diffs[name] / scale if scale else diffs[name]
     predictions = values[C.PREDICTIONS][0][:n]
@@ -205,8 +256,12 @@ def stage_references(stages, cache, n):
             blocks = [(rect, v.T, causal, h) for h, (rect, v) in enumerate(zip(cells, value))]
         else:  # [position, feature]
             blocks = [(cells, value.T, np.ones(value.T.shape, bool), None)]
-        if all(rect.height >= want.shape[0] and rect.width >= want.shape[1] and
-               (isinstance(cells, list) or rect.height == want.shape[0]) for rect, want, _, _ in blocks):
+        if all(
+            rect.height >= want.shape[0]
+            and rect.width >= want.shape[1]
+            and (isinstance(cells, list) or rect.height == want.shape[0])
+            for rect, want, _, _ in blocks
+        ):
             out.append((stage, blocks))
     return out
 
@@ -218,7 +273,7 @@ def first_difference(searched, got):
     for stage, expected in searched:
         worst = None
         for rect, want, mask, head in expected:
-            values = np.asarray(next(blocks), dtype=float)[:want.shape[0], :want.shape[1]]
+            values = np.asarray(next(blocks), dtype=float)[: want.shape[0], : want.shape[1]]
             with np.errstate(invalid="ignore"):
                 diff = np.where(mask, np.abs(values - want), 0.0)
             diff[mask & ~np.isfinite(values)] = np.inf  # an error or an empty cell
@@ -228,9 +283,18 @@ def first_difference(searched, got):
         if worst:
             diff, head, cell, position, value, want = worst
             finite = lambda x: float(x) if np.isfinite(x) else None
-            return {"stage": stage.name, "layer": stage.layer, "head": head, "tab": stage.tab, "title": stage.title,
-                    "cell": cell.ref(absolute=False), "position": int(position), "got": finite(value),
-                    "want": float(want), "max_abs_diff": finite(diff)}
+            return {
+                "stage": stage.name,
+                "layer": stage.layer,
+                "head": head,
+                "tab": stage.tab,
+                "title": stage.title,
+                "cell": cell.ref(absolute=False),
+                "position": int(position),
+                "got": finite(value),
+                "want": float(want),
+                "max_abs_diff": finite(diff),
+            }
     return None
 
 
@@ -254,15 +318,21 @@ def check_prompt(book, text, tok):
     """Refuse, before any slow work, a prompt the typed book cannot take."""
 
     if not book.typed:
-        raise XlgptError(f"{book.path.name}: --prompt needs a workbook built from a prompt (this one has fixed "
-                         f"token ids; build it with --prompt)")
+        raise XlgptError(
+            f"{book.path.name}: --prompt needs a workbook built from a prompt (this one has fixed "
+            f"token ids; build it with --prompt)"
+        )
     if not text:
         raise XlgptError("the prompt is empty")
     tokenizer.check_text(text)
-    for need, cap, what in zip(needs(tok, text), book.about.capacity, ("characters", "UTF-8 bytes", "merge rounds", "tokens (positions)")):
+    for need, cap, what in zip(
+        needs(tok, text), book.about.capacity, ("characters", "UTF-8 bytes", "merge rounds", "tokens (positions)")
+    ):
         if need > cap:
-            raise XlgptError(f"the prompt needs {need} {what}; this workbook holds {cap} "
-                             f"(rebuild it with a larger --capacity or --positions)")
+            raise XlgptError(
+                f"the prompt needs {need} {what}; this workbook holds {cap} "
+                f"(rebuild it with a larger --capacity or --positions)"
+            )
 
 
 def with_prompt(book, text, directory):
@@ -285,8 +355,10 @@ def parse_set(text, book):
         raise XlgptError(f"--set {text!r}: expected NAME=VALUE or NAME[i]=VALUE or NAME[i,j]=VALUE")
     name, i, j, value = m.groups()
     if name not in SETTABLE or name not in book.names:
-        raise XlgptError(f"--set {text!r}: {name} is not a cell this workbook lets you set "
-                         f"(settable: {', '.join(n for n in SETTABLE if n in book.names)})")
+        raise XlgptError(
+            f"--set {text!r}: {name} is not a cell this workbook lets you set "
+            f"(settable: {', '.join(n for n in SETTABLE if n in book.names)})"
+        )
     rect = book.names[name]
     if i is None:
         i, j = (0, 0) if rect.height == rect.width == 1 else (None, None)
@@ -313,7 +385,6 @@ def with_edits(book, sets, directory):
     return dataclasses.replace(read_book(copy), path=copy)
 
 
-
 def check_provenance(book, ckpt, tok, template=None, on_stage=lambda msg: None):
     """Before any engine opens the book: its formulas must be the compiler's (check/provenance.py), so a book
     with forged results, external links or WEBSERVICE calls fails here (NotCompiled)."""
@@ -324,8 +395,18 @@ def check_provenance(book, ckpt, tok, template=None, on_stage=lambda msg: None):
     return stages
 
 
-def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_CELLS, on_stage=lambda msg: None,
-             prompt=None, on_skip=None, template=None, sets=()):
+def evaluate(
+    path,
+    engines,
+    weights=None,
+    timeout=3600,
+    max_cells=FORMULAS_MAX_CELLS,
+    on_stage=lambda msg: None,
+    prompt=None,
+    on_skip=None,
+    template=None,
+    sets=(),
+):
     """One result dict per engine. `prompt`: type this text into a copy of a typed book first; `sets`:
     NAME[i,j]=VALUE edits of its input cells (interventions, sampling, ...) in that copy.
     With `on_skip`, a book too large for the formulas engine drops it (on_skip(reason)) instead of failing."""
@@ -356,14 +437,22 @@ def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_C
             book = with_prompt(book, prompt, tmp)
         text = prompt if prompt is not None else book.prompt
         if book.typed and not text:
-            raise XlgptError(f"{book.path.name}: the Prompt cell is empty; type a prompt into it, or give one with "
-                             f"--prompt")
+            raise XlgptError(
+                f"{book.path.name}: the Prompt cell is empty; type a prompt into it, or give one with --prompt"
+            )
         tokens = tok.encode(text) if book.typed else book.used
         on_stage("computing the NumPy reference")
         checked = {name: ref for name, ref in book.names.items() if name in CHECKED}
         target = book.attribution_token if isinstance(book.attribution_token, int) else None
-        expected = expected_values(ckpt, tokens, reference_edits(book, ckpt.config), checked, target, book.sampling,
-                                   book.about.sae and sae_as_written(book.about.sae, ckpt.config))
+        expected = expected_values(
+            ckpt,
+            tokens,
+            reference_edits(book, ckpt.config),
+            checked,
+            target,
+            book.sampling,
+            book.about.sae and sae_as_written(book.about.sae, ckpt.config),
+        )
         if book.training:
             expected.update(training_values(ckpt, book))
         wanted = list(expected) + ([C.LOGITS_TOKEN_IDS, C.LOGITS_IN_PROMPT] if book.typed else [])
@@ -379,14 +468,17 @@ def evaluate(path, engines, weights=None, timeout=3600, max_cells=FORMULAS_MAX_C
                 cache = reference.run(as_written(ckpt), tokens, edits)[1]
                 searched.extend(stage_references(stages, cache, len(tokens)))
             return [rect for _, blocks in searched for rect, *_ in blocks]
+
         results = []
         for engine in engines:
             on_stage(f"recalculating with {engine}")
             options = {"max_cells": max_cells} if engine == "formulas" else {"timeout": timeout}
             values, stats = ENGINES[engine](book, wanted, more=search, **options)
             read = stats.pop("more", None)
-            result = {**compare(engine, values, expected, tokens, sheet_tokens(values) if book.typed else None),
-                      **stats}
+            result = {
+                **compare(engine, values, expected, tokens, sheet_tokens(values) if book.typed else None),
+                **stats,
+            }
             if not result["match"] and read is not None and searched:  # None: the engine could not read them
                 result["first_difference"] = first_difference(searched, read)
             if tok:
@@ -402,7 +494,6 @@ def evaluate_prompts(path, prompts, weights=None, timeout=3600, on_stage=lambda 
     """Type each prompt into a typed book's Prompt cell in ONE LibreOffice session (one load), recalculate
     and compare with the reference: one result dict per prompt, like evaluate()'s."""
     import time
-
 
     on_stage(f"reading {path}")
     book = read_book(path)
@@ -436,8 +527,12 @@ def evaluate_prompts(path, prompts, weights=None, timeout=3600, on_stage=lambda 
                 searched = stage_references(stages, cache, len(tokens))
                 rects = [rect for _, blocks in searched for rect, *_ in blocks]
                 result["first_difference"] = first_difference(searched, read_ranges(sheet, rects))
-            result.update(prompt=tok.decode(tokens), seconds=round(seconds, 2), load_seconds=round(sheet.load_seconds, 2),
-                          peak_rss_mb=lo.peak_rss_mb())
+            result.update(
+                prompt=tok.decode(tokens),
+                seconds=round(seconds, 2),
+                load_seconds=round(sheet.load_seconds, 2),
+                peak_rss_mb=lo.peak_rss_mb(),
+            )
             for key in ("token_id", "reference_token_id"):
                 if result[key] is not None:
                     result[key.replace("_id", "_text")] = tok.token_text(result[key])

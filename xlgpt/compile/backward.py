@@ -7,6 +7,7 @@ two paths (lookup and LM head) summed on its gradients tab. Then the optimizer: 
 updated value, and Adam's moments sit on tabs laid out exactly like its weights tab, so the step is a copy of
 the "updated" tab over the weights tab (xlgpt train does that copy-paste epoch).
 """
+
 from dataclasses import astuple, dataclass
 
 import numpy as np
@@ -22,20 +23,27 @@ from xlgpt.sheet.styles import IDS, SCIENTIFIC
 @dataclass(frozen=True)
 class Training:
     """What a training book needs besides the model: the window's targets and the optimizer's settings."""
+
     targets: list
-    optimizer: str = "sgd"      # or "adamw"
+    optimizer: str = "sgd"  # or "adamw"
     learning_rate: float = 0.1
     weight_decay: float = 0.01
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
-    step: int = 1               # Adam's t for this update (1 for the first)
-    moments: dict = None        # Adam's {"m": {tensor: array}, "v": {...}} so far (default: zeros)
-    history: list = ()          # the loss of each step so far (xlgpt train), shown with a chart
+    step: int = 1  # Adam's t for this update (1 for the first)
+    moments: dict = None  # Adam's {"m": {tensor: array}, "v": {...}} so far (default: zeros)
+    history: list = ()  # the loss of each step so far (xlgpt train), shown with a chart
 
     def settings(self):
-        return {C.LEARNING_RATE: self.learning_rate, C.WEIGHT_DECAY: self.weight_decay, C.ADAM_BETA1: self.beta1,
-                C.ADAM_BETA2: self.beta2, C.ADAM_EPS: self.eps, C.ADAM_STEP: self.step}
+        return {
+            C.LEARNING_RATE: self.learning_rate,
+            C.WEIGHT_DECAY: self.weight_decay,
+            C.ADAM_BETA1: self.beta1,
+            C.ADAM_BETA2: self.beta2,
+            C.ADAM_EPS: self.eps,
+            C.ADAM_STEP: self.step,
+        }
 
 
 class Switch:
@@ -76,19 +84,23 @@ class BackCtx(Ctx):
 
     def grad_outer(self, role, a, b, how):
         """∂L/∂W = a·bᵀ, summed over the positions (a: rows of W x T, b: columns of W x T)."""
+
         def fill(tab, rect, transposed):
             x, y = (b, a) if transposed else (a, b)
             tab.array(rect, "MMULT({a},TRANSPOSE({b}))", a=x, b=y)
             return self.cache(rect, self.value(x) @ self.value(y).T if self.known(x, y) else None)
+
         self.grad_fill(role, fill, how)
 
     def grad_rows(self, role, template, how, **blocks):
         """A vector's gradient, one formula per entry i reading row i of each block: SUM of one block or
         SUMPRODUCT of two, the sum over positions of their product either way."""
+
         def fill(tab, rect, _):
             tab.each(rect, template, **{k: (lambda i, _, b=b: b.row(i)) for k, b in blocks.items()})
             known = self.known(*blocks.values())
             return self.cache(rect, np.prod([self.value(b) for b in blocks.values()], axis=0).sum(1) if known else None)
+
         self.grad_fill(role, fill, how)
 
 
@@ -101,8 +113,9 @@ def backward(lowering):
             continue  # not on the way to the loss
         op = OPS[stage.op]
         if op.backward is None:
-            raise XlgptError(f"template: op {stage.op!r} (stage '{stage.name}') has no backward, so a training book "
-                             f"cannot use it")
+            raise XlgptError(
+                f"template: op {stage.op!r} (stage '{stage.name}') has no backward, so a training book cannot use it"
+            )
         ctx = BackCtx(lowering, stage)
         dout = total(ctx, grads.pop(stage.index))
         inputs = [lowering.out[i] for i in stage.inputs]
@@ -121,19 +134,28 @@ def total(ctx, handed):
     if any(isinstance(p, list) for p in parts):
         raise XlgptError(f"template: per-head stage '{ctx.stage.name}' is read by more than one stage")
     height, name = ctx.out.height, ctx.stage.name
-    out = ctx.block(ctx.rows(f"∂L/∂{name}", height),
-                    f"∂L/∂{name} = " + " + ".join(f"∂L/∂{name} through {r}" for r in readers)
-                    if not all(isinstance(p, dict) for p in parts) else
-                    f"∂L/∂{name}: its rows gathered from the stages that read them ({', '.join(readers)})")
+    out = ctx.block(
+        ctx.rows(f"∂L/∂{name}", height),
+        f"∂L/∂{name} = " + " + ".join(f"∂L/∂{name} through {r}" for r in readers)
+        if not all(isinstance(p, dict) for p in parts)
+        else f"∂L/∂{name}: its rows gathered from the stages that read them ({', '.join(readers)})",
+    )
     pieces = [p if isinstance(p, dict) else {0: p} for p in parts]
     edges = {edge for p in pieces for start, rect in p.items() for edge in (start, start + rect.height)}
     cuts = sorted({0, height} | edges)
     values = np.zeros((height, out.width)) if ctx.known(*(r for p in pieces for r in p.values())) else None
     for lo, hi in zip(cuts, cuts[1:]):
-        terms = [rect.rows(lo - start, hi - start) for p in pieces for start, rect in p.items()
-                 if start <= lo and hi <= start + rect.height]
-        ctx.array(out.rows(lo, hi), "+".join("{t%d}" % k for k in range(len(terms))) or "0",
-                  **{f"t{k}": t for k, t in enumerate(terms)})
+        terms = [
+            rect.rows(lo - start, hi - start)
+            for p in pieces
+            for start, rect in p.items()
+            if start <= lo and hi <= start + rect.height
+        ]
+        ctx.array(
+            out.rows(lo, hi),
+            "+".join("{t%d}" % k for k in range(len(terms))) or "0",
+            **{f"t{k}": t for k, t in enumerate(terms)},
+        )
         if values is not None:
             values[lo:hi] = sum(ctx.value(t) for t in terms) if terms else 0
     return ctx.cache(out, values)
@@ -149,21 +171,33 @@ MIRRORS = {  # kind -> (tab suffix, defined name prefix, what its titles say)
     "new v": ("new v", C.NEW_ADAM_V, "v ← AdamBeta2 · v + (1 − AdamBeta2) · (∂L/∂{t})²"),
     "updated": ("updated", C.UPDATED, "{t} after the step: {rule}"),
 }
-RULES = {"sgd": "w − LearningRate · ∂L/∂w",
-         "adamw": "w·(1 − LearningRate·WeightDecay) − LearningRate · m̂ / (sqrt(v̂) + AdamEps), "
-                  "m̂ = m/(1 − AdamBeta1^AdamStep), v̂ = v/(1 − AdamBeta2^AdamStep)"}
-UPDATE = {"sgd": "{w}-LearningRate*{g}",
-          "adamw": "{w}*(1-LearningRate*WeightDecay)-LearningRate*({m}/(1-AdamBeta1^AdamStep))"
-                   "/(SQRT({v}/(1-AdamBeta2^AdamStep))+AdamEps)"}
+RULES = {
+    "sgd": "w − LearningRate · ∂L/∂w",
+    "adamw": "w·(1 − LearningRate·WeightDecay) − LearningRate · m̂ / (sqrt(v̂) + AdamEps), "
+    "m̂ = m/(1 − AdamBeta1^AdamStep), v̂ = v/(1 − AdamBeta2^AdamStep)",
+}
+UPDATE = {
+    "sgd": "{w}-LearningRate*{g}",
+    "adamw": "{w}*(1-LearningRate*WeightDecay)-LearningRate*({m}/(1-AdamBeta1^AdamStep))"
+    "/(SQRT({v}/(1-AdamBeta2^AdamStep))+AdamEps)",
+}
 
 
 def optimizer(lowering, training):
     """Gradients (the sum of each tensor's contributions), then the optimizer's step, tab by weights tab."""
     kinds = ["gradients"] + (["m", "v", "new m", "new v"] if training.optimizer == "adamw" else []) + ["updated"]
     weights_tabs = [t for t in lowering.book.tabs.values() if t.group == "weights"]
-    mirrors = {(w.name, kind): lowering.book.add(Tab(w.name.replace(" weights", " " + MIRRORS[kind][0]),
-                                                     w.name.replace(" weights", " " + MIRRORS[kind][0]), "optimizer"))
-               for kind in kinds for w in weights_tabs}
+    mirrors = {
+        (w.name, kind): lowering.book.add(
+            Tab(
+                w.name.replace(" weights", " " + MIRRORS[kind][0]),
+                w.name.replace(" weights", " " + MIRRORS[kind][0]),
+                "optimizer",
+            )
+        )
+        for kind in kinds
+        for w in weights_tabs
+    }
     book = lowering.book
     for tensor, placed in lowering.placed.items():
         stored = placed if isinstance(placed, Stored) else Stored(placed, False)
@@ -203,8 +237,10 @@ def optimizer(lowering, training):
         refs = {"w": weight, "g": grad_name}
         values = {"w": book.value(weight), "g": book.value(grad)}
         if training.optimizer == "adamw":
-            for kind, rule in (("m", "AdamBeta1*{state}+(1-AdamBeta1)*{g}"),
-                               ("v", "AdamBeta2*{state}+(1-AdamBeta2)*{g}^2")):
+            for kind, rule in (
+                ("m", "AdamBeta1*{state}+(1-AdamBeta1)*{g}"),
+                ("v", "AdamBeta2*{state}+(1-AdamBeta2)*{g}^2"),
+            ):
                 state_tab, state, state_name = at(kind)
                 value = (training.moments or {}).get(kind, {}).get(tensor, np.zeros(lowering.ckpt[tensor].shape))
                 held = value.T if stored.transposed else value.reshape(weight.height, weight.width)

@@ -1,11 +1,15 @@
 """Compile a checkpoint and its input into a workbook: template (pass 1) -> lowering (pass 2) -> writer (pass 3)."""
+
 from xlgpt.compile.inputs import PromptCell, TokenIds
 from xlgpt.compile.lower import lower
 from xlgpt.compile.template import load_spec
+from xlgpt.model import reference
 from xlgpt.model.checkpoint import as_written, fingerprint
 from xlgpt.package import XlgptError
+from xlgpt.safefile import check_output
 from xlgpt.sheet.contract import About
 from xlgpt.sheet.writer import write_workbook
+from xlgpt.tokenizer.bpe import Capacity
 from xlgpt.tokenizer.tables import display
 
 
@@ -19,11 +23,6 @@ def check_tokens(tokens, cfg):
         raise XlgptError(f"{len(tokens)} tokens exceed the model's context of {cfg.n_positions}")
 
 
-from xlgpt.model import reference
-from xlgpt.safefile import check_output  # noqa: E402,F401  (refuses, before any work, an output it must not write)
-from xlgpt.tokenizer.bpe import Capacity
-
-
 def inputs_for(ckpt, tokens, tokenizer=None, prompt=None, positions=None, capacity=None):
     """The book's input: the token ids, or with a `prompt`, a Prompt cell the book tokenizes itself into
     `positions` token positions (default: the prompt's tokens), with the tokenizer's `capacity`."""
@@ -33,11 +32,14 @@ def inputs_for(ckpt, tokens, tokenizer=None, prompt=None, positions=None, capaci
 
     positions = positions or len(tokens)
     if not len(tokens) <= positions <= ckpt.config.n_positions:
-        raise XlgptError(f"--positions {positions}: the workbook needs between {len(tokens)} (the prompt's tokens) "
-                         f"and {ckpt.config.n_positions} (the model's context) positions")
+        raise XlgptError(
+            f"--positions {positions}: the workbook needs between {len(tokens)} (the prompt's tokens) "
+            f"and {ckpt.config.n_positions} (the model's context) positions"
+        )
     capacity = capacity or Capacity()
-    return PromptCell(tokenizer, prompt, Capacity(capacity.chars, capacity.bytes, capacity.rounds, tokens=positions),
-                      positions)
+    return PromptCell(
+        tokenizer, prompt, Capacity(capacity.chars, capacity.bytes, capacity.rounds, tokens=positions), positions
+    )
 
 
 def reference_stages(ckpt, tokens, positions, edits=None):
@@ -46,13 +48,13 @@ def reference_stages(ckpt, tokens, positions, edits=None):
     carry cached, so they show before any recalculation."""
 
     e = edits or reference.Edits.none(ckpt.config)
-    edits = reference.Edits(e.head_switches, e.mlp_switches, e.steering_layer, e.steering_coefficient,
-                            e.steering_vector)
+    edits = reference.Edits(
+        e.head_switches, e.mlp_switches, e.steering_layer, e.steering_coefficient, e.steering_vector
+    )
     return reference.run(as_written(ckpt), list(tokens) + [0] * (positions - len(tokens)), edits)[1]["stages"]
 
 
-def compile_book(ckpt, inputs, about, tokenizer=None, template=None, edits=None, sae=None, training=None,
-                 tokens=None):
+def compile_book(ckpt, inputs, about, tokenizer=None, template=None, edits=None, sae=None, training=None, tokens=None):
     """The one way a book is compiled (build, eval's provenance check, generate and train all come here):
     template -> spec -> lowering into tabs of cell blocks. Returns (layout.Book, defined names). With `tokens`
     (the input's token ids) every formula cell also gets the value it computes, cached; without, none (eval
@@ -63,8 +65,22 @@ def compile_book(ckpt, inputs, about, tokenizer=None, template=None, edits=None,
     return lower(spec, ckpt, inputs, about, vocab, edits, sae, training, reference)
 
 
-def build(ckpt, tokens, out, template=None, progress=None, tokenizer=None, prompt=None, positions=None,
-          capacity=None, edits=None, sae=None, sae_source=None, training=None, calculation=None):
+def build(
+    ckpt,
+    tokens,
+    out,
+    template=None,
+    progress=None,
+    tokenizer=None,
+    prompt=None,
+    positions=None,
+    capacity=None,
+    edits=None,
+    sae=None,
+    sae_source=None,
+    training=None,
+    calculation=None,
+):
     """Write the workbook for `tokens` to `out`; returns (sheets, names) as written (names[contract.CALCULATION]
     exists when the book's calculation is manual).
 
@@ -79,8 +95,14 @@ def build(ckpt, tokens, out, template=None, progress=None, tokenizer=None, promp
     cap = inputs.capacity
     # the checkpoint as the user named it (a model name, or a directory as typed), never the builder's absolute
     # path: eval finds it again with --weights' rules, and the sha256 tells whether it is the same
-    about = About(ckpt.name or str(ckpt.path), fingerprint(ckpt.path), inputs.kind,
-                  cap and (cap.chars, cap.bytes, cap.rounds, cap.tokens), sae and sae_source, calculation)
+    about = About(
+        ckpt.name or str(ckpt.path),
+        fingerprint(ckpt.path),
+        inputs.kind,
+        cap and (cap.chars, cap.bytes, cap.rounds, cap.tokens),
+        sae and sae_source,
+        calculation,
+    )
     book, names = compile_book(ckpt, inputs, about, tokenizer, template, edits, sae, training, tokens)
     sheets = book.sheets()
     write_workbook(out, sheets, names, progress, calculation=book.calculation)

@@ -1,5 +1,6 @@
 """What an op sees, and all an op author needs to learn: `Ctx`, its stage, the model's shape, blocks on its
 tab, its weights, and formulas rendered relative to the tab."""
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,7 @@ def number(x):
 @dataclass(frozen=True)
 class Stored:
     """A 2-D tensor on its weights tab, stored transposed or not (whichever keeps the tab narrow)."""
+
     rect: object
     transposed: bool
 
@@ -26,6 +28,7 @@ class Stored:
 @dataclass
 class Header:
     """A computation tab's frozen header rows (Rects of T cells; text and in_prompt may be None)."""
+
     positions: object
     ids: object
     text: object
@@ -111,14 +114,20 @@ class Ctx:
         if not self.by_position(rect):
             return self.tab.array(rect, template, **refs)
         for t in range(self.T):
-            self.tab.array(rect.col(t), template, **{k: v.col(t) if self.by_position(v) else v
-                                                      for k, v in refs.items()})
+            self.tab.array(
+                rect.col(t), template, **{k: v.col(t) if self.by_position(v) else v for k, v in refs.items()}
+            )
         return rect
 
     def by_position(self, ref):
         """Is `ref` a block of this book's computation tabs with the token positions as its columns?"""
-        return (isinstance(ref, Rect) and not isinstance(ref, Named) and ref.width == self.T
-                and ref.left == FIRST_COL and ref.sheet in self.lowering.headers)
+        return (
+            isinstance(ref, Rect)
+            and not isinstance(ref, Named)
+            and ref.width == self.T
+            and ref.left == FIRST_COL
+            and ref.sheet in self.lowering.headers
+        )
 
     def each(self, rect, template, style=0, **refs):
         return self.tab.each(rect, template, style, **refs)
@@ -151,9 +160,12 @@ class Ctx:
         a block with MMULT)."""
         rows = self.lowering.onehots
         if self.tab.name not in rows:
-            row = self.tab.block([("1 at the prompt's last token", None)], self.T, "Which column is the prompt's last token")
-            rows[self.tab.name] = self.tab.each(row, "IF({t}={last},1,0)", IDS, t=lambda _, t: t + 1,
-                                                last=self.last_position)
+            row = self.tab.block(
+                [("1 at the prompt's last token", None)], self.T, "Which column is the prompt's last token"
+            )
+            rows[self.tab.name] = self.tab.each(
+                row, "IF({t}={last},1,0)", IDS, t=lambda _, t: t + 1, last=self.last_position
+            )
             self.tab.format(row, IDS)
             if self.lowering.last is not None:  # known when the book is built from the reference's values
                 self.cache(row, np.arange(self.T) == self.lowering.last)
@@ -193,7 +205,7 @@ class Ctx:
         first = next(s for s in stages if s.layer == layer)
         if first.op == "steer":
             return self.lowering.out[first.index]
-        return self.lowering.out[[s for s in stages[:first.index] if s.name == "x"][-1].index]
+        return self.lowering.out[[s for s in stages[: first.index] if s.name == "x"][-1].index]
 
     def token_table(self):
         """The embedding table wte, one row per token id, labelled with the token's text when known."""
@@ -230,5 +242,5 @@ def choose(index, values, offset=0):
     at = f"{index}-{offset}" if offset else index
     if size == 1:
         return f"CHOOSE({at},{','.join(values)})"
-    groups = [choose(index, values[i:i + size], offset + i) for i in range(0, len(values), size)]
+    groups = [choose(index, values[i : i + size], offset + i) for i in range(0, len(values), size)]
     return f"CHOOSE(INT(({at}-1)/{size})+1,{','.join(groups)})"

@@ -1,6 +1,7 @@
 """The book's input, as the template's input stage (op "tokens") writes it: fixed token ids a person may
 edit, or a Prompt cell that the book tokenizes itself (the tokenizer's tabs, then ids padded to a fixed
 number of positions). Everything that differs between the two kinds of book is here."""
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,14 +12,14 @@ from xlgpt.sheet.styles import BIG, BIG_PERCENT
 from xlgpt.tokenizer.tabs import add_tokenizer
 
 # the predicted token's text, or the message the prediction cell shows instead of a token
-PREDICTED_TEXT = (f"IF(ISNUMBER({C.PREDICTED_TOKEN}),INDEX({C.VOCABULARY},{C.PREDICTED_TOKEN}+1),"
-                  f"{C.PREDICTED_TOKEN})")
+PREDICTED_TEXT = f"IF(ISNUMBER({C.PREDICTED_TOKEN}),INDEX({C.VOCABULARY},{C.PREDICTED_TOKEN}+1),{C.PREDICTED_TOKEN})"
 
 
 @dataclass
 class Edits:
     """The interventions' starting values, written into the Interventions tab's cells: a switch per head and
     per MLP, and the steering vector with its layer, coefficient and where it came from."""
+
     head_switches: np.ndarray
     mlp_switches: np.ndarray
     steering_layer: int = 0
@@ -34,6 +35,7 @@ class Edits:
 @dataclass
 class TokenIds:
     """Fixed token ids: yellow cells on the inputs tab."""
+
     ids: list
     typed = False
     kind = C.TOKEN_INPUT
@@ -56,21 +58,25 @@ class TokenIds:
 
     def prediction(self, info, logits_header, names, lowering):
         """PredictedToken: the prediction at the last position, repeated on the inputs tab."""
-        last = info.field("Predict after position (LastPosition: how many of the tokens to use)", self.positions,
-                          INPUT)
+        last = info.field("Predict after position (LastPosition: how many of the tokens to use)", self.positions, INPUT)
         cell = info.field("Predicted next token", Formula(at_position(names, C.LAST_POSITION)), BOLD)
         if C.VOCABULARY in names:
             info.put(cell.cell(0, 1), [[Formula(PREDICTED_TEXT)]], BOLD)
         predicted(lowering, names, cell)
         info.skip()
-        return {C.PREDICTED_TOKEN: cell, C.LAST_POSITION: last, **show_top_k(info, names, lowering),
-                **sampling_cells(info, names, lowering)}
+        return {
+            C.PREDICTED_TOKEN: cell,
+            C.LAST_POSITION: last,
+            **show_top_k(info, names, lowering),
+            **sampling_cells(info, names, lowering),
+        }
 
 
 @dataclass
 class PromptCell:
     """A Prompt cell tokenized by the book itself into `positions` token positions; the positions after the
     prompt's tokens are padding, and the prediction is read at the prompt's last token."""
+
     tokenizer: object
     text: str
     capacity: object  # tokenizer.bpe.Capacity
@@ -83,42 +89,69 @@ class PromptCell:
 
     def fill(self, tab, header):
         count, ids = C.SHEET_TOKEN_COUNT, C.SHEET_TOKEN_IDS
-        tab.each(header.in_prompt, "IF(ISNUMBER({count}),IF({t}<{count},1,0),0)", BOLD, count=count,
-                 t=lambda _, t: t)
-        tab.each(header.ids, "IF({used}=1,INDEX({ids},1,{n}),0)", BOLD, used=lambda _, t: header.in_prompt.col(t),
-                 ids=ids, n=lambda _, t: t + 1)
+        tab.each(header.in_prompt, "IF(ISNUMBER({count}),IF({t}<{count},1,0),0)", BOLD, count=count, t=lambda _, t: t)
+        tab.each(
+            header.ids,
+            "IF({used}=1,INDEX({ids},1,{n}),0)",
+            BOLD,
+            used=lambda _, t: header.in_prompt.col(t),
+            ids=ids,
+            n=lambda _, t: t + 1,
+        )
         if header.text is not None:
-            tab.each(header.text, 'IF({used}=1,INDEX({vocab},{id}+1),"(padding)")', BOLD, vocab=C.VOCABULARY,
-                     used=lambda _, t: header.in_prompt.col(t), id=lambda _, t: header.ids.col(t))
+            tab.each(
+                header.text,
+                'IF({used}=1,INDEX({vocab},{id}+1),"(padding)")',
+                BOLD,
+                vocab=C.VOCABULARY,
+                used=lambda _, t: header.in_prompt.col(t),
+                id=lambda _, t: header.ids.col(t),
+            )
 
     def add_tabs(self, book, vocabulary):
 
-        self.prompt_tab, names = add_tokenizer(book, self.tokenizer, self.capacity, self.text,
-                                               C.VOCABULARY if vocabulary is not None else None)
+        self.prompt_tab, names = add_tokenizer(
+            book, self.tokenizer, self.capacity, self.text, C.VOCABULARY if vocabulary is not None else None
+        )
         return names
 
     def prediction(self, info, logits_header, names, lowering):
         """PredictedToken reads the prediction at the prompt's last token, or says why there is none; the
         ids and prompt/padding row beside the logits let an engine read everything from one tab."""
-        cell = info.field("Predicted next token", Formula(
-            f'IF({C.TOKENIZER_STATUS}<>"ok",{C.TOKENIZER_STATUS},IF(N({C.SHEET_TOKEN_COUNT})<1,'
-            f'"Type a prompt on the Prompt tab.",{at_position(names, C.SHEET_TOKEN_COUNT)}))'), BOLD)
+        cell = info.field(
+            "Predicted next token",
+            Formula(
+                f'IF({C.TOKENIZER_STATUS}<>"ok",{C.TOKENIZER_STATUS},IF(N({C.SHEET_TOKEN_COUNT})<1,'
+                f'"Type a prompt on the Prompt tab.",{at_position(names, C.SHEET_TOKEN_COUNT)}))'
+            ),
+            BOLD,
+        )
         info.put(cell.cell(0, 1), [[Formula(PREDICTED_TEXT)]], BOLD)
         info.skip()
         prompt = self.prompt_tab
-        shown = prompt.field("Predicted next token",
-                             Formula(f'IF(ISNUMBER({C.PREDICTED_TOKEN}),{C.PREDICTED_TOKEN},"")'), BOLD)
+        shown = prompt.field(
+            "Predicted next token", Formula(f'IF(ISNUMBER({C.PREDICTED_TOKEN}),{C.PREDICTED_TOKEN},"")'), BOLD
+        )
         prompt.put(shown.cell(0, 1), [[Formula(PREDICTED_TEXT)]], BOLD)
         predicted(lowering, names, cell, shown)
-        prompt.note(f"(read at the prompt's last token; this book has {self.positions} token positions, "
-                    f"see the {info.name} tab)", gap=1)
-        last = info.field("The prompt's last token (LastPosition, as a column)",
-                          Formula(f"MAX(1,N({C.SHEET_TOKEN_COUNT}))"))
+        prompt.note(
+            f"(read at the prompt's last token; this book has {self.positions} token positions, "
+            f"see the {info.name} tab)",
+            gap=1,
+        )
+        last = info.field(
+            "The prompt's last token (LastPosition, as a column)", Formula(f"MAX(1,N({C.SHEET_TOKEN_COUNT}))")
+        )
         if lowering.last is not None:
             lowering.book.cache(last, lowering.last + 1)
-        return {C.PREDICTED_TOKEN: cell, C.LAST_POSITION: last, C.LOGITS_TOKEN_IDS: logits_header.ids,
-                C.LOGITS_IN_PROMPT: logits_header.in_prompt, **show_top_k(prompt, names, lowering),
-                **sampling_cells(prompt, names, lowering)}
+        return {
+            C.PREDICTED_TOKEN: cell,
+            C.LAST_POSITION: last,
+            C.LOGITS_TOKEN_IDS: logits_header.ids,
+            C.LOGITS_IN_PROMPT: logits_header.in_prompt,
+            **show_top_k(prompt, names, lowering),
+            **sampling_cells(prompt, names, lowering),
+        }
 
 
 def predicted(lowering, names, *cells):
@@ -148,7 +181,7 @@ def show_top_k(tab, names, lowering):
     tab.title("The most probable next tokens (recalculate after editing: F9)")
     ids, probs = names[C.TOP_K_TOKENS], names[C.TOP_K_PROBABILITIES]
     table = tab.block([(f"{r + 1}.", None) for r in range(ids.height)], 2)
-    text = f'INDEX({C.VOCABULARY},{{id}}+1)' if C.VOCABULARY in names else "{id}"
+    text = f"INDEX({C.VOCABULARY},{{id}}+1)" if C.VOCABULARY in names else "{id}"
     tab.each(table.col(0), text, BIG, id=lambda r, _: ids.cell(r, 0))
     tab.each(table.col(1), "{p}", BIG_PERCENT, p=lambda r, _: probs.cell(r, 0))
     top = lowering.book.value(ids)
@@ -168,8 +201,11 @@ def sampling_cells(tab, names, lowering):
     cells = {name: tab.field(name, value, INPUT) for name, value in C.SAMPLING_DEFAULTS.items()}
     sampled = tab.tall(tab.field("Sampled token", Formula(C.SAMPLED_TOKEN), BIG))
     if C.VOCABULARY in names:
-        tab.put(sampled.cell(0, 1), [[Formula(f'IF(ISNUMBER({C.SAMPLED_TOKEN}),INDEX({C.VOCABULARY},'
-                                              f'{C.SAMPLED_TOKEN}+1),"")')]], BIG)
+        tab.put(
+            sampled.cell(0, 1),
+            [[Formula(f'IF(ISNUMBER({C.SAMPLED_TOKEN}),INDEX({C.VOCABULARY},{C.SAMPLED_TOKEN}+1),"")')]],
+            BIG,
+        )
     token = lowering.book.value(names[C.SAMPLED_TOKEN])
     if token is not None:
         lowering.book.cache(sampled, token)

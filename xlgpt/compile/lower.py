@@ -5,8 +5,8 @@ token id, its text, and in a prompt-cell book whether the position holds the pro
 (xlgpt/ops/) turns into a few classic array formulas ({=MMULT(...)}) or one small formula per cell where a
 person should see a single step (LayerNorm statistics, softmax maxima and sums, the embedding lookup).
 """
-from dataclasses import astuple, replace
 
+from dataclasses import astuple, replace
 
 from xlgpt.compile.backward import backward, optimizer
 from xlgpt.compile.context import TRANSPOSED, Ctx, Header, Stored
@@ -27,9 +27,11 @@ class Lowering:
             self.reference.setdefault((name, layer), []).append(value)
         for key, values in self.reference.items():  # a name's stages align at the end: a template without the
             n = sum((s.name, s.layer) == key for s in spec.stages)  # steering stage (training's) has one x
-            del values[:max(0, len(values) - n)]                     # fewer per layer, the one entering it
+            del values[: max(0, len(values) - n)]  # fewer per layer, the one entering it
         # the token id at each position (the sheet pads with 0) and the prompt's last position (0-based)
-        self.tokens = list(reference["tokens"]) + [0] * (inputs.positions - len(reference["tokens"])) if reference else None
+        self.tokens = (
+            list(reference["tokens"]) + [0] * (inputs.positions - len(reference["tokens"])) if reference else None
+        )
         self.last = len(reference["tokens"]) - 1 if reference else None
         self.edits, self.sae, self.training = edits, sae, training
         self.memo = {}  # cached values several stages read alike (the attribution's direction)
@@ -61,7 +63,9 @@ class Lowering:
             if self.tokens is not None:
                 self.book.cache(ids, self.tokens)
                 if text is not None:
-                    self.book.cache(text, [self.vocab[i] if t <= self.last else "(padding)" for t, i in enumerate(self.tokens)])
+                    self.book.cache(
+                        text, [self.vocab[i] if t <= self.last else "(padding)" for t, i in enumerate(self.tokens)]
+                    )
                 if in_prompt is not None:
                     self.book.cache(in_prompt, [int(t <= self.last) for t in range(T)])
         else:
@@ -73,8 +77,10 @@ class Lowering:
         for stage in self.spec.stages:
             if stage.tab == tab.name and stage.header:
                 row = tab.header(stage.title, T)
-                self.header_slots[stage.index] = (row, tab.header(stage.title + " (text)", T)
-                                                  if self.vocab is not None else None)
+                self.header_slots[stage.index] = (
+                    row,
+                    tab.header(stage.title + " (text)", T) if self.vocab is not None else None,
+                )
         tab.freeze()
         return header
 
@@ -139,8 +145,12 @@ class Lowering:
         value = values.pop(0)
         blocks = list(zip(out, value)) if isinstance(out, list) and value.ndim == 3 else [(out, value)]
         for rect, v in blocks:
-            if isinstance(rect, Rect) and rect.height == v.shape[1] and rect.width == v.shape[0] \
-                    and self.book.value(rect) is None:
+            if (
+                isinstance(rect, Rect)
+                and rect.height == v.shape[1]
+                and rect.width == v.shape[0]
+                and self.book.value(rect) is None
+            ):
                 self.book.cache(rect, v.T)
 
     def names(self):
@@ -152,8 +162,9 @@ class Lowering:
                 raise XlgptError(f"template: the {name} stage gives one block per head; it must give one block")
         if self.vocab is not None:
             if self.vocabulary is None:
-                raise XlgptError("template: with a vocabulary, some stage must read the token table "
-                                 "(op embedding or unembed)")
+                raise XlgptError(
+                    "template: with a vocabulary, some stage must read the token table (op embedding or unembed)"
+                )
             out[C.VOCABULARY] = self.vocabulary
         return out
 
@@ -194,6 +205,12 @@ def calculation_for(book):
 
 def model_description(ckpt):
     cfg = ckpt.config
-    return [("model", f"GPT-2: {cfg.n_layer} layers, {cfg.n_embd} features, {cfg.n_head} heads, "
-                      f"vocabulary {cfg.vocab_size}, context {cfg.n_positions}"),
-            ("parameters", ckpt.n_params), ("built by", f"xlgpt {__version__}")]
+    return [
+        (
+            "model",
+            f"GPT-2: {cfg.n_layer} layers, {cfg.n_embd} features, {cfg.n_head} heads, "
+            f"vocabulary {cfg.vocab_size}, context {cfg.n_positions}",
+        ),
+        ("parameters", ckpt.n_params),
+        ("built by", f"xlgpt {__version__}"),
+    ]

@@ -4,6 +4,7 @@ The spec is a flat list of stages in dataflow order: per-layer stages repeated f
 resolved to the stage that produced them, parameter roles resolved to checkpoint tensors. Anything the
 compiler would not honour (an unknown key, op, input or tensor) is an error here, with the template's line.
 """
+
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ class Stage:
     name: str
     op: str
     inputs: tuple  # indices of the producing stages (a tuple of them for "name*")
-    params: dict   # role -> tensor name
+    params: dict  # role -> tensor name
     title: str
     header: bool = False
     layer: int = None
@@ -68,7 +69,7 @@ def load_spec(config, template=None, training=False):
     spec = expand(raw, config, Lines(path, text))
     losses = [s for s in spec.stages if s.op == "cross_entropy"]
     if training and (not losses or spec.stages[-1] is not losses[-1]):
-        raise XlgptError(f"{path}: a training book's template ends with its loss (op = \"cross_entropy\")")
+        raise XlgptError(f'{path}: a training book\'s template ends with its loss (op = "cross_entropy")')
     if losses and not training:
         raise XlgptError(f"{path}: this template has a loss stage: build it with --train")
     return spec
@@ -95,6 +96,7 @@ class Lines:
 
 def check_entry(entry, k, lines):
     """One [[stage]] table as written: known keys of the right types, a known op with its inputs and params."""
+
     def fail(key, message):
         raise XlgptError(f"{lines.at(k, key)}: {message}")
 
@@ -111,10 +113,19 @@ def check_entry(entry, k, lines):
     if not isinstance(entry.get("header", False), bool):
         fail("header", "'header' must be true or false")
     tab = entry["tab"].replace("{layer}", "0")
-    if (BAD_TAB_CHARS.search(tab) or not tab.strip() or len(tab) > 31 or tab.startswith("'") or tab.endswith("'")
-            or tab.lower() == "history"):
-        fail("tab", f"tab name {entry['tab']!r} cannot name a sheet (1 to 31 characters, none of []:*?/\\ or "
-                    f"control characters, no ' at either end, not 'History')")
+    if (
+        BAD_TAB_CHARS.search(tab)
+        or not tab.strip()
+        or len(tab) > 31
+        or tab.startswith("'")
+        or tab.endswith("'")
+        or tab.lower() == "history"
+    ):
+        fail(
+            "tab",
+            f"tab name {entry['tab']!r} cannot name a sheet (1 to 31 characters, none of []:*?/\\ or "
+            f"control characters, no ' at either end, not 'History')",
+        )
     op = OPS.get(entry["op"])
     if op is None:
         fail("op", f"unknown op {entry['op']!r} (known: {', '.join(sorted(OPS))})")
@@ -150,17 +161,27 @@ def expand(raw, config, lines=None):
 
         unknown = [name for name in entry.get("in", []) if name.rstrip("*") not in bound]
         if unknown:
-            raise XlgptError(f"{lines.at(k, 'in')}: stage '{entry['name']}' reads {unknown[0]!r}, "
-                             f"which no earlier stage produces")
+            raise XlgptError(
+                f"{lines.at(k, 'in')}: stage '{entry['name']}' reads {unknown[0]!r}, which no earlier stage produces"
+            )
         params = {role: fmt(t) for role, t in entry.get("params", {}).items()}
         for tensor in params.values():
             if tensor not in tensors:
-                raise XlgptError(f"{lines.at(k, 'params')}: stage '{entry['name']}' reads tensor {tensor!r}, "
-                                 f"which a GPT-2 checkpoint does not have")
-        stage = Stage(len(stages), fmt(entry["tab"]), entry["name"], entry["op"],
-                      tuple(every[name[:-1]] if name.endswith("*") else bound[name] for name in entry.get("in", [])),
-                      params,
-                      fmt(entry.get("title", entry["name"])), entry.get("header", False), layer)
+                raise XlgptError(
+                    f"{lines.at(k, 'params')}: stage '{entry['name']}' reads tensor {tensor!r}, "
+                    f"which a GPT-2 checkpoint does not have"
+                )
+        stage = Stage(
+            len(stages),
+            fmt(entry["tab"]),
+            entry["name"],
+            entry["op"],
+            tuple(every[name[:-1]] if name.endswith("*") else bound[name] for name in entry.get("in", [])),
+            params,
+            fmt(entry.get("title", entry["name"])),
+            entry.get("header", False),
+            layer,
+        )
         stages.append(stage)
         bound[stage.name] = stage.index
         every[stage.name] = every.get(stage.name, ()) + (stage.index,)
@@ -180,10 +201,10 @@ def expand(raw, config, lines=None):
         i = j
 
     if [s.op for s in stages].count("tokens") != 1 or stages[0].op != "tokens":
-        raise XlgptError(f"{lines.path}: the first stage, and only it, must be the input (op = \"tokens\")")
+        raise XlgptError(f'{lines.path}: the first stage, and only it, must be the input (op = "tokens")')
     for name, stage_name in STAGE_OF.items():
         if stage_name not in bound:
             raise XlgptError(f"{lines.path}: no stage named {stage_name!r}, which the defined name {name} shows")
     if stages[bound[STAGE_OF[TOKEN_IDS]]].op != "tokens":
-        raise XlgptError(f"{lines.path}: the stage named {STAGE_OF[TOKEN_IDS]!r} must be the input (op = \"tokens\")")
+        raise XlgptError(f'{lines.path}: the stage named {STAGE_OF[TOKEN_IDS]!r} must be the input (op = "tokens")')
     return Spec(stages)

@@ -11,6 +11,7 @@ The token chosen: with temperature 0 the book's argmax (PredictedToken, read at 
 sampling cells (SampledToken) gets Temperature, TopK, Seed and SampleStep (= the step, from 0) set by name
 and its SampledToken read.
 """
+
 import time
 
 import numpy as np
@@ -61,7 +62,6 @@ class FormulasSheet:
     def __init__(self, info):
         import contextlib
         import io
-
 
         check_formulas_size(info)
         t0 = time.perf_counter()
@@ -130,14 +130,28 @@ def check_sampling(temperature, top_k, seed):
         raise XlgptError(str(e))
 
 
-def generate(info, prompt_ids, steps, engine="libreoffice", temperature=0.0, top_k=0, seed=1, weights=None,
-             timeout=3600, on_token=lambda token, text: None, on_stage=lambda msg: None, tok=None):
+def generate(
+    info,
+    prompt_ids,
+    steps,
+    engine="libreoffice",
+    temperature=0.0,
+    top_k=0,
+    seed=1,
+    weights=None,
+    timeout=3600,
+    on_token=lambda token, text: None,
+    on_stage=lambda msg: None,
+    tok=None,
+):
     """Run the generation loop on a token-ids book (contract.BookInfo). Returns a result dict: tokens,
     reference_tokens, match, first_mismatch (a step, or None), context_full, seconds_per_token, ..."""
 
     if info.typed:
-        raise XlgptError(f"{info.path.name}: generate needs a token-ids workbook (xlgpt generate builds one from "
-                         f"--prompt or --tokens); this one tokenizes a Prompt cell")
+        raise XlgptError(
+            f"{info.path.name}: generate needs a token-ids workbook (xlgpt generate builds one from "
+            f"--prompt or --tokens); this one tokenizes a Prompt cell"
+        )
     check_sampling(temperature, top_k, seed)
     positions = len(info.tokens)
     if not prompt_ids:
@@ -146,17 +160,30 @@ def generate(info, prompt_ids, steps, engine="libreoffice", temperature=0.0, top
         raise XlgptError(f"the prompt is {len(prompt_ids)} tokens; this workbook has {positions} positions")
     sampler = C.SAMPLED_TOKEN in info.names
     if temperature != 0 and not sampler:
-        raise XlgptError(f"{info.path.name}: this workbook has no sampling cells ({C.SAMPLED_TOKEN}); "
-                         f"only --temperature 0 (the argmax) works with it")
+        raise XlgptError(
+            f"{info.path.name}: this workbook has no sampling cells ({C.SAMPLED_TOKEN}); "
+            f"only --temperature 0 (the argmax) works with it"
+        )
     ckpt = checkpoint_for(info, weights)
     written, edits = as_written(ckpt), reference_edits(info, ckpt.config)
     tokens = list(prompt_ids)
-    result = {"book": str(info.path), "engine": engine, "prompt_tokens": list(prompt_ids), "tokens": [],
-              "reference_tokens": [], "match": True, "first_mismatch": None, "max_abs_logit_diff": 0.0,
-              "context_full": False, "positions": positions, "temperature": temperature, "top_k": top_k,
-              "seed": seed}
+    result = {
+        "book": str(info.path),
+        "engine": engine,
+        "prompt_tokens": list(prompt_ids),
+        "tokens": [],
+        "reference_tokens": [],
+        "match": True,
+        "first_mismatch": None,
+        "max_abs_logit_diff": 0.0,
+        "context_full": False,
+        "positions": positions,
+        "temperature": temperature,
+        "top_k": top_k,
+        "seed": seed,
+    }
     step_seconds, check_seconds = [], []  # the spreadsheet's part of each step; the reference's
-    with (LibreOfficeSession(timeout=timeout) if engine == "libreoffice" else _nothing()) as lo:
+    with LibreOfficeSession(timeout=timeout) if engine == "libreoffice" else _nothing() as lo:
         on_stage(f"loading {info.path.name} in {engine}")
         sheet = LibreOfficeSheet(lo, info) if engine == "libreoffice" else FormulasSheet(info)
         result["load_seconds"] = round(sheet.load_seconds, 2)
@@ -187,9 +214,17 @@ def generate(info, prompt_ids, steps, engine="libreoffice", temperature=0.0, top
             result["reference_tokens"].append(want)
             result["max_abs_logit_diff"] = max(result["max_abs_logit_diff"], diff)
             if not (diff <= TOLERANCE and got == want):
-                result.update(match=False, first_mismatch=step, mismatch={
-                    "step": step, "position": n - 1, "token_id": got if got is not None else chosen,
-                    "reference_token_id": want, "max_abs_logit_diff": diff})
+                result.update(
+                    match=False,
+                    first_mismatch=step,
+                    mismatch={
+                        "step": step,
+                        "position": n - 1,
+                        "token_id": got if got is not None else chosen,
+                        "reference_token_id": want,
+                        "max_abs_logit_diff": diff,
+                    },
+                )
                 break
             tokens.append(got)
             result["tokens"].append(got)
@@ -202,7 +237,9 @@ def generate(info, prompt_ids, steps, engine="libreoffice", temperature=0.0, top
             result["peak_rss_mb"] = lo.peak_rss_mb()
     result["seconds_per_token"] = round(float(np.mean(step_seconds)), 4) if step_seconds else None
     result["first_token_seconds"] = round(step_seconds[0], 4) if step_seconds else None  # every prompt column
-    result["seconds_per_token_after_first"] = round(float(np.mean(step_seconds[1:])), 4) if len(step_seconds) > 1 else None
+    result["seconds_per_token_after_first"] = (
+        round(float(np.mean(step_seconds[1:])), 4) if len(step_seconds) > 1 else None
+    )
     result["reference_seconds_per_token"] = round(float(np.mean(check_seconds)), 4) if check_seconds else None
     return result
 

@@ -1,5 +1,6 @@
 """Steering vectors for a new book's Interventions tab: ActAdd (the difference of two prompts' residual streams,
 computed by the reference), a vector from a file, or an SAE feature's decoder direction."""
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from xlgpt.package import XlgptError
 class Steering:
     """The --steer-* options: one source (a pair of texts, a vector file, or an SAE feature), the block whose
     input is steered, and how much of the vector is added."""
+
     from_text: str = None
     to_text: str = None
     vector_file: Path = None
@@ -24,8 +26,15 @@ class Steering:
     coefficient: float = None
 
     def sources(self):
-        return [s for s in ((self.from_text or self.to_text) and "pair", self.vector_file and "file",
-                            self.feature is not None and "feature") if s]
+        return [
+            s
+            for s in (
+                (self.from_text or self.to_text) and "pair",
+                self.vector_file and "file",
+                self.feature is not None and "feature",
+            )
+            if s
+        ]
 
     def given(self):
         return bool(self.sources()) or self.layer is not None or self.coefficient is not None
@@ -38,8 +47,10 @@ def edits(ckpt, tok, steer, sae_source=None):
         raise XlgptError("give one steering source: --steer-from/--steer-to, --steer-vector or --steer-feature")
     if not sources:
         if steer.layer is not None or steer.coefficient is not None or sae_source is not None:
-            raise XlgptError("--steer-layer, --steer-coef and --sae need a steering vector (--steer-from/--steer-to, "
-                             "--steer-vector or --steer-feature)")
+            raise XlgptError(
+                "--steer-layer, --steer-coef and --sae need a steering vector (--steer-from/--steer-to, "
+                "--steer-vector or --steer-feature)"
+            )
         return None
     cfg, layer = ckpt.config, steer.layer
     if sources[0] == "pair":
@@ -50,10 +61,11 @@ def edits(ckpt, tok, steer, sae_source=None):
         layer = layer or 0
         if layer >= cfg.n_layer:
             raise XlgptError(f"--steer-layer {layer}: the model has blocks 0 to {cfg.n_layer - 1}")
-        entering = lambda text: reference.residual_streams(ckpt, tok.encode(text)[-cfg.n_positions:])[layer][-1]
+        entering = lambda text: reference.residual_streams(ckpt, tok.encode(text)[-cfg.n_positions :])[layer][-1]
         vector = entering(steer.to_text) - entering(steer.from_text)
-        source = (f"ActAdd: residual stream entering block {layer} of {steer.to_text!r} minus that of "
-                  f"{steer.from_text!r}")
+        source = (
+            f"ActAdd: residual stream entering block {layer} of {steer.to_text!r} minus that of {steer.from_text!r}"
+        )
     elif sources[0] == "file":
         vector, source = read_vector(Path(steer.vector_file)), f"from {Path(steer.vector_file).name}"
         layer = layer or 0
@@ -66,8 +78,11 @@ def edits(ckpt, tok, steer, sae_source=None):
             raise XlgptError(f"--steer-layer {layer}: the SAE reads the stream entering block {sae.layer}")
         layer, vector = sae.layer, np.asarray(sae.W_dec[steer.feature], dtype=np.float64)
         labels = {f["index"]: f["label"] for f in (sae.features or {}).get("features", [])}
-        source = (f"SAE feature {steer.feature}" + (f" ({labels[steer.feature]})" if steer.feature in labels else "")
-                  + f" of {sae.path.name}: its decoder row")
+        source = (
+            f"SAE feature {steer.feature}"
+            + (f" ({labels[steer.feature]})" if steer.feature in labels else "")
+            + f" of {sae.path.name}: its decoder row"
+        )
     if layer >= cfg.n_layer:
         raise XlgptError(f"--steer-layer {layer}: the model has blocks 0 to {cfg.n_layer - 1}")
     if np.shape(vector) != (cfg.n_embd,):

@@ -6,6 +6,7 @@ copies the "updated" tabs over the weights tabs (and Adam's new moments over its
 The reference's own training loop (check/backward.py) takes the same steps beside it: a step whose loss
 differs stops the run. At the end the weights are read back, checked, and saved as a checkpoint.
 """
+
 import contextlib
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from xlgpt.engines.session import LibreOfficeSession
 from xlgpt.model import backward
 from xlgpt.model.checkpoint import as_written, check_new_dir, load, write
 from xlgpt.package import XlgptError
-from xlgpt.safefile import atomic_dir
+from xlgpt.safefile import announce, atomic_dir
 from xlgpt.sheet import contract as C
 
 BOOK = "train.xlsx"  # the workbook a run leaves beside its checkpoint
@@ -40,7 +41,6 @@ def weight_names(book, tensors):
 def opened(book, engine, timeout):
     """The book in a live engine: put, copy, calculate and read by defined name."""
     if engine == "formulas":
-
         yield FormulasSheet(book)
         return
 
@@ -61,11 +61,15 @@ def run(book, ckpt, windows, engine="libreoffice", timeout=3600, on_step=lambda 
     names = weight_names(book, tensors)
     copies = [(C.UPDATED + n, n) for n in names.values()]
     if state is not None:
-        copies += [(new + n, old + n) for n in names.values()
-                   for new, old in ((C.NEW_ADAM_M, C.ADAM_M), (C.NEW_ADAM_V, C.ADAM_V))]
+        copies += [
+            (new + n, old + n)
+            for n in names.values()
+            for new, old in ((C.NEW_ADAM_M, C.ADAM_M), (C.NEW_ADAM_V, C.ADAM_V))
+        ]
     steps = []
     with opened(book, engine, timeout) as sheet:
         for k, (inputs, targets) in enumerate(windows):
+            announce("step")
             t0 = time.perf_counter()
             sheet.put(C.TOKEN_IDS, [inputs])
             sheet.put(C.TARGETS, [targets])
@@ -77,7 +81,8 @@ def run(book, ckpt, windows, engine="libreoffice", timeout=3600, on_step=lambda 
                 held = sheet.read([C.UPDATED + n for n in names.values()])
                 moments = state and {
                     kind: from_layout(prefix, sheet.read([prefix + n for n in names.values()]), tensors)
-                    for kind, prefix in (("m", C.NEW_ADAM_M), ("v", C.NEW_ADAM_V))}
+                    for kind, prefix in (("m", C.NEW_ADAM_M), ("v", C.NEW_ADAM_V))
+                }
             sheet.copy(copies)  # the copy-paste epoch
             seconds = time.perf_counter() - t0
             want, grads, _ = backward.loss_and_grads(tensors, ckpt.config, inputs, targets)
@@ -85,8 +90,13 @@ def run(book, ckpt, windows, engine="libreoffice", timeout=3600, on_step=lambda 
                 tensors = backward.sgd(tensors, grads, lr)
             else:
                 tensors, state = backward.adamw(tensors, grads, state, lr, *adam)
-            step = {"step": k + 1, "loss": loss, "reference_loss": want, "diff": abs(loss - want),
-                    "seconds": round(seconds, 3)}
+            step = {
+                "step": k + 1,
+                "loss": loss,
+                "reference_loss": want,
+                "diff": abs(loss - want),
+                "seconds": round(seconds, 3),
+            }
             steps.append(step)
             on_step(step)
             if not abs(loss - want) <= TOLERANCE:
@@ -94,8 +104,9 @@ def run(book, ckpt, windows, engine="libreoffice", timeout=3600, on_step=lambda 
     final = from_layout(C.UPDATED, held, tensors)
     diff = max(float(np.abs(final[t] - tensors[t]).max()) for t in tensors)
     if not diff <= TOLERANCE:
-        raise Diverged(f"after {len(windows)} steps the spreadsheet's weights differ from the reference's by "
-                       f"{diff:.3g}")
+        raise Diverged(
+            f"after {len(windows)} steps the spreadsheet's weights differ from the reference's by {diff:.3g}"
+        )
     return steps, final, moments, diff
 
 
@@ -105,14 +116,18 @@ def save(out, ckpt, tok, windows, steps, final, moments, optimizer, lr):
     tab charts the loss of every step (with Adam's moments, so it can take the next step)."""
     import shutil
 
-
     check_new_dir(out)
     with atomic_dir(out) as tmp:
         write(tmp, ckpt.config, final)
-        for f in (tok.files if tok else ()):
+        for f in tok.files if tok else ():
             shutil.copyfile(f, tmp / Path(f).name)
         trained = load(tmp, given_name=str(out))
         inputs, targets = windows[-1]
         history = [s["loss"] for s in steps]
-        build(trained, inputs, tmp / BOOK, tokenizer=tok,
-              training=Training(targets, optimizer, lr, step=len(steps) + 1, moments=moments, history=history))
+        build(
+            trained,
+            inputs,
+            tmp / BOOK,
+            tokenizer=tok,
+            training=Training(targets, optimizer, lr, step=len(steps) + 1, moments=moments, history=history),
+        )

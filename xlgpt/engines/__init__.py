@@ -7,6 +7,7 @@ of those values giving a list of layout.Rects (eval's search for the first stage
 also reads those cells of the recalculated book before it closes it: stats["more"], one 2-D float array per
 Rect (LibreOffice through its CSV export reads only the one sheet of the names, and so no `more`).
 """
+
 from xlgpt.engines.formulas import formulas_values
 from xlgpt.engines.gnumeric import gnumeric_values
 from xlgpt.engines.libreoffice import libreoffice_values

@@ -1,4 +1,5 @@
 """The `formulas` package (pure Python) as an engine: recalculate a whole book and read names or rectangles."""
+
 import contextlib
 import io
 import os
@@ -21,28 +22,37 @@ from xlgpt.sheet.read import parse_ref
 #   (~5-10 µs each; the tokenizer's 0.5M cells at ~40 functions a slot: ~20 s).
 # All cells (the sheet XML's size / 12) was the old measure: it counts the labels and styles and misses the
 # array formulas' cells, the bulk of the tokenizer's work. Each limit alone means several minutes.
-FORMULAS_MAX_CELLS = 300_000          # constant cells (`eval --max-cells`)
+FORMULAS_MAX_CELLS = 300_000  # constant cells (`eval --max-cells`)
 FORMULAS_MAX_FORMULAS = 20_000
 FORMULAS_MAX_ARRAY_CELLS = 2_000_000
 
 
-def check_formulas_size(book, max_cells=FORMULAS_MAX_CELLS, max_formulas=FORMULAS_MAX_FORMULAS,
-                        max_array_cells=FORMULAS_MAX_ARRAY_CELLS):
+def check_formulas_size(
+    book, max_cells=FORMULAS_MAX_CELLS, max_formulas=FORMULAS_MAX_FORMULAS, max_array_cells=FORMULAS_MAX_ARRAY_CELLS
+):
     """Refuse a book the `formulas` engine would take too long on (see the limits above)."""
     hint = " (or build with a smaller --capacity)" if book.typed else ""
     if book.est_cells > 10 * max_cells:  # clearly too large: say so without reading every sheet
-        raise XlgptError(f"{book.path.name}: about {book.est_cells:,} cells is too large for the formulas engine; "
-                         f"use --engine libreoffice{hint}")
+        raise XlgptError(
+            f"{book.path.name}: about {book.est_cells:,} cells is too large for the formulas engine; "
+            f"use --engine libreoffice{hint}"
+        )
     size = book.cell_counts
     if size.constants > max_cells:
-        raise XlgptError(f"{book.path.name}: {size.constants:,} constant cells is too large for the formulas engine "
-                         f"(limit {max_cells:,}); use --engine libreoffice")
+        raise XlgptError(
+            f"{book.path.name}: {size.constants:,} constant cells is too large for the formulas engine "
+            f"(limit {max_cells:,}); use --engine libreoffice"
+        )
     if size.formulas > max_formulas:
-        raise XlgptError(f"{book.path.name}: {size.formulas:,} formulas would take the formulas engine too long (limit "
-                         f"{max_formulas:,}, ~10 ms each); use --engine libreoffice{hint}")
+        raise XlgptError(
+            f"{book.path.name}: {size.formulas:,} formulas would take the formulas engine too long (limit "
+            f"{max_formulas:,}, ~10 ms each); use --engine libreoffice{hint}"
+        )
     if size.array_cells > max_array_cells:
-        raise XlgptError(f"{book.path.name}: array formulas over {size.array_cells:,} cells would take the formulas "
-                         f"engine too long (limit {max_array_cells:,}); use --engine libreoffice{hint}")
+        raise XlgptError(
+            f"{book.path.name}: array formulas over {size.array_cells:,} cells would take the formulas "
+            f"engine too long (limit {max_array_cells:,}); use --engine libreoffice{hint}"
+        )
 
 
 def check_formulas_precision(book):
@@ -51,8 +61,10 @@ def check_formulas_precision(book):
     for name, grid in ((book.training or {}).get("moments") or {}).items():
         small = [v for row in grid for v in row if v and abs(v) < 1e-9]
         if small:
-            raise XlgptError(f"{book.path.name}: {name} holds numbers as small as {min(map(abs, small)):.2g}, which the "
-                             f"formulas engine rounds (to 15 decimal places); use --engine libreoffice or gnumeric")
+            raise XlgptError(
+                f"{book.path.name}: {name} holds numbers as small as {min(map(abs, small)):.2g}, which the "
+                f"formulas engine rounds (to 15 decimal places); use --engine libreoffice or gnumeric"
+            )
 
 
 def formulas_values(book, wanted, max_cells=FORMULAS_MAX_CELLS, more=None):
@@ -102,10 +114,10 @@ def _solution_rects(results, rects):
             top, bottom = max(r.top, area.top), min(r.bottom, area.bottom)
             left, right = max(r.left, area.left), min(r.right, area.right)
             if top <= bottom and left <= right:  # the overlap, in each one's own coordinates
-                grid[top - r.top:bottom - r.top + 1, left - r.left:right - r.left + 1] = to_float(
-                    computed[top - area.top:bottom - area.top + 1, left - area.left:right - area.left + 1])
+                grid[top - r.top : bottom - r.top + 1, left - r.left : right - r.left + 1] = to_float(
+                    computed[top - area.top : bottom - area.top + 1, left - area.left : right - area.left + 1]
+                )
     return out
-
 
 
 def sparse_model():
@@ -145,8 +157,11 @@ def sparse_model():
                 return ExcelModel._compile_cell(crd, val, context, check_formula, references)
             cell = Cell(crd, None, context=context)  # what Cell(crd, val, ...) does, keeping the parsed tokens
             r = cell.range.ranges[0]
-            ctx = sh.combine_dicts(context or {}, sh.selector(("filename", "sheet"), r, allow_miss=True),
-                                   base={"cr": r["r1"], "cc": r["n1"]})
+            ctx = sh.combine_dicts(
+                context or {},
+                sh.selector(("filename", "sheet"), r, allow_miss=True),
+                base={"cr": r["r1"], "cc": r["n1"]},
+            )
             tokens, cell.builder = parser.ast(val, context=ctx)
             key, names = _template_key(tokens, cell.builder)
             if key is not None and CELL in cell.builder.dsp.data_nodes:  # reads its own position (ROW())
@@ -167,8 +182,9 @@ def sparse_model():
                     inputs[k] = rng
             builder = cell.builder
             out = builder.get_node_id(builder[-1])
-            cell.func = wrap_cell_func(_SharedFunction(func, inputs, out if "error" in builder.match else f"={out}"),
-                                       cell._args)
+            cell.func = wrap_cell_func(
+                _SharedFunction(func, inputs, out if "error" in builder.match else f"={out}"), cell._args
+            )
             cell.update_inputs(references=references)
             cell.builder = None
             return cell
@@ -180,14 +196,18 @@ def sparse_model():
             ctx = {"external_links": self.external_links(context), **context}
             held = [worksheet._cells[k] for k in sorted(worksheet._cells)]  # (row, column) order, as iter_rows
             blocks, held = _constant_blocks(held, formula_ranges)
-            self._compiled.update((ctx["excel"], ctx["sheet"], c.coordinate) for block in blocks for row in block
-                                  for c in row)
+            self._compiled.update(
+                (ctx["excel"], ctx["sheet"], c.coordinate) for block in blocks for row in block for c in row
+            )
             cells = [self.compile_cell(c, ctx, references, formula_references) for c in held]
             for block in blocks:  # the package rounds a number it reads to 15 decimal places: so do the blocks
-                grid = np.array([[round(c.value, 15) if isinstance(c.value, float) else c.value for c in row]
-                                 for row in block], dtype=object)
-                cells.append(Cell(f"{block[0][0].coordinate}:{block[-1][-1].coordinate}", grid, context=ctx,
-                                  check_formula=False))
+                grid = np.array(
+                    [[round(c.value, 15) if isinstance(c.value, float) else c.value for c in row] for row in block],
+                    dtype=object,
+                )
+                cells.append(
+                    Cell(f"{block[0][0].coordinate}:{block[-1][-1].coordinate}", grid, context=ctx, check_formula=False)
+                )
             for cell in cells:
                 self.add_cell(sh.await_result(cell), ctx, formula_ranges)
             return self
@@ -207,6 +227,7 @@ def sparse_model():
             if cell.value is not sh.EMPTY and _under_array_formula(cell.range.ranges[0], formula_ranges):
                 return None
             return super().add_cell(cell, context, ())
+
     return SparseModel()
 
 
@@ -261,9 +282,13 @@ def _constant_blocks(cells, formula_ranges, min_cells=2):
         if run:
             runs[(run[0].row, run[0].column, run[-1].column)] = list(run)
             run.clear()
+
     for c in cells:
-        number = (getattr(c, "data_type", None) == "n" and type(c.value) in (int, float)
-                  and not any(r1 <= c.row <= r2 and c1 <= c.column <= c2 for r1, r2, c1, c2 in bounds))
+        number = (
+            getattr(c, "data_type", None) == "n"
+            and type(c.value) in (int, float)
+            and not any(r1 <= c.row <= r2 and c1 <= c.column <= c2 for r1, r2, c1, c2 in bounds)
+        )
         if run and not (number and c.row == run[-1].row and c.column == run[-1].column + 1):
             close()
         if number:
@@ -294,8 +319,10 @@ def _under_array_formula(rng, formula_ranges):
     """Does a one-cell range lie inside one of a sheet's array formulas (given as formulas Ranges)?"""
     key = id(formula_ranges)
     if key not in _ARRAY_BOUNDS or _ARRAY_BOUNDS[key][0] is not formula_ranges:
-        _ARRAY_BOUNDS[key] = (formula_ranges, [(int(r["r1"]), int(r["r2"]), r["n1"], r["n2"])
-                                               for f in formula_ranges for r in f.ranges])
+        _ARRAY_BOUNDS[key] = (
+            formula_ranges,
+            [(int(r["r1"]), int(r["r2"]), r["n1"], r["n2"]) for f in formula_ranges for r in f.ranges],
+        )
     row, col = int(rng["r1"]), rng["n1"]
     return any(r1 <= row <= r2 and c1 <= col <= c2 for r1, r2, c1, c2 in _ARRAY_BOUNDS[key][1])
 
@@ -321,5 +348,7 @@ def formulas_rect(values, book, rect):
         grid = np.asarray(whole.value, dtype=object)
         if grid.shape == (rect.height, rect.width):
             return [[_formulas_value(v) for v in row] for row in grid]
-    return [[_formulas_value(getattr(values.get(key(rect.cell(i, j))), "value", None)) for j in range(rect.width)]
-            for i in range(rect.height)]
+    return [
+        [_formulas_value(getattr(values.get(key(rect.cell(i, j))), "value", None)) for j in range(rect.width)]
+        for i in range(rect.height)
+    ]

@@ -1,4 +1,5 @@
 """Gnumeric as an engine: ssconvert --recalc, every sheet exported as CSV."""
+
 import contextlib
 import csv
 import os
@@ -12,13 +13,16 @@ import numpy as np
 
 from xlgpt.engines.process import C_LOCALE, as_float, peak_memory
 from xlgpt.package import XlgptError
+from xlgpt.safefile import announce
 
 
 def find_ssconvert():
     exe = shutil.which("ssconvert")
     if not exe:
-        raise XlgptError("Gnumeric is not installed (no 'ssconvert' on PATH); install it, e.g. "
-                         "apt-get install --no-install-recommends gnumeric, or use another --engine")
+        raise XlgptError(
+            "Gnumeric is not installed (no 'ssconvert' on PATH); install it, e.g. "
+            "apt-get install --no-install-recommends gnumeric, or use another --engine"
+        )
     return exe
 
 
@@ -41,12 +45,21 @@ def ssconvert_export(path, order, timeout=3600):
     exe = find_ssconvert()
     with tempfile.TemporaryDirectory(prefix="xlgpt-gnumeric-") as tmp:
         tmp = Path(tmp)
-        cmd = [exe, "--recalc", "-S", "--export-type=Gnumeric_stf:stf_assistant",
-               "--export-options=format=raw separator=, eol=unix", str(Path(path).resolve()), str(tmp / "out-%n.csv")]
+        cmd = [
+            exe,
+            "--recalc",
+            "-S",
+            "--export-type=Gnumeric_stf:stf_assistant",
+            "--export-options=format=raw separator=, eol=unix",
+            str(Path(path).resolve()),
+            str(tmp / "out-%n.csv"),
+        ]
         env = {**os.environ, **C_LOCALE, "HOME": str(tmp)}
-        run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                               cwd=tmp, start_new_session=True)
+        run = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp, start_new_session=True
+        )
         try:
+            announce("engine")
             log, _ = run.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(run.pid, signal.SIGKILL)
@@ -56,14 +69,18 @@ def ssconvert_export(path, order, timeout=3600):
             if run.poll() is None:  # interrupted (Ctrl-C): take the whole group down with us
                 os.killpg(run.pid, signal.SIGKILL)
                 run.wait()
+
         def grid(sheet):
             out = tmp / f"out-{order.index(sheet)}.csv"
             if run.returncode != 0 or not out.is_file():
                 last = [line for line in (log or "").splitlines() if line.strip()][-1:]
-                raise XlgptError(f"Gnumeric could not convert {Path(path).name}: "
-                                 f"{last[0] if last else f'exit status {run.returncode}'}")
+                raise XlgptError(
+                    f"Gnumeric could not convert {Path(path).name}: "
+                    f"{last[0] if last else f'exit status {run.returncode}'}"
+                )
             with open(out, newline="", encoding="utf-8") as f:
                 return list(csv.reader(f))
+
         yield grid
 
 
@@ -78,6 +95,7 @@ def gnumeric_values(book, wanted, timeout=3600, more=None):
         grid = grids[rect.sheet]
         cell = lambda r, c: as_float(grid[r - 1][c - 1] if r <= len(grid) and c <= len(grid[r - 1]) else None)
         return np.array(rect.read(cell), dtype=float)
+
     with contextlib.ExitStack() as export:
         with peak_memory() as stats:
             sheet_grid = export.enter_context(ssconvert_export(book.path, book.sheets, timeout))

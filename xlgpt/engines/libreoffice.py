@@ -1,4 +1,5 @@
 """LibreOffice as an engine: a headless CSV export of one sheet, or the UNO bridge (a LibreOfficeSession)."""
+
 import csv
 import os
 import resource
@@ -11,15 +12,20 @@ import numpy as np
 from xlgpt.engines.process import C_LOCALE, as_float, find_soffice, peak_memory, run_group
 from xlgpt.engines.session import LibreOfficeSession, system_python
 from xlgpt.package import XlgptError
+from xlgpt.safefile import announce
 
 # The temporary profile's settings: recalculate every formula on load. A book set to manual calculation turns
 # LibreOffice's automatic calculation off, and without this its cells would be exported half computed.
 ALWAYS_RECALCULATE = (
     '<?xml version="1.0" encoding="UTF-8"?>\n<oor:items xmlns:oor="http://openoffice.org/2001/registry" '
     'xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
-    + "".join(f'<item oor:path="/org.openoffice.Office.Calc/Formula/Load"><prop oor:name="{key}" oor:op="fuse">'
-              f'<value>0</value></prop></item>' for key in ("OOXMLRecalcMode", "ODFRecalcMode"))
-    + "</oor:items>\n")
+    + "".join(
+        f'<item oor:path="/org.openoffice.Office.Calc/Formula/Load"><prop oor:name="{key}" oor:op="fuse">'
+        f"<value>0</value></prop></item>"
+        for key in ("OOXMLRecalcMode", "ODFRecalcMode")
+    )
+    + "</oor:items>\n"
+)
 
 
 def soffice_csv(paths, sheet_index, timeout=3600):
@@ -35,18 +41,37 @@ def soffice_csv(paths, sheet_index, timeout=3600):
             sources.append(tmp / f"book{i}.xlsx")
             os.symlink(Path(path).resolve(), sources[-1])
         opts = f"44,34,76,1,,0,false,true,false,false,false,{sheet_index}"
-        cmd = [exe, f"-env:UserInstallation=file://{tmp / 'profile'}", "--headless", "--calc",
-               "--convert-to", f"csv:Text - txt - csv (StarCalc):{opts}", *map(str, sources), "--outdir", str(tmp / "out")]
-        run = run_group(cmd, timeout, "LibreOffice", cwd=tmp,
-                         # its scratch files (lu*.tmp) go into our directory, removed even if soffice is killed
-                         env={**os.environ, **C_LOCALE, "SAL_ENABLE_FILE_LOCKING": "0", "TMPDIR": str(tmp)})
+        cmd = [
+            exe,
+            f"-env:UserInstallation=file://{tmp / 'profile'}",
+            "--headless",
+            "--calc",
+            "--convert-to",
+            f"csv:Text - txt - csv (StarCalc):{opts}",
+            *map(str, sources),
+            "--outdir",
+            str(tmp / "out"),
+        ]
+        announce("engine")  # run_group starts soffice next, and waits for it
+        run = run_group(
+            cmd,
+            timeout,
+            "LibreOffice",
+            cwd=tmp,
+            # its scratch files (lu*.tmp) go into our directory, removed even if soffice is killed
+            env={**os.environ, **C_LOCALE, "SAL_ENABLE_FILE_LOCKING": "0", "TMPDIR": str(tmp)},
+        )
         grids = []
         for source, path in zip(sources, paths):
             # <stem>-<sheet>.csv, or <stem>.csv for a one-sheet book
-            found = sorted((tmp / "out").glob(source.stem + "-*.csv")) + sorted((tmp / "out").glob(source.stem + ".csv"))
+            found = sorted((tmp / "out").glob(source.stem + "-*.csv")) + sorted(
+                (tmp / "out").glob(source.stem + ".csv")
+            )
             if not found:
-                raise XlgptError(f"LibreOffice could not convert {Path(path).name}: "
-                                 f"{(run.stderr or run.stdout).strip().splitlines()[-1:] or 'no output'}")
+                raise XlgptError(
+                    f"LibreOffice could not convert {Path(path).name}: "
+                    f"{(run.stderr or run.stdout).strip().splitlines()[-1:] or 'no output'}"
+                )
             with open(found[0], newline="", encoding="utf-8") as f:
                 grids.append(list(csv.reader(f)))
         return grids

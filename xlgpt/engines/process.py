@@ -1,5 +1,6 @@
 """What every engine shares: running an office program in its own process group, the C locale, measuring
 time and memory, reading a cell's text as a number."""
+
 import contextlib
 import os
 import resource
@@ -19,7 +20,9 @@ def peak_memory():
     t0 = time.perf_counter()
     yield stats
     stats["seconds"] = round(time.perf_counter() - t0, 2)
-    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    peak = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    )
     stats["peak_rss_mb"] = round(peak / 1024)
 
 
@@ -32,12 +35,13 @@ def as_float(value):
         return float("nan")  # an error value such as #VALUE! or Err:502
 
 
-
 def find_soffice():
     exe = shutil.which("soffice") or shutil.which("libreoffice")
     if not exe:
-        raise XlgptError("LibreOffice is not installed (no 'soffice' on PATH); install it, e.g. "
-                         "apt-get install libreoffice-calc-nogui, or use --engine formulas")
+        raise XlgptError(
+            "LibreOffice is not installed (no 'soffice' on PATH); install it, e.g. "
+            "apt-get install libreoffice-calc-nogui, or use --engine formulas"
+        )
     return exe
 
 
@@ -58,8 +62,15 @@ def run_group(cmd, timeout, what, **popen):
     """Run `cmd` in its own process group (soffice forks soffice.bin) and kill the whole group when it
     times out or when this process leaves early (Ctrl-C, SIGTERM turned into SystemExit): nothing is left
     running. Returns stdout, stderr and the exit status."""
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, **popen)
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **popen,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -1,4 +1,5 @@
 """Any rectangles of recalculated books, with any engine (the tokenizer's batch books, the tests)."""
+
 import contextlib
 import io
 from pathlib import Path
@@ -51,6 +52,7 @@ def read_rects(books, engine="libreoffice", timeout=3600):
             return float(v)
         except ValueError:
             return v
+
     return [[x.read(lambda r, c, k=k: cell(grids[k], r, c)) for x in rects] for k, (_, rects) in enumerate(books)]
 
 

@@ -14,6 +14,7 @@ removes the profile. Numbers come through UNO as doubles, so nothing depends on 
         book.calculate()
         values = book.read(["Logits", "Predictions"])   # {name: 2-D float array, NaN for errors and text}
 """
+
 import json
 import os
 import re
@@ -30,6 +31,7 @@ import numpy as np
 
 from xlgpt.engines.process import C_LOCALE, find_soffice
 from xlgpt.package import XlgptError
+from xlgpt.safefile import announce
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 WORKER = Path(__file__).with_name("uno_worker.py")
@@ -71,7 +73,7 @@ def group_members(pgids):
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()  # state, ppid, pgrp, ...
+        fields = stat[stat.rindex(")") + 2 :].split()  # state, ppid, pgrp, ...
         if int(fields[2]) in pgids:
             yield int(entry), fields[0]
 
@@ -110,19 +112,37 @@ class LibreOfficeSession:
         self.profile = tempfile.mkdtemp(prefix="xlgpt-uno-")
         pipe = f"xlgpt-{os.getpid()}-{secrets.token_hex(8)}"
         self.soffice = subprocess.Popen(
-            [exe, "--headless", "--invisible", "--norestore", "--nologo", "--nodefault", "--nolockcheck",
-             f"--accept=pipe,name={pipe};urp;", f"-env:UserInstallation=file://{self.profile}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                exe,
+                "--headless",
+                "--invisible",
+                "--norestore",
+                "--nologo",
+                "--nodefault",
+                "--nolockcheck",
+                f"--accept=pipe,name={pipe};urp;",
+                f"-env:UserInstallation=file://{self.profile}",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
             # no .~lock files: a killed session leaves none behind, and another's lock cannot stop a load
             # the C locale: what the sheet computes never depends on the user's locale (as with the CSV export)
             # its scratch files (lu*.tmp) go into the profile directory, removed even if soffice is killed
-            env={**os.environ, **C_LOCALE, "SAL_ENABLE_FILE_LOCKING": "0", "TMPDIR": self.profile})
+            env={**os.environ, **C_LOCALE, "SAL_ENABLE_FILE_LOCKING": "0", "TMPDIR": self.profile},
+        )
         self.pgids.append(self.soffice.pid)
         self.worker = subprocess.Popen(
             [python, str(WORKER), f"pipe,name={pipe};urp", str(self.soffice.pid)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, **C_LOCALE})
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **C_LOCALE},
+        )
         self.pgids.append(self.worker.pid)
+        announce("engine")
         self._selector = selectors.DefaultSelector()
         self._selector.register(self.worker.stdout, selectors.EVENT_READ)
         self._buffer = b""

@@ -1,4 +1,5 @@
 """What a tokenizer book shows when an engine recalculates it: the sheet as a tokenizer."""
+
 import re
 import tempfile
 from dataclasses import dataclass
@@ -16,9 +17,10 @@ from xlgpt.tokenizer.tabs import write_batch_book
 @dataclass
 class SheetResult:
     """What a recalculated sheet shows for one prompt."""
+
     status: str
-    count: object   # an int when the status is "ok", else ""
-    ids: list       # the token ids shown, up to the first empty cell
+    count: object  # an int when the status is "ok", else ""
+    ids: list  # the token ids shown, up to the first empty cell
 
     @property
     def ok(self):
@@ -28,6 +30,7 @@ class SheetResult:
 @dataclass(frozen=True)
 class Block:
     """Where one prompt's results sit: status, count and the row of token-id cells (one sheet)."""
+
     status: object
     count: object
     ids: object
@@ -46,9 +49,14 @@ def book_blocks(path):
     finally:
         wb.close()
     outputs = (TOKENIZER_STATUS, SHEET_TOKEN_COUNT, SHEET_TOKEN_IDS)
-    keys = [lambda n: n] if SHEET_TOKEN_IDS in names else [
-        lambda n, i=i: numbered(n, i) for i in range(1, 1 + sum(bool(re.fullmatch(SHEET_TOKEN_IDS + r"_\d+", n))
-                                                              for n in names))]
+    keys = (
+        [lambda n: n]
+        if SHEET_TOKEN_IDS in names
+        else [
+            lambda n, i=i: numbered(n, i)
+            for i in range(1, 1 + sum(bool(re.fullmatch(SHEET_TOKEN_IDS + r"_\d+", n)) for n in names))
+        ]
+    )
     blocks = []
     for name in keys or [lambda n: n]:
         missing = [name(n) for n in outputs if name(n) not in names]
@@ -79,9 +87,10 @@ def evaluate_books(books, engine="libreoffice", timeout=3600):
     """Recalculate tokenizer books and read what they show: `books` is a list of paths; returns one list
     of SheetResult (one per prompt) per book."""
     blocks = [book_blocks(p) for p in books]
-    values = read_rects([(p, [r for b in bl for r in (b.status, b.count, b.ids)]) for p, bl in zip(books, blocks)],
-                        engine, timeout)
-    return [[_result(*v[3 * i:3 * i + 3]) for i in range(len(bl))] for v, bl in zip(values, blocks)]
+    values = read_rects(
+        [(p, [r for b in bl for r in (b.status, b.count, b.ids)]) for p, bl in zip(books, blocks)], engine, timeout
+    )
+    return [[_result(*v[3 * i : 3 * i + 3]) for i in range(len(bl))] for v, bl in zip(values, blocks)]
 
 
 def evaluate_tokens(path, engine="libreoffice", timeout=3600):
@@ -99,6 +108,8 @@ def tokenize_with_sheets(tok, texts, engine="libreoffice", directory=None, per_b
     texts = list(texts)
     with tempfile.TemporaryDirectory(prefix="xlgpt-tok-") as tmp:
         directory = Path(directory or tmp)
-        books = [write_batch_book(directory / f"tokenizer-batch-{i // per_book}.xlsx", tok, texts[i:i + per_book])
-                 for i in range(0, len(texts), per_book)]
+        books = [
+            write_batch_book(directory / f"tokenizer-batch-{i // per_book}.xlsx", tok, texts[i : i + per_book])
+            for i in range(0, len(texts), per_book)
+        ]
         return [r for rs in evaluate_books(books, engine) for r in rs]

@@ -27,6 +27,7 @@ Protocol: one JSON object per line on stdin, one JSON reply per line on stdout, 
 Any failure: {"ok": false, "error": "one line"}. On end of input the worker exits; given PGID (the
 client's soffice process group) it also kills that group, so a client that dies leaves nothing running.
 """
+
 import json
 import os
 import signal
@@ -74,11 +75,11 @@ class Worker:
     def _always_recalculate(ctx):
         """Recalculate every formula on load, even where a file carries cached results (the private
         profile's setting; 0 = always). A book written without cached values is calculated on load anyway."""
-        provider = ctx.ServiceManager.createInstanceWithContext(
-            "com.sun.star.configuration.ConfigurationProvider", ctx)
+        provider = ctx.ServiceManager.createInstanceWithContext("com.sun.star.configuration.ConfigurationProvider", ctx)
         access = provider.createInstanceWithArguments(
             "com.sun.star.configuration.ConfigurationUpdateAccess",
-            (prop("nodepath", "/org.openoffice.Office.Calc/Formula/Load"),))
+            (prop("nodepath", "/org.openoffice.Office.Calc/Formula/Load"),),
+        )
         access.setPropertyValue("OOXMLRecalcMode", 0)
         access.setPropertyValue("ODFRecalcMode", 0)
         access.commitChanges()
@@ -86,9 +87,12 @@ class Worker:
     def open(self, path, editable=False):
         # never saved. Read-only, cell edits through the API still work, and no lock file is read or made; range
         # writes (setDataArray) need an editable document (the session disables file locking for that case)
-        props = (prop("Hidden", True), prop("ReadOnly", not editable),
-                 prop("MacroExecutionMode", 0),  # NEVER_EXECUTE
-                 prop("UpdateDocMode", 0))  # NO_UPDATE of links
+        props = (
+            prop("Hidden", True),
+            prop("ReadOnly", not editable),
+            prop("MacroExecutionMode", 0),  # NEVER_EXECUTE
+            prop("UpdateDocMode", 0),
+        )  # NO_UPDATE of links
         doc = self.desktop.loadComponentFromURL(uno.systemPathToFileUrl(os.path.abspath(path)), "_blank", 0, props)
         if doc is None:
             raise RuntimeError(f"{path}: LibreOffice could not open it")
@@ -228,13 +232,23 @@ def main():
             try:
                 msg = json.loads(line)
                 op = msg.pop("op")
-                if op not in ("connect", "open", "set", "put", "copy", "calculate", "read", "batch", "autocalc", "close"):
+                if op not in (
+                    "connect",
+                    "open",
+                    "set",
+                    "put",
+                    "copy",
+                    "calculate",
+                    "read",
+                    "batch",
+                    "autocalc",
+                    "close",
+                ):
                     raise RuntimeError(f"unknown op {op!r}")
                 reply = {"ok": True, "result": getattr(worker, op)(**msg)}
             except Exception as e:  # reported to the client, which decides what to do
                 text = " ".join(str(e).split()) or type(e).__name__
-                reply = {"ok": False, "error": f"{type(e).__name__}: {text}",
-                         "trace": traceback.format_exc(limit=3)}
+                reply = {"ok": False, "error": f"{type(e).__name__}: {text}", "trace": traceback.format_exc(limit=3)}
             out.write(json.dumps(reply) + "\n")
     finally:
         if group:

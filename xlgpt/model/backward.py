@@ -8,6 +8,7 @@ op's backward is a small function whose docstring gives its derivative. Tensors 
     tensors = sgd(tensors, grads, lr)                        # or: adamw(tensors, grads, state, lr)
     losses, tensors, state = train(tensors, cfg, windows(ids, 16, 10), optimizer="adamw")
 """
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,13 +78,13 @@ LAYER_GRADIENTS = ("dln_1", "dqkv", "dattention", "dscores", "dheads", "dln_2", 
 def block(t, i):
     """Block i's tensors by their short names ("ln_1.weight", "attn.c_attn.bias", ...)."""
     prefix = f"h.{i}."
-    return {name[len(prefix):]: value for name, value in t.items() if name.startswith(prefix)}
+    return {name[len(prefix) :]: value for name, value in t.items() if name.startswith(prefix)}
 
 
 def forward(t, cfg, inputs):
     """reference.gpt2 without interventions, keeping each block's intermediates. t: float64 tensors by name."""
     T, H, eps = len(inputs), cfg.n_head, cfg.layer_norm_epsilon
-    causal_mask = (1 - np.tri(T)) * -1e10                            # as reference.mha: hide future tokens
+    causal_mask = (1 - np.tri(T)) * -1e10  # as reference.mha: hide future tokens
     x = t["wte.weight"][inputs] + t["wpe.weight"][:T]
     blocks = []
     for i in range(cfg.n_layer):
@@ -93,7 +94,7 @@ def forward(t, cfg, inputs):
         # q, k, v of each head: [H, T, d]
         f["q"], f["k"], f["v"] = (np.stack(np.split(m, H, axis=-1)) for m in np.split(f["qkv"], 3, axis=-1))
         f["att"] = softmax(f["q"] @ f["k"].transpose(0, 2, 1) / np.sqrt(cfg.head_size) + causal_mask)
-        f["heads"] = np.hstack(list(f["att"] @ f["v"]))              # [T, C], head h in columns h*d:(h+1)*d
+        f["heads"] = np.hstack(list(f["att"] @ f["v"]))  # [T, C], head h in columns h*d:(h+1)*d
         f["x_mid"] = x + linear(f["heads"], w["attn.c_proj.weight"], w["attn.c_proj.bias"])
         f["ln_2"] = layer_norm(f["x_mid"], w["ln_2.weight"], w["ln_2.bias"], eps)
         f["mlp_hidden"] = linear(f["ln_2"], w["mlp.c_fc.weight"], w["mlp.c_fc.bias"])
@@ -106,8 +107,10 @@ def forward(t, cfg, inputs):
 
 def check_window(cfg, inputs, targets):
     if len(inputs) != len(targets) or len(inputs) == 0:
-        raise XlgptError(f"inputs and targets must be equal-length, non-empty lists of token ids "
-                         f"(got {len(inputs)} and {len(targets)})")
+        raise XlgptError(
+            f"inputs and targets must be equal-length, non-empty lists of token ids "
+            f"(got {len(inputs)} and {len(targets)})"
+        )
     if len(inputs) > cfg.n_positions:
         raise XlgptError(f"a window of {len(inputs)} inputs is longer than the model's context of {cfg.n_positions}")
     bad = [i for i in list(inputs) + list(targets) if not 0 <= i < cfg.vocab_size]
@@ -142,24 +145,26 @@ def loss_and_grads(tensors, cfg, inputs, targets):
     for name in LAYER_GRADIENTS:
         cache[name] = [None] * cfg.n_layer
     for i in reversed(range(cfg.n_layer)):
-        f, w, d = blocks[i], block(t, i), {}                        # d: this block's tensor gradients
+        f, w, d = blocks[i], block(t, i), {}  # d: this block's tensor gradients
         # x = x_mid + mlp(ln_2(x_mid)): the residual passes dx straight through, the MLP adds its share
         dmlp_act, d["mlp.c_proj.weight"], d["mlp.c_proj.bias"] = linear_backward(
-            dx, f["mlp_act"], w["mlp.c_proj.weight"])
+            dx, f["mlp_act"], w["mlp.c_proj.weight"]
+        )
         dmlp_hidden = gelu_backward(dmlp_act, f["mlp_hidden"])
-        dln_2, d["mlp.c_fc.weight"], d["mlp.c_fc.bias"] = linear_backward(
-            dmlp_hidden, f["ln_2"], w["mlp.c_fc.weight"])
+        dln_2, d["mlp.c_fc.weight"], d["mlp.c_fc.bias"] = linear_backward(dmlp_hidden, f["ln_2"], w["mlp.c_fc.weight"])
         dx_ln, d["ln_2.weight"], d["ln_2.bias"] = layer_norm_backward(dln_2, f["x_mid"], w["ln_2.weight"], eps)
         dx_mid = dx + dx_ln
         # x_mid = x + c_proj(heads(ln_1(x)))
         dheads, d["attn.c_proj.weight"], d["attn.c_proj.bias"] = linear_backward(
-            dx_mid, f["heads"], w["attn.c_proj.weight"])
-        dout = np.stack(np.split(dheads, H, axis=-1))                # [H, T, d]
+            dx_mid, f["heads"], w["attn.c_proj.weight"]
+        )
+        dout = np.stack(np.split(dheads, H, axis=-1))  # [H, T, d]
         per_head = [attention_backward(*a) for a in zip(dout, f["q"], f["k"], f["v"], f["att"])]
         dq, dk, dv, datt, dscores = (np.stack(parts) for parts in zip(*per_head))
         dqkv = np.hstack([np.hstack(list(m)) for m in (dq, dk, dv)])  # back to [T, 3C]: q heads, k heads, v heads
         dln_1, d["attn.c_attn.weight"], d["attn.c_attn.bias"] = linear_backward(
-            dqkv, f["ln_1"], w["attn.c_attn.weight"])
+            dqkv, f["ln_1"], w["attn.c_attn.weight"]
+        )
         dx_ln, d["ln_1.weight"], d["ln_1.bias"] = layer_norm_backward(dln_1, f["x"], w["ln_1.weight"], eps)
         dx = dx_mid + dx_ln
         dxs.insert(0, dx)
@@ -194,8 +199,11 @@ class AdamState:
 
     @classmethod
     def zeros(cls, tensors):
-        return cls(0, {n: np.zeros(np.shape(w)) for n, w in tensors.items()},
-                   {n: np.zeros(np.shape(w)) for n, w in tensors.items()})
+        return cls(
+            0,
+            {n: np.zeros(np.shape(w)) for n, w in tensors.items()},
+            {n: np.zeros(np.shape(w)) for n, w in tensors.items()},
+        )
 
 
 def adamw(tensors, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
@@ -221,10 +229,12 @@ def windows(ids, window, steps):
     (k * window) % (len(ids) - window) and predicts the tokens one further on."""
     ids = list(ids)
     if len(ids) < window + 1:
-        raise XlgptError(f"the training text is {len(ids)} tokens, too short for a window of {window} "
-                         f"(it needs at least {window + 1})")
+        raise XlgptError(
+            f"the training text is {len(ids)} tokens, too short for a window of {window} "
+            f"(it needs at least {window + 1})"
+        )
     starts = [(k * window) % (len(ids) - window) for k in range(steps)]
-    return [(ids[s:s + window], ids[s + 1:s + window + 1]) for s in starts]
+    return [(ids[s : s + window], ids[s + 1 : s + window + 1]) for s in starts]
 
 
 def prompt_window(ids):

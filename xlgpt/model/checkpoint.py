@@ -1,4 +1,5 @@
 """GPT-2 checkpoints in Hugging Face format: a directory with config.json and model.safetensors."""
+
 import hashlib
 import json
 import math
@@ -39,14 +40,18 @@ class Config:
         # Bounds, checked before anything is allocated: the vocabulary is a column of rows, the positions
         # a row of columns, the MLP's 4 * n_embd rows too; the parameters are bounded by the largest GPT-2
         # (XL, 1.56 billion), with room: the NumPy reference holds them all in memory as float32.
-        for name, value, limit, why in (("vocab_size", self.vocab_size, MAX_ROWS, "rows of a sheet"),
-                                        ("n_positions", self.n_positions, MAX_COLUMNS, "columns of a sheet"),
-                                        ("n_embd", 4 * self.n_embd, MAX_ROWS, "rows of a sheet (4 * n_embd)")):
+        for name, value, limit, why in (
+            ("vocab_size", self.vocab_size, MAX_ROWS, "rows of a sheet"),
+            ("n_positions", self.n_positions, MAX_COLUMNS, "columns of a sheet"),
+            ("n_embd", 4 * self.n_embd, MAX_ROWS, "rows of a sheet (4 * n_embd)"),
+        ):
             if value > limit:
                 raise XlgptError(f"config: {name} {getattr(self, name):,} is too large ({value:,} > {limit:,} {why})")
         if self.n_params_declared() > MAX_PARAMETERS:
-            raise XlgptError(f"config: {self.n_params_declared():,} parameters is too many (limit {MAX_PARAMETERS:,}, "
-                             f"above GPT-2 XL's 1.56 billion)")
+            raise XlgptError(
+                f"config: {self.n_params_declared():,} parameters is too many (limit {MAX_PARAMETERS:,}, "
+                f"above GPT-2 XL's 1.56 billion)"
+            )
 
     def n_params_declared(self):
         C = self.n_embd
@@ -58,10 +63,19 @@ class Config:
 
     def hf_json(self):
         """The config.json that Hugging Face transformers reads for this shape."""
-        return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], **asdict(self),
-                "n_ctx": self.n_positions, "activation_function": "gelu_new", "resid_pdrop": 0.0,
-                "embd_pdrop": 0.0, "attn_pdrop": 0.0, "tie_word_embeddings": True,
-                "bos_token_id": self.vocab_size - 1, "eos_token_id": self.vocab_size - 1}
+        return {
+            "model_type": "gpt2",
+            "architectures": ["GPT2LMHeadModel"],
+            **asdict(self),
+            "n_ctx": self.n_positions,
+            "activation_function": "gelu_new",
+            "resid_pdrop": 0.0,
+            "embd_pdrop": 0.0,
+            "attn_pdrop": 0.0,
+            "tie_word_embeddings": True,
+            "bos_token_id": self.vocab_size - 1,
+            "eos_token_id": self.vocab_size - 1,
+        }
 
 
 def tensor_shapes(cfg):
@@ -69,14 +83,22 @@ def tensor_shapes(cfg):
     C, V = cfg.n_embd, cfg.vocab_size
     shapes = {"wte.weight": (V, C), "wpe.weight": (cfg.n_positions, C)}
     for i in range(cfg.n_layer):
-        shapes.update({
-            f"h.{i}.ln_1.weight": (C,), f"h.{i}.ln_1.bias": (C,),
-            f"h.{i}.attn.c_attn.weight": (C, 3 * C), f"h.{i}.attn.c_attn.bias": (3 * C,),
-            f"h.{i}.attn.c_proj.weight": (C, C), f"h.{i}.attn.c_proj.bias": (C,),
-            f"h.{i}.ln_2.weight": (C,), f"h.{i}.ln_2.bias": (C,),
-            f"h.{i}.mlp.c_fc.weight": (C, 4 * C), f"h.{i}.mlp.c_fc.bias": (4 * C,),
-            f"h.{i}.mlp.c_proj.weight": (4 * C, C), f"h.{i}.mlp.c_proj.bias": (C,),
-        })
+        shapes.update(
+            {
+                f"h.{i}.ln_1.weight": (C,),
+                f"h.{i}.ln_1.bias": (C,),
+                f"h.{i}.attn.c_attn.weight": (C, 3 * C),
+                f"h.{i}.attn.c_attn.bias": (3 * C,),
+                f"h.{i}.attn.c_proj.weight": (C, C),
+                f"h.{i}.attn.c_proj.bias": (C,),
+                f"h.{i}.ln_2.weight": (C,),
+                f"h.{i}.ln_2.bias": (C,),
+                f"h.{i}.mlp.c_fc.weight": (C, 4 * C),
+                f"h.{i}.mlp.c_fc.bias": (4 * C,),
+                f"h.{i}.mlp.c_proj.weight": (4 * C, C),
+                f"h.{i}.mlp.c_proj.bias": (C,),
+            }
+        )
     shapes.update({"ln_f.weight": (C,), "ln_f.bias": (C,)})
     return shapes
 
@@ -118,8 +140,14 @@ def read_config(path):
     missing = [k for k in ("n_layer", "n_embd", "n_head", "vocab_size", "n_positions") if k not in raw]
     if missing:
         raise XlgptError(f"{path / CONFIG_FILE}: missing {', '.join(missing)}")
-    return Config(raw["n_layer"], raw["n_embd"], raw["n_head"], raw["vocab_size"], raw["n_positions"],
-                  raw.get("layer_norm_epsilon", 1e-5))
+    return Config(
+        raw["n_layer"],
+        raw["n_embd"],
+        raw["n_head"],
+        raw["vocab_size"],
+        raw["n_positions"],
+        raw.get("layer_norm_epsilon", 1e-5),
+    )
 
 
 FLOAT_DTYPES = {"F16": "float16", "F32": "float32", "F64": "float64"}
@@ -148,8 +176,10 @@ def check_header(weights):
             continue
         dtype = entry.get("dtype") if isinstance(entry, dict) else None
         if dtype not in FLOAT_DTYPES and not (isinstance(dtype, str) and dtype[:1] in "IUB" and dtype != "BF16"):
-            raise XlgptError(f"{weights}: tensor {name} is {dtype}; xlgpt reads float16, float32 and float64 "
-                             f"(convert the checkpoint first)")
+            raise XlgptError(
+                f"{weights}: tensor {name} is {dtype}; xlgpt reads float16, float32 and float64 "
+                f"(convert the checkpoint first)"
+            )
 
 
 def load(path, given_name=None):
@@ -182,14 +212,17 @@ def load(path, given_name=None):
     expected = tensor_shapes(cfg)
     missing = sorted(set(expected) - set(tensors))
     if missing:
-        raise XlgptError(f"{weights}: missing tensor {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+        raise XlgptError(
+            f"{weights}: missing tensor {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+        )
     unexpected = sorted(set(tensors) - set(expected))
     if unexpected:
         raise XlgptError(f"{weights}: tensor {unexpected[0]} does not belong to a {cfg.n_layer}-layer GPT-2")
     for name, shape in expected.items():
         if tensors[name].shape != shape:
-            raise XlgptError(f"{weights}: {name} has shape {list(tensors[name].shape)}, "
-                             f"config.json implies {list(shape)}")
+            raise XlgptError(
+                f"{weights}: {name} has shape {list(tensors[name].shape)}, config.json implies {list(shape)}"
+            )
         if tensors[name].dtype.kind != "f":
             raise XlgptError(f"{weights}: {name} has dtype {tensors[name].dtype}, expected floats")
         tensors[name] = tensors[name].astype(np.float32, copy=False)
@@ -206,7 +239,7 @@ def random_tensors(cfg, seed):
     rng = np.random.default_rng(seed)
 
     def normal(shape, std):
-        return (rng.standard_normal(shape, dtype=np.float32) * np.float32(std))
+        return rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
 
     tensors = {}
     for name, shape in tensor_shapes(cfg).items():
@@ -240,8 +273,11 @@ def write(directory, cfg, tensors):
     from safetensors.numpy import save_file
 
     (directory / CONFIG_FILE).write_text(json.dumps(cfg.hf_json(), indent=2) + "\n")
-    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
-              str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    save_file(
+        {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
+        str(directory / WEIGHTS_FILE),
+        metadata={"format": "pt"},
+    )
 
 
 def fingerprint(path):

@@ -15,6 +15,7 @@ a half-populated snapshot, or one an older client or a crash left, from ever bei
 It reads only the header, so it is cheap enough for every lookup. A download that arrives whole but
 does not parse is removed from the cache by download() itself, so a retry fetches it again.
 """
+
 import contextlib
 import logging
 import os
@@ -45,6 +46,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # an imported model's name 
 # (same rules, same precedence) and passing them explicitly means a caller that sets the environment
 # after import still gets what it asked for.
 
+
 def hub_endpoint():
     return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
 
@@ -65,6 +67,7 @@ def repo_id_for(name):
 
 
 # ---------------------------------------------------------------- completeness and size, from the header only
+
 
 def _weights_shapes(path):
     """Tensor name -> shape, read from the safetensors header alone; raises if the file is not whole."""
@@ -102,6 +105,7 @@ def count_parameters(path):
 
 # ---------------------------------------------------------------- the hub cache, offline
 
+
 def _repo_cache(repo_id):
     from huggingface_hub.file_download import repo_folder_name
 
@@ -119,11 +123,13 @@ def _cached_snapshot(repo_id):
         return None
     inside = snapshots.resolve()
     # a snapshot is a directory named by its commit, inside the cache: not a link, not a path out of it
-    candidates = sorted((c for c in snapshots.iterdir() if _COMMIT.fullmatch(c.name) and not c.is_symlink()),
-                        key=lambda p: p.stat().st_mtime, reverse=True)
+    candidates = sorted(
+        (c for c in snapshots.iterdir() if _COMMIT.fullmatch(c.name) and not c.is_symlink()),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
     ref = repo / "refs" / "main"
     if ref.is_file():
-
         commit = read_bounded(ref, 1024, "ref").decode("ascii", errors="replace").strip()
         if _COMMIT.fullmatch(commit):  # a poisoned ref ("../../anywhere") is ignored, not followed
             candidates.insert(0, snapshots / commit)
@@ -135,8 +141,10 @@ def resolve(name, bundled_dir=None):
     then the hub cache, then the imported models, then (if given) the bundled ones."""
     name = str(name)
     if not name.strip():
-        raise XlgptError("--weights is empty; give a checkpoint directory or a model name (xlgpt weights list), "
-                         "or leave --weights out for the bundled model")
+        raise XlgptError(
+            "--weights is empty; give a checkpoint directory or a model name (xlgpt weights list), "
+            "or leave --weights out for the bundled model"
+        )
     if Path(name).is_dir():
         return Path(name)
     # Not a valid repo id (ValueError from huggingface_hub's check) or an unreadable cache: not found there.
@@ -151,11 +159,14 @@ def resolve(name, bundled_dir=None):
             return root / name  # there but damaged or unreadable: load() says what is wrong, not "missing"
     if name.startswith((".", "/", "~")) or name.endswith("/") or name.count("/") > 1:  # a path, not a repo id
         raise XlgptError(f"{name}: not a checkpoint directory")
-    raise XlgptError(f"model {name!r} is not in the cache; download it with: xlgpt weights download {name} "
-                     f"(or import a local copy with: {IMPORT_HINT})")
+    raise XlgptError(
+        f"model {name!r} is not in the cache; download it with: xlgpt weights download {name} "
+        f"(or import a local copy with: {IMPORT_HINT})"
+    )
 
 
 # ---------------------------------------------------------------- download
+
 
 @contextlib.contextmanager
 def _quiet_hub_logs():
@@ -173,15 +184,20 @@ def _quiet_hub_logs():
 class RepoKind:
     """What a download is for, as its error messages say it: what such a repo must hold, and what to do
     without the hub."""
+
     what: str
     needs: str
     offline_hint: str  # after "cannot reach the hub (...); "
-    local: str         # after "HF_HUB_OFFLINE is set, ...; unset it, or: "
+    local: str  # after "HF_HUB_OFFLINE is set, ...; unset it, or: "
 
 
-MODEL_REPO = RepoKind("model", "xlgpt needs a GPT-2 repo with config.json and model.safetensors "
-                                 f"(for .bin weights download them yourself and use: {IMPORT_HINT})",
-                      f"if you have the model files, import them with: {IMPORT_HINT}", IMPORT_HINT)
+MODEL_REPO = RepoKind(
+    "model",
+    "xlgpt needs a GPT-2 repo with config.json and model.safetensors "
+    f"(for .bin weights download them yourself and use: {IMPORT_HINT})",
+    f"if you have the model files, import them with: {IMPORT_HINT}",
+    IMPORT_HINT,
+)
 
 
 def _hub_error(e, name, repo_id, filename, endpoint, kind=MODEL_REPO, first=CONFIG_FILE):
@@ -206,9 +222,12 @@ def _hub_error(e, name, repo_id, filename, endpoint, kind=MODEL_REPO, first=CONF
     if isinstance(e, RemoteEntryNotFoundError):
         return XlgptError(f"{repo_id} has no {filename}; {kind.needs}")
     # A plain 404 on the first file too: mirrors don't always send the hub's X-Error-Code header.
-    if isinstance(e, RepositoryNotFoundError) or (isinstance(e, HfHubHTTPError) and filename == first
-                                                  and e.response is not None and e.response.status_code == 404):
-        return XlgptError(f"{kind.what} {repo_id!r} was not found on the hub at {endpoint} (no such repo, or it is private)")
+    if isinstance(e, RepositoryNotFoundError) or (
+        isinstance(e, HfHubHTTPError) and filename == first and e.response is not None and e.response.status_code == 404
+    ):
+        return XlgptError(
+            f"{kind.what} {repo_id!r} was not found on the hub at {endpoint} (no such repo, or it is private)"
+        )
     if isinstance(e, OfflineModeIsEnabled):
         return XlgptError(f"HF_HUB_OFFLINE is set, so {repo_id} cannot be downloaded; unset it, or: {kind.local}")
     if isinstance(e, httpx2.ConnectError) or (isinstance(e, LocalEntryNotFoundError) and e.__cause__ is not None):
@@ -216,14 +235,18 @@ def _hub_error(e, name, repo_id, filename, endpoint, kind=MODEL_REPO, first=CONF
     if isinstance(e, httpx2.TimeoutException):
         return XlgptError(unreachable.format("timed out"))
     if isinstance(e, httpx2.TransportError):  # e.g. RemoteProtocolError: the connection closed mid-body
-        return XlgptError(f"download of {filename} from {endpoint} was cut off ({_one_line(e)}); "
-                          f"nothing partial was kept, run the download again")
+        return XlgptError(
+            f"download of {filename} from {endpoint} was cut off ({_one_line(e)}); "
+            f"nothing partial was kept, run the download again"
+        )
     if isinstance(e, HfHubHTTPError):
         status = e.response.status_code if e.response is not None else "?"
         return XlgptError(f"the hub at {endpoint} answered HTTP {status} for {repo_id}/{filename}")
     if isinstance(e, OSError) and "Consistency check failed" in str(e):
-        return XlgptError(f"download of {filename} from {endpoint} was truncated ({_one_line(e).split(' (')[0]}); "
-                          f"nothing partial was kept, run the download again")
+        return XlgptError(
+            f"download of {filename} from {endpoint} was truncated ({_one_line(e).split(' (')[0]}); "
+            f"nothing partial was kept, run the download again"
+        )
     if isinstance(e, OSError):  # disk full, cache not writable, ...
         return XlgptError(f"cannot download {repo_id}/{filename} into {hub_cache()}: {_one_line(e)}")
     return None  # anything else is a bug worth a traceback
@@ -272,8 +295,9 @@ def fetch_files(repo_id, filenames, optional=(), name=None, kind=MODEL_REPO, pro
 def download(name, progress=True):
     """Download a GPT-2 model from the hub into the Hugging Face cache; returns its snapshot directory."""
     repo_id = repo_id_for(str(name))
-    files = fetch_files(repo_id, [CONFIG_FILE, WEIGHTS_FILE, *TOKENIZER_FILES], optional=TOKENIZER_FILES,
-                        name=name, progress=progress)
+    files = fetch_files(
+        repo_id, [CONFIG_FILE, WEIGHTS_FILE, *TOKENIZER_FILES], optional=TOKENIZER_FILES, name=name, progress=progress
+    )
     snapshot = files[CONFIG_FILE].parent
 
     try:
@@ -281,13 +305,16 @@ def download(name, progress=True):
     except XlgptError as e:
         if not is_complete(snapshot):  # the weights file itself is damaged: don't leave it for later lookups
             _evict(snapshot / WEIGHTS_FILE)
-            raise XlgptError(f"downloaded {repo_id}/{WEIGHTS_FILE} is corrupt and was removed from the cache, "
-                             f"run the download again ({e})")
+            raise XlgptError(
+                f"downloaded {repo_id}/{WEIGHTS_FILE} is corrupt and was removed from the cache, "
+                f"run the download again ({e})"
+            )
         raise XlgptError(f"{repo_id} is not a GPT-2 checkpoint xlgpt can use: {e}")
     return snapshot
 
 
 # ---------------------------------------------------------------- import local files
+
 
 def _torch_state_dict(path):
     """A PyTorch .bin/.pt state dict as NumPy arrays, unpickled with weights_only=True: tensors and plain
@@ -295,18 +322,21 @@ def _torch_state_dict(path):
     try:
         import torch
     except ImportError:
-        raise XlgptError(f"{path}: reading PyTorch weights needs torch (pip install torch); "
-                         f"or convert the file to model.safetensors and import that")
+        raise XlgptError(
+            f"{path}: reading PyTorch weights needs torch (pip install torch); "
+            f"or convert the file to model.safetensors and import that"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError for disallowed objects, RuntimeError for non-torch files, ...
-        raise XlgptError(f"{path}: not a plain PyTorch state dict (loaded with weights_only=True, so "
-                         f"pickled Python objects are refused): {_one_line(e)[:200]}")
+        raise XlgptError(
+            f"{path}: not a plain PyTorch state dict (loaded with weights_only=True, so "
+            f"pickled Python objects are refused): {_one_line(e)[:200]}"
+        )
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise XlgptError(f"{path}: expected a state dict mapping tensor names to tensors")
     # NumPy has no bfloat16; float32 is what the loader converts everything to anyway.
-    return {k: (v.float() if v.dtype == torch.bfloat16 else v).detach().contiguous().numpy()
-            for k, v in state.items()}
+    return {k: (v.float() if v.dtype == torch.bfloat16 else v).detach().contiguous().numpy() for k, v in state.items()}
 
 
 def import_model(path, name=None, config=None):
@@ -332,7 +362,6 @@ def import_model(path, name=None, config=None):
     name = name or (path.resolve().name if path.is_dir() else path.stem)
     if not _NAME.match(name):
         raise XlgptError(f"{name!r} is not a usable model name (letters, digits, '.', '_', '-')")
-
 
     root = models_dir()
     dest = root / name
@@ -361,11 +390,16 @@ def _import_into(tmp, path, config, weights, source_dir):
     try:
         load(tmp)
     except XlgptError as e:  # name the user's files, not our temporary copies
-        raise XlgptError(str(e).replace(str(tmp / WEIGHTS_FILE), str(weights))
-                         .replace(str(tmp / CONFIG_FILE), str(config)).replace(str(tmp), str(path)))
+        raise XlgptError(
+            str(e)
+            .replace(str(tmp / WEIGHTS_FILE), str(weights))
+            .replace(str(tmp / CONFIG_FILE), str(config))
+            .replace(str(tmp), str(path))
+        )
 
 
 # ---------------------------------------------------------------- list
+
 
 def _is_gpt2(path):
     # The cache may hold other architectures (BERT, ...) downloaded by other tools: list only ours.
@@ -378,8 +412,13 @@ def _is_gpt2(path):
 
 def _entry(name, source, path):
     files = [f for f in Path(path).iterdir() if f.is_file()]
-    return {"name": name, "source": source, "path": str(path), "parameters": count_parameters(path),
-            "size_bytes": sum(f.stat().st_size for f in files)}  # stat follows the hub's symlinks to blobs
+    return {
+        "name": name,
+        "source": source,
+        "path": str(path),
+        "parameters": count_parameters(path),
+        "size_bytes": sum(f.stat().st_size for f in files),
+    }  # stat follows the hub's symlinks to blobs
 
 
 def list_models(bundled_dir=None):
@@ -396,6 +435,9 @@ def list_models(bundled_dir=None):
             if snapshot and _is_gpt2(snapshot):
                 found.append(_entry(short.get(repo_id, repo_id), "hub", snapshot))
     if models_dir().is_dir():
-        found += [_entry(d.name, "imported", d) for d in sorted(models_dir().iterdir())
-                  if not d.name.startswith(".") and _is_gpt2(d)]
+        found += [
+            _entry(d.name, "imported", d)
+            for d in sorted(models_dir().iterdir())
+            if not d.name.startswith(".") and _is_gpt2(d)
+        ]
     return found

@@ -6,6 +6,7 @@ the defaults they change nothing. `run` keeps every intermediate a check needs i
 each stage's output under its name in templates/gpt2.toml (cache["stages"]: (name, layer, value) in dataflow
 order), so eval can tell which stage of a book leaves the reference first.
 """
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +33,7 @@ def linear(x, w, b):  # [T, in] @ [in, out] + [out]
 
 
 def attention(q, k, v, mask, seen):  # [T, d] x3, [T, T] -> [T, d]
-    scores = q @ k.T / np.sqrt(q.shape[-1])                          # [query, key]
+    scores = q @ k.T / np.sqrt(q.shape[-1])  # [query, key]
     weights = softmax(scores + mask)
     seen.append((scores, scores + mask, weights))
     return weights @ v
@@ -41,13 +42,13 @@ def attention(q, k, v, mask, seen):  # [T, d] x3, [T, T] -> [T, d]
 def mha(x, c_attn, c_proj, n_head, switches, keep):
     """Multi-head causal self-attention; head h's values are scaled by switches[h] before c_proj.
     Returns (output, the switched heads stacked [T, C]). keep(stage name, value) records the intermediates."""
-    x = keep("qkv", linear(x, **c_attn))                            # [T, 3C]
+    x = keep("qkv", linear(x, **c_attn))  # [T, 3C]
     qkv_heads = [np.split(m, n_head, axis=-1) for m in np.split(x, 3, axis=-1)]
-    causal_mask = (1 - np.tri(x.shape[0])) * -1e10                  # hide future tokens
-    seen = []                                                        # per head: scores, masked, weights
+    causal_mask = (1 - np.tri(x.shape[0])) * -1e10  # hide future tokens
+    seen = []  # per head: scores, masked, weights
     heads = np.hstack([s * attention(q, k, v, causal_mask, seen) for q, k, v, s in zip(*qkv_heads, switches)])
     for name, per_head in zip(("scores", "masked", "attention"), zip(*seen)):
-        keep(name, np.array(per_head))                               # [head, query, key]
+        keep(name, np.array(per_head))  # [head, query, key]
     keep("heads", heads)
     return keep("attn_out", linear(heads, **c_proj)), heads
 
@@ -62,6 +63,7 @@ def ffn(x, c_fc, c_proj, keep):
 class Edits:
     """Interventions: a switch per head [n_layer, n_head] and per MLP [n_layer] (1 keeps, 0 ablates), and
     coefficient * vector added to the residual stream entering block `steering_layer`."""
+
     head_switches: np.ndarray
     mlp_switches: np.ndarray
     steering_layer: int = 0
@@ -75,9 +77,11 @@ class Edits:
 
 def recorder(cache, layer=None):
     """keep(name, value) -> value: records a stage's output in cache["stages"] as (name, layer, value)."""
+
     def keep(name, value):
         cache.setdefault("stages", []).append((name, layer, value))
         return value
+
     return keep
 
 
@@ -85,19 +89,24 @@ def gpt2(inputs, wte, wpe, blocks, ln_f, n_head, eps, edits, cache):
     keep = recorder(cache)
     keep("tokens", inputs[:, None])
     x = keep("x", keep("token_embedding", wte[inputs]) + keep("position_embedding", wpe[range(len(inputs))]))
-    cache["residual"] = [x]                                          # the stream after the embeddings ...
+    cache["residual"] = [x]  # the stream after the embeddings ...
     for i, block in enumerate(blocks):
         keep = recorder(cache, i)
         if i == edits.steering_layer:
             x = x + edits.steering_coefficient * edits.steering_vector
-        cache.setdefault("entering", []).append(keep("x", x))       # blocks.{i}.hook_resid_pre
-        attn, heads = mha(keep("ln_1", layer_norm(x, **block["ln_1"], eps=eps)), **block["attn"], n_head=n_head,
-                          switches=edits.head_switches[i], keep=keep)
+        cache.setdefault("entering", []).append(keep("x", x))  # blocks.{i}.hook_resid_pre
+        attn, heads = mha(
+            keep("ln_1", layer_norm(x, **block["ln_1"], eps=eps)),
+            **block["attn"],
+            n_head=n_head,
+            switches=edits.head_switches[i],
+            keep=keep,
+        )
         x = keep("x", x + attn)
         h = keep("ln_2", layer_norm(x, **block["ln_2"], eps=eps))
         mlp = keep("mlp_kept", edits.mlp_switches[i] * ffn(h, **block["mlp"], keep=keep))
         x = keep("x", x + mlp)
-        cache["residual"].append(x)                                 # ... and after each block
+        cache["residual"].append(x)  # ... and after each block
         cache.setdefault("heads", []).append(heads)
         cache.setdefault("mlp_out", []).append(mlp)
     keep = recorder(cache)
@@ -114,18 +123,29 @@ def params(ckpt):
     def norm(prefix):
         return {"g": t[prefix + ".weight"], "b": t[prefix + ".bias"]}
 
-    blocks = [{"attn": {"c_attn": lin(f"h.{i}.attn.c_attn"), "c_proj": lin(f"h.{i}.attn.c_proj")},
-               "mlp": {"c_fc": lin(f"h.{i}.mlp.c_fc"), "c_proj": lin(f"h.{i}.mlp.c_proj")},
-               "ln_1": norm(f"h.{i}.ln_1"), "ln_2": norm(f"h.{i}.ln_2")}
-              for i in range(ckpt.config.n_layer)]
+    blocks = [
+        {
+            "attn": {"c_attn": lin(f"h.{i}.attn.c_attn"), "c_proj": lin(f"h.{i}.attn.c_proj")},
+            "mlp": {"c_fc": lin(f"h.{i}.mlp.c_fc"), "c_proj": lin(f"h.{i}.mlp.c_proj")},
+            "ln_1": norm(f"h.{i}.ln_1"),
+            "ln_2": norm(f"h.{i}.ln_2"),
+        }
+        for i in range(ckpt.config.n_layer)
+    ]
     return {"wte": t["wte.weight"], "wpe": t["wpe.weight"], "blocks": blocks, "ln_f": norm("ln_f")}
 
 
 def run(ckpt, tokens, edits=None):
     """Logits [T, vocab] for every position of `tokens`, and the cache of intermediates."""
     cfg, cache = ckpt.config, {}
-    logits = gpt2(np.asarray(tokens), **params(ckpt), n_head=cfg.n_head, eps=cfg.layer_norm_epsilon,
-                  edits=edits or Edits.none(cfg), cache=cache)
+    logits = gpt2(
+        np.asarray(tokens),
+        **params(ckpt),
+        n_head=cfg.n_head,
+        eps=cfg.layer_norm_epsilon,
+        edits=edits or Edits.none(cfg),
+        cache=cache,
+    )
     return logits, cache
 
 
@@ -137,7 +157,7 @@ def steering(cfg, add):
     """Edits that add {block: vector} to the residual stream entering that block (one block at most)."""
     edits = Edits.none(cfg)
     if add:
-        (edits.steering_layer, vector), = add.items()
+        ((edits.steering_layer, vector),) = add.items()
         edits.steering_coefficient, edits.steering_vector = 1.0, np.asarray(vector, dtype=np.float64)
     return edits
 
@@ -179,17 +199,21 @@ def direct_logit_attribution(ckpt, cache, edits, target, position):
     x = cache["residual"][-1][position]
     scale = np.sqrt(np.var(x) + cfg.layer_norm_epsilon)
     u = p["ln_f"]["g"] * p["wte"][target]
-    direction = (u - u.mean()) / scale                               # (c - mean(c)) . u = c . (u - mean(u))
+    direction = (u - u.mean()) / scale  # (c - mean(c)) . u = c . (u - mean(u))
     table = np.zeros((cfg.n_layer, cfg.n_head + 2))
     d = cfg.head_size
     for i, block in enumerate(p["blocks"]):
         w, b = block["attn"]["c_proj"]["w"], block["attn"]["c_proj"]["b"]
         heads = cache["heads"][i][position]
         for h in range(cfg.n_head):
-            table[i, h] = heads[h * d:(h + 1) * d] @ w[h * d:(h + 1) * d] @ direction
+            table[i, h] = heads[h * d : (h + 1) * d] @ w[h * d : (h + 1) * d] @ direction
         table[i, -2] = b @ direction
         table[i, -1] = cache["mlp_out"][i][position] @ direction
-    steering = edits.steering_coefficient * edits.steering_vector @ direction if 0 <= edits.steering_layer < cfg.n_layer else 0.0
+    steering = (
+        edits.steering_coefficient * edits.steering_vector @ direction
+        if 0 <= edits.steering_layer < cfg.n_layer
+        else 0.0
+    )
     other = np.array([cache["residual"][0][position] @ direction, steering, p["ln_f"]["b"] @ p["wte"][target]])
     logit = (layer_norm(x, **p["ln_f"], eps=cfg.layer_norm_epsilon) @ p["wte"].T)[target]
     return table, other, logit
@@ -228,7 +252,7 @@ def sample_probabilities(logits, temperature, top_k):
     keep = np.ones(logits.shape, bool)
     if 0 < top_k < logits.size:
         keep[:] = False
-        keep[np.argsort(-logits, kind="stable")[:int(top_k)]] = True  # stable: equal logits by id
+        keep[np.argsort(-logits, kind="stable")[: int(top_k)]] = True  # stable: equal logits by id
     scaled = np.where(keep, logits / temperature, -np.inf)
     e = np.where(keep, np.exp(scaled - scaled[keep].max()), 0.0)
     return e / e.sum()

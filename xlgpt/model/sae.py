@@ -17,6 +17,7 @@ On the hub, SAELens releases keep one SAE per folder of a repo: give the repo id
 load_sae("owner/name", "folder") or load_sae("owner/name/folder"). Files come through xlgpt.weights.hub
 (same cache, endpoint and error messages as model downloads); once cached, no network is used.
 """
+
 import dataclasses
 import json
 import re
@@ -43,27 +44,29 @@ class _Unreadable(XlgptError):
 
 @dataclass(frozen=True, eq=False)
 class SAE:
-    path: Path          # the folder the files were read from
+    path: Path  # the folder the files were read from
     d_in: int
     d_sae: int
-    hook_name: str      # blocks.{layer}.hook_resid_pre
-    layer: int          # the block whose incoming residual stream the SAE reads
-    model_name: str     # as cfg.json gives it ("" when absent)
-    cfg: dict           # cfg.json as read
-    W_enc: np.ndarray   # float32 [d_in, d_sae]
-    b_enc: np.ndarray   # float32 [d_sae]
-    W_dec: np.ndarray   # float32 [d_sae, d_in]
-    b_dec: np.ndarray   # float32 [d_in]
+    hook_name: str  # blocks.{layer}.hook_resid_pre
+    layer: int  # the block whose incoming residual stream the SAE reads
+    model_name: str  # as cfg.json gives it ("" when absent)
+    cfg: dict  # cfg.json as read
+    W_enc: np.ndarray  # float32 [d_in, d_sae]
+    b_enc: np.ndarray  # float32 [d_sae]
+    W_dec: np.ndarray  # float32 [d_sae, d_in]
+    b_dec: np.ndarray  # float32 [d_in]
     features: dict = None  # features.json (labels, figures) when the folder has one
 
     def check_model(self, config):
         """Raise unless this SAE fits a model of this shape (a checkpoint's Config)."""
         if self.d_in != config.n_embd:
-            raise XlgptError(f"{self.path}: the SAE reads {self.d_in} dimensions but the model's residual stream "
-                             f"has {config.n_embd}")
+            raise XlgptError(
+                f"{self.path}: the SAE reads {self.d_in} dimensions but the model's residual stream has {config.n_embd}"
+            )
         if self.layer >= config.n_layer:
-            raise XlgptError(f"{self.path}: {self.hook_name} needs block {self.layer}, but the model has "
-                             f"{config.n_layer} blocks")
+            raise XlgptError(
+                f"{self.path}: {self.hook_name} needs block {self.layer}, but the model has {config.n_layer} blocks"
+            )
 
 
 def bundled_path():
@@ -71,6 +74,7 @@ def bundled_path():
 
 
 # ---------------------------------------------------------------- reading a folder
+
 
 def _cfg_value(cfg, key, default=None):
     """A cfg.json field from the flat layout, else from SAELens 6.x's "metadata"."""
@@ -109,16 +113,19 @@ def read_cfg(folder):
     if cfg.get("apply_b_dec_to_input", True) is not True:
         raise XlgptError(f"{path}: apply_b_dec_to_input must be true (b_dec subtracted before encoding)")
     if cfg.get("normalize_activations", "none") not in ("none", False, None):
-        raise XlgptError(f"{path}: normalize_activations {cfg['normalize_activations']!r} is not supported "
-                         f"(only 'none')")
+        raise XlgptError(
+            f"{path}: normalize_activations {cfg['normalize_activations']!r} is not supported (only 'none')"
+        )
     if cfg.get("finetuning_scaling_factor"):
         raise XlgptError(f"{path}: finetuning_scaling_factor is not supported")
 
     hook_name = _cfg_value(cfg, "hook_name", _cfg_value(cfg, "hook_point"))  # hook_point: SAELens < 1
     match = _HOOK.match(hook_name) if isinstance(hook_name, str) else None
     if not match:
-        raise XlgptError(f"{path}: hook {hook_name!r} is not supported; xlgpt reads SAEs on the residual stream "
-                         f"entering a block, blocks.L.hook_resid_pre")
+        raise XlgptError(
+            f"{path}: hook {hook_name!r} is not supported; xlgpt reads SAEs on the residual stream "
+            f"entering a block, blocks.L.hook_resid_pre"
+        )
     layer = int(match.group(1))
     hook_layer = _cfg_value(cfg, "hook_layer", layer)
     if hook_layer != layer:
@@ -147,8 +154,9 @@ def read_tensors(folder, d_in, d_sae):
     for name, shape in shapes.items():
         t = tensors[name]
         if t.shape != shape:
-            raise XlgptError(f"{path}: {name} has shape {list(t.shape)}, expected {list(shape)} "
-                             f"for d_in {d_in}, d_sae {d_sae}")
+            raise XlgptError(
+                f"{path}: {name} has shape {list(t.shape)}, expected {list(shape)} for d_in {d_in}, d_sae {d_sae}"
+            )
         if not np.issubdtype(t.dtype, np.floating) or not np.all(np.isfinite(t)):
             raise XlgptError(f"{path}: {name} must hold finite floating-point numbers")
         out[name] = np.ascontiguousarray(t, dtype=np.float32)
@@ -168,17 +176,26 @@ def read_sae(folder):
             features = json.loads((folder / FEATURES_FILE).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise XlgptError(f"{folder / FEATURES_FILE}: not readable JSON ({' '.join(str(e).split())})")
-    return SAE(folder, d_in, d_sae, hook_name, layer, str(_cfg_value(cfg, "model_name") or ""), cfg,
-               features=features, **tensors)
+    return SAE(
+        folder,
+        d_in,
+        d_sae,
+        hook_name,
+        layer,
+        str(_cfg_value(cfg, "model_name") or ""),
+        cfg,
+        features=features,
+        **tensors,
+    )
 
 
 # ---------------------------------------------------------------- from the hub
+
 
 def _hub_folder(repo_id, subfolder, progress):
     """The local folder (in the Hugging Face cache) holding the SAE's files: cached ones as they are,
     else downloaded through xlgpt.weights.hub."""
     from huggingface_hub import try_to_load_from_cache
-
 
     prefix = f"{subfolder}/" if subfolder else ""
     required, optional = [prefix + CFG_FILE, prefix + WEIGHTS_FILE], [prefix + FEATURES_FILE]
@@ -189,9 +206,13 @@ def _hub_folder(repo_id, subfolder, progress):
     if all(isinstance(c, str) for c in cached):
         return Path(cached[0]).parent
     where = f"{repo_id}/{subfolder}" if subfolder else repo_id
-    kind = RepoKind("SAE", f"an SAE folder in SAELens layout has {CFG_FILE} and {WEIGHTS_FILE} "
-                           f"(give the folder inside the repo: owner/name/folder)",
-                    "if you have the SAE files, give their folder: --sae PATH", "--sae PATH (a local folder)")
+    kind = RepoKind(
+        "SAE",
+        f"an SAE folder in SAELens layout has {CFG_FILE} and {WEIGHTS_FILE} "
+        f"(give the folder inside the repo: owner/name/folder)",
+        "if you have the SAE files, give their folder: --sae PATH",
+        "--sae PATH (a local folder)",
+    )
     files = fetch_files(repo_id, required + optional, optional=optional, name=where, kind=kind, progress=progress)
     return files[required[0]].parent
 
@@ -213,7 +234,6 @@ def load_sae(source=None, subfolder=None, progress=False):
     try:
         return read_sae(folder)
     except _Unreadable as e:  # a damaged download: don't reuse it from the cache next time
-
         _evict(folder / WEIGHTS_FILE)
         raise XlgptError(f"{e}; it was removed from the cache, run the command again to download it anew")
 
@@ -223,4 +243,6 @@ def sae_as_written(source, cfg):
     against the model, with the numbers the book holds: each tensor's shortest float32 decimals."""
     sae = load_sae(None if source == BUNDLED_SOURCE else source)
     sae.check_model(cfg)
-    return dataclasses.replace(sae, **{name: decimal_values(getattr(sae, name)) for name in ("W_enc", "b_enc", "b_dec")})
+    return dataclasses.replace(
+        sae, **{name: decimal_values(getattr(sae, name)) for name in ("W_enc", "b_enc", "b_dec")}
+    )

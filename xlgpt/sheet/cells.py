@@ -1,5 +1,6 @@
 """The workbook as data: sheets of blocks (constants, numbers, formulas, array formulas, charts), each block
 writing the XML of its own cells; cell addresses and quoted sheet names."""
+
 import math
 import re
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ import numpy as np
 
 from xlgpt.sheet.styles import PLAIN
 
-CHUNK_CELLS = 250_000          # cells formatted per task when several processes share the work
+CHUNK_CELLS = 250_000  # cells formatted per task when several processes share the work
 
 
 def _column_letter(col):
@@ -41,6 +42,7 @@ def quote_sheet(name):
 # Blocks: each writes the XML of its own cells, a row at a time. Every cell carries its address: the
 # schema makes `r` optional, but Gnumeric drops cells without it.
 
+
 @dataclass
 class Numbers:
     top: int
@@ -59,7 +61,8 @@ class Numbers:
         opens = self.__dict__.get("_opens")
         if opens is None:
             opens = self._opens = ['<c r="' + COLUMNS[self.left]] + [
-                '</v></c><c r="' + c for c in COLUMNS[self.left + 1:self.left + len(text)]]
+                '</v></c><c r="' + c for c in COLUMNS[self.left + 1 : self.left + len(text)]
+            ]
         parts = [None] * (3 * len(text))
         parts[0::3] = opens
         parts[1::3] = [f'{self.top + i}"><v>'] * len(text)
@@ -78,6 +81,7 @@ def xml_text(text):
 class Formula(str):
     """Formula text (without the leading '='), as opposed to a text value. `value`: its result, when known at
     build time, written as the cell's cached value (what a viewer that does not calculate shows)."""
+
     value = None
 
     def with_value(self, value):
@@ -131,6 +135,7 @@ def value_xml(value, style, ref, strings=None):
 @dataclass
 class Cells:
     """Small mixed blocks: labels, constants and one formula per cell (Formula)."""
+
     top: int
     left: int
     rows: list  # list of lists of str | int | float | None
@@ -142,14 +147,18 @@ class Cells:
 
     def row_xml(self, i, strings=None):
         row, style = str(self.top + i), self.style
-        return "".join(value_xml(v, style, COLUMNS[j] + row, strings)
-                       for j, v in enumerate(self.rows[i], self.left) if v is not None or style)
+        return "".join(
+            value_xml(v, style, COLUMNS[j] + row, strings)
+            for j, v in enumerate(self.rows[i], self.left)
+            if v is not None or style
+        )
 
 
 @dataclass
 class ArrayFormula:
     """A classic array formula ({=MMULT(...)}) filling a whole region (a layout.Rect) from its top-left cell;
     with `values` (the region's results, 2-D), every cell of the region carries its cached value."""
+
     region: object
     formula: str
     values: object = None
@@ -183,6 +192,7 @@ class ArrayFormula:
 class Chart:
     """A line chart of one series, drawn over cells of its sheet. References are formula text (absolute, with
     the sheet name): they may read another sheet. `anchor` is (top, left, bottom, right), the cells covered."""
+
     title: str
     categories: str
     values: str
@@ -199,7 +209,7 @@ class Sheet:
     blocks: list = field(default_factory=list)
     freeze: tuple = None  # (row, col) of the first scrolling cell
     widths: dict = field(default_factory=dict)  # column -> width in characters
-    group: str = None     # the tab's colour, from styles.TAB_COLOURS
+    group: str = None  # the tab's colour, from styles.TAB_COLOURS
     row_styles: dict = field(default_factory=dict)  # row -> style of its cells without one (array results)
     row_heights: dict = field(default_factory=dict)  # row -> height in points (rows in large type)
     conditional: list = field(default_factory=list)  # (range text, rule XML with {priority})
@@ -215,8 +225,9 @@ class Sheet:
         A styled row is written even where it has no cells: inside an array result, its style is the cells'.
         `strings`: the shared-strings table {text: index} (text not in it is written inline)."""
         stop = stop or self.extent()[0] + 1
-        blocks = sorted((b for b in self.blocks if b.top < stop and b.top + b.height > start),
-                        key=lambda b: (b.top, b.left))
+        blocks = sorted(
+            (b for b in self.blocks if b.top < stop and b.top + b.height > start), key=lambda b: (b.top, b.left)
+        )
         styled = sorted((r for r in {**self.row_styles, **self.row_heights} if start <= r < stop), reverse=True)
         active, k, row = [], 0, start
         while (k < len(blocks) or active) and row < stop:
@@ -240,7 +251,9 @@ class Sheet:
 
     def _row(self, row, xml=""):
         style, height = self.row_styles.get(row), self.row_heights.get(row)
-        attrs = (f' s="{style}" customFormat="1"' if style else "") + (f' ht="{height}" customHeight="1"' if height else "")
+        attrs = (f' s="{style}" customFormat="1"' if style else "") + (
+            f' ht="{height}" customHeight="1"' if height else ""
+        )
         return f'<row r="{row}"{attrs}>{xml}</row>' if xml else f'<row r="{row}"{attrs}/>'
 
     def chunks(self, cells=CHUNK_CELLS):

@@ -5,6 +5,7 @@ arithmetic: ops and tokenizer tabs ask a Tab for blocks and rows, and read cells
 Every tab reads the same way: row 1 its title, then frozen header rows (positions, token ids, ...), then
 labelled blocks. Column A holds row labels, B row indices or notes, and data starts at column C.
 """
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ GROUPS = ("guide", "prompt", "tokenizer", "model", "interpretability", "training
 @dataclass(frozen=True)
 class Rect:
     """A rectangle of cells on a sheet; `ref()` gives the formula text that reads it."""
+
     sheet: str
     top: int
     left: int
@@ -77,6 +79,7 @@ class Rect:
 class Named(Rect):
     """A rectangle with a defined name: formulas read it by name (`MMULT(L0_attn_c_attn_weight_T,...)`);
     its parts (rows, columns, cells) are plain Rects."""
+
     name: str = ""
 
     def ref(self, from_sheet=None, absolute=True):
@@ -110,10 +113,13 @@ class Tab:
     def each(self, rect, template, style=0, **refs):
         """One formula per cell of `rect`; a ref may be a function (i, j) -> Rect or value, for row i and
         column j of the rect."""
+
         def at(i, j):
             return self.f(template, **{k: v(i, j) if callable(v) else v for k, v in refs.items()})
-        self.sheet.add(Cells(rect.top, rect.left, [[at(i, j) for j in range(rect.width)] for i in range(rect.height)],
-                             style))
+
+        self.sheet.add(
+            Cells(rect.top, rect.left, [[at(i, j) for j in range(rect.width)] for i in range(rect.height)], style)
+        )
         return rect
 
     def each_array(self, rect, template, **refs):
@@ -181,8 +187,16 @@ class Tab:
             raise ValueError(f"{self.name}: a chart is drawn on its own tab, not on {anchor.sheet!r}")
         # Rect.ref, not a Named's name: a chart reads cells, with the sheet named
         corners = (anchor.top, anchor.left, anchor.bottom, anchor.right)
-        chart = Chart(title, Rect.ref(categories), Rect.ref(values), corners, x_title, y_title, series_name,
-                      None if cache is None else list(cache))
+        chart = Chart(
+            title,
+            Rect.ref(categories),
+            Rect.ref(values),
+            corners,
+            x_title,
+            y_title,
+            series_name,
+            None if cache is None else list(cache),
+        )
         self.sheet.charts.append(chart)
         return chart
 
@@ -306,7 +320,7 @@ class Book:
         """The recorded results of `rect` (inside one recorded rectangle; the latest wins), or None."""
         for r, v in reversed(self.values.get(rect.sheet, ())):
             if r.top <= rect.top and rect.bottom <= r.bottom and r.left <= rect.left and rect.right <= r.right:
-                return v[rect.top - r.top:rect.bottom - r.top + 1, rect.left - r.left:rect.right - r.left + 1]
+                return v[rect.top - r.top : rect.bottom - r.top + 1, rect.left - r.left : rect.right - r.left + 1]
         return None
 
     def attach_values(self):
@@ -344,5 +358,17 @@ class Book:
         return [t.sheet for t in tabs]
 
 
-__all__ = ["Rect", "Tab", "WeightsTab", "Book", "Formula", "INPUT", "BOLD", "TITLE", "FIRST_COL", "cell_name",
-           "column_letter", "quote_sheet"]
+__all__ = [
+    "Rect",
+    "Tab",
+    "WeightsTab",
+    "Book",
+    "Formula",
+    "INPUT",
+    "BOLD",
+    "TITLE",
+    "FIRST_COL",
+    "cell_name",
+    "column_letter",
+    "quote_sheet",
+]

@@ -4,15 +4,16 @@
 The text is counted as Excel counts it: without the leading '='. Most formulas are far from every limit,
 which str.count shows at C speed; only the rare long one is scanned.
 """
+
 import re
 from itertools import repeat
 
 from xlgpt.package import XlgptError
 from xlgpt.sheet.cells import ArrayFormula, Cells, Formula, cell_name
 
-MAX_LENGTH = 8192      # characters
-MAX_NESTING = 64       # function calls inside function calls
-MAX_ARGUMENTS = 255    # arguments of one function call
+MAX_LENGTH = 8192  # characters
+MAX_NESTING = 64  # function calls inside function calls
+MAX_ARGUMENTS = 255  # arguments of one function call
 
 # What the scanner looks at: a string literal ("" inside is a quote), a quoted sheet name ('' likewise), an
 # array constant {..} (its commas separate elements, not arguments), "NAME(" opening a function call, "("
@@ -62,17 +63,29 @@ def problem(text):
 def check_formulas(sheets):
     """Raise XlgptError naming the first formula cell (tab!cell) beyond one of Excel's limits."""
 
-
     for sheet in sheets:
         # a tab's formulas at C speed (map); only a tab that may break a limit is looked at cell by cell
         texts = [b.formula for b in sheet.blocks if isinstance(b, ArrayFormula)] + [
-            v for b in sheet.blocks if isinstance(b, Cells) for row in b.rows for v in row if type(v) is Formula]
-        if texts and (max(map(len, texts)) > MAX_LENGTH or max(map(str.count, texts, repeat("("))) > MAX_NESTING
-                      or max(map(str.count, texts, repeat(","))) >= MAX_ARGUMENTS):
+            v for b in sheet.blocks if isinstance(b, Cells) for row in b.rows for v in row if type(v) is Formula
+        ]
+        if texts and (
+            max(map(len, texts)) > MAX_LENGTH
+            or max(map(str.count, texts, repeat("("))) > MAX_NESTING
+            or max(map(str.count, texts, repeat(","))) >= MAX_ARGUMENTS
+        ):
             for b in sheet.blocks:
-                cells = ([(b.top, b.left, b.formula)] if isinstance(b, ArrayFormula) else
-                         [(b.top + i, b.left + j, v) for i, row in enumerate(b.rows) for j, v in enumerate(row)
-                          if type(v) is Formula] if isinstance(b, Cells) else [])
+                cells = (
+                    [(b.top, b.left, b.formula)]
+                    if isinstance(b, ArrayFormula)
+                    else [
+                        (b.top + i, b.left + j, v)
+                        for i, row in enumerate(b.rows)
+                        for j, v in enumerate(row)
+                        if type(v) is Formula
+                    ]
+                    if isinstance(b, Cells)
+                    else []
+                )
                 for row, col, text in cells:
                     why = problem(text)
                     if why:

@@ -1,5 +1,6 @@
 """Reading a workbook as xlgpt wrote it: its defined names, the metadata it records and its inputs, without
 loading the big sheets; zip parts read with bounds (a workbook is the user's file, and may be hostile)."""
+
 import re
 import zipfile
 from dataclasses import dataclass
@@ -86,11 +87,14 @@ def check_zip(zf, path):
     sheet larger than MAX_MEMBER_BYTES (read_member also bounds what is actually read)."""
     for info in zf.infolist():
         if info.file_size > RATIO_FROM and info.file_size > MAX_RATIO * max(info.compress_size, 1):
-            raise XlgptError(f"{path}: part {info.filename} expands {info.compress_size:,} bytes to "
-                             f"{info.file_size:,} (a zip bomb, not a workbook xlgpt wrote)")
+            raise XlgptError(
+                f"{path}: part {info.filename} expands {info.compress_size:,} bytes to "
+                f"{info.file_size:,} (a zip bomb, not a workbook xlgpt wrote)"
+            )
         if not info.filename.startswith("xl/worksheets/") and info.file_size > MAX_MEMBER_BYTES:
-            raise XlgptError(f"{path}: part {info.filename} expands to {info.file_size:,} bytes "
-                             f"(limit {MAX_MEMBER_BYTES:,})")
+            raise XlgptError(
+                f"{path}: part {info.filename} expands to {info.file_size:,} bytes (limit {MAX_MEMBER_BYTES:,})"
+            )
 
 
 # Rough size of one cell in sheet XML, to estimate a book's cell count before loading it.
@@ -100,23 +104,24 @@ BYTES_PER_CELL = 12
 @dataclass
 class BookInfo:
     """A workbook as the contract sees it: its tabs, defined names and recorded metadata."""
+
     path: Path
     sheets: list
-    names: dict     # defined name -> Rect
+    names: dict  # defined name -> Rect
     about: About
     prompt: object  # the Prompt cell's content (a prompt-cell book), else None
-    tokens: list    # the token ids of a token-ids book, else None (the sheet tokenizes its prompt)
+    tokens: list  # the token ids of a token-ids book, else None (the sheet tokenizes its prompt)
     est_cells: int
-    edits: dict = None            # the interventions' cells (EDIT_CELLS) as rows of values, when the book has them
+    edits: dict = None  # the interventions' cells (EDIT_CELLS) as rows of values, when the book has them
     attribution_token: object = None  # the AttributionToken cell: a token id, or the formula of the default
-    sampling: dict = None         # the sampling inputs (SAMPLING_CELLS), when the book samples
-    last_position: int = None     # a token-ids book's LastPosition
-    training: dict = None         # a training book's: targets, optimizer, settings {name: value}, moments {name: grid}
+    sampling: dict = None  # the sampling inputs (SAMPLING_CELLS), when the book samples
+    last_position: int = None  # a token-ids book's LastPosition
+    training: dict = None  # a training book's: targets, optimizer, settings {name: value}, moments {name: grid}
 
     @property
     def used(self):
         """The token ids a token-ids book predicts from: up to LastPosition."""
-        return self.tokens[:self.last_position] if self.tokens is not None else None
+        return self.tokens[: self.last_position] if self.tokens is not None else None
 
     @property
     def typed(self):
@@ -145,7 +150,7 @@ class BookInfo:
                         window = tail + chunk
                         for k, pattern in enumerate(patterns):
                             counts[k] += len(pattern.findall(window)) - len(pattern.findall(tail))
-                        for attrs in _ARRAY_FORMULA.findall(window)[len(_ARRAY_FORMULA.findall(tail)):]:
+                        for attrs in _ARRAY_FORMULA.findall(window)[len(_ARRAY_FORMULA.findall(tail)) :]:
                             ref = _REF_ATTR.search(attrs)
                             area = ref and parse_ref("A!" + ref.group(1).decode())
                             counts[3] += area.height * area.width if area else 1
@@ -158,6 +163,7 @@ class BookInfo:
 class CellCounts:
     """A book's size as a spreadsheet engine sees it: constant cells (numbers and texts), formulas (an array
     formula counts once) and the cells array formulas compute (each computes its whole range)."""
+
     constants: int
     formulas: int
     array_cells: int
@@ -174,7 +180,12 @@ def read_names(wb):
     for name, dn in wb.defined_names.items():
         ref = parse_ref(dn.attr_text or "")
         if ref:
-            if ref.top < 1 or ref.left < 1 or ref.top + ref.height - 1 > MAX_ROWS or ref.left + ref.width - 1 > MAX_COLUMNS:
+            if (
+                ref.top < 1
+                or ref.left < 1
+                or ref.top + ref.height - 1 > MAX_ROWS
+                or ref.left + ref.width - 1 > MAX_COLUMNS
+            ):
                 raise XlgptError(f"the defined name {name} points outside a sheet's grid ({dn.attr_text})")
             names[name] = ref
     return names
@@ -192,7 +203,9 @@ def read_book(path):
         wb = openpyxl.load_workbook(path, read_only=True, data_only=False)
     except (zipfile.BadZipFile, KeyError, OSError, ValueError, SyntaxError, TypeError, AttributeError) as e:
         # SyntaxError: malformed XML (ElementTree's ParseError, lxml's XMLSyntaxError)
-        raise XlgptError(f"{path}: not an .xlsx workbook, or a damaged one ({' '.join(str(e).split()) or type(e).__name__})")
+        raise XlgptError(
+            f"{path}: not an .xlsx workbook, or a damaged one ({' '.join(str(e).split()) or type(e).__name__})"
+        )
     try:
         return _read_book(path, wb, est)
     except (zipfile.BadZipFile, KeyError, OSError, ValueError, SyntaxError, TypeError, AttributeError) as e:
@@ -213,25 +226,40 @@ def _read_book(path, wb, est):
                 raise XlgptError(f"{path}: not an xlgpt workbook (no defined name {needed})")
         for name, ref in names.items():
             if ref.sheet not in wb.sheetnames:
-                raise XlgptError(f"{path}: the defined name {name} points at a tab {ref.sheet!r} the book does not have")
+                raise XlgptError(
+                    f"{path}: the defined name {name} points at a tab {ref.sheet!r} the book does not have"
+                )
 
         def cells(name):
             ref = names[name]
             if ref.height * ref.width > MAX_READ_CELLS:
-                raise XlgptError(f"{path}: the defined name {name} spans {ref.height * ref.width:,} cells, far more "
-                                 f"than xlgpt writes")
-            return [c.value for r in wb[ref.sheet].iter_rows(min_row=ref.top, max_row=ref.bottom,
-                                                            min_col=ref.left, max_col=ref.right) for c in r]
+                raise XlgptError(
+                    f"{path}: the defined name {name} spans {ref.height * ref.width:,} cells, far more "
+                    f"than xlgpt writes"
+                )
+            return [
+                c.value
+                for r in wb[ref.sheet].iter_rows(
+                    min_row=ref.top, max_row=ref.bottom, min_col=ref.left, max_col=ref.right
+                )
+                for c in r
+            ]
 
         value = lambda name: cells(name)[0] if name in names else None
 
         def grid(name):
             ref = names[name]
             if ref.height * ref.width > MAX_READ_CELLS:
-                raise XlgptError(f"{path}: the defined name {name} spans {ref.height * ref.width:,} cells, far more "
-                                 f"than xlgpt writes")
-            rows = [[c.value for c in r] for r in wb[ref.sheet].iter_rows(min_row=ref.top, max_row=ref.bottom,
-                                                                        min_col=ref.left, max_col=ref.right)]
+                raise XlgptError(
+                    f"{path}: the defined name {name} spans {ref.height * ref.width:,} cells, far more "
+                    f"than xlgpt writes"
+                )
+            rows = [
+                [c.value for c in r]
+                for r in wb[ref.sheet].iter_rows(
+                    min_row=ref.top, max_row=ref.bottom, min_col=ref.left, max_col=ref.right
+                )
+            ]
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for row in rows for v in row):
                 raise XlgptError(f"{path}: the {name} cells must hold numbers")
             return rows
@@ -242,15 +270,24 @@ def _read_book(path, wb, est):
             if PROMPT not in names:
                 return None
             ref = names[PROMPT]
-            cell = next(iter(next(wb[ref.sheet].iter_rows(min_row=ref.top, max_row=ref.top, min_col=ref.left,
-                                                          max_col=ref.left), ())), None)
+            cell = next(
+                iter(
+                    next(
+                        wb[ref.sheet].iter_rows(min_row=ref.top, max_row=ref.top, min_col=ref.left, max_col=ref.left),
+                        (),
+                    )
+                ),
+                None,
+            )
             if cell is None or cell.value is None:
                 return ""
             if getattr(cell, "data_type", None) == "f":
                 text = prompt_from_formula(str(cell.value))
                 if text is None:
-                    raise XlgptError(f"{path}: the Prompt cell holds a formula xlgpt does not write; "
-                                     f"type the text into it, or give it with --prompt")
+                    raise XlgptError(
+                        f"{path}: the Prompt cell holds a formula xlgpt does not write; "
+                        f"type the text into it, or give it with --prompt"
+                    )
                 return text
             return str(cell.value)
 
@@ -264,8 +301,13 @@ def _read_book(path, wb, est):
             settings = {name: grid(name)[0][0] for name in OPTIMIZER_CELLS if name in names}
             moments = {name: grid(name) for name in names if name.startswith((ADAM_M, ADAM_V))}
             history = [row[0] for row in grid(LOSS_HISTORY)] if LOSS_HISTORY in names else []
-            return {"targets": targets, "optimizer": optimizer, "settings": settings, "moments": moments,
-                    "history": history}
+            return {
+                "targets": targets,
+                "optimizer": optimizer,
+                "settings": settings,
+                "moments": moments,
+                "history": history,
+            }
 
         kind = value(BOOK_INPUT)
         if kind not in (TOKEN_INPUT, PROMPT_INPUT):
@@ -278,8 +320,14 @@ def _read_book(path, wb, est):
         calculation = value(CALCULATION) or AUTO
         if calculation not in (AUTO, MANUAL):
             raise XlgptError(f"{path}: the {CALCULATION} cell must say {MANUAL!r} or be absent")
-        about = About(str(value(CHECKPOINT) or ""), str(value(WEIGHTS_SHA256) or ""), kind, capacity,
-                      value(SAE_SOURCE), calculation)
+        about = About(
+            str(value(CHECKPOINT) or ""),
+            str(value(WEIGHTS_SHA256) or ""),
+            kind,
+            capacity,
+            value(SAE_SOURCE),
+            calculation,
+        )
         tokens = None
         if kind == TOKEN_INPUT:
             tokens = cells(TOKEN_IDS)
@@ -287,8 +335,19 @@ def _read_book(path, wb, est):
                 raise XlgptError(f"{path}: the token cells must hold integer token ids")
         edits = {name: grid(name) for name in EDIT_CELLS} if HEAD_SWITCHES in names else None
         sampling = {name: value(name) for name in SAMPLING_CELLS} if SAMPLED_TOKEN in names else None
-        info = BookInfo(path, wb.sheetnames, names, about, prompt_text(), tokens, est, edits,
-                        value(ATTRIBUTION_TOKEN), sampling, training=training_inputs() if LOSS in names else None)
+        info = BookInfo(
+            path,
+            wb.sheetnames,
+            names,
+            about,
+            prompt_text(),
+            tokens,
+            est,
+            edits,
+            value(ATTRIBUTION_TOKEN),
+            sampling,
+            training=training_inputs() if LOSS in names else None,
+        )
         if kind == TOKEN_INPUT:
             last = value(LAST_POSITION) if LAST_POSITION in names else len(tokens)
             if not isinstance(last, int) or not 1 <= last <= len(tokens):

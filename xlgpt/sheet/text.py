@@ -1,5 +1,6 @@
 """Text in a cell: a prompt written so that every engine reads back exactly that text, and read back
 without running anything."""
+
 import re
 
 from xlgpt.sheet.cells import Formula

@@ -3,6 +3,7 @@
 openpyxl's write-only mode manages ~0.1M cells/s; weights are the bulk of a GPT-2 book, so numeric
 blocks are formatted a row at a time with NumPy (shortest float32 decimals) and joined as strings.
 """
+
 import multiprocessing
 import multiprocessing.pool
 import os
@@ -13,6 +14,9 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from xlgpt.package import XlgptError
+from xlgpt.safefile import announce, atomic_file
+from xlgpt.sheet.cells import Cells, Formula, cell_name, value_xml, xml_text
+from xlgpt.sheet.limits import check_formulas
 from xlgpt.sheet.styles import TAB_COLOURS, styles_xml
 
 # LibreOffice 7.4 cannot open an .xlsx larger than 2 GiB. Weights, every cell with its address, take
@@ -20,15 +24,13 @@ from xlgpt.sheet.styles import TAB_COLOURS, styles_xml
 # compressed harder to stay openable.
 LIBREOFFICE_MAX_BYTES = 2**31
 FAST_LEVEL, SMALL_LEVEL, FAST_BYTES_PER_CELL = 1, 6, 9.9
-PARALLEL_CELLS = 2_000_000     # below this, forking workers costs more than it saves
+PARALLEL_CELLS = 2_000_000  # below this, forking workers costs more than it saves
 
 
-from xlgpt.safefile import atomic_file
-from xlgpt.sheet.cells import Cells, Formula, cell_name, value_xml, xml_text
-from xlgpt.sheet.limits import check_formulas
-
-NS = ('xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
-      'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"')
+NS = (
+    'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+    'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"'
+)
 XML_HEAD = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
 REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 CT = "application/vnd.openxmlformats-officedocument.spreadsheetml"
@@ -44,11 +46,18 @@ def _sheet_head(sheet):
     if sheet.freeze:
         r, c = sheet.freeze
         split = (f' xSplit="{c - 1}"' if c > 1 else "") + (f' ySplit="{r - 1}"' if r > 1 else "")
-        xml.append(f'<sheetViews><sheetView workbookViewId="0"><pane{split} topLeftCell="{cell_name(r, c)}" '
-                   f'activePane="bottomRight" state="frozen"/></sheetView></sheetViews>')
+        xml.append(
+            f'<sheetViews><sheetView workbookViewId="0"><pane{split} topLeftCell="{cell_name(r, c)}" '
+            f'activePane="bottomRight" state="frozen"/></sheetView></sheetViews>'
+        )
     if sheet.widths:
-        xml.append("<cols>" + "".join(f'<col min="{c}" max="{c}" width="{w}" customWidth="1"/>'
-                                      for c, w in sorted(sheet.widths.items())) + "</cols>")
+        xml.append(
+            "<cols>"
+            + "".join(
+                f'<col min="{c}" max="{c}" width="{w}" customWidth="1"/>' for c, w in sorted(sheet.widths.items())
+            )
+            + "</cols>"
+        )
     xml.append("<sheetData>")
     return "".join(xml)
 
@@ -59,8 +68,14 @@ def sheet_tail(sheet):
     for priority, (where, rule) in enumerate(sheet.conditional, 1):
         xml.append(f'<conditionalFormatting sqref="{where}">{rule.format(priority=priority)}</conditionalFormatting>')
     if sheet.links:
-        xml.append("<hyperlinks>" + "".join(f'<hyperlink ref="{cell}" location="{escape(location, {chr(34): "&quot;"})}"/>'
-                                            for cell, location in sheet.links) + "</hyperlinks>")
+        xml.append(
+            "<hyperlinks>"
+            + "".join(
+                f'<hyperlink ref="{cell}" location="{escape(location, {chr(34): "&quot;"})}"/>'
+                for cell, location in sheet.links
+            )
+            + "</hyperlinks>"
+        )
     if sheet.charts:  # CT_Worksheet puts the drawing after hyperlinks and page setup; its part is the sheet's rId1
         xml.append('<drawing r:id="rId1"/>')
     return "".join(xml) + "</worksheet>"
@@ -97,8 +112,10 @@ def write_workbook(path, sheets, names, progress=None, level=None, calculation="
 # each edit. manual: nothing until F9 (Excel ignores fullCalcOnLoad in manual mode), nor on saving
 # (calcOnSave="0"), so a book of millions of formula cells opens at once. calcId: Excel 2019's engine; a
 # lower one makes Excel recalculate on opening and ask to save on closing.
-CALC_PR = {"auto": '<calcPr calcId="191029" fullCalcOnLoad="1"/>',
-           "manual": '<calcPr calcId="191029" calcMode="manual" calcOnSave="0"/>'}
+CALC_PR = {
+    "auto": '<calcPr calcId="191029" fullCalcOnLoad="1"/>',
+    "manual": '<calcPr calcId="191029" calcMode="manual" calcOnSave="0"/>',
+}
 
 
 # A minimal Office theme (the 2007 colours and fonts; the formatting scheme holds the three entries of
@@ -106,29 +123,46 @@ CALC_PR = {"auto": '<calcPr calcId="191029" fullCalcOnLoad="1"/>',
 # an error and Excel rewrites the file.
 DRAWING = "http://schemas.openxmlformats.org/drawingml/2006/main"
 _PH = '<a:solidFill><a:schemeClr val="phClr"/></a:solidFill>'
-THEME = (XML_HEAD + f'<a:theme xmlns:a="{DRAWING}" name="Office Theme"><a:themeElements>'
-         '<a:clrScheme name="Office"><a:dk1><a:sysClr val="windowText" lastClr="000000"/></a:dk1>'
-         '<a:lt1><a:sysClr val="window" lastClr="FFFFFF"/></a:lt1>'
-         + "".join(f'<a:{k}><a:srgbClr val="{v}"/></a:{k}>' for k, v in (
-             ("dk2", "1F497D"), ("lt2", "EEECE1"), ("accent1", "4F81BD"), ("accent2", "C0504D"),
-             ("accent3", "9BBB59"), ("accent4", "8064A2"), ("accent5", "4BACC6"), ("accent6", "F79646"),
-             ("hlink", "0000FF"), ("folHlink", "800080")))
-         + '</a:clrScheme><a:fontScheme name="Office">'
-         '<a:majorFont><a:latin typeface="Cambria"/><a:ea typeface=""/><a:cs typeface=""/></a:majorFont>'
-         '<a:minorFont><a:latin typeface="Calibri"/><a:ea typeface=""/><a:cs typeface=""/></a:minorFont>'
-         '</a:fontScheme><a:fmtScheme name="Office">'
-         f'<a:fillStyleLst>{_PH * 3}</a:fillStyleLst>'
-         '<a:lnStyleLst>' + "".join(f'<a:ln w="{w}">{_PH}</a:ln>' for w in (9525, 25400, 38100)) + '</a:lnStyleLst>'
-         '<a:effectStyleLst>' + '<a:effectStyle><a:effectLst/></a:effectStyle>' * 3 + '</a:effectStyleLst>'
-         f'<a:bgFillStyleLst>{_PH * 3}</a:bgFillStyleLst>'
-         '</a:fmtScheme></a:themeElements><a:objectDefaults/><a:extraClrSchemeLst/></a:theme>')
+THEME = (
+    XML_HEAD + f'<a:theme xmlns:a="{DRAWING}" name="Office Theme"><a:themeElements>'
+    '<a:clrScheme name="Office"><a:dk1><a:sysClr val="windowText" lastClr="000000"/></a:dk1>'
+    '<a:lt1><a:sysClr val="window" lastClr="FFFFFF"/></a:lt1>'
+    + "".join(
+        f'<a:{k}><a:srgbClr val="{v}"/></a:{k}>'
+        for k, v in (
+            ("dk2", "1F497D"),
+            ("lt2", "EEECE1"),
+            ("accent1", "4F81BD"),
+            ("accent2", "C0504D"),
+            ("accent3", "9BBB59"),
+            ("accent4", "8064A2"),
+            ("accent5", "4BACC6"),
+            ("accent6", "F79646"),
+            ("hlink", "0000FF"),
+            ("folHlink", "800080"),
+        )
+    )
+    + '</a:clrScheme><a:fontScheme name="Office">'
+    '<a:majorFont><a:latin typeface="Cambria"/><a:ea typeface=""/><a:cs typeface=""/></a:majorFont>'
+    '<a:minorFont><a:latin typeface="Calibri"/><a:ea typeface=""/><a:cs typeface=""/></a:minorFont>'
+    '</a:fontScheme><a:fmtScheme name="Office">'
+    f"<a:fillStyleLst>{_PH * 3}</a:fillStyleLst>"
+    "<a:lnStyleLst>" + "".join(f'<a:ln w="{w}">{_PH}</a:ln>' for w in (9525, 25400, 38100)) + "</a:lnStyleLst>"
+    "<a:effectStyleLst>" + "<a:effectStyle><a:effectLst/></a:effectStyle>" * 3 + "</a:effectStyleLst>"
+    f"<a:bgFillStyleLst>{_PH * 3}</a:bgFillStyleLst>"
+    "</a:fmtScheme></a:themeElements><a:objectDefaults/><a:extraClrSchemeLst/></a:theme>"
+)
 # Document properties, with no dates: the same input gives the same bytes.
-APP = (XML_HEAD + '<Properties xmlns="http://schemas.openxmlformats.org/officeDocument/2006/extended-properties" '
-       'xmlns:vt="http://schemas.openxmlformats.org/officeDocument/2006/docPropsVTypes"><Application>xlgpt</Application>'
-       '</Properties>')
-CORE = (XML_HEAD + '<cp:coreProperties xmlns:cp="http://schemas.openxmlformats.org/package/2006/metadata/core-properties" '
-        'xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:dcterms="http://purl.org/dc/terms/" '
-        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><dc:creator>xlgpt</dc:creator></cp:coreProperties>')
+APP = (
+    XML_HEAD + '<Properties xmlns="http://schemas.openxmlformats.org/officeDocument/2006/extended-properties" '
+    'xmlns:vt="http://schemas.openxmlformats.org/officeDocument/2006/docPropsVTypes"><Application>xlgpt</Application>'
+    "</Properties>"
+)
+CORE = (
+    XML_HEAD + '<cp:coreProperties xmlns:cp="http://schemas.openxmlformats.org/package/2006/metadata/core-properties" '
+    'xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:dcterms="http://purl.org/dc/terms/" '
+    'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><dc:creator>xlgpt</dc:creator></cp:coreProperties>'
+)
 
 
 # Charts, written as XlsxWriter writes a line chart. A sheet with charts has one drawing part that anchors
@@ -140,17 +174,22 @@ PKG_REL = "http://schemas.openxmlformats.org/package/2006/relationships"
 
 def _title(text, rotated=False):
     body = '<a:bodyPr rot="-5400000" vert="horz"/>' if rotated else "<a:bodyPr/>"
-    return (f'<c:title><c:tx><c:rich>{body}<a:lstStyle/><a:p><a:pPr><a:defRPr/></a:pPr><a:r><a:rPr lang="en-US"/>'
-            f'<a:t>{xml_text(text)}</a:t></a:r></a:p></c:rich></c:tx><c:layout/><c:overlay val="0"/></c:title>')
+    return (
+        f'<c:title><c:tx><c:rich>{body}<a:lstStyle/><a:p><a:pPr><a:defRPr/></a:pPr><a:r><a:rPr lang="en-US"/>'
+        f'<a:t>{xml_text(text)}</a:t></a:r></a:p></c:rich></c:tx><c:layout/><c:overlay val="0"/></c:title>'
+    )
 
 
 def _num_ref(ref, cache=None):
     xml = f"<c:numRef><c:f>{escape(ref)}</c:f>"
     if cache is not None:  # a point that is not a finite number (an error) is left out: a gap in the line
-        xml += (f'<c:numCache><c:formatCode>General</c:formatCode><c:ptCount val="{len(cache)}"/>'
-                + "".join(f'<c:pt idx="{i}"><c:v>{float(v)!r}</c:v></c:pt>'
-                          for i, v in enumerate(cache) if np.isfinite(float(v)))
-                + "</c:numCache>")
+        xml += (
+            f'<c:numCache><c:formatCode>General</c:formatCode><c:ptCount val="{len(cache)}"/>'
+            + "".join(
+                f'<c:pt idx="{i}"><c:v>{float(v)!r}</c:v></c:pt>' for i, v in enumerate(cache) if np.isfinite(float(v))
+            )
+            + "</c:numCache>"
+        )
     return xml + "</c:numRef>"
 
 
@@ -158,21 +197,26 @@ def chart_xml(chart):
     """A line chart of one series: no legend (the title names it), no markers, a category and a value axis."""
     cat, val = 50010001, 50010002  # axis ids, as XlsxWriter numbers them
     name = f"<c:tx><c:v>{xml_text(chart.series_name)}</c:v></c:tx>" if chart.series_name else ""
-    axis = ('<c:axId val="{}"/><c:scaling><c:orientation val="minMax"/></c:scaling><c:delete val="0"/>'
-            '<c:axPos val="{}"/>')
-    ticks = ('<c:numFmt formatCode="General" sourceLinked="1"/><c:tickLblPos val="nextTo"/><c:crossAx val="{}"/>'
-             '<c:crosses val="autoZero"/>')
-    return (XML_HEAD + f'<c:chartSpace xmlns:c="{CHART_NS}" xmlns:a="{DRAWING}" xmlns:r="{REL}"><c:lang val="en-US"/>'
-            f"<c:chart>{_title(chart.title)}<c:autoTitleDeleted val=\"0\"/><c:plotArea><c:layout/>"
-            '<c:lineChart><c:grouping val="standard"/><c:varyColors val="0"/>'
-            f'<c:ser><c:idx val="0"/><c:order val="0"/>{name}<c:marker><c:symbol val="none"/></c:marker>'
-            f"<c:cat>{_num_ref(chart.categories)}</c:cat><c:val>{_num_ref(chart.values, chart.cache)}</c:val>"
-            f'<c:smooth val="0"/></c:ser><c:marker val="1"/><c:axId val="{cat}"/><c:axId val="{val}"/></c:lineChart>'
-            f"<c:catAx>{axis.format(cat, 'b')}{_title(chart.x_title) if chart.x_title else ''}{ticks.format(val)}"
-            '<c:auto val="1"/><c:lblAlgn val="ctr"/><c:lblOffset val="100"/><c:noMultiLvlLbl val="0"/></c:catAx>'
-            f"<c:valAx>{axis.format(val, 'l')}<c:majorGridlines/>{_title(chart.y_title, True) if chart.y_title else ''}"
-            f'{ticks.format(cat)}<c:crossBetween val="between"/></c:valAx></c:plotArea>'
-            '<c:plotVisOnly val="1"/><c:dispBlanksAs val="gap"/></c:chart></c:chartSpace>')
+    axis = (
+        '<c:axId val="{}"/><c:scaling><c:orientation val="minMax"/></c:scaling><c:delete val="0"/><c:axPos val="{}"/>'
+    )
+    ticks = (
+        '<c:numFmt formatCode="General" sourceLinked="1"/><c:tickLblPos val="nextTo"/><c:crossAx val="{}"/>'
+        '<c:crosses val="autoZero"/>'
+    )
+    return (
+        XML_HEAD + f'<c:chartSpace xmlns:c="{CHART_NS}" xmlns:a="{DRAWING}" xmlns:r="{REL}"><c:lang val="en-US"/>'
+        f'<c:chart>{_title(chart.title)}<c:autoTitleDeleted val="0"/><c:plotArea><c:layout/>'
+        '<c:lineChart><c:grouping val="standard"/><c:varyColors val="0"/>'
+        f'<c:ser><c:idx val="0"/><c:order val="0"/>{name}<c:marker><c:symbol val="none"/></c:marker>'
+        f"<c:cat>{_num_ref(chart.categories)}</c:cat><c:val>{_num_ref(chart.values, chart.cache)}</c:val>"
+        f'<c:smooth val="0"/></c:ser><c:marker val="1"/><c:axId val="{cat}"/><c:axId val="{val}"/></c:lineChart>'
+        f"<c:catAx>{axis.format(cat, 'b')}{_title(chart.x_title) if chart.x_title else ''}{ticks.format(val)}"
+        '<c:auto val="1"/><c:lblAlgn val="ctr"/><c:lblOffset val="100"/><c:noMultiLvlLbl val="0"/></c:catAx>'
+        f"<c:valAx>{axis.format(val, 'l')}<c:majorGridlines/>{_title(chart.y_title, True) if chart.y_title else ''}"
+        f'{ticks.format(cat)}<c:crossBetween val="between"/></c:valAx></c:plotArea>'
+        '<c:plotVisOnly val="1"/><c:dispBlanksAs val="gap"/></c:chart></c:chartSpace>'
+    )
 
 
 def _marker(row, col):
@@ -182,23 +226,37 @@ def _marker(row, col):
 
 def drawing_xml(charts):
     """The drawing of one sheet: chart k (1-based) fills its anchor cells and is the drawing's rId k."""
+
     def anchor(k, chart):
         top, left, bottom, right = chart.anchor  # the end corner is the cell past the area, so the area is covered
-        return (f"<xdr:twoCellAnchor><xdr:from>{_marker(top - 1, left - 1)}</xdr:from>"
-                f"<xdr:to>{_marker(bottom, right)}</xdr:to>"
-                f'<xdr:graphicFrame macro=""><xdr:nvGraphicFramePr><xdr:cNvPr id="{k + 1}" name="Chart {k}"/>'
-                '<xdr:cNvGraphicFramePr/></xdr:nvGraphicFramePr><xdr:xfrm><a:off x="0" y="0"/><a:ext cx="0" cy="0"/>'
-                f'</xdr:xfrm><a:graphic><a:graphicData uri="{CHART_NS}"><c:chart xmlns:c="{CHART_NS}" r:id="rId{k}"/>'
-                "</a:graphicData></a:graphic></xdr:graphicFrame><xdr:clientData/></xdr:twoCellAnchor>")
-    return (XML_HEAD + f'<xdr:wsDr xmlns:xdr="{SHEET_DRAWING}" xmlns:a="{DRAWING}" xmlns:r="{REL}">'
-            + "".join(anchor(k, c) for k, c in enumerate(charts, 1)) + "</xdr:wsDr>")
+        return (
+            f"<xdr:twoCellAnchor><xdr:from>{_marker(top - 1, left - 1)}</xdr:from>"
+            f"<xdr:to>{_marker(bottom, right)}</xdr:to>"
+            f'<xdr:graphicFrame macro=""><xdr:nvGraphicFramePr><xdr:cNvPr id="{k + 1}" name="Chart {k}"/>'
+            '<xdr:cNvGraphicFramePr/></xdr:nvGraphicFramePr><xdr:xfrm><a:off x="0" y="0"/><a:ext cx="0" cy="0"/>'
+            f'</xdr:xfrm><a:graphic><a:graphicData uri="{CHART_NS}"><c:chart xmlns:c="{CHART_NS}" r:id="rId{k}"/>'
+            "</a:graphicData></a:graphic></xdr:graphicFrame><xdr:clientData/></xdr:twoCellAnchor>"
+        )
+
+    return (
+        XML_HEAD
+        + f'<xdr:wsDr xmlns:xdr="{SHEET_DRAWING}" xmlns:a="{DRAWING}" xmlns:r="{REL}">'
+        + "".join(anchor(k, c) for k, c in enumerate(charts, 1))
+        + "</xdr:wsDr>"
+    )
 
 
 def _rels(*targets):
     """A relationships part: (type, target) pairs, as rId1, rId2, ..."""
-    return (XML_HEAD + f'<Relationships xmlns="{PKG_REL}">'
-            + "".join(f'<Relationship Id="rId{k}" Type="{REL}/{kind}" Target="{target}"/>'
-                      for k, (kind, target) in enumerate(targets, 1)) + "</Relationships>")
+    return (
+        XML_HEAD
+        + f'<Relationships xmlns="{PKG_REL}">'
+        + "".join(
+            f'<Relationship Id="rId{k}" Type="{REL}/{kind}" Target="{target}"/>'
+            for k, (kind, target) in enumerate(targets, 1)
+        )
+        + "</Relationships>"
+    )
 
 
 def chart_parts(sheets):
@@ -212,12 +270,16 @@ def chart_parts(sheets):
         parts[f"xl/drawings/drawing{d}.xml"] = drawing_xml(sheet.charts)
         charts = [("chart", f"../charts/chart{k}.xml") for k in numbers]
         parts[f"xl/drawings/_rels/drawing{d}.xml.rels"] = _rels(*charts)
-        types.append(f'<Override PartName="/xl/drawings/drawing{d}.xml" '
-                     'ContentType="application/vnd.openxmlformats-officedocument.drawing+xml"/>')
+        types.append(
+            f'<Override PartName="/xl/drawings/drawing{d}.xml" '
+            'ContentType="application/vnd.openxmlformats-officedocument.drawing+xml"/>'
+        )
         for k, chart in zip(numbers, sheet.charts):
             parts[f"xl/charts/chart{k}.xml"] = chart_xml(chart)
-            types.append(f'<Override PartName="/xl/charts/chart{k}.xml" '
-                         'ContentType="application/vnd.openxmlformats-officedocument.drawingml.chart+xml"/>')
+            types.append(
+                f'<Override PartName="/xl/charts/chart{k}.xml" '
+                'ContentType="application/vnd.openxmlformats-officedocument.drawingml.chart+xml"/>'
+            )
     return parts, "".join(types)
 
 
@@ -237,43 +299,65 @@ def shared_strings(sheets):
 
 
 def _strings_xml(table):
-    return (XML_HEAD + f'<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" uniqueCount="{len(table)}">'
-            + "".join(f'<si><t xml:space="preserve">{xml_text(t)}</t></si>' for t in table) + "</sst>")
+    return (
+        XML_HEAD
+        + f'<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" uniqueCount="{len(table)}">'
+        + "".join(f'<si><t xml:space="preserve">{xml_text(t)}</t></si>' for t in table)
+        + "</sst>"
+    )
 
 
 def _write_parts(zf, sheets, names, progress, level, calc_pr):
     n = len(sheets)
     strings = shared_strings(sheets)
     charts, chart_types = chart_parts(sheets)
-    parts = {"styles": "styles.xml", "theme": "theme/theme1.xml"} | ({"sharedStrings": "sharedStrings.xml"} if strings else {})
+    parts = {"styles": "styles.xml", "theme": "theme/theme1.xml"} | (
+        {"sharedStrings": "sharedStrings.xml"} if strings else {}
+    )
     static = {
         "[Content_Types].xml": XML_HEAD + '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
         '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
         '<Default Extension="xml" ContentType="application/xml"/>'
         f'<Override PartName="/xl/workbook.xml" ContentType="{CT}.sheet.main+xml"/>'
         f'<Override PartName="/xl/styles.xml" ContentType="{CT}.styles+xml"/>'
-        '<Override PartName="/xl/theme/theme1.xml" ContentType="application/vnd.openxmlformats-officedocument.theme+xml"/>'
+        '<Override PartName="/xl/theme/theme1.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.theme+xml"/>'
         + (f'<Override PartName="/xl/sharedStrings.xml" ContentType="{CT}.sharedStrings+xml"/>' if strings else "")
-        + '<Override PartName="/docProps/app.xml" ContentType="application/vnd.openxmlformats-officedocument.extended-properties+xml"/>'
-        '<Override PartName="/docProps/core.xml" ContentType="application/vnd.openxmlformats-package.core-properties+xml"/>'
-        + "".join(f'<Override PartName="/xl/worksheets/sheet{i}.xml" ContentType="{CT}.worksheet+xml"/>'
-                  for i in range(1, n + 1)) + chart_types + "</Types>",
+        + '<Override PartName="/docProps/app.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.extended-properties+xml"/>'
+        '<Override PartName="/docProps/core.xml" '
+        'ContentType="application/vnd.openxmlformats-package.core-properties+xml"/>'
+        + "".join(
+            f'<Override PartName="/xl/worksheets/sheet{i}.xml" ContentType="{CT}.worksheet+xml"/>'
+            for i in range(1, n + 1)
+        )
+        + chart_types
+        + "</Types>",
         "_rels/.rels": XML_HEAD + f'<Relationships xmlns="{PKG_REL}">'
         f'<Relationship Id="rId1" Type="{REL}/officeDocument" Target="xl/workbook.xml"/>'
         f'<Relationship Id="rId2" Type="{PKG_REL}/metadata/core-properties" Target="docProps/core.xml"/>'
         f'<Relationship Id="rId3" Type="{REL}/extended-properties" Target="docProps/app.xml"/></Relationships>',
         "docProps/app.xml": APP,
         "docProps/core.xml": CORE,
-        "xl/workbook.xml": XML_HEAD + f"<workbook {NS}><bookViews><workbookView activeTab=\"0\"/></bookViews><sheets>"
+        "xl/workbook.xml": XML_HEAD
+        + f'<workbook {NS}><bookViews><workbookView activeTab="0"/></bookViews><sheets>'
         + "".join(f'<sheet name="{escape(s.name)}" sheetId="{i}" r:id="rId{i}"/>' for i, s in enumerate(sheets, 1))
         + "</sheets><definedNames>"
         + "".join(f'<definedName name="{k}">{escape(r.ref())}</definedName>' for k, r in sorted(names.items()))
-        + "</definedNames>" + calc_pr + "</workbook>",
-        "xl/_rels/workbook.xml.rels": XML_HEAD + f'<Relationships xmlns="{PKG_REL}">'
-        + "".join(f'<Relationship Id="rId{i}" Type="{REL}/worksheet" Target="worksheets/sheet{i}.xml"/>'
-                  for i in range(1, n + 1))
-        + "".join(f'<Relationship Id="rId{n + k}" Type="{REL}/{kind}" Target="{target}"/>'
-                  for k, (kind, target) in enumerate(parts.items(), 1)) + "</Relationships>",
+        + "</definedNames>"
+        + calc_pr
+        + "</workbook>",
+        "xl/_rels/workbook.xml.rels": XML_HEAD
+        + f'<Relationships xmlns="{PKG_REL}">'
+        + "".join(
+            f'<Relationship Id="rId{i}" Type="{REL}/worksheet" Target="worksheets/sheet{i}.xml"/>'
+            for i in range(1, n + 1)
+        )
+        + "".join(
+            f'<Relationship Id="rId{n + k}" Type="{REL}/{kind}" Target="{target}"/>'
+            for k, (kind, target) in enumerate(parts.items(), 1)
+        )
+        + "</Relationships>",
         "xl/styles.xml": STYLES,
         "xl/theme/theme1.xml": THEME,
     }
@@ -287,10 +371,10 @@ def _write_parts(zf, sheets, names, progress, level, calc_pr):
     # forked workers get the sheets through the initializer's arguments, which fork does not copy or pickle
     pool = multiprocessing.get_context("fork").Pool(os.cpu_count(), _start_worker, (sheets, strings)) if big else None
     try:
+        announce("writing")  # the sheets, into the temporary file (by the forked workers, for a big book)
         for i, sheet in enumerate(sheets, 1):
             tasks = [(i - 1, start, stop) for start, stop in sheet.chunks()]
-            formatted = (pool.imap(_format_chunk, tasks) if pool else
-                         (_format(sheets, strings, task) for task in tasks))
+            formatted = pool.imap(_format_chunk, tasks) if pool else (_format(sheets, strings, task) for task in tasks)
             with _member(zf, f"xl/worksheets/sheet{i}.xml", level) as f:
                 f.write(_sheet_head(sheet).encode())
                 for (_, _, stop), data in zip(tasks, formatted):  # in order: the bytes never depend on timing
@@ -348,7 +432,6 @@ def copy_with_cells(src, dst, cells, style=0):
     Streams every part it does not change, so it suits books of any size."""
     import re
     import shutil
-
 
     by_member = {}
     for (sheet_index, row, col), value in cells.items():

@@ -1,2 +1,1 @@
-"""Text to token ids: hf.py through Hugging Face `tokenizers` (the reference); sheet.py as tabs of the book.
-"""
+"""Text to token ids: hf.py through Hugging Face `tokenizers` (the reference); sheet.py as tabs of the book."""

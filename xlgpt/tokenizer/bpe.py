@@ -9,6 +9,7 @@
 3. Merge rounds: in every round each piece merges every occurrence (left to right, no overlaps) of its
    lowest-ranked adjacent pair, until no pair has a rank -- the order Hugging Face `tokenizers` merges in.
 """
+
 from dataclasses import dataclass
 
 from xlgpt.package import XlgptError
@@ -26,6 +27,7 @@ class Capacity:
     hardest text of tests/tokenizer_corpus.json, a 60-byte CamelCase identifier, takes 36 rounds with
     GPT-2's merges and 17 with the bundled model's; English words take ~15). Each round is ~9 rows of 512
     slots, the largest part of the default book: 100 rounds cost the `formulas` engine ~5 s more."""
+
     chars: int = 256
     bytes: int = 512
     rounds: int = 64
@@ -58,11 +60,22 @@ class Capacity:
 def continues(x):
     """Does this character continue the piece of the previous one, going by classes alone?"""
     k, before, after = x.at("class"), x.at("class", -1), x.at("class", +1)
-    return x.if_(x.first(), 0,
-                 x.if_(x.less(before, SPACE), x.equal(k, before),          # letters, numbers, other: same class
-                       x.if_(x.both(x.equal(x.at("code point", -1), 32), x.less(k, SPACE)), 1,  # " " + word
-                             x.both(x.equal(k, SPACE),                     # \s+(?!\S): whitespace that is
-                                    x.either(x.blank(after), x.equal(after, SPACE))))))  # not before a word
+    return x.if_(
+        x.first(),
+        0,
+        x.if_(
+            x.less(before, SPACE),
+            x.equal(k, before),  # letters, numbers, other: same class
+            x.if_(
+                x.both(x.equal(x.at("code point", -1), 32), x.less(k, SPACE)),
+                1,  # " " + word
+                x.both(
+                    x.equal(k, SPACE),  # \s+(?!\S): whitespace that is
+                    x.either(x.blank(after), x.equal(after, SPACE)),
+                ),
+            ),
+        ),
+    )  # not before a word
 
 
 def contraction_taken(x):
@@ -72,8 +85,11 @@ def contraction_taken(x):
 
 def contraction_to_come(x):
     """Characters of a contraction still to come after this one."""
-    return x.if_(x.more(x.at("contraction taken"), 0), x.plus(x.at("contraction taken"), -1),
-                 x.if_(x.equal(x.at("contraction taken", -1), 3), 1, 0))
+    return x.if_(
+        x.more(x.at("contraction taken"), 0),
+        x.plus(x.at("contraction taken"), -1),
+        x.if_(x.equal(x.at("contraction taken", -1), 3), 1, 0),
+    )
 
 
 def in_contraction(x):
@@ -82,11 +98,19 @@ def in_contraction(x):
 
 def starts(x):
     """Does a new piece start here? (Never inside a contraction; always right after one.)"""
-    return x.if_(x.blank(x.at("class")), 0,
-                 x.if_(x.equal(x.at("UTF-8 bytes"), 0), 0,   # the second half of a surrogate pair (Excel)
-                       x.if_(x.more(x.at("contraction to come", -1), 0), 0,
-                             x.if_(x.equal(x.at("in a contraction", -1), 1), 1,
-                                   x.if_(x.equal(x.at("continues"), 1), 0, 1)))))
+    return x.if_(
+        x.blank(x.at("class")),
+        0,
+        x.if_(
+            x.equal(x.at("UTF-8 bytes"), 0),
+            0,  # the second half of a surrogate pair (Excel)
+            x.if_(
+                x.more(x.at("contraction to come", -1), 0),
+                0,
+                x.if_(x.equal(x.at("in a contraction", -1), 1), 1, x.if_(x.equal(x.at("continues"), 1), 0, 1)),
+            ),
+        ),
+    )
 
 
 # (row name, row label, rule), in order: the Chars tab shows one row per rule
@@ -148,14 +172,17 @@ class Values:
 def contraction(text, i):
     if text[i] != "'":
         return 0
-    return 2 if text[i + 1:i + 2] in CONTRACTIONS[0] else 3 if text[i + 1:i + 3] in CONTRACTIONS[1] else 0
+    return 2 if text[i + 1 : i + 2] in CONTRACTIONS[0] else 3 if text[i + 1 : i + 3] in CONTRACTIONS[1] else 0
 
 
 def piece_starts(text):
     """Run RULES over the text's characters: 1 where a piece starts, else 0."""
-    rows = {"code point": [ord(c) for c in text], "class": [char_class(ord(c)) for c in text],
-            "contraction": [contraction(text, i) for i in range(len(text))],
-            "UTF-8 bytes": [len(c.encode("utf-8")) for c in text]}
+    rows = {
+        "code point": [ord(c) for c in text],
+        "class": [char_class(ord(c)) for c in text],
+        "contraction": [contraction(text, i) for i in range(len(text))],
+        "UTF-8 bytes": [len(c.encode("utf-8")) for c in text],
+    }
     for name, _, rule in RULES:
         rows[name] = []
         rows[name].extend(int(rule(Values(rows, i))) for i in range(len(text)))

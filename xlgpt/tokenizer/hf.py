@@ -1,4 +1,5 @@
 """Byte-level BPE tokenizers (GPT-2's and the bundled model's), through Hugging Face `tokenizers`."""
+
 from pathlib import Path
 
 from xlgpt.package import XlgptError, shipped
@@ -11,15 +12,17 @@ GPT2_VOCAB_SIZE = 50257
 FILE_PAIRS = [("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")]
 
 
-
 def check_text(text, what="the prompt"):
     """Refuse text that is not Unicode text: a lone surrogate (bytes that were not UTF-8, smuggled through
     a command line or a file) has no UTF-8 form, so no tokenizer and no workbook can hold it."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise XlgptError(f"{what} is not valid text: character {e.start} is a lone surrogate "
-                         f"(U+{ord(text[e.start]):04X}; bytes that are not UTF-8?)")
+        raise XlgptError(
+            f"{what} is not valid text: character {e.start} is a lone surrogate "
+            f"(U+{ord(text[e.start]):04X}; bytes that are not UTF-8?)"
+        )
+
 
 class Tokenizer:
     def __init__(self, vocab_file, merges_file):
@@ -71,8 +74,9 @@ def for_checkpoint(ckpt):
     if found is None and ckpt.config.vocab_size == GPT2_VOCAB_SIZE:
         found = find(GPT2_TOKENIZER)
     if found is not None and found.vocab_size != ckpt.config.vocab_size:
-        raise XlgptError(f"{found.files[0]}: tokenizer has {found.vocab_size} tokens, "
-                         f"the model {ckpt.config.vocab_size}")
+        raise XlgptError(
+            f"{found.files[0]}: tokenizer has {found.vocab_size} tokens, the model {ckpt.config.vocab_size}"
+        )
     return found
 
 

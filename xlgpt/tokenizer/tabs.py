@@ -111,15 +111,22 @@ def chars_values(text, cap):
         rows[key] = blank[key]
     rows["piece"] = list(np.cumsum(rows["starts"]))
     rows["first byte"] = list(np.cumsum([0] + rows["UTF-8 bytes"][:-1]) + 1)
-    rows["key"] = [f + i + 1 if i >= n else f - 0.5 if rows["UTF-8 bytes"][i] == 0 else f
-                   for i, f in enumerate(rows["first byte"])]
+    rows["key"] = [
+        f + i + 1 if i >= n else f - 0.5 if rows["UTF-8 bytes"][i] == 0 else f for i, f in enumerate(rows["first byte"])
+    ]
     return rows
 
 
 def chars_tab(book, name, prompt, cap, text=None):
     """Characters: code points, classes, and bpe.RULES splitting the text into pieces."""
-    tab = book.add(Tab(name, "Characters: code points, classes and GPT-2's pre-tokenization into pieces",
-                       "tokenizer", {1: 44, 2: 4}))
+    tab = book.add(
+        Tab(
+            name,
+            "Characters: code points, classes and GPT-2's pre-tokenization into pieces",
+            "tokenizer",
+            {1: 44, 2: 4},
+        )
+    )
     position = tab.header("character position", cap.chars)
     tab.put(position, [list(range(1, cap.chars + 1))], BOLD)
     tab.freeze()
@@ -130,33 +137,58 @@ def chars_tab(book, name, prompt, cap, text=None):
         return rows[name]
 
     char = row("character", "character", "MID({prompt},{position},1)", prompt=prompt)
-    unit = row("code unit", "code (UNICODE; Excel: a UTF-16 unit)", 'IF({char}="","",_xlfn.UNICODE({char}&" "))',
-               char=char)
+    unit = row(
+        "code unit", "code (UNICODE; Excel: a UTF-16 unit)", 'IF({char}="","",_xlfn.UNICODE({char}&" "))', char=char
+    )
     shifted = {"unit": unit, "before": unit.cols(-1, cap.chars - 1), "after": unit.cols(1, cap.chars + 1)}
     is_high = lambda u: f"IF(ISNUMBER({{{u}}}),({{{u}}}>={HIGH[0]})*({{{u}}}<={HIGH[1]}),0)"
     is_low = lambda u: f"IF(ISNUMBER({{{u}}}),({{{u}}}>={LOW[0]})*({{{u}}}<={LOW[1]}),0)"
     joined = lambda hi, lo: f"({{{hi}}}-{HIGH[0]})*1024+{{{lo}}}-{LOW[0]}+{PAIR_BASE}"
     second_half = f"{is_low('unit')}*{is_high('before')}"
-    code = row("code point", "code point (surrogate pairs joined)",
-               f'IF(ISNUMBER({{unit}}),IF({is_high("unit")}*{is_low("after")},{joined("unit", "after")},'
-               f'IF({second_half},{joined("before", "unit")},{{unit}})),"")', **shifted)
+    code = row(
+        "code point",
+        "code point (surrogate pairs joined)",
+        f"IF(ISNUMBER({{unit}}),IF({is_high('unit')}*{is_low('after')},{joined('unit', 'after')},"
+        f'IF({second_half},{joined("before", "unit")},{{unit}})),"")',
+        **shifted,
+    )
     size = "IF({code}<128,1,IF({code}<2048,2,IF({code}<65536,3,4)))"
-    utf8 = row("UTF-8 bytes", "UTF-8 bytes (0: second half of a surrogate pair)",
-               f"IF(ISNUMBER({{code}}),IF({second_half},0,{size}),0)", code=code, **shifted)
-    row("class", "class (1 letter, 2 number, 3 other, 4 whitespace)",
-        'IF(ISNUMBER({code}),VLOOKUP({code},' + contract.CLASS_TABLE + ',2,TRUE),"")', code=code)
+    utf8 = row(
+        "UTF-8 bytes",
+        "UTF-8 bytes (0: second half of a surrogate pair)",
+        f"IF(ISNUMBER({{code}}),IF({second_half},0,{size}),0)",
+        code=code,
+        **shifted,
+    )
+    row(
+        "class",
+        "class (1 letter, 2 number, 3 other, 4 whitespace)",
+        "IF(ISNUMBER({code}),VLOOKUP({code}," + contract.CLASS_TABLE + ',2,TRUE),"")',
+        code=code,
+    )
     after = lambda n: f"MID({{prompt}},{{position}}+1,{n})"
-    row("contraction", "contraction length ('s 't 'm 'd: 2, 're 've 'll: 3)",
-        f"IF(EXACT({{char}},\"'\"),IF({_exact_any(after(1), CONTRACTIONS[0])},2,"
-        f"IF({_exact_any(after(2), CONTRACTIONS[1])},3,0)),0)", char=char, prompt=prompt)
+    row(
+        "contraction",
+        "contraction length ('s 't 'm 'd: 2, 're 've 'll: 3)",
+        f'IF(EXACT({{char}},"\'"),IF({_exact_any(after(1), CONTRACTIONS[0])},2,'
+        f"IF({_exact_any(after(2), CONTRACTIONS[1])},3,0)),0)",
+        char=char,
+        prompt=prompt,
+    )
     for key, label, rule in RULES:
         x = Formulas(rows, position)
         row(key, label, f"0+{rule(x)}", **x.refs)
     starts = rows["starts"]
     piece = row("piece", "piece number", 'SUMIF({position},"<="&{position},{starts})', starts=starts)
     first = row("first byte", "first byte", 'SUMIF({position},"<"&{position},{utf8})+1', utf8=utf8)
-    key = row("key", "byte lookup key (increasing)",
-              'IF({char}="",{first}+{position},IF({utf8}=0,{first}-0.5,{first}))', char=char, first=first, utf8=utf8)
+    key = row(
+        "key",
+        "byte lookup key (increasing)",
+        'IF({char}="",{first}+{position},IF({utf8}=0,{first}-0.5,{first}))',
+        char=char,
+        first=first,
+        utf8=utf8,
+    )
     if text is not None and len(text) <= cap.chars and not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
         for row_name, values in chars_values(text, cap).items():
             book.cache(rows[row_name], np.array(values, object))
@@ -169,12 +201,36 @@ def bytes_values(text, cap, tok):
     byte and GPT-2 symbol and id; "" past the text (piece: cap.chars + 1)."""
     chars = chars_values(text, cap)
     table, symbols = tables(tok), bytes_to_unicode()
-    rows = {k: [] for k in ("character position", "character", "piece", "code point", "length", "byte of char",
-                            "byte", "symbol", "id")}
+    rows = {
+        k: []
+        for k in (
+            "character position",
+            "character",
+            "piece",
+            "code point",
+            "length",
+            "byte of char",
+            "byte",
+            "symbol",
+            "id",
+        )
+    }
     for i, c in enumerate(text):
         for t, b in enumerate(c.encode("utf-8")):
-            for k, v in zip(rows, (i + 1, c, chars["piece"][i], ord(c), len(c.encode("utf-8")), t, b, symbols[b],
-                                   "none" if table.byte_ids[b] is None else table.byte_ids[b])):
+            for k, v in zip(
+                rows,
+                (
+                    i + 1,
+                    c,
+                    chars["piece"][i],
+                    ord(c),
+                    len(c.encode("utf-8")),
+                    t,
+                    b,
+                    symbols[b],
+                    "none" if table.byte_ids[b] is None else table.byte_ids[b],
+                ),
+            ):
                 rows[k].append(v)
     past = cap.bytes - len(rows["byte"])
     for k in rows:
@@ -187,8 +243,9 @@ def bytes_values(text, cap, tok):
 
 def bytes_tab(book, name, chars, cap, text=None, tok=None):
     """The UTF-8 bytes in one row: their character, piece, byte value, GPT-2 symbol and token id."""
-    tab = book.add(Tab(name, "UTF-8 bytes of the pieces, GPT-2's byte symbols and initial token ids", "tokenizer",
-                       {1: 44, 2: 4}))
+    tab = book.add(
+        Tab(name, "UTF-8 bytes of the pieces, GPT-2's byte symbols and initial token ids", "tokenizer", {1: 44, 2: 4})
+    )
     slot = tab.header("byte slot", cap.bytes)
     tab.put(slot, [list(range(1, cap.bytes + 1))], BOLD)
     tab.freeze()
@@ -199,20 +256,44 @@ def bytes_tab(book, name, chars, cap, text=None, tok=None):
         return rows[name]
 
     at = chars["position"]
-    char = row("character position", "character position",
-               'IF({slot}>SUM({utf8}),"",MATCH({slot},{keys},1))', utf8=chars["UTF-8 bytes"], keys=chars["key"])
-    of_char = lambda what, missing='""': (f"IF(ISNUMBER({{char}}),LOOKUP({{char}},{{at}},{{{what}}}),{missing})")
+    char = row(
+        "character position",
+        "character position",
+        'IF({slot}>SUM({utf8}),"",MATCH({slot},{keys},1))',
+        utf8=chars["UTF-8 bytes"],
+        keys=chars["key"],
+    )
+    of_char = lambda what, missing='""': f"IF(ISNUMBER({{char}}),LOOKUP({{char}},{{at}},{{{what}}}),{missing})"
     row("character", "character", of_char("x"), char=char, at=at, x=chars["character"])
-    row("piece", f"piece number ({cap.chars + 1}: no text)", of_char("x", cap.chars + 1), char=char, at=at,
-        x=chars["piece"])
+    row(
+        "piece",
+        f"piece number ({cap.chars + 1}: no text)",
+        of_char("x", cap.chars + 1),
+        char=char,
+        at=at,
+        x=chars["piece"],
+    )
     code = row("code point", "code point", of_char("x"), char=char, at=at, x=chars["code point"])
     n = row("length", "UTF-8 length", of_char("x"), char=char, at=at, x=chars["UTF-8 bytes"])
-    t = row("byte of char", "byte of the character (0 = lead)",
-            'IF(ISNUMBER({char}),{slot}-LOOKUP({char},{at},{first}),"")', char=char, at=at, first=chars["first byte"])
+    t = row(
+        "byte of char",
+        "byte of the character (0 = lead)",
+        'IF(ISNUMBER({char}),{slot}-LOOKUP({char},{at},{first}),"")',
+        char=char,
+        at=at,
+        first=chars["first byte"],
+    )
     # a lead byte is 0, 192, 224 or 240 plus the top bits (arithmetic: Gnumeric's CHOOSE takes no array index)
-    value = row("byte", "UTF-8 byte",
-                'IF(ISNUMBER({char}),IF({t}=0,IF({n}=1,0,256-2^(8-{n}))+INT({code}/64^({n}-1)),'
-                '128+MOD(INT({code}/64^({n}-1-{t})),64)),"")', char=char, t=t, n=n, code=code)
+    value = row(
+        "byte",
+        "UTF-8 byte",
+        "IF(ISNUMBER({char}),IF({t}=0,IF({n}=1,0,256-2^(8-{n}))+INT({code}/64^({n}-1)),"
+        '128+MOD(INT({code}/64^({n}-1-{t})),64)),"")',
+        char=char,
+        t=t,
+        n=n,
+        code=code,
+    )
     for key, label, col in (("symbol", "GPT-2 byte symbol", 2), ("id", "initial token id", 3)):
         row(key, label, f'IF(ISNUMBER({{byte}}),VLOOKUP({{byte}},{contract.BYTE_TABLE},{col},TRUE),"")', byte=value)
     piece = rows["piece"]
@@ -238,34 +319,53 @@ def merge_round(tab, head, tokens, ends, n, last=False, values=None):
         return refs[name]
 
     pair = "{T}*" + str(k["V"]) + "+{R}"
-    row("R", "right neighbour (the token at last slot + 1)",
-        'IF(ISNUMBER({T}),IF({E}<{last},LOOKUP({E}+1,{slot},{T}),""),"")')
-    rank = row("K", "rank of the pair (token, right neighbour)",
-               f'IF(ISNUMBER({{R}}),IF(VLOOKUP({pair},{contract.MERGE_TABLE},1,TRUE)={pair},'
-               f'VLOOKUP({pair},{contract.MERGE_TABLE},2,TRUE),""),"")')
+    row(
+        "R",
+        "right neighbour (the token at last slot + 1)",
+        'IF(ISNUMBER({T}),IF({E}<{last},LOOKUP({E}+1,{slot},{T}),""),"")',
+    )
+    rank = row(
+        "K",
+        "rank of the pair (token, right neighbour)",
+        f"IF(ISNUMBER({{R}}),IF(VLOOKUP({pair},{contract.MERGE_TABLE},1,TRUE)={pair},"
+        f'VLOOKUP({pair},{contract.MERGE_TABLE},2,TRUE),""),"")',
+    )
     if last:
         return rank
     big, none = k["big"], k["none"]
     # Every text slot of piece p gets a key p * big + (its pair's rank, or big - 1 where it has none), so the
     # keys of piece p are exactly the keys ranked first(p) to last(p): the first(p)-th smallest key is the
     # piece's lowest. One SMALL per round, read at each slot's first slot (no sorted row, no search in it).
-    row("Lo", f"lowest rank in the piece ({big - 1}: no pair)",
-        f"SMALL({{piece}}*{big}+IF(ISNUMBER({{K}}),{{K}},{big - 1}),{{first}})-{{piece}}*{big}")
+    row(
+        "Lo",
+        f"lowest rank in the piece ({big - 1}: no pair)",
+        f"SMALL({{piece}}*{big}+IF(ISNUMBER({{K}}),{{K}},{big - 1}),{{first}})-{{piece}}*{big}",
+    )
     lowest = "IF(ISNUMBER({K}),{K}={Lo},FALSE)"
     before = "2*{slot}-{E}-1"  # where the previous token starts if it is the same token (same pair)
-    row("run", f"a run of the lowest pair starts here ({none}: no)",
+    row(
+        "run",
+        f"a run of the lowest pair starts here ({none}: no)",
         f"IF({lowest},IF({before}>={{first}},IF(LOOKUP({before},{{slot}},{{K}})={{K}},{none},{{slot}}),{{slot}}),"
-        f"{none})")
+        f"{none})",
+    )
     row("runs", "run starts, sorted", "SMALL({run},{slot})")
-    row("M", f"merges: the slot of the neighbour it absorbs ({none}: none)",
-                 f"IF({lowest},IF(MOD(({{slot}}-LOOKUP({{slot}},{{runs}}))/({{E}}-{{slot}}+1),2)=0,{{E}}+1,{none}),"
-                 f"{none})")
+    row(
+        "M",
+        f"merges: the slot of the neighbour it absorbs ({none}: none)",
+        f"IF({lowest},IF(MOD(({{slot}}-LOOKUP({{slot}},{{runs}}))/({{E}}-{{slot}}+1),2)=0,{{E}}+1,{none}),{none})",
+    )
     tab.title(f"After round {n}")
     # a token is absorbed when the M row names its slot (exact MATCH: no sorted copy of M needed)
-    new = row("T2", f"tokens after round {n}",
-              f'IF(ISNUMBER({{T}}),IF({{M}}<{none},VLOOKUP({pair},{contract.MERGE_TABLE},3,TRUE),'
-              f'IF(ISNUMBER(MATCH({{slot}},{{M}},0)),"",{{T}})),"")')
-    end = row("E2", "last slot of each token", f'IF(ISNUMBER({{T2}}),IF({{M}}<{none},LOOKUP({{M}},{{slot}},{{E}}),{{E}}),"")')
+    new = row(
+        "T2",
+        f"tokens after round {n}",
+        f"IF(ISNUMBER({{T}}),IF({{M}}<{none},VLOOKUP({pair},{contract.MERGE_TABLE},3,TRUE),"
+        f'IF(ISNUMBER(MATCH({{slot}},{{M}},0)),"",{{T}})),"")',
+    )
+    end = row(
+        "E2", "last slot of each token", f'IF(ISNUMBER({{T2}}),IF({{M}}<{none},LOOKUP({{M}},{{slot}},{{E}}),{{E}}),"")'
+    )
     return new, end
 
 
@@ -294,17 +394,27 @@ class RoundValues:
         r["Lo"] = [keys[f - 1] - p * big for p, f in zip(self.piece, self.first)]
         lowest = [number(k) and k == lo for k, lo in zip(r["K"], r["Lo"])]
         before = lambda s: 2 * s - E[s - 1] - 1
-        r["run"] = [(none if before(s) >= self.first[s - 1] and r["K"][before(s) - 1] == r["K"][s - 1] else s)
-                    if lowest[s - 1] else none for s in self.slots]
+        r["run"] = [
+            (none if before(s) >= self.first[s - 1] and r["K"][before(s) - 1] == r["K"][s - 1] else s)
+            if lowest[s - 1]
+            else none
+            for s in self.slots
+        ]
         r["runs"] = sorted(r["run"])
         run_start = lambda s: max(x for x in r["runs"] if x <= s)
-        r["M"] = [(E[s - 1] + 1 if (s - run_start(s)) % (2 * (E[s - 1] - s + 1)) == 0 else none) if lowest[s - 1]
-                  else none for s in self.slots]
+        r["M"] = [
+            (E[s - 1] + 1 if (s - run_start(s)) % (2 * (E[s - 1] - s + 1)) == 0 else none) if lowest[s - 1] else none
+            for s in self.slots
+        ]
         absorbed = set(r["M"])
-        r["T2"] = [(merge(s)[1] if r["M"][s - 1] < none else "" if s in absorbed else T[s - 1]) if number(T[s - 1])
-                   else "" for s in self.slots]
-        r["E2"] = [(E[r["M"][s - 1] - 1] if r["M"][s - 1] < none else E[s - 1]) if number(t) else ""
-                   for s, t in zip(self.slots, r["T2"])]
+        r["T2"] = [
+            (merge(s)[1] if r["M"][s - 1] < none else "" if s in absorbed else T[s - 1]) if number(T[s - 1]) else ""
+            for s in self.slots
+        ]
+        r["E2"] = [
+            (E[r["M"][s - 1] - 1] if r["M"][s - 1] < none else E[s - 1]) if number(t) else ""
+            for s, t in zip(self.slots, r["T2"])
+        ]
         return r
 
     def advance(self):
@@ -317,15 +427,26 @@ def number(x):
 
 def bpe_tab(book, name, byts, tok, cap):
     """Merge rounds, one titled block each; returns the final tokens, their order and the unfinished check."""
-    tab = book.add(Tab(name, "Byte-pair merges: each round, each piece merges every occurrence of its "
-                             "lowest-ranked pair", "tokenizer", {1: 44, 2: 4}))
+    tab = book.add(
+        Tab(
+            name,
+            "Byte-pair merges: each round, each piece merges every occurrence of its lowest-ranked pair",
+            "tokenizer",
+            {1: 44, 2: 4},
+        )
+    )
     table = tables(tok)
     slot = tab.header("byte slot", cap.bytes)
     tab.put(slot, [list(range(1, cap.bytes + 1))], BOLD)
     head = {"slot": slot}
-    for key, label in (("piece", "piece number"), ("first", "first slot of the piece"), ("last", "last slot of the piece")):
-        head[key] = tab.array(tab.header(label, cap.bytes), "{x}", x=byts[{"first": "first slot", "last": "last slot"}
-                                                                         .get(key, key)])
+    for key, label in (
+        ("piece", "piece number"),
+        ("first", "first slot of the piece"),
+        ("last", "last slot of the piece"),
+    ):
+        head[key] = tab.array(
+            tab.header(label, cap.bytes), "{x}", x=byts[{"first": "first slot", "last": "last slot"}.get(key, key)]
+        )
     tab.freeze()
     big = 10 ** len(str(len(table.merges) + 1))
     keys = {"V": table.V, "big": big, "none": 10 ** len(str((cap.chars + 2) * big + cap.bytes))}
@@ -335,9 +456,16 @@ def bpe_tab(book, name, byts, tok, cap):
     ends = tab.array(tab.line("last slot of each token", cap.bytes), 'IF(ISNUMBER({T}),{slot},"")', T=tokens, slot=slot)
     values = RoundValues(book, byts, tok, keys) if book.value(byts["id"]) is not None else None
     if values:
-        for rect, (key, x) in zip([*head["refs"].values()][1:] + [tokens, ends],
-                                  [("piece", values.piece), ("first", values.first), ("last", values.last),
-                                   ("T", values.rows["T"]), ("E", values.rows["E"])]):
+        for rect, (_, x) in zip(
+            [*head["refs"].values()][1:] + [tokens, ends],
+            [
+                ("piece", values.piece),
+                ("first", values.first),
+                ("last", values.last),
+                ("T", values.rows["T"]),
+                ("E", values.rows["E"]),
+            ],
+        ):
             values.cache(rect, x)
     for n in range(1, cap.rounds + 1):
         if values:
@@ -352,8 +480,12 @@ def bpe_tab(book, name, byts, tok, cap):
     if values:
         values.next_round()
     unfinished = merge_round(tab, head, tokens, ends, cap.rounds + 1, last=True, values=values)
-    order = tab.array(tab.line("slots holding tokens, in order", cap.bytes),
-                      f"SMALL(IF(ISNUMBER({{T}}),{{slot}},{keys['none']}),{{slot}})", T=tokens, slot=slot)
+    order = tab.array(
+        tab.line("slots holding tokens, in order", cap.bytes),
+        f"SMALL(IF(ISNUMBER({{T}}),{{slot}},{keys['none']}),{{slot}})",
+        T=tokens,
+        slot=slot,
+    )
     if values:
         values.cache(order, sorted(s if number(t) else keys["none"] for s, t in zip(values.slots, values.rows["T"])))
     return {"tokens": tokens, "order": order, "unfinished": unfinished, "slot": slot}
@@ -366,10 +498,13 @@ def prompt_block(tab, text, cap):
     block["count"] = tab.field("Number of tokens")
     position = tab.line("token position", cap.tokens, style=BOLD)
     tab.put(position, [list(range(1, cap.tokens + 1))], BOLD)
-    block.update(position=position, ids=tab.line("token id", cap.tokens, style=BOLD),
-                 texts=tab.line("token text", cap.tokens))
-    tab.note(f"Capacity: {cap.chars} characters, {cap.bytes} UTF-8 bytes, {cap.rounds} merge rounds, "
-             f"{cap.tokens} tokens", gap=1)
+    block.update(
+        position=position, ids=tab.line("token id", cap.tokens, style=BOLD), texts=tab.line("token text", cap.tokens)
+    )
+    tab.note(
+        f"Capacity: {cap.chars} characters, {cap.bytes} UTF-8 bytes, {cap.rounds} merge rounds, {cap.tokens} tokens",
+        gap=1,
+    )
     return block
 
 
@@ -377,24 +512,53 @@ def fill_prompt_block(tab, block, chars, byts, bpe, cap, vocabulary):
     n_bytes = "SUM({utf8})"
     n_tokens = "COUNT({tokens})"
     limit = lambda what, n: f'"Too long: "&{what}&" {n}; this sheet holds at most '
-    status = (f'IF(LEN({{prompt}})>{cap.chars},{limit("LEN({prompt})", "characters")}{cap.chars}.",'
-              f'IF({n_bytes}>{cap.bytes},{limit(n_bytes, "UTF-8 bytes")}{cap.bytes}.",'
-              f'IF(COUNT({{ids}})<{n_bytes},"The tokenizer has no token for some bytes of this text.",'
-              f'IF(COUNT({{unfinished}})>0,"Not finished: merges still apply after {cap.rounds} rounds (a piece is '
-              f'too long for this sheet).",'
-              f'IF({n_tokens}>{cap.tokens},"Too many tokens: "&{n_tokens}&"; this sheet holds at most {cap.tokens}.",'
-              f'"ok")))))')
-    tab.put(block["status"], [[tab.f(status, prompt=block["prompt"], utf8=chars["UTF-8 bytes"], ids=byts["id"],
-                                     unfinished=bpe["unfinished"], tokens=bpe["tokens"])]], BOLD)
+    status = (
+        f'IF(LEN({{prompt}})>{cap.chars},{limit("LEN({prompt})", "characters")}{cap.chars}.",'
+        f'IF({n_bytes}>{cap.bytes},{limit(n_bytes, "UTF-8 bytes")}{cap.bytes}.",'
+        f'IF(COUNT({{ids}})<{n_bytes},"The tokenizer has no token for some bytes of this text.",'
+        f'IF(COUNT({{unfinished}})>0,"Not finished: merges still apply after {cap.rounds} rounds (a piece is '
+        f'too long for this sheet).",'
+        f'IF({n_tokens}>{cap.tokens},"Too many tokens: "&{n_tokens}&"; this sheet holds at most {cap.tokens}.",'
+        f'"ok")))))'
+    )
+    tab.put(
+        block["status"],
+        [
+            [
+                tab.f(
+                    status,
+                    prompt=block["prompt"],
+                    utf8=chars["UTF-8 bytes"],
+                    ids=byts["id"],
+                    unfinished=bpe["unfinished"],
+                    tokens=bpe["tokens"],
+                )
+            ]
+        ],
+        BOLD,
+    )
     ok = '{status}="ok"'
-    tab.put(block["count"], [[tab.f(f'IF({ok},COUNT({{tokens}}),"")', status=block["status"],
-                                    tokens=bpe["tokens"])]], BOLD)
-    tab.array(block["ids"], f'IF({ok},IF({{position}}>{{count}},"",LOOKUP(LOOKUP({{position}},{{slot}},{{order}}),'
-                            f'{{slot}},{{tokens}})),"")', status=block["status"], position=block["position"],
-              count=block["count"], slot=bpe["slot"], order=bpe["order"], tokens=bpe["tokens"])
+    tab.put(
+        block["count"], [[tab.f(f'IF({ok},COUNT({{tokens}}),"")', status=block["status"], tokens=bpe["tokens"])]], BOLD
+    )
+    tab.array(
+        block["ids"],
+        f'IF({ok},IF({{position}}>{{count}},"",LOOKUP(LOOKUP({{position}},{{slot}},{{order}}),'
+        f'{{slot}},{{tokens}})),"")',
+        status=block["status"],
+        position=block["position"],
+        count=block["count"],
+        slot=bpe["slot"],
+        order=bpe["order"],
+        tokens=bpe["tokens"],
+    )
     # INDEX by an array of ids is not portable (the `formulas` package): one formula per cell here
-    tab.each(block["texts"], 'IF(ISNUMBER({id}),INDEX({vocabulary},{id}+1),"")',
-             id=lambda i, j: block["ids"].col(j), vocabulary=vocabulary)
+    tab.each(
+        block["texts"],
+        'IF(ISNUMBER({id}),INDEX({vocabulary},{id}+1),"")',
+        id=lambda i, j: block["ids"].col(j),
+        vocabulary=vocabulary,
+    )
 
 
 def cache_prompt_block(book, block, tok, text, cap):
@@ -410,8 +574,12 @@ def cache_prompt_block(book, block, tok, text, cap):
     symbols = {i: s for s, i in tables(tok).vocab.items()}
     texts = [display(symbol_text(symbols[i])) for i in ids]  # as token_texts, for these ids only
     padding = [""] * (cap.tokens - len(ids))
-    for rect, values in ((block["status"], "ok"), (block["count"], len(ids)), (block["ids"], ids + padding),
-                         (block["texts"], texts + padding)):
+    for rect, values in (
+        (block["status"], "ok"),
+        (block["count"], len(ids)),
+        (block["ids"], ids + padding),
+        (block["texts"], texts + padding),
+    ):
         book.cache(rect, np.array(values, object))
 
 
@@ -423,16 +591,27 @@ def add_prompt(book, tab, tok, cap, text, suffix="", vocabulary=None):
     bpe = bpe_tab(book, "BPE" + suffix, byts, tok, cap)
     fill_prompt_block(tab, block, chars, byts, bpe, cap, vocabulary or book[TOKEN_TEXTS].vocabulary)
     cache_prompt_block(book, block, tok, text, cap)
-    return {contract.PROMPT: block["prompt"], contract.TOKENIZER_STATUS: block["status"],
-            contract.SHEET_TOKEN_COUNT: block["count"], contract.SHEET_TOKEN_IDS: block["ids"]}
+    return {
+        contract.PROMPT: block["prompt"],
+        contract.TOKENIZER_STATUS: block["status"],
+        contract.SHEET_TOKEN_COUNT: block["count"],
+        contract.SHEET_TOKEN_IDS: block["ids"],
+    }
 
 
 def table_tabs(book, tok, vocabulary=True):
     """Merges (sorted by pair key), Byte symbols, Unicode classes and, unless the book already has its
     vocabulary's texts, Token texts; returns their defined names."""
     table = tables(tok)
-    merges = book.add(Tab("Merges", f"Merge table, sorted by pair key = left id * {table.V} + right id (rank: line "
-                                    f"in the merges file, lower merges first)", "tables", {1: 24, 2: 4}))
+    merges = book.add(
+        Tab(
+            "Merges",
+            f"Merge table, sorted by pair key = left id * {table.V} + right id (rank: line "
+            f"in the merges file, lower merges first)",
+            "tables",
+            {1: 24, 2: 4},
+        )
+    )
     tab_header(merges, "merge (as in the merges file)", ["pair key", "rank", "merged id", "left id", "right id"])
     rows = [[-1, "none", "none", None, None]]
     labels = [("(sentinel: no pair has a smaller key)", None)]
@@ -444,24 +623,35 @@ def table_tabs(book, tok, vocabulary=True):
     names = {contract.MERGE_TABLE: merge_rows.cols(0, 3)}
 
     sym = bytes_to_unicode()
-    symbols = book.add(Tab("Byte symbols", "GPT-2's byte-level alphabet: each byte's symbol and its token id", "tables"))
+    symbols = book.add(
+        Tab("Byte symbols", "GPT-2's byte-level alphabet: each byte's symbol and its token id", "tables")
+    )
     tab_header(symbols, None, ["byte", "symbol", "token id"])
-    names[contract.BYTE_TABLE] = symbols.put(symbols.block([(None, None)] * 256, 3), [
-        [b, sym[b], "none" if table.byte_ids[b] is None else table.byte_ids[b]] for b in range(256)])
+    names[contract.BYTE_TABLE] = symbols.put(
+        symbols.block([(None, None)] * 256, 3),
+        [[b, sym[b], "none" if table.byte_ids[b] is None else table.byte_ids[b]] for b in range(256)],
+    )
 
     runs = class_runs()
-    classes = book.add(Tab("Unicode classes", "Character classes of GPT-2's regex, by code-point range (as Hugging "
-                                              "Face tokenizers applies them)", "tables"))
+    classes = book.add(
+        Tab(
+            "Unicode classes",
+            "Character classes of GPT-2's regex, by code-point range (as Hugging Face tokenizers applies them)",
+            "tables",
+        )
+    )
     tab_header(classes, None, ["first code point", "class", "last code point", "class name"])
     ends = [s for s, _ in runs[1:]] + [0x110000]
-    class_rows = classes.put(classes.block([(None, None)] * len(runs), 4),
-                             [[s, k, e - 1, CLASS_NAMES[k]] for (s, k), e in zip(runs, ends)])
+    class_rows = classes.put(
+        classes.block([(None, None)] * len(runs), 4), [[s, k, e - 1, CLASS_NAMES[k]] for (s, k), e in zip(runs, ends)]
+    )
     names[contract.CLASS_TABLE] = class_rows.cols(0, 2)
     if vocabulary:
         texts = book.add(Tab(TOKEN_TEXTS, "Each token's text (␣ space, ↵ newline, ⇥ tab)", "tables"))
         tab_header(texts, "token id", ["text"])
-        texts.vocabulary = texts.put(texts.block([(i, None) for i in range(table.V)], 1),
-                                     [[t] for t in token_texts(tok)])
+        texts.vocabulary = texts.put(
+            texts.block([(i, None) for i in range(table.V)], 1), [[t] for t in token_texts(tok)]
+        )
     return names
 
 
@@ -478,8 +668,14 @@ def add_tokenizer(book, tok, capacity, text, vocabulary=None):
     Chars, Bytes, BPE and the table tabs. `vocabulary`: a Rect or defined name of a column of token texts
     the book already has (then no Token texts tab). Returns (the Prompt Tab, {contract name: Rect})."""
     cap = capacity or Capacity()
-    prompt = book.add(Tab("Prompt", "Your prompt: type text into the yellow cell, then recalculate (F9)", "prompt",
-                          {1: 30, 2: 4, 3: 60}))
+    prompt = book.add(
+        Tab(
+            "Prompt",
+            "Your prompt: type text into the yellow cell, then recalculate (F9)",
+            "prompt",
+            {1: 30, 2: 4, 3: 60},
+        )
+    )
     prompt.skip()
     names = table_tabs(book, tok, vocabulary is None)
     names.update(add_prompt(book, prompt, tok, cap, text, vocabulary=vocabulary))
@@ -495,7 +691,9 @@ def batch_book(tok, texts, capacities=None):
     prompts.skip()
     names = table_tabs(book, tok)
     for i, (text, cap) in enumerate(zip(texts, caps), 1):
-        names.update({contract.numbered(k, i): v for k, v in add_prompt(book, prompts, tok, cap, text, f" {i}").items()})
+        names.update(
+            {contract.numbered(k, i): v for k, v in add_prompt(book, prompts, tok, cap, text, f" {i}").items()}
+        )
     return book, names
 
 

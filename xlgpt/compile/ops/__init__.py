@@ -4,6 +4,7 @@ gives it blocks on its tab, its weights and formula rendering relative to the ta
 
 OPS is the explicit registry the template is checked against: name -> (function, inputs, param roles).
 """
+
 from dataclasses import dataclass
 
 from xlgpt.compile.ops import (
@@ -25,11 +26,11 @@ from xlgpt.compile.ops import (
 
 @dataclass(frozen=True)
 class Op:
-    lower: object       # lower(ctx, *inputs)
-    inputs: int         # how many earlier outputs it reads (`in`; "name*" reads every output of that name)
+    lower: object  # lower(ctx, *inputs)
+    inputs: int  # how many earlier outputs it reads (`in`; "name*" reads every output of that name)
     params: tuple = ()  # the checkpoint tensors it reads, by role (`params`)
     group: str = "model"  # the colour of the tab it starts (layout.GROUPS)
-    header: bool = True   # its tab has positions as columns under a frozen header
+    header: bool = True  # its tab has positions as columns under a frozen header
     backward: object = None  # backward(ctx, ∂L/∂output, *inputs) -> ∂L/∂inputs (compile/backward.py)
 
 
@@ -59,6 +60,7 @@ OPS = {
     "interventions": Op(interventions.panel, 0, group="interpretability", header=False),
     "features": Op(features.features, 1, group="interpretability"),
     "attribution": Op(attribution.attribution, 2, ("weight", "bias")),
-    "attribution_table": Op(attribution.attribution_table, 3, ("weight", "bias", "table"), group="interpretability",
-                            header=False),
+    "attribution_table": Op(
+        attribution.attribution_table, 3, ("weight", "bias", "table"), group="interpretability", header=False
+    ),
 }

@@ -2,6 +2,7 @@
 softmax over keys of (k·q / sqrt(head size), the future masked), then the values weighted by it. Query t's
 column reads the keys and values of positions 0..t only: causality lives in the ranges, and a new token
 leaves the earlier columns as they are (the sheet's KV cache)."""
+
 import numpy as np
 
 from xlgpt.compile.ops.projection import head
@@ -20,16 +21,21 @@ def scores(ctx, qkv):
     def causal(h, block):
         k, q = head(qkv, K, h, ctx.cfg), head(qkv, Q, h, ctx.cfg)
         for t in range(ctx.T):
-            ctx.array(block.col(t).rows(0, t + 1), "MMULT(TRANSPOSE({k}),{q})/SQRT({d})", k=k.cols(0, t + 1),
-                      q=q.col(t), d=d)
+            ctx.array(
+                block.col(t).rows(0, t + 1), "MMULT(TRANSPOSE({k}),{q})/SQRT({d})", k=k.cols(0, t + 1), q=q.col(t), d=d
+            )
+
     return [ctx.tab.heatmap(b, colour_scale()) for b in ctx.per_head(causal)]
 
 
 def causal_mask(ctx, scores):
     """s[key, query] stays where key <= query, else MASKED: a query never sees later tokens."""
-    blocks = ctx.per_head(lambda h, block: ("IF({key}<={query},{s},{masked})",
-                                            dict(key=block.index_column(), query=ctx.positions, s=scores[h],
-                                                 masked=MASKED)))
+    blocks = ctx.per_head(
+        lambda h, block: (
+            "IF({key}<={query},{s},{masked})",
+            dict(key=block.index_column(), query=ctx.positions, s=scores[h], masked=MASKED),
+        )
+    )
     causal = np.triu(np.ones((ctx.T, ctx.T), bool))  # [key, query]: key <= query
     for block, s in zip(blocks, scores):
         if ctx.value(s) is not None:
@@ -66,9 +72,13 @@ def mix(ctx, probs, qkv):
     for h in range(ctx.cfg.n_head):
         v = head(qkv, V, h, ctx.cfg)
         for t in range(ctx.T):  # the values of positions 0..t only
-            ctx.array(out.rows(h * d, (h + 1) * d).col(t), "MMULT({v},{p})" + ("*{switch}" if switches else ""),
-                      v=v.cols(0, t + 1), p=probs[h].col(t).rows(0, t + 1),
-                      switch=switches and switches.cell(ctx.stage.layer, h))
+            ctx.array(
+                out.rows(h * d, (h + 1) * d).col(t),
+                "MMULT({v},{p})" + ("*{switch}" if switches else ""),
+                v=v.cols(0, t + 1),
+                p=probs[h].col(t).rows(0, t + 1),
+                switch=switches and switches.cell(ctx.stage.layer, h),
+            )
     return out
 
 
@@ -82,22 +92,31 @@ def mix_backward(ctx, dout, probs, qkv):
     def dp(h, block):
         v, dh = head(qkv, V, h, cfg), dout.rows(h * d, (h + 1) * d)
         for t in range(T):
-            ctx.tab.array(block.col(t).rows(0, t + 1), "MMULT(TRANSPOSE({v}),{dh})" + switch.times(h),
-                          v=v.cols(0, t + 1), dh=dh.col(t))
+            ctx.tab.array(
+                block.col(t).rows(0, t + 1),
+                "MMULT(TRANSPOSE({v}),{dh})" + switch.times(h),
+                v=v.cols(0, t + 1),
+                dh=dh.col(t),
+            )
+
     dprobs = ctx.per_head(dp)
     known = ctx.known(dout, qkv, *probs) and not switch.switches  # (a training book has no switches)
     for h, block in enumerate(dprobs):  # every key's row: the cells above the diagonal are not written
         if known:
             ctx.cache(block, head(ctx.value(qkv), V, h, cfg).T @ head(ctx.value(dout), 0, h, cfg))
-    dv = ctx.block([(f"∂L/∂v head {h}", i) for h in range(cfg.n_head) for i in range(d)],
-                   f"∂L/∂v_key = Σ over queries t ≥ key of {ctx.input_name(0)}[key, t] · "
-                   f"∂L/∂{ctx.stage.name}[:, t]"
-                   f"{switch.note}")
+    dv = ctx.block(
+        [(f"∂L/∂v head {h}", i) for h in range(cfg.n_head) for i in range(d)],
+        f"∂L/∂v_key = Σ over queries t ≥ key of {ctx.input_name(0)}[key, t] · ∂L/∂{ctx.stage.name}[:, t]{switch.note}",
+    )
     for h in range(cfg.n_head):
         dh = dout.rows(h * d, (h + 1) * d)
         for key in range(T):
-            ctx.tab.array(dv.rows(h * d, (h + 1) * d).col(key), "MMULT({dh},TRANSPOSE({p}))" + switch.times(h),
-                          dh=dh.cols(key, T), p=probs[h].row(key).cols(key, T))
+            ctx.tab.array(
+                dv.rows(h * d, (h + 1) * d).col(key),
+                "MMULT({dh},TRANSPOSE({p}))" + switch.times(h),
+                dh=dh.cols(key, T),
+                p=probs[h].row(key).cols(key, T),
+            )
     if known:  # p is 0 where a key follows its query
         ctx.cache(dv, np.vstack([head(ctx.value(dout), 0, h, cfg) @ ctx.value(probs[h]).T for h in range(cfg.n_head)]))
     return [dprobs, {2 * cfg.n_embd: dv}]
@@ -105,22 +124,35 @@ def mix_backward(ctx, dout, probs, qkv):
 
 def softmax_backward(ctx, dp, s):
     """p = softmax(s) over the keys of each column:
-    ∂L/∂s[key, t] = p[key, t] · (∂L/∂p[key, t] − Σ_keys p · ∂L/∂p), the keys up to t (the masked ones have p = 0, and so no gradient)."""
+    ∂L/∂s[key, t] = p[key, t] · (∂L/∂p[key, t] − Σ_keys p · ∂L/∂p), the keys up to t (the masked ones have
+    p = 0, and so no gradient)."""
     p, T = ctx.out, ctx.T
     heads = [(f"head {h}", None) for h in range(ctx.cfg.n_head)]
     dots = ctx.block(heads, f"Σ over keys of {ctx.stage.name} · ∂L/∂{ctx.stage.name}, for each column")
-    ctx.each(dots, "SUMPRODUCT({p},{dp})", p=lambda h, t: p[h].col(t).rows(0, t + 1),
-             dp=lambda h, t: dp[h].col(t).rows(0, t + 1))
+    ctx.each(
+        dots,
+        "SUMPRODUCT({p},{dp})",
+        p=lambda h, t: p[h].col(t).rows(0, t + 1),
+        dp=lambda h, t: dp[h].col(t).rows(0, t + 1),
+    )
     known = ctx.known(*p, *dp)
     if known:  # p is 0 where a key follows its query, so whole columns give the same sums
         ctx.cache(dots, [(ctx.value(ph) * ctx.value(dph)).sum(0) for ph, dph in zip(p, dp)])
-    ctx.title = (f"∂L/∂{ctx.input_name(0)} = {ctx.stage.name} · (∂L/∂{ctx.stage.name} − that sum); "
-                 f"the causal mask passes it through to the scores")
+    ctx.title = (
+        f"∂L/∂{ctx.input_name(0)} = {ctx.stage.name} · (∂L/∂{ctx.stage.name} − that sum); "
+        f"the causal mask passes it through to the scores"
+    )
 
     def ds(h, block):
         for t in range(T):
-            ctx.tab.array(block.col(t).rows(0, t + 1), "{p}*({dp}-{dot})", p=p[h].col(t).rows(0, t + 1),
-                          dp=dp[h].col(t).rows(0, t + 1), dot=dots.cell(h, t))
+            ctx.tab.array(
+                block.col(t).rows(0, t + 1),
+                "{p}*({dp}-{dot})",
+                p=p[h].col(t).rows(0, t + 1),
+                dp=dp[h].col(t).rows(0, t + 1),
+                dot=dots.cell(h, t),
+            )
+
     blocks = ctx.per_head(ds)
     for h, block in enumerate(blocks):
         if known:
@@ -139,17 +171,31 @@ def scores_backward(ctx, ds, qkv):
     ∂L/∂k_key = Σ_{t≥key} ∂L/∂s[key, t] · q_t / sqrt(d)."""
     cfg, T, d, C = ctx.cfg, ctx.T, ctx.cfg.head_size, ctx.cfg.n_embd
     s = ctx.stage.name
-    dq = ctx.block([(f"∂L/∂q head {h}", i) for h in range(cfg.n_head) for i in range(d)],
-                   f"∂L/∂q_t = Σ over keys ≤ t of ∂L/∂{s}[key, t] · k_key / sqrt({d})")
-    dk = ctx.block([(f"∂L/∂k head {h}", i) for h in range(cfg.n_head) for i in range(d)],
-                   f"∂L/∂k_key = Σ over queries t ≥ key of ∂L/∂{s}[key, t] · q_t / sqrt({d})")
+    dq = ctx.block(
+        [(f"∂L/∂q head {h}", i) for h in range(cfg.n_head) for i in range(d)],
+        f"∂L/∂q_t = Σ over keys ≤ t of ∂L/∂{s}[key, t] · k_key / sqrt({d})",
+    )
+    dk = ctx.block(
+        [(f"∂L/∂k head {h}", i) for h in range(cfg.n_head) for i in range(d)],
+        f"∂L/∂k_key = Σ over queries t ≥ key of ∂L/∂{s}[key, t] · q_t / sqrt({d})",
+    )
     for h in range(cfg.n_head):
         k, q, rows = head(qkv, K, h, cfg), head(qkv, Q, h, cfg), (h * d, (h + 1) * d)
         for t in range(T):
-            ctx.tab.array(dq.rows(*rows).col(t), "MMULT({k},{ds})/SQRT({d})", k=k.cols(0, t + 1),
-                          ds=ds[h].col(t).rows(0, t + 1), d=d)
-            ctx.tab.array(dk.rows(*rows).col(t), "MMULT({q},TRANSPOSE({ds}))/SQRT({d})", q=q.cols(t, T),
-                          ds=ds[h].row(t).cols(t, T), d=d)
+            ctx.tab.array(
+                dq.rows(*rows).col(t),
+                "MMULT({k},{ds})/SQRT({d})",
+                k=k.cols(0, t + 1),
+                ds=ds[h].col(t).rows(0, t + 1),
+                d=d,
+            )
+            ctx.tab.array(
+                dk.rows(*rows).col(t),
+                "MMULT({q},TRANSPOSE({ds}))/SQRT({d})",
+                q=q.cols(t, T),
+                ds=ds[h].row(t).cols(t, T),
+                d=d,
+            )
     if ctx.known(qkv, *ds):  # ds is 0 where a key follows its query
         x, s = ctx.value(qkv), [ctx.value(b) for b in ds]
         ctx.cache(dq, np.vstack([head(x, K, h, cfg) @ s[h] / np.sqrt(d) for h in range(cfg.n_head)]))

@@ -2,6 +2,7 @@
 logit at the prompt's last token, through ln_f with that position's scale held fixed (TransformerLens'
 convention). A component's output c adds c · AttributionDirection, where
 AttributionDirection = (ln_f.weight ⊙ wte[target] − its mean) / sqrt(variance of x + eps)."""
+
 import numpy as np
 
 from xlgpt.compile.ops.projection import head
@@ -14,25 +15,38 @@ def attribution(ctx, heads, mlp):
     then · direction; the output bias · direction; the MLP's switched output · direction."""
     cfg, d = ctx.cfg, ctx.cfg.head_size
     w, b = ctx.weight("weight"), ctx.weight("bias")
-    back = ctx.block(ctx.rows("c_proj · direction", cfg.n_embd), ctx.title + ": the direction, back through c_proj",
-                     width=1)
+    back = ctx.block(
+        ctx.rows("c_proj · direction", cfg.n_embd), ctx.title + ": the direction, back through c_proj", width=1
+    )
     ctx.array(back, "MMULT({w},{direction})", w=ctx.as_is(w), direction=C.ATTRIBUTION_DIRECTION)
     labels = [(f"head {h}", None) for h in range(cfg.n_head)] + [("attention output bias", None), ("MLP", None)]
     rows = ctx.block(labels, ctx.title + ": direct contribution to the target's logit at each position")
     for h in range(cfg.n_head):
-        ctx.array(rows.row(h), "MMULT(TRANSPOSE({back}),{heads})", back=head(back, 0, h, cfg),
-                  heads=heads.rows(h * d, (h + 1) * d))
+        ctx.array(
+            rows.row(h),
+            "MMULT(TRANSPOSE({back}),{heads})",
+            back=head(back, 0, h, cfg),
+            heads=heads.rows(h * d, (h + 1) * d),
+        )
     ctx.each(rows.row(cfg.n_head), "SUMPRODUCT({b},{direction})", b=b, direction=C.ATTRIBUTION_DIRECTION)
-    ctx.array(rows.row(cfg.n_head + 1), "MMULT(TRANSPOSE({direction}),{mlp})", direction=C.ATTRIBUTION_DIRECTION,
-              mlp=mlp)
+    ctx.array(
+        rows.row(cfg.n_head + 1), "MMULT(TRANSPOSE({direction}),{mlp})", direction=C.ATTRIBUTION_DIRECTION, mlp=mlp
+    )
     direction = new_book_direction(ctx)
     if direction is not None and ctx.value(heads) is not None and ctx.value(mlp) is not None:
         as_is = ctx.value(w.rect).T if w.transposed else ctx.value(w.rect)  # [in, out]
         ctx.cache(back, as_is.astype(float) @ direction["direction"])
         per_head = ctx.value(heads).reshape(cfg.n_head, d, -1)
-        ctx.cache(rows, np.vstack([np.einsum("hd,hdt->ht", ctx.value(back).reshape(cfg.n_head, d), per_head),
-                                   np.full((1, ctx.T), ctx.value(b)[:, 0] @ direction["direction"]),
-                                   direction["direction"] @ ctx.value(mlp)]))
+        ctx.cache(
+            rows,
+            np.vstack(
+                [
+                    np.einsum("hd,hdt->ht", ctx.value(back).reshape(cfg.n_head, d), per_head),
+                    np.full((1, ctx.T), ctx.value(b)[:, 0] @ direction["direction"]),
+                    direction["direction"] @ ctx.value(mlp),
+                ]
+            ),
+        )
     return rows
 
 
@@ -57,8 +71,16 @@ def _direction(ctx):
     final = x[last]
     scale = np.sqrt(final.var() + ctx.cfg.layer_norm_epsilon)
     u = g * wte[target]
-    return {"target": target, "final": final, "scale": scale, "unembedding": wte[target], "u": u,
-            "direction": (u - u.mean()) / scale, "bias term": b @ wte[target], "logit": logits[last, target]}
+    return {
+        "target": target,
+        "final": final,
+        "scale": scale,
+        "unembedding": wte[target],
+        "u": u,
+        "direction": (u - u.mean()) / scale,
+        "bias term": b @ wte[target],
+        "logit": logits[last, target],
+    }
 
 
 def attribution_table(ctx, streams, layers, logits):
@@ -68,10 +90,16 @@ def attribution_table(ctx, streams, layers, logits):
     cfg, tab = ctx.cfg, ctx.tab
     g, b, wte = ctx.weight("weight"), ctx.weight("bias"), ctx.token_table()
     tab.sheet.widths[1] = 52
-    tab.note("Which components write the target token's logit? Type a token id into the yellow cell (default: "
-             "the predicted token), then recalculate.", gap=1)
-    target = tab.field("AttributionToken (target token id)",
-                       ctx.formula(f"IF(ISNUMBER({C.PREDICTED_TOKEN}),{C.PREDICTED_TOKEN},0)"), INPUT)
+    tab.note(
+        "Which components write the target token's logit? Type a token id into the yellow cell (default: "
+        "the predicted token), then recalculate.",
+        gap=1,
+    )
+    target = tab.field(
+        "AttributionToken (target token id)",
+        ctx.formula(f"IF(ISNUMBER({C.PREDICTED_TOKEN}),{C.PREDICTED_TOKEN},0)"),
+        INPUT,
+    )
     if ctx.vocab is not None:
         tab.put(target.cell(0, 1), [[ctx.formula(f"INDEX({C.VOCABULARY},{C.ATTRIBUTION_TOKEN}+1)")]])
     position = tab.field("AttributionPosition (the prompt's last token, as a column)", ctx.formula(ctx.last_position))
@@ -80,19 +108,30 @@ def attribution_table(ctx, streams, layers, logits):
     tab.title("AttributionTable: each component's direct contribution to the target's logit (blue up, red down)")
     tab.put(tab.line("", cfg.n_head + 2), [[f"head {h}" for h in range(cfg.n_head)] + ["attn bias", "MLP"]], BOLD)
     table = tab.block([(f"layer {i}", None) for i in range(cfg.n_layer)], cfg.n_head + 2)
-    other = ctx.block([("embeddings (token + position)", None), ("steering", None),
-                       ("ln_f.bias · wte[target]", None)], "The other terms", width=1)
-    logit = tab.field("The target's logit (Logits at that token and position)",
-                      ctx.formula(f"INDEX({logits.ref(tab.name)},{C.ATTRIBUTION_TOKEN}+1,{C.ATTRIBUTION_POSITION})"))
-    check = tab.field("Check: table + other terms − logit (0 up to rounding)",
-              ctx.formula(f"SUM({table.ref(tab.name)})+SUM({other.ref(tab.name)})-{logit.ref(tab.name)}"))
+    other = ctx.block(
+        [("embeddings (token + position)", None), ("steering", None), ("ln_f.bias · wte[target]", None)],
+        "The other terms",
+        width=1,
+    )
+    logit = tab.field(
+        "The target's logit (Logits at that token and position)",
+        ctx.formula(f"INDEX({logits.ref(tab.name)},{C.ATTRIBUTION_TOKEN}+1,{C.ATTRIBUTION_POSITION})"),
+    )
+    check = tab.field(
+        "Check: table + other terms − logit (0 up to rounding)",
+        ctx.formula(f"SUM({table.ref(tab.name)})+SUM({other.ref(tab.name)})-{logit.ref(tab.name)}"),
+    )
     tab.skip()
     tab.banner("How the direction is computed", SECTION)
     onehot = ctx.last_position_row()
     final = ctx.block(ctx.rows("x", cfg.n_embd), "The final residual stream at that position", width=1)
-    scale = tab.field("sqrt(variance + eps) of that column: ln_f's scale, held fixed",
-                      ctx.formula(f"SQRT(SUMPRODUCT(({final.ref(tab.name)}-AVERAGE({final.ref(tab.name)}))^2)/"
-                                  f"{cfg.n_embd}+{ctx.number(cfg.layer_norm_epsilon)})"))
+    scale = tab.field(
+        "sqrt(variance + eps) of that column: ln_f's scale, held fixed",
+        ctx.formula(
+            f"SQRT(SUMPRODUCT(({final.ref(tab.name)}-AVERAGE({final.ref(tab.name)}))^2)/"
+            f"{cfg.n_embd}+{ctx.number(cfg.layer_norm_epsilon)})"
+        ),
+    )
     tab.skip()
     unembedding = ctx.block(ctx.rows("wte[target]", cfg.n_embd), "The target's row of wte", width=1)
     u = ctx.block(ctx.rows("u", cfg.n_embd), "u = ln_f.weight ⊙ wte[target]", width=1)
@@ -100,35 +139,70 @@ def attribution_table(ctx, streams, layers, logits):
 
     ctx.array(final, "MMULT({x},TRANSPOSE({onehot}))", x=streams[-1], onehot=onehot)
     # LOOKUP in wte's index column, as the embedding does (INDEX costs the `formulas` package ~0.1 s a cell here)
-    ctx.each(unembedding, "LOOKUP({target},{ids},{w})", ids=wte.index_column(), w=lambda i, _: wte.col(i),
-             target=C.ATTRIBUTION_TOKEN)
+    ctx.each(
+        unembedding,
+        "LOOKUP({target},{ids},{w})",
+        ids=wte.index_column(),
+        w=lambda i, _: wte.col(i),
+        target=C.ATTRIBUTION_TOKEN,
+    )
     ctx.array(u, "{g}*{w}", g=g, w=unembedding)
     ctx.array(direction, "({u}-AVERAGE({u}))/{scale}", u=u, scale=scale)
     for i, rows in enumerate(layers):
         ctx.array(table.row(i), "TRANSPOSE(MMULT({rows},TRANSPOSE({onehot})))", rows=rows, onehot=onehot)
     tab.heatmap(tab.format(table, NUMBER), diverging_scale())
-    ctx.each_array(other.row(0), "SUM(MMULT({x},TRANSPOSE({onehot}))*{direction})", x=streams[0], onehot=onehot,
-                   direction=direction)
-    ctx.each(other.row(1), "IF(AND({layer}>=0,{layer}<{n}),{coefficient}*SUMPRODUCT({vector},{direction}),0)",
-             layer=C.STEERING_LAYER, n=cfg.n_layer, coefficient=C.STEERING_COEFFICIENT, vector=C.STEERING_VECTOR,
-             direction=direction)
+    ctx.each_array(
+        other.row(0),
+        "SUM(MMULT({x},TRANSPOSE({onehot}))*{direction})",
+        x=streams[0],
+        onehot=onehot,
+        direction=direction,
+    )
+    ctx.each(
+        other.row(1),
+        "IF(AND({layer}>=0,{layer}<{n}),{coefficient}*SUMPRODUCT({vector},{direction}),0)",
+        layer=C.STEERING_LAYER,
+        n=cfg.n_layer,
+        coefficient=C.STEERING_COEFFICIENT,
+        vector=C.STEERING_VECTOR,
+        direction=direction,
+    )
     ctx.each(other.row(2), "SUMPRODUCT({b},{w})", b=b, w=unembedding)
     values = new_book_direction(ctx)
     if values is not None:
         e, n = ctx.edits, cfg.n_layer
-        steering = e.steering_coefficient * e.steering_vector @ values["direction"] if 0 <= e.steering_layer < n else 0.0
+        steering = (
+            e.steering_coefficient * e.steering_vector @ values["direction"] if 0 <= e.steering_layer < n else 0.0
+        )
         table_values = np.array([ctx.value(rows)[:, ctx.lowering.last] for rows in layers])
-        other_values = [ctx.value(streams[0])[:, ctx.lowering.last] @ values["direction"], steering, values["bias term"]]
-        for rect, v in ((target, values["target"]), (position, ctx.lowering.last + 1), (table, table_values),
-                        (other, other_values), (logit, values["logit"]),
-                        (check, table_values.sum() + sum(other_values) - values["logit"]), (final, values["final"]),
-                        (scale, values["scale"]), (unembedding, values["unembedding"]), (u, values["u"]),
-                        (direction, values["direction"])):
+        other_values = [
+            ctx.value(streams[0])[:, ctx.lowering.last] @ values["direction"],
+            steering,
+            values["bias term"],
+        ]
+        for rect, v in (
+            (target, values["target"]),
+            (position, ctx.lowering.last + 1),
+            (table, table_values),
+            (other, other_values),
+            (logit, values["logit"]),
+            (check, table_values.sum() + sum(other_values) - values["logit"]),
+            (final, values["final"]),
+            (scale, values["scale"]),
+            (unembedding, values["unembedding"]),
+            (u, values["u"]),
+            (direction, values["direction"]),
+        ):
             ctx.cache(rect, v)
         if ctx.vocab is not None:
             ctx.cache(target.cell(0, 1), ctx.texts([values["target"]]))
-    for name, rect in ((C.ATTRIBUTION_TOKEN, target), (C.ATTRIBUTION_POSITION, position),
-                       (C.ATTRIBUTION_DIRECTION, direction), (C.ATTRIBUTION_TABLE, table),
-                       (C.ATTRIBUTION_OTHER, other), (C.ATTRIBUTION_LOGIT, logit)):
+    for name, rect in (
+        (C.ATTRIBUTION_TOKEN, target),
+        (C.ATTRIBUTION_POSITION, position),
+        (C.ATTRIBUTION_DIRECTION, direction),
+        (C.ATTRIBUTION_TABLE, table),
+        (C.ATTRIBUTION_OTHER, other),
+        (C.ATTRIBUTION_LOGIT, logit),
+    ):
         ctx.name(name, rect)
     return table

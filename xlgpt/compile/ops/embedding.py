@@ -1,4 +1,5 @@
 """The input and its embedding: x[:, t] = wte[token t] + wpe[t]."""
+
 import numpy as np
 
 from xlgpt.sheet.styles import IDS
@@ -17,8 +18,13 @@ def token_embedding(ctx, tokens):
     per cell at a vocabulary of 512; the bundled model's embedding alone took it ~25 s)."""
     table = ctx.token_table()
     out = ctx.block(ctx.rows("feature", ctx.cfg.n_embd))
-    return ctx.each(out, "LOOKUP({token},{ids},{w})", ids=table.index_column(), w=lambda i, t: table.col(i),
-                    token=lambda i, t: tokens.cell(0, t))
+    return ctx.each(
+        out,
+        "LOOKUP({token},{ids},{w})",
+        ids=table.index_column(),
+        w=lambda i, t: table.col(i),
+        token=lambda i, t: tokens.cell(0, t),
+    )
 
 
 def position_embedding(ctx):
@@ -35,8 +41,10 @@ def position_embedding(ctx):
 def token_embedding_backward(ctx, de, tokens):
     """e[:, t] = wte[token t]: wte's gradient through the lookup is onehot · (∂L/∂e)ᵀ, each position's gradient
     added to its token's row (a token seen twice gets both)."""
-    onehot = ctx.block([(text, i) for i, text in enumerate(ctx.vocab or ["token"] * ctx.cfg.vocab_size)],
-                       "One-hot of each position's token: 1 in the row of its id")
+    onehot = ctx.block(
+        [(text, i) for i, text in enumerate(ctx.vocab or ["token"] * ctx.cfg.vocab_size)],
+        "One-hot of each position's token: 1 in the row of its id",
+    )
     ctx.tab.format(ctx.array(onehot, "IF({ids}={token},1,0)", ids=onehot.index_column(), token=tokens), IDS)
     if ctx.known(tokens):
         ctx.cache(onehot, (np.arange(onehot.height)[:, None] == ctx.value(tokens)).astype(int))
@@ -61,5 +69,6 @@ def position_embedding_backward(ctx, dp):
             return tab.put(rect.cols(T, rect.width), [[0] * (rect.width - T)] * rect.height) if rect.width > T else rect
         tab.array(rect.rows(0, T), "TRANSPOSE({d})", d=dp)
         return tab.put(rect.rows(T, rect.height), [[0] * rect.width] * (rect.height - T)) if rect.height > T else rect
+
     ctx.grad_fill("table", fill, f"∂L/∂{ctx.stage.name} at rows 0 … {T - 1} (the window's positions), 0 beyond")
     return []

@@ -1,6 +1,7 @@
 """A sparse autoencoder's features on the residual stream entering one block (SAELens' hook_resid_pre):
 f = ReLU(W_encᵀ · (x − b_dec) + b_enc), one row per feature, one column per position; the strongest
 features at each position on top, labelled."""
+
 import numpy as np
 
 from xlgpt.sheet import contract as C
@@ -13,14 +14,21 @@ def features(ctx, streams):
     """Feature activations of the stream entering the SAE's block, and the top features at each position."""
     sae, tab = ctx.sae, ctx.tab
     if sae is None:
-        tab.note("This workbook has no sparse autoencoder: build it with --sae FOLDER_OR_REPO (the bundled "
-                 "model's books include its own).")
+        tab.note(
+            "This workbook has no sparse autoencoder: build it with --sae FOLDER_OR_REPO (the bundled "
+            "model's books include its own)."
+        )
         return None
     labels = [feature_label(sae, i) for i in range(sae.d_sae)]
-    tab.note(f"SAE: {sae.path.name}, {sae.d_sae} features on the residual stream entering block {sae.layer} "
-             f"({sae.hook_name}). Feature labels: the tokens each fires on most.", gap=1)
-    top = ctx.block([(f"top {r + 1} feature", None) for r in range(TOP)] +
-                    [(f"top {r + 1} activation", None) for r in range(TOP)], "The strongest features at each position")
+    tab.note(
+        f"SAE: {sae.path.name}, {sae.d_sae} features on the residual stream entering block {sae.layer} "
+        f"({sae.hook_name}). Feature labels: the tokens each fires on most.",
+        gap=1,
+    )
+    top = ctx.block(
+        [(f"top {r + 1} feature", None) for r in range(TOP)] + [(f"top {r + 1} activation", None) for r in range(TOP)],
+        "The strongest features at each position",
+    )
     label_rows = ctx.block([(f"top {r + 1} label", None) for r in range(TOP)], "Their labels")
     x = ctx.stream_entering(sae.layer)
     w_enc = ctx.place("W_enc, transposed: row = feature", sae.W_enc.T, labels)

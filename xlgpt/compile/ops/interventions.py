@@ -1,6 +1,7 @@
 """Brain surgery: switch cells that scale each head and each MLP, and a steering vector added to the
 residual stream entering one block. The cells sit on the Interventions tab; the layer tabs multiply and add
 them where it happens, by name."""
+
 from xlgpt.sheet import contract as C
 from xlgpt.sheet.styles import BOLD, INPUT
 
@@ -8,9 +9,15 @@ from xlgpt.sheet.styles import BOLD, INPUT
 def steer(ctx, x):
     """x + SteeringCoefficient · SteeringVector at every position, when SteeringLayer is this block."""
     out = ctx.block(ctx.rows("x", x.height))
-    return ctx.array(out, "{x}+IF({layer}={here},{coefficient},0)*{vector}", x=x, here=ctx.stage.layer,
-                     layer=ctx.named(C.STEERING_LAYER), coefficient=ctx.named(C.STEERING_COEFFICIENT),
-                     vector=ctx.named(C.STEERING_VECTOR))
+    return ctx.array(
+        out,
+        "{x}+IF({layer}={here},{coefficient},0)*{vector}",
+        x=x,
+        here=ctx.stage.layer,
+        layer=ctx.named(C.STEERING_LAYER),
+        coefficient=ctx.named(C.STEERING_COEFFICIENT),
+        vector=ctx.named(C.STEERING_VECTOR),
+    )
 
 
 def mlp_switch(ctx, mlp_out):
@@ -23,10 +30,15 @@ def panel(ctx):
     """The cells a person edits: a switch per head and per MLP (default 1), and the steering vector with its
     layer and coefficient (default 0: no steering)."""
     cfg, edits, tab = ctx.cfg, ctx.edits, ctx.tab
-    tab.note("Edit a yellow cell, then recalculate (F9; Ctrl+Alt+F9 in Excel, Ctrl+Shift+F9 in LibreOffice). "
-             "Every layer tab reads these cells by name.", gap=1)
-    tab.title("Head switches (HeadSwitches): multiply each head's output before the output projection "
-              "(1 keeps it, 0 ablates it)")
+    tab.note(
+        "Edit a yellow cell, then recalculate (F9; Ctrl+Alt+F9 in Excel, Ctrl+Shift+F9 in LibreOffice). "
+        "Every layer tab reads these cells by name.",
+        gap=1,
+    )
+    tab.title(
+        "Head switches (HeadSwitches): multiply each head's output before the output projection "
+        "(1 keeps it, 0 ablates it)"
+    )
     tab.put(tab.line("", cfg.n_head), [[f"head {h}" for h in range(cfg.n_head)]], BOLD)
     heads = tab.block([(f"layer {i}", None) for i in range(cfg.n_layer)], cfg.n_head)
     tab.put(heads, edits.head_switches.tolist(), INPUT)
@@ -39,8 +51,13 @@ def panel(ctx):
     tab.note(f"SteeringVector: {edits.source}", gap=0)
     vector = tab.block(ctx.rows("feature", cfg.n_embd), 1)
     tab.put(vector, [[v] for v in edits.steering_vector.tolist()], INPUT)
-    for name, rect in ((C.HEAD_SWITCHES, heads), (C.MLP_SWITCHES, mlps), (C.STEERING_LAYER, layer),
-                       (C.STEERING_COEFFICIENT, coefficient), (C.STEERING_VECTOR, vector)):
+    for name, rect in (
+        (C.HEAD_SWITCHES, heads),
+        (C.MLP_SWITCHES, mlps),
+        (C.STEERING_LAYER, layer),
+        (C.STEERING_COEFFICIENT, coefficient),
+        (C.STEERING_VECTOR, vector),
+    ):
         ctx.name(name, rect)
     tab.widen(heads, 9)
     return heads

@@ -1,4 +1,5 @@
 """The logit lens: read each residual stream as if it were the last, through ln_f and the unembedding."""
+
 import numpy as np
 
 from xlgpt.compile.ops.norm import normalize
@@ -13,8 +14,9 @@ def lens(ctx, x):
     g, b, table = ctx.weight("weight"), ctx.weight("bias"), ctx.token_table()
     normed = normalize(ctx, x, g, b, "ln_f(x)", ctx.title + ": ln_f of this residual stream")
     labels = [(text, i) for i, text in enumerate(ctx.vocab or ["token"] * table.height)]
-    logits = ctx.array(ctx.block(labels, ctx.title + ": logits, wte · ln_f(x)"), "MMULT({wte},{x})", wte=table,
-                       x=normed)
+    logits = ctx.array(
+        ctx.block(labels, ctx.title + ": logits, wte · ln_f(x)"), "MMULT({wte},{x})", wte=table, x=normed
+    )
     if ctx.value(normed) is not None:
         ctx.cache(logits, ctx.value(table).astype(float) @ ctx.value(normed))
     mx, total = softmax_stats(ctx, logits, ctx.title + ": each column's largest logit and sum of exponentials")

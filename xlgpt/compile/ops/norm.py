@@ -1,4 +1,5 @@
 """LayerNorm over the features of each position."""
+
 import numpy as np
 
 
@@ -10,13 +11,23 @@ def normalize(ctx, x, g, b, name, title):
     ctx.each(var, "SUMPRODUCT(({x}-{mean})^2)/{n}", x=lambda _, t: x.col(t), mean=lambda _, t: mean.col(t), n=x.height)
     ctx.save(mean=mean, var=var)
     out = ctx.block(ctx.rows(name, x.height), title + ": (x - mean) / sqrt(variance + eps) · weight + bias")
-    ctx.array(out, "({x}-{mean})/SQRT({var}+{eps})*{g}+{b}", x=x, mean=mean, var=var,
-              eps=ctx.number(ctx.cfg.layer_norm_epsilon), g=g, b=b)
+    ctx.array(
+        out,
+        "({x}-{mean})/SQRT({var}+{eps})*{g}+{b}",
+        x=x,
+        mean=mean,
+        var=var,
+        eps=ctx.number(ctx.cfg.layer_norm_epsilon),
+        g=g,
+        b=b,
+    )
     xs = ctx.value(x)
     if xs is not None:
         ctx.cache(stats, [xs.mean(0), xs.var(0)])
         if name != ctx.stage.name:  # else the stage's output, whose values are the reference's
-            ctx.cache(out, (xs - xs.mean(0)) / np.sqrt(xs.var(0) + ctx.cfg.layer_norm_epsilon) * ctx.value(g) + ctx.value(b))
+            ctx.cache(
+                out, (xs - xs.mean(0)) / np.sqrt(xs.var(0) + ctx.cfg.layer_norm_epsilon) * ctx.value(g) + ctx.value(b)
+            )
     return out
 
 
@@ -34,14 +45,28 @@ def layernorm_backward(ctx, dy, x):
     ctx.array(xhat, "({x}-{mean})/SQRT({var}+{eps})", x=x, mean=mean, var=var, eps=eps)
     dxhat = ctx.block(ctx.rows("∂L/∂x̂", n), f"∂L/∂x̂ = ∂L/∂{y} · {ctx.stage.params['weight']}")
     ctx.array(dxhat, "{dy}*{g}", dy=dy, g=ctx.weight("weight"))
-    stats = ctx.block([("mean of ∂L/∂x̂", None), ("mean of ∂L/∂x̂ · x̂", None)],
-                      "The two means over each column's features that LayerNorm's gradient subtracts")
+    stats = ctx.block(
+        [("mean of ∂L/∂x̂", None), ("mean of ∂L/∂x̂ · x̂", None)],
+        "The two means over each column's features that LayerNorm's gradient subtracts",
+    )
     ctx.each(stats.row(0), "AVERAGE({d})", d=lambda _, t: dxhat.col(t))
-    ctx.each(stats.row(1), "SUMPRODUCT({d},{xhat})/{n}", d=lambda _, t: dxhat.col(t), xhat=lambda _, t: xhat.col(t), n=n)
-    dx = ctx.block(ctx.rows(f"∂L/∂{ctx.input_name(0)}", n), f"∂L/∂{ctx.input_name(0)} = (∂L/∂x̂ − mean(∂L/∂x̂) − "
-                   f"x̂ · mean(∂L/∂x̂ · x̂)) / sqrt(variance + eps)")
-    ctx.array(dx, "({d}-{m}-{xhat}*{mx})/SQRT({var}+{eps})", d=dxhat, m=stats.row(0), xhat=xhat, mx=stats.row(1),
-              var=var, eps=eps)
+    ctx.each(
+        stats.row(1), "SUMPRODUCT({d},{xhat})/{n}", d=lambda _, t: dxhat.col(t), xhat=lambda _, t: xhat.col(t), n=n
+    )
+    dx = ctx.block(
+        ctx.rows(f"∂L/∂{ctx.input_name(0)}", n),
+        f"∂L/∂{ctx.input_name(0)} = (∂L/∂x̂ − mean(∂L/∂x̂) − x̂ · mean(∂L/∂x̂ · x̂)) / sqrt(variance + eps)",
+    )
+    ctx.array(
+        dx,
+        "({d}-{m}-{xhat}*{mx})/SQRT({var}+{eps})",
+        d=dxhat,
+        m=stats.row(0),
+        xhat=xhat,
+        mx=stats.row(1),
+        var=var,
+        eps=eps,
+    )
     if ctx.known(dy, x):
         sd = np.sqrt(ctx.value(var) + ctx.cfg.layer_norm_epsilon)
         xh = (ctx.value(x) - ctx.value(mean)) / sd

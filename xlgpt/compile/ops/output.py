@@ -1,4 +1,5 @@
 """From the last residual stream to a prediction: logits, probabilities, the top tokens."""
+
 import numpy as np
 
 from xlgpt.sheet import contract as C
@@ -69,9 +70,16 @@ def top_k(ctx, probs, k=5):
     ctx.each(ps, "LARGE({p},{r})", PERCENT, p=last, r=lambda r, _: r + 1)
     ctx.each(ids.row(0), "MATCH({v},{p},0)-1", IDS, v=ps.cell(0, 0), p=last)
     # a tie with the rank above: the next occurrence of the value, below that rank's row
-    ctx.each(ids.rows(1, k), "IF({v}={above},{prev}+MATCH({v},INDEX({p},{prev}+2):INDEX({p},{n}),0),"
-             "MATCH({v},{p},0)-1)", IDS, v=lambda r, _: ps.cell(r + 1, 0), above=lambda r, _: ps.cell(r, 0),
-             prev=lambda r, _: ids.cell(r, 0), p=last, n=last.height)
+    ctx.each(
+        ids.rows(1, k),
+        "IF({v}={above},{prev}+MATCH({v},INDEX({p},{prev}+2):INDEX({p},{n}),0),MATCH({v},{p},0)-1)",
+        IDS,
+        v=lambda r, _: ps.cell(r + 1, 0),
+        above=lambda r, _: ps.cell(r, 0),
+        prev=lambda r, _: ids.cell(r, 0),
+        p=last,
+        n=last.height,
+    )
     if ctx.vocab is not None:
         ctx.each(texts, "INDEX({vocab},{id}+1)", vocab=C.VOCABULARY, id=lambda r, _: ids.cell(r, 0))
     p = ctx.value(last)

@@ -35,4 +35,4 @@ def linear_backward(ctx, dy, x):
 def head(qkv, part, h, cfg):
     """Rows of head h's queries (part 0), keys (1) or values (2) in the qkv block (a Rect, or its values)."""
     start = part * cfg.n_embd + h * cfg.head_size
-    return qkv[start:start + cfg.head_size] if hasattr(qkv, "ndim") else qkv.rows(start, start + cfg.head_size)
+    return qkv[start : start + cfg.head_size] if hasattr(qkv, "ndim") else qkv.rows(start, start + cfg.head_size)

@@ -1,4 +1,5 @@
 """The loss a training book minimizes: next-token cross-entropy at every position of the window."""
+
 import numpy as np
 
 from xlgpt.compile.ops.output import softmax_stats
@@ -22,10 +23,18 @@ def cross_entropy(ctx, logits):
     if ctx.vocab is not None:
         ctx.each(block.row(1), "INDEX({vocab},{y}+1)", BOLD, vocab=C.VOCABULARY, y=lambda _, t: targets.cell(0, t))
     mx, total = softmax_stats(ctx, logits, "Each column's largest logit and sum of exp(logit − largest)")
-    per_position = ctx.block([("loss", None)], "Loss at each position: log(sum of exp(logit − largest)) + largest "
-                                               "− logit of the target = −log p(target)")
-    ctx.each(per_position, "LN({s})+{mx}-INDEX({l},{y}+1)", s=lambda _, t: total.col(t), mx=lambda _, t: mx.col(t),
-             l=lambda _, t: logits.col(t), y=lambda _, t: targets.cell(0, t))
+    per_position = ctx.block(
+        [("loss", None)],
+        "Loss at each position: log(sum of exp(logit − largest)) + largest − logit of the target = −log p(target)",
+    )
+    ctx.each(
+        per_position,
+        "LN({s})+{mx}-INDEX({l},{y}+1)",
+        s=lambda _, t: total.col(t),
+        mx=lambda _, t: mx.col(t),
+        l=lambda _, t: logits.col(t),
+        y=lambda _, t: targets.cell(0, t),
+    )
     tab.put(loss, [[ctx.formula(f"AVERAGE({per_position.ref(tab.name)})")]], BIG_NUMBER)
     if ctx.known(logits):
         values, y = ctx.value(logits), list(training.targets)
@@ -44,8 +53,16 @@ def cross_entropy_backward(ctx, _, logits):
     """∂L/∂logit[v, t] = (p[v, t] − [v = target_t]) / T: the softmax minus the one-hot target, averaged."""
     labels = [(text, i) for i, text in enumerate(ctx.vocab or ["token"] * logits.height)]
     d = ctx.block(labels, f"∂L/∂{ctx.input_name(0)} = (softmax − one-hot of the target) / {ctx.T}")
-    ctx.array(d, "(EXP({l}-{mx})/{s}-IF({ids}={y},1,0))/{T}", l=logits, mx=ctx.saved["max"], s=ctx.saved["total"],
-              ids=d.index_column(), y=ctx.saved["targets"], T=ctx.T)
+    ctx.array(
+        d,
+        "(EXP({l}-{mx})/{s}-IF({ids}={y},1,0))/{T}",
+        l=logits,
+        mx=ctx.saved["max"],
+        s=ctx.saved["total"],
+        ids=d.index_column(),
+        y=ctx.saved["targets"],
+        T=ctx.T,
+    )
     if ctx.known(logits):
         onehot = np.arange(logits.height)[:, None] == np.array(ctx.lowering.training.targets)
         p = np.exp(ctx.value(logits) - ctx.value(ctx.saved["max"])) / ctx.value(ctx.saved["total"])
@@ -70,8 +87,10 @@ def loss_history(ctx, losses):
 
 def settings(tab, training, named):
     """The optimizer's cells, on the Loss tab: the update tabs read them by name."""
-    tab.title(f"The optimizer's step ({training.optimizer}): the 'updated' tabs read these cells by name; "
-              f"edit a yellow one and recalculate")
+    tab.title(
+        f"The optimizer's step ({training.optimizer}): the 'updated' tabs read these cells by name; "
+        f"edit a yellow one and recalculate"
+    )
     named[C.OPTIMIZER] = tab.field(C.OPTIMIZER, training.optimizer, BOLD)
     for name, value in training.settings().items():
         if training.optimizer == "sgd" and name != C.LEARNING_RATE:
