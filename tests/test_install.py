@@ -63,7 +63,7 @@ def test_installed_wheel_builds_and_verifies_from_anywhere(wheel, tmp_path):
     run(venv / "bin" / "python", "-m", "pip", "install", "-q", wheel)
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
-    where = run(venv / "bin" / "python", "-c", "import xlgpt; print(xlgpt.__file__, xlgpt.shipped('weights'))",
+    where = run(venv / "bin" / "python", "-c", "import xlgpt, xlgpt.package; print(xlgpt.__file__, xlgpt.package.shipped('weights'))",
                 cwd=cwd).stdout.split()
     site = next((venv / "lib").glob("python3*/site-packages"))
     assert Path(where[0]).is_relative_to(site) and Path(where[1]) == site / "xlgpt" / "data" / "weights"

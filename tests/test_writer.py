@@ -29,7 +29,7 @@ def plan():
     ckpt = load(FIXTURES / "three_heads")
     tokens, _ = expected("three_heads")
     vocab = [display(f"tok{i} ") for i in range(ckpt.config.vocab_size)]
-    book, names = lower(load_spec(ckpt.config), ckpt, TokenIds(tokens), About("three_heads", "-"), vocab)
+    book, names = lower(load_spec(ckpt.config), ckpt, TokenIds(tokens), About("three_heads", "-"), vocab, values=False)
     return book.sheets(), names
 
 

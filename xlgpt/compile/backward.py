@@ -87,8 +87,7 @@ class BackCtx(Ctx):
 
         def fill(tab, rect, transposed):
             x, y = (b, a) if transposed else (a, b)
-            tab.array(rect, "MMULT({a},TRANSPOSE({b}))", a=x, b=y)
-            return self.cache(rect, self.value(x) @ self.value(y).T if self.known(x, y) else None)
+            return tab.array(rect, "MMULT({a},TRANSPOSE({b}))", a=x, b=y)
 
         self.grad_fill(role, fill, how)
 
@@ -97,9 +96,7 @@ class BackCtx(Ctx):
         SUMPRODUCT of two, the sum over positions of their product either way."""
 
         def fill(tab, rect, _):
-            tab.each(rect, template, **{k: (lambda i, _, b=b: b.row(i)) for k, b in blocks.items()})
-            known = self.known(*blocks.values())
-            return self.cache(rect, np.prod([self.value(b) for b in blocks.values()], axis=0).sum(1) if known else None)
+            return tab.each(rect, template, **{k: (lambda i, _, b=b: b.row(i)) for k, b in blocks.items()})
 
         self.grad_fill(role, fill, how)
 
@@ -143,7 +140,6 @@ def total(ctx, handed):
     pieces = [p if isinstance(p, dict) else {0: p} for p in parts]
     edges = {edge for p in pieces for start, rect in p.items() for edge in (start, start + rect.height)}
     cuts = sorted({0, height} | edges)
-    values = np.zeros((height, out.width)) if ctx.known(*(r for p in pieces for r in p.values())) else None
     for lo, hi in zip(cuts, cuts[1:]):
         terms = [
             rect.rows(lo - start, hi - start)
@@ -156,9 +152,7 @@ def total(ctx, handed):
             "+".join("{t%d}" % k for k in range(len(terms))) or "0",
             **{f"t{k}": t for k, t in enumerate(terms)},
         )
-        if values is not None:
-            values[lo:hi] = sum(ctx.value(t) for t in terms) if terms else 0
-    return ctx.cache(out, values)
+    return out
 
 
 # --- the optimizer's tabs: each laid out exactly like its weights tab -----------------------------------
@@ -198,7 +192,6 @@ def optimizer(lowering, training):
         for kind in kinds
         for w in weights_tabs
     }
-    book = lowering.book
     for tensor, placed in lowering.placed.items():
         stored = placed if isinstance(placed, Stored) else Stored(placed, False)
         weight = stored.rect
@@ -232,10 +225,7 @@ def optimizer(lowering, training):
                 paths[f"p{k}"] = ctx.tab.block([(None, i) for i in range(weight.height)], weight.width, how)
                 fill(ctx.tab, paths[f"p{k}"], stored.transposed)
             tab.array(grad, "+".join("{%s}" % k for k in paths), **paths)
-            if all(book.value(p) is not None for p in paths.values()):
-                book.cache(grad, sum(book.value(p) for p in paths.values()))
         refs = {"w": weight, "g": grad_name}
-        values = {"w": book.value(weight), "g": book.value(grad)}
         if training.optimizer == "adamw":
             for kind, rule in (
                 ("m", "AdamBeta1*{state}+(1-AdamBeta1)*{g}"),
@@ -247,22 +237,5 @@ def optimizer(lowering, training):
                 state_tab.numbers(state, held)
                 new_tab, new, refs[kind] = at("new " + kind)
                 new_tab.array(new, rule, state=state_name, g=grad_name)
-                values[kind] = step_values(kind, state=held, **values, t=training)
-                book.cache(new, values[kind])
         tab, updated, _ = at("updated")
         tab.array(updated, UPDATE[training.optimizer], **refs)
-        book.cache(updated, step_values(training.optimizer, **values, t=training))
-
-
-def step_values(kind, g, t, w=None, state=None, m=None, v=None):
-    """What the optimizer's cells compute (UPDATE and the moments' rules) from the cached values; None when the
-    gradient's are unknown."""
-    if g is None:
-        return None
-    if kind in ("m", "v"):
-        beta = t.beta1 if kind == "m" else t.beta2
-        return beta * state + (1 - beta) * (g if kind == "m" else g**2)
-    if kind == "sgd":
-        return w - t.learning_rate * g
-    m_hat, v_hat = m / (1 - t.beta1**t.step), v / (1 - t.beta2**t.step)
-    return w * (1 - t.learning_rate * t.weight_decay) - t.learning_rate * m_hat / (np.sqrt(v_hat) + t.eps)

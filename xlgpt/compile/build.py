@@ -3,8 +3,7 @@
 from xlgpt.compile.inputs import PromptCell, TokenIds
 from xlgpt.compile.lower import lower
 from xlgpt.compile.template import load_spec
-from xlgpt.model import reference
-from xlgpt.model.checkpoint import as_written, fingerprint
+from xlgpt.model.checkpoint import fingerprint
 from xlgpt.package import XlgptError
 from xlgpt.safefile import check_output
 from xlgpt.sheet.contract import About
@@ -42,27 +41,13 @@ def inputs_for(ckpt, tokens, tokenizer=None, prompt=None, positions=None, capaci
     )
 
 
-def reference_stages(ckpt, tokens, positions, edits=None):
-    """The reference's output of every stage for the book's tokens at all its positions (padding: id 0, as the
-    sheet pads), from the weights as the book holds them (eval's reference too): the values the book's cells
-    carry cached, so they show before any recalculation."""
-
-    e = edits or reference.Edits.none(ckpt.config)
-    edits = reference.Edits(
-        e.head_switches, e.mlp_switches, e.steering_layer, e.steering_coefficient, e.steering_vector
-    )
-    return reference.run(as_written(ckpt), list(tokens) + [0] * (positions - len(tokens)), edits)[1]["stages"]
-
-
-def compile_book(ckpt, inputs, about, tokenizer=None, template=None, edits=None, sae=None, training=None, tokens=None):
+def compile_book(ckpt, inputs, about, tokenizer=None, template=None, edits=None, sae=None, training=None, values=True):
     """The one way a book is compiled (build, eval's provenance check, generate and train all come here):
-    template -> spec -> lowering into tabs of cell blocks. Returns (layout.Book, defined names). With `tokens`
-    (the input's token ids) every formula cell also gets the value it computes, cached; without, none (eval
-    compares only the formulas)."""
+    template -> spec -> lowering into tabs of cell blocks. Returns (layout.Book, defined names). With `values`
+    every formula cell also gets the value it computes, cached; without, none (eval compares only formulas)."""
     spec = load_spec(ckpt.config, template, training is not None)
     vocab = [display(tokenizer.token_text(i)) for i in range(ckpt.config.vocab_size)] if tokenizer else None
-    reference = tokens and {"stages": reference_stages(ckpt, tokens, inputs.positions, edits), "tokens": tokens}
-    return lower(spec, ckpt, inputs, about, vocab, edits, sae, training, reference)
+    return lower(spec, ckpt, inputs, about, vocab, edits, sae, training, values)
 
 
 def build(
@@ -103,7 +88,7 @@ def build(
         sae and sae_source,
         calculation,
     )
-    book, names = compile_book(ckpt, inputs, about, tokenizer, template, edits, sae, training, tokens)
+    book, names = compile_book(ckpt, inputs, about, tokenizer, template, edits, sae, training)
     sheets = book.sheets()
     write_workbook(out, sheets, names, progress, calculation=book.calculation)
     return sheets, names

@@ -1,5 +1,6 @@
 """What an op sees, and all an op author needs to learn: `Ctx`, its stage, the model's shape, blocks on its
-tab, its weights, and formulas rendered relative to the tab."""
+tab, its weights, and formulas rendered relative to the tab. An op writes formulas and nothing else: the book
+computes what each one shows (compile/values.py)."""
 
 from dataclasses import dataclass
 
@@ -58,26 +59,6 @@ class Ctx:
     heat = colour_scale(0, 1)  # probabilities: white at 0, blue at 1
     formula = staticmethod(Formula)
 
-    def value(self, ref):
-        """The results of an earlier block's cells (a Rect, or a defined name's cells), as computed at build time:
-        a 2-D array, or None when unknown (so are the values computed from it)."""
-        rect = self.lowering.named.get(ref) if isinstance(ref, str) else ref
-        return None if rect is None else self.lowering.book.value(rect)
-
-    def known(self, *rects):
-        """Are the cached values of all these blocks known?"""
-        return all(self.value(r) is not None for r in rects)
-
-    def cache(self, rect, values):
-        """Record what `rect`'s formulas compute (from the reference's values: see Lowering.cache_stage); the
-        book carries them as the cells' cached values. None (computed from unknown values) records nothing."""
-        return self.lowering.book.cache(rect, values)
-
-    def reference_value(self, name):
-        """The reference's last output of the stages named `name` ([position, feature]), or None."""
-        stages = self.lowering.reference_stages or ()
-        return next((value for n, _, value in reversed(stages) if n == name), None)
-
     def texts(self, ids):
         """The vocabulary's text of each token id (what INDEX(Vocabulary, id + 1) shows)."""
         return [self.vocab[int(i)] for i in np.ravel(ids)]
@@ -113,10 +94,11 @@ class Ctx:
         it reaches (the sheet's own KV cache), not whole blocks."""
         if not self.by_position(rect):
             return self.tab.array(rect, template, **refs)
-        for t in range(self.T):
-            self.tab.array(
-                rect.col(t), template, **{k: v.col(t) if self.by_position(v) else v for k, v in refs.items()}
-            )
+        columns = [{k: v.col(t) if self.by_position(v) else v for k, v in refs.items()} for t in range(self.T)]
+        for t, column in enumerate(columns):
+            self.tab.array(rect.col(t), template, evaluate=False, **column)
+        if self.tab.evaluator() is not None:  # the columns' values at once: one batch of T
+            self.tab.evaluator().columns(rect, template, columns)
         return rect
 
     def by_position(self, ref):
@@ -146,8 +128,6 @@ class Ctx:
             block = self.block(labels, f"head {h}: rows are key positions, columns query positions")
             if self.header.text is not None:  # each key row labelled with its token
                 self.array(block.label_column(), "TRANSPOSE({tokens})", tokens=self.header.text)
-                texts = self.value(self.header.text)
-                self.cache(block.label_column(), None if texts is None else texts.T)
             written = formula(h, block)
             if written is not None:
                 text, refs = written
@@ -167,8 +147,6 @@ class Ctx:
                 row, "IF({t}={last},1,0)", IDS, t=lambda _, t: t + 1, last=self.last_position
             )
             self.tab.format(row, IDS)
-            if self.lowering.last is not None:  # known when the book is built from the reference's values
-                self.cache(row, np.arange(self.T) == self.lowering.last)
         return rows[self.tab.name]
 
     def at_last_position(self, block, title):
@@ -181,8 +159,7 @@ class Ctx:
             self.array(column, choose(self.last_position, [f"{{{k}}}" for k in refs]), **refs)
         else:
             self.array(column, "MMULT({block},TRANSPOSE({onehot}))", block=block, onehot=self.last_position_row())
-        values = self.value(block)
-        return self.cache(column, None if values is None else values[:, self.lowering.last])
+        return column
 
     def result_row(self):
         """A one-row result: (row, its token texts or None) in the frozen header for a header stage."""
@@ -196,7 +173,7 @@ class Ctx:
     def place(self, title, values, labels=None):
         """Numbers that are not the checkpoint's (an SAE's) on this tab's weights tab: a Rect."""
         tab = self.lowering.weights_tab(self.stage.tab)
-        return self.cache(tab.vector(title, values) if values.ndim == 1 else tab.matrix(title, values, labels), values)
+        return tab.vector(title, values) if values.ndim == 1 else tab.matrix(title, values, labels)
 
     def stream_entering(self, layer):
         """The residual stream entering block `layer` (after its steering): the output of that layer's steer
@@ -211,14 +188,7 @@ class Ctx:
         """The embedding table wte, one row per token id, labelled with the token's text when known."""
         table = self.weight("table", self.vocab, as_stored=True).rect
         self.lowering.vocabulary = table.label_column() if self.vocab else None
-        if self.vocab:
-            self.cache(self.lowering.vocabulary, self.vocab)
         return table
-
-    def stored_value(self, stored):
-        """The cached values of a stored matrix, as the checkpoint holds it ([in, out]), as float64."""
-        value = self.value(stored.rect).astype(float)
-        return value.T if stored.transposed else value
 
     def as_is(self, stored):
         """Formula text for a stored matrix, as the checkpoint holds it ([in, out])."""

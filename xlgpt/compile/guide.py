@@ -55,9 +55,9 @@ def add_guide(book, names, inputs, description, calculation=C.AUTO):
         "token in view; grey columns are padding after the prompt.",
         "3. Click a cell to read its formula. Defined names (Formulas › Name Manager) point at the results: "
         "Logits, Probabilities, PredictedToken, LensTopTokens, HeadSwitches, ...",
-        "4. The numbers a cell shows before any recalculation are the ones xlgpt's NumPy reference computed "
-        "when it built the book; recalculating has the spreadsheet compute them itself (xlgpt eval checks "
-        "that they agree).",
+        "4. The numbers a cell shows before any recalculation are what its formula computed when xlgpt built "
+        "the book; recalculating has the spreadsheet compute them itself, and xlgpt eval checks every result "
+        "against its independent NumPy reference.",
     ]
     for line in lines:
         tab.note(line)
@@ -70,10 +70,6 @@ def add_guide(book, names, inputs, description, calculation=C.AUTO):
                 [[Formula(f'IF(ISNUMBER({C.PREDICTED_TOKEN}),INDEX({C.VOCABULARY},{C.PREDICTED_TOKEN}+1),"")')]],
                 BIG,
             )
-        for j in range(2 if C.VOCABULARY in names else 1):  # the id and text the inputs tab shows
-            value = book.value(names[C.PREDICTED_TOKEN].cell(0, j))
-            if value is not None:
-                book.cache(cell.cell(0, j), value)
         tab.skip()
     section(tab, "Things to try")
     for line in things_to_try(book, names, inputs):

@@ -56,19 +56,18 @@ class TokenIds:
     def add_tabs(self, book, vocabulary):
         return {}
 
-    def prediction(self, info, logits_header, names, lowering):
+    def prediction(self, info, logits_header, names):
         """PredictedToken: the prediction at the last position, repeated on the inputs tab."""
         last = info.field("Predict after position (LastPosition: how many of the tokens to use)", self.positions, INPUT)
         cell = info.field("Predicted next token", Formula(at_position(names, C.LAST_POSITION)), BOLD)
         if C.VOCABULARY in names:
             info.put(cell.cell(0, 1), [[Formula(PREDICTED_TEXT)]], BOLD)
-        predicted(lowering, names, cell)
         info.skip()
         return {
             C.PREDICTED_TOKEN: cell,
             C.LAST_POSITION: last,
-            **show_top_k(info, names, lowering),
-            **sampling_cells(info, names, lowering),
+            **show_top_k(info, names),
+            **sampling_cells(info, names),
         }
 
 
@@ -115,7 +114,7 @@ class PromptCell:
         )
         return names
 
-    def prediction(self, info, logits_header, names, lowering):
+    def prediction(self, info, logits_header, names):
         """PredictedToken reads the prediction at the prompt's last token, or says why there is none; the
         ids and prompt/padding row beside the logits let an engine read everything from one tab."""
         cell = info.field(
@@ -133,7 +132,6 @@ class PromptCell:
             "Predicted next token", Formula(f'IF(ISNUMBER({C.PREDICTED_TOKEN}),{C.PREDICTED_TOKEN},"")'), BOLD
         )
         prompt.put(shown.cell(0, 1), [[Formula(PREDICTED_TEXT)]], BOLD)
-        predicted(lowering, names, cell, shown)
         prompt.note(
             f"(read at the prompt's last token; this book has {self.positions} token positions, "
             f"see the {info.name} tab)",
@@ -142,29 +140,14 @@ class PromptCell:
         last = info.field(
             "The prompt's last token (LastPosition, as a column)", Formula(f"MAX(1,N({C.SHEET_TOKEN_COUNT}))")
         )
-        if lowering.last is not None:
-            lowering.book.cache(last, lowering.last + 1)
         return {
             C.PREDICTED_TOKEN: cell,
             C.LAST_POSITION: last,
             C.LOGITS_TOKEN_IDS: logits_header.ids,
             C.LOGITS_IN_PROMPT: logits_header.in_prompt,
-            **show_top_k(prompt, names, lowering),
-            **sampling_cells(prompt, names, lowering),
+            **show_top_k(prompt, names),
+            **sampling_cells(prompt, names),
         }
-
-
-def predicted(lowering, names, *cells):
-    """The predicted token at the prompt's last token, and its text, as the cached values of these cells (and
-    the cells right of them)."""
-    predictions = lowering.book.value(names[C.PREDICTIONS])
-    if predictions is None:
-        return
-    token = int(predictions[0, lowering.last])
-    for cell in cells:
-        lowering.book.cache(cell, token)
-        if lowering.vocab is not None:
-            lowering.book.cache(cell.cell(0, 1), lowering.vocab[token])
 
 
 def at_position(names, position):
@@ -174,7 +157,7 @@ def at_position(names, position):
     return predictions.ref() if predictions.width == 1 else f"INDEX({C.PREDICTIONS},1,{position})"
 
 
-def show_top_k(tab, names, lowering):
+def show_top_k(tab, names):
     """The top-k table of the Output tab again, in large type, where the person typed their input."""
     if C.TOP_K_TOKENS not in names:
         return {}
@@ -184,16 +167,12 @@ def show_top_k(tab, names, lowering):
     text = f"INDEX({C.VOCABULARY},{{id}}+1)" if C.VOCABULARY in names else "{id}"
     tab.each(table.col(0), text, BIG, id=lambda r, _: ids.cell(r, 0))
     tab.each(table.col(1), "{p}", BIG_PERCENT, p=lambda r, _: probs.cell(r, 0))
-    top = lowering.book.value(ids)
-    if top is not None:
-        lowering.book.cache(table.col(0), [lowering.vocab[i] for i in top[:, 0]] if C.VOCABULARY in names else top)
-        lowering.book.cache(table.col(1), lowering.book.value(probs))
     tab.widen(table.col(1), 14)
     tab.tall(table)
     return {}
 
 
-def sampling_cells(tab, names, lowering):
+def sampling_cells(tab, names):
     """Temperature, TopK, Seed and SampleStep (inputs), and the sampled token, when the book samples."""
     if C.SAMPLED_TOKEN not in names:
         return {}
@@ -206,10 +185,5 @@ def sampling_cells(tab, names, lowering):
             [[Formula(f'IF(ISNUMBER({C.SAMPLED_TOKEN}),INDEX({C.VOCABULARY},{C.SAMPLED_TOKEN}+1),"")')]],
             BIG,
         )
-    token = lowering.book.value(names[C.SAMPLED_TOKEN])
-    if token is not None:
-        lowering.book.cache(sampled, token)
-        if C.VOCABULARY in names:
-            lowering.book.cache(sampled.cell(0, 1), lowering.vocab[int(token[0, 0])])
     tab.skip()
     return cells

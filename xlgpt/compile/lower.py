@@ -13,32 +13,22 @@ from xlgpt.compile.context import TRANSPOSED, Ctx, Header, Stored
 from xlgpt.compile.guide import add_guide
 from xlgpt.compile.inputs import Edits
 from xlgpt.compile.ops import OPS
+from xlgpt.compile.values import FormulaValues
 from xlgpt.package import XlgptError, __version__
 from xlgpt.sheet import contract as C
-from xlgpt.sheet.layout import BOLD, Book, Named, Rect, Tab, WeightsTab
+from xlgpt.sheet.layout import BOLD, Book, Named, Tab, WeightsTab
 
 
 class Lowering:
-    def __init__(self, spec, ckpt, inputs, vocab=None, edits=None, sae=None, training=None, reference=None):
+    def __init__(self, spec, ckpt, inputs, vocab=None, edits=None, sae=None, training=None, values=True):
         self.spec, self.ckpt, self.cfg, self.inputs, self.vocab = spec, ckpt, ckpt.config, inputs, vocab
-        self.reference = {}  # (stage name, layer) -> the reference's outputs of stages of that name, in order
-        self.reference_stages = reference["stages"] if reference else None
-        for name, layer, value in reference["stages"] if reference else ():
-            self.reference.setdefault((name, layer), []).append(value)
-        for key, values in self.reference.items():  # a name's stages align at the end: a template without the
-            n = sum((s.name, s.layer) == key for s in spec.stages)  # steering stage (training's) has one x
-            del values[: max(0, len(values) - n)]  # fewer per layer, the one entering it
-        # the token id at each position (the sheet pads with 0) and the prompt's last position (0-based)
-        self.tokens = (
-            list(reference["tokens"]) + [0] * (inputs.positions - len(reference["tokens"])) if reference else None
-        )
-        self.last = len(reference["tokens"]) - 1 if reference else None
         self.edits, self.sae, self.training = edits, sae, training
-        self.memo = {}  # cached values several stages read alike (the attribution's direction)
         self.saved, self.param_grads = {}, {}  # a training book's: blocks each backward reads, gradient contributions
         self.T = inputs.positions
         self.book = Book()
         self.placed, self.out, self.header_slots, self.headers, self.named, self.onehots = {}, {}, {}, {}, {}, {}
+        if values:  # every formula cell gets the value it computes, from the constants (weights, inputs) up
+            self.book.formula_values = FormulaValues(self.book, self.named)
         self.vocabulary = None
         self.inputs_tab = spec.stages[0].tab
         for name in spec.tabs():
@@ -60,20 +50,11 @@ class Lowering:
         header = Header(positions, ids, text, in_prompt)
         if first:
             self.inputs.fill(tab, header)
-            if self.tokens is not None:
-                self.book.cache(ids, self.tokens)
-                if text is not None:
-                    self.book.cache(
-                        text, [self.vocab[i] if t <= self.last else "(padding)" for t, i in enumerate(self.tokens)]
-                    )
-                if in_prompt is not None:
-                    self.book.cache(in_prompt, [int(t <= self.last) for t in range(T)])
         else:
             source = self.headers[self.inputs_tab]
             for mine, theirs in ((ids, source.ids), (text, source.text), (in_prompt, source.in_prompt)):
                 if mine is not None:
                     tab.format(tab.array(mine, "{row}", row=theirs), BOLD)
-                    self.book.cache(mine, self.book.value(theirs))
         for stage in self.spec.stages:
             if stage.tab == tab.name and stage.header:
                 row = tab.header(stage.title, T)
@@ -106,11 +87,6 @@ class Lowering:
                 title = tensor + (TRANSPOSED if transposed else "")
                 rect = tab.matrix(title, value.T if transposed else value, labels)
                 self.placed[tensor] = Stored(self.named_weight(rect, tensor, transposed), transposed)
-            placed = self.placed[tensor]
-            if value.ndim == 1:
-                self.book.cache(placed, value)
-            else:
-                self.book.cache(placed.rect, value.T if placed.transposed else value)
         return self.placed[tensor]
 
     def named_weight(self, rect, tensor, transposed=False):
@@ -127,31 +103,12 @@ class Lowering:
         for stage in self.spec.stages:
             inputs = [self.out[i] if isinstance(i, int) else [self.out[j] for j in i] for i in stage.inputs]
             self.out[stage.index] = OPS[stage.op].lower(Ctx(self, stage), *inputs)
-            self.cache_stage(stage, self.out[stage.index])
         if self.training is not None:
             backward(self)
             optimizer(self, self.training)
         for name, header in self.headers.items():  # padding positions greyed, on every tab that has them
             if header.in_prompt is not None:
                 self.book[name].grey_padding(header.in_prompt)
-
-    def cache_stage(self, stage, out):
-        """A stage's output cells take the reference's values of the stage of that name (reference.run's
-        cache["stages"], laid out as eval's verify.stage_references reads them: features down, positions across;
-        per head, keys down and queries across), unless the op recorded its own."""
-        values = self.reference.get((stage.name, stage.layer))
-        if not values:
-            return
-        value = values.pop(0)
-        blocks = list(zip(out, value)) if isinstance(out, list) and value.ndim == 3 else [(out, value)]
-        for rect, v in blocks:
-            if (
-                isinstance(rect, Rect)
-                and rect.height == v.shape[1]
-                and rect.width == v.shape[0]
-                and self.book.value(rect) is None
-            ):
-                self.book.cache(rect, v.T)
 
     def names(self):
         """The contract's names of the results (and of the vocabulary, when the book has token texts)."""
@@ -169,17 +126,16 @@ class Lowering:
         return out
 
 
-def lower(spec, ckpt, inputs, about, vocab=None, edits=None, sae=None, training=None, reference=None):
+def lower(spec, ckpt, inputs, about, vocab=None, edits=None, sae=None, training=None, values=True):
     """Lower everything. Returns (Book, defined names {name: Rect}).
 
     `inputs` (compile/inputs.py) are the token ids, or a Prompt cell the book tokenizes itself; `about`
     (contract.About) is what the book records about itself; `vocab`, each token's text, labels the embedding
     table, the logits and the predictions; `edits` (inputs.Edits) the interventions' starting values; `sae`
     (weights.sae.SAE) the sparse autoencoder of the Features tab; `training` (backward.Training) makes a training
-    book: the template's loss, then the backward pass and the optimizer's step. `reference`: {"stages": the
-    reference's cache["stages"] for the book's tokens at all its positions, "tokens": the prompt's token ids}: the
-    values the formula cells carry cached (ops compute their other blocks' from them, next to their formulas)."""
-    lowering = Lowering(spec, ckpt, inputs, vocab, edits or Edits.none(ckpt.config), sae, training, reference)
+    book: the template's loss, then the backward pass and the optimizer's step. `values`: every formula cell
+    carries the value it computes (compile/values.py: each formula evaluated as it is written), else none."""
+    lowering = Lowering(spec, ckpt, inputs, vocab, edits or Edits.none(ckpt.config), sae, training, values)
     lowering.run()
     # each stage with the cells of its output (a Rect, or one per head), in dataflow order: what eval reads to
     # tell which stage of a book leaves the reference first
@@ -187,13 +143,15 @@ def lower(spec, ckpt, inputs, about, vocab=None, edits=None, sae=None, training=
     names = lowering.names()
     names.update(inputs.add_tabs(lowering.book, names.get(C.VOCABULARY)))
     info = lowering.book[lowering.inputs_tab]
-    names.update(inputs.prediction(info, lowering.headers[spec.output(C.STAGE_OF[C.LOGITS]).tab], names, lowering))
+    names.update(inputs.prediction(info, lowering.headers[spec.output(C.STAGE_OF[C.LOGITS]).tab], names))
     if about.calculation is None:
         about = replace(about, calculation=calculation_for(lowering.book))
     names.update(C.write_about(info, about, model_description(ckpt)))
     add_guide(lowering.book, names, inputs, model_description(ckpt), about.calculation)
     lowering.book.calculation = about.calculation
-    lowering.book.attach_values()
+    if lowering.book.formula_values is not None:
+        lowering.book.formula_values.finish(names)  # the formulas that read cells or names made after them
+    lowering.book.counts = lowering.book.attach_values()
     return lowering.book, names
 
 

@@ -215,10 +215,29 @@ class Sheet:
     conditional: list = field(default_factory=list)  # (range text, rule XML with {priority})
     links: list = field(default_factory=list)  # (cell, location such as 'Layer 0'!A1): links inside the book
     charts: list = field(default_factory=list)  # Chart objects, drawn in one drawing part
+    occupied: dict = None  # the cells the blocks fill, by row (holds())
 
     def add(self, block):
         self.blocks.append(block)
+        self.occupied = None
         return block
+
+    def holds(self, row, col):
+        """Does any block put something in this cell?"""
+        if self.occupied is None:  # {row: [(first column, last column)]}, made on first use
+            self.occupied = {}
+            for b in self.blocks:
+                if isinstance(b, ArrayFormula):
+                    spans = [(r, b.region.left, b.region.right) for r in range(b.region.top, b.region.bottom + 1)]
+                elif isinstance(b, Numbers):
+                    rows, cols = b.values.shape
+                    spans = [(b.top + i, b.left, b.left + cols - 1) for i in range(rows)]
+                else:
+                    spans = [(b.top + i, b.left + j, b.left + j) for i, r in enumerate(b.rows)
+                             for j, v in enumerate(r) if v is not None]  # fmt: skip
+                for r, left, right in spans:
+                    self.occupied.setdefault(r, []).append((left, right))
+        return any(left <= col <= right for left, right in self.occupied.get(row, ()))
 
     def rows_xml(self, start=1, stop=None, strings=None):
         """Yield the XML of each non-empty row in [start, stop), in order, merging the blocks that share it.

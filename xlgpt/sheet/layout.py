@@ -6,10 +6,12 @@ Every tab reads the same way: row 1 its title, then frozen header rows (position
 labelled blocks. Column A holds row labels, B row indices or notes, and data starts at column C.
 """
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from xlgpt.decimals import decimal_values
 from xlgpt.sheet.cells import ArrayFormula, Cells, Chart, Formula, Numbers, Sheet, cell_name, column_letter, quote_sheet
 from xlgpt.sheet.styles import BOLD, IDS, INPUT, PADDING, TITLE, when
 
@@ -93,8 +95,9 @@ class Tab:
         if group not in GROUPS:
             raise ValueError(f"unknown tab group {group!r}")
         self.name, self.group = name, group
+        self.book = None  # the Book this tab is in (Book.add)
         self.sheet = Sheet(name, widths=dict(widths or {LABEL_COL: 30, NOTE_COL: 7}), group=group)
-        self.sheet.add(Cells(TITLE_ROW, LABEL_COL, [[title]], style=TITLE))
+        self.add(Cells(TITLE_ROW, LABEL_COL, [[title]], style=TITLE))
         self.row = HEADER_ROW
         self.frozen = False
         self.titles = []  # (text, cell) of each block title, in order
@@ -105,39 +108,65 @@ class Tab:
         or a value."""
         return Formula(template.format(**{k: v.ref(self.name) if isinstance(v, Rect) else v for k, v in refs.items()}))
 
-    def array(self, rect, template, **refs):
-        """One classic array formula ({=...}) filling `rect`."""
-        self.sheet.add(ArrayFormula(rect, self.f(template, **refs)))
+    def add(self, block):
+        """Put a block of cells on the sheet; the book records the values of its constants (what the formulas
+        read them as)."""
+        self.sheet.add(block)
+        if self.book is not None:
+            self.book.constants(self.name, block)
+        return block
+
+    def array(self, rect, template, evaluate=True, **refs):
+        """One classic array formula ({=...}) filling `rect`; the book computes its value, unless `evaluate`
+        is False (the caller has it computed: Ctx.array's column by column formulas)."""
+        self.add(ArrayFormula(rect, self.f(template, **refs)))
+        if evaluate and self.evaluator() is not None:
+            self.evaluator().array(rect, template, refs)
         return rect
+
+    def evaluator(self):
+        """What computes the cached value of each formula this tab gets (compile.values), or None."""
+        return self.book and self.book.formula_values
 
     def each(self, rect, template, style=0, **refs):
         """One formula per cell of `rect`; a ref may be a function (i, j) -> Rect or value, for row i and
         column j of the rect."""
 
-        def at(i, j):
-            return self.f(template, **{k: v(i, j) if callable(v) else v for k, v in refs.items()})
+        def refs_at(i, j):
+            return {k: v(i, j) if callable(v) else v for k, v in refs.items()}
 
-        self.sheet.add(
-            Cells(rect.top, rect.left, [[at(i, j) for j in range(rect.width)] for i in range(rect.height)], style)
-        )
+        rows = [[self.f(template, **refs_at(i, j)) for j in range(rect.width)] for i in range(rect.height)]
+        self.add(Cells(rect.top, rect.left, rows, style))
+        if self.evaluator() is not None:
+            self.evaluator().each(rect, template, refs_at)
         return rect
 
     def each_array(self, rect, template, **refs):
         """Like each, but every cell is an array formula of its own: Gnumeric (unlike Excel) evaluates a
         function's range argument element by element only there, e.g. SUM(EXP(range - max))."""
+
+        def refs_at(i, j):
+            return {k: v(i, j) if callable(v) else v for k, v in refs.items()}
+
         for i in range(rect.height):
             for j in range(rect.width):
-                cell = rect.cell(i, j)
-                self.array(cell, template, **{k: v(i, j) if callable(v) else v for k, v in refs.items()})
+                self.array(rect.cell(i, j), template, evaluate=False, **refs_at(i, j))
+        if self.evaluator() is not None:
+            self.evaluator().each(rect, template, refs_at)
         return rect
 
     def put(self, rect, rows, style=0):
-        """Constants (or Formula objects) filling `rect`, given as a list of rows."""
-        self.sheet.add(Cells(rect.top, rect.left, rows, style=style))
+        """Constants (or Formula objects, whose values the book computes) filling `rect`, given as a list of rows."""
+        self.add(Cells(rect.top, rect.left, rows, style=style))
+        if self.evaluator() is not None:
+            for i, row in enumerate(rows):
+                for j, v in enumerate(row):
+                    if isinstance(v, Formula):
+                        self.evaluator().formula(rect.cell(i, j), str(v))
         return rect
 
     def numbers(self, rect, values):
-        self.sheet.add(Numbers(rect.top, rect.left, values))
+        self.add(Numbers(rect.top, rect.left, values))
         return rect
 
     # --- looks: number formats, heatmaps, links ----------------------------------------------------
@@ -205,7 +234,7 @@ class Tab:
         """The next frozen header row: its label, and the Rect of its `width` data cells (from column C)."""
         if self.frozen:
             raise ValueError(f"{self.name}: header rows come before the blocks")
-        self.sheet.add(Cells(self.row, LABEL_COL, [[label, note]], style=style))
+        self.add(Cells(self.row, LABEL_COL, [[label, note]], style=style))
         self.row += 1
         return Rect(self.name, self.row - 1, FIRST_COL, 1, width)
 
@@ -217,17 +246,17 @@ class Tab:
 
     def title(self, text):
         """A block's title; the Guide's table of contents links to it."""
-        self.sheet.add(Cells(self.row, LABEL_COL, [[text]], style=BOLD))
+        self.add(Cells(self.row, LABEL_COL, [[text]], style=BOLD))
         self.titles.append((text, Rect(self.name, self.row, LABEL_COL)))
         self.row += 1
 
     def banner(self, text, style, width=3):
         """A section heading across the first `width` columns."""
-        self.sheet.add(Cells(self.row, LABEL_COL, [[text] + [""] * (width - 1)], style=style))
+        self.add(Cells(self.row, LABEL_COL, [[text] + [""] * (width - 1)], style=style))
         self.row += 1
 
     def note(self, text, gap=0):
-        self.sheet.add(Cells(self.row, LABEL_COL, [[text]]))
+        self.add(Cells(self.row, LABEL_COL, [[text]]))
         self.row += 1 + gap
 
     def skip(self, n=1):
@@ -239,21 +268,21 @@ class Tab:
             self.title(title)
         top = self.row
         if not all(text is None for text, _ in labels):  # else column A is left free (for a formula of labels)
-            self.sheet.add(Cells(top, LABEL_COL, [[text] for text, _ in labels]))
+            self.add(Cells(top, LABEL_COL, [[text] for text, _ in labels]))
         # whole numbers, explicitly: LibreOffice lets a row's number format override a cell's General
-        self.sheet.add(Cells(top, NOTE_COL, [[index] for _, index in labels], style=IDS))
+        self.add(Cells(top, NOTE_COL, [[index] for _, index in labels], style=IDS))
         self.row += len(labels) + 1
         return Rect(self.name, top, FIRST_COL, len(labels), width)
 
     def line(self, label, width, note=None, style=0):
         """One labelled row of `width` cells (no blank row after it)."""
-        self.sheet.add(Cells(self.row, LABEL_COL, [[label, note]], style=BOLD if style else 0))
+        self.add(Cells(self.row, LABEL_COL, [[label, note]], style=BOLD if style else 0))
         self.row += 1
         return Rect(self.name, self.row - 1, FIRST_COL, 1, width)
 
     def field(self, label, value=None, style=0):
         """A labelled single cell (the About rows, the Prompt cell): returns its Rect."""
-        self.sheet.add(Cells(self.row, LABEL_COL, [[label]], style=BOLD))
+        self.add(Cells(self.row, LABEL_COL, [[label]], style=BOLD))
         cell = Rect(self.name, self.row, FIRST_COL)
         if value is not None:
             self.put(cell, [[value]], style)
@@ -276,21 +305,21 @@ class WeightsTab(Tab):
         """Values under a title, with column and row indices (and row labels in column A, when given)."""
         n_rows, n_cols = values.shape
         top = self.row
-        self.sheet.add(Cells(top, LABEL_COL, [[title]], style=BOLD))
+        self.add(Cells(top, LABEL_COL, [[title]], style=BOLD))
         if labels is not None:
-            self.sheet.add(Cells(top + 2, LABEL_COL, [[text] for text in labels]))
-        self.sheet.add(Numbers(top + 1, FIRST_COL, np.arange(n_cols)[None, :]))
-        self.sheet.add(Numbers(top + 2, NOTE_COL, np.arange(n_rows)[:, None]))
+            self.add(Cells(top + 2, LABEL_COL, [[text] for text in labels]))
+        self.add(Numbers(top + 1, FIRST_COL, np.arange(n_cols)[None, :]))
+        self.add(Numbers(top + 2, NOTE_COL, np.arange(n_rows)[:, None]))
         self.row += n_rows + 4
         return self.numbers(Rect(self.name, top + 2, FIRST_COL, n_rows, n_cols), values)
 
     def vector(self, title, values):
         """A column with its title above it, to the right of the matrices."""
         col, self.next_vector = self.next_vector, self.next_vector + 1
-        self.sheet.add(Cells(3, col, [[title]], style=BOLD))
+        self.add(Cells(3, col, [[title]], style=BOLD))
         indices = np.arange(len(values))[:, None]
         if self.index is None:
-            self.index = self.sheet.add(Numbers(5, self.index_col, indices))
+            self.index = self.add(Numbers(5, self.index_col, indices))
         elif len(values) > self.index.height:  # the index column grows with the longest vector
             self.index.values = indices
         self.sheet.widths[col] = max(12, len(title) + 2)  # the title in full
@@ -305,6 +334,9 @@ class Book:
         self.calculation = "auto"  # or "manual": the workbook's calculation mode (contract.AUTO, MANUAL)
         self.stages = []  # (template stage, its output's Rect or per-head Rects), set by compile.lower
         self.values = {}  # sheet -> [(Rect, 2-D values)]: the results of its cells, as computed at build time
+        self.rows = {}  # sheet -> {row: [index in values of each record covering that row]}
+        self.formula_values = None  # what computes the formulas' results (compile.values.FormulaValues), if anything
+        self.complete = False  # every block is written (an unrecorded cell that holds nothing is empty)
 
     # --- cached values: what each formula cell computes, written into the file -------------------------
     def cache(self, rect, values):
@@ -313,15 +345,34 @@ class Book:
             return rect
         values, shape = np.asarray(values), (rect.height, rect.width)
         values = values.reshape(shape) if values.size == rect.height * rect.width else np.broadcast_to(values, shape)
-        self.values.setdefault(rect.sheet, []).append((rect, values))
+        records, rows = self.values.setdefault(rect.sheet, []), self.rows.setdefault(rect.sheet, {})
+        for row in range(rect.top, rect.bottom + 1):
+            rows.setdefault(row, []).append(len(records))
+        records.append((rect, values))
         return rect
 
     def value(self, rect):
-        """The recorded results of `rect` (inside one recorded rectangle; the latest wins), or None."""
-        for r, v in reversed(self.values.get(rect.sheet, ())):
-            if r.top <= rect.top and rect.bottom <= r.bottom and r.left <= rect.left and rect.right <= r.right:
+        """The recorded results of `rect` (the latest record wins), or None while a cell of it is unknown. Once the
+        book is complete, cells that hold nothing read as 0, as a formula reads an empty cell."""
+        records, rows = self.values.get(rect.sheet, ()), self.rows.get(rect.sheet, {})
+        for k in reversed(rows.get(rect.top, ())):
+            r, v = records[k]
+            if rect.bottom <= r.bottom and r.left <= rect.left and rect.right <= r.right:
                 return v[rect.top - r.top : rect.bottom - r.top + 1, rect.left - r.left : rect.right - r.left + 1]
-        return None
+        out = np.full((rect.height, rect.width), None, object)  # pieced together from the records it overlaps
+        for k in sorted({k for row in range(rect.top, rect.bottom + 1) for k in rows.get(row, ())}):
+            r, v = records[k]
+            top, bottom = max(r.top, rect.top), min(r.bottom, rect.bottom)
+            left, right = max(r.left, rect.left), min(r.right, rect.right)
+            if left <= right:
+                out[top - rect.top : bottom - rect.top + 1, left - rect.left : right - rect.left + 1] = v[
+                    top - r.top : bottom - r.top + 1, left - r.left : right - r.left + 1
+                ]
+        for i, j in zip(*np.nonzero(np.equal(out, None))):
+            if not self.complete or self.tabs[rect.sheet].sheet.holds(rect.top + i, rect.left + j):
+                return None
+            out[i, j] = 0.0
+        return out.astype(float) if all(isinstance(v, (int, float, np.number)) for v in out.flat) else out
 
     def attach_values(self):
         """Give every formula cell whose result was recorded its cached value. Returns (formula cells, with a
@@ -348,7 +399,41 @@ class Book:
         if tab.name in self.tabs:
             raise ValueError(f"two tabs named {tab.name!r}")
         self.tabs[tab.name] = tab
+        tab.book = self
+        for block in tab.sheet.blocks:  # what the tab got before it joined the book (its title)
+            self.constants(tab.name, block)
         return tab
+
+    def constants(self, sheet, block):
+        """Record the values a block's constant cells hold, as a spreadsheet reads them (a float32 weight as its
+        shortest decimal), for the formulas that read them; only when the book computes its formulas' values."""
+        if self.formula_values is None:
+            return
+        if isinstance(block, Numbers):
+            values = block.values
+            self.cache(
+                Rect(sheet, block.top, block.left, *values.shape),
+                decimal_values(values) if values.dtype.kind == "f" else values,
+            )
+        elif isinstance(block, Cells) and block.rows:
+            width = max(len(row) for row in block.rows)
+            if any(isinstance(v, Formula) for row in block.rows for v in row):
+                for i, row in enumerate(block.rows):
+                    for j, v in enumerate(row):
+                        if v is not None and not isinstance(v, Formula):
+                            self.cache(Rect(sheet, block.top + i, block.left + j), v)
+            elif all(len(row) == width for row in block.rows):
+                self.cache(Rect(sheet, block.top, block.left, len(block.rows), width), np.array(block.rows, object))
+
+    @contextlib.contextmanager
+    def values_by_writer(self):
+        """Formulas written inside the block get no computed value: their writer records its own (the tokenizer's
+        tabs, from its Python mirror)."""
+        evaluator, self.formula_values = self.formula_values, None
+        try:
+            yield
+        finally:
+            self.formula_values = evaluator
 
     def __getitem__(self, name):
         return self.tabs[name]

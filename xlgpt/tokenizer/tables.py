@@ -60,10 +60,16 @@ def tables(tok):
     return _tables(str(tok.files[0]), str(tok.files[1]))
 
 
+@lru_cache(maxsize=1)
+def unicode_to_bytes():
+    """bytes_to_unicode's inverse: a byte-level symbol's character -> its byte."""
+    return {c: b for b, c in bytes_to_unicode().items()}
+
+
 def symbol_text(symbol):
     """A byte-level token's text: its UTF-8 bytes decoded, or, for a piece of a character, the bytes as
     <0xC3>-style text (never a replacement character that hides which bytes they are)."""
-    to_byte = {c: b for b, c in bytes_to_unicode().items()}
+    to_byte = unicode_to_bytes()
     raw = bytes(to_byte.get(c, 63) for c in symbol)
     try:
         return raw.decode("utf-8")

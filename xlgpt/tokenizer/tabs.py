@@ -677,8 +677,9 @@ def add_tokenizer(book, tok, capacity, text, vocabulary=None):
         )
     )
     prompt.skip()
-    names = table_tabs(book, tok, vocabulary is None)
-    names.update(add_prompt(book, prompt, tok, cap, text, vocabulary=vocabulary))
+    with book.values_by_writer():  # the tokenizer's Python mirror gives its cells' values
+        names = table_tabs(book, tok, vocabulary is None)
+        names.update(add_prompt(book, prompt, tok, cap, text, vocabulary=vocabulary))
     return prompt, names
 
 

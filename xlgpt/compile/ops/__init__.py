@@ -1,6 +1,7 @@
 """Ops: how a stage of the template becomes cells. Each op is a short function op(ctx, *inputs) -> Rect
-(or a list of Rects, one per attention head) whose docstring states its math; `ctx` (compile/lower.py)
-gives it blocks on its tab, its weights and formula rendering relative to the tab.
+(or a list of Rects, one per attention head) whose docstring states its math, and whose formulas are its only
+statement of it (compile/values.py computes their cached values from them); `ctx` (compile/context.py) gives
+it blocks on its tab, its weights and formula rendering relative to the tab.
 
 OPS is the explicit registry the template is checked against: name -> (function, inputs, param roles).
 """

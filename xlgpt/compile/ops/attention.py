@@ -3,8 +3,6 @@ softmax over keys of (k·q / sqrt(head size), the future masked), then the value
 column reads the keys and values of positions 0..t only: causality lives in the ranges, and a new token
 leaves the earlier columns as they are (the sheet's KV cache)."""
 
-import numpy as np
-
 from xlgpt.compile.ops.projection import head
 from xlgpt.sheet import contract as C
 from xlgpt.sheet.styles import PERCENT, SCORE, colour_scale, diverging_scale
@@ -36,10 +34,6 @@ def causal_mask(ctx, scores):
             dict(key=block.index_column(), query=ctx.positions, s=scores[h], masked=MASKED),
         )
     )
-    causal = np.triu(np.ones((ctx.T, ctx.T), bool))  # [key, query]: key <= query
-    for block, s in zip(blocks, scores):
-        if ctx.value(s) is not None:
-            ctx.cache(block, np.where(causal, ctx.value(s), float(MASKED)))
     return [ctx.tab.format(b, SCORE) for b in blocks]
 
 
@@ -52,13 +46,6 @@ def softmax(ctx, s):
     sums = ctx.block(heads, ctx.title + ": sum of each column of exp(score - max)")
     ctx.each(sums, "SUM({e})", e=lambda h, t: exp[h].col(t))
     probs = ctx.per_head(lambda h, _: ("{e}/{sum}", dict(e=exp[h], sum=sums.row(h))))
-    if all(ctx.value(b) is not None for b in s):
-        values = np.array([ctx.value(b) for b in s])  # [head, key, query]
-        ctx.cache(mx, values.max(1))
-        e = np.exp(values - values.max(1, keepdims=True))
-        for block, v in zip(exp, e):
-            ctx.cache(block, v)
-        ctx.cache(sums, e.sum(1))
     return [ctx.tab.heatmap(ctx.tab.format(p, PERCENT), ctx.heat) for p in probs]
 
 
@@ -100,10 +87,6 @@ def mix_backward(ctx, dout, probs, qkv):
             )
 
     dprobs = ctx.per_head(dp)
-    known = ctx.known(dout, qkv, *probs) and not switch.switches  # (a training book has no switches)
-    for h, block in enumerate(dprobs):  # every key's row: the cells above the diagonal are not written
-        if known:
-            ctx.cache(block, head(ctx.value(qkv), V, h, cfg).T @ head(ctx.value(dout), 0, h, cfg))
     dv = ctx.block(
         [(f"∂L/∂v head {h}", i) for h in range(cfg.n_head) for i in range(d)],
         f"∂L/∂v_key = Σ over queries t ≥ key of {ctx.input_name(0)}[key, t] · ∂L/∂{ctx.stage.name}[:, t]{switch.note}",
@@ -117,8 +100,6 @@ def mix_backward(ctx, dout, probs, qkv):
                 dh=dh.cols(key, T),
                 p=probs[h].row(key).cols(key, T),
             )
-    if known:  # p is 0 where a key follows its query
-        ctx.cache(dv, np.vstack([head(ctx.value(dout), 0, h, cfg) @ ctx.value(probs[h]).T for h in range(cfg.n_head)]))
     return [dprobs, {2 * cfg.n_embd: dv}]
 
 
@@ -135,9 +116,6 @@ def softmax_backward(ctx, dp, s):
         p=lambda h, t: p[h].col(t).rows(0, t + 1),
         dp=lambda h, t: dp[h].col(t).rows(0, t + 1),
     )
-    known = ctx.known(*p, *dp)
-    if known:  # p is 0 where a key follows its query, so whole columns give the same sums
-        ctx.cache(dots, [(ctx.value(ph) * ctx.value(dph)).sum(0) for ph, dph in zip(p, dp)])
     ctx.title = (
         f"∂L/∂{ctx.input_name(0)} = {ctx.stage.name} · (∂L/∂{ctx.stage.name} − that sum); "
         f"the causal mask passes it through to the scores"
@@ -154,9 +132,6 @@ def softmax_backward(ctx, dp, s):
             )
 
     blocks = ctx.per_head(ds)
-    for h, block in enumerate(blocks):
-        if known:
-            ctx.cache(block, ctx.value(p[h]) * (ctx.value(dp[h]) - ctx.value(dots)[h]))
     # red: raising that score would lower the loss; blue: raise it
     return [[ctx.tab.heatmap(b, diverging_scale()) for b in blocks]]
 
@@ -196,8 +171,4 @@ def scores_backward(ctx, ds, qkv):
                 ds=ds[h].row(t).cols(t, T),
                 d=d,
             )
-    if ctx.known(qkv, *ds):  # ds is 0 where a key follows its query
-        x, s = ctx.value(qkv), [ctx.value(b) for b in ds]
-        ctx.cache(dq, np.vstack([head(x, K, h, cfg) @ s[h] / np.sqrt(d) for h in range(cfg.n_head)]))
-        ctx.cache(dk, np.vstack([head(x, Q, h, cfg) @ s[h].T / np.sqrt(d) for h in range(cfg.n_head)]))
     return [{0: dq, C: dk}]

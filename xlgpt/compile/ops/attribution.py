@@ -3,8 +3,6 @@ logit at the prompt's last token, through ln_f with that position's scale held f
 convention). A component's output c adds c · AttributionDirection, where
 AttributionDirection = (ln_f.weight ⊙ wte[target] − its mean) / sqrt(variance of x + eps)."""
 
-import numpy as np
-
 from xlgpt.compile.ops.projection import head
 from xlgpt.sheet import contract as C
 from xlgpt.sheet.styles import BOLD, INPUT, NUMBER, SECTION, diverging_scale
@@ -32,55 +30,7 @@ def attribution(ctx, heads, mlp):
     ctx.array(
         rows.row(cfg.n_head + 1), "MMULT(TRANSPOSE({direction}),{mlp})", direction=C.ATTRIBUTION_DIRECTION, mlp=mlp
     )
-    direction = new_book_direction(ctx)
-    if direction is not None and ctx.value(heads) is not None and ctx.value(mlp) is not None:
-        as_is = ctx.value(w.rect).T if w.transposed else ctx.value(w.rect)  # [in, out]
-        ctx.cache(back, as_is.astype(float) @ direction["direction"])
-        per_head = ctx.value(heads).reshape(cfg.n_head, d, -1)
-        ctx.cache(
-            rows,
-            np.vstack(
-                [
-                    np.einsum("hd,hdt->ht", ctx.value(back).reshape(cfg.n_head, d), per_head),
-                    np.full((1, ctx.T), ctx.value(b)[:, 0] @ direction["direction"]),
-                    direction["direction"] @ ctx.value(mlp),
-                ]
-            ),
-        )
     return rows
-
-
-def new_book_direction(ctx):
-    """AttributionDirection's cells in a new book, whose target is the predicted token at the prompt's last
-    token, from the reference's final residual stream and logits (which the layers' attribution rows need
-    before the Attribution tab computes it): {name: value}, or None without the reference."""
-    memo = ctx.lowering.memo
-    if "direction" not in memo:
-        memo["direction"] = _direction(ctx)
-    return memo["direction"]
-
-
-def _direction(ctx):
-    x, logits = ctx.reference_value("x"), ctx.reference_value("logits")
-    if x is None or logits is None:
-        return None
-    stage = next(s for s in ctx.lowering.spec.stages if s.op == "attribution_table")
-    g, b, wte = (ctx.lowering.ckpt[stage.params[role]].astype(float) for role in ("weight", "bias", "table"))
-    last = ctx.lowering.last
-    target = int(np.argmax(logits[last]))
-    final = x[last]
-    scale = np.sqrt(final.var() + ctx.cfg.layer_norm_epsilon)
-    u = g * wte[target]
-    return {
-        "target": target,
-        "final": final,
-        "scale": scale,
-        "unembedding": wte[target],
-        "u": u,
-        "direction": (u - u.mean()) / scale,
-        "bias term": b @ wte[target],
-        "logit": logits[last, target],
-    }
 
 
 def attribution_table(ctx, streams, layers, logits):
@@ -117,7 +67,7 @@ def attribution_table(ctx, streams, layers, logits):
         "The target's logit (Logits at that token and position)",
         ctx.formula(f"INDEX({logits.ref(tab.name)},{C.ATTRIBUTION_TOKEN}+1,{C.ATTRIBUTION_POSITION})"),
     )
-    check = tab.field(
+    tab.field(
         "Check: table + other terms − logit (0 up to rounding)",
         ctx.formula(f"SUM({table.ref(tab.name)})+SUM({other.ref(tab.name)})-{logit.ref(tab.name)}"),
     )
@@ -168,34 +118,6 @@ def attribution_table(ctx, streams, layers, logits):
         direction=direction,
     )
     ctx.each(other.row(2), "SUMPRODUCT({b},{w})", b=b, w=unembedding)
-    values = new_book_direction(ctx)
-    if values is not None:
-        e, n = ctx.edits, cfg.n_layer
-        steering = (
-            e.steering_coefficient * e.steering_vector @ values["direction"] if 0 <= e.steering_layer < n else 0.0
-        )
-        table_values = np.array([ctx.value(rows)[:, ctx.lowering.last] for rows in layers])
-        other_values = [
-            ctx.value(streams[0])[:, ctx.lowering.last] @ values["direction"],
-            steering,
-            values["bias term"],
-        ]
-        for rect, v in (
-            (target, values["target"]),
-            (position, ctx.lowering.last + 1),
-            (table, table_values),
-            (other, other_values),
-            (logit, values["logit"]),
-            (check, table_values.sum() + sum(other_values) - values["logit"]),
-            (final, values["final"]),
-            (scale, values["scale"]),
-            (unembedding, values["unembedding"]),
-            (u, values["u"]),
-            (direction, values["direction"]),
-        ):
-            ctx.cache(rect, v)
-        if ctx.vocab is not None:
-            ctx.cache(target.cell(0, 1), ctx.texts([values["target"]]))
     for name, rect in (
         (C.ATTRIBUTION_TOKEN, target),
         (C.ATTRIBUTION_POSITION, position),

@@ -1,7 +1,5 @@
 """The input and its embedding: x[:, t] = wte[token t] + wpe[t]."""
 
-import numpy as np
-
 from xlgpt.sheet.styles import IDS
 
 
@@ -46,8 +44,6 @@ def token_embedding_backward(ctx, de, tokens):
         "One-hot of each position's token: 1 in the row of its id",
     )
     ctx.tab.format(ctx.array(onehot, "IF({ids}={token},1,0)", ids=onehot.index_column(), token=tokens), IDS)
-    if ctx.known(tokens):
-        ctx.cache(onehot, (np.arange(onehot.height)[:, None] == ctx.value(tokens)).astype(int))
     ctx.grad_outer("table", onehot, de, f"through the lookup: one-hot · (∂L/∂{ctx.stage.name})ᵀ")
     return [None]
 
@@ -57,13 +53,6 @@ def position_embedding_backward(ctx, dp):
     T = ctx.T
 
     def fill(tab, rect, transposed):
-        if ctx.known(dp):  # the whole tensor's: zeros beyond the window
-            grad = np.zeros((rect.height, rect.width))
-            if transposed:
-                grad[:, :T] = ctx.value(dp)
-            else:
-                grad[:T] = ctx.value(dp).T
-            ctx.cache(rect, grad)
         if transposed:  # [features, positions]
             tab.array(rect.cols(0, T), "{d}", d=dp)
             return tab.put(rect.cols(T, rect.width), [[0] * (rect.width - T)] * rect.height) if rect.width > T else rect

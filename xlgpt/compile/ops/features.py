@@ -2,8 +2,6 @@
 f = ReLU(W_encᵀ · (x − b_dec) + b_enc), one row per feature, one column per position; the strongest
 features at each position on top, labelled."""
 
-import numpy as np
-
 from xlgpt.sheet import contract as C
 from xlgpt.sheet.styles import IDS, NUMBER
 
@@ -46,17 +44,6 @@ def features(ctx, streams):
     ctx.each(label_rows, "INDEX({labels},{id}+1)", labels=acts.label_column(), id=lambda r, t: ids.cell(r, t))
     tab.format(ids, IDS)
     tab.format(values, NUMBER)
-    if ctx.value(x) is not None:
-        w, b, b_dec = (ctx.value(v).astype(float) for v in (w_enc, b_enc, b_dec))
-        xc = ctx.value(x) - b_dec
-        f = np.maximum(0, w @ xc + b)
-        for rect, v in ((centred, xc), (pre, w @ xc + b), (acts, f)):
-            ctx.cache(rect, v)
-        top_values = -np.sort(-f, axis=0)[:TOP]
-        top_ids = np.array([[np.flatnonzero(f[:, t] == v)[0] for t, v in enumerate(row)] for row in top_values])
-        ctx.cache(values, top_values)
-        ctx.cache(ids, top_ids)
-        ctx.cache(label_rows, np.reshape([labels[i] for i in top_ids.ravel()], top_ids.shape))
     ctx.name(C.FEATURE_ACTIVATIONS, acts)
     ctx.name(C.TOP_FEATURES, ids)
     return acts

@@ -1,7 +1,5 @@
 """The logit lens: read each residual stream as if it were the last, through ln_f and the unembedding."""
 
-import numpy as np
-
 from xlgpt.compile.ops.norm import normalize
 from xlgpt.compile.ops.output import softmax_stats
 from xlgpt.sheet import contract as C
@@ -17,16 +15,12 @@ def lens(ctx, x):
     logits = ctx.array(
         ctx.block(labels, ctx.title + ": logits, wte · ln_f(x)"), "MMULT({wte},{x})", wte=table, x=normed
     )
-    if ctx.value(normed) is not None:
-        ctx.cache(logits, ctx.value(table).astype(float) @ ctx.value(normed))
     mx, total = softmax_stats(ctx, logits, ctx.title + ": each column's largest logit and sum of exponentials")
     top = ctx.block([("top token", None), ("its probability", None)], ctx.title + ": the top token")
     ctx.each(top.row(0), "MATCH({mx},{l},0)-1", mx=lambda _, t: mx.col(t), l=lambda _, t: logits.col(t))
     ctx.each(top.row(1), "1/{total}", total=lambda _, t: total.col(t))
     ctx.tab.format(top.row(0), IDS)
     ctx.tab.format(top.row(1), PERCENT)
-    if ctx.value(logits) is not None:
-        ctx.cache(top, [ctx.value(logits).argmax(0), 1 / ctx.value(total)[0]])
     return top
 
 
@@ -41,12 +35,6 @@ def lens_table(ctx, lenses):
         ctx.each(probs.row(k), "{p}", p=lambda _, t: top.cell(1, t))
     if ctx.vocab is not None:
         ctx.each(texts, "INDEX({vocab},{id}+1)", vocab=C.VOCABULARY, id=lambda k, t: ids.cell(k, t))
-    if all(ctx.value(top) is not None for top in lenses):
-        tops = np.array([ctx.value(top) for top in lenses])  # [stream, id or probability, position]
-        ctx.cache(ids, tops[:, 0])
-        ctx.cache(probs, tops[:, 1])
-        if ctx.vocab is not None:
-            ctx.cache(texts, np.reshape(ctx.texts(tops[:, 0]), tops[:, 0].shape))
     corner = probs.cell(0, 0).ref(ctx.tab.name, absolute=False)
     for level, dxf in sorted(LEVEL_SHADES.items(), reverse=True):  # the first rule that holds wins
         ctx.tab.heatmap(texts, when(f"{corner}>={level}", dxf))

@@ -1,7 +1,5 @@
 """From the last residual stream to a prediction: logits, probabilities, the top tokens."""
 
-import numpy as np
-
 from xlgpt.sheet import contract as C
 from xlgpt.sheet.styles import BOLD, IDS, PERCENT
 
@@ -18,8 +16,6 @@ def unembed_backward(ctx, dlogits, x):
     table, name = ctx.token_table(), ctx.input_name(0)
     dx = ctx.block(ctx.rows(f"∂L/∂{name}", x.height), f"∂L/∂{name} = wteᵀ · ∂L/∂{ctx.stage.name}")
     ctx.array(dx, "MMULT(TRANSPOSE({wte}),{d})", wte=table, d=dlogits)
-    if ctx.known(dlogits):
-        ctx.cache(dx, ctx.value(table).astype(float).T @ ctx.value(dlogits))
     ctx.grad_outer("table", dlogits, x, f"through the LM head: ∂L/∂{ctx.stage.name} · {name}ᵀ")
     return [dx]
 
@@ -30,11 +26,6 @@ def argmax(ctx, logits):
     ctx.tab.format(ctx.each(out, "MATCH(MAX({l}),{l},0)-1", l=lambda _, t: logits.col(t)), IDS)
     if text is not None:
         ctx.each(text, "INDEX({vocab},{id}+1)", vocab=C.VOCABULARY, id=lambda _, t: out.col(t))
-    if ctx.value(logits) is not None:
-        ids = ctx.value(logits).argmax(0)  # the first of equal maxima, as MATCH
-        ctx.cache(out, ids)
-        if text is not None:
-            ctx.cache(text, ctx.texts(ids))
     return out
 
 
@@ -43,9 +34,6 @@ def softmax_stats(ctx, logits, title):
     stats = ctx.block([("largest logit", None), ("sum of exp(logit - largest)", None)], title)
     ctx.each(stats.row(0), "MAX({l})", l=lambda _, t: logits.col(t))
     ctx.each_array(stats.row(1), "SUM(EXP({l}-{mx}))", l=lambda _, t: logits.col(t), mx=lambda _, t: stats.cell(0, t))
-    values = ctx.value(logits)
-    if values is not None:
-        ctx.cache(stats, [values.max(0), np.exp(values - values.max(0)).sum(0)])
     return stats.row(0), stats.row(1)
 
 
@@ -54,8 +42,6 @@ def probabilities(ctx, logits):
     mx, total = softmax_stats(ctx, logits, ctx.title + ": each column's largest logit and sum of exponentials")
     labels = [(text, i) for i, text in enumerate(ctx.vocab or ["token"] * logits.height)]
     out = ctx.array(ctx.block(labels, ctx.title), "EXP({l}-{mx})/{total}", l=logits, mx=mx, total=total)
-    if ctx.value(logits) is not None:
-        ctx.cache(out, np.exp(ctx.value(logits) - ctx.value(mx)) / ctx.value(total))
     ctx.name(C.PROBABILITIES, out)
     return ctx.tab.heatmap(ctx.tab.format(out, PERCENT), ctx.heat)
 
@@ -82,13 +68,6 @@ def top_k(ctx, probs, k=5):
     )
     if ctx.vocab is not None:
         ctx.each(texts, "INDEX({vocab},{id}+1)", vocab=C.VOCABULARY, id=lambda r, _: ids.cell(r, 0))
-    p = ctx.value(last)
-    if p is not None:
-        top = np.argsort(-p[:, 0], kind="stable")[:k]  # ties: the lower id first
-        ctx.cache(ids, top)
-        ctx.cache(ps, p[top, 0])
-        if ctx.vocab is not None:
-            ctx.cache(texts, ctx.texts(top))
     ctx.name(C.TOP_K_TOKENS, ids)
     ctx.name(C.TOP_K_PROBABILITIES, ps)
     return table

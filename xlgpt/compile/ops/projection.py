@@ -25,8 +25,6 @@ def linear_backward(ctx, dy, x):
     y, name, w = ctx.stage.name, ctx.input_name(0), ctx.stage.params["weight"]
     dx = ctx.block(ctx.rows(f"∂L/∂{name}", x.height), f"∂L/∂{name} = {w} · ∂L/∂{y}")
     ctx.array(dx, "MMULT({w},{dy})", w=ctx.as_is(ctx.weight("weight")), dy=dy)
-    if ctx.known(dy):
-        ctx.cache(dx, ctx.stored_value(ctx.weight("weight")) @ ctx.value(dy))
     ctx.grad_outer("weight", x, dy, f"{name} · (∂L/∂{y})ᵀ, summed over positions")
     ctx.grad_rows("bias", "SUM({dy})", f"Σ over positions of ∂L/∂{y}", dy=dy)
     return [dx]

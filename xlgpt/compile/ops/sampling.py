@@ -5,10 +5,7 @@ p       = softmax(logits / Temperature) over the TopK largest logits (ties: lowe
 token   = the smallest id whose cumulative probability, summed in id order, exceeds u;
           Temperature 0 is the argmax (the lowest id among ties)."""
 
-import numpy as np
-
 from xlgpt.sheet import contract as C
-from xlgpt.sheet.cells import DIV0
 from xlgpt.sheet.styles import IDS, PERCENT
 
 MODULUS, MULTIPLIER = 2147483647, 48271
@@ -105,37 +102,4 @@ def sample(ctx, logits):
     if ctx.vocab is not None:
         ctx.each(result.row(1), 'IF(ISNUMBER({id}),INDEX({vocab},{id}+1),"")', id=token, vocab=C.VOCABULARY)
     ctx.name(C.SAMPLED_TOKEN, token)
-    if ctx.value(last) is not None:
-        draw = new_book_draw(ctx.value(last)[:, 0], steps)
-        for rect, values in (
-            (states, draw["states"]),
-            (scalars, draw["scalars"]),
-            (columns, draw["columns"]),
-            (token, draw["token"]),
-        ):
-            ctx.cache(rect, values)
-        if ctx.vocab is not None:
-            ctx.cache(result.row(1), ctx.texts([draw["token"]]))
     return token
-
-
-def new_book_draw(logits, steps):
-    """The values of the sampler's cells in a new book (C.SAMPLING_DEFAULTS: Temperature 0, so the weights
-    divide by 0 and the draw is the argmax), cell for cell: {block name: values}."""
-    d = C.SAMPLING_DEFAULTS
-    V, temperature, top_k, seed, step = len(logits), d[C.TEMPERATURE], d[C.TOP_K], d[C.SEED], d[C.SAMPLE_STEP]
-    states = [seed]
-    for _ in range(steps - 1):
-        states.append(states[-1] * MULTIPLIER % MODULUS)
-    keep = V if top_k == 0 or top_k >= V else top_k
-    kth = np.sort(logits)[::-1][keep - 1]
-    above = int((logits > kth).sum())
-    ties = np.concatenate([[0], np.cumsum(logits == kth)[:-1]])
-    kept = (logits > kth) | ((logits == kth) & (ties < keep - above))
-    assert temperature == 0  # else: the weights exp((l - largest) / t), their sum and cumulative probabilities
-    columns = np.empty((V, 5), object)
-    columns[:, 0], columns[:, 1], columns[:, 3:] = ties, kept.astype(int), DIV0
-    columns[:, 2] = [DIV0 if k else 0.0 for k in kept]
-    scalars = np.empty(6, object)
-    scalars[:] = [keep, kth, above, logits.max(), states[step + 3] / MODULUS, DIV0]
-    return {"states": states, "scalars": scalars, "columns": columns, "token": int(np.argmax(logits))}

@@ -1,7 +1,5 @@
 """The loss a training book minimizes: next-token cross-entropy at every position of the window."""
 
-import numpy as np
-
 from xlgpt.compile.ops.output import softmax_stats
 from xlgpt.sheet import contract as C
 from xlgpt.sheet.layout import Rect
@@ -36,13 +34,6 @@ def cross_entropy(ctx, logits):
         y=lambda _, t: targets.cell(0, t),
     )
     tab.put(loss, [[ctx.formula(f"AVERAGE({per_position.ref(tab.name)})")]], BIG_NUMBER)
-    if ctx.known(logits):
-        values, y = ctx.value(logits), list(training.targets)
-        losses = ctx.value(mx)[0] + np.log(ctx.value(total)[0]) - values[y, range(ctx.T)]
-        ctx.cache(per_position, losses)
-        ctx.cache(loss, losses.mean())
-        if ctx.vocab is not None:
-            ctx.cache(block.row(1), ctx.texts(y))
     ctx.name(C.LOSS, loss)
     settings(tab, training, ctx.lowering.named)
     ctx.save(max=mx, total=total, targets=targets)
@@ -63,10 +54,6 @@ def cross_entropy_backward(ctx, _, logits):
         y=ctx.saved["targets"],
         T=ctx.T,
     )
-    if ctx.known(logits):
-        onehot = np.arange(logits.height)[:, None] == np.array(ctx.lowering.training.targets)
-        p = np.exp(ctx.value(logits) - ctx.value(ctx.saved["max"])) / ctx.value(ctx.saved["total"])
-        ctx.cache(d, (p - onehot) / ctx.T)
     return [d]
 
 
