@@ -1,5 +1,6 @@
-"""Check: a written workbook in, a verdict out.
+"""Check: a written workbook in, a verdict out (xlgpt eval).
 
-engines.py recalculates the file with a spreadsheet engine and reads the contract's names (contract.py);
-reference.py computes the same numbers in NumPy, independently; verify.py compares the two.
+provenance.py first proves the book is what the compiler writes for what it records (recompiled in memory,
+compared cell by cell); verify.py then has the engines (engines/) recalculate it and compares what they
+compute with the NumPy reference (model/reference.py), computed independently.
 """
