@@ -225,6 +225,34 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["book.xlsx"]
 
 
+@pytest.mark.xfail(strict=True, reason="package bug: an interruption while zipfile opens a part (writer._member) "
+                   "leaves the ZipFile mid-write; its close() then raises ValueError, which replaces the "
+                   "KeyboardInterrupt (a traceback and exit 1 instead of one line and 130)")
+def test_an_interrupt_while_a_part_opens_comes_out_as_itself(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM, raised as cli.Terminated) just as the writer opens a part of the zip: the interruption
+    itself reaches cli.main (click turns a KeyboardInterrupt into Abort), which prints its one line; the old book
+    stays and no temporary file is left."""
+    import zipfile
+
+    import click
+
+    out = build_tiny(tmp_path)
+    before = out.read_bytes()
+    real, calls = zipfile._get_compressor, []
+
+    def interrupted(*args, **kwargs):  # the moment a part is opened for writing, its compressor made
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(zipfile, "_get_compressor", interrupted)
+    with pytest.raises(click.exceptions.Abort):
+        xlgpt("build", "--weights", TINY, "--tokens", "1,2,3", "--out", out)
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["book.xlsx"]
+
+
 # --- 4. eval reads the Prompt cell of books xlgpt wrote --------------------------------------------------
 
 ODD_PROMPTS = ["=1+1", "a\tb\r\nc", "tab\there", "bell\x07 and\x1f", "end\ufffe", "_x0041_ is A", '"=SUM(A1)"']
@@ -364,17 +392,22 @@ def test_a_repointed_name_fails(tmp_path):
 
 
 def test_typed_input_cells_may_differ(tmp_path):
-    """A person's edits to input cells (token ids, here) are no forgery: eval checks them with the reference."""
+    """A person's edits to input cells (token ids, here) are no forgery: eval checks them with the reference.
+    Written without recalculating (no spreadsheet saved it), the book still shows the old results until it is
+    recalculated: eval says so (its cached values), while the engine computes the reference's."""
     from xlgpt.sheet import contract as C
+    from xlgpt.sheet.styles import INPUT
     from xlgpt.sheet.writer import copy_with_cell
 
     book = build_tiny(tmp_path)
     info = read_book(book)
     ref = info.names[C.TOKEN_IDS]
     edited = tmp_path / "edited.xlsx"
-    copy_with_cell(book, edited, info.sheets.index(ref.sheet) + 1, ref.top, ref.left + 1, 7, 0)
-    run = xlgpt("eval", edited, "--engine", "formulas")
-    assert run.returncode == 0 and "MATCH" in run.stdout, (run.stdout, run.stderr)
+    copy_with_cell(book, edited, info.sheets.index(ref.sheet) + 1, ref.top, ref.left + 1, 7, INPUT)
+    run = xlgpt("eval", edited, "--engine", "formulas", "--json")
+    [result] = [json.loads(line) for line in run.stdout.splitlines()]
+    assert max(result["checks"].values()) < 1e-9 and result["display_difference"] is None, result
+    assert run.returncode == 1 and "its cached value" in result["cached_difference"], result
 
 
 # --- 7. interrupted work leaves nothing ---------------------------------------------------------------

@@ -118,15 +118,22 @@ def test_eval_checks_a_training_book_with_every_engine(tmp_path, optimizer):
 
 
 @pytest.mark.engines
-def test_a_corrupted_weight_cell_is_a_mismatch(tmp_path):
+def test_a_corrupted_weight_cell_is_a_mismatch(tmp_path, monkeypatch):
     """The checks can fail: one weight cell changed in the file makes the book's loss and gradients leave the
-    reference's (which reads the checkpoint)."""
+    reference's (which reads the checkpoint). eval refuses the cell itself before any engine runs; without that
+    check, the engine's loss and gradients show it."""
+    from xlgpt.check import verify
+    from xlgpt.check.provenance import Provenance
     from xlgpt.sheet.writer import copy_with_cell
 
     _, book = build_training(tmp_path, "tiny")
     cell = book.names["wte_weight"].cell(book.training["targets"][0], 0)
     forged = tmp_path / "forged.xlsx"
     copy_with_cell(book.path, forged, book.sheets.index(cell.sheet) + 1, cell.top, cell.left, 0.5)
+    run = xlgpt("eval", forged, "--engine", "libreoffice", "--json")
+    assert run.returncode == 1, run.stderr
+    assert "holds 0.5 where the checkpoint's value" in json.loads(run.stdout)["not_compiled"]
+    monkeypatch.setattr(verify, "check_compiled", lambda book, sheets, names, cached=(): Provenance())
     run = xlgpt("eval", forged, "--engine", "libreoffice", "--json")
     assert run.returncode == 1, run.stderr
     checks = json.loads(run.stdout)["checks"]

@@ -9,6 +9,7 @@
 Bad input raises XlgptError (one line saying what is wrong); a verdict (MISMATCH) is a result, not an error.
 """
 
+import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from xlgpt.compile.build import build as build_book
 from xlgpt.compile.build import check_tokens
 from xlgpt.compile.template import DEFAULT_TEMPLATE, GENERATE_TEMPLATE
 from xlgpt.drive import steering
-from xlgpt.drive.generate import PAD_ID, check_sampling
+from xlgpt.drive.generate import PAD_ID, check_book, check_sampling, check_token_ids
 from xlgpt.drive.generate import generate as generate_with_book
 from xlgpt.drive.train import BOOK
 from xlgpt.drive.train import run as run_training
@@ -37,8 +38,10 @@ from xlgpt.model.checkpoint import save as save_checkpoint
 from xlgpt.model.hub import resolve
 from xlgpt.model.sae import BUNDLED_SOURCE, load_sae
 from xlgpt.package import XlgptError
-from xlgpt.safefile import check_output, read_bounded
-from xlgpt.sheet.contract import CALCULATION
+from xlgpt.safefile import check_input_file, check_output, read_bounded
+from xlgpt.sheet import contract as C
+from xlgpt.sheet.cells import MAX_COLUMNS
+from xlgpt.sheet.layout import FIRST_COL
 from xlgpt.sheet.read import read_book
 from xlgpt.tokenizer import hf as tk
 from xlgpt.tokenizer.bpe import Capacity, capacity_for
@@ -49,6 +52,11 @@ DEFAULT_POSITIONS = 32  # a prompt-cell book's positions, at least: room to type
 DEFAULT_CAPACITY = Capacity()  # the in-sheet tokenizer's: 256 characters, 512 bytes, 64 merge rounds
 SAMPLE_TEXT = "sample.txt"  # text a bundled model ships for `xlgpt train`
 Steering = steering.Steering
+# An existing workbook is replaced only when it defines these names (its About block): one xlgpt wrote. Any
+# other file is the user's (budget.xlsx): replaced only when they say so (force, --force).
+BOOK_MARKS = (C.CHECKPOINT, C.BOOK_INPUT)
+MAX_LEARNING_RATE = 10.0  # far above any that trains (sgd 0.1, adamw 1e-3); beyond it every step is NaN
+SHEET_SLOTS = MAX_COLUMNS - FIRST_COL + 1  # a row of positions, characters or bytes starts at column C
 
 
 def resolve_weights(name=None):
@@ -87,6 +95,22 @@ def model_and_tokens(weights=None, tokens=None, prompt=None):
     return ckpt, tok, ids, prompt
 
 
+def check_learning_rate(lr):
+    """A learning rate is a number from 0 to MAX_LEARNING_RATE (NaN, infinity and 1e300 only make NaN steps)."""
+    if lr is not None and not (math.isfinite(lr) and 0 <= lr <= MAX_LEARNING_RATE):
+        raise XlgptError(f"--lr {lr:g}: a learning rate is a number from 0 to {MAX_LEARNING_RATE:g}")
+
+
+def check_columns(counts):
+    """Each (what, n): n columns of a sheet from column C, which ends at column XFD."""
+    for what, n in counts:
+        if n is not None and n > SHEET_SLOTS:
+            raise XlgptError(
+                f"{what} {n:,}: a sheet has {MAX_COLUMNS:,} columns, so a book holds at most {SHEET_SLOTS:,} from its "
+                f"first column of values"
+            )
+
+
 def random_weights(out, layers=2, embd=64, heads=4, vocab=300, context=32, seed=0):
     """Write a seeded random GPT-2 checkpoint of any shape into the new directory `out`; returns its size."""
     out = Path(out)
@@ -115,6 +139,7 @@ class Built:
     manual: bool = False  # calculation is manual
 
 
+@np.errstate(all="ignore")  # the user's numbers may overflow: the results say so, not warnings
 def build(
     out="book.xlsx",
     weights=None,
@@ -131,6 +156,7 @@ def build(
     lr=None,
     calculation=None,
     progress=None,
+    force=False,
 ):
     """Compile a checkpoint and a prompt into a workbook of formulas at `out`.
 
@@ -140,9 +166,12 @@ def build(
     tokenizer's Capacity, or None to fit the prompt). steer: a Steering (the Interventions tab's starting
     values); sae: an SAE folder or hub id for the Features tab. train: a training book (`optimizer` "sgd" or
     "adamw", learning rate `lr`). calculation: "auto" or "manual" (default: by the book's size). progress:
-    progress(sheet, rows written). Returns a Built."""
+    progress(sheet, rows written). An existing `out` is replaced only if xlgpt wrote it, unless `force`.
+    Returns a Built."""
     out = Path(out)
-    check_output(out, [resolve_weights(weights), template, steer and steer.vector_file])
+    check_output(
+        out, [resolve_weights(weights), template, steer and steer.vector_file], marks=None if force else BOOK_MARKS
+    )
     t0 = time.perf_counter()
     ckpt, tok, ids, text = model_and_tokens(weights, tokens, prompt)
     training = None
@@ -150,9 +179,16 @@ def build(
         if (steer and steer.given()) or sae:
             raise XlgptError("--train: a training book has no interventions or SAE; leave out --steer-* and --sae")
         training, ids, text = training_for(ids, optimizer, lr), ids[:-1], None
+    elif lr is not None:
+        raise XlgptError("--lr is a training book's learning rate: it goes with --train")
+    typed = prompt_cell and text is not None
+    if not typed and (positions is not None or capacity != DEFAULT_CAPACITY):
+        raise XlgptError(
+            "--positions and --capacity size a Prompt cell's tokenizer: they go with --prompt (not with --tokens, "
+            "--no-prompt-cell or --train)"
+        )
     edits = steering.edits(ckpt, tok, steer or Steering(), sae)
     sae, sae_source = (None, None) if train else features_sae(ckpt, weights, sae)
-    typed = prompt_cell and text is not None
     if typed:
         need = capacity_for([text], tok)
         if capacity is None:
@@ -160,6 +196,15 @@ def build(
         else:  # never smaller than the prompt needs
             capacity = capacity.at_least(need)
         positions = positions or min(ckpt.config.n_positions, max(len(ids), DEFAULT_POSITIONS))
+        check_columns(
+            [
+                ("--capacity: characters", capacity.chars),
+                ("--capacity: bytes", capacity.bytes),
+                ("--capacity: tokens", capacity.tokens),
+                ("--positions", positions),
+            ]
+        )
+    check_columns([("the book's positions", len(ids))])
     sheets, names = build_book(
         ckpt,
         ids,
@@ -186,12 +231,13 @@ def build(
         typed,
         positions if typed else None,
         capacity if typed else None,
-        CALCULATION in names,
+        C.CALCULATION in names,
     )
 
 
 def training_for(ids, optimizer, lr):
     """A training book's targets (the prompt's tokens after the first) and optimizer settings."""
+    check_learning_rate(lr)
     if len(ids) < 2:
         raise XlgptError(
             "--train needs at least 2 tokens: the inputs are all but the last, the targets all but the first"
@@ -219,6 +265,7 @@ def engines_for(engine):
     return [engine]
 
 
+@np.errstate(all="ignore")
 def evaluate(
     book,
     engine="auto",
@@ -238,6 +285,7 @@ def evaluate(
     "NAME[i,j]=VALUE" edits of input cells in a copy first. Returns one result dict per engine ("match",
     "token_id", "max_abs_logit_diff", ...). Raises check.provenance.NotCompiled when the book holds formulas
     xlgpt does not write for it (a MISMATCH before any engine runs)."""
+    check_input_file(book, "workbook")
     weights_dir = resolve_weights(weights) if weights is not None else None
     return evaluate_book(
         Path(book),
@@ -253,8 +301,10 @@ def evaluate(
     )
 
 
+@np.errstate(all="ignore")
 def evaluate_each_prompt(book, prompts, weights=None, timeout=3600, on_stage=None, template=None):
     """Type each prompt into the book's Prompt cell in one LibreOffice session and check each: one result each."""
+    check_input_file(book, "workbook")
     weights_dir = resolve_weights(weights) if weights is not None else None
     return evaluate_prompts(
         Path(book),
@@ -267,14 +317,18 @@ def evaluate_each_prompt(book, prompts, weights=None, timeout=3600, on_stage=Non
 
 
 def read_prompts(path):
-    """A prompts file: one prompt a line (blank lines skipped)."""
+    """A prompts file: one prompt a line, ended by a newline (\\n or \\r\\n; a form feed, U+2028 and the like are
+    part of a prompt), blank lines skipped; UTF-8, with or without a byte order mark."""
+    check_input_file(path, "prompts file")
     try:
-        lines = read_bounded(Path(path), what="prompts file").decode("utf-8", errors="strict").splitlines()
+        text = read_bounded(Path(path), what="prompts file").decode("utf-8-sig", errors="strict")
     except (OSError, UnicodeDecodeError) as e:
         raise XlgptError(f"--prompts: cannot read {path} ({e})")
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
     return [line for line in lines if line.strip()]
 
 
+@np.errstate(all="ignore")
 def predict(weights=None, tokens=None, prompt=None, top_k=5):
     """The next token by the NumPy reference alone: {"tokens", "token_id", "top": [{token_id, logit,
     probability, text?}]}."""
@@ -294,6 +348,7 @@ def predict(weights=None, tokens=None, prompt=None, top_k=5):
     return {"tokens": ids, "token_id": top[0], "top": rows, **({"prompt": tok.decode(ids)} if tok else {})}
 
 
+@np.errstate(all="ignore")
 def continue_greedily(weights=None, tokens=None, prompt=None, steps=1):
     """The prompt continued by the reference's argmax, `steps` tokens (the window slides once the context is
     full): {"tokens", "generated", "text"?}."""
@@ -308,6 +363,7 @@ def continue_greedily(weights=None, tokens=None, prompt=None, steps=1):
     }
 
 
+@np.errstate(all="ignore")
 def generate(
     weights=None,
     tokens=None,
@@ -325,6 +381,7 @@ def generate(
     on_built=None,
     on_start=None,
     on_token=None,
+    force=False,
 ):
     """Generate text with the workbook itself: each step the spreadsheet computes the next token, which is
     checked against the reference and written into the next position.
@@ -332,8 +389,11 @@ def generate(
     book: a token-ids workbook to generate with (else one is built for the prompt, kept at `out` if given, from
     the lean generation template unless `instruments`). on_built(path, positions, seconds), on_start(prompt
     ids, tokenizer) and on_token(id, text) report progress. Returns the run's result dict ("tokens", "match",
-    "seconds_per_token", ...; "prompt" and "text" with a tokenizer)."""
+    "seconds_per_token", ...; "prompt" and "text" with a tokenizer). `out` is replaced only if xlgpt wrote
+    it, unless `force`."""
     check_sampling(temperature, top_k, seed)  # before any slow work
+    if book is not None and out is not None:
+        raise XlgptError("--out keeps the workbook generate builds; with --book it builds none")
     with tempfile.TemporaryDirectory(prefix="xlgpt-gen-") as tmp:
         info, ids, tok, weights_dir = generation_book(
             weights,
@@ -345,7 +405,9 @@ def generate(
             steps,
             instruments,
             on_built,
+            force or out is None,  # the temporary book is ours
         )
+        check_book(info, ids, temperature, top_k, seed)  # before any output
         if on_start:
             on_start(ids, tok)
         result = generate_with_book(
@@ -366,15 +428,19 @@ def generate(
     return result
 
 
-def generation_book(weights, tokens, prompt, book_path, positions, out, steps, instruments=False, on_built=None):
+def generation_book(
+    weights, tokens, prompt, book_path, positions, out, steps, instruments=False, on_built=None, force=False
+):
     """generate's workbook: `book_path` as given, or a token-ids book built for the prompt (positions: the
-    prompt's tokens and the steps', at most the context) with pad ids after it. Returns (BookInfo, prompt ids,
-    tokenizer, weights dir for the reference)."""
+    prompt's tokens and the steps', at most the context) with pad ids after it, at `out` (replaced only if
+    xlgpt wrote it, unless `force`). Returns (BookInfo, prompt ids, tokenizer, weights dir for the reference)."""
     if book_path is not None:
         for option, given in (("--positions", positions is not None), ("--instruments", instruments)):
             if given:
                 raise XlgptError(f"{option} builds a workbook; it does not go with --book")
+        check_input_file(book_path, "workbook")
         info = read_book(book_path)
+        check_token_ids(info)
         weights_dir = resolve_weights(weights) if weights is not None else None
         ckpt = checkpoint_for(info, weights_dir)
         tok = tk.for_checkpoint(ckpt)
@@ -390,10 +456,10 @@ def generation_book(weights, tokens, prompt, book_path, positions, out, steps, i
             ids = list(info.tokens)
             while len(ids) > 1 and ids[-1] == PAD_ID:
                 ids.pop()
-        check_tokens(ids, ckpt.config)
+        check_tokens(ids, ckpt.config)  # (generate then checks the book has room: check_book)
         return info, ids, tok, weights_dir
     ckpt, tok, ids, _ = model_and_tokens(weights, tokens, prompt)
-    check_output(out, [ckpt.path])
+    check_output(out, [ckpt.path], marks=None if force else BOOK_MARKS)
     # the positions the steps fill, no more: a token written at position t recomputes every later column
     positions = positions or min(ckpt.config.n_positions, len(ids) + steps)
     if not len(ids) <= positions <= ckpt.config.n_positions:
@@ -401,6 +467,8 @@ def generation_book(weights, tokens, prompt, book_path, positions, out, steps, i
             f"--positions {positions}: needs between {len(ids)} (the prompt's tokens) and "
             f"{ckpt.config.n_positions} (the model's context)"
         )
+    check_room(ids, positions, "the book would have" if positions < ckpt.config.n_positions else "the model has")
+    check_columns([("--positions", positions)])
     t0 = time.perf_counter()
     build_book(
         ckpt,
@@ -414,6 +482,16 @@ def generation_book(weights, tokens, prompt, book_path, positions, out, steps, i
     return read_book(out), ids, tok, ckpt.path
 
 
+def check_room(ids, positions, has):
+    """Refuse, before any slow work, a generation book whose prompt leaves no position to generate into."""
+    if len(ids) >= positions:
+        raise XlgptError(
+            f"the workbook is full: the prompt's {len(ids)} tokens take all {positions} positions {has}; "
+            f"nothing to generate (a shorter prompt, or a book with more positions)"
+        )
+
+
+@np.errstate(all="ignore")
 def train(
     weights=None,
     text=None,
@@ -439,6 +517,7 @@ def train(
     raises drive.train.Diverged when a step leaves the reference."""
     out = Path(out)
     check_new_dir(out)
+    check_learning_rate(lr)
     if text is not None and prompt is not None:
         raise XlgptError("give either --text or --prompt, not both")
     ckpt = load_weights(weights)
@@ -529,6 +608,7 @@ def features(sae=None, top=None, search=None, progress=False):
         "d_in": loaded.d_in,
         "d_sae": loaded.d_sae,
         "model_name": loaded.model_name,
+        "labelled": loaded.features is not None,  # the SAE's folder has a features.json
         "figures": info.get("figures"),
         "features": rows,
     }

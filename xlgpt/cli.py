@@ -1,6 +1,7 @@
 """The xlgpt command line: parse the options, call xlgpt.api, print. Nothing here computes."""
 
 import json
+import math
 import os
 import signal
 import sys
@@ -30,6 +31,18 @@ def parse_tokens(text):
         return [int(p) for p in parts]
     except ValueError:
         raise XlgptError(f"--tokens: {text!r} is not a comma-separated list of integers")
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option that is a finite number (click's FloatRange lets NaN through, and infinity when unbounded)."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def error_line(message):
@@ -158,9 +171,14 @@ def parse_capacity(text):
     if text == "fit":
         return None
     try:
-        return Capacity(*(int(x) for x in text.split(",")))
-    except (TypeError, ValueError):
-        raise XlgptError(f"--capacity: expected CHARS,BYTES,ROUNDS (e.g. 256,512,64) or 'fit', got {text!r}")
+        numbers = [int(x) for x in text.split(",")]
+    except ValueError:
+        numbers = None
+    if numbers is None or len(numbers) != 3:
+        raise XlgptError(
+            f"--capacity: expected CHARS,BYTES,ROUNDS (three numbers, e.g. 256,512,64) or 'fit', got {text!r}"
+        )
+    return Capacity(*numbers)
 
 
 @cli.command()
@@ -168,6 +186,11 @@ def parse_capacity(text):
 @input_options
 @click.option(
     "--out", type=click.Path(path_type=Path), default="book.xlsx", show_default=True, help="workbook to write"
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="replace --out even if it is a workbook xlgpt did not write (without it, only xlgpt's own are replaced)",
 )
 @click.option(
     "--template",
@@ -230,7 +253,7 @@ def parse_capacity(text):
 )
 @click.option(
     "--steer-coef",
-    type=float,
+    type=FiniteFloat(),
     default=None,
     help="SteeringCoefficient: how much of the vector is added [default: 1 with a vector, else 0]",
 )
@@ -250,7 +273,7 @@ def parse_capacity(text):
 )
 @click.option(
     "--lr",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0, max=api.MAX_LEARNING_RATE),
     default=None,
     help="with --train: LearningRate [default: 0.1 for sgd, 0.001 for adamw]",
 )
@@ -268,6 +291,7 @@ def build(
     tokens,
     prompt,
     out,
+    force,
     template,
     prompt_cell,
     positions,
@@ -318,6 +342,7 @@ def build(
             lr,
             calculation,
             progress,
+            force,
         )
     finally:
         bar.close()
@@ -402,8 +427,9 @@ def build(
 def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt, prompts_file, sets, template):
     """Recalculate a workbook with a spreadsheet engine and check it against the NumPy reference.
 
-    Exit status: 0 when every engine matches (same prediction, logits within 1e-6), 1 on a mismatch,
-    2 on bad input."""
+    Exit status: 0 when every engine matches (same prediction, logits within 1e-6) and the book shows what it
+    computes as xlgpt writes it (cached values, formats), 1 on a mismatch or a display difference, 2 on bad
+    input."""
 
     def show_stage(msg):  # like the progress bars: only for a person at a terminal
         if sys.stderr.isatty():
@@ -436,7 +462,17 @@ def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt, prompts
         click.echo(f"tokens (tokenizers library): {','.join(map(str, results[0]['reference_tokens']))}")
     for r in results:
         show_result(r, as_json)
-    sys.exit(0 if all(r["match"] for r in results) else 1)
+    sys.exit(verdict_code(results, as_json))
+
+
+def verdict_code(results, as_json):
+    """0 when every engine matches and the book shows its results as xlgpt writes them, else 1; a display
+    difference (a number format, a colour, a conditional format: nothing a formula computes from) gets its own
+    verdict line, after the engines'."""
+    display = next((r["display_difference"] for r in results if r.get("display_difference")), None)
+    if display and not as_json:
+        click.echo(f"{'display':>11}: DIFFERS — {display}")
+    return 0 if all(r["match"] for r in results) and not display else 1
 
 
 def show_result(r, as_json):
@@ -460,6 +496,8 @@ def show_result(r, as_json):
             f"{'':>11}  first difference: "
             + (describe_difference(d) if d else "none of the model's stages (the difference is after them)")
         )
+    if r.get("cached_difference"):  # what the book shows before it is recalculated
+        click.echo(f"{'':>11}  cached value: {r['cached_difference']}")
 
 
 def eval_prompts(book, prompts_file, engine, weights, as_json, timeout, prompt, show_stage, template=None):
@@ -473,7 +511,7 @@ def eval_prompts(book, prompts_file, engine, weights, as_json, timeout, prompt, 
         if not as_json:
             click.echo(f"prompt: {r['prompt']!r}")
         show_result(r, as_json)
-    sys.exit(0 if all(r["match"] for r in results) else 1)
+    sys.exit(verdict_code(results, as_json))
 
 
 @cli.command()
@@ -538,6 +576,11 @@ def predict(weights, tokens, prompt, top_k, generate, as_json):
 )
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="keep the built workbook here")
 @click.option(
+    "--force",
+    is_flag=True,
+    help="replace --out even if it is a workbook xlgpt did not write (without it, only xlgpt's own are replaced)",
+)
+@click.option(
     "--instruments",
     is_flag=True,
     help="build the book with the instruments (templates/gpt2.toml: logit lens, attribution, probabilities, "
@@ -563,6 +606,7 @@ def generate(
     engine,
     positions,
     out,
+    force,
     instruments,
     timeout,
     as_json,
@@ -604,6 +648,7 @@ def generate(
         on_built,
         on_start,
         on_token,
+        force,
     )
     if as_json:
         click.echo(json.dumps(r))
@@ -654,7 +699,10 @@ def generate(
     help="AdamW as torch.optim.AdamW (betas 0.9, 0.999, eps 1e-8, weight decay 0.01); SGD is w − lr·grad",
 )
 @click.option(
-    "--lr", type=click.FloatRange(min=0), default=None, help="learning rate [default: 0.001 for adamw, 0.01 for sgd]"
+    "--lr",
+    type=FiniteFloat(min=0, max=api.MAX_LEARNING_RATE),
+    default=None,
+    help="learning rate [default: 0.001 for adamw, 0.01 for sgd]",
 )
 @click.option(
     "--engine",
@@ -784,6 +832,8 @@ def features(sae_source, top, search, as_json):
             f"; FVE {figures['fraction_of_variance_explained']:.3f}, mean L0 {figures['mean_l0']:.1f}, "
             f"{figures['dead_features']} dead"
             if figures
+            else "; its features.json gives no figures"
+            if info["labelled"]
             else "; no features.json, so no labels"
         )
     )

@@ -7,12 +7,15 @@ into place.
 - It is removed on every exit path (an exception, Ctrl-C, and SIGTERM/SIGHUP, which cli.main turns into a
   clean exit so these finally-blocks run); the target appears whole (os.replace / rename) or not at all.
 - check_output refuses, before any work, a target that is not a regular file (a directory, /dev/null, a
-  FIFO, a socket), an input of the same command (a checkpoint file, a template), and an existing file that is
-  not an .xlsx workbook (config.json, notes.txt): xlgpt replaces only workbooks.
+  FIFO, a socket), an input of the same command (a checkpoint file, a template), an existing file that is
+  not an .xlsx workbook (config.json, notes.txt), and (given `marks`) a workbook that does not define those
+  names: xlgpt replaces only its own workbooks, unless told to (--force).
 """
 
 import contextlib
+import errno
 import os
+import re
 import shutil
 import stat
 import sys
@@ -44,9 +47,32 @@ def _is_workbook(path):
         return False
 
 
-def check_output(out, inputs=(), what="workbook"):
+MAX_WORKBOOK_XML = 16 << 20  # xl/workbook.xml (tabs and defined names): far above any real one
+_DEFINED_NAME = re.compile(rb"<(?:\w+:)?definedName\b[^>]*?\bname\s*=\s*[\"']([^\"']*)[\"']")
+
+
+def defined_names(path):
+    """The defined names an .xlsx workbook's xl/workbook.xml declares (read with bounds: the file is the
+    user's), or None when it cannot be read as one."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo("xl/workbook.xml")
+            if info.file_size > MAX_WORKBOOK_XML:
+                return None
+            with zf.open(info) as f:
+                xml = f.read(MAX_WORKBOOK_XML + 1)
+    except Exception:  # not a zip, no such part, a damaged or encrypted one (BadZipFile, zlib.error, ...)
+        return None
+    if len(xml) > MAX_WORKBOOK_XML:
+        return None
+    return {m.decode("utf-8", "replace") for m in _DEFINED_NAME.findall(xml)}
+
+
+def check_output(out, inputs=(), what="workbook", marks=None):
     """Fail fast, before any heavy work, when `out` cannot or must not be written: see the module's rules.
-    `inputs`: files (or directories, meaning every file in them) the command reads."""
+    `inputs`: files (or directories, meaning every file in them) the command reads. `marks`: defined names
+    an existing workbook must have for it to be replaced (the names only xlgpt's books define); None: any
+    .xlsx workbook may be replaced."""
     out = Path(out)
     if str(out) == "":
         raise XlgptError("the output path is empty")
@@ -73,6 +99,11 @@ def check_output(out, inputs=(), what="workbook"):
                 raise XlgptError(f"{out}: is an input of this command; refusing to overwrite it")
         if what == "workbook" and not _is_workbook(out):
             raise XlgptError(f"{out}: already exists and is not an .xlsx workbook; refusing to overwrite it")
+        if what == "workbook" and marks and not set(marks) <= (defined_names(out) or set()):
+            raise XlgptError(
+                f"{out}: already exists and is not a workbook xlgpt wrote; refusing to overwrite it "
+                f"(--force replaces it)"
+            )
     if not os.access(parent, os.W_OK):
         raise XlgptError(f"{out}: directory {parent} is not writable")
 
@@ -124,6 +155,37 @@ def atomic_dir(path):
     finally:
         if not done:
             shutil.rmtree(tmp, ignore_errors=True)  # our own directory; rmtree never follows links inside it
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def check_input_file(path, what="file"):
+    """Refuse, with one line saying what it is instead, an input that is not a regular file: a directory, a
+    FIFO (reading it could block forever), a device (/dev/zero never ends), a socket, a symbolic link loop or
+    one pointing nowhere, a missing file. `what`: what the command wanted ("workbook")."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise XlgptError(f"{path}: is a symbolic link loop, not a {what}")
+        if e.errno == errno.ENOENT and os.path.islink(path):
+            raise XlgptError(f"{path}: is a symbolic link to {os.readlink(path)}, which does not exist")
+        if e.errno == errno.ENOENT:
+            raise XlgptError(f"{path}: no such file")
+        raise XlgptError(f"{path}: cannot read ({e.strerror or e})")
+    for test, kind in _KINDS:
+        if test(st.st_mode):
+            raise XlgptError(f"{path}: is {kind}, not a {what}")
+    if not stat.S_ISREG(st.st_mode):
+        raise XlgptError(f"{path}: is not a regular file, not a {what}")
 
 
 # Small files read whole (config.json, a template, a prompts file): far above any real one.

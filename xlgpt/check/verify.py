@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xlgpt.check.provenance import check_compiled, recompile
+from xlgpt.check.provenance import CachedError, check_compiled, from_layout, recompile
 from xlgpt.engines import ENGINES
 from xlgpt.engines.formulas import FORMULAS_MAX_CELLS, check_formulas_precision, check_formulas_size
 from xlgpt.engines.libreoffice import read_ranges
@@ -25,7 +25,19 @@ from xlgpt.sheet.writer import copy_with_cell, copy_with_cells
 from xlgpt.tokenizer import hf as tokenizer
 from xlgpt.tokenizer.bpe import needs
 
-TOLERANCE = 1e-6
+TOLERANCE = 1e-6  # the largest difference from the reference a table may have, absolute...
+RELATIVE = 1e-6  # ...and relative to the table's largest |value| (a model of weights ~1e-7 has logits ~1e-7)
+ZERO_TABLE = 1e-12  # a table whose reference is all zeros: rounding only
+
+
+def tolerance(want):
+    """The largest difference allowed in a table whose reference values are `want`: 1e-6, or 1e-6 of the
+    table's largest magnitude when that is below 1, so that a table of tiny numbers cannot hide a change
+    of 30 % inside the absolute tolerance."""
+    want = np.asarray(want, dtype=float)
+    finite = np.abs(want[np.isfinite(want)])
+    scale = float(finite.max()) if finite.size else 0.0
+    return min(TOLERANCE, RELATIVE * scale) if scale > 0 else ZERO_TABLE
 
 
 def checkpoint_for(book, weights=None):
@@ -91,7 +103,7 @@ PER_POSITION = (
     C.FEATURE_ACTIVATIONS,
 )
 # names holding token ids: equal, not close
-EXACT = (C.PREDICTIONS, C.TOP_K_TOKENS, C.LENS_TOP_TOKENS, C.ATTRIBUTION_TOKEN, C.SAMPLED_TOKEN)
+EXACT = (C.PREDICTIONS, C.PREDICTED_TOKEN, C.TOP_K_TOKENS, C.LENS_TOP_TOKENS, C.ATTRIBUTION_TOKEN, C.SAMPLED_TOKEN)
 
 
 def expected_values(ckpt, tokens, edits=None, names=(), target=None, sampling=None, sae=None):
@@ -153,17 +165,6 @@ def laid_out(prefix, tensors, names):
     return out
 
 
-def from_layout(prefix, grids, tensors):
-    """laid_out's inverse: {tensor: array of its own shape} from the grids of the names that hold them."""
-    out = {}
-    for tensor, value in tensors.items():
-        name, transposed = C.weight_name_in(grids, tensor, prefix)
-        if name:
-            grid = np.array(grids[name], dtype=float)
-            out[tensor] = (grid.T if transposed else grid).reshape(np.shape(value))
-    return out
-
-
 def training_values(ckpt, book):
     """What a training book's Loss, gradients, updated tensors (and Adam's new moments) hold, by the reference's
     backward pass (check/backward.py) and its optimizer, from the inputs, settings and moments in the book."""
@@ -198,7 +199,7 @@ def compare(engine, values, expected, tokens, sheet_tokens=None):
     """One engine's result: every checked name against the reference, the prediction and, for a typed book,
     the ids its tokenizer computed (`sheet_tokens`; only the prompt's positions are compared)."""
     n = len(tokens)
-    diffs, relative = {}, {}
+    diffs, relative, limits = {}, {}, {}
     for name, want in expected.items():
         got = values[name][:, :n] if name in PER_POSITION else values[name]
         want = want[:, :n] if name in PER_POSITION else want
@@ -209,6 +210,7 @@ def compare(engine, values, expected, tokens, sheet_tokens=None):
         )
         scale = float(np.abs(want).max()) if want.size else 0.0
         relative[name] = diffs[name] / scale if scale else diffs[name]
+        limits[name] = 0.0 if name in EXACT else tolerance(want)
     predictions = values[C.PREDICTIONS][0][:n]
     token_id = int(predictions[-1]) if n and np.isfinite(predictions[-1]) else None
     result = {
@@ -219,7 +221,9 @@ def compare(engine, values, expected, tokens, sheet_tokens=None):
         "max_abs_logit_diff": diffs[C.LOGITS],
         "checks": diffs,
         "relative": relative,  # each name's max abs difference over its largest reference value
-        "match": bool(all(d <= TOLERANCE for d in diffs.values()) and (sheet_tokens is None or sheet_tokens == tokens)),
+        "match": bool(
+            all(d <= limits[name] for name, d in diffs.items()) and (sheet_tokens is None or sheet_tokens == tokens)
+        ),
     }
     if sheet_tokens is not None:
         result["reference_tokens"] = tokens
@@ -268,7 +272,8 @@ def stage_references(stages, cache, n):
 
 def first_difference(searched, got):
     """The first stage of `searched` (stage_references) whose cells, `got` (one array per Rect, in order),
-    leave the reference by more than TOLERANCE, at its largest difference: a dict for eval's result, or None."""
+    leave the reference by more than the tolerance (tolerance(): 1e-6, relative for a block of small numbers), at
+    its largest difference: a dict for eval's result, or None."""
     blocks = iter(got)
     for stage, expected in searched:
         worst = None
@@ -278,7 +283,7 @@ def first_difference(searched, got):
                 diff = np.where(mask, np.abs(values - want), 0.0)
             diff[mask & ~np.isfinite(values)] = np.inf  # an error or an empty cell
             i, j = np.unravel_index(np.argmax(diff), diff.shape)
-            if diff[i, j] > TOLERANCE and (worst is None or diff[i, j] > worst[0]):
+            if diff[i, j] > tolerance(want[mask]) and (worst is None or diff[i, j] > worst[0]):
                 worst = (diff[i, j], head, rect.cell(i, j), j, values[i, j], want[i, j])
         if worst:
             diff, head, cell, position, value, want = worst
@@ -344,20 +349,44 @@ def with_prompt(book, text, directory):
     return dataclasses.replace(book, path=copy, prompt=text)
 
 
-# the cells `eval --set NAME[i,j]=VALUE` may change: the book's inputs
+# the cells `eval --set NAME[i,j]=VALUE` may change: the book's inputs (TokenIds and LastPosition in a token-ids
+# book only: a Prompt-cell book computes them from its Prompt)
 SETTABLE = C.EDIT_CELLS + C.SAMPLING_CELLS + (C.ATTRIBUTION_TOKEN, C.LAST_POSITION, C.TOKEN_IDS)
 
 
-def parse_set(text, book):
-    """'HeadSwitches[1,2]=0' -> ((sheet index, row, col), 0.0): the cell of a settable name, 0-based index."""
+def settable(book):
+    """The names `eval --set` may change in this book: its input cells."""
+    computed = (C.TOKEN_IDS, C.LAST_POSITION) if book.typed else ()
+    return [n for n in SETTABLE if n in book.names and n not in computed]
+
+
+def value_range(name, book, config=None):
+    """(smallest, largest, whole numbers only?) a settable name's cells take, as the book and the reference
+    read them; None: any finite number. `config`: the checkpoint's (else what the book's shape tells)."""
+    if name == C.STEERING_LAYER:
+        return 0, (config.n_layer if config else book.names[C.HEAD_SWITCHES].height) - 1, True
+    if name in (C.ATTRIBUTION_TOKEN, C.TOKEN_IDS):
+        return 0, (config.vocab_size if config else book.names[C.LOGITS].height) - 1, True
+    if name == C.SAMPLE_STEP:  # the sheet's random numbers reach one step per position (ops/sampling.py)
+        return 0, config.n_positions if config else None, True
+    return {
+        C.TEMPERATURE: (0, None, False),
+        C.TOP_K: (0, None, True),
+        C.SEED: (1, reference.MINSTD_MODULUS - 1, True),
+        C.LAST_POSITION: (1, len(book.tokens or ()), True),
+    }.get(name)
+
+
+def parse_set(text, book, config=None):
+    """'HeadSwitches[1,2]=0' -> ((sheet index, row, col), 0.0): the cell of a settable name, 0-based index, and
+    a value in the name's range (value_range)."""
     m = re.fullmatch(r"\s*(\w+)\s*(?:\[\s*(\d+)\s*(?:,\s*(\d+)\s*)?\])?\s*=\s*(\S+)\s*", text)
     if not m:
         raise XlgptError(f"--set {text!r}: expected NAME=VALUE or NAME[i]=VALUE or NAME[i,j]=VALUE")
     name, i, j, value = m.groups()
-    if name not in SETTABLE or name not in book.names:
+    if name not in settable(book):
         raise XlgptError(
-            f"--set {text!r}: {name} is not a cell this workbook lets you set "
-            f"(settable: {', '.join(n for n in SETTABLE if n in book.names)})"
+            f"--set {text!r}: {name} is not a cell this workbook lets you set (settable: {', '.join(settable(book))})"
         )
     rect = book.names[name]
     if i is None:
@@ -373,26 +402,116 @@ def parse_set(text, book):
         raise XlgptError(f"--set {text!r}: {value!r} is not a number")
     if not np.isfinite(number):
         raise XlgptError(f"--set {text!r}: {value!r} is not a finite number")
+    bounds = value_range(name, book, config)
+    if bounds:
+        low, high, whole = bounds
+        if (whole and not number.is_integer()) or number < low or (high is not None and number > high):
+            kind = "a whole number" if whole else "a number"
+            span = f"from {low} to {high}" if high is not None else f"{low} or more"
+            raise XlgptError(f"--set {text!r}: {name} must be {kind} {span}")
     cell = rect.cell(i, j)
     return (book.sheets.index(cell.sheet) + 1, cell.top, cell.left), int(number) if number.is_integer() else number
 
 
-def with_edits(book, sets, directory):
-    """A copy of the book with the --set cells changed, read again."""
-    cells = dict(parse_set(text, book) for text in sets)
+def with_edits(book, sets, directory, config=None):
+    """A copy of the book with the --set cells changed (values checked against `config`, the checkpoint's),
+    read again."""
+    cells = dict(parse_set(text, book, config) for text in sets)
     copy = Path(directory) / ("edited-" + book.path.name)
     copy_with_cells(book.path, copy, cells, INPUT)
     return dataclasses.replace(read_book(copy), path=copy)
 
 
 def check_provenance(book, ckpt, tok, template=None, on_stage=lambda msg: None):
-    """Before any engine opens the book: its formulas must be the compiler's (check/provenance.py), so a book
-    with forged results, external links or WEBSERVICE calls fails here (NotCompiled)."""
+    """Before any engine opens the book: everything in it must be the compiler's (check/provenance.py): its
+    formulas, its constants (weights, tokenizer tables, labels) and settings, so a book with forged results or
+    weights, external links or WEBSERVICE calls fails here (NotCompiled). Returns (stages, Provenance: the
+    book's first display difference, and the cached values of the names eval reads)."""
 
-    on_stage("comparing the formulas with the compiler's")
+    on_stage("comparing the book with the compiler's (formulas, constants, formats, settings)")
     sheets, names, stages = recompile(book, ckpt, tok, template)
-    check_compiled(book, sheets, names)
-    return stages
+    return stages, check_compiled(book, sheets, names, cached_names(book))
+
+
+def cached_names(book):
+    """The names whose cached values eval compares: the results it reads."""
+    read = CHECKED + (C.PREDICTED_TOKEN, C.SAMPLED_TOKEN, C.LOGITS_TOKEN_IDS, C.LOGITS_IN_PROMPT, C.LOSS)
+    computed = (C.GRADIENT, C.UPDATED, C.NEW_ADAM_M, C.NEW_ADAM_V)
+    return [name for name in book.names if name in read or name.startswith(computed)]
+
+
+def book_expected(book, ckpt, tokens):
+    """What the book's checked names should hold for `tokens` and the inputs its cells hold, by the reference."""
+    checked = {name: ref for name, ref in book.names.items() if name in CHECKED}
+    target = book.attribution_token if isinstance(book.attribution_token, int) else None
+    expected = expected_values(
+        ckpt,
+        tokens,
+        reference_edits(book, ckpt.config),
+        checked,
+        target,
+        book.sampling,
+        book.about.sae and sae_as_written(book.about.sae, ckpt.config),
+    )
+    if C.PREDICTED_TOKEN in book.names:  # the prediction at the last token, in the cell that shows it
+        expected[C.PREDICTED_TOKEN] = expected[C.PREDICTIONS][:, len(tokens) - 1 :]
+    if book.training:
+        expected.update(training_values(ckpt, book))
+    return expected
+
+
+def cached_difference(book, cached, computed, positions=None):
+    """The first cell whose cached value (what the book shows before it is recalculated: a viewer that does
+    not calculate, a manual book until F9) is not what `computed` ({name: 2-D array}: an engine's values, or
+    the reference's) says, as a line; None when every one agrees (numbers within the name's tolerance, token
+    ids equal; a cell that computes a text or an error must not cache a number). `positions`: compare only
+    the first columns of the per-position names (the prompt's, against the reference)."""
+    for name, shown in cached.items():
+        if name not in computed:
+            continue
+        want = np.asarray(computed[name], dtype=float)
+        if positions is not None and name in PER_POSITION:
+            want = want[:, :positions]
+        rect = book.names[name]
+        limit = 0.0 if name in EXACT else tolerance(want)
+        for (i, j), value in np.ndenumerate(want):
+            if i >= shown.shape[0] or j >= shown.shape[1]:
+                continue
+            got = shown[i, j]
+            number = isinstance(got, float) and np.isfinite(got)
+            if np.isfinite(value):
+                ok = number and abs(got - value) <= limit
+            else:  # a text, an error or nothing: no number to show
+                ok = not number
+            if not ok:
+                cell = rect.cell(i, j).ref(absolute=False)
+                seen = (
+                    "nothing"
+                    if got is None
+                    else f"{got:.9g}"
+                    if isinstance(got, float)
+                    else str(got)
+                    if isinstance(got, CachedError)
+                    else repr(got)
+                )
+                should = f"{value:.9g}" if np.isfinite(value) else "a text or an error"
+                return f"{cell} ({name}) shows {seen}, its cached value, where the book computes {should}"
+    return None
+
+
+def cached_against_reference(book, ckpt, tok, proven):
+    """cached_difference of the book as it is (its own inputs) against the reference: what eval checks the cached
+    values with when the engines compute an edited copy (--set, --prompt) instead. None when the book's own
+    prompt is empty or does not fit it (it then shows a message, which the engines check)."""
+    if book.typed:
+        try:
+            check_prompt(book, book.prompt, tok)
+        except XlgptError:
+            return None
+        tokens = tok.encode(book.prompt)
+    else:
+        tokens = book.used
+    return cached_difference(book, proven.cached, book_expected(book, ckpt, tokens), len(tokens))
 
 
 def evaluate(
@@ -418,7 +537,13 @@ def evaluate(
         raise XlgptError(f"{ckpt.path}: no tokenizer files, so the workbook's prompt cannot be checked")
     if prompt is not None:
         check_prompt(book, prompt, tok)
-    stages = check_provenance(book, ckpt, tok, template, on_stage)
+    for text in sets:
+        parse_set(text, book, ckpt.config)  # refuse a bad --set before any slow work
+    stages, proven = check_provenance(book, ckpt, tok, template, on_stage)
+    edited = bool(sets) or prompt is not None
+    if edited:  # the engines compute a copy with other inputs: the book's own cached values against the reference
+        on_stage("comparing the cached values with the reference")
+        shown = cached_against_reference(book, ckpt, tok, proven)
     if "formulas" in engines:
         try:
             check_formulas_size(book, max_cells)  # refuse before any slow work
@@ -431,7 +556,7 @@ def evaluate(
     with tempfile.TemporaryDirectory(prefix="xlgpt-eval-") as tmp:
         if sets:
             on_stage("editing a copy")
-            book = with_edits(book, sets, tmp)
+            book = with_edits(book, sets, tmp, ckpt.config)
         if prompt is not None:
             on_stage("typing the prompt into a copy")
             book = with_prompt(book, prompt, tmp)
@@ -442,19 +567,7 @@ def evaluate(
             )
         tokens = tok.encode(text) if book.typed else book.used
         on_stage("computing the NumPy reference")
-        checked = {name: ref for name, ref in book.names.items() if name in CHECKED}
-        target = book.attribution_token if isinstance(book.attribution_token, int) else None
-        expected = expected_values(
-            ckpt,
-            tokens,
-            reference_edits(book, ckpt.config),
-            checked,
-            target,
-            book.sampling,
-            book.about.sae and sae_as_written(book.about.sae, ckpt.config),
-        )
-        if book.training:
-            expected.update(training_values(ckpt, book))
+        expected = book_expected(book, ckpt, tokens)
         wanted = list(expected) + ([C.LOGITS_TOKEN_IDS, C.LOGITS_IN_PROMPT] if book.typed else [])
         edits, searched = reference_edits(book, ckpt.config), []
 
@@ -481,6 +594,10 @@ def evaluate(
             }
             if not result["match"] and read is not None and searched:  # None: the engine could not read them
                 result["first_difference"] = first_difference(searched, read)
+            # what the book shows before it is recalculated, and how it shows it (check/provenance.py)
+            result["cached_difference"] = shown if edited else cached_difference(book, proven.cached, values)
+            result["display_difference"] = proven.display
+            result["match"] = result["match"] and result["cached_difference"] is None
             if tok:
                 result["prompt"] = tok.decode(tokens)
                 for key in ("token_id", "reference_token_id"):
@@ -505,7 +622,8 @@ def evaluate_prompts(path, prompts, weights=None, timeout=3600, on_stage=lambda 
         raise XlgptError("no prompts given")
     for text in prompts:
         check_prompt(book, text, tok)  # refuse before any slow work
-    stages = check_provenance(book, ckpt, tok, template, on_stage)
+    stages, proven = check_provenance(book, ckpt, tok, template, on_stage)
+    shown = cached_against_reference(book, ckpt, tok, proven)  # the book's own, before any prompt is typed
     wanted = [C.LOGITS, C.PREDICTIONS, C.LOGITS_TOKEN_IDS, C.LOGITS_IN_PROMPT]
     results = []
     on_stage("starting LibreOffice")
@@ -532,7 +650,10 @@ def evaluate_prompts(path, prompts, weights=None, timeout=3600, on_stage=lambda 
                 seconds=round(seconds, 2),
                 load_seconds=round(sheet.load_seconds, 2),
                 peak_rss_mb=lo.peak_rss_mb(),
+                cached_difference=shown,
+                display_difference=proven.display,
             )
+            result["match"] = result["match"] and shown is None
             for key in ("token_id", "reference_token_id"):
                 if result[key] is not None:
                     result[key.replace("_id", "_text")] = tok.token_text(result[key])

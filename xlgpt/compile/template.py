@@ -14,17 +14,26 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
+from xlgpt.compile.backward import MIRRORS
 from xlgpt.compile.ops import OPS
 from xlgpt.model.checkpoint import tensor_shapes
 from xlgpt.package import XlgptError, shipped
 from xlgpt.safefile import read_bounded
 from xlgpt.sheet.contract import STAGE_OF, TOKEN_IDS
+from xlgpt.tokenizer.tabs import TOKEN_TEXTS
 
 DEFAULT_TEMPLATE = shipped("templates") / "gpt2.toml"
 TRAIN_TEMPLATE = shipped("templates") / "gpt2-train.toml"  # the forward pass and its loss
 GENERATE_TEMPLATE = shipped("templates") / "gpt2-generate.toml"  # xlgpt generate's: without the instruments
 STAGE_KEYS = ("tab", "name", "op", "in", "params", "title", "header")
 BAD_TAB_CHARS = re.compile(r"[\[\]:*?/\\\x00-\x1f\x7f\ufffe\uffff\ud800-\udfff]")  # and control characters
+# Tabs the compiler makes itself, besides the template's: the Guide, the tokenizer's tabs and tables; and for each
+# template tab, its weights tab, its backward tab and the optimizer's tabs ("<tab> weights", "<tab> backward",
+# "<tab> gradients", ...). A template tab may be none of them (a sheet's name ignores case).
+COMPILER_TABS = ("Guide", "Prompt", "Prompts", "Chars", "Bytes", "BPE", "Merges", "Byte symbols", "Unicode classes")
+COMPILER_TABS += (TOKEN_TEXTS,)
+COMPILER_SUFFIXES = ("weights", "backward") + tuple(suffix for suffix, *_ in MIRRORS.values())
+TOP_K_OP, TOP_K_ROWS = "top_k", 5  # the top-k table's stage, and the tokens it shows (ops/output.top_k)
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,15 @@ def check_entry(entry, k, lines):
             f"tab name {entry['tab']!r} cannot name a sheet (1 to 31 characters, none of []:*?/\\ or "
             f"control characters, no ' at either end, not 'History')",
         )
+    folded = tab.casefold()
+    if folded in {t.casefold() for t in COMPILER_TABS} or any(
+        folded.endswith(" " + suffix.casefold()) for suffix in COMPILER_SUFFIXES
+    ):
+        fail(
+            "tab",
+            f"tab name {entry['tab']!r} is taken: the compiler makes the tabs {', '.join(COMPILER_TABS)} itself, "
+            f"and '<tab> {' / '.join(COMPILER_SUFFIXES)}' beside each template tab",
+        )
     op = OPS.get(entry["op"])
     if op is None:
         fail("op", f"unknown op {entry['op']!r} (known: {', '.join(sorted(OPS))})")
@@ -207,4 +225,17 @@ def expand(raw, config, lines=None):
             raise XlgptError(f"{lines.path}: no stage named {stage_name!r}, which the defined name {name} shows")
     if stages[bound[STAGE_OF[TOKEN_IDS]]].op != "tokens":
         raise XlgptError(f'{lines.path}: the stage named {STAGE_OF[TOKEN_IDS]!r} must be the input (op = "tokens")')
+    tabs = {}
+    for stage in stages:  # one sheet per name, whatever its case: Excel ignores it
+        first = tabs.setdefault(stage.tab.casefold(), stage.tab)
+        if first != stage.tab:
+            raise XlgptError(f"{lines.path}: tabs {first!r} and {stage.tab!r} would be one sheet (case is ignored)")
+    if config.vocab_size < 2:
+        raise XlgptError(f"the model's vocabulary has {config.vocab_size} token; a book needs 2 or more to predict")
+    shown = [s for s in stages if s.op == TOP_K_OP]
+    if shown and config.vocab_size < TOP_K_ROWS:
+        raise XlgptError(
+            f"{lines.path}: stage '{shown[0].name}' shows the {TOP_K_ROWS} most probable tokens, but the model's "
+            f"vocabulary has only {config.vocab_size} (use a template without it, or a larger model)"
+        )
     return Spec(stages)

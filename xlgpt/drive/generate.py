@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from xlgpt.check.verify import TOLERANCE, checkpoint_for, reference_edits
-from xlgpt.engines.formulas import check_formulas_size
+from xlgpt.engines.formulas import check_formulas_size, package_model
 from xlgpt.engines.process import as_float
 from xlgpt.engines.session import LibreOfficeSession, _as_array
 from xlgpt.model import reference
@@ -66,9 +66,7 @@ class FormulasSheet:
         check_formulas_size(info)
         t0 = time.perf_counter()
         with contextlib.redirect_stderr(io.StringIO()):
-            import formulas
-
-            self.model = formulas.ExcelModel().loads(str(info.path)).finish()
+            self.model = package_model().loads(str(info.path)).finish()
         self.info, self.inputs, self.solution = info, {}, None
         self.calculate()
         self.load_seconds = time.perf_counter() - t0
@@ -130,6 +128,37 @@ def check_sampling(temperature, top_k, seed):
         raise XlgptError(str(e))
 
 
+def check_token_ids(info):
+    """Generation writes token ids: a Prompt-cell book computes them from its prompt."""
+    if info.typed:
+        raise XlgptError(
+            f"{info.path.name}: generate needs a token-ids workbook (xlgpt generate builds one from "
+            f"--prompt or --tokens); this one tokenizes a Prompt cell"
+        )
+
+
+def check_book(info, prompt_ids, temperature=0.0, top_k=0, seed=1):
+    """Refuse, before any slow work, a book generate cannot continue the prompt in: a Prompt-cell book, one
+    without sampling cells for a temperature above 0, one the prompt leaves no position free in."""
+    check_token_ids(info)
+    check_sampling(temperature, top_k, seed)
+    positions = len(info.tokens)
+    if not prompt_ids:
+        raise XlgptError("no prompt tokens")
+    if len(prompt_ids) > positions:
+        raise XlgptError(f"the prompt is {len(prompt_ids)} tokens; this workbook has {positions} positions")
+    if temperature != 0 and C.SAMPLED_TOKEN not in info.names:
+        raise XlgptError(
+            f"{info.path.name}: this workbook has no sampling cells ({C.SAMPLED_TOKEN}); "
+            f"only --temperature 0 (the argmax) works with it"
+        )
+    if len(prompt_ids) == positions:
+        raise XlgptError(
+            f"the workbook is full: the prompt's {len(prompt_ids)} tokens take all {positions} positions "
+            f"{info.path.name} has; nothing to generate (a shorter prompt, or a book with more positions)"
+        )
+
+
 def generate(
     info,
     prompt_ids,
@@ -147,23 +176,8 @@ def generate(
     """Run the generation loop on a token-ids book (contract.BookInfo). Returns a result dict: tokens,
     reference_tokens, match, first_mismatch (a step, or None), context_full, seconds_per_token, ..."""
 
-    if info.typed:
-        raise XlgptError(
-            f"{info.path.name}: generate needs a token-ids workbook (xlgpt generate builds one from "
-            f"--prompt or --tokens); this one tokenizes a Prompt cell"
-        )
-    check_sampling(temperature, top_k, seed)
-    positions = len(info.tokens)
-    if not prompt_ids:
-        raise XlgptError("no prompt tokens")
-    if len(prompt_ids) > positions:
-        raise XlgptError(f"the prompt is {len(prompt_ids)} tokens; this workbook has {positions} positions")
-    sampler = C.SAMPLED_TOKEN in info.names
-    if temperature != 0 and not sampler:
-        raise XlgptError(
-            f"{info.path.name}: this workbook has no sampling cells ({C.SAMPLED_TOKEN}); "
-            f"only --temperature 0 (the argmax) works with it"
-        )
+    check_book(info, prompt_ids, temperature, top_k, seed)
+    positions, sampler = len(info.tokens), C.SAMPLED_TOKEN in info.names
     ckpt = checkpoint_for(info, weights)
     written, edits = as_written(ckpt), reference_edits(info, ckpt.config)
     tokens = list(prompt_ids)

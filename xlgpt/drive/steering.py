@@ -11,6 +11,7 @@ from xlgpt.compile.inputs import Edits
 from xlgpt.model import reference
 from xlgpt.model.sae import load_sae
 from xlgpt.package import XlgptError
+from xlgpt.safefile import check_input_file
 
 
 @dataclass
@@ -45,10 +46,12 @@ def edits(ckpt, tok, steer, sae_source=None):
     sources = steer.sources()
     if len(sources) > 1:
         raise XlgptError("give one steering source: --steer-from/--steer-to, --steer-vector or --steer-feature")
-    if not sources:
-        if steer.layer is not None or steer.coefficient is not None or sae_source is not None:
+    if steer.coefficient is not None and not np.isfinite(steer.coefficient):
+        raise XlgptError(f"--steer-coef {steer.coefficient}: the coefficient must be a finite number")
+    if not sources:  # (--sae alone is the Features tab's SAE: no steering)
+        if steer.layer is not None or steer.coefficient is not None:
             raise XlgptError(
-                "--steer-layer, --steer-coef and --sae need a steering vector (--steer-from/--steer-to, "
+                "--steer-layer and --steer-coef need a steering vector (--steer-from/--steer-to, "
                 "--steer-vector or --steer-feature)"
             )
         return None
@@ -95,6 +98,7 @@ def edits(ckpt, tok, steer, sae_source=None):
 
 def read_vector(path):
     """One vector from a .npy or .safetensors file (a file with one tensor)."""
+    check_input_file(path, "steering vector file")  # a FIFO would block, /dev/zero never end
     try:
         if path.suffix == ".npy":
             vector = np.load(path, allow_pickle=False)

@@ -224,11 +224,25 @@ def sparse_model():
         def add_cell(self, cell, context, formula_ranges):
             if cell is None or cell.output in self.cells:
                 return None
-            if cell.value is not sh.EMPTY and _under_array_formula(cell.range.ranges[0], formula_ranges):
+            if _cached_in_array_formula(cell.range.ranges[0], formula_ranges):
                 return None
             return super().add_cell(cell, context, ())
 
     return SparseModel()
+
+
+def package_model():
+    """formulas.ExcelModel as the package has it (one node per cell: what `generate --engine formulas` sets
+    inputs on), without the cached results of array formulas (see _cached_in_array_formula)."""
+    from formulas.excel import ExcelModel
+
+    class PackageModel(ExcelModel):
+        def add_cell(self, cell, context, formula_ranges):
+            if cell is not None and _cached_in_array_formula(cell.range.ranges[0], formula_ranges):
+                return None
+            return super().add_cell(cell, context, formula_ranges)
+
+    return PackageModel()
 
 
 class _SharedFunction:
@@ -315,8 +329,14 @@ def _constant_blocks(cells, formula_ranges, min_cells=2):
 _ARRAY_BOUNDS = {}
 
 
-def _under_array_formula(rng, formula_ranges):
-    """Does a one-cell range lie inside one of a sheet's array formulas (given as formulas Ranges)?"""
+def _cached_in_array_formula(rng, formula_ranges):
+    """Is a cell one of the cached results of an array formula: a single cell inside one of a sheet's array
+    formula regions (given as formulas Ranges), other than a one-cell array formula itself? Such a cell holds
+    what the formula computed when the book was saved, and the array formula computes it again; it must not
+    become a node of its own. The package drops it only when it holds a value: a cached error (#DIV/0!, written
+    t="e") parses as a formula, an error literal whose value is EMPTY, and became a constant node that the
+    cells reading it saw instead of the array's result (the sampler's weights at Temperature 0 are #DIV/0!, so a
+    book evaluated at 0.7 kept them and sampled inf)."""
     key = id(formula_ranges)
     if key not in _ARRAY_BOUNDS or _ARRAY_BOUNDS[key][0] is not formula_ranges:
         _ARRAY_BOUNDS[key] = (
@@ -324,7 +344,12 @@ def _under_array_formula(rng, formula_ranges):
             [(int(r["r1"]), int(r["r2"]), r["n1"], r["n2"]) for f in formula_ranges for r in f.ranges],
         )
     row, col = int(rng["r1"]), rng["n1"]
-    return any(r1 <= row <= r2 and c1 <= col <= c2 for r1, r2, c1, c2 in _ARRAY_BOUNDS[key][1])
+    if (int(rng["r2"]), rng["n2"]) != (row, col):  # a range: an array formula's own node
+        return False
+    return any(
+        r1 <= row <= r2 and c1 <= col <= c2 and (r1, r2, c1, c2) != (row, row, col, col)
+        for r1, r2, c1, c2 in _ARRAY_BOUNDS[key][1]
+    )
 
 
 def _formulas_value(v):

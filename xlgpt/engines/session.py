@@ -29,7 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
-from xlgpt.engines.process import C_LOCALE, find_soffice
+from xlgpt.engines.process import (
+    C_LOCALE,
+    PIPE_DIRS,
+    find_soffice,
+    group_alive,
+    group_members,
+    office_pipes,
+    remove_pipes,
+    signals_deferred,
+)
 from xlgpt.package import XlgptError
 from xlgpt.safefile import announce
 
@@ -64,23 +73,13 @@ def _kill_group(proc):
         pass
 
 
-def group_members(pgids):
-    """(pid, state) of every process whose process group is in `pgids` (state "Z": a zombie)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # state, ppid, pgrp, ...
-        if int(fields[2]) in pgids:
-            yield int(entry), fields[0]
-
-
-def group_alive(pgid):
-    """Whether any live (non-zombie) process is still in process group `pgid`."""
-    return any(state != "Z" for _, state in group_members({pgid}))
+def _remove_tree(path, seconds=30):
+    """Remove our own directory tree; again, for a while, if something still being killed wrote into it."""
+    deadline = time.monotonic() + seconds
+    shutil.rmtree(path, ignore_errors=True)
+    while os.path.lexists(path) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class LibreOfficeSession:
@@ -92,6 +91,7 @@ class LibreOfficeSession:
         self.start_timeout = start_timeout
         self.soffice = self.worker = self.profile = None
         self.pgids = []
+        self.pipes = set()  # LibreOffice's pipes (sockets in /tmp): removed with the session
 
     # --- lifecycle ------------------------------------------------------------------------------------
     def __enter__(self):
@@ -111,6 +111,8 @@ class LibreOfficeSession:
         python = system_python()
         self.profile = tempfile.mkdtemp(prefix="xlgpt-uno-")
         pipe = f"xlgpt-{os.getpid()}-{secrets.token_hex(8)}"
+        # the --accept pipe's socket, by its name (office_pipes finds it, and the single-instance one, by inode)
+        self.pipes.update(f"{d}/OSL_PIPE_{os.getuid()}_{pipe}" for d in PIPE_DIRS)
         self.soffice = subprocess.Popen(
             [
                 exe,
@@ -147,14 +149,26 @@ class LibreOfficeSession:
         self._selector.register(self.worker.stdout, selectors.EVENT_READ)
         self._buffer = b""
         self.request("connect", timeout=self.start_timeout, _wait=self.start_timeout + 10)
+        self.pipes |= office_pipes(self.pgids)
 
     def stop(self):
-        """Kill everything this session started and remove its profile; safe to call twice."""
+        """Kill everything this session started and remove its profile and LibreOffice's pipes; safe to call
+        twice. A signal arriving meanwhile (SIGTERM, Ctrl-C) waits until all that is done."""
+        with signals_deferred():
+            try:
+                self._stop()
+            finally:
+                if self.profile:
+                    _remove_tree(self.profile)
+                    self.profile = None
+
+    def _stop(self):
         if self.worker is not None and self.worker.stdin:
             try:
                 self.worker.stdin.close()
             except OSError:
                 pass
+        self.pipes |= office_pipes(self.pgids)
         _kill_group(self.worker)
         _kill_group(self.soffice)
         deadline = time.monotonic() + 10  # soffice.bin, reparented when its launcher dies, goes a moment later
@@ -163,9 +177,9 @@ class LibreOfficeSession:
         if self.worker is not None and self.worker.stdout:
             self.worker.stdout.close()
         self.worker = self.soffice = None
-        if self.profile:
-            shutil.rmtree(self.profile, ignore_errors=True)
-            self.profile = None
+        if not any(group_alive(g) for g in self.pgids):  # nothing of ours holds them any more
+            remove_pipes(self.pipes)
+            self.pipes = set()
 
     def peak_rss_mb(self):
         """The largest peak resident memory (VmHWM) among the session's live processes, in MB."""

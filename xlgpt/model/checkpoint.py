@@ -140,6 +140,7 @@ def read_config(path):
     missing = [k for k in ("n_layer", "n_embd", "n_head", "vocab_size", "n_positions") if k not in raw]
     if missing:
         raise XlgptError(f"{path / CONFIG_FILE}: missing {', '.join(missing)}")
+    check_architecture(raw, path / CONFIG_FILE)
     return Config(
         raw["n_layer"],
         raw["n_embd"],
@@ -148,6 +149,26 @@ def read_config(path):
         raw["n_positions"],
         raw.get("layer_norm_epsilon", 1e-5),
     )
+
+
+# What a GPT-2 config may say that changes the computation, and the values xlgpt computes (the reference, the
+# book's formulas): GPT-2's tanh GELU, scores scaled by 1/sqrt(head size) and nothing else. The defaults are
+# Hugging Face's GPT2Config's. Anything else would give a book that computes another model: refused.
+ARCHITECTURE = {
+    "model_type": (("gpt2",), "gpt2", "a GPT-2 checkpoint"),
+    "activation_function": (("gelu_new", "gelu_pytorch_tanh"), "gelu_new", "GPT-2's tanh GELU (gelu_new)"),
+    "scale_attn_weights": ((True,), True, "scores scaled by 1/sqrt(head size) (scale_attn_weights: true)"),
+    "scale_attn_by_inverse_layer_idx": ((False,), False, "no scaling of the scores by layer (false)"),
+    "reorder_and_upcast_attn": ((False,), False, "attention as GPT-2 computes it (reorder_and_upcast_attn: false)"),
+}
+
+
+def check_architecture(raw, where):
+    """Refuse, with one line, a config.json field that asks for something xlgpt does not compute."""
+    for key, (allowed, default, what) in ARCHITECTURE.items():
+        value = raw.get(key, default)
+        if not any(value == a and type(value) is type(a) for a in allowed):
+            raise XlgptError(f"{where}: {key} is {value!r}; xlgpt computes {what} only")
 
 
 FLOAT_DTYPES = {"F16": "float16", "F32": "float32", "F64": "float64"}
@@ -204,10 +225,16 @@ def load(path, given_name=None):
 
     tensors = {}
     for name, array in raw.items():
-        name = name.removeprefix("transformer.")
-        if _BUFFER.match(name):
+        short = name.removeprefix("transformer.")
+        if _BUFFER.match(short):
             continue
-        tensors[name] = array
+        if short in tensors:  # both wte.weight and transformer.wte.weight: which one is the model?
+            if not (tensors[short].shape == array.shape and np.array_equal(tensors[short], array)):
+                raise XlgptError(
+                    f"{weights}: holds both {short} and transformer.{short}, and they differ; keep one of them"
+                )
+            continue
+        tensors[short] = array
     lm_head = tensors.pop("lm_head.weight", None)
     expected = tensor_shapes(cfg)
     missing = sorted(set(expected) - set(tensors))

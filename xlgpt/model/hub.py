@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xlgpt.model.checkpoint import _BUFFER, CONFIG_FILE, WEIGHTS_FILE, load, read_config
-from xlgpt.package import XlgptError
+from xlgpt.package import XlgptError, shipped
 from xlgpt.safefile import atomic_dir, read_bounded
 
 # Short names people type, and the repos they live in since the hub moved them under organisations.
@@ -339,6 +339,13 @@ def _torch_state_dict(path):
     return {k: (v.float() if v.dtype == torch.bfloat16 else v).detach().contiguous().numpy() for k, v in state.items()}
 
 
+def reserved_names():
+    """Names an imported model may not take: the bundled models' (shipped weights/) and the hub's short names,
+    which --weights already means (an import would shadow one, or be shadowed)."""
+    bundled = shipped("weights")
+    return set(ALIASES) | ({d.name for d in bundled.iterdir() if d.is_dir()} if bundled.is_dir() else set())
+
+
 def import_model(path, name=None, config=None):
     """Copy a local GPT-2 checkpoint into $XLGPT_HOME/models/NAME, validated before it lands there.
 
@@ -362,6 +369,12 @@ def import_model(path, name=None, config=None):
     name = name or (path.resolve().name if path.is_dir() else path.stem)
     if not _NAME.match(name):
         raise XlgptError(f"{name!r} is not a usable model name (letters, digits, '.', '_', '-')")
+    reserved = reserved_names()
+    if name.casefold() in {n.casefold() for n in reserved}:
+        raise XlgptError(
+            f"{name!r} is taken: --weights means a bundled or hub model by it ({', '.join(sorted(reserved))}); "
+            f"import under another --name"
+        )
 
     root = models_dir()
     dest = root / name

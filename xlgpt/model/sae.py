@@ -29,6 +29,7 @@ import numpy as np
 from xlgpt.decimals import decimal_values
 from xlgpt.model.hub import RepoKind, _evict, fetch_files, hub_cache
 from xlgpt.package import XlgptError, shipped
+from xlgpt.safefile import read_bounded
 
 BUNDLED_SOURCE = "bundled"  # how a book records the bundled model's SAE (--sae left out)
 
@@ -172,10 +173,7 @@ def read_sae(folder):
     tensors = read_tensors(folder, d_in, d_sae)
     features = None
     if (folder / FEATURES_FILE).is_file():
-        try:
-            features = json.loads((folder / FEATURES_FILE).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise XlgptError(f"{folder / FEATURES_FILE}: not readable JSON ({' '.join(str(e).split())})")
+        features = read_features(folder / FEATURES_FILE, d_sae)
     return SAE(
         folder,
         d_in,
@@ -187,6 +185,54 @@ def read_sae(folder):
         features=features,
         **tensors,
     )
+
+
+FIGURES = ("fraction_of_variance_explained", "mean_l0", "dead_features")  # what `xlgpt features` shows
+
+
+def read_features(path, d_sae):
+    """features.json, checked: a JSON object whose "features" (when given) is a list of {index (0 to d_sae - 1),
+    label, frequency (0 to 1, or null), top_tokens: [{token, count}]} (a missing label, frequency or top_tokens
+    reads as "", None, []) and whose "figures" (when given) holds FIGURES as numbers. Returns it, the features
+    completed so."""
+    try:
+        data = json.loads(read_bounded(path, what="features.json").decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise XlgptError(f"{path}: not readable JSON ({' '.join(str(e).split()) or type(e).__name__})")
+    if not isinstance(data, dict):
+        raise XlgptError(
+            f'{path}: expected a JSON object (with "features", a list, and "figures"), got {type(data).__name__}'
+        )
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    figures = data.get("figures")
+    if figures is not None:
+        missing = [k for k in FIGURES if not (isinstance(figures, dict) and number(figures.get(k)))]
+        if missing:
+            raise XlgptError(f'{path}: "figures" must give {", ".join(FIGURES)} as numbers; no {missing[0]}')
+    rows = data.get("features")
+    if rows is None:
+        return data
+    if not isinstance(rows, list):
+        raise XlgptError(f'{path}: "features" must be a list of features, got {type(rows).__name__}')
+    out = []
+    for k, row in enumerate(rows):
+        where = f"{path}: features[{k}]"
+        if not isinstance(row, dict):
+            raise XlgptError(f"{where} must be an object (index, label, frequency, top_tokens)")
+        row = {"label": "", "frequency": None, "top_tokens": [], **row}
+        index, frequency, tokens = row.get("index"), row["frequency"], row["top_tokens"]
+        if not (isinstance(index, int) and not isinstance(index, bool) and 0 <= index < d_sae):
+            raise XlgptError(f'{where}: "index" must be a whole number from 0 to {d_sae - 1}, got {index!r}')
+        if not isinstance(row["label"], str):
+            raise XlgptError(f'{where}: "label" must be text')
+        if frequency is not None and not (number(frequency) and 0 <= frequency <= 1):
+            raise XlgptError(f'{where}: "frequency" must be a number from 0 to 1 (or null), got {frequency!r}')
+        if not isinstance(tokens, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("token"), str) and number(t.get("count")) for t in tokens
+        ):
+            raise XlgptError(f'{where}: "top_tokens" must be a list of {{"token": text, "count": number}}')
+        out.append(row)
+    return {**data, "features": out}
 
 
 # ---------------------------------------------------------------- from the hub

@@ -3,6 +3,7 @@ loading the big sheets; zip parts read with bounds (a workbook is the user's fil
 
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -138,6 +139,12 @@ class BookInfo:
         gigabytes): see CellCounts."""
         # values (<v>, inline text) minus the cached results of formulas (written with an explicit t="n", "str" or "e")
         patterns = (re.compile(rb"<v>|<is>"), re.compile(rb"<f\b"), re.compile(rb' t="(?:n|str|e)"'))
+        try:
+            return self._count(patterns)
+        except (zlib.error, EOFError, zipfile.BadZipFile) as e:
+            raise XlgptError(f"{self.path}: a damaged workbook ({' '.join(str(e).split()) or type(e).__name__})")
+
+    def _count(self, patterns):
         counts = [0, 0, 0, 0]
         with zipfile.ZipFile(self.path) as zf:
             for info in zf.infolist():
@@ -191,6 +198,20 @@ def read_names(wb):
     return names
 
 
+# What reading a damaged or foreign file raises: one line, "a damaged workbook", exit 2
+DAMAGED = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    KeyError,
+    OSError,
+    ValueError,
+    SyntaxError,
+    TypeError,
+    AttributeError,
+)
+
+
 def read_book(path):
     """Tabs, defined names, metadata and inputs of an xlgpt workbook, without loading the big sheets."""
     path = Path(path)
@@ -201,14 +222,15 @@ def read_book(path):
             check_zip(zf, path)
             est = sum(i.file_size for i in zf.infolist() if i.filename.startswith("xl/worksheets/")) // BYTES_PER_CELL
         wb = openpyxl.load_workbook(path, read_only=True, data_only=False)
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError, SyntaxError, TypeError, AttributeError) as e:
-        # SyntaxError: malformed XML (ElementTree's ParseError, lxml's XMLSyntaxError)
+    except DAMAGED as e:
+        # SyntaxError: malformed XML (ElementTree's ParseError, lxml's XMLSyntaxError); zlib.error and EOFError:
+        # corrupt or cut-short compressed data in a part
         raise XlgptError(
             f"{path}: not an .xlsx workbook, or a damaged one ({' '.join(str(e).split()) or type(e).__name__})"
         )
     try:
         return _read_book(path, wb, est)
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError, SyntaxError, TypeError, AttributeError) as e:
+    except DAMAGED as e:
         raise XlgptError(f"{path}: a damaged workbook ({' '.join(str(e).split()) or type(e).__name__})")
     finally:
         wb.close()

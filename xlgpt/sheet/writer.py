@@ -371,7 +371,7 @@ def _write_parts(zf, sheets, names, progress, level, calc_pr):
     # forked workers get the sheets through the initializer's arguments, which fork does not copy or pickle
     pool = multiprocessing.get_context("fork").Pool(os.cpu_count(), _start_worker, (sheets, strings)) if big else None
     try:
-        announce("writing")  # the sheets, into the temporary file (by the forked workers, for a big book)
+        writing = False
         for i, sheet in enumerate(sheets, 1):
             tasks = [(i - 1, start, stop) for start, stop in sheet.chunks()]
             formatted = pool.imap(_format_chunk, tasks) if pool else (_format(sheets, strings, task) for task in tasks)
@@ -379,6 +379,9 @@ def _write_parts(zf, sheets, names, progress, level, calc_pr):
                 f.write(_sheet_head(sheet).encode())
                 for (_, _, stop), data in zip(tasks, formatted):  # in order: the bytes never depend on timing
                     f.write(data)
+                    if not writing:  # the sheets' first rows are in the temporary file, the workers at the next
+                        announce("writing")
+                        writing = True
                     if progress:
                         progress(sheet, stop - 1)
                 f.write(sheet_tail(sheet).encode())
