@@ -3,28 +3,38 @@
 PYTHON ?= python3
 PYTEST_FLAGS ?= -q
 
-.PHONY: install demo screenshots lint test test-fast bench fixtures clean
+.PHONY: install system demo screenshots lint test test-fast bench fixtures clean
 
-install:
+# pip runs again only when pyproject.toml changes (the stamp); `make install -B` forces it
+install: build/installed
+
+# LibreOffice (with python3-uno) and Gnumeric: installed when missing, as root or with sudo; else one line says so,
+# and the demo and the tests use the engines pip installed (IronCalc, formulas)
+system:
+	tools/system-packages
+
+build/installed: pyproject.toml
 	$(PYTHON) -m pip install -q -e '.[test]'
+	@mkdir -p build && touch $@
 
 # The bundled Shakespeare model and its default prompt in a Prompt cell: build it and verify every number the
 # book shows with every engine; type another prompt into a copy; then the instruments: ablate head 2 of layer 0,
 # steer by an SAE feature, and generate text with the spreadsheet doing every step; then train it for 10 steps
 # with the spreadsheet computing every gradient, and check the training book it leaves.
+# Each eval line names the engine it used: `auto`, the fastest installed that can compute the book.
 DEMO_PROMPT ?= Shall I compare thee to a summer's
-demo: install
+demo: install system
 	@mkdir -p out
 	$(PYTHON) -m xlgpt build --out out/demo.xlsx
 	$(PYTHON) -m xlgpt eval out/demo.xlsx --engine all
-	$(PYTHON) -m xlgpt eval out/demo.xlsx --engine libreoffice --prompt "$(DEMO_PROMPT)"
-	$(PYTHON) -m xlgpt eval out/demo.xlsx --engine libreoffice --set "HeadSwitches[0,2]=0"
+	$(PYTHON) -m xlgpt eval out/demo.xlsx --prompt "$(DEMO_PROMPT)"
+	$(PYTHON) -m xlgpt eval out/demo.xlsx --set "HeadSwitches[0,2]=0"
 	$(PYTHON) -m xlgpt build --steer-feature 40 --steer-coef 2 --out out/demo-steered.xlsx
-	$(PYTHON) -m xlgpt eval out/demo-steered.xlsx --engine libreoffice
+	$(PYTHON) -m xlgpt eval out/demo-steered.xlsx
 	$(PYTHON) -m xlgpt generate --steps 20 --temperature 0.8 --top-k 40 --seed 7
 	rm -rf out/trained
 	$(PYTHON) -m xlgpt train --steps 10 --out out/trained
-	$(PYTHON) -m xlgpt eval out/trained/train.xlsx --engine libreoffice
+	$(PYTHON) -m xlgpt eval out/trained/train.xlsx
 	@echo "Open out/demo.xlsx in Excel, LibreOffice or Gnumeric: start on its Guide tab."
 	@echo "out/trained/train.xlsx trains the model: its Loss tab charts the 10 steps xlgpt train took."
 
@@ -33,8 +43,8 @@ screenshots: install
 	@mkdir -p out docs
 	$(PYTHON) -m xlgpt build --out out/demo.xlsx
 	$(PYTHON) tools/screenshots.py out/demo.xlsx docs "guide=Guide!A1:D40" "prompt=Prompt!A1:F32" \
-	    "attention=Layer 0!A749:U770" "lens=Logit lens!A1:U20" "attribution=Attribution!A1:H20" \
-	    "interventions=Interventions!A1:H24" "features=Features!A1:U21"
+	    "attention=Layer 0!A749:U770" "lens=Logit lens!A1:U22" "attribution=Attribution!A1:H20" \
+	    "interventions=Interventions!A1:H24" "features=Features!A1:K21"
 	rm -rf out/trained
 	$(PYTHON) -m xlgpt train --steps 10 --out out/trained
 	$(PYTHON) tools/screenshots.py out/trained/train.xlsx docs "loss=Loss!A1:N30" \
@@ -44,7 +54,7 @@ screenshots: install
 # time). Measured on a 2-core machine: make test-fast, TESTS_FAST; make test, TESTS_FULL.
 PYTEST_WORKERS ?= auto
 
-test: install
+test: install system
 	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_FLAGS)
 
 test-fast: install lint
@@ -55,14 +65,15 @@ test-fast: install lint
 bench: install
 	$(PYTHON) bench/bench.py
 	$(PYTHON) bench/bench.py --generate 20
+	$(PYTHON) bench/bench.py --engines
 	$(PYTHON) bench/bench.py --train 5
 
 # The architecture: the layers contract (pyproject.toml: each module imports only from the layers below it)
 # and ruff's lint and format rules
 lint: install
 	lint-imports
-	ruff check xlgpt bench tools
-	ruff format --check xlgpt bench tools
+	ruff check xlgpt bench tools tests
+	ruff format --check xlgpt bench tools tests
 
 # dev only: needs torch and transformers
 fixtures:

@@ -103,6 +103,34 @@ def bench_generate(steps):
 SAMPLED = ("--temperature", "0.8", "--top-k", "40", "--seed", "7")
 
 
+def bench_engines(steps=20):
+    """Each engine's time to verify the bundled model's books (`xlgpt eval`, provenance and reference included),
+    and seconds per generated token with LibreOffice and IronCalc, in one run."""
+    engines = ("ironcalc", "libreoffice", "gnumeric", "formulas")
+    with tempfile.TemporaryDirectory(prefix="xlgpt-bench-") as tmp:
+        for label, args in (("default (Prompt cell)", ()), ("token ids", ("--no-prompt-cell",))):
+            book = Path(tmp) / "book.xlsx"
+            subprocess.run(
+                [sys.executable, "-m", "xlgpt", "build", *args, "--out", book], check=True, capture_output=True
+            )
+            for engine in engines:
+                t0 = time.perf_counter()
+                run = subprocess.run(
+                    [sys.executable, "-m", "xlgpt", "eval", book, "--engine", engine], capture_output=True, text=True
+                )
+                seconds = time.perf_counter() - t0
+                verdict = "MATCH" if run.returncode == 0 else (run.stderr or run.stdout).strip()[-90:]
+                print(f"verify the bundled {label} book with {engine:>11}: {seconds:6.1f} s  {verdict}", flush=True)
+    for engine in ("libreoffice", "ironcalc"):
+        r = generate_json("--steps", steps, "--engine", engine, *SAMPLED)
+        print(
+            f"generate with {engine:>11}: {r['seconds_per_token_after_first']} s per token warm "
+            f"({1 / r['seconds_per_token_after_first']:.0f} tokens/s), load {r['load_seconds']} s, match {r['match']} "
+            f"[load average {os.getloadavg()[0]:.1f}]",
+            flush=True,
+        )
+
+
 def bench_generate_124m(positions, steps=4, layers=12):
     """`xlgpt generate` on a random 124M-shape checkpoint (the speed does not depend on the weights; `layers`
     fewer than 12 for a smaller book) with the generation book of `positions` positions, whose prompt fills all
@@ -309,6 +337,7 @@ def main():
     ap.add_argument("--sizes", default="small,medium", help=f"comma-separated, from {', '.join(SIZES)}")
     ap.add_argument("--verify", action="store_true", help="also verify each book with LibreOffice")
     ap.add_argument("--generate", type=int, metavar="STEPS", help="instead, time generation in a LibreOffice session")
+    ap.add_argument("--engines", action="store_true", help="instead, time each engine on the bundled model's books")
     ap.add_argument("--train", type=int, metavar="STEPS", help="instead, time training books and xlgpt train")
     ap.add_argument(
         "--generate-124m",
@@ -322,6 +351,8 @@ def main():
     args = ap.parse_args()
     if args.generate:
         return bench_generate(args.generate)
+    if args.engines:
+        return bench_engines()
     if args.train:
         return bench_train(args.train)
     if args.generate_124m:

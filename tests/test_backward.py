@@ -1,15 +1,16 @@
 """The reference's backward pass and optimizers (xlgpt.model.backward) against PyTorch autograd and torch.optim
 (committed fixtures from tests/make_training_fixtures.py; no torch needed here), finite differences, and a
 short training run of the bundled model."""
+
 import numpy as np
 import pytest
 
 from helpers import BUNDLED, FIXTURES, ROOT
-from xlgpt.package import XlgptError
 from xlgpt.model import reference
 from xlgpt.model.backward import AdamState, adamw, loss_and_grads, prompt_window, sgd, train, windows
-from xlgpt.tokenizer.hf import find
 from xlgpt.model.checkpoint import Config, load, random_tensors
+from xlgpt.package import XlgptError
+from xlgpt.tokenizer.hf import find
 
 TRAINING = FIXTURES / "training"
 NAMES = ["tiny", "three_heads", "single_token", "shakespeare"]
@@ -28,7 +29,7 @@ def fixture(name):
 
 
 def assert_tensors_match(ours, f, key, slack=0.0):
-    expected = {name[len(key) + 1:]: f[name] for name in f.files if name.startswith(key + "/")}
+    expected = {name[len(key) + 1 :]: f[name] for name in f.files if name.startswith(key + "/")}
     assert set(ours) == set(expected)
     for name, value in expected.items():
         assert ours[name].shape == value.shape and ours[name].dtype == np.float64, name
@@ -55,8 +56,13 @@ def test_sgd_matches_torch(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_adamw_matches_torch(name):
     f, ckpt, inputs, targets = fixture(name)
-    settings = dict(lr=float(f["lr_adamw"]), beta1=f["betas"][0], beta2=f["betas"][1], eps=float(f["adamw_eps"]),
-                    weight_decay=float(f["weight_decay"]))
+    settings = dict(
+        lr=float(f["lr_adamw"]),
+        beta1=f["betas"][0],
+        beta2=f["betas"][1],
+        eps=float(f["adamw_eps"]),
+        weight_decay=float(f["weight_decay"]),
+    )
     per_step = settings["lr"] * GRADIENT_ROUNDING / settings["eps"]
 
     # The optimizer alone, on torch's own gradients: no gradient rounding to allow for
@@ -102,8 +108,16 @@ def test_cache_holds_the_activation_gradients(name):
     probs = reference.softmax(cache["logits"])
     probs[np.arange(T), targets] -= 1
     np.testing.assert_allclose(cache["dlogits"], probs / T, rtol=0, atol=1e-15)
-    shapes = {"dln_1": (T, C), "dqkv": (T, 3 * C), "dattention": (cfg.n_head, T, T), "dscores": (cfg.n_head, T, T),
-              "dheads": (T, C), "dln_2": (T, C), "dmlp_hidden": (T, 4 * C), "dmlp_act": (T, 4 * C)}
+    shapes = {
+        "dln_1": (T, C),
+        "dqkv": (T, 3 * C),
+        "dattention": (cfg.n_head, T, T),
+        "dscores": (cfg.n_head, T, T),
+        "dheads": (T, C),
+        "dln_2": (T, C),
+        "dmlp_hidden": (T, 4 * C),
+        "dmlp_act": (T, 4 * C),
+    }
     for key, shape in shapes.items():
         assert [a.shape for a in cache[key]] == [shape] * cfg.n_layer, key
     assert [a.shape for a in cache["dx"]] == [(T, C)] * (cfg.n_layer + 1) and cache["dln_f"].shape == (T, C)
@@ -122,11 +136,21 @@ def test_gradients_match_central_differences():
     inputs, targets = [3, 0, 3, 10, 5], [0, 3, 10, 5, 5]
     _, grads, _ = loss_and_grads(tensors, cfg, inputs, targets)
     h = 1e-5
-    for name, index in [("wte.weight", (3, 1)), ("wte.weight", (7, 4)), ("wpe.weight", (2, 0)),
-                        ("h.0.ln_1.weight", (5,)), ("h.0.attn.c_attn.weight", (1, 2)),  # a query weight
-                        ("h.1.attn.c_attn.weight", (6, 11)), ("h.1.attn.c_attn.bias", (20,)),  # key, value
-                        ("h.0.attn.c_proj.weight", (4, 4)), ("h.1.ln_2.bias", (0,)), ("h.0.mlp.c_fc.weight", (2, 30)),
-                        ("h.1.mlp.c_proj.bias", (7,)), ("ln_f.weight", (3,))]:
+    for name, index in [
+        ("wte.weight", (3, 1)),
+        ("wte.weight", (7, 4)),
+        ("wpe.weight", (2, 0)),
+        ("h.0.ln_1.weight", (5,)),
+        ("h.0.attn.c_attn.weight", (1, 2)),  # a query weight
+        ("h.1.attn.c_attn.weight", (6, 11)),
+        ("h.1.attn.c_attn.bias", (20,)),  # key, value
+        ("h.0.attn.c_proj.weight", (4, 4)),
+        ("h.1.ln_2.bias", (0,)),
+        ("h.0.mlp.c_fc.weight", (2, 30)),
+        ("h.1.mlp.c_proj.bias", (7,)),
+        ("ln_f.weight", (3,)),
+    ]:
+
         def loss_at(delta):
             shifted = dict(tensors, **{name: tensors[name].copy()})
             shifted[name][index] += delta
@@ -136,7 +160,7 @@ def test_gradients_match_central_differences():
         assert abs(numeric) > 1e-4, (name, index, numeric)  # an entry that matters
         assert grads[name][index] == pytest.approx(numeric, rel=1e-6, abs=1e-9), (name, index)
     # wpe rows past the window are never read
-    assert np.all(grads["wpe.weight"][len(inputs):] == 0)
+    assert np.all(grads["wpe.weight"][len(inputs) :] == 0)
 
 
 def test_windows():
@@ -146,8 +170,11 @@ def test_windows():
     assert steps[2] == (ids[32:48], ids[33:49])
     assert all(len(i) == len(t) == 16 and t[:-1] == i[1:] for i, t in steps)
     assert windows(range(17), 16, 3) == [(list(range(16)), list(range(1, 17)))] * 3  # just long enough
-    with pytest.raises(XlgptError, match=r"^the training text is 16 tokens, too short for a window of 16 "
-                                         r"\(it needs at least 17\)$"):
+    with pytest.raises(
+        XlgptError,
+        match=r"^the training text is 16 tokens, too short for a window of 16 "
+        r"\(it needs at least 17\)$",
+    ):
         windows(range(16), 16, 1)
     assert prompt_window([4, 8, 15]) == ([4, 8], [8, 15])
     with pytest.raises(XlgptError, match="at least 2 tokens, got 1"):

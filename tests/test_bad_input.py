@@ -3,6 +3,7 @@ is replaced unless they say so, and nothing is left running or lying in /tmp.
 
 Grouped as the issue is: data loss; --set values the book and the reference read differently; tracebacks,
 a hang and leftovers; bad input accepted or unclear."""
+
 import glob
 import json
 import os
@@ -15,11 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import openpyxl
 import pytest
 
-from helpers import BUNDLED, ROOT, assert_clean_error, process_env, xlgpt, xlgpt_process
+from helpers import ROOT, assert_clean_error, process_env, xlgpt, xlgpt_process
 from xlgpt.sheet import contract as C
 from xlgpt.sheet.read import read_book
 
@@ -55,6 +55,7 @@ def listing(folder):
 
 
 # --- data loss ---------------------------------------------------------------------------------------------
+
 
 def test_build_refuses_to_replace_a_workbook_it_did_not_write(small_ckpt, tmp_path):
     budget = tmp_path / "budget.xlsx"
@@ -110,28 +111,45 @@ def test_train_and_weights_random_keep_refusing_a_full_directory(tmp_path):
 # --- --set: values the sheet and the reference read alike ---------------------------------------------------
 # The small model: 1 layer, vocabulary 20, context 6 (the sheet's SampleStep goes to 6), tokens 1,2,3.
 
-@pytest.mark.parametrize("edit, words", [
-    ("SampleStep=7", ["SampleStep", "whole number from 0 to 6"]),
-    ("SampleStep=1.5", ["SampleStep", "whole number from 0 to 6"]),
-    ("SteeringLayer=0.5", ["SteeringLayer", "whole number from 0 to 0"]),
-    ("SteeringLayer=1", ["SteeringLayer", "whole number from 0 to 0"]),
-    ("AttributionToken=2.5", ["AttributionToken", "whole number from 0 to 19"]),
-    ("AttributionToken=-1", ["AttributionToken", "whole number from 0 to 19"]),
-    ("TokenIds[0]=-1", ["TokenIds", "whole number from 0 to 19"]),
-    ("TokenIds[0]=100000", ["TokenIds", "whole number from 0 to 19"]),
-    ("LastPosition=4", ["LastPosition", "whole number from 1 to 3"]),
-    ("LastPosition=0", ["LastPosition", "whole number from 1 to 3"]),
-    ("Seed=0", ["Seed", "whole number from 1 to 2147483646"]),
-    ("TopK=2.5", ["TopK", "whole number 0 or more"]),
-    ("Temperature=-1", ["Temperature", "a number 0 or more"]),
-])
+
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        ("SampleStep=7", ["SampleStep", "whole number from 0 to 6"]),
+        ("SampleStep=1.5", ["SampleStep", "whole number from 0 to 6"]),
+        ("SteeringLayer=0.5", ["SteeringLayer", "whole number from 0 to 0"]),
+        ("SteeringLayer=1", ["SteeringLayer", "whole number from 0 to 0"]),
+        ("AttributionToken=2.5", ["AttributionToken", "whole number from 0 to 19"]),
+        ("AttributionToken=-1", ["AttributionToken", "whole number from 0 to 19"]),
+        ("TokenIds[0]=-1", ["TokenIds", "whole number from 0 to 19"]),
+        ("TokenIds[0]=100000", ["TokenIds", "whole number from 0 to 19"]),
+        ("LastPosition=4", ["LastPosition", "whole number from 1 to 3"]),
+        ("LastPosition=0", ["LastPosition", "whole number from 1 to 3"]),
+        ("Seed=0", ["Seed", "whole number from 1 to 2147483646"]),
+        ("TopK=2.5", ["TopK", "whole number 0 or more"]),
+        ("Temperature=-1", ["Temperature", "a number 0 or more"]),
+    ],
+)
 def test_a_set_value_out_of_its_range_is_refused(token_book, edit, words):
-    assert_clean_error(xlgpt("eval", token_book, "--engine", "formulas", "--set", edit), "--set", *words)
+    assert_clean_error(xlgpt("eval", token_book, "--engine", "ironcalc", "--set", edit), "--set", *words)
 
 
 def test_a_set_value_at_the_end_of_its_range_is_checked(token_book):
-    run = xlgpt("eval", token_book, "--engine", "formulas", "--json", "--set", "SampleStep=6", "--set",
-                "AttributionToken=19", "--set", "TokenIds[2]=19", "--set", "LastPosition=3")
+    run = xlgpt(
+        "eval",
+        token_book,
+        "--engine",
+        "ironcalc",
+        "--json",
+        "--set",
+        "SampleStep=6",
+        "--set",
+        "AttributionToken=19",
+        "--set",
+        "TokenIds[2]=19",
+        "--set",
+        "LastPosition=3",
+    )
     [result] = [json.loads(line) for line in run.stdout.splitlines()]
     assert run.returncode == 0 and result["match"], (run.stdout, run.stderr)
     assert result["tokens"] == [1, 2, 19]
@@ -150,15 +168,19 @@ def test_a_prompt_cell_book_computes_its_token_ids(prompt_book, edit):
 
 # --- tracebacks, a hang, leftovers ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("capacity, words", [("16384,16384,1", ["characters 16,384", "16,382"]),
-                                             ("16,16383,1", ["bytes 16,383", "16,382"])])
+
+@pytest.mark.parametrize(
+    "capacity, words", [("16384,16384,1", ["characters 16,384", "16,382"]), ("16,16383,1", ["bytes 16,383", "16,382"])]
+)
 def test_a_capacity_past_the_last_column_is_refused(tmp_path, capacity, words):
     out = tmp_path / "book.xlsx"
     assert_clean_error(xlgpt("build", "--prompt", "hi", "--capacity", capacity, "--out", out), *words)
     assert listing(tmp_path) == []
 
 
-@pytest.mark.parametrize("tab", ["Guide", "Embeddings weights", "Prompt", "guide", "Layer 0 backward", "Output updated"])
+@pytest.mark.parametrize(
+    "tab", ["Guide", "Embeddings weights", "Prompt", "guide", "Layer 0 backward", "Output updated"]
+)
 def test_a_template_tab_the_compiler_makes_itself_is_refused(small_ckpt, tmp_path, tab):
     text = (ROOT / "templates" / "gpt2.toml").read_text()
     text, n = re.subn(r'tab = "Embeddings"', f'tab = "{tab}"', text, count=1)
@@ -175,24 +197,45 @@ def tiny_vocab(tmp_path_factory):
     """Checkpoints of 1 and 4 tokens."""
     folder = tmp_path_factory.mktemp("vocab")
     for vocab in (1, 4):
-        xlgpt("weights", "random", "--layers", 1, "--embd", 8, "--heads", 2, "--vocab", vocab, "--context", 6,
-              "--out", folder / str(vocab), check=0)
+        xlgpt(
+            "weights",
+            "random",
+            "--layers",
+            1,
+            "--embd",
+            8,
+            "--heads",
+            2,
+            "--vocab",
+            vocab,
+            "--context",
+            6,
+            "--out",
+            folder / str(vocab),
+            check=0,
+        )
     return folder
 
 
 def test_a_vocabulary_of_one_token_is_refused(tiny_vocab, tmp_path):
     out = tmp_path / "b.xlsx"
-    assert_clean_error(xlgpt("build", "--weights", tiny_vocab / "1", "--tokens", "0,0", "--out", out),
-                       "vocabulary has 1 token")
-    assert_clean_error(xlgpt("generate", "--weights", tiny_vocab / "1", "--tokens", "0", "--steps", 1),
-                       "vocabulary has 1 token")
+    assert_clean_error(
+        xlgpt("build", "--weights", tiny_vocab / "1", "--tokens", "0,0", "--out", out), "vocabulary has 1 token"
+    )
+    assert_clean_error(
+        xlgpt("generate", "--weights", tiny_vocab / "1", "--tokens", "0", "--steps", 1), "vocabulary has 1 token"
+    )
     assert listing(tmp_path) == []
 
 
 def test_a_vocabulary_smaller_than_the_top_5_table_is_refused(tiny_vocab, tmp_path):
     out = tmp_path / "b.xlsx"
-    assert_clean_error(xlgpt("build", "--weights", tiny_vocab / "4", "--tokens", "0,1", "--out", out),
-                       "top_k", "5 most probable", "only 4")
+    assert_clean_error(
+        xlgpt("build", "--weights", tiny_vocab / "4", "--tokens", "0,1", "--out", out),
+        "top_k",
+        "5 most probable",
+        "only 4",
+    )
     assert listing(tmp_path) == []
 
 
@@ -221,12 +264,15 @@ def test_features_json_without_frequency_is_read(tmp_path):
     assert len(rows) == 192 and rows[0]["label"] == "'Th'" and all(r["frequency"] is None for r in rows)
 
 
-@pytest.mark.parametrize("edit, words", [
-    (lambda data: [], ["expected a JSON object", "got list"]),
-    (lambda data: {**data, "figures": {}}, ['"figures"', "no fraction_of_variance_explained"]),
-    (lambda data: {**data, "features": {}}, ['"features" must be a list']),
-    (lambda data: {**data, "features": [{"index": 999}]}, ["features[0]", "from 0 to 191"]),
-])
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda data: [], ["expected a JSON object", "got list"]),
+        (lambda data: {**data, "figures": {}}, ['"figures"', "no fraction_of_variance_explained"]),
+        (lambda data: {**data, "features": {}}, ['"features" must be a list']),
+        (lambda data: {**data, "features": [{"index": 999}]}, ["features[0]", "from 0 to 191"]),
+    ],
+)
 def test_a_bad_features_json_says_what_is_wrong(tmp_path, edit, words):
     run = xlgpt("features", "--sae", sae_copy(tmp_path, edit))
     assert_clean_error(run, "features.json", *words)
@@ -237,8 +283,18 @@ def test_a_steering_vector_fifo_is_refused_without_reading_it(small_ckpt, tmp_pa
     fifo = tmp_path / "v.npy"
     os.mkfifo(fifo)
     # a real process: a regression blocks in open() and times out instead of hanging the suite
-    run = xlgpt_process("build", "--weights", small_ckpt, "--tokens", "1,2", "--steer-vector", fifo, "--out",
-                        tmp_path / "b.xlsx", timeout=120)
+    run = xlgpt_process(
+        "build",
+        "--weights",
+        small_ckpt,
+        "--tokens",
+        "1,2",
+        "--steer-vector",
+        fifo,
+        "--out",
+        tmp_path / "b.xlsx",
+        timeout=120,
+    )
     assert_clean_error(run, "v.npy", "FIFO")
     assert listing(tmp_path) == ["v.npy"]
 
@@ -318,9 +374,13 @@ def test_sigterm_right_after_the_last_training_step_leaves_nothing(tmp_path):
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     out = tmp_path / "trained"
-    run = subprocess.Popen([sys.executable, "-m", "xlgpt", "train", "--prompt", "Shall I compare thee", "--steps", "1",
-                            "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           start_new_session=True, env=process_env({"TMPDIR": str(tmpdir)}))
+    run = subprocess.Popen(
+        [sys.executable, "-m", "xlgpt", "train", "--prompt", "Shall I compare thee", "--steps", "1", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env=process_env({"TMPDIR": str(tmpdir)}),
+    )
     try:
         read_until(run, "step   1/1", 600)
         os.killpg(run.pid, signal.SIGTERM)
@@ -340,15 +400,19 @@ def test_sigterm_right_after_the_last_training_step_leaves_nothing(tmp_path):
 
 # --- bad input accepted or unclear ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args", [
-    ["build", "--steer-from", " thee", "--steer-to", " you", "--steer-coef", "nan"],
-    ["build", "--steer-from", " thee", "--steer-to", " you", "--steer-coef", "inf"],
-    ["build", "--steer-from", " thee", "--steer-to", " you", "--steer-coef", "-inf"],
-    ["build", "--train", "--prompt", "Shall I", "--lr", "nan"],
-    ["build", "--train", "--prompt", "Shall I", "--lr", "inf"],
-    ["train", "--steps", "1", "--lr", "1e300"],
-    ["train", "--steps", "1", "--lr", "nan"],
-])
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["build", "--steer-from", " thee", "--steer-to", " you", "--steer-coef", "nan"],
+        ["build", "--steer-from", " thee", "--steer-to", " you", "--steer-coef", "inf"],
+        ["build", "--steer-from", " thee", "--steer-to", " you", "--steer-coef", "-inf"],
+        ["build", "--train", "--prompt", "Shall I", "--lr", "nan"],
+        ["build", "--train", "--prompt", "Shall I", "--lr", "inf"],
+        ["train", "--steps", "1", "--lr", "1e300"],
+        ["train", "--steps", "1", "--lr", "nan"],
+    ],
+)
 def test_a_number_that_is_not_finite_or_absurd_is_refused_at_its_option(tmp_path, args):
     out = tmp_path / ("trained" if args[0] == "train" else "b.xlsx")
     option = args[-2]
@@ -370,7 +434,7 @@ def test_the_api_refuses_them_too(tmp_path):
 
 @pytest.mark.parametrize("edits", [["HeadSwitches[0,0]=1e300"], ["SteeringCoefficient=1e308", "SteeringVector[0]=1"]])
 def test_numbers_that_overflow_give_a_verdict_and_no_warnings(token_book, edits):
-    run = xlgpt("eval", token_book, "--engine", "formulas", *[a for e in edits for a in ("--set", e)])
+    run = xlgpt("eval", token_book, "--engine", "ironcalc", *[a for e in edits for a in ("--set", e)])
     assert run.returncode in (0, 1) and "MATCH" in run.stdout, (run.stdout, run.stderr)
     assert run.stderr == ""
 
@@ -381,10 +445,14 @@ def test_eval_says_what_a_path_is_instead_of_a_workbook(tmp_path):
     (tmp_path / "loop1").symlink_to("loop2")
     (tmp_path / "loop2").symlink_to("loop1")
     (tmp_path / "dangling").symlink_to("nowhere.xlsx")
-    for path, words in [(tmp_path / "dir", ["is a directory"]), (tmp_path / "fifo", ["FIFO"]),
-                        (tmp_path / "loop1", ["symbolic link loop"]), (Path("/dev/zero"), ["character device"]),
-                        (tmp_path / "dangling", ["nowhere.xlsx", "does not exist"]),
-                        (tmp_path / "missing.xlsx", ["no such file"])]:
+    for path, words in [
+        (tmp_path / "dir", ["is a directory"]),
+        (tmp_path / "fifo", ["FIFO"]),
+        (tmp_path / "loop1", ["symbolic link loop"]),
+        (Path("/dev/zero"), ["character device"]),
+        (tmp_path / "dangling", ["nowhere.xlsx", "does not exist"]),
+        (tmp_path / "missing.xlsx", ["no such file"]),
+    ]:
         run = xlgpt("eval", path, "--engine", "formulas")
         assert_clean_error(run, str(path), *words)
         assert "no such file" not in run.stderr or "missing" in str(path)
@@ -408,14 +476,17 @@ def test_build_with_an_sae_and_no_steering_fills_the_features_tab(tmp_path):
     assert book.edits[C.STEERING_COEFFICIENT] == [[0]]  # and nothing steered
 
 
-@pytest.mark.parametrize("args, words", [
-    (["build", "--prompt", "hi", "--capacity", "1,2"], ["--capacity", "three numbers"]),
-    (["build", "--prompt", "hi", "--capacity", "300,600,70,9999"], ["--capacity", "three numbers"]),
-    (["build", "--tokens", "1,2", "--positions", "4"], ["--positions", "--prompt"]),
-    (["build", "--tokens", "1,2", "--capacity", "fit"], ["--capacity", "--prompt"]),
-    (["build", "--prompt", "hi", "--no-prompt-cell", "--positions", "4"], ["--positions"]),
-    (["build", "--tokens", "1,2", "--lr", "0.1"], ["--lr", "--train"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["build", "--prompt", "hi", "--capacity", "1,2"], ["--capacity", "three numbers"]),
+        (["build", "--prompt", "hi", "--capacity", "300,600,70,9999"], ["--capacity", "three numbers"]),
+        (["build", "--tokens", "1,2", "--positions", "4"], ["--positions", "--prompt"]),
+        (["build", "--tokens", "1,2", "--capacity", "fit"], ["--capacity", "--prompt"]),
+        (["build", "--prompt", "hi", "--no-prompt-cell", "--positions", "4"], ["--positions"]),
+        (["build", "--tokens", "1,2", "--lr", "0.1"], ["--lr", "--train"]),
+    ],
+)
 def test_an_option_without_effect_is_refused(small_ckpt, tmp_path, args, words):
     weights = [] if "--prompt" in args else ["--weights", small_ckpt]
     assert_clean_error(xlgpt(*args, *weights, "--out", tmp_path / "b.xlsx"), *words)
@@ -432,8 +503,11 @@ def test_generate_on_a_full_book_says_it_is_full(small_ckpt, tmp_path):
     full = tmp_path / "full.xlsx"
     xlgpt("build", "--weights", small_ckpt, "--tokens", "1,2,3,4,5,6", "--out", full, check=0)
     t0 = time.perf_counter()
-    for args in (["--book", full], ["--weights", small_ckpt, "--tokens", "1,2,3,4,5,6"],
-                 ["--weights", small_ckpt, "--tokens", "1,2,3", "--positions", "3"]):
+    for args in (
+        ["--book", full],
+        ["--weights", small_ckpt, "--tokens", "1,2,3,4,5,6"],
+        ["--weights", small_ckpt, "--tokens", "1,2,3", "--positions", "3"],
+    ):
         run = xlgpt("generate", *args, "--steps", 2)
         assert_clean_error(run, "workbook is full", "nothing to generate")
         assert run.stdout == ""

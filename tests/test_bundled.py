@@ -1,4 +1,5 @@
 """The bundled Shakespeare model: offline default of every command."""
+
 import json
 
 import pytest
@@ -24,7 +25,9 @@ def test_default_prompt_verifies_with_both_engines(tmp_path):
     out = tmp_path / "default.xlsx"
     run = xlgpt("build", "--no-prompt-cell", "--out", out, check=0)
     assert "O Romeo, Romeo, wherefore art" in run.stdout
-    results = [json.loads(line) for line in xlgpt("eval", out, "--engine", "both", "--json", check=0).stdout.splitlines()]
+    results = [
+        json.loads(line) for line in xlgpt("eval", out, "--engine", "both", "--json", check=0).stdout.splitlines()
+    ]
     top = json.loads(xlgpt("predict", "--json", check=0).stdout)["top"][0]
     assert [r["engine"] for r in results] == ["formulas", "libreoffice"]
     for r in results:
@@ -36,7 +39,9 @@ def test_listed_with_its_size():
     models = json.loads(xlgpt("weights", "list", "--json", check=0).stdout)
     bundled = [m for m in models if m["name"] == "shakespeare"]
     assert bundled and bundled[0]["source"] == "bundled"
-    assert bundled[0]["parameters"] == TRAINING["n_params"] == 512 * 48 + 64 * 48 + 2 * (12 * 48 * 48 + 13 * 48) + 2 * 48
+    assert (
+        bundled[0]["parameters"] == TRAINING["n_params"] == 512 * 48 + 64 * 48 + 2 * (12 * 48 * 48 + 13 * 48) + 2 * 48
+    )
 
 
 @pytest.mark.engines

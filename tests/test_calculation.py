@@ -1,5 +1,6 @@
 """The workbook's calculation mode (build --calc auto|manual; by default manual for big books): workbook.xml's
 calcPr, the Guide's line, the About cell, and engines that still recalculate a manual book."""
+
 import re
 import zipfile
 
@@ -7,14 +8,14 @@ import openpyxl
 import pytest
 
 from helpers import assert_clean_error, xlgpt
-from xlgpt.sheet import contract
 from xlgpt.compile.build import build, inputs_for
 from xlgpt.compile.guide import MANUAL_CALCULATION
 from xlgpt.compile.lower import calculation_for, lower
 from xlgpt.compile.template import load_spec
+from xlgpt.model.checkpoint import load
+from xlgpt.sheet import contract
 from xlgpt.sheet.contract import About
 from xlgpt.sheet.read import read_book
-from xlgpt.model.checkpoint import load
 
 AUTO_PR = '<calcPr calcId="191029" fullCalcOnLoad="1"/>'
 MANUAL_PR = '<calcPr calcId="191029" calcMode="manual" calcOnSave="0"/>'
@@ -26,9 +27,10 @@ def calc_pr(path):
 
 
 def guide_text(path):
+    """The Guide's text as one line (its notes wrap over rows)."""
     wb = openpyxl.load_workbook(path, read_only=True)
     try:
-        return [v for row in wb["Guide"].iter_rows(values_only=True) for v in row if isinstance(v, str)]
+        return " ".join(v.strip() for row in wb["Guide"].iter_rows(values_only=True) for v in row if isinstance(v, str))
     finally:
         wb.close()
 
@@ -84,7 +86,7 @@ def test_every_engine_recalculates_a_manual_book(tmp_path, small_ckpt):
     book = built(tmp_path, small_ckpt, "--calc", "manual")
     run = xlgpt("eval", book, "--engine", "all", check=0)
     lines = run.stdout.strip().splitlines()
-    assert len(lines) == 3 and all("MATCH" in line and "MISMATCH" not in line for line in lines), run.stdout
+    assert len(lines) == 4 and all("MATCH" in line and "MISMATCH" not in line for line in lines), run.stdout
 
 
 @pytest.mark.engines

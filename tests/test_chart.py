@@ -1,5 +1,6 @@
 """Line charts: a small book with a loss column (numbers) and a smoothed column (formulas), charted from another
 tab, checked by the OOXML validator, by its package structure, and by LibreOffice and Gnumeric keeping the charts."""
+
 import posixpath
 import shutil
 import subprocess
@@ -11,7 +12,6 @@ import numpy as np
 import pytest
 
 from helpers import assert_valid_ooxml
-
 from xlgpt.engines.process import find_soffice
 from xlgpt.sheet.layout import Book, Rect, Tab
 from xlgpt.sheet.writer import write_workbook
@@ -20,8 +20,10 @@ C = "{http://schemas.openxmlformats.org/drawingml/2006/chart}"
 STEPS = 12
 LOSS = 4 * np.exp(-np.arange(STEPS) / 4) + 0.5
 SMOOTH = np.convolve(LOSS, [0.5, 0.5])[1:STEPS]  # the mean of each step and the one before (from step 1)
-RANGES = [("'Loss data'!$C$3:$C$14", "'Loss data'!$D$3:$D$14"),   # loss, numbers
-          ("'Loss data'!$C$4:$C$14", "'Loss data'!$E$4:$E$14")]   # smoothed loss, formulas
+RANGES = [
+    ("'Loss data'!$C$3:$C$14", "'Loss data'!$D$3:$D$14"),  # loss, numbers
+    ("'Loss data'!$C$4:$C$14", "'Loss data'!$E$4:$E$14"),
+]  # smoothed loss, formulas
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +36,24 @@ def book(tmp_path_factory):
     data.numbers(loss, LOSS[:, None])
     data.each(smooth, "AVERAGE({a},{b})", a=lambda i, j: loss.cell(i, 0), b=lambda i, j: loss.cell(i + 1, 0))
     charts = b.add(Tab("Charts", "Loss curve", "guide"))
-    charts.chart("Training loss", steps, loss, Rect("Charts", 3, 2, 20, 8), x_title="step", y_title="loss",
-                 series_name="loss", cache=LOSS)
-    charts.chart("Smoothed loss", steps.rows(1, STEPS), smooth, Rect("Charts", 24, 2, 20, 8), x_title="step",
-                 y_title="mean of two steps")
+    charts.chart(
+        "Training loss",
+        steps,
+        loss,
+        Rect("Charts", 3, 2, 20, 8),
+        x_title="step",
+        y_title="loss",
+        series_name="loss",
+        cache=LOSS,
+    )
+    charts.chart(
+        "Smoothed loss",
+        steps.rows(1, STEPS),
+        smooth,
+        Rect("Charts", 24, 2, 20, 8),
+        x_title="step",
+        y_title="mean of two steps",
+    )
     path = tmp_path_factory.mktemp("chart") / "chart.xlsx"
     write_workbook(path, b.sheets(), {})
     return path
@@ -49,8 +65,9 @@ def chart_refs(path):
         out = {}
         for name in sorted(n for n in zf.namelist() if n.startswith("xl/charts/chart")):
             root = ET.fromstring(zf.read(name))
-            out[name] = [(ser.find(f"{C}cat//{C}f").text, ser.find(f"{C}val//{C}f").text)
-                         for ser in root.iter(f"{C}ser")]
+            out[name] = [
+                (ser.find(f"{C}cat//{C}f").text, ser.find(f"{C}val//{C}f").text) for ser in root.iter(f"{C}ser")
+            ]
         return out
 
 
@@ -123,9 +140,22 @@ def test_ooxml_validator_finds_no_errors(book):
 def test_libreoffice_keeps_the_charts(book, tmp_path):
     """LibreOffice reads the charts and writes them back over the same ranges, the formula column calculated."""
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([find_soffice(), f"-env:UserInstallation=file://{tmp}/profile", "--headless", "--calc",
-                        "--convert-to", "xlsx", str(book), "--outdir", str(tmp_path)],
-                       check=True, capture_output=True, timeout=300)
+        subprocess.run(
+            [
+                find_soffice(),
+                f"-env:UserInstallation=file://{tmp}/profile",
+                "--headless",
+                "--calc",
+                "--convert-to",
+                "xlsx",
+                str(book),
+                "--outdir",
+                str(tmp_path),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
     saved = tmp_path / book.name
     assert sorted(chart_refs(saved).values()) == [[RANGES[0]], [RANGES[1]]]
     with zipfile.ZipFile(saved) as zf:

@@ -1,12 +1,13 @@
 """Loading and making checkpoints."""
+
 import json
 
 import numpy as np
 import pytest
 
 from helpers import FIXTURES, xlgpt
-from xlgpt.package import XlgptError
 from xlgpt.model.checkpoint import Config, load, random_tensors, save, tensor_shapes
+from xlgpt.package import XlgptError
 
 
 def test_hf_layout_loads_like_plain():
@@ -30,14 +31,39 @@ def test_random_is_seeded_and_shaped(tmp_path):
 
 def test_weights_random_cli_writes_hf_config(tmp_path):
     out = tmp_path / "ck"
-    run = xlgpt("weights", "random", "--layers", 3, "--embd", 20, "--heads", 5, "--vocab", 33, "--context", 9,
-                "--seed", 4, "--out", out, check=0)
+    run = xlgpt(
+        "weights",
+        "random",
+        "--layers",
+        3,
+        "--embd",
+        20,
+        "--heads",
+        5,
+        "--vocab",
+        33,
+        "--context",
+        9,
+        "--seed",
+        4,
+        "--out",
+        out,
+        check=0,
+    )
     assert "wrote" in run.stdout
     config = json.loads((out / "config.json").read_text())
-    assert (config["n_layer"], config["n_embd"], config["n_head"], config["vocab_size"], config["n_positions"]) == (3, 20, 5, 33, 9)
+    assert (config["n_layer"], config["n_embd"], config["n_head"], config["vocab_size"], config["n_positions"]) == (
+        3,
+        20,
+        5,
+        33,
+        9,
+    )
     assert config["model_type"] == "gpt2" and config["layer_norm_epsilon"] == 1e-5
     ckpt = load(out)
-    np.testing.assert_array_equal(ckpt["h.2.attn.c_proj.weight"], random_tensors(ckpt.config, 4)["h.2.attn.c_proj.weight"])
+    np.testing.assert_array_equal(
+        ckpt["h.2.attn.c_proj.weight"], random_tensors(ckpt.config, 4)["h.2.attn.c_proj.weight"]
+    )
 
 
 def test_save_refuses_non_empty_directory(tmp_path):
@@ -51,6 +77,7 @@ def test_save_refuses_non_empty_directory(tmp_path):
 
 def test_untied_lm_head_is_refused(tmp_path):
     from safetensors.numpy import save_file
+
     cfg = Config(1, 4, 1, 5, 3)
     t = random_tensors(cfg, 0)
     save(tmp_path / "c", cfg, t)

@@ -1,4 +1,5 @@
 """Bad input: one clear error line, exit code 2, no traceback, no output file."""
+
 import json
 import os
 import shutil
@@ -48,15 +49,18 @@ def test_config_not_json(tmp_path, small_ckpt):
     build_fails(tmp_path, ck, "1,2", "not valid JSON")
 
 
-@pytest.mark.parametrize("tokens, words", [
-    ("1,20", ["outside the vocabulary", "0..19"]),
-    ("-1", ["outside the vocabulary"]),
-    ("1,2,3,4,5,6,7", ["7 tokens exceed the model's context of 6"]),
-    ("", ["expected comma-separated token ids"]),
-    ("1,,2", ["expected comma-separated token ids"]),
-    ("a,b", ["not a comma-separated list of integers"]),
-    ("1.5", ["not a comma-separated list of integers"]),
-])
+@pytest.mark.parametrize(
+    "tokens, words",
+    [
+        ("1,20", ["outside the vocabulary", "0..19"]),
+        ("-1", ["outside the vocabulary"]),
+        ("1,2,3,4,5,6,7", ["7 tokens exceed the model's context of 6"]),
+        ("", ["expected comma-separated token ids"]),
+        ("1,,2", ["expected comma-separated token ids"]),
+        ("a,b", ["not a comma-separated list of integers"]),
+        ("1.5", ["not a comma-separated list of integers"]),
+    ],
+)
 def test_bad_tokens(tmp_path, small_ckpt, tokens, words):
     build_fails(tmp_path, small_ckpt, tokens, *words)
 

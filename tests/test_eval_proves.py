@@ -4,6 +4,7 @@ xlgpt does not compute are refused; the formulas engine samples; a damaged part 
 
 Each forged book is a copy of a real book with one part edited as a person (or a tool) would, and each verdict
 comes from the command line, as a user sees it."""
+
 import json
 import re
 import shutil
@@ -89,7 +90,7 @@ def cell_xml(xml, rect):
     return m
 
 
-def evaluate(path, *options, engine="formulas"):
+def evaluate(path, *options, engine="ironcalc"):
     return xlgpt("eval", path, "--engine", engine, *options)
 
 
@@ -115,8 +116,9 @@ def test_a_right_book_matches_with_nothing_to_report(tmp_path):
     "args",
     [
         ("--prompt", "hi", "--capacity", "fit"),  # Prompt cell: tokenizer tabs and tables
-        ("--no-prompt-cell",),  # the default prompt's ids
-        ("--steer-from", " thee", "--steer-to", " you", "--capacity", "fit"),  # a steered book: its note
+        pytest.param(("--no-prompt-cell",), marks=pytest.mark.engines),  # the default prompt's ids (slow: ~7 s)
+        # a steered book: its note (slow: ~7 s)
+        pytest.param(("--steer-from", " thee", "--steer-to", " you", "--capacity", "fit"), marks=pytest.mark.engines),
         # a training book: its backward tabs recalculated by the formulas engine (~8 s: with the engines)
         pytest.param(("--train", "--optimizer", "adamw", "--prompt", "Shall I"), marks=pytest.mark.engines),
         ("--weights", FIXTURES / "tiny", "--tokens", "1,2", "--calc", "manual"),
@@ -145,8 +147,9 @@ def test_a_book_xlgpt_train_wrote_is_the_compilers(tmp_path):
 
     xlgpt("train", "--steps", 2, "--window", 8, "--out", tmp_path / "trained", check=0)
     info = read_book(tmp_path / "trained" / "train.xlsx")
-    assert info.training["moments"] and any(v for grid in info.training["moments"].values() for row in grid
-                                            for v in row)
+    assert info.training["moments"] and any(
+        v for grid in info.training["moments"].values() for row in grid for v in row
+    )
     ckpt = verify.checkpoint_for(info)
     _, found = verify.check_provenance(info, ckpt, hf.for_checkpoint(ckpt))
     assert found.displays == []
@@ -179,9 +182,10 @@ def test_a_changed_weight_is_a_mismatch_naming_the_cell(tmp_path, tensor, index,
     "name, index, value",
     [
         (C.VOCABULARY, (352, 0), " thou"),  # the predicted text of another token
-        (C.MERGE_TABLE, (10, 0), None),
-        (C.BYTE_TABLE, (65, 1), None),
-        (C.CLASS_TABLE, (100, 1), None),
+        # like the one above (each ~4 s: the slow suite)
+        pytest.param(C.MERGE_TABLE, (10, 0), None, marks=pytest.mark.engines),
+        pytest.param(C.BYTE_TABLE, (65, 1), None, marks=pytest.mark.engines),
+        pytest.param(C.CLASS_TABLE, (100, 1), None, marks=pytest.mark.engines),
     ],
 )
 def test_a_changed_tokenizer_table_is_a_mismatch_naming_the_cell(tmp_path, name, index, value):
@@ -193,7 +197,7 @@ def test_a_changed_tokenizer_table_is_a_mismatch_naming_the_cell(tmp_path, name,
     held = openpyxl.load_workbook(path)[cell.sheet].cell(cell.top, cell.left).value
     value = value if value is not None else (held + 1 if isinstance(held, int) else str(held) + "x")
     assert value != held
-    run = evaluate(set_cell(path, tmp_path / "forged.xlsx", cell, value), engine="libreoffice")
+    run = evaluate(set_cell(path, tmp_path / "forged.xlsx", cell, value))  # found before any engine runs
     assert_mismatch(run, where(cell), repr(value) if isinstance(value, str) else str(value))
 
 
@@ -214,7 +218,7 @@ def forge_cached(src, out, rect, value):
         m = cell_xml(xml, rect)
         cell = re.sub(r"<v>[^<]*</v>", f"<v>{value}</v>", m.group())
         assert cell != m.group()
-        return xml[: m.start()] + cell + xml[m.end():]
+        return xml[: m.start()] + cell + xml[m.end() :]
 
     return rewrite(src, out, {part_of(info, rect.sheet): edit})
 
@@ -256,7 +260,7 @@ def test_a_forged_cached_prediction_is_a_mismatch_with_every_engine(tmp_path):
     forged, cell, _ = forged_prediction(tmp_path, tiny(tmp_path))
     run = evaluate(forged, engine="all")
     assert run.returncode == 1
-    assert run.stdout.count("— MISMATCH") == 3 and run.stdout.count("cached value: ") == 3, run.stdout
+    assert run.stdout.count("— MISMATCH") == 4 and run.stdout.count("cached value: ") == 4, run.stdout
 
 
 def test_stale_cached_logits_are_a_mismatch(tmp_path):
@@ -280,15 +284,19 @@ def test_a_number_format_on_the_prediction_is_a_display_difference(tmp_path):
     xfs = int(re.search(r'<cellXfs count="(\d+)"', xml).group(1))
 
     def styles(text):
-        text = re.sub(r'<numFmts count="(\d+)">', lambda m: f'<numFmts count="{int(m.group(1)) + 1}">'
-                      '<numFmt numFmtId="200" formatCode="5"/>', text)
-        return text.replace("</cellXfs>", '<xf numFmtId="200" fontId="0" fillId="0" borderId="0" xfId="0" '
-                            'applyNumberFormat="1"/></cellXfs>').replace(f'<cellXfs count="{xfs}"',
-                                                                         f'<cellXfs count="{xfs + 1}"')
+        text = re.sub(
+            r'<numFmts count="(\d+)">',
+            lambda m: f'<numFmts count="{int(m.group(1)) + 1}"><numFmt numFmtId="200" formatCode="5"/>',
+            text,
+        )
+        return text.replace(
+            "</cellXfs>",
+            '<xf numFmtId="200" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/></cellXfs>',
+        ).replace(f'<cellXfs count="{xfs}"', f'<cellXfs count="{xfs + 1}"')
 
     def sheet(text):
         m = cell_xml(text, cell)
-        return text[: m.start()] + re.sub(r' s="\d+"', f' s="{xfs}"', m.group(), count=1) + text[m.end():]
+        return text[: m.start()] + re.sub(r' s="\d+"', f' s="{xfs}"', m.group(), count=1) + text[m.end() :]
 
     forged = rewrite(path, tmp_path / "forged.xlsx", {"xl/styles.xml": styles, part_of(info, cell.sheet): sheet})
     run = evaluate(forged)
@@ -300,8 +308,11 @@ def test_a_number_format_on_the_prediction_is_a_display_difference(tmp_path):
 
 def test_a_changed_number_format_code_is_a_display_difference(tmp_path):
     """The 0.000 format every logit shows, rewritten in styles.xml."""
-    forged = rewrite(tiny(tmp_path), tmp_path / "forged.xlsx",
-                     {"xl/styles.xml": lambda x: x.replace('formatCode="0.000"', 'formatCode="0.0"')})
+    forged = rewrite(
+        tiny(tmp_path),
+        tmp_path / "forged.xlsx",
+        {"xl/styles.xml": lambda x: x.replace('formatCode="0.000"', 'formatCode="0.0"')},
+    )
     run = evaluate(forged)
     assert run.returncode == 1 and "— MATCH" in run.stdout, (run.stdout, run.stderr)
     assert "display: DIFFERS — xl/styles.xml" in run.stdout and 'formatCode="0.0"' in run.stdout, run.stdout
@@ -328,10 +339,15 @@ def test_a_conditional_format_of_a_foreign_formula_is_still_a_mismatch(tmp_path)
     URL) is a mismatch, not a display difference."""
     path = tiny(tmp_path)
     info = read_book(path)
-    rule = ('<conditionalFormatting sqref="A1"><cfRule type="expression" dxfId="0" priority="99">'
-            '<formula>WEBSERVICE("http://example.com/")</formula></cfRule></conditionalFormatting>')
-    forged = rewrite(path, tmp_path / "forged.xlsx", {part_of(info, info.names[C.LOGITS].sheet):
-                                                      lambda x: x.replace("</sheetData>", "</sheetData>" + rule, 1)})
+    rule = (
+        '<conditionalFormatting sqref="A1"><cfRule type="expression" dxfId="0" priority="99">'
+        '<formula>WEBSERVICE("http://example.com/")</formula></cfRule></conditionalFormatting>'
+    )
+    forged = rewrite(
+        path,
+        tmp_path / "forged.xlsx",
+        {part_of(info, info.names[C.LOGITS].sheet): lambda x: x.replace("</sheetData>", "</sheetData>" + rule, 1)},
+    )
     assert_mismatch(evaluate(forged), "conditional format")
 
 
@@ -347,22 +363,31 @@ def test_a_conditional_format_of_a_foreign_formula_is_still_a_mismatch(tmp_path)
     ],
 )
 def test_a_setting_that_changes_results_is_a_mismatch(tmp_path, attribute, words):
-    forged = rewrite(tiny(tmp_path), tmp_path / "forged.xlsx",
-                     {"xl/workbook.xml": lambda x: x.replace("<calcPr ", f"<calcPr {attribute} ", 1)})
+    forged = rewrite(
+        tiny(tmp_path),
+        tmp_path / "forged.xlsx",
+        {"xl/workbook.xml": lambda x: x.replace("<calcPr ", f"<calcPr {attribute} ", 1)},
+    )
     assert_mismatch(evaluate(forged), *words)
 
 
 def test_a_manual_book_set_to_automatic_is_a_mismatch(tmp_path):
     """The About block records manual calculation (the Guide says so); calcPr without calcMode is automatic."""
-    forged = rewrite(tiny(tmp_path, "--calc", "manual"), tmp_path / "forged.xlsx",
-                     {"xl/workbook.xml": lambda x: x.replace(' calcMode="manual"', "", 1)})
+    forged = rewrite(
+        tiny(tmp_path, "--calc", "manual"),
+        tmp_path / "forged.xlsx",
+        {"xl/workbook.xml": lambda x: x.replace(' calcMode="manual"', "", 1)},
+    )
     assert_mismatch(evaluate(forged), "calculation mode is auto", "About block records manual")
 
 
 def test_another_calculation_setting_is_a_display_difference(tmp_path):
     """R1C1 references change how formulas read, not what they compute."""
-    forged = rewrite(tiny(tmp_path), tmp_path / "forged.xlsx",
-                     {"xl/workbook.xml": lambda x: x.replace("<calcPr ", '<calcPr refMode="R1C1" ', 1)})
+    forged = rewrite(
+        tiny(tmp_path),
+        tmp_path / "forged.xlsx",
+        {"xl/workbook.xml": lambda x: x.replace("<calcPr ", '<calcPr refMode="R1C1" ', 1)},
+    )
     run = evaluate(forged)
     assert run.returncode == 1 and "— MATCH" in run.stdout and "refMode" in run.stdout, (run.stdout, run.stderr)
 
@@ -472,8 +497,22 @@ def test_the_formulas_engine_samples_at_a_temperature(tmp_path):
 
 @pytest.mark.engines  # slow (~11 s): the formulas engine recalculates the book at every step
 def test_generate_with_the_formulas_engine_samples_at_a_temperature(tmp_path):
-    run = xlgpt("generate", "--weights", TINY, "--tokens", "1,2", "--steps", 3, "--engine", "formulas",
-                "--temperature", 0.7, "--seed", 9, "--json")
+    run = xlgpt(
+        "generate",
+        "--weights",
+        TINY,
+        "--tokens",
+        "1,2",
+        "--steps",
+        3,
+        "--engine",
+        "formulas",
+        "--temperature",
+        0.7,
+        "--seed",
+        9,
+        "--json",
+    )
     assert run.returncode == 0, (run.stdout, run.stderr)
     assert json.loads(run.stdout)["match"] is True
 

@@ -1,17 +1,18 @@
 """Where a book goes wrong: on a mismatch, eval names the first stage (tab, block, cell) that leaves the reference."""
+
 import json
 
 import numpy as np
 import pytest
 
 from helpers import FIXTURES, expected, tokens_arg, xlgpt
-from xlgpt.sheet import contract as C
-from xlgpt.model import reference
 from xlgpt.check import verify
 from xlgpt.check.provenance import Provenance, recompile
 from xlgpt.compile.template import load_spec
-from xlgpt.sheet.read import read_book
+from xlgpt.model import reference
 from xlgpt.model.checkpoint import as_written, load
+from xlgpt.sheet import contract as C
+from xlgpt.sheet.read import read_book
 from xlgpt.sheet.writer import copy_with_cell
 
 
@@ -43,8 +44,11 @@ def searched(book):
     cache = reference.run(as_written(ckpt), info.used)[1]
     found = verify.stage_references(recompile(info, ckpt, None)[2], cache, len(info.used))
     pad = lambda r, want: ((0, r.height - want.shape[0]), (0, r.width - want.shape[1]))
-    return found, [np.pad(want.astype(float), pad(r, want), constant_values=np.nan)
-                   for _, blocks in found for r, want, *_ in blocks]
+    return found, [
+        np.pad(want.astype(float), pad(r, want), constant_values=np.nan)
+        for _, blocks in found
+        for r, want, *_ in blocks
+    ]
 
 
 def test_the_reference_records_every_stage_in_the_templates_order():

@@ -1,5 +1,6 @@
 """The formulas engine's model (xlgpt.engines.formulas.sparse_model) computes what the `formulas` package's own
 ExcelModel computes: constants handed over as blocks, formulas sharing one compiled function."""
+
 import contextlib
 import io
 
@@ -49,8 +50,11 @@ def test_sparse_model_computes_what_the_package_computes(tmp_path):
     _book(path)
     model = sparse_model()
     ours, theirs = _values(model, path), _values(formulas.ExcelModel(), path)
-    shared = [d["function"] for d in model.dsp.function_nodes.values()
-              if isinstance(getattr(d["function"], "func", None), _SharedFunction)]
+    shared = [
+        d["function"]
+        for d in model.dsp.function_nodes.values()
+        if isinstance(getattr(d["function"], "func", None), _SharedFunction)
+    ]
     assert len(shared) >= 12  # B's formulas compiled, C..E's reusing them (all but the ROW() one)
     for cell in ("B2", "E2", "C3", "E3", "B4", "E4", "B5:B7", "D5:D7", "C8", "B9", "C9"):
         key = f"'[BOOK.XLSX]MAIN'!{cell}"

@@ -1,4 +1,5 @@
 """Gnumeric, the third engine, on every fixture; and the package itself checked by an OOXML validator."""
+
 import json
 import os
 import sys
@@ -28,10 +29,21 @@ def test_gnumeric_matches_the_reference(name, tmp_path):
 
 
 @pytest.mark.engines
+@pytest.mark.parametrize("prompt", ["a", "hi", "Shall I"])
+def test_gnumeric_tokenizes_prompts_of_one_token_and_more(prompt, tmp_path):
+    """A one-token prompt makes SheetTokenIds one cell, where Gnumeric's INDEX gives #REF! (Excel's reads it)."""
+    path = tmp_path / "book.xlsx"
+    xlgpt("build", "--prompt", prompt, "--capacity", "fit", "--out", path, check=0)
+    run = xlgpt("eval", path, "--engine", "gnumeric", "--json", check=0)
+    [result] = [json.loads(line) for line in run.stdout.splitlines()]
+    assert result["match"] and result["token_id"] == result["reference_token_id"], result
+
+
+@pytest.mark.engines
 def test_all_engines(tmp_path):
     run = xlgpt("eval", build("single_token", tmp_path), "--engine", "all", "--json", check=0)
     results = [json.loads(line) for line in run.stdout.splitlines()]
-    assert [r["engine"] for r in results] == ["formulas", "libreoffice", "gnumeric"]
+    assert [r["engine"] for r in results] == ["formulas", "libreoffice", "gnumeric", "ironcalc"]
     assert all(r["match"] for r in results)
 
 
@@ -42,7 +54,8 @@ def test_missing_gnumeric_is_one_clean_line(tmp_path):
     run = xlgpt("eval", book, "--engine", "gnumeric", env={"PATH": os.path.dirname(sys.executable)}, check=2)
     assert run.stderr.strip().splitlines() == [
         "xlgpt: error: Gnumeric is not installed (no 'ssconvert' on PATH); install it, e.g. "
-        "apt-get install --no-install-recommends gnumeric, or use another --engine"]
+        "apt-get install --no-install-recommends gnumeric, or use another --engine"
+    ]
 
 
 @pytest.mark.engines

@@ -2,6 +2,7 @@
 
 Grouped by kind: locale, inputs destroyed, temporary files, books xlgpt wrote, forged books, resources
 without bounds, interrupted work, one line instead of a traceback, smaller cases."""
+
 import json
 import os
 import select
@@ -63,7 +64,7 @@ def test_eval_verdict_does_not_depend_on_the_locale(tmp_path, lang):
     book = build_tiny(tmp_path)
     # a real process: an interpreter started in that locale
     run = xlgpt_process("eval", book, "--engine", "all", env={"LC_ALL": lang, "LANG": lang})
-    assert run.returncode == 0 and run.stdout.count("MATCH") == 3, (run.stdout, run.stderr)
+    assert run.returncode == 0 and run.stdout.count("MATCH") == 4, (run.stdout, run.stderr)
 
 
 @pytest.mark.engines
@@ -73,10 +74,10 @@ def test_libreoffice_csv_export_does_not_depend_on_the_locale(tmp_path, lang, mo
     the export runs in the C locale."""
     import numpy as np
 
+    from xlgpt.check.verify import reference_for
+    from xlgpt.engines.libreoffice import libreoffice_values
     from xlgpt.sheet import contract as C
     from xlgpt.sheet.read import read_book
-    from xlgpt.engines.libreoffice import libreoffice_values
-    from xlgpt.check.verify import reference_for
 
     book = read_book(build_tiny(tmp_path))
     monkeypatch.setenv("LC_ALL", lang)
@@ -87,6 +88,7 @@ def test_libreoffice_csv_export_does_not_depend_on_the_locale(tmp_path, lang, mo
 
 
 # --- 2. inputs destroyed -------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def ckpt(tmp_path):
@@ -134,8 +136,12 @@ def test_build_replaces_a_workbook(ckpt, tmp_path):
 
 @pytest.mark.parametrize("kind", ["device", "fifo", "directory", "link to a device"])
 def test_build_refuses_what_is_not_a_regular_file(ckpt, tmp_path, kind):
-    out = {"device": Path("/dev/null"), "fifo": tmp_path / "fifo", "directory": tmp_path / "dir",
-           "link to a device": tmp_path / "link.xlsx"}[kind]
+    out = {
+        "device": Path("/dev/null"),
+        "fifo": tmp_path / "fifo",
+        "directory": tmp_path / "dir",
+        "link to a device": tmp_path / "link.xlsx",
+    }[kind]
     if kind == "fifo":
         os.mkfifo(out)
     elif kind == "directory":
@@ -148,6 +154,7 @@ def test_build_refuses_what_is_not_a_regular_file(ckpt, tmp_path, kind):
 
 
 # --- 3. temporary files ----------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def victim(tmp_path):
@@ -169,6 +176,7 @@ def predict_temp_names(monkeypatch, names):
         yield from names
         while True:
             yield next(rest)
+
     monkeypatch.setattr(tempfile, "_get_candidate_names", lambda: candidates())
 
 
@@ -182,11 +190,25 @@ def run_in_process(*args):
 
 def test_weights_random_follows_no_planted_symlink(tmp_path, victim, monkeypatch):
     out = tmp_path / "ckpt"
-    os.symlink(victim, tmp_path / f".ckpt.tmp-{os.getpid()}")      # the old predictable name
-    os.symlink(victim, tmp_path / ".ckpt.guessed.tmp")             # the name tempfile will try first
+    os.symlink(victim, tmp_path / f".ckpt.tmp-{os.getpid()}")  # the old predictable name
+    os.symlink(victim, tmp_path / ".ckpt.guessed.tmp")  # the name tempfile will try first
     predict_temp_names(monkeypatch, ["guessed"])
-    result = run_in_process("weights", "random", "--layers", "1", "--embd", "8", "--heads", "2", "--vocab", "20",
-                            "--context", "4", "--out", out)
+    result = run_in_process(
+        "weights",
+        "random",
+        "--layers",
+        "1",
+        "--embd",
+        "8",
+        "--heads",
+        "2",
+        "--vocab",
+        "20",
+        "--context",
+        "4",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in victim.iterdir()) == ["precious.txt"]
     assert (victim / "precious.txt").read_text() == "precious"
@@ -196,13 +218,14 @@ def test_weights_random_follows_no_planted_symlink(tmp_path, victim, monkeypatch
 
 def test_build_writes_through_no_planted_symlink(tmp_path, victim, monkeypatch):
     out, target = tmp_path / "book.xlsx", victim / "precious.txt"
-    os.symlink(target, tmp_path / f".book.xlsx.{os.getpid()}.tmp")   # the old predictable name
+    os.symlink(target, tmp_path / f".book.xlsx.{os.getpid()}.tmp")  # the old predictable name
     os.symlink(target, tmp_path / ".book.xlsx.guessed.tmp")
     predict_temp_names(monkeypatch, ["guessed"])
     result = run_in_process("build", "--weights", TINY, "--tokens", "1,2,3", "--out", out)
     assert result.exit_code == 0, result.output
     assert target.read_text() == "precious" and sorted(p.name for p in victim.iterdir()) == ["precious.txt"]
     import zipfile
+
     assert zipfile.is_zipfile(out)
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".book.xlsx.") and not p.is_symlink()]
     assert leftovers == []
@@ -218,6 +241,7 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
 
     def full(*a, **k):
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(writer, "_write_parts", full)
     with pytest.raises(XlgptError, match="No space left"):
         writer.write_workbook(out, [], {})
@@ -225,9 +249,6 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["book.xlsx"]
 
 
-@pytest.mark.xfail(strict=True, reason="package bug: an interruption while zipfile opens a part (writer._member) "
-                   "leaves the ZipFile mid-write; its close() then raises ValueError, which replaces the "
-                   "KeyboardInterrupt (a traceback and exit 1 instead of one line and 130)")
 def test_an_interrupt_while_a_part_opens_comes_out_as_itself(tmp_path, monkeypatch):
     """Ctrl-C (or SIGTERM, raised as cli.Terminated) just as the writer opens a part of the zip: the interruption
     itself reaches cli.main (click turns a KeyboardInterrupt into Abort), which prints its one line; the old book
@@ -258,7 +279,9 @@ def test_an_interrupt_while_a_part_opens_comes_out_as_itself(tmp_path, monkeypat
 ODD_PROMPTS = ["=1+1", "a\tb\r\nc", "tab\there", "bell\x07 and\x1f", "end\ufffe", "_x0041_ is A", '"=SUM(A1)"']
 
 
-@pytest.mark.parametrize("text", ODD_PROMPTS)
+@pytest.mark.parametrize(  # each builds a book (~3 s): two in the fast loop, the rest in the slow suite
+    "text", [p if k < 2 else pytest.param(p, marks=pytest.mark.engines) for k, p in enumerate(ODD_PROMPTS)]
+)
 def test_read_book_gives_the_prompt_as_typed(tmp_path, text):
     from xlgpt.sheet.read import read_book
 
@@ -310,6 +333,7 @@ def test_eval_types_an_odd_prompt(tmp_path):
 
 # --- 5. forged books: eval proves the book computes its results ------------------------------------------
 
+
 def rewrite_part(book, out, part, edit, extra=None):
     """Copy `book` to `out` with `part` (a member name) passed through edit(text) -> text; `extra`: {name: text}
     parts to add."""
@@ -342,8 +366,11 @@ def forge_logits(book, out):
 
     def edit(xml):
         # each position's array formula starts at the top of its column of Logits
-        xml, n = re.subn(rf'<c r="((?:{columns}){rect.top})" t="n"><f t="array" ref="[^"]*">[^<]*</f>(<v>[^<]*</v>)</c>',
-                         r'<c r="\1">\2</c>', xml)
+        xml, n = re.subn(
+            rf'<c r="((?:{columns}){rect.top})" t="n"><f t="array" ref="[^"]*">[^<]*</f>(<v>[^<]*</v>)</c>',
+            r'<c r="\1">\2</c>',
+            xml,
+        )
         assert n == rect.width
         return xml
 
@@ -353,10 +380,13 @@ def forge_logits(book, out):
 def test_forged_logits_fail_before_any_engine(tmp_path):
     book = build_tiny(tmp_path)
     forged = forge_logits(book, tmp_path / "forged.xlsx")
-    run = xlgpt("eval", forged, "--engine", "formulas")
+    run = xlgpt("eval", forged, "--engine", "ironcalc")
     assert run.returncode == 1, (run.stdout, run.stderr)
-    assert "MISMATCH" in run.stdout and "Output!C" in run.stdout and "constant where the compiler writes a formula" \
-        in run.stdout, run.stdout
+    assert (
+        "MISMATCH" in run.stdout
+        and "Output!C" in run.stdout
+        and "constant where the compiler writes a formula" in run.stdout
+    ), run.stdout
 
 
 @pytest.mark.parametrize("formula", ['WEBSERVICE("http://example.com/")', "'[other.xlsx]Output'!C64", "1+1"])
@@ -365,17 +395,19 @@ def test_a_formula_the_compiler_does_not_write_fails(tmp_path, formula):
 
     book = build_tiny(tmp_path)
     info = read_book(book)
-    forged = rewrite_part(book, tmp_path / "forged.xlsx", sheet_part(info, C.LOGITS),
-                          lambda xml: xml.replace("<f>", f"<f>{formula}+", 1))
-    run = xlgpt("eval", forged, "--engine", "formulas")
+    forged = rewrite_part(
+        book, tmp_path / "forged.xlsx", sheet_part(info, C.LOGITS), lambda xml: xml.replace("<f>", f"<f>{formula}+", 1)
+    )
+    run = xlgpt("eval", forged, "--engine", "ironcalc")
     assert run.returncode == 1 and "the formula is not the compiler's" in run.stdout, (run.stdout, run.stderr)
 
 
 def test_an_external_link_part_fails(tmp_path):
     book = build_tiny(tmp_path)
-    forged = rewrite_part(book, tmp_path / "forged.xlsx", None, None,
-                          {"xl/externalLinks/externalLink1.xml": "<externalLink/>"})
-    run = xlgpt("eval", forged, "--engine", "formulas")
+    forged = rewrite_part(
+        book, tmp_path / "forged.xlsx", None, None, {"xl/externalLinks/externalLink1.xml": "<externalLink/>"}
+    )
+    run = xlgpt("eval", forged, "--engine", "ironcalc")
     assert run.returncode == 1 and "externalLink1.xml is not one xlgpt writes" in run.stdout, run.stdout
 
 
@@ -385,10 +417,17 @@ def test_a_repointed_name_fails(tmp_path):
 
     book = build_tiny(tmp_path)
     shift = lambda m: m.group(1) + chr(ord(m.group(2)) + 1)
-    forged = rewrite_part(book, tmp_path / "forged.xlsx", "xl/workbook.xml",
-                          lambda xml: re.sub(r'(<definedName name="Logits">[^<]*?\$)([A-Z])', shift, xml, count=1))
-    run = xlgpt("eval", forged, "--engine", "formulas")
-    assert run.returncode == 1 and "the defined name Logits is not the compiler's" in run.stdout, (run.stdout, run.stderr)
+    forged = rewrite_part(
+        book,
+        tmp_path / "forged.xlsx",
+        "xl/workbook.xml",
+        lambda xml: re.sub(r'(<definedName name="Logits">[^<]*?\$)([A-Z])', shift, xml, count=1),
+    )
+    run = xlgpt("eval", forged, "--engine", "ironcalc")
+    assert run.returncode == 1 and "the defined name Logits is not the compiler's" in run.stdout, (
+        run.stdout,
+        run.stderr,
+    )
 
 
 def test_typed_input_cells_may_differ(tmp_path):
@@ -404,13 +443,14 @@ def test_typed_input_cells_may_differ(tmp_path):
     ref = info.names[C.TOKEN_IDS]
     edited = tmp_path / "edited.xlsx"
     copy_with_cell(book, edited, info.sheets.index(ref.sheet) + 1, ref.top, ref.left + 1, 7, INPUT)
-    run = xlgpt("eval", edited, "--engine", "formulas", "--json")
+    run = xlgpt("eval", edited, "--engine", "ironcalc", "--json")
     [result] = [json.loads(line) for line in run.stdout.splitlines()]
     assert max(result["checks"].values()) < 1e-9 and result["display_difference"] is None, result
     assert run.returncode == 1 and "its cached value" in result["cached_difference"], result
 
 
 # --- 7. interrupted work leaves nothing ---------------------------------------------------------------
+
 
 def leftover_processes(pgid, text):
     """pids of live processes in process group `pgid` (the command and its forked workers) or whose command
@@ -430,10 +470,14 @@ def leftover_processes(pgid, text):
 
 def start(*args, tmpdir):
     """xlgpt in a real process, in its own session (as a terminal's foreground job), announcing its phases."""
-    return subprocess.Popen([sys.executable, "-m", "xlgpt", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),  # as in a terminal
-                            env=process_env({"TMPDIR": str(tmpdir), "XLGPT_ANNOUNCE": "1"}))
+    return subprocess.Popen(
+        [sys.executable, "-m", "xlgpt", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),  # as in a terminal
+        env=process_env({"TMPDIR": str(tmpdir), "XLGPT_ANNOUNCE": "1"}),
+    )
 
 
 def wait_for_phase(run, phase, seconds=120):
@@ -531,8 +575,21 @@ def test_eval_timeout_leaves_no_libreoffice_running(tmp_path):
 def big_ckpt(tmp_path_factory):
     """A checkpoint whose book is big enough (4M cells) for the writer's parallel workers and a few seconds."""
     out = tmp_path_factory.mktemp("big") / "ckpt"
-    xlgpt("weights", "random", "--layers", "2", "--embd", "256", "--vocab", "9000", "--context", "16", "--out", out,
-          check=0)
+    xlgpt(
+        "weights",
+        "random",
+        "--layers",
+        "2",
+        "--embd",
+        "256",
+        "--vocab",
+        "9000",
+        "--context",
+        "16",
+        "--out",
+        out,
+        check=0,
+    )
     return out
 
 
@@ -551,12 +608,15 @@ def test_an_interrupted_build_leaves_no_file_and_prints_one_line(tmp_path, big_c
 
 # --- 6. resources without bounds ------------------------------------------------------------------------
 
+
 def test_a_zip_bomb_is_refused_before_it_is_read(tmp_path):
     import zipfile
 
     book = build_tiny(tmp_path)
-    with zipfile.ZipFile(book, "a", zipfile.ZIP_DEFLATED) as zf, zf.open("xl/worksheets/sheet99.xml", "w",
-                                                                        force_zip64=True) as f:
+    with (
+        zipfile.ZipFile(book, "a", zipfile.ZIP_DEFLATED) as zf,
+        zf.open("xl/worksheets/sheet99.xml", "w", force_zip64=True) as f,
+    ):
         zero = bytes(1 << 20)
         for _ in range(300):  # 300 MB of zeros in ~300 kB: the 1000:1 of a bomb
             f.write(zero)
@@ -568,13 +628,19 @@ def test_a_defined_name_spanning_a_whole_sheet_is_refused(tmp_path):
     import re
 
     book = build_tiny(tmp_path)
-    forged = rewrite_part(book, tmp_path / "forged.xlsx", "xl/workbook.xml",
-                          lambda xml: re.sub(r'(<definedName name="TokenIds">)[^<]*', r"\1Tokens!$A$1:$XFD$1048576", xml))
+    forged = rewrite_part(
+        book,
+        tmp_path / "forged.xlsx",
+        "xl/workbook.xml",
+        lambda xml: re.sub(r'(<definedName name="TokenIds">)[^<]*', r"\1Tokens!$A$1:$XFD$1048576", xml),
+    )
     assert_clean_error(xlgpt("eval", forged, "--engine", "formulas"), "TokenIds", "cells")
 
 
-@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "directory", "huge n_layer", "infinite epsilon",
-                                  "nested", "huge vocabulary", "huge file"])
+@pytest.mark.parametrize(
+    "kind",
+    ["fifo", "/dev/zero", "directory", "huge n_layer", "infinite epsilon", "nested", "huge vocabulary", "huge file"],
+)
 def test_a_hostile_config_is_refused(ckpt, kind):
     config = ckpt / "config.json"
     raw = json.loads(config.read_text())
@@ -590,8 +656,11 @@ def test_a_hostile_config_is_refused(ckpt, kind):
     elif kind == "huge file":
         config.write_text(" " * (2 << 20) + json.dumps(raw))
     else:
-        key, value = {"huge n_layer": ("n_layer", 10**9), "infinite epsilon": ("layer_norm_epsilon", float("inf")),
-                      "huge vocabulary": ("vocab_size", 2**21)}[kind]
+        key, value = {
+            "huge n_layer": ("n_layer", 10**9),
+            "infinite epsilon": ("layer_norm_epsilon", float("inf")),
+            "huge vocabulary": ("vocab_size", 2**21),
+        }[kind]
         config.write_text(json.dumps({**raw, key: value}))
     args = ("predict", "--weights", ckpt, "--tokens", "1")
     # a config that would never end being read: a real process, so a regression times out instead of hanging
@@ -615,6 +684,7 @@ def test_weights_random_refuses_a_shape_beyond_the_sheet(tmp_path):
 
 # --- 8. one line, not a traceback ------------------------------------------------------------------------
 
+
 def damaged(tmp_path, kind):
     book = build_tiny(tmp_path)
     out = tmp_path / "damaged.xlsx"
@@ -630,28 +700,34 @@ def damaged(tmp_path, kind):
         "malformed workbook.xml": ("xl/workbook.xml", lambda x: x[:-20]),
         "malformed sheet": ("xl/worksheets/sheet3.xml", lambda x: x[:-20]),
         "malformed shared strings": ("xl/sharedStrings.xml", lambda x: x[:-20]),
-        "name to a missing tab": ("xl/workbook.xml", lambda x: x.replace('<definedName name="TokenIds">Tokens!',
-                                                                        '<definedName name="TokenIds">Nowhere!')),
+        "name to a missing tab": (
+            "xl/workbook.xml",
+            lambda x: x.replace('<definedName name="TokenIds">Tokens!', '<definedName name="TokenIds">Nowhere!'),
+        ),
         "missing tab": ("xl/workbook.xml", lambda x: x.replace('<sheet name="Embeddings"', '<sheet name="Gone"')),
     }[kind]
     return rewrite_part(book, out, part, edit)
 
 
-@pytest.mark.parametrize("kind, words", [
-    ("missing sheet part", ["the tab 'Embeddings' has no part xl/worksheets/sheet3.xml"]),
-    ("malformed workbook.xml", ["not an .xlsx workbook, or a damaged one"]),
-    ("malformed sheet", ["xl/worksheets/sheet3.xml: malformed XML"]),
-    ("malformed shared strings", ["not an .xlsx workbook, or a damaged one"]),
-    ("name to a missing tab", ["the defined name TokenIds points at a tab 'Nowhere'"])])
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("missing sheet part", ["the tab 'Embeddings' has no part xl/worksheets/sheet3.xml"]),
+        ("malformed workbook.xml", ["not an .xlsx workbook, or a damaged one"]),
+        ("malformed sheet", ["xl/worksheets/sheet3.xml: malformed XML"]),
+        ("malformed shared strings", ["not an .xlsx workbook, or a damaged one"]),
+        ("name to a missing tab", ["the defined name TokenIds points at a tab 'Nowhere'"]),
+    ],
+)
 def test_a_damaged_book_is_one_line(tmp_path, kind, words):
     """A book that cannot be read is bad input (sheet/read.py raises XlgptError): exit 2, one line."""
-    assert_clean_error(xlgpt("eval", damaged(tmp_path, kind), "--engine", "formulas"), *words)
+    assert_clean_error(xlgpt("eval", damaged(tmp_path, kind), "--engine", "ironcalc"), *words)
 
 
 def test_a_book_with_a_renamed_tab_is_a_mismatch(tmp_path):
     """A book that reads but whose tabs are not the compiler's is eval's verdict, not bad input
     (check/provenance.py raises NotCompiled): MISMATCH and exit 1, before any engine."""
-    run = xlgpt("eval", damaged(tmp_path, "missing tab"), "--engine", "formulas")
+    run = xlgpt("eval", damaged(tmp_path, "missing tab"), "--engine", "ironcalc")
     assert run.returncode == 1 and run.stderr == "", (run.returncode, run.stdout, run.stderr)
     assert "MISMATCH" in run.stdout and "the tabs are not the compiler's" in run.stdout, run.stdout
 
@@ -659,7 +735,7 @@ def test_a_book_with_a_renamed_tab_is_a_mismatch(tmp_path):
 @pytest.mark.engines
 def test_a_book_name_with_brackets_works_with_the_formulas_engine(tmp_path):
     book = build_tiny(tmp_path, name="book [v2] 'draft'.xlsx")
-    run = xlgpt("eval", book, "--engine", "formulas")
+    run = xlgpt("eval", book, "--engine", "ironcalc")
     assert run.returncode == 0 and "MATCH" in run.stdout, run.stderr
 
 
@@ -671,14 +747,20 @@ def test_a_weight_cell_holding_text_is_a_mismatch(tmp_path):
     info = read_book(book)
     edited = tmp_path / "edited.xlsx"
     copy_with_cell(book, edited, info.sheets.index("Embeddings weights") + 1, 5, 3, "oops")
-    run = xlgpt("eval", edited, "--engine", "formulas")
+    run = xlgpt("eval", edited, "--engine", "ironcalc")
     assert run.returncode == 1 and "MISMATCH" in run.stdout and "Traceback" not in run.stderr, run.stderr
 
 
-@pytest.mark.parametrize("name, value, words", [
-    ("Checkpoint", 12.5, ["not found"]), ("Checkpoint", "", ["does not say which checkpoint"]),
-    ("WeightsSha256", "abc", ["sha256"]), ("CapacityCharacters", "lots", ["capacity"]),
-    ("CapacityTokens", 10**6, ["capacity"])])
+@pytest.mark.parametrize(
+    "name, value, words",
+    [
+        ("Checkpoint", 12.5, ["not found"]),
+        ("Checkpoint", "", ["does not say which checkpoint"]),
+        ("WeightsSha256", "abc", ["sha256"]),
+        ("CapacityCharacters", "lots", ["capacity"]),
+        ("CapacityTokens", 10**6, ["capacity"]),
+    ],
+)
 def test_an_edited_metadata_cell_is_one_line(tmp_path, name, value, words):
     from xlgpt.sheet.writer import copy_with_cell
 
@@ -693,8 +775,12 @@ def test_an_edited_metadata_cell_is_one_line(tmp_path, name, value, words):
 def test_a_lone_surrogate_in_a_prompt_is_one_line(tmp_path):
     out = tmp_path / "book.xlsx"
     # a real process: the argument arrives as bytes that are not UTF-8, decoded as a lone surrogate
-    run = subprocess.run([sys.executable.encode(), b"-m", b"xlgpt", b"build", b"--prompt", b"caf\xe9", b"--out",
-                          bytes(out)], capture_output=True, text=True, env=process_env())
+    run = subprocess.run(
+        [sys.executable.encode(), b"-m", b"xlgpt", b"build", b"--prompt", b"caf\xe9", b"--out", bytes(out)],
+        capture_output=True,
+        text=True,
+        env=process_env(),
+    )
     assert_clean_error(run, "lone surrogate")
     assert not out.exists()
 
@@ -705,6 +791,7 @@ def test_a_full_tmpdir_is_one_line(tmp_path, monkeypatch):
 
     def full(*a, **k):
         raise OSError(28, "No space left on device", "/tmp/xlgpt-eval-x")
+
     monkeypatch.setattr("tempfile.mkdtemp", full)
     assert_clean_error(xlgpt("eval", book, "--engine", "formulas"), "/tmp/xlgpt-eval-x: No space left on device")
 
@@ -714,17 +801,23 @@ def test_float8_safetensors_is_one_line(ckpt):
 
     raw = (ckpt / "model.safetensors").read_bytes()
     n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
+    header = json.loads(raw[8 : 8 + n])
     for k, v in header.items():
         if k != "__metadata__":
             v["dtype"] = "F8_E4M3"
     head = json.dumps(header).encode()
-    (ckpt / "model.safetensors").write_bytes(struct.pack("<Q", len(head)) + head + raw[8 + n:])
+    (ckpt / "model.safetensors").write_bytes(struct.pack("<Q", len(head)) + head + raw[8 + n :])
     assert_clean_error(xlgpt("predict", "--weights", ckpt, "--tokens", "1"), "F8_E4M3")
 
 
-@pytest.mark.parametrize("args, words", [(["--out", "."], ["new directory"]), (["--seed", "-1", "--out", "x"], ["--seed"]),
-                                         (["--out", "ckpt"], ["not an empty directory"])])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--out", "."], ["new directory"]),
+        (["--seed", "-1", "--out", "x"], ["--seed"]),
+        (["--out", "ckpt"], ["not an empty directory"]),
+    ],
+)
 def test_weights_random_bad_arguments_are_one_line(tmp_path, monkeypatch, args, words):
     (tmp_path / "ckpt").mkdir()
     (tmp_path / "ckpt" / "keep.txt").write_text("keep")
@@ -733,12 +826,19 @@ def test_weights_random_bad_arguments_are_one_line(tmp_path, monkeypatch, args, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"] and (tmp_path / "ckpt" / "keep.txt").exists()
 
 
-@pytest.mark.parametrize("text, words", [
-    ("[[stage]]\ntab = 'a[b'\nname = 'x'\nop = 'embed'\n", ["cannot name a sheet"]),
-    ("[[stage]]\ntab = 'Layer: one'\nname = 'x'\nop = 'embed'\n", ["cannot name a sheet"]),
-    ("[[stage]]\ntab = '" + "x" * 40 + "'\nname = 'x'\nop = 'embed'\n", ["cannot name a sheet"]),
-    ("stage = 3\n", ["stage"]), ("[[stage]]\nfoo = 1\n", ["unknown key"]),
-    ("x = " + "[" * 5000 + "]" * 5000 + "\n", ["TOML"]), ("\xff\xfe", ["template"]), ("a = ", ["TOML"])])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("[[stage]]\ntab = 'a[b'\nname = 'x'\nop = 'embed'\n", ["cannot name a sheet"]),
+        ("[[stage]]\ntab = 'Layer: one'\nname = 'x'\nop = 'embed'\n", ["cannot name a sheet"]),
+        ("[[stage]]\ntab = '" + "x" * 40 + "'\nname = 'x'\nop = 'embed'\n", ["cannot name a sheet"]),
+        ("stage = 3\n", ["stage"]),
+        ("[[stage]]\nfoo = 1\n", ["unknown key"]),
+        ("x = " + "[" * 5000 + "]" * 5000 + "\n", ["TOML"]),
+        ("\xff\xfe", ["template"]),
+        ("a = ", ["TOML"]),
+    ],
+)
 def test_a_malformed_template_is_one_line(tmp_path, text, words):
     template = tmp_path / "bad.toml"
     template.write_bytes(text.encode("latin-1") if text.startswith("\xff") else text.encode())
@@ -747,6 +847,7 @@ def test_a_malformed_template_is_one_line(tmp_path, text, words):
 
 
 # --- 9. smaller ------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def caches(tmp_path, monkeypatch):
@@ -758,8 +859,8 @@ def caches(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("ref", ["../../../outside", "../../../outside/", "/abs/outside", "a" * 39 + "/"])
 def test_a_poisoned_hub_ref_is_not_followed(caches, ref):
-    from xlgpt.package import XlgptError
     from xlgpt.model.hub import resolve
+    from xlgpt.package import XlgptError
 
     outside = Path(shutil.copytree(TINY, caches / "outside"))
     repo = caches / "hub" / "models--someone--model"
@@ -785,12 +886,14 @@ def test_a_damaged_imported_model_is_reported_as_damaged_not_missing(caches):
     assert_clean_error(xlgpt("predict", "--weights", "mine", "--tokens", "1"), "model.safetensors", "cannot read")
 
 
-@pytest.mark.parametrize("tab", ["a[b]", "x:y", "what?", "a/b", "a\\\\b", "bell\\u0007", "star*", "x" * 32, "'quoted'",
-                                 "History", " "])
+@pytest.mark.parametrize(
+    "tab", ["a[b]", "x:y", "what?", "a/b", "a\\\\b", "bell\\u0007", "star*", "x" * 32, "'quoted'", "History", " "]
+)
 def test_template_tab_names_a_sheet_cannot_hold_are_refused(tmp_path, tab):
     template = tmp_path / "t.toml"
     text = (ROOT / "templates" / "gpt2.toml").read_text()
     import re
+
     text, n = re.subn(r'tab = "[^"]*"', lambda m: f'tab = "{tab}"', text, count=1)
     assert n == 1
     template.write_text(text)
@@ -804,9 +907,15 @@ def test_a_foreign_conditional_format_formula_fails(tmp_path):
 
     book = build_tiny(tmp_path)
     info = read_book(book)
-    rule = ('<conditionalFormatting sqref="A1"><cfRule type="expression" dxfId="0" priority="99">'
-            '<formula>WEBSERVICE("http://example.com/")</formula></cfRule></conditionalFormatting>')
-    forged = rewrite_part(book, tmp_path / "forged.xlsx", sheet_part(info, C.LOGITS),
-                          lambda xml: xml.replace("</sheetData>", "</sheetData>" + rule, 1))
-    run = xlgpt("eval", forged, "--engine", "formulas")
+    rule = (
+        '<conditionalFormatting sqref="A1"><cfRule type="expression" dxfId="0" priority="99">'
+        '<formula>WEBSERVICE("http://example.com/")</formula></cfRule></conditionalFormatting>'
+    )
+    forged = rewrite_part(
+        book,
+        tmp_path / "forged.xlsx",
+        sheet_part(info, C.LOGITS),
+        lambda xml: xml.replace("</sheetData>", "</sheetData>" + rule, 1),
+    )
+    run = xlgpt("eval", forged, "--engine", "ironcalc")
     assert run.returncode == 1 and "conditional format" in run.stdout, (run.stdout, run.stderr)

@@ -3,6 +3,7 @@
 Nothing here touches the network beyond loopback, or any cache outside tmp_path: every test points
 HF_HOME and XLGPT_HOME into tmp_path and HF_ENDPOINT at its own fake hub.
 """
+
 import json
 import os
 import shutil
@@ -14,11 +15,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from helpers import ROOT, assert_clean_error, xlgpt, xlgpt_process
 from fakehub import FakeHub, free_port
-from xlgpt.package import XlgptError
+from helpers import ROOT, assert_clean_error, xlgpt, xlgpt_process
 from xlgpt.model.checkpoint import Config, load, random_tensors, save
 from xlgpt.model.hub import download, import_model, list_models, resolve
+from xlgpt.package import XlgptError
 
 REPO = "tester/tiny-gpt2"
 CFG = Config(n_layer=1, n_embd=8, n_head=2, vocab_size=20, n_positions=6)
@@ -83,20 +84,26 @@ def assert_no_usable_model(tmp_path):
     assert snapshots and all((s / "config.json").is_file() for s in snapshots)  # the half-populated snapshot
     assert not any((s / "model.safetensors").exists() for s in snapshots)
     assert not list(cache.rglob("*.incomplete"))
-    with pytest.raises(XlgptError, match=f"model '{REPO}' is not in the cache; download it with: "
-                                         f"xlgpt weights download {REPO}"):
+    with pytest.raises(
+        XlgptError, match=f"model '{REPO}' is not in the cache; download it with: xlgpt weights download {REPO}"
+    ):
         resolve(REPO)
     assert [m for m in list_models() if m["source"] == "hub"] == []
 
 
 # ---------------------------------------------------------------- download + resolve
 
+
 def test_download_then_resolve_offline(hub, env):
     fake = hub()
     snapshot = download(REPO, progress=False)
     assert snapshot.is_relative_to(repo_cache(env) / "snapshots")  # the standard cache under HF_HOME
-    assert sorted(p.name for p in snapshot.iterdir()) == ["config.json", "merges.txt", "model.safetensors",
-                                                          "vocab.json"]
+    assert sorted(p.name for p in snapshot.iterdir()) == [
+        "config.json",
+        "merges.txt",
+        "model.safetensors",
+        "vocab.json",
+    ]
     # The weights came through the CDN redirect, like an LFS file on the real hub; nothing else was asked.
     assert any(r[0] == "GET" and r[1].startswith("/cdn/") for r in fake.requests)
     assert fake.unexpected == [] and not any("xet" in r[1].lower() for r in fake.requests)
@@ -147,6 +154,7 @@ def test_unreachable_hub_fails_fast(env, monkeypatch):
 
 class _NoSleep:
     """The time module minus the waiting: huggingface_hub sleeps 1 s before each of its 5 retries."""
+
     def __init__(self):
         self.slept = []
 
@@ -178,8 +186,11 @@ def test_connection_closed_mid_body(hub, env, monkeypatch, capfd):
 
 def test_response_shorter_than_announced(hub, env):
     hub(mode="short")
-    with pytest.raises(XlgptError, match=r"download of model.safetensors .* was truncated \(Consistency check "
-                                         r"failed: file should be of size \d+ but has size \d+\)"):
+    with pytest.raises(
+        XlgptError,
+        match=r"download of model.safetensors .* was truncated \(Consistency check "
+        r"failed: file should be of size \d+ but has size \d+\)",
+    ):
         download(REPO, progress=False)
     assert_no_usable_model(env)
 
@@ -224,6 +235,7 @@ def test_resolve_directory_and_unknown_name(env, tmp_path):
 
 # ---------------------------------------------------------------- import
 
+
 def test_import_directory(env, tmp_path):
     ck = make_ckpt(tmp_path / "my-ckpt")
     dest = import_model(ck)
@@ -266,8 +278,11 @@ def test_import_pytorch_without_torch(env, tmp_path, monkeypatch):
     ck = make_ckpt(tmp_path / "ck")
     (ck / "pytorch_model.bin").write_bytes(b"not read: torch is needed first")
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail, installed or not
-    with pytest.raises(XlgptError, match=r"needs torch \(pip install torch\); or convert the file to "
-                                         r"model.safetensors"):
+    with pytest.raises(
+        XlgptError,
+        match=r"needs torch \(pip install torch\); or convert the file to "
+        r"model.safetensors",
+    ):
         import_model(ck / "pytorch_model.bin")
     assert not (env / "xlgpt" / "models" / "pytorch_model").exists()
 
@@ -287,6 +302,7 @@ def test_import_pytorch_state_dict(env, tmp_path):
 
 class _Payload:
     """Pickles as a call to os.mkdir: unpickling it runs code."""
+
     def __init__(self, path):
         self.path = path
 
@@ -307,6 +323,7 @@ def test_import_pytorch_refuses_pickled_code(env, tmp_path):
 
 
 # ---------------------------------------------------------------- list
+
 
 def test_list_models_all_sources(hub, env, tmp_path):
     bundled = tmp_path / "bundled"
@@ -330,7 +347,11 @@ def test_list_models_all_sources(hub, env, tmp_path):
 
     models = list_models(bundled)
     assert [(m["name"], m["source"]) for m in models] == [
-        ("hf-style", "bundled"), ("small", "bundled"), (REPO, "hub"), ("mine", "imported")]
+        ("hf-style", "bundled"),
+        ("small", "bundled"),
+        (REPO, "hub"),
+        ("mine", "imported"),
+    ]
     expected = {"hf-style": hf, "small": small, REPO: CFG, "mine": mine}
     for m in models:
         assert m["parameters"] == n_params(expected[m["name"]]), m
@@ -348,6 +369,7 @@ def test_list_models_of_repo_weights_dir(env):
 
 
 # ---------------------------------------------------------------- the real command line
+
 
 def test_cli_download_and_list(hub):
     fake = hub()
@@ -369,8 +391,9 @@ def test_cli_download_errors(hub, env, monkeypatch):
     assert_clean_error(xlgpt_process("weights", "download", REPO), "was not found on the hub")
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     t0 = time.perf_counter()
-    assert_clean_error(xlgpt_process("weights", "download", REPO), "cannot reach the Hugging Face hub",
-                          "xlgpt weights import")
+    assert_clean_error(
+        xlgpt_process("weights", "download", REPO), "cannot reach the Hugging Face hub", "xlgpt weights import"
+    )
     assert time.perf_counter() - t0 < 5
 
 

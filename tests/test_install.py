@@ -1,6 +1,7 @@
 """Install xlgpt from a wheel into a fresh virtual environment and use it from an unrelated folder: the
 templates and bundled weights must come with it. Slow (builds a wheel, installs the dependencies from the
 package index, runs LibreOffice): marked `engines`."""
+
 import json
 import os
 import shutil
@@ -19,15 +20,24 @@ pytestmark = pytest.mark.engines
 
 def run(*args, cwd=None):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    done = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True,
-                          env={**env, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    done = subprocess.run(
+        [str(a) for a in args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**env, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
     assert done.returncode == 0, f"{args}: exit {done.returncode}\nstdout: {done.stdout}\nstderr: {done.stderr}"
     return done
 
 
 def shipped_files():
-    return sorted(str(p.relative_to(ROOT)) for folder in DATA for p in (ROOT / folder).rglob("*")
-                  if p.is_file() and "__pycache__" not in p.parts)
+    return sorted(
+        str(p.relative_to(ROOT))
+        for folder in DATA
+        for p in (ROOT / folder).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +73,16 @@ def test_installed_wheel_builds_and_verifies_from_anywhere(wheel, tmp_path):
     run(venv / "bin" / "python", "-m", "pip", "install", "-q", wheel)
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
-    where = run(venv / "bin" / "python", "-c", "import xlgpt, xlgpt.package; print(xlgpt.__file__, xlgpt.package.shipped('weights'))",
-                cwd=cwd).stdout.split()
+    where = run(
+        venv / "bin" / "python",
+        "-c",
+        "import xlgpt, xlgpt.package; print(xlgpt.__file__, xlgpt.package.shipped('weights'))",
+        cwd=cwd,
+    ).stdout.split()
     site = next((venv / "lib").glob("python3*/site-packages"))
     assert Path(where[0]).is_relative_to(site) and Path(where[1]) == site / "xlgpt" / "data" / "weights"
     run(venv / "bin" / "xlgpt", "build", "--out", "X.xlsx", cwd=cwd)
-    result = json.loads(run(venv / "bin" / "xlgpt", "eval", "X.xlsx", "--engine", "libreoffice", "--json",
-                            cwd=cwd).stdout)
+    result = json.loads(
+        run(venv / "bin" / "xlgpt", "eval", "X.xlsx", "--engine", "libreoffice", "--json", cwd=cwd).stdout
+    )
     assert result["match"] is True and result["prompt"] == "O Romeo, Romeo, wherefore art"

@@ -6,6 +6,7 @@ as the reference does, so the two agree to rounding. The fast tests prove the re
 hooks; the engine test proves a book with the same edits set through `eval --set` against the reference
 (eval's 1e-6 verdict) and directly against the hooked transformers logits.
 """
+
 import json
 
 import numpy as np
@@ -21,9 +22,13 @@ KINDS = {"head_off", "head_half", "mlp_off", "mlp_half", "steering", "combined"}
 
 
 def edits_of(case):
-    return reference.Edits(np.array(case["head_switches"], dtype=float), np.array(case["mlp_switches"], dtype=float),
-                           case["steering_layer"], case["steering_coefficient"],
-                           np.array(case["steering_vector"], dtype=float))
+    return reference.Edits(
+        np.array(case["head_switches"], dtype=float),
+        np.array(case["mlp_switches"], dtype=float),
+        case["steering_layer"],
+        case["steering_coefficient"],
+        np.array(case["steering_vector"], dtype=float),
+    )
 
 
 def sets_of(case):
@@ -60,15 +65,23 @@ def test_reference_edits_match_transformers_hooks(shape, case):
 def tiny_book(tmp_path_factory):
     entry = DATA["shapes"]["tiny"]
     path = tmp_path_factory.mktemp("interventions") / "tiny.xlsx"
-    xlgpt("build", "--weights", FIXTURES / entry["checkpoint"], "--tokens", tokens_arg(entry["tokens"]),
-          "--out", path, check=0)
+    xlgpt(
+        "build",
+        "--weights",
+        FIXTURES / entry["checkpoint"],
+        "--tokens",
+        tokens_arg(entry["tokens"]),
+        "--out",
+        path,
+        check=0,
+    )
     return path
 
 
 @pytest.mark.engines
 def test_book_with_combined_edits_matches_transformers(tiny_book, tmp_path):
-    from xlgpt.engines.libreoffice import libreoffice_values
     from xlgpt.check.verify import reference_edits, with_edits
+    from xlgpt.engines.libreoffice import libreoffice_values
     from xlgpt.sheet.read import read_book
 
     entry = DATA["shapes"]["tiny"]
@@ -90,16 +103,19 @@ def test_book_with_combined_edits_matches_transformers(tiny_book, tmp_path):
     np.testing.assert_allclose(values["Logits"].T, hf, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("option,words", [
-    ("Bogus[0]=1", ["Bogus", "is not a cell this workbook lets you set"]),
-    ("HeadSwitches[2,0]=0", ["HeadSwitches is 2 x 4"]),
-    ("HeadSwitches[0,4]=0", ["HeadSwitches is 2 x 4"]),
-    ("MlpSwitches[7]=0", ["MlpSwitches"]),
-    ("SteeringVector[16]=1", ["SteeringVector"]),
-    ("SteeringCoefficient=lots", ["'lots' is not a number"]),
-    ("MlpSwitches[0]=nan", ["not a finite number"]),
-    ("HeadSwitches[0,0]", ["expected NAME=VALUE"]),
-])
+@pytest.mark.parametrize(
+    "option,words",
+    [
+        ("Bogus[0]=1", ["Bogus", "is not a cell this workbook lets you set"]),
+        ("HeadSwitches[2,0]=0", ["HeadSwitches is 2 x 4"]),
+        ("HeadSwitches[0,4]=0", ["HeadSwitches is 2 x 4"]),
+        ("MlpSwitches[7]=0", ["MlpSwitches"]),
+        ("SteeringVector[16]=1", ["SteeringVector"]),
+        ("SteeringCoefficient=lots", ["'lots' is not a number"]),
+        ("MlpSwitches[0]=nan", ["not a finite number"]),
+        ("HeadSwitches[0,0]", ["expected NAME=VALUE"]),
+    ],
+)
 def test_bad_set_is_a_clean_error(tiny_book, option, words):
     run = xlgpt("eval", tiny_book, "--engine", "libreoffice", "--set", "MlpSwitches[0]=0.5", "--set", option)
     assert_clean_error(run, "--set", *words)

@@ -1,5 +1,6 @@
 """The parts of the book a learner and a tinkerer use: guide, heatmaps, named ranges, instruments, sampling,
 features. Structure is read back with openpyxl; numbers are checked by eval against the reference."""
+
 import json
 
 import numpy as np
@@ -7,10 +8,10 @@ import openpyxl
 import pytest
 
 from helpers import BUNDLED, FIXTURES, assert_clean_error, expected, xlgpt
-from xlgpt.sheet import contract as C
 from xlgpt.model import reference
-from xlgpt.tokenizer.hf import for_checkpoint
 from xlgpt.model.checkpoint import load
+from xlgpt.sheet import contract as C
+from xlgpt.tokenizer.hf import for_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +66,17 @@ def test_named_ranges_of_the_instruments(book):
     assert size(C.HEAD_SWITCHES) == (cfg.n_layer, cfg.n_head) and size(C.MLP_SWITCHES) == (cfg.n_layer, 1)
     assert size(C.STEERING_VECTOR) == (cfg.n_embd, 1)
     assert size(C.ATTRIBUTION_TABLE) == (cfg.n_layer, cfg.n_head + 2)
-    for name in (C.TEMPERATURE, C.TOP_K, C.SEED, C.SAMPLE_STEP, C.SAMPLED_TOKEN, C.STEERING_LAYER,
-                 C.STEERING_COEFFICIENT, C.ATTRIBUTION_TOKEN, C.LAST_POSITION):
+    for name in (
+        C.TEMPERATURE,
+        C.TOP_K,
+        C.SEED,
+        C.SAMPLE_STEP,
+        C.SAMPLED_TOKEN,
+        C.STEERING_LAYER,
+        C.STEERING_COEFFICIENT,
+        C.ATTRIBUTION_TOKEN,
+        C.LAST_POSITION,
+    ):
         assert size(name) == (1, 1), name
     # the switches default to 1: the book computes the unswitched model
     sheet, cells = wb.defined_names[C.HEAD_SWITCHES].attr_text.split("!")
@@ -75,8 +85,12 @@ def test_named_ranges_of_the_instruments(book):
 
 def test_layer_formulas_show_the_interventions(book):
     wb = openpyxl.load_workbook(book)
-    formulas = [str(c.value.text if hasattr(c.value, "text") else c.value) for row in wb["Layer 1"].iter_rows()
-                for c in row if c.value is not None]
+    formulas = [
+        str(c.value.text if hasattr(c.value, "text") else c.value)
+        for row in wb["Layer 1"].iter_rows()
+        for c in row
+        if c.value is not None
+    ]
     switch = wb.defined_names[C.HEAD_SWITCHES].attr_text.split("!")[0]
     assert any("MMULT(" in f and f"{switch}!$" in f for f in formulas)  # a head's values times its switch
     assert any("IF(Interventions!" in f and "=1," in f for f in formulas)  # steering when SteeringLayer = 1
@@ -86,11 +100,20 @@ def test_layer_formulas_show_the_interventions(book):
 def test_every_table_checked_with_every_engine(book):
     run = xlgpt("eval", book, "--engine", "all", "--json")
     results = [json.loads(line) for line in run.stdout.splitlines()]
-    assert [r["engine"] for r in results] == ["formulas", "libreoffice", "gnumeric"], run.stderr
+    assert [r["engine"] for r in results] == ["formulas", "libreoffice", "gnumeric", "ironcalc"], run.stderr
     for r in results:
-        assert set(r["checks"]) >= {C.LOGITS, C.PROBABILITIES, C.TOP_K_TOKENS, C.TOP_K_PROBABILITIES,
-                                    C.LENS_TOP_TOKENS, C.LENS_TOP_PROBABILITIES, C.SAMPLED_TOKEN,
-                                    C.ATTRIBUTION_TABLE, C.ATTRIBUTION_OTHER, C.ATTRIBUTION_LOGIT}
+        assert set(r["checks"]) >= {
+            C.LOGITS,
+            C.PROBABILITIES,
+            C.TOP_K_TOKENS,
+            C.TOP_K_PROBABILITIES,
+            C.LENS_TOP_TOKENS,
+            C.LENS_TOP_PROBABILITIES,
+            C.SAMPLED_TOKEN,
+            C.ATTRIBUTION_TABLE,
+            C.ATTRIBUTION_OTHER,
+            C.ATTRIBUTION_LOGIT,
+        }
         assert r["match"] and max(r["checks"].values()) < 1e-9, r["checks"]
     assert run.returncode == 0
 
@@ -99,8 +122,18 @@ def test_every_table_checked_with_every_engine(book):
 def test_edits_sampling_and_attribution_target(book):
     """The book with switches, steering, sampling and another attribution target, against the reference
     run with the same edits (eval --set)."""
-    sets = ["HeadSwitches[0,1]=0", "MlpSwitches[1]=0.5", "SteeringLayer=1", "SteeringCoefficient=3",
-            "SteeringVector[2]=0.25", "Temperature=0.8", "TopK=4", "Seed=12345", "SampleStep=2", "AttributionToken=3"]
+    sets = [
+        "HeadSwitches[0,1]=0",
+        "MlpSwitches[1]=0.5",
+        "SteeringLayer=1",
+        "SteeringCoefficient=3",
+        "SteeringVector[2]=0.25",
+        "Temperature=0.8",
+        "TopK=4",
+        "Seed=12345",
+        "SampleStep=2",
+        "AttributionToken=3",
+    ]
     run = xlgpt("eval", book, "--engine", "libreoffice", "--json", *[a for s in sets for a in ("--set", s)])
     r = json.loads(run.stdout)
     assert run.returncode == 0 and r["match"], (run.stderr, r.get("checks"))
@@ -114,10 +147,12 @@ def test_edits_sampling_and_attribution_target(book):
 
 
 def test_bad_edits_are_one_clean_line(book):
-    for bad, words in [("Nope=1", "not a cell this workbook lets you set"),
-                       ("HeadSwitches[9,0]=0", "give an index inside it"),
-                       ("SteeringCoefficient=abc", "is not a number"),
-                       ("HeadSwitches 0", "expected NAME=VALUE")]:
+    for bad, words in [
+        ("Nope=1", "not a cell this workbook lets you set"),
+        ("HeadSwitches[9,0]=0", "give an index inside it"),
+        ("SteeringCoefficient=abc", "is not a number"),
+        ("HeadSwitches 0", "expected NAME=VALUE"),
+    ]:
         assert_clean_error(xlgpt("eval", book, "--set", bad), words)
 
 
@@ -136,8 +171,19 @@ def test_bundled_demonstrations(tmp_path):
     xlgpt("build", "--steer-from", " thee", "--steer-to", " you", "--steer-layer", 0, "--out", book, check=0)
     r = json.loads(xlgpt("eval", book, "--engine", "libreoffice", "--json").stdout)
     assert r["match"] and r["token_text"] == " is"
-    r = json.loads(xlgpt("eval", book, "--engine", "libreoffice", "--json", "--set", "SteeringCoefficient=0",
-                         "--set", "HeadSwitches[0,2]=0").stdout)
+    r = json.loads(
+        xlgpt(
+            "eval",
+            book,
+            "--engine",
+            "libreoffice",
+            "--json",
+            "--set",
+            "SteeringCoefficient=0",
+            "--set",
+            "HeadSwitches[0,2]=0",
+        ).stdout
+    )
     assert r["match"] and r["token_text"] == "y"
     feature = tmp_path / "feature.xlsx"
     xlgpt("build", "--steer-feature", 40, "--steer-coef", 2, "--out", feature, check=0)

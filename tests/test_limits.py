@@ -1,12 +1,13 @@
 """Excel's limits on a formula (8,192 characters, 64 nested function calls, 255 arguments), checked at build
 time: a formula beyond one is a one-line error naming the tab, the cell and the limit, and no file."""
+
 import pytest
 
 from helpers import FIXTURES, ROOT, assert_clean_error, xlgpt
 from xlgpt.package import XlgptError
-from xlgpt.sheet.limits import MAX_ARGUMENTS, MAX_LENGTH, MAX_NESTING, check_formulas, problem, scan
 from xlgpt.sheet.cells import ArrayFormula, Cells, Formula, Sheet
 from xlgpt.sheet.layout import Rect
+from xlgpt.sheet.limits import MAX_ARGUMENTS, MAX_LENGTH, MAX_NESTING, check_formulas, problem, scan
 
 
 def nested(n):
@@ -37,12 +38,15 @@ def test_arguments_of_one_call():
     assert problem(call(MAX_ARGUMENTS + 1)) == "256 arguments to SUM; Excel allows at most 255"
     # counted per call: an inner call's commas are its own
     assert problem("IF(1," + call(200) + "," + call(200) + ")") is None
-    assert problem("IF(1,2," + call(MAX_ARGUMENTS + 1, name="MAX") + ")") == \
-        "256 arguments to MAX; Excel allows at most 255"
+    assert (
+        problem("IF(1,2," + call(MAX_ARGUMENTS + 1, name="MAX") + ")")
+        == "256 arguments to MAX; Excel allows at most 255"
+    )
 
 
-@pytest.mark.parametrize("inside", ['"a,(b"', '"say ""(,"" twice"', "'x,(y'!A1", "'it''s (,'!$B$2",
-                                    "{1,2,3;4,5,6}", "(A1,B1)"])
+@pytest.mark.parametrize(
+    "inside", ['"a,(b"', '"say ""(,"" twice"', "'x,(y'!A1", "'it''s (,'!$B$2", "{1,2,3;4,5,6}", "(A1,B1)"]
+)
 def test_strings_sheet_names_array_constants_and_unions_are_skipped(inside):
     """Commas and parentheses inside a string, a quoted sheet name or an array constant, and the union
     operator's commas inside a group, are no arguments and no calls."""
@@ -54,8 +58,13 @@ def test_strings_sheet_names_array_constants_and_unions_are_skipped(inside):
 
 
 def test_check_names_the_tab_and_the_cell():
-    ok = Sheet("Layer 0", [Cells(10, 3, [["label", Formula("SUM(A1:A3)")], [None, Formula(nested(3))]]),
-                           ArrayFormula(Rect("Layer 0", 20, 3, 4, 2), Formula("MMULT(A1:B2,C1:D2)"))])
+    ok = Sheet(
+        "Layer 0",
+        [
+            Cells(10, 3, [["label", Formula("SUM(A1:A3)")], [None, Formula(nested(3))]]),
+            ArrayFormula(Rect("Layer 0", 20, 3, 4, 2), Formula("MMULT(A1:B2,C1:D2)")),
+        ],
+    )
     check_formulas([ok])
     text = Sheet("Notes", [Cells(1, 1, [["x" * 10_000]])])  # a text value, not a formula: no limit here
     check_formulas([text])

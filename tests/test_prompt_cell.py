@@ -1,4 +1,5 @@
 """A model workbook that tokenizes its own Prompt cell: typed prompts, padding, clear messages."""
+
 import hashlib
 import json
 
@@ -6,11 +7,11 @@ import openpyxl
 import pytest
 
 from helpers import assert_clean_error, xlgpt
-from xlgpt.model.checkpoint import Config, random_tensors, save
 from xlgpt.engines.libreoffice import soffice_csv
+from xlgpt.model.checkpoint import Config, random_tensors, save
 from xlgpt.sheet.read import read_book
-from xlgpt.sheet.text import prompt_value
 from xlgpt.sheet.styles import INPUT
+from xlgpt.sheet.text import prompt_value
 from xlgpt.sheet.writer import copy_with_cell
 
 # Every test here needs the default prompt-cell book (a slow build) and most recalculate it with LibreOffice.
@@ -49,7 +50,10 @@ def test_layout(typed_book):
     assert names["LogitsTokenIds"].startswith("Output!") and names["LogitsInPrompt"].startswith("Output!")
     tokens = wb["Tokens"]
     assert tokens["C3"].value.startswith("=IF($C$5=1,INDEX(SheetTokenIds,1,1)")  # 1 = the prompt's
-    assert "TokenizerStatus" in wb[names["PredictedToken"].split("!")[0]][names["PredictedToken"].split("!")[1].replace("$", "")].value
+    assert (
+        "TokenizerStatus"
+        in wb[names["PredictedToken"].split("!")[0]][names["PredictedToken"].split("!")[1].replace("$", "")].value
+    )
     wb.close()
 
 
@@ -119,8 +123,9 @@ def test_eval_prompt_errors(typed_book, tmp_path):
     assert_clean_error(xlgpt("eval", fixed, "--prompt", "O Romeo"), "built from a prompt")
     assert_clean_error(xlgpt("eval", typed_book, "--prompt", ""), "empty")
     assert_clean_error(xlgpt("eval", typed_book, "--prompt", "O Romeo, " * 10), "tokens (positions)")
-    assert_clean_error(xlgpt("build", "--prompt", "O Romeo, Romeo", "--positions", 3, "--out", tmp_path / "x.xlsx"),
-                       "--positions 3")
+    assert_clean_error(
+        xlgpt("build", "--prompt", "O Romeo, Romeo", "--positions", 3, "--out", tmp_path / "x.xlsx"), "--positions 3"
+    )
     assert_clean_error(xlgpt("build", "--capacity", "12,x", "--out", tmp_path / "x.xlsx"), "--capacity")
     assert not (tmp_path / "x.xlsx").exists()
 
@@ -130,8 +135,18 @@ def test_gpt2_tokenizer_in_the_model_book(tmp_path):
     ckpt = tmp_path / "ck"
     save(ckpt, Config(1, 8, 2, 50257, 8), random_tensors(Config(1, 8, 2, 50257, 8), 3))
     book = tmp_path / "g.xlsx"
-    xlgpt("build", "--weights", ckpt, "--prompt", "Mike is quick. He moves", "--capacity", "64,64,20",
-          "--out", book, check=0)
+    xlgpt(
+        "build",
+        "--weights",
+        ckpt,
+        "--prompt",
+        "Mike is quick. He moves",
+        "--capacity",
+        "64,64,20",
+        "--out",
+        book,
+        check=0,
+    )
     [r] = evaluate(book, "--engine", "libreoffice")
     assert r["match"] and r["tokens"] == [16073, 318, 2068, 13, 679, 6100]
     [r] = evaluate(book, "--engine", "libreoffice", "--prompt", "funology reinjury")

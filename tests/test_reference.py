@@ -1,4 +1,5 @@
 """The NumPy reference against logits computed by Hugging Face transformers (committed fixtures)."""
+
 import numpy as np
 import pytest
 

@@ -1,5 +1,6 @@
 """A built book names its checkpoint as --weights did, never by the builder's absolute path: the same
 default book comes out of any clone, run from any folder, and eval finds the checkpoint again."""
+
 import os
 import shutil
 import subprocess
@@ -17,8 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_xlgpt(package_root, cwd, *args):
     """The CLI of the xlgpt package under `package_root`, run in `cwd`."""
-    return subprocess.run([sys.executable, "-m", "xlgpt", *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(package_root)})
+    return subprocess.run(
+        [sys.executable, "-m", "xlgpt", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(package_root)},
+    )
 
 
 def unzipped(path):
@@ -35,8 +41,13 @@ def test_two_clones_build_the_same_default_book(tmp_path):
             shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
         cwd = tmp_path / clone / "work"
         cwd.mkdir()
-        found = subprocess.run([sys.executable, "-c", "from xlgpt.package import shipped; print(shipped('weights'))"], cwd=cwd,
-                               capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)})
+        found = subprocess.run(
+            [sys.executable, "-c", "from xlgpt.package import shipped; print(shipped('weights'))"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(root)},
+        )
         assert found.stdout.strip() == str(root / "weights")  # this clone's package and data, not another's
         run = run_xlgpt(root, cwd, "build", "--out", "book.xlsx")
         assert run.returncode == 0, run.stderr
@@ -57,9 +68,9 @@ def test_a_directory_is_recorded_as_given(tmp_path, small_ckpt, monkeypatch):
     book = tmp_path / "book.xlsx"
     assert read_book(book).about.checkpoint == "models/small"
     assert str(tmp_path).encode() not in unzipped(book)
-    xlgpt("eval", "book.xlsx", "--engine", "formulas", check=0)
+    xlgpt("eval", "book.xlsx", "--engine", "ironcalc", check=0)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     assert_clean_error(xlgpt("eval", book, "--engine", "formulas"), "built with --weights 'models/small'")
-    xlgpt("eval", book, "--engine", "formulas", "--weights", tmp_path / "models" / "small", check=0)
+    xlgpt("eval", book, "--engine", "ironcalc", "--weights", tmp_path / "models" / "small", check=0)

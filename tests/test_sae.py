@@ -1,18 +1,19 @@
 """Sparse autoencoders: the bundled one against its own figures and against torch, and the SAELens-layout
 loader (folder and fake hub) with good and bad SAEs."""
+
 import json
 
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from helpers import FIXTURES, assert_clean_error, xlgpt
 from fakehub import FakeHub
-from xlgpt.package import XlgptError
+from helpers import FIXTURES, assert_clean_error, xlgpt
 from xlgpt.model import reference
-from xlgpt.tokenizer.hf import WEIGHTS_DIR
 from xlgpt.model.checkpoint import load
 from xlgpt.model.sae import load_sae, read_sae
+from xlgpt.package import XlgptError
+from xlgpt.tokenizer.hf import WEIGHTS_DIR
 
 SAE_REPO = "tester/tiny-saes"
 SUB = "blocks.0.hook_resid_pre"
@@ -25,6 +26,7 @@ def bundled():
 
 # ---------------------------------------------------------------- the bundled SAE
 
+
 def test_bundled_sae_loads(bundled):
     sae, ckpt = bundled
     assert (sae.d_in, sae.d_sae, sae.layer, sae.hook_name) == (48, 192, 1, "blocks.1.hook_resid_pre")
@@ -32,8 +34,13 @@ def test_bundled_sae_loads(bundled):
     np.testing.assert_allclose(np.linalg.norm(sae.W_dec, axis=1), 1, atol=1e-5)  # unit decoder directions
     sae.check_model(ckpt.config)
     cfg = sae.cfg
-    assert (cfg["architecture"], cfg["apply_b_dec_to_input"], cfg["normalize_activations"], cfg["dtype"],
-            cfg["hook_layer"]) == ("standard", True, "none", "float32", 1)
+    assert (
+        cfg["architecture"],
+        cfg["apply_b_dec_to_input"],
+        cfg["normalize_activations"],
+        cfg["dtype"],
+        cfg["hook_layer"],
+    ) == ("standard", True, "none", "float32", 1)
     features = sae.features["features"]
     assert [f["index"] for f in features] == list(range(192))
     assert all(f["label"] and len(f["examples"]) <= 8 for f in features)
@@ -96,16 +103,32 @@ def test_residual_streams(bundled):
 
 # ---------------------------------------------------------------- SAELens layout: folder, hub, bad ones
 
+
 def random_sae(d_in, d_sae, hook="blocks.0.hook_resid_pre", seed=3, **cfg_changes):
     """The files of a random SAE in SAELens layout: {name: bytes}."""
     rng = np.random.default_rng(seed)
-    tensors = {"W_enc": rng.normal(size=(d_in, d_sae)), "b_enc": rng.normal(size=d_sae) * 0.1,
-               "W_dec": rng.normal(size=(d_sae, d_in)), "b_dec": rng.normal(size=d_in) * 0.1}
+    tensors = {
+        "W_enc": rng.normal(size=(d_in, d_sae)),
+        "b_enc": rng.normal(size=d_sae) * 0.1,
+        "W_dec": rng.normal(size=(d_sae, d_in)),
+        "b_dec": rng.normal(size=d_in) * 0.1,
+    }
     tensors = {k: v.astype(np.float32) for k, v in tensors.items()}
-    cfg = {"architecture": "standard", "d_in": d_in, "d_sae": d_sae, "dtype": "float32", "device": "cpu",
-           "model_name": "random", "hook_name": hook, "hook_layer": int(hook.split(".")[1]) if "." in hook else 0,
-           "hook_head_index": None, "activation_fn_str": "relu", "apply_b_dec_to_input": True,
-           "normalize_activations": "none", **cfg_changes}
+    cfg = {
+        "architecture": "standard",
+        "d_in": d_in,
+        "d_sae": d_sae,
+        "dtype": "float32",
+        "device": "cpu",
+        "model_name": "random",
+        "hook_name": hook,
+        "hook_layer": int(hook.split(".")[1]) if "." in hook else 0,
+        "hook_head_index": None,
+        "activation_fn_str": "relu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        **cfg_changes,
+    }
     return cfg, tensors
 
 
@@ -247,10 +270,12 @@ def test_bad_files(tmp_path, small_ckpt):
 
 # ---------------------------------------------------------------- the command line
 
+
 def test_cli_features():
     run = xlgpt("features", check=0)
     lines = run.stdout.splitlines()
-    assert "192 features on blocks.1.hook_resid_pre" in lines[0] and len(lines) == 193
+    assert "192 features on blocks.1.hook_resid_pre" in lines[0] and len(lines) == 1 + 1 + 192  # and a header
+    assert lines[1].split()[:3] == ["index", "fires", "on"]
 
     def run_json(*args):
         return json.loads(xlgpt("features", "--json", *args, check=0).stdout)
@@ -270,4 +295,5 @@ def test_cli_features_errors(tmp_path):
     run = xlgpt("features", "--sae", write_sae(tmp_path / "bad", cfg, tensors), check=2)
     assert_clean_error(run, "hook 'blocks.0.hook_mlp_out' is not supported")
     run = xlgpt("features", "--sae", write_sae(tmp_path / "ok", *random_sae(8, 32)), check=0)
-    assert "no features.json" in run.stdout and len(run.stdout.splitlines()) == 33 and run.stderr == ""
+    # the SAE's line, the columns' header and its 32 features
+    assert "no features.json" in run.stdout and len(run.stdout.splitlines()) == 34 and run.stderr == ""

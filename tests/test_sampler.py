@@ -1,5 +1,6 @@
 """The reference sampler (reference.sample) against a plain-Python implementation of the same spec and
 hand-computed values."""
+
 import math
 
 import numpy as np
@@ -40,7 +41,7 @@ def test_minstd_known_values():
     # the Park-Miller "minimal standard" with multiplier 48271: from seed 1, s(1) = 48271, s(2) = 48271^2 mod M
     assert R.minstd(1, 0) == 1
     assert R.minstd(1, 1) == 48271
-    assert R.minstd(1, 2) == 48271 ** 2 % M == 182605794
+    assert R.minstd(1, 2) == 48271**2 % M == 182605794
     assert R.minstd(1, 10000) == 399268537  # the well-known 10,000th value of minstd_rand
     assert R.sample_uniform(1, 0) == R.minstd(1, 3) / M
 
@@ -72,7 +73,7 @@ def test_top_k_one_is_the_argmax_at_any_temperature():
 
 def test_choose_at_a_cumulative_boundary():
     p = np.array([0.25, 0.25, 0.5])
-    assert R.choose(p, 0.25) == 1   # cumulative 0.25 does not exceed u = 0.25
+    assert R.choose(p, 0.25) == 1  # cumulative 0.25 does not exceed u = 0.25
     assert R.choose(p, 0.2499999) == 0
     assert R.choose(p, 0.5) == 2
     assert R.choose(p, 0.0) == 0
@@ -104,8 +105,8 @@ def test_seed_range_ends_and_whole_floats_are_accepted():
             want = naive(logits, 1.0, 0, int(seed), step)  # a whole float is the integer it equals
             assert R.sample(logits, 1.0, 0, seed, step) == want, (seed, step)
     # the ends of the range give their own draws: u = minstd(seed, step + 3) / M, each as the spec says
-    assert R.sample_uniform(1, 0) == 48271 ** 3 % M / M
-    assert R.sample_uniform(M - 1, 0) == (M - 1) * 48271 ** 3 % M / M
+    assert R.sample_uniform(1, 0) == 48271**3 % M / M
+    assert R.sample_uniform(M - 1, 0) == (M - 1) * 48271**3 % M / M
     draws = lambda seed: [R.sample(logits, 1.0, 0, seed, k) for k in range(20)]
     assert draws(42.0) == draws(42) and len(set(draws(42))) > 1  # the same draws, and not all one token
 

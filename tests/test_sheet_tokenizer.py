@@ -6,36 +6,61 @@ corpus (tests/tokenizer_corpus.json: hand-written strings for each rule of the r
 seeded random mixes), Gnumeric a quarter of it, real `formulas` a few texts, also with Excel's UTF-16 text
 functions emulated.
 """
+
 import json
 import random
 import re
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import openpyxl
 import pytest
 
 from helpers import BUNDLED
-from xlgpt.package import XlgptError
-from xlgpt.tokenizer import hf as tokenizer
-from types import SimpleNamespace
-
 from xlgpt.engines import tokenizer as sheet_tokenizer
 from xlgpt.engines.rects import read_rects
+from xlgpt.package import XlgptError
 from xlgpt.sheet import text as cell_text
 from xlgpt.tokenizer import bpe, tables, tabs
+from xlgpt.tokenizer import hf as tokenizer
 
 # the tokenizer's API in one namespace: tables, the Python statement (bpe), the tabs, and engine reading
-st = SimpleNamespace(**{k: getattr(m, k) for m in (tables, bpe, tabs, cell_text) for k in dir(m) if not k.startswith("_")},
-                     **{k: getattr(sheet_tokenizer, k) for k in ("evaluate_books", "evaluate_tokens", "tokenize_with_sheets")})
+st = SimpleNamespace(
+    **{k: getattr(m, k) for m in (tables, bpe, tabs, cell_text) for k in dir(m) if not k.startswith("_")},
+    **{k: getattr(sheet_tokenizer, k) for k in ("evaluate_books", "evaluate_tokens", "tokenize_with_sheets")},
+)
 
 CORPUS_FILE = Path(__file__).resolve().parent / "tokenizer_corpus.json"
 CORPUS = json.loads(CORPUS_FILE.read_text())
-KNOWN = {"Mike is quick. He moves": [16073, 318, 2068, 13, 679, 6100],
-         "funology reinjury": [12543, 1435, 6865, 21871],
-         "Hello, world!": [15496, 11, 995, 0]}
-CLASSIC = {"MID", "LEN", "IF", "ISNUMBER", "AND", "OR", "NOT", "EXACT", "CHOOSE", "INT", "MOD", "MIN", "SUM",
-           "COUNT", "MATCH", "INDEX", "VLOOKUP", "_xlfn.UNICODE", "_xlfn.UNICHAR", "CHAR", "MAX"}
+KNOWN = {
+    "Mike is quick. He moves": [16073, 318, 2068, 13, 679, 6100],
+    "funology reinjury": [12543, 1435, 6865, 21871],
+    "Hello, world!": [15496, 11, 995, 0],
+}
+CLASSIC = {
+    "MID",
+    "LEN",
+    "IF",
+    "ISNUMBER",
+    "AND",
+    "OR",
+    "NOT",
+    "EXACT",
+    "CHOOSE",
+    "INT",
+    "MOD",
+    "MIN",
+    "SUM",
+    "COUNT",
+    "MATCH",
+    "INDEX",
+    "VLOOKUP",
+    "_xlfn.UNICODE",
+    "_xlfn.UNICHAR",
+    "CHAR",
+    "MAX",
+}
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +71,15 @@ def gpt2():
 def train_small(directory, texts, vocab_size=400, full_alphabet=True):
     """A small byte-level BPE trained with Hugging Face tokenizers (its own vocab.json + merges.txt)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=1, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet() if full_alphabet else [])
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=1,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet() if full_alphabet else [],
+    )
     tk.train_from_iterator(texts, trainer)
     directory.mkdir(parents=True, exist_ok=True)
     tk.model.save(str(directory))
@@ -66,8 +96,11 @@ def hf_ids(tok, text):
 
 
 def assert_all_match(tok, texts, results):
-    bad = [(t, r.status, r.ids, hf_ids(tok, t)) for t, r in zip(texts, results)
-           if not r.ok or r.ids != hf_ids(tok, t) or r.count != len(r.ids)]
+    bad = [
+        (t, r.status, r.ids, hf_ids(tok, t))
+        for t, r in zip(texts, results)
+        if not r.ok or r.ids != hf_ids(tok, t) or r.count != len(r.ids)
+    ]
     assert len(results) == len(texts)
     assert not bad, f"{len(bad)} of {len(texts)} texts differ from Hugging Face, e.g. {bad[:5]}"
 
@@ -149,8 +182,16 @@ def test_default_book_layout_and_libreoffice(gpt2, tmp_path):
     text = "Mike is quick. He moves"
     path = st.write_tokenizer_book(tmp_path / "tok.xlsx", gpt2, text)
     wb = openpyxl.load_workbook(path, read_only=True)
-    assert wb.sheetnames == ["Prompt", "Chars", "Bytes", "BPE", "Merges", "Byte symbols", "Unicode classes",
-                             "Token texts"]
+    assert wb.sheetnames == [
+        "Prompt",
+        "Chars",
+        "Bytes",
+        "BPE",
+        "Merges",
+        "Byte symbols",
+        "Unicode classes",
+        "Token texts",
+    ]
     names = {n: d.attr_text for n, d in wb.defined_names.items()}
     assert names["Prompt"] == "Prompt!$C$3" and names["TokenizerStatus"] == "Prompt!$C$4"
     assert names["SheetTokenCount"] == "Prompt!$C$5"
@@ -203,7 +244,8 @@ def excel_text_functions(monkeypatch):
     def mid(s, start, n):
         i = int(start or 0) - 1
         j = i + int(n or 0)
-        return units(s)[2 * i:2 * j].decode("utf-16-le", "surrogatepass") if 0 <= i <= j else Error.errors["#VALUE!"]
+        return units(s)[2 * i : 2 * j].decode("utf-16-le", "surrogatepass") if 0 <= i <= j else Error.errors["#VALUE!"]
+
     for table in (text.FUNCTIONS, get_functions()):  # get_functions() is cached: formulas compiles from it
         monkeypatch.setitem(table, "MID", wrap_ufunc(mid, **text._kw0))
         monkeypatch.setitem(table, "LEN", wrap_ufunc(lambda s: len(units(s)) // 2, **text._kw1))
@@ -223,12 +265,13 @@ def test_surrogate_pairs_as_excel_sees_them(small, tmp_path, excel_text_function
     units, points, utf8 = (rect[0] for rect in read_rects([(path, rows)], "formulas")[0])
     assert units == [97, 0xD83D, 0xDE42, 98]  # code units
     assert points[1:3] == [0x1F642, 0x1F642]  # code points: the pair joined
-    assert utf8 == [1, 4, 0, 1]               # UTF-8 bytes
+    assert utf8 == [1, 4, 0, 1]  # UTF-8 bytes
 
 
 def chars_row(path, sheet, label, width=4):
     """The first `width` slots of the row of `sheet` whose label (column A) starts with `label`."""
     from xlgpt.sheet.layout import FIRST_COL, LABEL_COL, Rect
+
     wb = openpyxl.load_workbook(path, read_only=True)
     try:
         labels = wb[sheet].iter_rows(min_col=LABEL_COL, max_col=LABEL_COL, values_only=True)
@@ -261,7 +304,7 @@ def test_capacity_overflow_says_so_and_shows_no_ids(gpt2, tmp_path):
     st.write_batch_book(path, gpt2, [c[0] for c in cases], [c[1] for c in cases])
     results = st.evaluate_books([path], "libreoffice")[0]
     assert len(results) == len(cases)
-    for (text, cap, status), r in zip(cases, results):
+    for (text, _, status), r in zip(cases, results):
         assert r.status.startswith(status), (text, r.status)
         if status == "ok":
             assert r.ids == hf_ids(gpt2, text) and r.count == len(r.ids)
@@ -286,8 +329,9 @@ def test_odd_vocabularies(tmp_path):
     with pytest.raises(XlgptError, match="cannot encode"):
         st.capacity_for(["abc"], bare)
     books = [(tmp_path / "bare.xlsx", bare, ["abab", "abc"]), (tmp_path / "dup.xlsx", dup, ["abc", "abcabc"])]
-    results = st.evaluate_books([st.write_batch_book(p, tok, texts, [st.Capacity(6, 6, 3)] * 2)
-                                 for p, tok, texts in books], "libreoffice")
+    results = st.evaluate_books(
+        [st.write_batch_book(p, tok, texts, [st.Capacity(6, 6, 3)] * 2) for p, tok, texts in books], "libreoffice"
+    )
     assert results[0][0].ok and results[0][0].ids == [2, 2] == hf_ids(bare, "abab")
     assert results[0][1].status == "The tokenizer has no token for some bytes of this text."
     assert results[0][1].ids == [] and results[0][1].count == ""
@@ -298,11 +342,14 @@ def test_odd_vocabularies(tmp_path):
 @pytest.mark.engines
 def test_bundled_models_tokenizer(tmp_path):
     tok = tokenizer.load(BUNDLED)
-    texts = ["O Romeo, Romeo, wherefore art", "ROMEO:\nBut soft, what light through yonder window breaks?"] + CORPUS[1::12]
+    texts = ["O Romeo, Romeo, wherefore art", "ROMEO:\nBut soft, what light through yonder window breaks?"] + CORPUS[
+        1::12
+    ]
     kept = [t for t in texts if all(b is not None for b in (st.tables(tok).byte_ids[x] for x in t.encode()))]
     # The bundled vocabulary has a token for each of the 256 byte symbols (tokenizers' own alphabet), so
     # no text may be filtered away: the sheet must tokenize all of them.
     from tokenizers.pre_tokenizers import ByteLevel
+
     assert sum(s in tok.hf.get_vocab() for s in ByteLevel.alphabet()) == 256
     assert kept == texts and len(texts) > 20
     assert_all_match(tok, texts, st.tokenize_with_sheets(tok, texts, "libreoffice", directory=tmp_path))

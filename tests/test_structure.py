@@ -1,4 +1,5 @@
 """What a person sees when opening the workbook, read back with openpyxl."""
+
 import numpy as np
 import openpyxl
 import pytest
@@ -14,10 +15,24 @@ def book(three_heads_book):
 
 def test_tabs_names_and_panes(book):
     wb = openpyxl.load_workbook(book)
-    assert wb.sheetnames == ["Guide", "Tokens", "Embeddings", "Layer 0", "Layer 1", "Output", "Interventions",
-                             "Features", "Logit lens", "Attribution", "Embeddings weights", "Layer 0 weights",
-                             "Layer 1 weights"]
-    assert {"Logits", "PredictedToken", "Predictions", "TokenIds", "Checkpoint", "WeightsSha256"} <= set(wb.defined_names)
+    assert wb.sheetnames == [
+        "Guide",
+        "Tokens",
+        "Embeddings",
+        "Layer 0",
+        "Layer 1",
+        "Output",
+        "Interventions",
+        "Features",
+        "Logit lens",
+        "Attribution",
+        "Embeddings weights",
+        "Layer 0 weights",
+        "Layer 1 weights",
+    ]
+    assert {"Logits", "PredictedToken", "Predictions", "TokenIds", "Checkpoint", "WeightsSha256"} <= set(
+        wb.defined_names
+    )
     assert wb.defined_names["Predictions"].attr_text == "Output!$C$4:$I$4"  # 7 tokens: columns C..I
     predicted = wb.defined_names["PredictedToken"].attr_text.split("!")
     assert wb[predicted[0]][predicted[1].replace("$", "")].value == "=INDEX(Predictions,1,LastPosition)"
@@ -38,8 +53,20 @@ def test_visible_steps_are_classic_formulas(book):
                 v = c.value
                 texts.append(v.text if hasattr(v, "text") else v if isinstance(v, str) else "")
     formulas = " ".join(t for t in texts if t.startswith("="))
-    for step in ["INDEX(", "AVERAGE(", "SUMPRODUCT(", "MMULT(", "TRANSPOSE(", "IF(", "-1E+30", "EXP(",
-                 "MAX(", "SUM(", "TANH(", "MATCH("]:
+    for step in [
+        "INDEX(",
+        "AVERAGE(",
+        "SUMPRODUCT(",
+        "MMULT(",
+        "TRANSPOSE(",
+        "IF(",
+        "-1E+30",
+        "EXP(",
+        "MAX(",
+        "SUM(",
+        "TANH(",
+        "MATCH(",
+    ]:
         assert step in formulas, step
     for modern in ["LET(", "LAMBDA(", "SEQUENCE(", "FILTER(", "_xlfn"]:
         assert modern not in formulas
@@ -50,14 +77,16 @@ def test_visible_steps_are_classic_formulas(book):
 def test_weights_are_shortest_float32_decimals(book):
     ckpt = load(FIXTURES / "three_heads")
     ws = openpyxl.load_workbook(book)["Layer 0 weights"]
-    title_row = next(r for r in range(1, ws.max_row + 1)
-                     if str(ws.cell(r, 1).value).startswith("h.0.attn.c_attn.weight"))
+    title_row = next(
+        r for r in range(1, ws.max_row + 1) if str(ws.cell(r, 1).value).startswith("h.0.attn.c_attn.weight")
+    )
     w = ckpt["h.0.attn.c_attn.weight"].T  # stored transposed: row = output feature
     top = title_row + 2
     cells = [[ws.cell(r, c).value for c in range(3, 3 + w.shape[1])] for r in range(top, top + w.shape[0])]
     assert np.array_equal(np.array(cells, dtype=np.float32), w)  # exact: every value round-trips
     # shortest: the float32 decimal, never the longer float64 expansion of the same value
     import zipfile
+
     sheet = openpyxl.load_workbook(book, read_only=True).sheetnames.index("Layer 0 weights") + 1
     xml = zipfile.ZipFile(book).read(f"xl/worksheets/sheet{sheet}.xml").decode()
     long_forms = [(str(x), repr(float(x))) for x in w[0] if str(x) != repr(float(x))]

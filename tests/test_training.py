@@ -1,20 +1,19 @@
 """Training books (build --train) and xlgpt train: the loss, every gradient and the optimizer's step as formulas,
 checked against PyTorch autograd (the committed fixtures of tests/make_training_fixtures.py) and against the
 NumPy reference's own backward pass and training loop (eval, train)."""
+
 import json
 
 import numpy as np
 import pytest
 
 from helpers import BUNDLED, FIXTURES, ROOT, assert_valid_ooxml, tokens_arg, xlgpt
-
-from xlgpt.sheet import contract as C
-from xlgpt.model import backward
-from xlgpt.engines.libreoffice import libreoffice_values
 from xlgpt.check.verify import from_layout
-from xlgpt.model.checkpoint import as_written
+from xlgpt.engines.libreoffice import libreoffice_values
+from xlgpt.model import backward
+from xlgpt.model.checkpoint import as_written, load
+from xlgpt.sheet import contract as C
 from xlgpt.sheet.read import read_book
-from xlgpt.model.checkpoint import load
 
 TRAINING = FIXTURES / "training"
 SHAPES = ["tiny", "three_heads", "single_token", "shakespeare"]
@@ -37,8 +36,9 @@ def test_a_training_book_lays_out_the_backward_pass_and_the_step(tmp_path):
     data, book = build_training(tmp_path, "tiny")
     cfg = load(FIXTURES / "tiny").config
     backward_tabs = [s for s in book.sheets if s.endswith(" backward")]
-    assert backward_tabs == ["Output backward"] + [f"Layer {i} backward" for i in reversed(range(cfg.n_layer))] + \
-        ["Embeddings backward"]
+    assert backward_tabs == ["Output backward"] + [f"Layer {i} backward" for i in reversed(range(cfg.n_layer))] + [
+        "Embeddings backward"
+    ]
     assert book.sheets.index("Loss") < book.sheets.index("Output backward")
     assert book.training["targets"] == [int(t) for t in data["targets"]]
     assert book.training["optimizer"] == "sgd" and book.training["settings"] == {C.LEARNING_RATE: 0.1}
@@ -50,18 +50,28 @@ def test_a_training_book_lays_out_the_backward_pass_and_the_step(tmp_path):
         weight = book.names[name]
         for prefix, suffix in ((C.GRADIENT, "gradients"), (C.UPDATED, "updated")):
             mirror = book.names[prefix + name]
-            assert (mirror.top, mirror.left, mirror.height, mirror.width) == \
-                (weight.top, weight.left, weight.height, weight.width)
+            assert (mirror.top, mirror.left, mirror.height, mirror.width) == (
+                weight.top,
+                weight.left,
+                weight.height,
+                weight.width,
+            )
             assert mirror.sheet == weight.sheet.replace("weights", suffix)
         assert C.ADAM_M + name not in book.names
 
 
 def test_adamw_books_carry_the_moments_and_their_settings(tmp_path):
     _, book = build_training(tmp_path, "tiny", "--optimizer", "adamw")
-    assert book.training["settings"] == {C.LEARNING_RATE: 0.001, C.WEIGHT_DECAY: 0.01, C.ADAM_BETA1: 0.9,
-                                         C.ADAM_BETA2: 0.999, C.ADAM_EPS: 1e-8, C.ADAM_STEP: 1}
+    assert book.training["settings"] == {
+        C.LEARNING_RATE: 0.001,
+        C.WEIGHT_DECAY: 0.01,
+        C.ADAM_BETA1: 0.9,
+        C.ADAM_BETA2: 0.999,
+        C.ADAM_EPS: 1e-8,
+        C.ADAM_STEP: 1,
+    }
     moments = book.training["moments"]
-    weights = [name[len(C.GRADIENT):] for name in book.names if name.startswith(C.GRADIENT)]
+    weights = [name[len(C.GRADIENT) :] for name in book.names if name.startswith(C.GRADIENT)]
     assert set(moments) == {prefix + w for w in weights for prefix in (C.ADAM_M, C.ADAM_V)}
     assert all(v == 0 for grid in moments.values() for row in grid for v in row)
 
@@ -71,8 +81,9 @@ def test_bad_training_requests_get_one_line(tmp_path):
 
     assert_clean_error(xlgpt("build", "--train", "--tokens", "5", "--out", tmp_path / "a.xlsx"), "at least 2 tokens")
     assert_clean_error(xlgpt("build", "--train", "--steer-feature", "3", "--out", tmp_path / "b.xlsx"), "--train")
-    assert_clean_error(xlgpt("build", "--template", ROOT / "templates" / "gpt2-train.toml", "--out",
-                             tmp_path / "c.xlsx"), "--train")
+    assert_clean_error(
+        xlgpt("build", "--template", ROOT / "templates" / "gpt2-train.toml", "--out", tmp_path / "c.xlsx"), "--train"
+    )
     assert_clean_error(xlgpt("train", "--text", tmp_path / "missing.txt", "--out", tmp_path / "d"), "missing.txt")
     short = tmp_path / "short.txt"
     short.write_text("To be")
@@ -109,7 +120,7 @@ def test_eval_checks_a_training_book_with_every_engine(tmp_path, optimizer):
     _, book = build_training(tmp_path, "three_heads", "--optimizer", optimizer)
     run = xlgpt("eval", book.path, "--engine", "all", "--json", check=0)
     results = [json.loads(line) for line in run.stdout.splitlines()]
-    assert [r["engine"] for r in results] == ["formulas", "libreoffice", "gnumeric"]
+    assert [r["engine"] for r in results] == ["formulas", "libreoffice", "gnumeric", "ironcalc"]
     for r in results:
         assert r["match"], r
         assert {C.LOSS, C.GRADIENT + "wte_weight", C.UPDATED + "wte_weight"} <= set(r["checks"])
@@ -146,8 +157,21 @@ def test_train_lowers_the_loss_step_for_step_with_the_reference(tmp_path):
     writes is the reference's weights and builds again; its workbook charts the loss and passes eval."""
     prompt = "Shall I compare thee to a summer's day"
     out = tmp_path / "trained"
-    run = xlgpt("train", "--prompt", prompt, "--steps", "4", "--optimizer", "adamw", "--lr", "0.003", "--out", out,
-                "--json", check=0)
+    run = xlgpt(
+        "train",
+        "--prompt",
+        prompt,
+        "--steps",
+        "4",
+        "--optimizer",
+        "adamw",
+        "--lr",
+        "0.003",
+        "--out",
+        out,
+        "--json",
+        check=0,
+    )
     result = json.loads(run.stdout)
     ckpt = load(BUNDLED)
     from xlgpt.tokenizer import hf
@@ -182,16 +206,29 @@ def test_train_takes_pytorchs_three_adamw_steps(tmp_path):
     prompt = tok.decode(ids)
     assert tok.encode(prompt) == ids
     out = tmp_path / "trained"
-    run = xlgpt("train", "--prompt", prompt, "--steps", "3", "--optimizer", "adamw", "--lr", str(float(data["lr_adamw"])),
-                "--out", out, "--json", check=0)
+    run = xlgpt(
+        "train",
+        "--prompt",
+        prompt,
+        "--steps",
+        "3",
+        "--optimizer",
+        "adamw",
+        "--lr",
+        str(float(data["lr_adamw"])),
+        "--out",
+        out,
+        "--json",
+        check=0,
+    )
     losses = [s["loss"] for s in json.loads(run.stdout)["steps"]]
     assert np.allclose(losses, data["adamw3_losses"], rtol=0, atol=1e-6)
     trained, lr, C_ = load(out), float(data["lr_adamw"]), load(BUNDLED).config.n_embd
     for tensor in trained.tensors:
         diff = np.abs(trained[tensor] - data[f"adamw3/{tensor}"])
         if tensor.endswith("attn.c_attn.bias"):
-            assert diff[C_:2 * C_].max() <= 3 * 2 * lr, tensor
-            diff = np.concatenate([diff[:C_], diff[2 * C_:]])
+            assert diff[C_ : 2 * C_].max() <= 3 * 2 * lr, tensor
+            diff = np.concatenate([diff[:C_], diff[2 * C_ :]])
         assert diff.max() <= 1e-6, (tensor, diff.max())
 
 
@@ -202,12 +239,46 @@ def test_train_with_the_formulas_engine(tmp_path):
     import shutil
 
     model = tmp_path / "small"
-    xlgpt("weights", "random", "--layers", "1", "--embd", "8", "--heads", "2", "--vocab", "512", "--context", "8",
-          "--seed", "4", "--out", model, check=0)
+    xlgpt(
+        "weights",
+        "random",
+        "--layers",
+        "1",
+        "--embd",
+        "8",
+        "--heads",
+        "2",
+        "--vocab",
+        "512",
+        "--context",
+        "8",
+        "--seed",
+        "4",
+        "--out",
+        model,
+        check=0,
+    )
     for f in ("vocab.json", "merges.txt"):
         shutil.copy(BUNDLED / f, model / f)
-    run = xlgpt("train", "--weights", model, "--prompt", "To be, or not", "--steps", "2", "--optimizer", "sgd",
-                "--lr", "0.5", "--engine", "formulas", "--out", tmp_path / "trained", "--json", check=0)
+    run = xlgpt(
+        "train",
+        "--weights",
+        model,
+        "--prompt",
+        "To be, or not",
+        "--steps",
+        "2",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.5",
+        "--engine",
+        "formulas",
+        "--out",
+        tmp_path / "trained",
+        "--json",
+        check=0,
+    )
     result = json.loads(run.stdout)
     assert result["engine"] == "formulas" and result["max_weight_diff"] < 1e-9
     assert [s["diff"] < 1e-9 for s in result["steps"]] == [True, True]

@@ -1,4 +1,5 @@
 """Build workbooks from the transformers fixtures and recalculate them with both real engines."""
+
 import json
 import re
 
@@ -7,10 +8,10 @@ import openpyxl
 import pytest
 
 from helpers import FIXTURE_NAMES, FIXTURES, ROOT, expected, tokens_arg, xlgpt
+from xlgpt.check.verify import compare, reference_for
 from xlgpt.engines.formulas import formulas_values
 from xlgpt.engines.libreoffice import libreoffice_values
 from xlgpt.sheet.read import read_book
-from xlgpt.check.verify import compare, reference_for
 
 # Every test here needs the five fixture books, and all but one recalculate a book with a real engine.
 pytestmark = pytest.mark.engines
@@ -64,7 +65,9 @@ def test_eval_human_summary(books):
     run = xlgpt("eval", books["tiny"], "--engine", "libreoffice", check=0)
     [line] = run.stdout.splitlines()
     # "MATCH" alone is also in "MISMATCH": the whole line, with the verdict as the CLI prints it
-    m = re.fullmatch(rf" *libreoffice: next token {top} \(reference {top}\), max \|logit diff\| (\S+) — MATCH \[.+\]", line)
+    m = re.fullmatch(
+        rf" *libreoffice: next token {top} \(reference {top}\), max \|logit diff\| (\S+) — MATCH \[.+\]", line
+    )
     assert m, line
     assert float(m.group(1)) < 1e-9
 
@@ -72,8 +75,25 @@ def test_eval_human_summary(books):
 def test_eval_detects_a_wrong_book(books, tmp_path):
     """Pointing eval at other weights of the same shape: refused, since the fingerprint differs."""
     other = tmp_path / "other"
-    xlgpt("weights", "random", "--layers", 2, "--embd", 16, "--heads", 4, "--vocab", 40, "--context", 8,
-          "--seed", 99, "--out", other, check=0)
+    xlgpt(
+        "weights",
+        "random",
+        "--layers",
+        2,
+        "--embd",
+        16,
+        "--heads",
+        4,
+        "--vocab",
+        40,
+        "--context",
+        8,
+        "--seed",
+        99,
+        "--out",
+        other,
+        check=0,
+    )
     run = xlgpt("eval", books["tiny"], "--engine", "libreoffice", "--weights", other, check=2)
     assert "sha256" in run.stderr
 
@@ -84,13 +104,25 @@ def test_modified_template_changes_the_book(tmp_path):
     start = template.index('[[stage]]\ntab = "Embeddings"\nname = "position_embedding"')
     end = template.index("[[stage]]", start + 1)
     changed = template[:start] + template[end:]
-    changed = changed.replace('in = ["token_embedding", "position_embedding"]', 'in = ["token_embedding", "token_embedding"]')
+    changed = changed.replace(
+        'in = ["token_embedding", "position_embedding"]', 'in = ["token_embedding", "token_embedding"]'
+    )
     changed = changed.replace("Residual stream x = token embedding + position embedding", "x = 2 × token embedding")
     (tmp_path / "t.toml").write_text(changed)
     tokens, _ = expected("tiny")
     book = tmp_path / "b.xlsx"
-    xlgpt("build", "--weights", FIXTURES / "tiny", "--tokens", tokens_arg(tokens), "--out", book,
-          "--template", tmp_path / "t.toml", check=0)
+    xlgpt(
+        "build",
+        "--weights",
+        FIXTURES / "tiny",
+        "--tokens",
+        tokens_arg(tokens),
+        "--out",
+        book,
+        "--template",
+        tmp_path / "t.toml",
+        check=0,
+    )
     wb = openpyxl.load_workbook(book)
     values = [c.value for row in wb["Embeddings"].iter_rows() for c in row if c.value is not None]
     titles = [v for v in values if isinstance(v, str) and not v.startswith("=")]

@@ -1,4 +1,5 @@
 """The fast streaming writer against an openpyxl oracle writing the same blocks, at reduced size."""
+
 import csv
 import re
 import subprocess
@@ -11,16 +12,16 @@ import pytest
 
 import openpyxl_writer
 from helpers import FIXTURES, expected
-from xlgpt.sheet import cells as sheet_cells
-from xlgpt.sheet import writer as xlsx
 from xlgpt.compile.inputs import TokenIds
-from xlgpt.sheet.contract import About
-from xlgpt.model.checkpoint import load
-from xlgpt.engines.process import find_soffice
-from xlgpt.engines.formulas import formulas_values
-from xlgpt.sheet.read import read_book
 from xlgpt.compile.lower import lower
 from xlgpt.compile.template import load_spec
+from xlgpt.engines.formulas import formulas_values
+from xlgpt.engines.process import find_soffice
+from xlgpt.model.checkpoint import load
+from xlgpt.sheet import cells as sheet_cells
+from xlgpt.sheet import writer as xlsx
+from xlgpt.sheet.contract import About
+from xlgpt.sheet.read import read_book
 from xlgpt.tokenizer.tables import display
 
 
@@ -52,8 +53,12 @@ def cells(path):
                     v = ("array", v.ref, v.text)
                 if v is not None:
                     out[ws.title, c.coordinate] = v
-    return wb.sheetnames, {k: v.attr_text for k, v in wb.defined_names.items()}, \
-        {ws.title: ws.freeze_panes for ws in wb.worksheets}, out
+    return (
+        wb.sheetnames,
+        {k: v.attr_text for k, v in wb.defined_names.items()},
+        {ws.title: ws.freeze_panes for ws in wb.worksheets},
+        out,
+    )
 
 
 def test_openpyxl_reads_back_the_same_cells(books):
@@ -65,9 +70,22 @@ def test_openpyxl_reads_back_the_same_cells(books):
 
 def libreoffice_csvs(path):
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([find_soffice(), f"-env:UserInstallation=file://{tmp}/profile", "--headless", "--calc",
-                        "--convert-to", "csv:Text - txt - csv (StarCalc):44,34,76,1,,0,false,true,false,false,false,-1",
-                        str(path), "--outdir", tmp], check=True, capture_output=True, timeout=300)
+        subprocess.run(
+            [
+                find_soffice(),
+                f"-env:UserInstallation=file://{tmp}/profile",
+                "--headless",
+                "--calc",
+                "--convert-to",
+                "csv:Text - txt - csv (StarCalc):44,34,76,1,,0,false,true,false,false,false,-1",
+                str(path),
+                "--outdir",
+                tmp,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
         return {p.name.split("-", 1)[1]: as_values(p.read_text()) for p in Path(tmp).glob("*.csv")}
 
 
@@ -80,6 +98,7 @@ def as_values(text):
     def value(cell):
         m = number.match(cell)
         return f"{float(m.group(1)) / (100 if m.group(2) else 1):.10g}" if m else cell
+
     return [[value(cell) for cell in row] for row in csv.reader(text.splitlines())]
 
 
@@ -99,14 +118,16 @@ def test_formulas_recalculates_both_identically(books):
 
 
 def test_parallel_writer_writes_the_same_bytes(plan, books, tmp_path, monkeypatch):
-    monkeypatch.setattr(xlsx, "PARALLEL_CELLS", 0)   # force worker processes at this small size
+    monkeypatch.setattr(xlsx, "PARALLEL_CELLS", 0)  # force worker processes at this small size
     monkeypatch.setattr(xlsx.os, "cpu_count", lambda: 2)  # even on a one-core machine
     # and many small chunks (Sheet.chunks took CHUNK_CELLS as a default argument: patching the constant did nothing)
     chunks = sheet_cells.Sheet.chunks
     monkeypatch.setattr(sheet_cells.Sheet, "chunks", lambda self, cells=300: chunks(self, cells))
     contexts = []
     get_context = xlsx.multiprocessing.get_context
-    monkeypatch.setattr(xlsx.multiprocessing, "get_context", lambda method: contexts.append(method) or get_context(method))
+    monkeypatch.setattr(
+        xlsx.multiprocessing, "get_context", lambda method: contexts.append(method) or get_context(method)
+    )
     written = []
     xlsx.write_workbook(tmp_path / "parallel.xlsx", *plan, progress=lambda sheet, row: written.append(sheet.name))
     assert contexts == ["fork"]  # a pool of workers formatted the chunks

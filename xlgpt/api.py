@@ -31,6 +31,8 @@ from xlgpt.drive.train import run as run_training
 from xlgpt.drive.train import save as save_training
 from xlgpt.engines import ENGINES
 from xlgpt.engines.formulas import FORMULAS_MAX_CELLS
+from xlgpt.engines.process import find_soffice
+from xlgpt.engines.session import system_python
 from xlgpt.engines.tokenizer import tokenize_with_sheets
 from xlgpt.model import backward, reference
 from xlgpt.model.checkpoint import Config, check_new_dir, load, random_tensors
@@ -255,14 +257,36 @@ def features_sae(ckpt, weights, source):
 
 
 def engines_for(engine):
-    """The engines an --engine choice names: auto and both are formulas and LibreOffice; all is every one."""
-    if engine in ("auto", "both"):
+    """The engines an --engine choice names: auto is the fastest that can compute the book ("fastest"); both is
+    formulas and LibreOffice; all is every one."""
+    if engine == "auto":
+        return "fastest"
+    if engine == "both":
         return ["formulas", "libreoffice"]
     if engine == "all":
         return list(ENGINES)
     if engine not in ENGINES:
         raise XlgptError(f"unknown engine {engine!r} (auto, both, all, {', '.join(ENGINES)})")
     return [engine]
+
+
+def book_to_check(book, weights):
+    """(the workbook's path, the checkpoint given for the reference or None: the one the book records)."""
+    check_input_file(book, "workbook")
+    return Path(book), resolve_weights(weights) if weights is not None else None
+
+
+def live_engine(engine):
+    """The engine generate and train drive: "auto" is LibreOffice where it is installed (it recomputes only what an
+    edit touches), else IronCalc (pip only; it recomputes the whole book at every step)."""
+    if engine != "auto":
+        return engine
+    try:
+        find_soffice()
+        system_python()
+    except XlgptError:
+        return "ironcalc"
+    return "libreoffice"
 
 
 @np.errstate(all="ignore")
@@ -280,15 +304,15 @@ def evaluate(
 ):
     """Recalculate the workbook `book` with spreadsheet engines and check it against the NumPy reference.
 
-    engine: "formulas", "libreoffice", "gnumeric", "both", "all" or "auto" (formulas and LibreOffice, skipping
-    formulas for a book beyond it: on_skip(why)). prompt: type this into a copy's Prompt cell first; sets:
-    "NAME[i,j]=VALUE" edits of input cells in a copy first. Returns one result dict per engine ("match",
-    "token_id", "max_abs_logit_diff", ...). Raises check.provenance.NotCompiled when the book holds formulas
-    xlgpt does not write for it (a MISMATCH before any engine runs)."""
-    check_input_file(book, "workbook")
-    weights_dir = resolve_weights(weights) if weights is not None else None
-    return evaluate_book(
-        Path(book),
+    engine: "formulas", "libreoffice", "gnumeric", "ironcalc", "both", "all" (every engine installed that can
+    compute the book; on_skip(engine, why) for the others) or "auto" (the fastest that can: IronCalc for the
+    bundled model's token-id books, LibreOffice for Prompt-cell books and large ones). prompt: type this into a
+    copy's Prompt cell first; sets: "NAME[i,j]=VALUE" edits of input cells in a copy first. Returns one result
+    dict per engine ("match", "token_id", "max_abs_logit_diff", ...). Raises check.provenance.NotCompiled when
+    the book holds formulas xlgpt does not write for it (a MISMATCH before any engine runs)."""
+    book, weights_dir = book_to_check(book, weights)
+    results = evaluate_book(
+        book,
         engines_for(engine),
         weights_dir,
         timeout=timeout,
@@ -297,17 +321,56 @@ def evaluate(
         prompt=prompt,
         template=template,
         sets=sets,
-        on_skip=on_skip if engine == "auto" else None,
+        on_skip=on_skip if engine == "all" else None,
     )
+    for r in results:
+        r.update(readout(r.pop("values", {}), r.pop("tokenizer", None), len(r["tokens"])))
+    return results
+
+
+TOP_CONTRIBUTIONS = 3  # the attribution's largest terms eval prints
+
+
+def readout(values, tok, n):
+    """What an edit to the book's inputs changes, as an engine computed it at the prompt's last position (`n`
+    tokens): a training book's "loss", the "top_k" tokens, the "sampled_token", the "attribution"'s largest
+    terms and the logit "lens"'s top token after each layer; only those the book has."""
+    token = lambda i: {"token_id": int(i), **({"text": tok.token_text(int(i))} if tok else {})}
+    usable = lambda name: name in values and np.isfinite(values[name]).all()  # a text (a message) reads as NaN
+    out = {}
+    if usable(C.LOSS):
+        out["loss"] = float(values[C.LOSS][0, 0])
+    if usable(C.TOP_K_TOKENS) and usable(C.TOP_K_PROBABILITIES):
+        ids, probs = values[C.TOP_K_TOKENS][:, 0], values[C.TOP_K_PROBABILITIES][:, 0]
+        out["top_k"] = [{**token(i), "probability": float(p)} for i, p in zip(ids, probs)]
+    if C.SAMPLED_TOKEN in values:
+        out["sampled_token"] = token(values[C.SAMPLED_TOKEN][0, 0]) if usable(C.SAMPLED_TOKEN) else None
+    if usable(C.ATTRIBUTION_TABLE) and usable(C.ATTRIBUTION_OTHER) and usable(C.ATTRIBUTION_TOKEN):
+        table, other = values[C.ATTRIBUTION_TABLE], values[C.ATTRIBUTION_OTHER][:, 0]
+        heads = table.shape[1] - 2
+        columns = [f"head {h}" for h in range(heads)] + ["attention bias", "MLP"]
+        terms = [(f"layer {i} {c}", v) for i, row in enumerate(table) for c, v in zip(columns, row)]
+        terms += list(zip(("embeddings", "steering", "ln_f bias"), other))
+        terms.sort(key=lambda t: -abs(t[1]))
+        out["attribution"] = {
+            "target": token(values[C.ATTRIBUTION_TOKEN][0, 0]),
+            "logit": float(values[C.ATTRIBUTION_LOGIT][0, 0]) if usable(C.ATTRIBUTION_LOGIT) else None,
+            "largest": [{"component": c, "contribution": float(v)} for c, v in terms[:TOP_CONTRIBUTIONS]],
+        }
+    if usable(C.LENS_TOP_TOKENS) and usable(C.LENS_TOP_PROBABILITIES) and n:
+        ids, probs = values[C.LENS_TOP_TOKENS][:, n - 1], values[C.LENS_TOP_PROBABILITIES][:, n - 1]
+        streams = ["after the embeddings"] + [f"after layer {i}" for i in range(len(ids) - 1)]
+        out["lens"] = [{"stream": s, **token(i), "probability": float(p)} for s, i, p in zip(streams, ids, probs)]
+        out["lens_position"] = n - 1
+    return out
 
 
 @np.errstate(all="ignore")
 def evaluate_each_prompt(book, prompts, weights=None, timeout=3600, on_stage=None, template=None):
     """Type each prompt into the book's Prompt cell in one LibreOffice session and check each: one result each."""
-    check_input_file(book, "workbook")
-    weights_dir = resolve_weights(weights) if weights is not None else None
+    book, weights_dir = book_to_check(book, weights)
     return evaluate_prompts(
-        Path(book),
+        book,
         list(prompts),
         weights_dir,
         timeout=timeout,
@@ -373,7 +436,7 @@ def generate(
     temperature=0.0,
     top_k=0,
     seed=1,
-    engine="libreoffice",
+    engine="auto",
     positions=None,
     out=None,
     instruments=False,
@@ -414,7 +477,7 @@ def generate(
             info,
             ids,
             steps,
-            engine,
+            live_engine(engine),
             temperature,
             top_k,
             seed,
@@ -500,7 +563,7 @@ def train(
     window=16,
     optimizer="adamw",
     lr=None,
-    engine="libreoffice",
+    engine="auto",
     out="trained",
     timeout=3600,
     on_start=None,
@@ -512,7 +575,7 @@ def train(
 
     text: a UTF-8 file to train on, `window` tokens a step (default: the bundled model's sample text); prompt:
     train on this text instead, every step. Writes the trained checkpoint and train.xlsx into the new directory
-    `out`. on_start(steps, window tokens, optimizer, lr) and on_step(step dict) report progress. Returns
+    `out`. on_start(steps, window tokens, optimizer, lr, engine) and on_step(step dict) report progress. Returns
     {"steps": [{"step", "loss", "reference_loss", "seconds"}], "max_weight_diff", "checkpoint", "workbook", ...};
     raises drive.train.Diverged when a step leaves the reference."""
     out = Path(out)
@@ -539,12 +602,13 @@ def train(
             raise XlgptError(f"--window {window} exceeds the model's context of {ckpt.config.n_positions}")
         runs = backward.windows(tok.encode(words), window, steps)
     lr = lr if lr is not None else 1e-3 if optimizer == "adamw" else 0.01
+    engine = live_engine(engine)
     with tempfile.TemporaryDirectory(prefix="xlgpt-train-") as tmp:
         path = Path(tmp) / BOOK
         inputs, targets = runs[0]
         build_book(ckpt, inputs, path, tokenizer=tok, training=Training(targets, optimizer, lr))
         if on_start:
-            on_start(len(runs), len(inputs), optimizer, lr)
+            on_start(len(runs), len(inputs), optimizer, lr, engine)
         done, final, moments, diff = run_training(
             read_book(path), ckpt, runs, engine, timeout, on_step or (lambda step: None)
         )

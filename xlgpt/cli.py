@@ -369,11 +369,12 @@ def build(
 @click.argument("book", type=click.Path(path_type=Path))
 @click.option(
     "--engine",
-    type=click.Choice(["auto", "formulas", "libreoffice", "gnumeric", "both", "all"]),
+    type=click.Choice(["auto", "formulas", "libreoffice", "gnumeric", "ironcalc", "both", "all"]),
     default="auto",
     show_default=True,
-    help="auto: formulas and LibreOffice, or LibreOffice alone for books beyond the formulas engine; "
-    "both: formulas and LibreOffice; all: every engine (formulas, LibreOffice, Gnumeric)",
+    help="auto: the fastest engine that can compute the book (IronCalc for token-id books of the bundled "
+    "model's size, else LibreOffice); both: formulas and LibreOffice; all: every engine installed that can "
+    "compute the book (formulas, LibreOffice, Gnumeric, IronCalc)",
 )
 @click.option(
     "--weights",
@@ -448,7 +449,7 @@ def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt, prompts
             timeout,
             max_cells,
             show_stage,
-            lambda why: click.echo(f"skipping the formulas engine: {why}", err=True),
+            lambda engine, why: click.echo(f"skipping {engine}: {why}", err=True),
         )
     except NotCompiled as e:  # a verdict, not bad input: the book does not compute what it shows
         if as_json:
@@ -462,6 +463,8 @@ def eval_cmd(book, engine, weights, as_json, max_cells, timeout, prompt, prompts
         click.echo(f"tokens (tokenizers library): {','.join(map(str, results[0]['reference_tokens']))}")
     for r in results:
         show_result(r, as_json)
+    if results and not as_json and (sets or prompt is not None):  # what the edit changed
+        show_readout(results[0])
     sys.exit(verdict_code(results, as_json))
 
 
@@ -482,8 +485,9 @@ def show_result(r, as_json):
         return
     verdict = "MATCH" if r["match"] else "MISMATCH"
     text = lambda key: f" {r[key]!r}" if key in r else ""
+    loss = f"loss {r['loss']:.4f}, " if "loss" in r else ""  # a training book: its Loss first
     click.echo(
-        f"{r['engine']:>11}: next token {r['token_id']}{text('token_text')} "
+        f"{r['engine']:>11}: {loss}next token {r['token_id']}{text('token_text')} "
         f"(reference {r['reference_token_id']}{text('reference_token_text')}), "
         f"max |logit diff| {r['max_abs_logit_diff']:.2e} — {verdict} "
         f"[{r['seconds']} s, {r['peak_rss_mb']} MB]"
@@ -498,6 +502,31 @@ def show_result(r, as_json):
         )
     if r.get("cached_difference"):  # what the book shows before it is recalculated
         click.echo(f"{'':>11}  cached value: {r['cached_difference']}")
+
+
+def token_text(t):
+    return f"{t['token_id']} {t['text']!r}" if "text" in t else str(t["token_id"])
+
+
+def show_readout(r):
+    """What the book computed at the prompt's last token, below the verdicts: what an edit (--set, --prompt)
+    changes."""
+    lines = []
+    if r.get("top_k"):
+        lines.append("top-5: " + ", ".join(f"{token_text(t)} {t['probability']:.1%}" for t in r["top_k"]))
+    if "sampled_token" in r:
+        sampled = r["sampled_token"]
+        lines.append("sampled token: " + (token_text(sampled) if sampled else "none (the cell shows a message)"))
+    if r.get("attribution"):
+        a = r["attribution"]
+        logit = f" (logit {a['logit']:.3f})" if a["logit"] is not None else ""
+        terms = ", ".join(f"{t['component']} {t['contribution']:+.3f}" for t in a["largest"])
+        lines.append(f"attribution to {token_text(a['target'])}{logit}, largest terms: {terms}")
+    if r.get("lens"):
+        rows = ", ".join(f"{s['stream']} {token_text(s)} {s['probability']:.1%}" for s in r["lens"])
+        lines.append(f"logit lens at position {r['lens_position']}: {rows}")
+    for line in lines:
+        click.echo(f"{'':>11}  {line}")
 
 
 def eval_prompts(book, prompts_file, engine, weights, as_json, timeout, prompt, show_stage, template=None):
@@ -567,7 +596,14 @@ def predict(weights, tokens, prompt, top_k, generate, as_json):
 )
 @click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True, help="0: every token")
 @click.option("--seed", type=int, default=1, show_default=True, help="1 to 2147483646")
-@click.option("--engine", type=click.Choice(["libreoffice", "formulas"]), default="libreoffice", show_default=True)
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "libreoffice", "ironcalc", "formulas"]),
+    default="auto",
+    show_default=True,
+    help="the spreadsheet that computes every token (auto: LibreOffice where installed, else IronCalc; ironcalc "
+    "and formulas: in this process, recomputing the whole book at every step)",
+)
 @click.option(
     "--positions",
     type=click.IntRange(min=1),
@@ -655,7 +691,7 @@ def generate(
     else:
         click.echo()
         spt = r["seconds_per_token_after_first"] or r["seconds_per_token"]
-        summary = f"{len(r['tokens'])} tokens with {engine}, {spt} s per token"
+        summary = f"{len(r['tokens'])} tokens with {r['engine']}, {spt} s per token"
         if r["context_full"] and len(r["tokens"]) < steps:
             summary += f"; the workbook is full ({r['positions']} positions)"
         if r["match"]:
@@ -706,11 +742,11 @@ def generate(
 )
 @click.option(
     "--engine",
-    type=click.Choice(["libreoffice", "formulas"]),
-    default="libreoffice",
+    type=click.Choice(["auto", "libreoffice", "ironcalc", "formulas"]),
+    default="auto",
     show_default=True,
-    help="the spreadsheet that computes every step (formulas: small models only; it recomputes the whole "
-    "book at every step)",
+    help="the spreadsheet that computes every step (auto: LibreOffice where installed, else IronCalc; ironcalc "
+    "and formulas: in this process, recomputing the whole book at every step; formulas: small models only)",
 )
 @click.option(
     "--out",
@@ -734,7 +770,7 @@ def train(weights, text_file, prompt, steps, window, optimizer, lr, engine, out,
 
     Exit status: 0 when every step agrees with the reference, 1 naming the first that does not."""
 
-    def on_start(steps, window, optimizer, lr):
+    def on_start(steps, window, optimizer, lr, engine):
         if not as_json:
             click.echo(
                 f"{steps} steps of {window} tokens, {optimizer} (lr {lr:g}), {engine} computing every step; "
@@ -817,7 +853,9 @@ def tokenize(text, weights, tokenizer_name, engine, as_json):
     default=None,
     help="only the K features that fire most often (default: all, by index)",
 )
-@click.option("--search", default=None, help="only features whose label or top tokens contain WORD (any case)")
+@click.option(
+    "--search", default=None, metavar="WORD", help="only features whose label or top tokens contain WORD (any case)"
+)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def features(sae_source, top, search, as_json):
     """List a sparse autoencoder's labelled features: index, label, top tokens, how often it fires."""
@@ -837,12 +875,25 @@ def features(sae_source, top, search, as_json):
             else "; no features.json, so no labels"
         )
     )
+    searched = "the features' labels and top tokens (any case)"
+    if search:
+        click.echo(
+            f"searching {searched} for {search!r}: "
+            + (
+                f"{len(rows)} of {info['d_sae']} features match"
+                if rows
+                else f"no feature matches, of {info['d_sae']} (a label names the tokens a feature fires on most: "
+                "search for a token)"
+            )
+        )
+    if rows:  # frequency: the share of tokens it fires on; ×count: how many of its strongest activations
+        click.echo(f"{'index':>5}  {'fires on':>8}  {'label':<28}  tokens of its strongest activations (× count)")
     for r in rows:
         tokens = " ".join(f"{display(t['token'])}×{t['count']}" for t in r["top_tokens"][:4])
         freq = f"{r['frequency']:8.3%}" if r["frequency"] is not None else " " * 8
         click.echo(f"{r['index']:>5}  {freq}  {r['label']:<28}  {tokens}")
-    if not rows:
-        click.echo(f"no feature matches {search!r}" if search else "no features")
+    if not rows and not search:
+        click.echo("no features")
 
 
 class Terminated(BaseException):

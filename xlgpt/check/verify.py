@@ -9,7 +9,7 @@ import numpy as np
 
 from xlgpt.check.provenance import CachedError, check_compiled, from_layout, recompile
 from xlgpt.engines import ENGINES
-from xlgpt.engines.formulas import FORMULAS_MAX_CELLS, check_formulas_precision, check_formulas_size
+from xlgpt.engines.formulas import FORMULAS_MAX_CELLS
 from xlgpt.engines.libreoffice import read_ranges
 from xlgpt.engines.session import LibreOfficeSession
 from xlgpt.model import backward, reference
@@ -514,6 +514,31 @@ def cached_against_reference(book, ckpt, tok, proven):
     return cached_difference(book, proven.cached, book_expected(book, ckpt, tokens), len(tokens))
 
 
+def can_compute(engine, book, settings, on_skip, alone):
+    """Can `engine` compute `book` here? Before any slow work: if not, an engine asked for alone (or with no
+    on_skip) raises why; one of several is dropped, on_skip(engine, why)."""
+    why = ENGINES[engine].refusal(book, settings)
+    if why is not None and (on_skip is None or alone):
+        raise XlgptError(why)
+    if why is not None:
+        on_skip(engine, why)
+    return why is None
+
+
+FASTEST_FIRST = ("ironcalc", "libreoffice", "gnumeric", "formulas")  # on the bundled model's books, measured
+
+
+def fastest_engine(book, settings):
+    """The fastest engine that can compute `book` here (IronCalc refuses books beyond its size)."""
+    refusals = []
+    for engine in FASTEST_FIRST:  # in turn: a check may read the book (the formulas engine counts its cells)
+        why = ENGINES[engine].refusal(book, settings)
+        if why is None:
+            return engine
+        refusals.append(why)
+    raise XlgptError(f"no engine here can compute {book.path.name}: " + "; ".join(refusals))
+
+
 def evaluate(
     path,
     engines,
@@ -526,9 +551,10 @@ def evaluate(
     template=None,
     sets=(),
 ):
-    """One result dict per engine. `prompt`: type this text into a copy of a typed book first; `sets`:
-    NAME[i,j]=VALUE edits of its input cells (interventions, sampling, ...) in that copy.
-    With `on_skip`, a book too large for the formulas engine drops it (on_skip(reason)) instead of failing."""
+    """One result dict per engine (`engines`: a list of names, or "fastest"). `prompt`: type this text into a copy
+    of a typed book first; `sets`: NAME[i,j]=VALUE edits of its input cells (interventions, sampling, ...) in that
+    copy. With `on_skip`, an engine that cannot compute the book here is dropped (on_skip(engine, why)) instead of
+    failing."""
     on_stage(f"reading {path}")
     book = read_book(path)
     ckpt = checkpoint_for(book, weights)
@@ -544,15 +570,10 @@ def evaluate(
     if edited:  # the engines compute a copy with other inputs: the book's own cached values against the reference
         on_stage("comparing the cached values with the reference")
         shown = cached_against_reference(book, ckpt, tok, proven)
-    if "formulas" in engines:
-        try:
-            check_formulas_size(book, max_cells)  # refuse before any slow work
-            check_formulas_precision(book)
-        except XlgptError as e:
-            if on_skip is None or len(engines) == 1:
-                raise
-            on_skip(str(e))
-            engines = [e for e in engines if e != "formulas"]
+    settings = {"max_cells": max_cells, "timeout": timeout}
+    if engines == "fastest":
+        engines = [fastest_engine(book, settings)]
+    engines = [e for e in engines if can_compute(e, book, settings, on_skip, len(engines) == 1)]
     with tempfile.TemporaryDirectory(prefix="xlgpt-eval-") as tmp:
         if sets:
             on_stage("editing a copy")
@@ -585,8 +606,7 @@ def evaluate(
         results = []
         for engine in engines:
             on_stage(f"recalculating with {engine}")
-            options = {"max_cells": max_cells} if engine == "formulas" else {"timeout": timeout}
-            values, stats = ENGINES[engine](book, wanted, more=search, **options)
+            values, stats = ENGINES[engine].values(book, wanted, more=search, **ENGINES[engine].given(settings))
             read = stats.pop("more", None)
             result = {
                 **compare(engine, values, expected, tokens, sheet_tokens(values) if book.typed else None),
@@ -603,6 +623,7 @@ def evaluate(
                 for key in ("token_id", "reference_token_id"):
                     if result[key] is not None:
                         result[key.replace("_id", "_text")] = tok.token_text(result[key])
+            result["values"], result["tokenizer"] = values, tok  # api.evaluate shows what the book computed
             results.append(result)
     return results
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from xlgpt.package import XlgptError
-from xlgpt.sheet.layout import FIRST_COL, Formula, Named, Rect
-from xlgpt.sheet.styles import IDS, NUMBER, colour_scale
+from xlgpt.sheet.cells import column_letter
+from xlgpt.sheet.layout import FIRST_COL, NOTE_COL, Formula, Named, Rect
+from xlgpt.sheet.styles import IDS, NUMBER, PADDING, colour_scale, when
 
 TRANSPOSED = ", transposed: row = output feature"  # a weights tab's title for a matrix it holds transposed
 
@@ -117,17 +118,23 @@ class Ctx:
     def each_array(self, rect, template, **refs):
         return self.tab.each_array(rect, template, **refs)
 
-    def per_head(self, formula):
-        """One T x T block per head (rows: key positions, columns: query positions); formula(h, block)
-        gives (text, refs) of the array formula filling head h's block, or writes its formulas itself and
-        gives None."""
-        self.tab.title(self.title)
+    def per_head(self, formula, step=None, title=None):
+        """One T x T block per head (rows: key positions, columns: query positions) under `title` (default: the
+        stage's); formula(h, block) gives (text, refs) of the array formula filling head h's block, or writes
+        its formulas itself and gives None. `step` names what the blocks hold (default: the stage's name), so
+        that the Guide's contents tell the scores, masked scores, exponentials and weights of a head apart."""
+        step = step or self.stage.name
+        self.tab.title(title or self.title)
         blocks = []
         for h in range(self.cfg.n_head):
             labels = self.rows(None if self.header.text is not None else "key position", self.T)
-            block = self.block(labels, f"head {h}: rows are key positions, columns query positions")
+            block = self.block(labels, f"{step}, head {h}: rows are key positions, columns query positions")
             if self.header.text is not None:  # each key row labelled with its token
                 self.array(block.label_column(), "TRANSPOSE({tokens})", tokens=self.header.text)
+            if self.header.in_prompt is not None:  # the padding keys' rows grey, as the padding columns are
+                in_prompt = self.header.in_prompt.ref(self.tab.name)
+                key = f"${column_letter(NOTE_COL)}{block.top}"
+                self.tab.heatmap(block, when(f"INDEX({in_prompt},1,{key}+1)=0", PADDING))
             written = formula(h, block)
             if written is not None:
                 text, refs = written

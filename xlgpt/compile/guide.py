@@ -1,8 +1,10 @@
 """The Guide tab, first in the book: what the book is, how to use it, what to try, and a table of contents
 with a link to every tab and every block."""
 
+import textwrap
+
 from xlgpt.sheet import contract as C
-from xlgpt.sheet.layout import Formula, Tab
+from xlgpt.sheet.layout import LABEL_COL, Formula, Rect, Tab
 from xlgpt.sheet.styles import BIG, LINK, SECTION
 
 RECALCULATE = "then recalculate: F9 (in Excel, Ctrl+Alt+F9 recalculates everything; in LibreOffice, Ctrl+Shift+F9)"
@@ -42,7 +44,7 @@ def add_guide(book, names, inputs, description, calculation=C.AUTO):
     tab.skip()
     section(tab, "Use it")
     if calculation == C.MANUAL:
-        tab.note(MANUAL_CALCULATION)
+        tab.note(MANUAL_CALCULATION, fit=LINE)
     where = (
         f"the yellow Prompt cell on the {inputs_tab(book, C.PROMPT, names)} tab"
         if inputs.typed
@@ -52,7 +54,8 @@ def add_guide(book, names, inputs, description, calculation=C.AUTO):
         f"1. Type into {where}, {RECALCULATE}.",
         "2. Follow the tabs from left to right: each one computes from the one before it, and every block's "
         "title says what it computes. The frozen rows at the top of a tab keep each column's position and "
-        "token in view; grey columns are padding after the prompt.",
+        "token in view; grey columns are padding after the prompt. Row labels are the template's names for "
+        "what a block holds (x: the residual stream; qkv; mlp_act: the GELU's output), as the formulas use them.",
         "3. Click a cell to read its formula. Defined names (Formulas › Name Manager) point at the results: "
         "Logits, Probabilities, PredictedToken, LensTopTokens, HeadSwitches, ...",
         "4. The numbers a cell shows before any recalculation are what its formula computed when xlgpt built "
@@ -60,20 +63,24 @@ def add_guide(book, names, inputs, description, calculation=C.AUTO):
         "against its independent NumPy reference.",
     ]
     for line in lines:
-        tab.note(line)
+        tab.note(line, fit=LINE)
+    if C.VOCABULARY in names:
+        tab.note(SYMBOLS, fit=LINE)
     tab.skip()
-    if C.PREDICTED_TOKEN in names:
-        cell = tab.tall(tab.field("Predicted next token", Formula(C.PREDICTED_TOKEN), BIG))
-        if C.VOCABULARY in names:
-            tab.put(
-                cell.cell(0, 1),
-                [[Formula(f'IF(ISNUMBER({C.PREDICTED_TOKEN}),INDEX({C.VOCABULARY},{C.PREDICTED_TOKEN}+1),"")')]],
-                BIG,
-            )
-        tab.skip()
-    section(tab, "Things to try")
+    # the cells the things to try change, in view while trying them
+    for name, label in ((C.PREDICTED_TOKEN, "Predicted next token"), (C.SAMPLED_TOKEN, "Sampled token")):
+        if name in names:
+            cell = tab.tall(tab.field(label, Formula(name), BIG))
+            if C.VOCABULARY in names:
+                tab.put(cell.cell(0, 1), [[Formula(f'IF(ISNUMBER({name}),INDEX({C.VOCABULARY},{name}+1),"")')]], BIG)
+    tab.skip()
+    section(tab, "Things to try (each changes a cell you can watch; the xlgpt command does it in a copy)")
     for line in things_to_try(book, names, inputs):
-        tab.note(line)
+        if isinstance(line, Formula):  # a line that depends on the book's cells
+            tab.put(Rect(tab.name, tab.row, LABEL_COL), [[line]])
+            tab.skip()
+        else:
+            tab.note(line, fit=LINE)
     tab.skip()
     section(tab, "Contents (click to go there)")
     for group in ("prompt", "tokenizer", "model", "interpretability", "training", "weights", "optimizer", "tables"):
@@ -89,6 +96,19 @@ def add_guide(book, names, inputs, description, calculation=C.AUTO):
     return tab
 
 
+# the Guide's columns A to D hold about this many characters: longer text goes on to the next row
+LINE = 140
+SYMBOLS = "In token texts, ␣ is a space and ↵ a line break (a token often starts with a space: '␣thou' is \" thou\")."
+
+
+def either(condition, if_true, if_false):
+    """Formulas showing one text or the other, as fitted lines, by a condition on the book's cells."""
+    a, b = (textwrap.wrap(t, LINE, subsequent_indent="    ") for t in (if_true, if_false))
+    a, b = (lines + [""] * (max(len(a), len(b)) - len(lines)) for lines in (a, b))
+    quote = lambda text: '"' + text.replace('"', '""') + '"'
+    return [Formula(f"IF({condition},{quote(x)},{quote(y)})") for x, y in zip(a, b)]
+
+
 def section(tab, text):
     tab.banner(text, SECTION)
 
@@ -98,50 +118,66 @@ def inputs_tab(book, name, names):
 
 
 def things_to_try(book, names, inputs):
+    """What to change, where its effect shows, and the xlgpt command that shows it too. A line that depends on
+    the book's cells (is there a steering vector?) is a Formula."""
     tabs = book.tabs
     out = []
     if inputs.typed:
-        out.append("Change the prompt, recalculate, and watch the Prompt tab's top-5 table move.")
+        out.append(
+            "Change the prompt on the Prompt tab and recalculate: the predicted next token above and the Prompt "
+            'tab\'s top-5 table change (xlgpt eval book.xlsx --prompt "Shall I compare thee" prints both).'
+        )
     layer0 = next((t for t in tabs if t.startswith("Layer 0")), None)
     if layer0:
         out.append(
-            f'On the {layer0} tab, find the attention heatmaps ("head 0", "head 1", ...): each column is a '
-            "query token, each row a key it can look at; dark blue is where it looks."
+            f'On the {layer0} tab, find the attention heatmaps ("attention weights, head 0", ...): each column is a '
+            "query token, each row a key it may look at; dark blue is where it looks. Rows and columns after the "
+            "prompt are padding: computed like the rest (the book has room for a longer prompt), read by nothing."
         )
     if "Logit lens" in tabs:
         out.append(
-            "On the Logit lens tab, read down a column: what the model would predict after the "
-            "embeddings, after layer 0, and so on; the last row is its real prediction."
+            "On the Logit lens tab, read down a column: what the model would predict after the embeddings (still "
+            "the input token itself: nothing has mixed in yet), after layer 0, and so on; the last row is its real "
+            "prediction (xlgpt eval prints the lens at the prompt's last token)."
         )
     if C.HEAD_SWITCHES in names:
         out.append(
-            "On the Interventions tab, set a head's switch to 0 (ablate it) or an MLP's switch to 0, "
-            "recalculate, and see whether the prediction changes."
+            "On the Interventions tab, set a head's switch to 0 (ablate it: layer 0, head 2) or an MLP's, "
+            "recalculate, and watch the predicted next token above "
+            '(xlgpt eval book.xlsx --set "HeadSwitches[0,2]=0").'
         )
-        out.append(
-            "Put a number in SteeringCoefficient (e.g. 4) to add the steering vector to the residual "
-            "stream entering block SteeringLayer."
+        out += either(
+            f"SUMPRODUCT(ABS({C.STEERING_VECTOR}))=0",
+            'SteeringVector is zeros in this book: build one first (xlgpt build --steer-from " thee" --steer-to '
+            '" you", or --steer-feature N), then put 1 in SteeringCoefficient on the Interventions tab.',
+            "Put 1 (or 4) in SteeringCoefficient on the Interventions tab: it adds the SteeringVector noted there "
+            "to the residual stream entering block SteeringLayer; watch the predicted next token above "
+            "(xlgpt eval book.xlsx --set SteeringCoefficient=1).",
         )
     if C.ATTRIBUTION_TOKEN in names:
         out.append(
-            "On the Attribution tab, see which heads and MLPs push the predicted token's logit up "
-            "(blue) or down (red); type another token id as the target."
+            "On the Attribution tab, see which heads and MLPs push the target token's logit up (blue) or down "
+            "(red); type another token id as the target, e.g. 198 (xlgpt eval book.xlsx --set AttributionToken=198 "
+            "prints the largest terms)."
         )
     if C.LOSS in names:
         out += [
             "On the Loss tab, the Loss cell is the mean of each position's −log p(target). The tabs after it "
             "run the chain rule backwards, Output backward to Embeddings backward: every block is one "
-            "derivative, its title the formula.",
+            "derivative, its title the formula, its numbers in scientific notation (1.23E-04: 0.000123), since "
+            "gradients span many orders of magnitude.",
             "The 'gradients' tabs hold ∂L/∂w for every weight, in the same cell as the weight on its weights "
             "tab; the 'updated' tabs hold the weights after one step. Take the step by hand: copy an "
             "'updated' tab's cells and paste them as values over its weights tab, recalculate, and watch "
             "the Loss fall (xlgpt train does that for every tab, step after step).",
             f"Change {C.TARGETS} on the Loss tab, or {C.LEARNING_RATE}, recalculate, and see the gradients and "
-            "the update change.",
+            "the update change (xlgpt eval prints the Loss first).",
         ]
     if C.TEMPERATURE in names:
+        where = names[C.TEMPERATURE].sheet
         out.append(
-            "Set Temperature above 0 (e.g. 0.8) and change Seed or SampleStep to sample instead of "
-            "taking the most probable token."
+            f"On the {where} tab, set Temperature to 0.8 and Seed to 2: the sampled token above is a draw instead "
+            "of the most probable token (xlgpt eval book.xlsx --set Temperature=0.8 --set Seed=2); change Seed or "
+            "SampleStep for another draw. A value out of range (Temperature −1) shows a message in its place."
         )
     return out

@@ -11,6 +11,8 @@ from xlgpt.sheet.layout import BOLD, INPUT, Formula
 from xlgpt.sheet.styles import BIG, BIG_PERCENT
 from xlgpt.tokenizer.tabs import add_tokenizer
 
+# positions count from 0, LastPosition counts tokens: said beside it
+LAST_POSITION_NOTE = "how many tokens the prediction reads: the last one sits at position LastPosition − 1"
 # the predicted token's text, or the message the prediction cell shows instead of a token
 PREDICTED_TEXT = f"IF(ISNUMBER({C.PREDICTED_TOKEN}),INDEX({C.VOCABULARY},{C.PREDICTED_TOKEN}+1),{C.PREDICTED_TOKEN})"
 
@@ -58,7 +60,8 @@ class TokenIds:
 
     def prediction(self, info, logits_header, names):
         """PredictedToken: the prediction at the last position, repeated on the inputs tab."""
-        last = info.field("Predict after position (LastPosition: how many of the tokens to use)", self.positions, INPUT)
+        last = info.field("LastPosition", self.positions, INPUT)
+        info.put(last.cell(0, 1), [[LAST_POSITION_NOTE + ": edit it to predict after fewer tokens"]])
         cell = info.field("Predicted next token", Formula(at_position(names, C.LAST_POSITION)), BOLD)
         if C.VOCABULARY in names:
             info.put(cell.cell(0, 1), [[Formula(PREDICTED_TEXT)]], BOLD)
@@ -89,9 +92,10 @@ class PromptCell:
     def fill(self, tab, header):
         count, ids = C.SHEET_TOKEN_COUNT, C.SHEET_TOKEN_IDS
         tab.each(header.in_prompt, "IF(ISNUMBER({count}),IF({t}<{count},1,0),0)", BOLD, count=count, t=lambda _, t: t)
+        # one position: the name is one cell, which Gnumeric's INDEX refuses (#REF!) where Excel's reads it
         tab.each(
             header.ids,
-            "IF({used}=1,INDEX({ids},1,{n}),0)",
+            "IF({used}=1,INDEX({ids},1,{n}),0)" if header.ids.width > 1 else "IF({used}=1,{ids},0)",
             BOLD,
             used=lambda _, t: header.in_prompt.col(t),
             ids=ids,
@@ -137,9 +141,8 @@ class PromptCell:
             f"see the {info.name} tab)",
             gap=1,
         )
-        last = info.field(
-            "The prompt's last token (LastPosition, as a column)", Formula(f"MAX(1,N({C.SHEET_TOKEN_COUNT}))")
-        )
+        last = info.field("LastPosition", Formula(f"MAX(1,N({C.SHEET_TOKEN_COUNT}))"))
+        info.put(last.cell(0, 1), [[LAST_POSITION_NOTE]])
         return {
             C.PREDICTED_TOKEN: cell,
             C.LAST_POSITION: last,

@@ -17,7 +17,9 @@ import time
 import numpy as np
 
 from xlgpt.check.verify import TOLERANCE, checkpoint_for, reference_edits
+from xlgpt.engines import ironcalc
 from xlgpt.engines.formulas import check_formulas_size, package_model
+from xlgpt.engines.ironcalc import check_ironcalc
 from xlgpt.engines.process import as_float
 from xlgpt.engines.session import LibreOfficeSession, _as_array
 from xlgpt.model import reference
@@ -121,6 +123,50 @@ class FormulasSheet:
         return self.column(C.LOGITS, position), self.value(chosen)
 
 
+class IronCalcSheet:
+    """The same view through IronCalc, in this process: every calculate() recomputes the whole book."""
+
+    def __init__(self, info):
+        check_ironcalc(info)
+        t0 = time.perf_counter()
+        self.info, self.model = info, ironcalc.Model(info.path, info.sheets)
+        self.calculate()
+        self.load_seconds = time.perf_counter() - t0
+
+    def _cell(self, name, index):
+        rect = self.info.names[name]
+        return rect.cell(0, index or 0) if rect.height == 1 else rect.cell(index or 0, 0)
+
+    def set(self, name, value, index=None):
+        cell = self._cell(name, index)
+        self.model.set_number(cell.sheet, cell.top, cell.left, value)
+
+    def calculate(self):
+        self.model.evaluate()
+
+    def put(self, name, rows):
+        """Numbers over a whole defined name, for the next calculate()."""
+        rect = self.info.names[name]
+        for i, row in enumerate(np.asarray(rows, dtype=float)):
+            for j, v in enumerate(row):
+                self.model.set_number(rect.sheet, rect.top + i, rect.left + j, v)
+
+    def read(self, names):
+        return {n: self.model.read(self.info.names[n]) for n in names}
+
+    def copy(self, pairs):
+        """Each source name's computed values become the target's (all read before any is written)."""
+        values = self.read([source for source, _ in pairs])
+        for source, target in pairs:
+            self.put(target, values[source])
+
+    def result(self, position, chosen):
+        self.calculate()
+        logits = self.model.read(self.info.names[C.LOGITS].col(position))[:, 0]
+        cell = self.info.names[chosen]
+        return logits, self.model.value(cell.sheet, cell.top, cell.left)
+
+
 def check_sampling(temperature, top_k, seed):
     try:
         reference.sample([0.0], temperature, top_k, seed, 0)
@@ -199,7 +245,7 @@ def generate(
     step_seconds, check_seconds = [], []  # the spreadsheet's part of each step; the reference's
     with LibreOfficeSession(timeout=timeout) if engine == "libreoffice" else _nothing() as lo:
         on_stage(f"loading {info.path.name} in {engine}")
-        sheet = LibreOfficeSheet(lo, info) if engine == "libreoffice" else FormulasSheet(info)
+        sheet = LibreOfficeSheet(lo, info) if engine == "libreoffice" else LIVE_SHEETS[engine](info)
         result["load_seconds"] = round(sheet.load_seconds, 2)
         for i, t in enumerate(tokens):  # a --book may hold other ids: write the prompt's
             if info.tokens[i] != t:
@@ -256,6 +302,9 @@ def generate(
     )
     result["reference_seconds_per_token"] = round(float(np.mean(check_seconds)), 4) if check_seconds else None
     return result
+
+
+LIVE_SHEETS = {"formulas": FormulasSheet, "ironcalc": IronCalcSheet}  # in this process
 
 
 class _nothing:

@@ -13,6 +13,11 @@ from xlgpt.model.sae import load_sae
 from xlgpt.package import XlgptError
 from xlgpt.safefile import check_input_file
 
+# A book built without --steer-* still holds a steering vector, switched off (coefficient 0), so that the Guide's
+# "put 1 in SteeringCoefficient" changes something: ActAdd from " thee" to " you" at block 0 (for the bundled
+# model and its default prompt: ' thou' becomes ' is' at 1, ' have' at 4).
+DEFAULT_PAIR = (" thee", " you")
+
 
 @dataclass
 class Steering:
@@ -54,7 +59,9 @@ def edits(ckpt, tok, steer, sae_source=None):
                 "--steer-layer and --steer-coef need a steering vector (--steer-from/--steer-to, "
                 "--steer-vector or --steer-feature)"
             )
-        return None
+        if tok is None:
+            return None  # no texts to take a direction from: zeros, and the Guide says how to build a vector
+        steer, sources = Steering(*DEFAULT_PAIR, coefficient=0.0), ["pair"]
     cfg, layer = ckpt.config, steer.layer
     if sources[0] == "pair":
         if not (steer.from_text and steer.to_text):
@@ -66,9 +73,8 @@ def edits(ckpt, tok, steer, sae_source=None):
             raise XlgptError(f"--steer-layer {layer}: the model has blocks 0 to {cfg.n_layer - 1}")
         entering = lambda text: reference.residual_streams(ckpt, tok.encode(text)[-cfg.n_positions :])[layer][-1]
         vector = entering(steer.to_text) - entering(steer.from_text)
-        source = (
-            f"ActAdd: residual stream entering block {layer} of {steer.to_text!r} minus that of {steer.from_text!r}"
-        )
+        off = " (off: coefficient 0)" if steer.coefficient == 0 else ""
+        source = f"ActAdd at block {layer}: {steer.to_text!r} minus {steer.from_text!r}{off}"
     elif sources[0] == "file":
         vector, source = read_vector(Path(steer.vector_file)), f"from {Path(steer.vector_file).name}"
         layer = layer or 0

@@ -16,7 +16,7 @@ import numpy as np
 from xlgpt.check.verify import TOLERANCE, from_layout
 from xlgpt.compile.backward import Training
 from xlgpt.compile.build import build
-from xlgpt.drive.generate import FormulasSheet
+from xlgpt.drive.generate import LIVE_SHEETS
 from xlgpt.engines.session import LibreOfficeSession
 from xlgpt.model import backward
 from xlgpt.model.checkpoint import as_written, check_new_dir, load, write
@@ -40,8 +40,8 @@ def weight_names(book, tensors):
 @contextlib.contextmanager
 def opened(book, engine, timeout):
     """The book in a live engine: put, copy, calculate and read by defined name."""
-    if engine == "formulas":
-        yield FormulasSheet(book)
+    if engine in LIVE_SHEETS:
+        yield LIVE_SHEETS[engine](book)
         return
 
     with LibreOfficeSession(timeout=timeout) as lo:

@@ -67,10 +67,14 @@ def check_formulas_precision(book):
             )
 
 
-def formulas_values(book, wanted, max_cells=FORMULAS_MAX_CELLS, more=None):
-    """Recalculate with the `formulas` package and read the wanted defined names (and `more`'s Rects)."""
+def check_formulas(book, max_cells=FORMULAS_MAX_CELLS):
     check_formulas_size(book, max_cells)
     check_formulas_precision(book)
+
+
+def formulas_values(book, wanted, max_cells=FORMULAS_MAX_CELLS, more=None):
+    """Recalculate with the `formulas` package and read the wanted defined names (and `more`'s Rects)."""
+    check_formulas(book, max_cells)
     # the package names cells '[file name]SHEET'!A1 and cannot parse a file name holding [ ] or ': it reads
     # the book through a link of a plain name
     with contextlib.redirect_stderr(io.StringIO()), tempfile.TemporaryDirectory(prefix="xlgpt-formulas-") as tmp:

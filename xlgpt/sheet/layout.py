@@ -7,6 +7,7 @@ labelled blocks. Column A holds row labels, B row indices or notes, and data sta
 """
 
 import contextlib
+import textwrap
 from dataclasses import dataclass
 
 import numpy as np
@@ -255,9 +256,11 @@ class Tab:
         self.add(Cells(self.row, LABEL_COL, [[text] + [""] * (width - 1)], style=style))
         self.row += 1
 
-    def note(self, text, gap=0):
-        self.add(Cells(self.row, LABEL_COL, [[text]]))
-        self.row += 1 + gap
+    def note(self, text, gap=0, fit=None):
+        """A line of text from column A; `fit`: at most that many characters a row, on as many rows as it takes."""
+        lines = textwrap.wrap(text, fit, subsequent_indent="    ") if fit else [text]
+        self.add(Cells(self.row, LABEL_COL, [[line] for line in lines]))
+        self.row += len(lines) + gap
 
     def skip(self, n=1):
         self.row += n

@@ -252,7 +252,8 @@ def _read_book(path, wb, est):
                     f"{path}: the defined name {name} points at a tab {ref.sheet!r} the book does not have"
                 )
 
-        def cells(name):
+        def rows(name):
+            """The cells of a defined name, row by row (bounded: a forged name may span a whole sheet)."""
             ref = names[name]
             if ref.height * ref.width > MAX_READ_CELLS:
                 raise XlgptError(
@@ -260,31 +261,20 @@ def _read_book(path, wb, est):
                     f"than xlgpt writes"
                 )
             return [
-                c.value
-                for r in wb[ref.sheet].iter_rows(
-                    min_row=ref.top, max_row=ref.bottom, min_col=ref.left, max_col=ref.right
-                )
-                for c in r
-            ]
-
-        value = lambda name: cells(name)[0] if name in names else None
-
-        def grid(name):
-            ref = names[name]
-            if ref.height * ref.width > MAX_READ_CELLS:
-                raise XlgptError(
-                    f"{path}: the defined name {name} spans {ref.height * ref.width:,} cells, far more "
-                    f"than xlgpt writes"
-                )
-            rows = [
                 [c.value for c in r]
                 for r in wb[ref.sheet].iter_rows(
                     min_row=ref.top, max_row=ref.bottom, min_col=ref.left, max_col=ref.right
                 )
             ]
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for row in rows for v in row):
+
+        cells = lambda name: [v for row in rows(name) for v in row]
+        value = lambda name: cells(name)[0] if name in names else None
+
+        def grid(name):
+            held = rows(name)
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for row in held for v in row):
                 raise XlgptError(f"{path}: the {name} cells must hold numbers")
-            return rows
+            return held
 
         def prompt_text():
             """The Prompt cell's text as the book computes it: a text cell, or the formula xlgpt writes for

@@ -20,6 +20,7 @@ STYLE_LIST = {
     "big percent": (3, 0, 165),
     "big number": (3, 0, 164),
     "scientific": (0, 0, 167),
+    "signed": (0, 0, 168),
 }
 (
     NORMAL,
@@ -39,6 +40,7 @@ STYLE_LIST = {
     BIG_PERCENT,
     BIG_NUMBER,
     SCIENTIFIC,
+    SIGNED,
 ) = range(len(STYLE_LIST))
 # PLAIN looks like NORMAL, but a cell that names it keeps it in a row with a style (NORMAL would take the row's)
 FONTS = (
@@ -57,7 +59,14 @@ FILLS = (
     '<fill><patternFill patternType="solid"><fgColor rgb="FF1F4E79"/><bgColor indexed="64"/></patternFill></fill>',
 )
 # masked attention scores (-1E+30) read "masked"; other numbers with three decimals
-NUMBER_FORMATS = {164: "0.000", 165: "0.0%", 166: '[<-1E+29]"masked";0.000', 167: "0.00E+00"}
+# signed: blue for a positive number, red for a negative one, however small (the attribution's push up or down)
+NUMBER_FORMATS = {
+    164: "0.000",
+    165: "0.0%",
+    166: '[<-1E+29]"masked";0.000',
+    167: "0.00E+00",
+    168: "[Blue]+0.000;[Red]-0.000;0.000",
+}
 # differential formats for conditional formatting: 0 = a padding position (grey), 1..3 = shades of blue
 PADDING = 0
 DXFS = (

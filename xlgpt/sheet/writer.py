@@ -4,6 +4,7 @@ openpyxl's write-only mode manages ~0.1M cells/s; weights are the bulk of a GPT-
 blocks are formatted a row at a time with NumPy (shortest float32 decimals) and joined as strings.
 """
 
+import contextlib
 import multiprocessing
 import multiprocessing.pool
 import os
@@ -81,6 +82,20 @@ def sheet_tail(sheet):
     return "".join(xml) + "</worksheet>"
 
 
+@contextlib.contextmanager
+def _new_zip(path):
+    """A zip written to `path` atomically. Interrupted (an error, Ctrl-C), it is abandoned without its closing
+    records: zipfile's close() would raise over a part still open for writing, in place of the interruption."""
+    with atomic_file(path) as f:
+        zf = zipfile.ZipFile(f, "w")
+        try:
+            yield zf
+        except BaseException:
+            zf.fp = None  # close() returns at once; atomic_file discards the file
+            raise
+        zf.close()
+
+
 def _member(zf, name, level):
     info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # fixed time: same input, same bytes
     info.compress_type = zipfile.ZIP_DEFLATED
@@ -104,7 +119,7 @@ def write_workbook(path, sheets, names, progress=None, level=None, calculation="
     path = Path(path)
     check_formulas(sheets)
     level = level or compression_level(sheets)
-    with atomic_file(path) as f, zipfile.ZipFile(f, "w") as zf:
+    with _new_zip(path) as zf:
         _write_parts(zf, sheets, names, progress, level, CALC_PR[calculation])
 
 
@@ -439,7 +454,7 @@ def copy_with_cells(src, dst, cells, style=0):
     by_member = {}
     for (sheet_index, row, col), value in cells.items():
         by_member.setdefault(f"xl/worksheets/sheet{sheet_index}.xml", {})[cell_name(row, col)] = value
-    with zipfile.ZipFile(src) as zin, atomic_file(dst) as copy, zipfile.ZipFile(copy, "w") as zout:
+    with zipfile.ZipFile(src) as zin, _new_zip(dst) as zout:
         for info in zin.infolist():
             with zin.open(info) as f, _member(zout, info.filename, 1) as out:
                 if info.filename not in by_member:

@@ -20,7 +20,9 @@ import numpy as np
 
 from xlgpt.package import XlgptError
 from xlgpt.sheet import contract
-from xlgpt.sheet.layout import BOLD, INPUT, Book, Tab
+from xlgpt.sheet.cells import column_letter
+from xlgpt.sheet.layout import BOLD, INPUT, Book, Rect, Tab
+from xlgpt.sheet.styles import PADDING, when
 from xlgpt.sheet.text import prompt_value
 from xlgpt.sheet.writer import write_workbook
 from xlgpt.tokenizer.bpe import CONTRACTIONS, RULES, Capacity, Values, capacity_for, contraction, encode, needs
@@ -127,7 +129,7 @@ def chars_tab(book, name, prompt, cap, text=None):
             {1: 44, 2: 4},
         )
     )
-    position = tab.header("character position", cap.chars)
+    position = tab.header("character number (from 1, as MID counts)", cap.chars)
     tab.put(position, [list(range(1, cap.chars + 1))], BOLD)
     tab.freeze()
     rows = {}
@@ -246,7 +248,7 @@ def bytes_tab(book, name, chars, cap, text=None, tok=None):
     tab = book.add(
         Tab(name, "UTF-8 bytes of the pieces, GPT-2's byte symbols and initial token ids", "tokenizer", {1: 44, 2: 4})
     )
-    slot = tab.header("byte slot", cap.bytes)
+    slot = tab.header("byte slot (from 1)", cap.bytes)
     tab.put(slot, [list(range(1, cap.bytes + 1))], BOLD)
     tab.freeze()
     rows = {"slot": slot}
@@ -258,7 +260,7 @@ def bytes_tab(book, name, chars, cap, text=None, tok=None):
     at = chars["position"]
     char = row(
         "character position",
-        "character position",
+        "character number",
         'IF({slot}>SUM({utf8}),"",MATCH({slot},{keys},1))',
         utf8=chars["UTF-8 bytes"],
         keys=chars["key"],
@@ -355,6 +357,10 @@ def merge_round(tab, head, tokens, ends, n, last=False, values=None):
         f"merges: the slot of the neighbour it absorbs ({none}: none)",
         f"IF({lowest},IF(MOD(({{slot}}-LOOKUP({{slot}},{{runs}}))/({{E}}-{{slot}}+1),2)=0,{{E}}+1,{none}),{none})",
     )
+    # the markers for "no pair" and "none" fade, so that the merges stand out
+    tab.heatmap(refs["Lo"], when(f"{column_letter(refs['Lo'].left)}{refs['Lo'].top}={big - 1}", PADDING))
+    markers = Rect(tab.name, refs["run"].top, refs["run"].left, refs["M"].bottom - refs["run"].top + 1, width)
+    tab.heatmap(markers, when(f"{column_letter(markers.left)}{markers.top}={none}", PADDING))
     tab.title(f"After round {n}")
     # a token is absorbed when the M row names its slot (exact MATCH: no sorted copy of M needed)
     new = row(
@@ -432,11 +438,11 @@ def bpe_tab(book, name, byts, tok, cap):
             name,
             "Byte-pair merges: each round, each piece merges every occurrence of its lowest-ranked pair",
             "tokenizer",
-            {1: 44, 2: 4},
+            {1: 62, 2: 4},  # its longest label in full
         )
     )
     table = tables(tok)
-    slot = tab.header("byte slot", cap.bytes)
+    slot = tab.header("byte slot (from 1)", cap.bytes)
     tab.put(slot, [list(range(1, cap.bytes + 1))], BOLD)
     head = {"slot": slot}
     for key, label in (
@@ -451,6 +457,11 @@ def bpe_tab(book, name, byts, tok, cap):
     big = 10 ** len(str(len(table.merges) + 1))
     keys = {"V": table.V, "big": big, "none": 10 ** len(str((cap.chars + 2) * big + cap.bytes))}
     head = {"refs": head, "keys": keys}
+    tab.note(
+        "Each round: 6 rows find the merges, 2 apply them. Cells hold token ids (their texts: the Prompt tab's "
+        f"last row, and the Vocabulary); {big - 1} and {keys['none']} mark 'no pair' and 'none' and are faded.",
+        gap=1,
+    )
     tab.title("Round 1")
     tokens = tab.array(tab.line("tokens before round 1", cap.bytes), "{x}", x=byts["id"])
     ends = tab.array(tab.line("last slot of each token", cap.bytes), 'IF(ISNUMBER({T}),{slot},"")', T=tokens, slot=slot)
@@ -497,7 +508,7 @@ def prompt_block(tab, text, cap):
     block["status"] = tab.field("Status")
     block["count"] = tab.field("Number of tokens")
     position = tab.line("token position", cap.tokens, style=BOLD)
-    tab.put(position, [list(range(1, cap.tokens + 1))], BOLD)
+    tab.put(position, [list(range(cap.tokens))], BOLD)
     block.update(
         position=position, ids=tab.line("token id", cap.tokens, style=BOLD), texts=tab.line("token text", cap.tokens)
     )
@@ -543,7 +554,7 @@ def fill_prompt_block(tab, block, chars, byts, bpe, cap, vocabulary):
     )
     tab.array(
         block["ids"],
-        f'IF({ok},IF({{position}}>{{count}},"",LOOKUP(LOOKUP({{position}},{{slot}},{{order}}),'
+        f'IF({ok},IF({{position}}>={{count}},"",LOOKUP(LOOKUP({{position}}+1,{{slot}},{{order}}),'
         f'{{slot}},{{tokens}})),"")',
         status=block["status"],
         position=block["position"],

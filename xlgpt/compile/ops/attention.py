@@ -32,7 +32,8 @@ def causal_mask(ctx, scores):
         lambda h, block: (
             "IF({key}<={query},{s},{masked})",
             dict(key=block.index_column(), query=ctx.positions, s=scores[h], masked=MASKED),
-        )
+        ),
+        "masked scores",
     )
     return [ctx.tab.format(b, SCORE) for b in blocks]
 
@@ -42,10 +43,16 @@ def softmax(ctx, s):
     heads = [(f"head {h}", None) for h in range(ctx.cfg.n_head)]
     mx = ctx.block(heads, ctx.title + ": largest score in each column")
     ctx.each(mx, "MAX({s})", s=lambda h, t: s[h].col(t))
-    exp = ctx.per_head(lambda h, _: ("EXP({s}-{mx})", dict(s=s[h], mx=mx.row(h))))
+    exp = ctx.per_head(
+        lambda h, _: ("EXP({s}-{mx})", dict(s=s[h], mx=mx.row(h))), "exp", ctx.title + ": exp(score − largest score)"
+    )
     sums = ctx.block(heads, ctx.title + ": sum of each column of exp(score - max)")
     ctx.each(sums, "SUM({e})", e=lambda h, t: exp[h].col(t))
-    probs = ctx.per_head(lambda h, _: ("{e}/{sum}", dict(e=exp[h], sum=sums.row(h))))
+    probs = ctx.per_head(
+        lambda h, _: ("{e}/{sum}", dict(e=exp[h], sum=sums.row(h))),
+        "attention weights",
+        ctx.title + ": the attention weights, exp / sum (the heatmap)",
+    )
     return [ctx.tab.heatmap(ctx.tab.format(p, PERCENT), ctx.heat) for p in probs]
 
 
@@ -86,7 +93,7 @@ def mix_backward(ctx, dout, probs, qkv):
                 dh=dh.col(t),
             )
 
-    dprobs = ctx.per_head(dp)
+    dprobs = ctx.per_head(dp, f"∂L/∂{ctx.input_name(0)}")
     dv = ctx.block(
         [(f"∂L/∂v head {h}", i) for h in range(cfg.n_head) for i in range(d)],
         f"∂L/∂v_key = Σ over queries t ≥ key of {ctx.input_name(0)}[key, t] · ∂L/∂{ctx.stage.name}[:, t]{switch.note}",
@@ -131,7 +138,7 @@ def softmax_backward(ctx, dp, s):
                 dot=dots.cell(h, t),
             )
 
-    blocks = ctx.per_head(ds)
+    blocks = ctx.per_head(ds, f"∂L/∂{ctx.input_name(0)}")
     # red: raising that score would lower the loss; blue: raise it
     return [[ctx.tab.heatmap(b, diverging_scale()) for b in blocks]]
 

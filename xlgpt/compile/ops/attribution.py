@@ -5,7 +5,7 @@ AttributionDirection = (ln_f.weight ⊙ wte[target] − its mean) / sqrt(varianc
 
 from xlgpt.compile.ops.projection import head
 from xlgpt.sheet import contract as C
-from xlgpt.sheet.styles import BOLD, INPUT, NUMBER, SECTION, diverging_scale
+from xlgpt.sheet.styles import BOLD, INPUT, SECTION, SIGNED, diverging_scale
 
 
 def attribution(ctx, heads, mlp):
@@ -52,7 +52,8 @@ def attribution_table(ctx, streams, layers, logits):
     )
     if ctx.vocab is not None:
         tab.put(target.cell(0, 1), [[ctx.formula(f"INDEX({C.VOCABULARY},{C.ATTRIBUTION_TOKEN}+1)")]])
-    position = tab.field("AttributionPosition (the prompt's last token, as a column)", ctx.formula(ctx.last_position))
+    position = tab.field("AttributionPosition", ctx.formula(ctx.last_position))
+    tab.put(position.cell(0, 1), [["the prompt's last token's column: its position + 1"]])
     tab.skip()
     # first what a person reads (the table), then how it is computed: blocks placed first, formulas after
     tab.title("AttributionTable: each component's direct contribution to the target's logit (blue up, red down)")
@@ -100,7 +101,7 @@ def attribution_table(ctx, streams, layers, logits):
     ctx.array(direction, "({u}-AVERAGE({u}))/{scale}", u=u, scale=scale)
     for i, rows in enumerate(layers):
         ctx.array(table.row(i), "TRANSPOSE(MMULT({rows},TRANSPOSE({onehot})))", rows=rows, onehot=onehot)
-    tab.heatmap(tab.format(table, NUMBER), diverging_scale())
+    tab.heatmap(tab.format(table, SIGNED), diverging_scale())
     ctx.each_array(
         other.row(0),
         "SUM(MMULT({x},TRANSPOSE({onehot}))*{direction})",

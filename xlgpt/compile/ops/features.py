@@ -44,6 +44,7 @@ def features(ctx, streams):
     ctx.each(label_rows, "INDEX({labels},{id}+1)", labels=acts.label_column(), id=lambda r, t: ids.cell(r, t))
     tab.format(ids, IDS)
     tab.format(values, NUMBER)
+    tab.widen(label_rows, max(len(label) for label in labels) + 1)  # every label in full
     ctx.name(C.FEATURE_ACTIVATIONS, acts)
     ctx.name(C.TOP_FEATURES, ids)
     return acts

@@ -27,6 +27,10 @@ def lens(ctx, x):
 def lens_table(ctx, lenses):
     """The lens's top token and probability for every residual stream (rows) at every position (columns)."""
     streams = [("after the embeddings", None)] + [(f"after layer {i}", None) for i in range(len(lenses) - 1)]
+    ctx.tab.note(
+        "After the embeddings the stream is mostly the input token's own embedding, and the unembedding is that "
+        "same table (tied): so the first row predicts the input token itself. Each layer moves it on."
+    )
     texts = ctx.block(streams, "Top token of each residual stream (shaded by its probability)")
     probs = ctx.block(streams, "Its probability")
     ids = ctx.block(streams, "Its token id")

@@ -3,7 +3,7 @@
 from xlgpt.compile.ops.output import softmax_stats
 from xlgpt.sheet import contract as C
 from xlgpt.sheet.layout import Rect
-from xlgpt.sheet.styles import BIG_NUMBER, BOLD, IDS, INPUT
+from xlgpt.sheet.styles import BIG_NUMBER, BOLD, IDS, INPUT, NUMBER
 
 
 def cross_entropy(ctx, logits):
@@ -13,6 +13,10 @@ def cross_entropy(ctx, logits):
     loss = tab.widen(tab.tall(tab.field("Loss: the mean of the positions' losses", None, BIG_NUMBER), 30), 12)
     tab.skip()
     if training.history:
+        tab.note(
+            "The Loss above is that of the weights as they are now, after the history's last step; each step's "
+            "loss below was taken before that step's update."
+        )
         loss_history(ctx, training.history)
     rows = [("target token id", None)] + ([("target token", None)] if ctx.vocab is not None else [])
     block = ctx.block(rows, "Targets: the token that follows each position")
@@ -65,7 +69,7 @@ def loss_history(ctx, losses):
     tab = ctx.tab
     tab.title("Loss history: the loss of each step of xlgpt train, before that step's update")
     history = tab.block([("step", k + 1) for k in range(len(losses))], 1)
-    tab.put(history, [[float(x)] for x in losses])
+    tab.format(tab.put(history, [[float(x)] for x in losses]), NUMBER)
     ctx.name(C.LOSS_HISTORY, history)
     chart = Rect(tab.name, history.top, history.right + 2, CHART_ROWS, CHART_COLUMNS)
     tab.chart("Training loss", history.index_column(), history, chart, "step", "loss (nats per token)")
