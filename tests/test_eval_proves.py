@@ -194,7 +194,7 @@ def test_a_changed_tokenizer_table_is_a_mismatch_naming_the_cell(tmp_path, name,
     cell = info.names[name].cell(*index)
     import openpyxl
 
-    held = openpyxl.load_workbook(path)[cell.sheet].cell(cell.top, cell.left).value
+    held = openpyxl.load_workbook(path, read_only=True)[cell.sheet].cell(cell.top, cell.left).value
     value = value if value is not None else (held + 1 if isinstance(held, int) else str(held) + "x")
     assert value != held
     run = evaluate(set_cell(path, tmp_path / "forged.xlsx", cell, value))  # found before any engine runs

@@ -468,6 +468,13 @@ def leftover_processes(pgid, text):
     return found
 
 
+def terminal_signals():
+    """Signals as a terminal's foreground job has them, whatever the test run inherited: a shell's background job
+    (`make test &`) ignores SIGINT, and Python then installs no KeyboardInterrupt for it."""
+    for sig in (signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def start(*args, tmpdir):
     """xlgpt in a real process, in its own session (as a terminal's foreground job), announcing its phases."""
     return subprocess.Popen(
@@ -475,7 +482,7 @@ def start(*args, tmpdir):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),  # as in a terminal
+        preexec_fn=terminal_signals,
         env=process_env({"TMPDIR": str(tmpdir), "XLGPT_ANNOUNCE": "1"}),
     )
 

@@ -100,8 +100,14 @@ def test_a_hung_libreoffice_times_out(small_gen_book):
 
 
 def test_missing_uno_bridge_is_a_clean_error(small_gen_book):
-    run = xlgpt("generate", "--book", small_gen_book, env={"XLGPT_UNO_PYTHON": "/bin/false"})
+    run = xlgpt("generate", "--book", small_gen_book, "--engine", "libreoffice", env={"XLGPT_UNO_PYTHON": "/bin/false"})
     assert_clean_error(run, "install python3-uno (apt-get install python3-uno)")
+
+
+def test_without_the_uno_bridge_generate_uses_ironcalc(small_gen_book):
+    """--engine auto (the default) drives LibreOffice where its bridge is installed, else IronCalc."""
+    run = xlgpt("generate", "--book", small_gen_book, "--steps", 2, env={"XLGPT_UNO_PYTHON": "/bin/false"})
+    assert run.returncode == 0 and "tokens with ironcalc" in run.stdout and "agrees with the reference" in run.stdout
 
 
 def test_reads_names_on_several_sheets(small_gen_book):
