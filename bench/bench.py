@@ -125,7 +125,7 @@ def bench_engines(steps=20):
         r = generate_json("--steps", steps, "--engine", engine, *SAMPLED)
         print(
             f"generate with {engine:>11}: {r['seconds_per_token_after_first']} s per token warm "
-            f"({1 / r['seconds_per_token_after_first']:.0f} tokens/s), load {r['load_seconds']} s, match {r['match']} "
+            f"({1 / r['seconds_per_token_after_first']:.1f} tokens/s), load {r['load_seconds']} s, match {r['match']} "
             f"[load average {os.getloadavg()[0]:.1f}]",
             flush=True,
         )
