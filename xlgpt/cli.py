@@ -111,6 +111,18 @@ def weights_option(f):
     return click.option("--weights", "weights", default=None, help=WEIGHTS_HELP)(f)
 
 
+def live_engine_option(f):
+    """generate's and train's --engine: the spreadsheet that computes every step of the loop."""
+    return click.option(
+        "--engine",
+        type=click.Choice(["auto", "libreoffice", "ironcalc", "formulas"]),
+        default="auto",
+        show_default=True,
+        help="the spreadsheet that computes every step (auto: LibreOffice where installed, else IronCalc; ironcalc "
+        "and formulas: in this process, recomputing the whole book at every step; formulas: small models only)",
+    )(f)
+
+
 def input_options(f):
     f = click.option("--prompt", default=None, help="text to tokenize with the model's tokenizer")(f)
     return click.option("--tokens", default=None, help="comma-separated token ids, e.g. 5,17,42,7")(f)
@@ -596,14 +608,7 @@ def predict(weights, tokens, prompt, top_k, generate, as_json):
 )
 @click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True, help="0: every token")
 @click.option("--seed", type=int, default=1, show_default=True, help="1 to 2147483646")
-@click.option(
-    "--engine",
-    type=click.Choice(["auto", "libreoffice", "ironcalc", "formulas"]),
-    default="auto",
-    show_default=True,
-    help="the spreadsheet that computes every token (auto: LibreOffice where installed, else IronCalc; ironcalc "
-    "and formulas: in this process, recomputing the whole book at every step)",
-)
+@live_engine_option
 @click.option(
     "--positions",
     type=click.IntRange(min=1),
@@ -740,14 +745,7 @@ def generate(
     default=None,
     help="learning rate [default: 0.001 for adamw, 0.01 for sgd]",
 )
-@click.option(
-    "--engine",
-    type=click.Choice(["auto", "libreoffice", "ironcalc", "formulas"]),
-    default="auto",
-    show_default=True,
-    help="the spreadsheet that computes every step (auto: LibreOffice where installed, else IronCalc; ironcalc "
-    "and formulas: in this process, recomputing the whole book at every step; formulas: small models only)",
-)
+@live_engine_option
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
