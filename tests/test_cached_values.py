@@ -46,7 +46,7 @@ def empty_texts(path):
     with zipfile.ZipFile(path) as z:
         for i, sheet in enumerate(book.sheets, 1):
             xml = z.read(f"xl/worksheets/sheet{i}.xml").decode()
-            for ref in re.findall(r'<c r="([A-Z]+\d+)"[^>]* t="str">(?:<f[^>]*>[^<]*</f>)?<v></v>', xml):
+            for ref in re.findall(r'<c r="([A-Z]+\d+)"[^>]* t="str">(?:<f[^>]*/>|<f[^>]*>[^<]*</f>)?<v></v>', xml):
                 cell = parse_ref(f"A!{ref}")
                 out.add((sheet, cell.top, cell.left))
     return out

@@ -106,7 +106,7 @@ def tiny_book(tmp_path_factory):
 
 def test_formulas_refuses_a_big_book_before_loading(tiny_book):
     run = xlgpt("eval", tiny_book, "--engine", "formulas", "--max-cells", 1000)
-    assert_clean_error(run, "too large for the formulas engine", "--engine libreoffice")
+    assert_clean_error(run, "too large for the formulas engine", "--engine ironcalc or libreoffice")
 
 
 def test_libreoffice_missing(tiny_book):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from helpers import FIXTURES, assert_clean_error, xlgpt
+from helpers import FIXTURES, xlgpt
 from xlgpt.sheet import contract as C
 
 SHAPES = ["tiny", "single_token", "three_heads", "three_layers", "full_context", "hf_layout"]
@@ -136,8 +136,19 @@ def test_auto_is_ironcalc_for_a_token_ids_book(tmp_path):
     assert [json.loads(line)["engine"] for line in run.stdout.splitlines()] == ["ironcalc"]
 
 
-def test_a_prompt_cell_book_is_refused_with_the_reason(tmp_path):
-    """IronCalc computes ISNUMBER, LOOKUP, MATCH, SMALL and UNICODE for one value only, not over the rows of the
-    tokenizer's array formulas: it refuses the book rather than give a verdict on what it cannot compute."""
-    book = built(tmp_path, "--prompt", "hi", "--capacity", "fit")
-    assert_clean_error(xlgpt("eval", book, "--engine", "ironcalc"), "IronCalc cannot compute the tokenizer tabs")
+TYPED = ["Shall I compare thee", "I'm y'all 'S ''s\r\n\t🙂 é 12", "  spaces   and\ttabs  ", "Thou art!"]
+
+
+def test_typed_prompts_are_tokenized_and_computed(tmp_path):
+    """A Prompt-cell book, loaded once: each prompt typed into its Prompt cell is tokenized by the sheet as GPT-2's
+    tokenizer does (contractions, whitespace runs, an emoji's four bytes) and computed as the reference does."""
+    book = built(tmp_path, "--prompt", TYPED[1], "--capacity", "32,64,16")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(t.replace("\r\n", " ") + "\n" for t in TYPED), encoding="utf-8")
+    run = xlgpt("eval", book, "--engine", "ironcalc", "--prompts", prompts, "--json")
+    assert run.returncode == 0, (run.stdout, run.stderr)
+    results = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [r["prompt"] for r in results] == [t.replace("\r\n", " ") for t in TYPED]
+    for r in results:
+        assert r["engine"] == "ironcalc" and r["match"], r
+        assert r["tokens"] == r["reference_tokens"] and len(r["tokens"]) > 3, r  # the sheet's, tokenizers'

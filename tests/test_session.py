@@ -232,7 +232,7 @@ def test_eval_prompts_on_the_default_book(tmp_path):
     prompts = tmp_path / "prompts.txt"
     texts = ["Shall I compare thee to a summer's", "O Romeo", "What light through yonder window breaks?"]
     prompts.write_text("\n".join(texts[:2]) + "\n\n" + texts[2] + "\n", encoding="utf-8")
-    run = xlgpt("eval", book, "--prompts", prompts, "--json", check=0)
+    run = xlgpt("eval", book, "--prompts", prompts, "--engine", "libreoffice", "--json", check=0)
     results = [json.loads(line) for line in run.stdout.splitlines()]
     assert [r["prompt"] for r in results] == texts
     assert all(r["match"] and r["engine"] == "libreoffice" for r in results)

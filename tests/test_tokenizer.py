@@ -6,8 +6,7 @@ import openpyxl
 import pytest
 
 from helpers import assert_clean_error, xlgpt
-from xlgpt.model import reference
-from xlgpt.model.checkpoint import Config, load, random_tensors, save
+from xlgpt.model.checkpoint import Config, random_tensors, save
 from xlgpt.tokenizer.hf import GPT2_TOKENIZER
 
 
@@ -59,12 +58,6 @@ def test_prompt_build_shows_token_texts(gpt2_vocab_ckpt, tmp_path):
     assert (
         vocab["A5"].value == "!" and vocab.cell(5 + 16073, 1).value == "Mike" and vocab.cell(5 + 318, 1).value == "␣is"
     )
-    # eval reports the texts, taken from the tokenizer, and checks the sheet's token texts are computed
-    run = xlgpt("eval", out, "--engine", "libreoffice", "--json", check=0)
-    r = json.loads(run.stdout)
-    expected = int(reference.logits(load(gpt2_vocab_ckpt), [16073, 318, 2068, 13, 679, 6100])[-1].argmax())
-    assert r["token_id"] == expected and r["prompt"] == "Mike is quick. He moves"
-    assert r["token_text"] == r["reference_token_text"]
 
 
 def test_predict_with_prompt_matches_tokens(gpt2_vocab_ckpt):

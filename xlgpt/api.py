@@ -366,8 +366,9 @@ def readout(values, tok, n):
 
 
 @np.errstate(all="ignore")
-def evaluate_each_prompt(book, prompts, weights=None, timeout=3600, on_stage=None, template=None):
-    """Type each prompt into the book's Prompt cell in one LibreOffice session and check each: one result each."""
+def evaluate_each_prompt(book, prompts, weights=None, timeout=3600, on_stage=None, template=None, engine="auto"):
+    """Type each prompt into the book's Prompt cell, the book loaded once ("auto": in IronCalc, or LibreOffice for a
+    book beyond IronCalc's size), and check each: one result each."""
     book, weights_dir = book_to_check(book, weights)
     return evaluate_prompts(
         book,
@@ -376,6 +377,7 @@ def evaluate_each_prompt(book, prompts, weights=None, timeout=3600, on_stage=Non
         timeout=timeout,
         on_stage=on_stage or (lambda msg: None),
         template=template,
+        engine=engine,
     )
 
 

@@ -419,7 +419,8 @@ def build(
     "prompts_file",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="a file of prompts, one a line: load the workbook once in LibreOffice and check each prompt",
+    help="a file of prompts, one a line: load the workbook once (IronCalc, or LibreOffice for a book too large for "
+    "it) and check each prompt",
 )
 @click.option(
     "--set",
@@ -542,12 +543,12 @@ def show_readout(r):
 
 
 def eval_prompts(book, prompts_file, engine, weights, as_json, timeout, prompt, show_stage, template=None):
-    """eval --prompts: every prompt of the file through one LibreOffice session; exits."""
+    """eval --prompts: every prompt of the file, the book loaded once; exits."""
     if prompt is not None:
         raise XlgptError("give either --prompt or --prompts, not both")
-    if engine not in ("auto", "libreoffice"):
-        raise XlgptError("--prompts recalculates with LibreOffice (--engine libreoffice)")
-    results = api.evaluate_each_prompt(book, api.read_prompts(prompts_file), weights, timeout, show_stage, template)
+    results = api.evaluate_each_prompt(
+        book, api.read_prompts(prompts_file), weights, timeout, show_stage, template, engine
+    )
     for r in results:
         if not as_json:
             click.echo(f"prompt: {r['prompt']!r}")

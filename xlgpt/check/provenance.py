@@ -481,17 +481,21 @@ class _PartReader:
 _ROW_NUMBER = re.compile(rb'<row r="(\d+)"')
 _ROW = re.compile(r'<row r="(\d+)"((?: [A-Za-z]+="[^"]*")*)(/?)>')
 _ATTR = re.compile(r' ([A-Za-z]+)="([^"]*)"')
+_RANGE = r"[A-Z]{1,3}\d+(?::[A-Z]{1,3}\d+)?"
 _CELL = re.compile(
     r'<c r="([A-Z]{1,3})(\d+)"(?: s="(\d+)")?(?: t="([A-Za-z]+)")?'
-    r'(?:/>|>(<f( t="array" ref="[A-Z]{1,3}\d+(?::[A-Z]{1,3}\d+)?")?>([^<]*)</f>)?'
-    r'(<v>([^<]*)</v>)?(<is><t xml:space="preserve">([^<]*)</t></is>)?</c>)'
+    r'(?:/>|>(<f( t="array" ref="{0}"| t="shared" ref="{0}" si="\d+"| t="shared" si="\d+")?(?:>([^<]*)</f>|/>))?'
+    r'(<v>([^<]*)</v>)?(<is><t xml:space="preserve">([^<]*)</t></is>)?</c>)'.replace("{0}", _RANGE)
 )
 _COLUMN = {column_letter(c): c for c in range(1, 16385)}
 _LETTERS = [None] + [column_letter(c).encode() for c in range(1, 16385)]
 # a cached result in a cell an array formula fills, as the writer writes it (no style, an explicit type)
 _CACHED_CELL = re.compile(rb'<c r="([A-Z]{1,3})\d+" t="(?:n|str|e|b)"><v>[^<]*</v></c>')
 # a formula cell's cached result: its type attribute and <v>
-_FORMULA_CACHE = re.compile(rb'( t="(?:n|str|e|b)")(><f(?: t="array" ref="[A-Z0-9:]+")?>[^<]*</f>)<v>[^<]*</v>')
+_FORMULA_CACHE = re.compile(
+    rb'( t="(?:n|str|e|b)")(><f(?: t="array" ref="[A-Z0-9:]+")?>[^<]*</f>|><f t="shared"(?: ref="[A-Z0-9:]+")? si="\d+"'
+    rb"(?:/>|>[^<]*</f>))<v>[^<]*</v>"
+)
 
 
 def _uncached(row, filled):
@@ -509,7 +513,8 @@ _CACHED_TYPES = ("", "n", "str", "e", "b")
 class _Cell:
     s: str  # the style attribute (None: none)
     t: str  # the type attribute
-    array: str  # ' t="array" ref="..."' of an array formula's anchor, "" of a one-cell formula, None: no formula
+    array: str  # ' t="array" ref="..."' of an array formula's anchor, ' t="shared" ...' of a shared formula's
+    # cell, "" of a one-cell formula, None: no formula
     formula: str  # the formula's text as written (XML-escaped)
     v: str  # the <v> text as written
     inline: str  # an inline string's text as written

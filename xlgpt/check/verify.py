@@ -1,8 +1,10 @@
 """Check a workbook: recalculate it with an engine and compare with the NumPy reference."""
 
+import contextlib
 import dataclasses
 import re
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ import numpy as np
 from xlgpt.check.provenance import CachedError, check_compiled, from_layout, recompile
 from xlgpt.engines import ENGINES
 from xlgpt.engines.formulas import FORMULAS_MAX_CELLS
-from xlgpt.engines.libreoffice import read_ranges
+from xlgpt.engines.ironcalc import IronCalcSheet
 from xlgpt.engines.session import LibreOfficeSession
 from xlgpt.model import backward, reference
 from xlgpt.model.checkpoint import as_written, fingerprint, load
@@ -628,11 +630,11 @@ def evaluate(
     return results
 
 
-def evaluate_prompts(path, prompts, weights=None, timeout=3600, on_stage=lambda msg: None, template=None):
-    """Type each prompt into a typed book's Prompt cell in ONE LibreOffice session (one load), recalculate
-    and compare with the reference: one result dict per prompt, like evaluate()'s."""
-    import time
-
+def evaluate_prompts(
+    path, prompts, weights=None, timeout=3600, on_stage=lambda msg: None, template=None, engine="auto"
+):
+    """Type each prompt into a typed book's Prompt cell with the book loaded ONCE (LibreOffice or IronCalc),
+    recalculate and compare with the reference: one result dict per prompt, like evaluate()'s."""
     on_stage(f"reading {path}")
     book = read_book(path)
     ckpt = checkpoint_for(book, weights)
@@ -643,14 +645,17 @@ def evaluate_prompts(path, prompts, weights=None, timeout=3600, on_stage=lambda 
         raise XlgptError("no prompts given")
     for text in prompts:
         check_prompt(book, text, tok)  # refuse before any slow work
+    if engine == "auto":
+        engine = "ironcalc" if ENGINES["ironcalc"].refusal(book, {}) is None else "libreoffice"
+    if engine not in ("ironcalc", "libreoffice"):
+        raise XlgptError(
+            "--prompts loads the workbook once, in IronCalc or LibreOffice (--engine ironcalc or libreoffice)"
+        )
     stages, proven = check_provenance(book, ckpt, tok, template, on_stage)
     shown = cached_against_reference(book, ckpt, tok, proven)  # the book's own, before any prompt is typed
     wanted = [C.LOGITS, C.PREDICTIONS, C.LOGITS_TOKEN_IDS, C.LOGITS_IN_PROMPT]
     results = []
-    on_stage("starting LibreOffice")
-    with LibreOfficeSession(timeout=timeout) as lo:
-        on_stage(f"loading {book.path.name}")
-        sheet = lo.open(book.path)
+    with loaded(book, engine, timeout, on_stage) as (sheet, peak_rss_mb):
         for text in prompts:
             on_stage(f"prompt {text!r}")
             t0 = time.perf_counter()
@@ -660,17 +665,17 @@ def evaluate_prompts(path, prompts, weights=None, timeout=3600, on_stage=lambda 
             seconds = time.perf_counter() - t0
             tokens = tok.encode(text)
             edits = reference_edits(book, ckpt.config)
-            result = compare("libreoffice", values, expected_values(ckpt, tokens, edits), tokens, sheet_tokens(values))
+            result = compare(engine, values, expected_values(ckpt, tokens, edits), tokens, sheet_tokens(values))
             if not result["match"]:
                 cache = reference.run(as_written(ckpt), tokens, edits)[1]
                 searched = stage_references(stages, cache, len(tokens))
                 rects = [rect for _, blocks in searched for rect, *_ in blocks]
-                result["first_difference"] = first_difference(searched, read_ranges(sheet, rects))
+                result["first_difference"] = first_difference(searched, sheet.read_rects(rects))
             result.update(
                 prompt=tok.decode(tokens),
                 seconds=round(seconds, 2),
                 load_seconds=round(sheet.load_seconds, 2),
-                peak_rss_mb=lo.peak_rss_mb(),
+                peak_rss_mb=peak_rss_mb(),
                 cached_difference=shown,
                 display_difference=proven.display,
             )
@@ -680,6 +685,20 @@ def evaluate_prompts(path, prompts, weights=None, timeout=3600, on_stage=lambda 
                     result[key.replace("_id", "_text")] = tok.token_text(result[key])
             results.append(result)
     return results
+
+
+@contextlib.contextmanager
+def loaded(book, engine, timeout, on_stage):
+    """The book loaded once for many edits: (its live sheet, a function giving the engine's peak memory in MB)."""
+    if engine == "ironcalc":
+        on_stage(f"loading {book.path.name} into IronCalc")
+        sheet = IronCalcSheet(book)
+        yield sheet, sheet.peak_rss_mb
+        return
+    on_stage("starting LibreOffice")
+    with LibreOfficeSession(timeout=timeout) as lo:
+        on_stage(f"loading {book.path.name}")
+        yield lo.open(book.path), lo.peak_rss_mb
 
 
 def reference_for(book, weights=None):

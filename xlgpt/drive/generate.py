@@ -17,9 +17,8 @@ import time
 import numpy as np
 
 from xlgpt.check.verify import TOLERANCE, checkpoint_for, reference_edits
-from xlgpt.engines import ironcalc
 from xlgpt.engines.formulas import check_formulas_size, package_model
-from xlgpt.engines.ironcalc import check_ironcalc
+from xlgpt.engines.ironcalc import IronCalcSheet
 from xlgpt.engines.process import as_float
 from xlgpt.engines.session import LibreOfficeSession, _as_array
 from xlgpt.model import reference
@@ -77,8 +76,7 @@ class FormulasSheet:
         return f"'[{self.info.path.name}]{rect.sheet.upper()}'!{rect.ref(rect.sheet, absolute=False)}"
 
     def set(self, name, value, index=None):
-        rect = self.info.names[name]
-        self.inputs[self._key(rect.cell(0, index or 0) if rect.height == 1 else rect.cell(index or 0, 0))] = value
+        self.inputs[self._key(self.info.names[name].at(index or 0))] = value
 
     def calculate(self):
         import contextlib
@@ -121,50 +119,6 @@ class FormulasSheet:
     def result(self, position, chosen):
         self.calculate()
         return self.column(C.LOGITS, position), self.value(chosen)
-
-
-class IronCalcSheet:
-    """The same view through IronCalc, in this process: every calculate() recomputes the whole book."""
-
-    def __init__(self, info):
-        check_ironcalc(info)
-        t0 = time.perf_counter()
-        self.info, self.model = info, ironcalc.Model(info.path, info.sheets)
-        self.calculate()
-        self.load_seconds = time.perf_counter() - t0
-
-    def _cell(self, name, index):
-        rect = self.info.names[name]
-        return rect.cell(0, index or 0) if rect.height == 1 else rect.cell(index or 0, 0)
-
-    def set(self, name, value, index=None):
-        cell = self._cell(name, index)
-        self.model.set_number(cell.sheet, cell.top, cell.left, value)
-
-    def calculate(self):
-        self.model.evaluate()
-
-    def put(self, name, rows):
-        """Numbers over a whole defined name, for the next calculate()."""
-        rect = self.info.names[name]
-        for i, row in enumerate(np.asarray(rows, dtype=float)):
-            for j, v in enumerate(row):
-                self.model.set_number(rect.sheet, rect.top + i, rect.left + j, v)
-
-    def read(self, names):
-        return {n: self.model.read(self.info.names[n]) for n in names}
-
-    def copy(self, pairs):
-        """Each source name's computed values become the target's (all read before any is written)."""
-        values = self.read([source for source, _ in pairs])
-        for source, target in pairs:
-            self.put(target, values[source])
-
-    def result(self, position, chosen):
-        self.calculate()
-        logits = self.model.read(self.info.names[C.LOGITS].col(position))[:, 0]
-        cell = self.info.names[chosen]
-        return logits, self.model.value(cell.sheet, cell.top, cell.left)
 
 
 def check_sampling(temperature, top_k, seed):

@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple
 
 from xlgpt.engines.formulas import check_formulas, formulas_values
 from xlgpt.engines.gnumeric import find_ssconvert, gnumeric_values
-from xlgpt.engines.ironcalc import check_ironcalc, ironcalc_values
+from xlgpt.engines.ironcalc import check_ironcalc_size, ironcalc_values
 from xlgpt.engines.libreoffice import libreoffice_values
 from xlgpt.engines.process import find_soffice
 from xlgpt.package import XlgptError
@@ -43,5 +43,5 @@ ENGINES = {
     "formulas": Engine(formulas_values, check_formulas, ("max_cells",)),
     "libreoffice": Engine(libreoffice_values, lambda book, **_: find_soffice(), ("timeout",)),
     "gnumeric": Engine(gnumeric_values, lambda book, **_: find_ssconvert(), ("timeout",)),
-    "ironcalc": Engine(ironcalc_values, check_ironcalc, ()),
+    "ironcalc": Engine(ironcalc_values, check_ironcalc_size, ()),
 }

@@ -35,23 +35,23 @@ def check_formulas_size(
     if book.est_cells > 10 * max_cells:  # clearly too large: say so without reading every sheet
         raise XlgptError(
             f"{book.path.name}: about {book.est_cells:,} cells is too large for the formulas engine; "
-            f"use --engine libreoffice{hint}"
+            f"use --engine ironcalc or libreoffice{hint}"
         )
     size = book.cell_counts
     if size.constants > max_cells:
         raise XlgptError(
             f"{book.path.name}: {size.constants:,} constant cells is too large for the formulas engine "
-            f"(limit {max_cells:,}); use --engine libreoffice"
+            f"(limit {max_cells:,}); use --engine ironcalc or libreoffice"
         )
     if size.formulas > max_formulas:
         raise XlgptError(
             f"{book.path.name}: {size.formulas:,} formulas would take the formulas engine too long (limit "
-            f"{max_formulas:,}, ~10 ms each); use --engine libreoffice{hint}"
+            f"{max_formulas:,}, ~10 ms each); use --engine ironcalc or libreoffice{hint}"
         )
     if size.array_cells > max_array_cells:
         raise XlgptError(
             f"{book.path.name}: array formulas over {size.array_cells:,} cells would take the formulas "
-            f"engine too long (limit {max_array_cells:,}); use --engine libreoffice{hint}"
+            f"engine too long (limit {max_array_cells:,}); use --engine ironcalc or libreoffice{hint}"
         )
 
 

@@ -3,22 +3,49 @@
 model's size it is the fastest engine (the default book: ~2.5 s to load, ~2.5 s to recompute); its products run at
 ~4M multiply-adds/s, so a 124M book is beyond it (see IRONCALC_MAX_CELLS)."""
 
+import contextlib
+import os
+import resource
+import sys
+import time
+
 import ironcalc
 import numpy as np
 
 from xlgpt.engines.process import as_float, peak_memory
 from xlgpt.package import XlgptError
 from xlgpt.safefile import announce
+from xlgpt.sheet import contract as C
 
 # Measured here: the 124M generation book (125M constants) took 112 s and 4.9 GB to load and had not finished
 # recomputing after 18 minutes; the bundled model's books (~0.1M constants) take seconds.
 IRONCALC_MAX_CELLS = 20_000_000
 
 
+@contextlib.contextmanager
+def silenced():
+    """IronCalc's loader prints a line for each cell whose cached value it cannot type (e.g. an empty text), on
+    this process's own stdout and stderr: keep them for xlgpt's output."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
+
+
 def load(path):
     """The book as an IronCalc model (its cached values are not used: evaluate() recomputes every formula)."""
     try:
-        return ironcalc.load_from_xlsx(str(path), "en", "UTC")
+        with silenced():
+            return ironcalc.load_from_xlsx(str(path), "en", "UTC")
     except Exception as e:  # the bindings raise their own WorkbookError with the engine's message
         raise XlgptError(f"IronCalc could not load {path.name}: {str(e).strip() or type(e).__name__}") from None
 
@@ -47,6 +74,58 @@ class Model:
         return np.array(rect.read(lambda r, c: as_float(get(sheet, r, c))), dtype=float)
 
 
+class IronCalcSheet:
+    """A book loaded once for many edits (generate, train, eval --prompts), by defined names: every calculate()
+    recomputes the whole book."""
+
+    def __init__(self, info):
+        check_ironcalc_size(info)
+        t0 = time.perf_counter()
+        self.info, self.model = info, Model(info.path, info.sheets)
+        self.calculate()
+        self.load_seconds = time.perf_counter() - t0
+
+    def set(self, name, value, index=None):
+        """One cell of a defined name (its first, or the `index`-th of a row or column): text or a number."""
+        cell = self.info.names[name].at(index or 0)
+        if isinstance(value, str):
+            self.model.set_text(cell.sheet, cell.top, cell.left, value)
+        else:
+            self.model.set_number(cell.sheet, cell.top, cell.left, value)
+
+    def calculate(self):
+        self.model.evaluate()
+
+    def put(self, name, rows):
+        """Numbers over a whole defined name, for the next calculate()."""
+        rect = self.info.names[name]
+        for i, row in enumerate(np.asarray(rows, dtype=float)):
+            for j, v in enumerate(row):
+                self.model.set_number(rect.sheet, rect.top + i, rect.left + j, v)
+
+    def read(self, names):
+        return {n: self.model.read(self.info.names[n]) for n in names}
+
+    def read_rects(self, rects):
+        return [self.model.read(r) for r in rects]
+
+    def copy(self, pairs):
+        """Each source name's computed values become the target's (all read before any is written)."""
+        values = self.read([source for source, _ in pairs])
+        for source, target in pairs:
+            self.put(target, values[source])
+
+    def result(self, position, chosen):
+        self.calculate()
+        logits = self.model.read(self.info.names[C.LOGITS].col(position))[:, 0]
+        cell = self.info.names[chosen]
+        return logits, self.model.value(cell.sheet, cell.top, cell.left)
+
+    @staticmethod
+    def peak_rss_mb():
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
 def check_ironcalc_size(book, max_cells=IRONCALC_MAX_CELLS):
     if book.est_cells > max_cells:
         raise XlgptError(
@@ -55,21 +134,9 @@ def check_ironcalc_size(book, max_cells=IRONCALC_MAX_CELLS):
         )
 
 
-def check_ironcalc(book):
-    """Refuse what IronCalc 0.9.1 cannot compute: a book beyond its size, and the tokenizer tabs of a Prompt-cell
-    book (their array formulas need ISNUMBER, NOT, MOD, LOOKUP, VLOOKUP, MATCH, SMALL and UNICODE element by element
-    over a row, which IronCalc computes once, for the first element or not at all: docs/engines.md)."""
-    check_ironcalc_size(book)
-    if book.typed:
-        raise XlgptError(
-            f"{book.path.name}: IronCalc cannot compute the tokenizer tabs of a Prompt-cell book (some functions "
-            f"work on a single value only); use --engine libreoffice, or build with --tokens"
-        )
-
-
 def ironcalc_values(book, wanted, more=None):
     """Recompute with IronCalc and read the wanted defined names (and `more`'s Rects)."""
-    check_ironcalc(book)
+    check_ironcalc_size(book)
     with peak_memory() as stats:
         model = Model(book.path, book.sheets)
         announce("engine")

@@ -88,15 +88,8 @@ def uno_values(book, wanted, timeout=3600, more=None):
         own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         stats = {"seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": max(round(own), lo.peak_rss_mb())}
         if more is not None:
-            stats["more"] = read_ranges(opened, more(values))
+            stats["more"] = opened.read_rects(more(values))
     return values, stats
-
-
-def read_ranges(opened, rects):
-    """Rects of a book open in a LibreOfficeSession, in one request: a 2-D float array each."""
-    keys = [f"{r.sheet}.{r.corners()}" for r in rects]
-    values = opened.read(dict.fromkeys(keys)) if keys else {}
-    return [values[k] for k in keys]
 
 
 def uno_available():

@@ -8,6 +8,7 @@ import openpyxl
 
 from xlgpt.engines.formulas import formulas_rect, sparse_model
 from xlgpt.engines.gnumeric import ssconvert_csv
+from xlgpt.engines.ironcalc import Model
 from xlgpt.engines.libreoffice import soffice_csv
 from xlgpt.package import XlgptError
 
@@ -28,8 +29,15 @@ def read_rects(books, engine="libreoffice", timeout=3600):
             values = {k.upper(): v for k, v in solution.items()}
             out.append([formulas_rect(values, path.name, r) for r in rects])
         return out
+    if engine == "ironcalc":  # in this process, one book at a time
+        out = []
+        for path, rects in books:
+            model = Model(path, _sheet_names(path))
+            model.evaluate()
+            out.append([r.read(lambda row, col, r=r: _value(model.value(r.sheet, row, col))) for r in rects])
+        return out
     if engine not in ("libreoffice", "gnumeric"):
-        raise XlgptError(f"unknown engine {engine!r} (libreoffice, gnumeric or formulas)")
+        raise XlgptError(f"unknown engine {engine!r} (libreoffice, gnumeric, ironcalc or formulas)")
     for path, rects in books:
         if len({r.sheet for r in rects}) != 1:
             raise XlgptError(f"{path}: the results must sit on one sheet for the {engine} engine")
@@ -45,15 +53,19 @@ def read_rects(books, engine="libreoffice", timeout=3600):
                 grids[k] = grid
 
     def cell(grid, r, c):
-        v = grid[r - 1][c - 1] if r <= len(grid) and c <= len(grid[r - 1]) else None
-        if v in (None, ""):
-            return None
-        try:
-            return float(v)
-        except ValueError:
-            return v
+        return _value(grid[r - 1][c - 1] if r <= len(grid) and c <= len(grid[r - 1]) else None)
 
     return [[x.read(lambda r, c, k=k: cell(grids[k], r, c)) for x in rects] for k, (_, rects) in enumerate(books)]
+
+
+def _value(v):
+    """A cell as read_rects gives it: a float, a text (errors too) or None (empty)."""
+    if v in (None, ""):
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return str(v)
 
 
 def _sheet_names(path):

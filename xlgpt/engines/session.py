@@ -308,6 +308,12 @@ class Book:
         errors as (row, col, LibreOffice error code)."""
         return _read_result(self.session.request("read", doc=self.handle, **_read_args(names)), raw)
 
+    def read_rects(self, rects):
+        """layout.Rects, in one request: a 2-D float array each."""
+        keys = [f"{r.sheet}.{r.corners()}" for r in rects]
+        values = self.read(dict.fromkeys(keys)) if keys else {}
+        return [values[k] for k in keys]
+
     def batch(self, sets, names, raw=False):
         """Set cells (each (name_or_ref, value, index) as in set), then read `names` as read does, in one round
         trip. Without calculate(): LibreOffice computes what is read, and what it reads, and no more (cells

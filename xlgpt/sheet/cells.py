@@ -155,9 +155,9 @@ class Cells:
 
 
 @dataclass
-class ArrayFormula:
-    """A classic array formula ({=MMULT(...)}) filling a whole region (a layout.Rect) from its top-left cell;
-    with `values` (the region's results, 2-D), every cell of the region carries its cached value."""
+class RegionFormula:
+    """A formula that computes a whole region (a layout.Rect), written once; with `values` (the region's results,
+    2-D), every cell of the region carries its cached value."""
 
     region: object
     formula: str
@@ -170,6 +170,10 @@ class ArrayFormula:
     @property
     def left(self):
         return self.region.left
+
+
+class ArrayFormula(RegionFormula):
+    """A classic array formula ({=MMULT(...)}) filling its region from the top-left cell."""
 
     @property
     def height(self):
@@ -185,6 +189,26 @@ class ArrayFormula:
             kind, cached = cached_xml(value)
             if cached or i == j == 0:
                 cells.append(f'<c r="{COLUMNS[self.left + j]}{row}"{kind}>{formula if i == j == 0 else ""}{cached}</c>')
+        return "".join(cells)
+
+
+class SharedFormula(RegionFormula):
+    """One formula in every cell of its region, each the top-left cell's moved with it (relative references):
+    an OOXML shared formula, its text written once, so engines parse it once. `si`: its number on the sheet."""
+
+    si = 0
+
+    @property
+    def height(self):
+        return self.region.height
+
+    def row_xml(self, i, strings=None):
+        ref = self.region.ref(self.region.sheet, absolute=False)
+        row, cells = str(self.top + i), []
+        for j in range(self.region.width):
+            kind, cached = cached_xml(None if self.values is None else self.values[i][j])
+            text = f' ref="{ref}" si="{self.si}">{escape(self.formula)}</f>' if i == j == 0 else f' si="{self.si}"/>'
+            cells.append(f'<c r="{COLUMNS[self.left + j]}{row}" s="{PLAIN}"{kind}><f t="shared"{text}{cached}</c>')
         return "".join(cells)
 
 
@@ -216,8 +240,12 @@ class Sheet:
     links: list = field(default_factory=list)  # (cell, location such as 'Layer 0'!A1): links inside the book
     charts: list = field(default_factory=list)  # Chart objects, drawn in one drawing part
     occupied: dict = None  # the cells the blocks fill, by row (holds())
+    shared_formulas: int = 0  # how many SharedFormula blocks it has: the next one's si
 
     def add(self, block):
+        if isinstance(block, SharedFormula):
+            block.si = self.shared_formulas
+            self.shared_formulas += 1
         self.blocks.append(block)
         self.occupied = None
         return block
@@ -227,7 +255,7 @@ class Sheet:
         if self.occupied is None:  # {row: [(first column, last column)]}, made on first use
             self.occupied = {}
             for b in self.blocks:
-                if isinstance(b, ArrayFormula):
+                if isinstance(b, RegionFormula):
                     spans = [(r, b.region.left, b.region.right) for r in range(b.region.top, b.region.bottom + 1)]
                 elif isinstance(b, Numbers):
                     rows, cols = b.values.shape
@@ -282,12 +310,12 @@ class Sheet:
         return [(r, min(r + step, bottom + 1)) for r in range(1, bottom + 1, step)]
 
     def cell_counts(self):
-        """(constant cells, formula cells); an array formula counts every cell it fills."""
+        """(constant cells, formula cells); an array or shared formula counts every cell of its region."""
         constants = formulas = 0
         for b in self.blocks:
             if isinstance(b, Numbers):
                 constants += b.values.size
-            elif isinstance(b, ArrayFormula):
+            elif isinstance(b, RegionFormula):
                 formulas += b.region.height * b.region.width
             else:
                 for row in b.rows:
@@ -301,7 +329,7 @@ class Sheet:
     def extent(self):
         bottom = right = 1
         for b in self.blocks:
-            if isinstance(b, ArrayFormula):
+            if isinstance(b, RegionFormula):
                 r = b.region
                 bottom, right = max(bottom, r.top + r.height - 1), max(right, r.left + r.width - 1)
             else:

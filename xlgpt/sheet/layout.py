@@ -13,7 +13,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from xlgpt.decimals import decimal_values
-from xlgpt.sheet.cells import ArrayFormula, Cells, Chart, Formula, Numbers, Sheet, cell_name, column_letter, quote_sheet
+from xlgpt.sheet.cells import (
+    ArrayFormula,
+    Cells,
+    Chart,
+    Formula,
+    Numbers,
+    RegionFormula,
+    SharedFormula,
+    Sheet,
+    cell_name,
+    column_letter,
+    quote_sheet,
+)
 from xlgpt.sheet.styles import BOLD, IDS, INPUT, PADDING, TITLE, when
 
 LABEL_COL, NOTE_COL, FIRST_COL = 1, 2, 3
@@ -42,13 +54,15 @@ class Rect:
 
     def ref(self, from_sheet=None, absolute=True):
         a = cell_name(self.top, self.left, absolute)
-        if self.height > 1 or self.width > 1:
+        if self.height > 1 or self.width > 1 or self.as_range:
             a += ":" + cell_name(self.bottom, self.right, absolute)
         return a if from_sheet == self.sheet else f"{quote_sheet(self.sheet)}!{a}"
 
     def corners(self):
         """'A1:B2' (even for one cell): the A1 text of the top-left and bottom-right cells."""
         return f"{cell_name(self.top, self.left)}:{cell_name(self.bottom, self.right)}"
+
+    as_range = False  # a one-cell rect is written A1 (a value), a Range's A1:A1
 
     def rows(self, start, stop):
         return Rect(self.sheet, self.top + start, self.left, stop - start, self.width)
@@ -65,6 +79,10 @@ class Rect:
     def cell(self, i, j):
         return Rect(self.sheet, self.top + i, self.left + j)
 
+    def at(self, index):
+        """The index-th cell of a one-row or one-column rect (the first of any other)."""
+        return self.cell(0, index) if self.height == 1 else self.cell(index, 0)
+
     def read(self, get):
         """This rect's values as rows, get(row, col) giving each cell's (1-based, as in A1 notation)."""
         return [[get(r, c) for c in range(self.left, self.right + 1)] for r in range(self.top, self.bottom + 1)]
@@ -76,6 +94,13 @@ class Rect:
     def index_column(self):
         """Column B beside this block: each row's index (e.g. the key position of an attention row)."""
         return Rect(self.sheet, self.top, NOTE_COL, self.height, 1)
+
+
+class Range(Rect):
+    """A rect written as a range even when it is one cell (A1:A1): IronCalc's SUMIF, MATCH and LOOKUP take a lone
+    cell reference for a value, not a range of one cell (docs/engines.md)."""
+
+    as_range = True
 
 
 @dataclass(frozen=True)
@@ -140,6 +165,16 @@ class Tab:
         self.add(Cells(rect.top, rect.left, rows, style))
         if self.evaluator() is not None:
             self.evaluator().each(rect, template, refs_at)
+        return rect
+
+    def along(self, rect, template, moving, **refs):
+        """One formula per cell of the row `rect`, each the first cell's moved along the row, written once (a
+        shared formula: engines parse it once). `moving`: {name: Rect as wide as `rect`}, read at the cell's own
+        column; `refs` are read whole."""
+        first = {k: v.col(0).ref(self.name, absolute=False) for k, v in moving.items()}
+        self.add(SharedFormula(rect, self.f(template, **refs, **first)))
+        if self.evaluator() is not None:
+            self.evaluator().each(rect, template, lambda _, j: {**refs, **{k: v.col(j) for k, v in moving.items()}})
         return rect
 
     def each_array(self, rect, template, **refs):
@@ -383,7 +418,7 @@ class Book:
         cells = known = 0
         for name, tab in self.tabs.items():
             for b in tab.sheet.blocks:
-                if isinstance(b, ArrayFormula):
+                if isinstance(b, RegionFormula):
                     b.values = self.value(b.region)
                     cells += b.region.height * b.region.width
                     known += 0 if b.values is None else b.values.size

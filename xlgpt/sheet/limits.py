@@ -9,7 +9,7 @@ import re
 from itertools import repeat
 
 from xlgpt.package import XlgptError
-from xlgpt.sheet.cells import ArrayFormula, Cells, Formula, cell_name
+from xlgpt.sheet.cells import Cells, Formula, RegionFormula, cell_name
 
 MAX_LENGTH = 8192  # characters
 MAX_NESTING = 64  # function calls inside function calls
@@ -65,7 +65,7 @@ def check_formulas(sheets):
 
     for sheet in sheets:
         # a tab's formulas at C speed (map); only a tab that may break a limit is looked at cell by cell
-        texts = [b.formula for b in sheet.blocks if isinstance(b, ArrayFormula)] + [
+        texts = [b.formula for b in sheet.blocks if isinstance(b, RegionFormula)] + [
             v for b in sheet.blocks if isinstance(b, Cells) for row in b.rows for v in row if type(v) is Formula
         ]
         if texts and (
@@ -76,7 +76,7 @@ def check_formulas(sheets):
             for b in sheet.blocks:
                 cells = (
                     [(b.top, b.left, b.formula)]
-                    if isinstance(b, ArrayFormula)
+                    if isinstance(b, RegionFormula)
                     else [
                         (b.top + i, b.left + j, v)
                         for i, row in enumerate(b.rows)

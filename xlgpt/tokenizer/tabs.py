@@ -1,27 +1,29 @@
 """GPT-2's tokenizer as spreadsheet formulas: type text into one cell and the sheet computes the token ids.
 
-Each step of bpe.py is a titled row of ONE classic array formula over all character or byte slots (a
-neighbour is read through the same row shifted by a column), so a book holds a few thousand formulas
-whatever its capacity, and Excel, LibreOffice, Gnumeric and the `formulas` package all compute it.
+Each step of bpe.py is a titled row with one formula per character or byte slot, the same formula along the
+row (`slot_row`: {x} reads row x at this slot, {row_x} the whole row, a neighbour is the next cell), so
+Excel, LibreOffice, Gnumeric, IronCalc and the `formulas` package all compute it: no function has to work
+element by element over a range (IronCalc's do not all, docs/engines.md).
 
 - **Prompt**: the Prompt cell, a status ("ok" or why the text does not fit), the token count and ids.
 - **Chars**: one column per character: code unit, code point (Excel's UTF-16 surrogate pairs joined),
   UTF-8 length, class, then bpe.RULES (rendered by `Formulas`): where pieces start, piece numbers.
 - **Bytes**: the UTF-8 bytes of the text in one row, with their piece, GPT-2 byte symbol and token id.
 - **BPE**: one block per merge round. Tokens sit at the slot of their first byte ("" elsewhere) with the
-  slot of their last byte; each piece's lowest rank is the k-th smallest (piece, rank) key, k the piece's
-  first slot (one SMALL), and
-  runs of the same pair merge left to right (every other one, counted from the run's start).
+  slot of their last byte; each piece's lowest rank is a running minimum along the piece, read at its last
+  slot, and runs of the same pair merge left to right (every other one, counted from the run's start).
 - Tables: Merges (by pair key = left id * V + right id: text comparison ignores case, numbers do not),
   Byte symbols, Unicode classes, Token texts.
 """
+
+import itertools
 
 import numpy as np
 
 from xlgpt.package import XlgptError
 from xlgpt.sheet import contract
 from xlgpt.sheet.cells import column_letter
-from xlgpt.sheet.layout import BOLD, INPUT, Book, Rect, Tab
+from xlgpt.sheet.layout import BOLD, INPUT, Book, Range, Rect, Tab
 from xlgpt.sheet.styles import PADDING, when
 from xlgpt.sheet.text import prompt_value
 from xlgpt.sheet.writer import write_workbook
@@ -41,8 +43,20 @@ HIGH, LOW, PAIR_BASE = (55296, 56319), (56320, 57343), 65536  # UTF-16 surrogate
 TOKEN_TEXTS = "Token texts"
 
 
+def slot_row(tab, rect, template, **refs):
+    """One formula per slot (column) of the row `rect`, written once (Tab.along): in `template`, {x} is the cell of
+    row x at this slot (x as wide as `rect`, or one cell) and {row_x} the whole of x, e.g. a lookup's range."""
+    moving = {k: v for k, v in refs.items() if isinstance(v, Rect) and v.width == rect.width > 1}
+    fixed = {k: v for k, v in refs.items() if k not in moving and not (isinstance(v, Rect) and v.width > 1)}
+    whole = {
+        f"row_{k}": Range(v.sheet, v.top, v.left, v.height, v.width) if isinstance(v, Rect) else v
+        for k, v in refs.items()
+    }
+    return tab.along(rect, template, moving, **fixed, **whole)
+
+
 class Formulas:
-    """The spreadsheet backend of bpe.RULES: each call returns formula text; a row is read through a
+    """The spreadsheet backend of bpe.RULES: each call returns a slot_row template; a row is read through a
     placeholder for the row shifted by `offset` columns (column B, left of the first slot, stays empty)."""
 
     def __init__(self, rows, position):
@@ -135,7 +149,7 @@ def chars_tab(book, name, prompt, cap, text=None):
     rows = {}
 
     def row(name, label, text, **refs):
-        rows[name] = tab.array(tab.line(label, cap.chars), text, position=position, **refs)
+        rows[name] = slot_row(tab, tab.line(label, cap.chars), text, position=position, **refs)
         return rows[name]
 
     char = row("character", "character", "MID({prompt},{position},1)", prompt=prompt)
@@ -181,8 +195,8 @@ def chars_tab(book, name, prompt, cap, text=None):
         x = Formulas(rows, position)
         row(key, label, f"0+{rule(x)}", **x.refs)
     starts = rows["starts"]
-    piece = row("piece", "piece number", 'SUMIF({position},"<="&{position},{starts})', starts=starts)
-    first = row("first byte", "first byte", 'SUMIF({position},"<"&{position},{utf8})+1', utf8=utf8)
+    piece = row("piece", "piece number", 'SUMIF({row_position},"<="&{position},{row_starts})', starts=starts)
+    first = row("first byte", "first byte", 'SUMIF({row_position},"<"&{position},{row_utf8})+1', utf8=utf8)
     key = row(
         "key",
         "byte lookup key (increasing)",
@@ -254,18 +268,18 @@ def bytes_tab(book, name, chars, cap, text=None, tok=None):
     rows = {"slot": slot}
 
     def row(name, label, text, **refs):
-        rows[name] = tab.array(tab.line(label, cap.bytes), text, slot=slot, **refs)
+        rows[name] = slot_row(tab, tab.line(label, cap.bytes), text, slot=slot, **refs)
         return rows[name]
 
     at = chars["position"]
     char = row(
         "character position",
         "character number",
-        'IF({slot}>SUM({utf8}),"",MATCH({slot},{keys},1))',
+        'IF({slot}>SUM({row_utf8}),"",MATCH({slot},{row_keys},1))',
         utf8=chars["UTF-8 bytes"],
         keys=chars["key"],
     )
-    of_char = lambda what, missing='""': f"IF(ISNUMBER({{char}}),LOOKUP({{char}},{{at}},{{{what}}}),{missing})"
+    of_char = lambda what, missing='""': f"IF(ISNUMBER({{char}}),LOOKUP({{char}},{{row_at}},{{row_{what}}}),{missing})"
     row("character", "character", of_char("x"), char=char, at=at, x=chars["character"])
     row(
         "piece",
@@ -280,7 +294,7 @@ def bytes_tab(book, name, chars, cap, text=None, tok=None):
     t = row(
         "byte of char",
         "byte of the character (0 = lead)",
-        'IF(ISNUMBER({char}),{slot}-LOOKUP({char},{at},{first}),"")',
+        'IF(ISNUMBER({char}),{slot}-LOOKUP({char},{row_at},{row_first}),"")',
         char=char,
         at=at,
         first=chars["first byte"],
@@ -299,8 +313,8 @@ def bytes_tab(book, name, chars, cap, text=None, tok=None):
     for key, label, col in (("symbol", "GPT-2 byte symbol", 2), ("id", "initial token id", 3)):
         row(key, label, f'IF(ISNUMBER({{byte}}),VLOOKUP({{byte}},{contract.BYTE_TABLE},{col},TRUE),"")', byte=value)
     piece = rows["piece"]
-    row("first slot", "first slot of the piece", "IFERROR(MATCH({piece}-0.5,{piece},1),0)+1", piece=piece)
-    row("last slot", "last slot of the piece", "MATCH({piece}+0.5,{piece},1)", piece=piece)
+    row("first slot", "first slot of the piece", "IFERROR(MATCH({piece}-0.5,{row_piece},1),0)+1", piece=piece)
+    row("last slot", "last slot of the piece", "MATCH({piece}+0.5,{row_piece},1)", piece=piece)
     if book.value(chars["key"]) is not None and len(text.encode("utf-8")) <= cap.bytes:
         for row_name, values in bytes_values(text, cap, tok).items():
             book.cache(rows[row_name], np.array(values, object))
@@ -315,7 +329,8 @@ def merge_round(tab, head, tokens, ends, n, last=False, values=None):
     refs = dict(head["refs"], T=tokens, E=ends)
 
     def row(name, label, text):
-        refs[name] = tab.array(tab.line(label, width), text, **refs)
+        rect = tab.line(label, width)
+        refs[name] = slot_row(tab, rect, text, left=rect.cols(-1, width - 1), **refs)  # {left}: the previous slot
         if values is not None:
             values.cache(refs[name], values.rows[name])
         return refs[name]
@@ -324,7 +339,7 @@ def merge_round(tab, head, tokens, ends, n, last=False, values=None):
     row(
         "R",
         "right neighbour (the token at last slot + 1)",
-        'IF(ISNUMBER({T}),IF({E}<{last},LOOKUP({E}+1,{slot},{T}),""),"")',
+        'IF(ISNUMBER({T}),IF({E}<{last},LOOKUP({E}+1,{row_slot},{row_T}),""),"")',
     )
     rank = row(
         "K",
@@ -335,27 +350,28 @@ def merge_round(tab, head, tokens, ends, n, last=False, values=None):
     if last:
         return rank
     big, none = k["big"], k["none"]
-    # Every text slot of piece p gets a key p * big + (its pair's rank, or big - 1 where it has none), so the
-    # keys of piece p are exactly the keys ranked first(p) to last(p): the first(p)-th smallest key is the
-    # piece's lowest. One SMALL per round, read at each slot's first slot (no sorted row, no search in it).
+    # A piece's lowest rank: a running minimum from its first slot (each cell reads the one before it), read at
+    # its last slot; a run's start likewise carried along the row. Each cell does a fixed amount of work.
+    at = (lambda row, slot: f"INDEX({{row_{row}}},1,{slot})") if width > 1 else (lambda row, slot: f"{{{row}}}")
     row(
-        "Lo",
-        f"lowest rank in the piece ({big - 1}: no pair)",
-        f"SMALL({{piece}}*{big}+IF(ISNUMBER({{K}}),{{K}},{big - 1}),{{first}})-{{piece}}*{big}",
+        "low",
+        f"lowest rank so far in the piece ({big - 1}: no pair)",
+        f"MIN(IF(ISNUMBER({{K}}),{{K}},{big - 1}),IF({{slot}}>{{first}},{{left}},{big - 1}))",
     )
+    row("Lo", f"lowest rank in the piece ({big - 1}: no pair)", at("low", "{last}"))
     lowest = "IF(ISNUMBER({K}),{K}={Lo},FALSE)"
     before = "2*{slot}-{E}-1"  # where the previous token starts if it is the same token (same pair)
     row(
         "run",
         f"a run of the lowest pair starts here ({none}: no)",
-        f"IF({lowest},IF({before}>={{first}},IF(LOOKUP({before},{{slot}},{{K}})={{K}},{none},{{slot}}),{{slot}}),"
+        f"IF({lowest},IF({before}>={{first}},IF(LOOKUP({before},{{row_slot}},{{row_K}})={{K}},{none},{{slot}}),{{slot}}),"
         f"{none})",
     )
-    row("runs", "run starts, sorted", "SMALL({run},{slot})")
+    row("start", "the latest run start (0: none yet)", f"IF({{run}}<{none},{{slot}},IF({{slot}}>1,{{left}},0))")
     row(
         "M",
         f"merges: the slot of the neighbour it absorbs ({none}: none)",
-        f"IF({lowest},IF(MOD(({{slot}}-LOOKUP({{slot}},{{runs}}))/({{E}}-{{slot}}+1),2)=0,{{E}}+1,{none}),{none})",
+        f"IF({lowest},IF(MOD(({{slot}}-{{start}})/({{E}}-{{slot}}+1),2)=0,{{E}}+1,{none}),{none})",
     )
     # the markers for "no pair" and "none" fade, so that the merges stand out
     tab.heatmap(refs["Lo"], when(f"{column_letter(refs['Lo'].left)}{refs['Lo'].top}={big - 1}", PADDING))
@@ -367,10 +383,12 @@ def merge_round(tab, head, tokens, ends, n, last=False, values=None):
         "T2",
         f"tokens after round {n}",
         f"IF(ISNUMBER({{T}}),IF({{M}}<{none},VLOOKUP({pair},{contract.MERGE_TABLE},3,TRUE),"
-        f'IF(ISNUMBER(MATCH({{slot}},{{M}},0)),"",{{T}})),"")',
+        f'IF(ISNUMBER(MATCH({{slot}},{{row_M}},0)),"",{{T}})),"")',
     )
     end = row(
-        "E2", "last slot of each token", f'IF(ISNUMBER({{T2}}),IF({{M}}<{none},LOOKUP({{M}},{{slot}},{{E}}),{{E}}),"")'
+        "E2",
+        "last slot of each token",
+        f'IF(ISNUMBER({{T2}}),IF({{M}}<{none},LOOKUP({{M}},{{row_slot}},{{row_E}}),{{E}}),"")',
     )
     return new, end
 
@@ -396,8 +414,10 @@ class RoundValues:
         merge = lambda s: table.merges.get(T[s - 1] * table.V + r["R"][s - 1])
         r["R"] = [T[e] if number(t) and e < last else "" for t, e, last in zip(T, E, self.last)]
         r["K"] = [merge(s)[0] if number(r["R"][s - 1]) and merge(s) else "" for s in self.slots]
-        keys = sorted(p * big + (k if number(k) else big - 1) for p, k in zip(self.piece, r["K"]))
-        r["Lo"] = [keys[f - 1] - p * big for p, f in zip(self.piece, self.first)]
+        r["low"] = []
+        for s, k, f in zip(self.slots, r["K"], self.first):
+            r["low"].append(min(k if number(k) else big - 1, r["low"][-1] if s > f else big - 1))
+        r["Lo"] = [r["low"][last - 1] for last in self.last]
         lowest = [number(k) and k == lo for k, lo in zip(r["K"], r["Lo"])]
         before = lambda s: 2 * s - E[s - 1] - 1
         r["run"] = [
@@ -406,10 +426,11 @@ class RoundValues:
             else none
             for s in self.slots
         ]
-        r["runs"] = sorted(r["run"])
-        run_start = lambda s: max(x for x in r["runs"] if x <= s)
+        r["start"] = list(itertools.accumulate((s if run < none else 0 for s, run in zip(self.slots, r["run"])), max))
         r["M"] = [
-            (E[s - 1] + 1 if (s - run_start(s)) % (2 * (E[s - 1] - s + 1)) == 0 else none) if lowest[s - 1] else none
+            (E[s - 1] + 1 if (s - r["start"][s - 1]) % (2 * (E[s - 1] - s + 1)) == 0 else none)
+            if lowest[s - 1]
+            else none
             for s in self.slots
         ]
         absorbed = set(r["M"])
@@ -450,8 +471,8 @@ def bpe_tab(book, name, byts, tok, cap):
         ("first", "first slot of the piece"),
         ("last", "last slot of the piece"),
     ):
-        head[key] = tab.array(
-            tab.header(label, cap.bytes), "{x}", x=byts[{"first": "first slot", "last": "last slot"}.get(key, key)]
+        head[key] = slot_row(
+            tab, tab.header(label, cap.bytes), "{x}", x=byts[{"first": "first slot", "last": "last slot"}.get(key, key)]
         )
     tab.freeze()
     big = 10 ** len(str(len(table.merges) + 1))
@@ -463,8 +484,10 @@ def bpe_tab(book, name, byts, tok, cap):
         gap=1,
     )
     tab.title("Round 1")
-    tokens = tab.array(tab.line("tokens before round 1", cap.bytes), "{x}", x=byts["id"])
-    ends = tab.array(tab.line("last slot of each token", cap.bytes), 'IF(ISNUMBER({T}),{slot},"")', T=tokens, slot=slot)
+    tokens = slot_row(tab, tab.line("tokens before round 1", cap.bytes), "{x}", x=byts["id"])
+    ends = slot_row(
+        tab, tab.line("last slot of each token", cap.bytes), 'IF(ISNUMBER({T}),{slot},"")', T=tokens, slot=slot
+    )
     values = RoundValues(book, byts, tok, keys) if book.value(byts["id"]) is not None else None
     if values:
         for rect, (_, x) in zip(
@@ -491,14 +514,20 @@ def bpe_tab(book, name, byts, tok, cap):
     if values:
         values.next_round()
     unfinished = merge_round(tab, head, tokens, ends, cap.rounds + 1, last=True, values=values)
-    order = tab.array(
-        tab.line("slots holding tokens, in order", cap.bytes),
-        f"SMALL(IF(ISNUMBER({{T}}),{{slot}},{keys['none']}),{{slot}})",
+    held = slot_row(
+        tab,
+        tab.line(f"slots holding tokens ({keys['none']}: none)", cap.bytes),
+        f"IF(ISNUMBER({{T}}),{{slot}},{keys['none']})",
         T=tokens,
         slot=slot,
     )
+    order = slot_row(
+        tab, tab.line("slots holding tokens, in order", cap.bytes), "SMALL({row_held},{slot})", held=held, slot=slot
+    )
     if values:
-        values.cache(order, sorted(s if number(t) else keys["none"] for s, t in zip(values.slots, values.rows["T"])))
+        held_values = [s if number(t) else keys["none"] for s, t in zip(values.slots, values.rows["T"])]
+        values.cache(held, held_values)
+        values.cache(order, sorted(held_values))
     return {"tokens": tokens, "order": order, "unfinished": unfinished, "slot": slot}
 
 
@@ -552,10 +581,11 @@ def fill_prompt_block(tab, block, chars, byts, bpe, cap, vocabulary):
     tab.put(
         block["count"], [[tab.f(f'IF({ok},COUNT({{tokens}}),"")', status=block["status"], tokens=bpe["tokens"])]], BOLD
     )
-    tab.array(
+    slot_row(
+        tab,
         block["ids"],
-        f'IF({ok},IF({{position}}>={{count}},"",LOOKUP(LOOKUP({{position}}+1,{{slot}},{{order}}),'
-        f'{{slot}},{{tokens}})),"")',
+        f'IF({ok},IF({{position}}>={{count}},"",LOOKUP(LOOKUP({{position}}+1,{{row_slot}},{{row_order}}),'
+        f'{{row_slot}},{{row_tokens}})),"")',
         status=block["status"],
         position=block["position"],
         count=block["count"],
