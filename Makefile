@@ -19,8 +19,9 @@ build/installed: pyproject.toml
 
 # The bundled Shakespeare model and its default prompt in a Prompt cell: build it and verify every number the
 # book shows with every engine; type another prompt into a copy; then the instruments: ablate head 2 of layer 0,
-# steer by an SAE feature, and generate text with the spreadsheet doing every step; then train it for 10 steps
-# with the spreadsheet computing every gradient, and check the training book it leaves.
+# steer by an SAE feature, score every head on a repeated random prompt (the Heads tab), and generate text with
+# the spreadsheet doing every step; then train it for 10 steps with the spreadsheet computing every gradient,
+# and check the training book it leaves.
 # Each eval line names the engine it used: `auto`, the fastest installed that can compute the book.
 DEMO_PROMPT ?= Shall I compare thee to a summer's
 demo: install system
@@ -31,6 +32,8 @@ demo: install system
 	$(PYTHON) -m xlgpt eval out/demo.xlsx --set "HeadSwitches[0,2]=0"
 	$(PYTHON) -m xlgpt build --steer-feature 40 --steer-coef 2 --out out/demo-steered.xlsx
 	$(PYTHON) -m xlgpt eval out/demo-steered.xlsx
+	$(PYTHON) -m xlgpt build --repeat-random 9 --out out/demo-heads.xlsx
+	$(PYTHON) -m xlgpt eval out/demo-heads.xlsx
 	$(PYTHON) -m xlgpt generate --steps 20 --temperature 0.8 --top-k 40 --seed 7
 	rm -rf out/trained
 	$(PYTHON) -m xlgpt train --steps 10 --out out/trained

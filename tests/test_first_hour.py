@@ -99,6 +99,7 @@ def test_eval_shows_what_an_edit_changed(book):
     assert "top-5: 352 ' thou' 40.6%" in out and "logit lens at position 17:" in out
 
 
+@pytest.mark.engines  # slow: builds the bundled model's book (the fast loop's bad-input tests use tiny ones)
 def test_a_temperature_below_zero_is_refused_with_the_cells_message(book):
     run = xlgpt("eval", book, "--engine", "libreoffice", "--set", "Temperature=-1")
     assert run.returncode == 2 and "Temperature must be a number 0 or more" in run.stderr, run.stderr
@@ -128,6 +129,7 @@ def test_features_search_says_what_it_searched_and_heads_its_columns():
     assert "index" not in none
 
 
+@pytest.mark.engines  # slow: openpyxl loads the whole book's cached values (~5 s)
 def test_guide_and_interventions_text_fits_their_columns(shown):
     wb = shown
     guide = [text for text in column_a(wb["Guide"])]

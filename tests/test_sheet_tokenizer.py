@@ -130,6 +130,7 @@ def _probe(pre, lead, cps, tail):
     return [ends.get(i * size) == i * size + len(lead) + 1 for i in range(len(cps))]
 
 
+@pytest.mark.engines  # slow (~3 s): every class run against the regex engine
 def test_character_classes_are_hugging_faces(gpt2):
     """The Unicode classes tab follows tokenizers' regex engine (a newer Unicode than Python's unicodedata):
     every BMP code point, both sides of every range boundary, and a sample of the astral planes."""

@@ -26,6 +26,7 @@ def test_tabs_names_and_panes(book):
         "Features",
         "Logit lens",
         "Attribution",
+        "Heads",
         "Embeddings weights",
         "Layer 0 weights",
         "Layer 1 weights",

@@ -97,6 +97,16 @@ def model_and_tokens(weights=None, tokens=None, prompt=None):
     return ckpt, tok, ids, prompt
 
 
+def repeated_random_tokens(weights=None, n=8, seed=0):
+    """The induction lesson's prompt (TransformerLens' repeated tokens): n seeded random token ids, then the same
+    n again, so that a head can find the earlier copy of each token of the second half."""
+    cfg = load_weights(weights).config
+    if 2 * n > cfg.n_positions:
+        raise XlgptError(f"--repeat-random {n}: twice {n} tokens is more than the model's context of {cfg.n_positions}")
+    ids = np.random.default_rng(seed).integers(0, cfg.vocab_size, n).tolist()
+    return ids + ids
+
+
 def check_learning_rate(lr):
     """A learning rate is a number from 0 to MAX_LEARNING_RATE (NaN, infinity and 1e300 only make NaN steps)."""
     if lr is not None and not (math.isfinite(lr) and 0 <= lr <= MAX_LEARNING_RATE):

@@ -290,6 +290,13 @@ def parse_capacity(text):
     help="with --train: LearningRate [default: 0.1 for sgd, 0.001 for adamw]",
 )
 @click.option(
+    "--repeat-random",
+    type=click.IntRange(min=1),
+    default=None,
+    help="instead of a prompt: N seeded random token ids, twice (the Heads tab's induction lesson)",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="with --repeat-random: the random ids' seed")
+@click.option(
     "--calc",
     "calculation",
     type=click.Choice(["auto", "manual"]),
@@ -318,6 +325,8 @@ def build(
     train,
     optimizer,
     lr,
+    repeat_random,
+    seed,
     calculation,
 ):
     """Compile a checkpoint and a prompt into a workbook of formulas.
@@ -337,12 +346,17 @@ def build(
         state["done"] = rows
 
     steer = api.Steering(steer_from, steer_to, steer_vector, steer_feature, steer_layer, steer_coef)
+    ids = parse_tokens(tokens) if tokens is not None else None
+    if repeat_random is not None:
+        if tokens is not None or prompt is not None:
+            raise XlgptError("give --repeat-random, --prompt or --tokens, not two of them")
+        ids = api.repeated_random_tokens(weights, repeat_random, seed)
     try:
         built = api.build(
             out,
             weights,
             prompt,
-            parse_tokens(tokens) if tokens is not None else None,
+            ids,
             template,
             prompt_cell,
             positions,

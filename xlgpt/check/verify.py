@@ -94,6 +94,7 @@ CHECKED = (
     C.ATTRIBUTION_TABLE,
     C.ATTRIBUTION_OTHER,
     C.ATTRIBUTION_LOGIT,
+    *C.HEAD_SCORES,
 )
 # names whose columns are positions: only the prompt's positions are compared (the rest is padding)
 PER_POSITION = (
@@ -142,6 +143,15 @@ def expected_values(ckpt, tokens, edits=None, names=(), target=None, sampling=No
             pass  # the book shows a message instead of a token
     if C.FEATURE_ACTIVATIONS in want and sae is not None:
         out[C.FEATURE_ACTIVATIONS] = reference.sae_features(reference.sae_params(sae), cache["entering"][sae.layer]).T
+    if C.PREVIOUS_TOKEN_SCORES in want:
+        scores = reference.head_scores(cache, tokens)
+        out.update(
+            {
+                C.PREVIOUS_TOKEN_SCORES: scores["previous"],
+                C.INDUCTION_SCORES: scores["induction"],
+                C.DUPLICATE_TOKEN_SCORES: scores["duplicate"],
+            }
+        )
     if C.ATTRIBUTION_TABLE in want:
         target = int(logits[-1].argmax()) if target is None else target
         table, other, logit = reference.direct_logit_attribution(as_written(ckpt), cache, edits, target, n - 1)

@@ -160,6 +160,12 @@ def things_to_try(book, names, inputs):
             "(red); type another token id as the target, e.g. 198 (xlgpt eval book.xlsx --set AttributionToken=198 "
             "prints the largest terms)."
         )
+    if C.INDUCTION_SCORES in names:
+        out.append(
+            "On the Heads tab, each head's previous-token, induction and duplicate-token score: how much of its "
+            "attention goes where a head of that kind looks (TransformerLens' detect_head). A prompt that repeats "
+            "itself shows induction heads: xlgpt build --repeat-random 8 makes one (8 random tokens, twice)."
+        )
     if C.LOSS in names:
         out += [
             "On the Loss tab, the Loss cell is the mean of each position's −log p(target). The tabs after it "

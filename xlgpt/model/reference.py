@@ -190,6 +190,31 @@ def logit_lens(ckpt, cache):
     return probs.argmax(-1), probs.max(-1)
 
 
+def detection_patterns(tokens):
+    """TransformerLens' head detection patterns, [query, key], 1 where a head of that kind attends: the previous
+    position; the key right after an earlier (or this) position holding the query's token (induction); an
+    earlier position holding the query's token (duplicate)."""
+    tokens = np.asarray(tokens)
+    same = (tokens[:, None] == tokens[None, :]).astype(float)  # [query, key]
+    induction = np.zeros_like(same)
+    induction[:, 1:] = same[:, :-1]  # key s when key s - 1 holds the query's token
+    return {
+        "previous": np.eye(len(tokens), k=-1),
+        "induction": np.tril(induction),
+        "duplicate": np.tril(same, -1),
+    }
+
+
+def head_scores(cache, tokens):
+    """detect_head with the "mul" measure, for every layer and head: sum(A * D) / sum(A), A the head's attention
+    weights [query, key] on the prompt, D a detection pattern. {kind: [layer, head]}."""
+    weights = [value for name, _, value in cache["stages"] if name == "attention"]  # each [head, query, key]
+    return {
+        kind: np.array([(A * D).sum(axis=(1, 2)) / A.sum(axis=(1, 2)) for A in weights])
+        for kind, D in detection_patterns(tokens).items()
+    }
+
+
 def direct_logit_attribution(ckpt, cache, edits, target, position):
     """Each component's direct contribution to the target token's logit at `position`, through ln_f with
     its scale at that position held fixed (TransformerLens' convention). Returns (table [n_layer, n_head + 2]:

@@ -53,6 +53,12 @@ ATTRIBUTION_TABLE = "AttributionTable"  # rows: embeddings, steering, layer 0..;
 ATTRIBUTION_OTHER = "AttributionOther"  # rows: embeddings, steering, ln_f.bias · wte[target]
 ATTRIBUTION_LOGIT = "AttributionLogit"  # the target's logit, which the table plus the bias term adds up to
 
+# --- head detectors (Heads tab): layers x heads, TransformerLens' detect_head ("mul") on the book's own prompt
+PREVIOUS_TOKEN_SCORES = "PreviousTokenScores"  # attention to the previous position
+INDUCTION_SCORES = "InductionScores"  # to the position after an earlier copy of the current token
+DUPLICATE_TOKEN_SCORES = "DuplicateTokenScores"  # to earlier copies of the current token
+HEAD_SCORES = (PREVIOUS_TOKEN_SCORES, INDUCTION_SCORES, DUPLICATE_TOKEN_SCORES)
+
 # --- training (a book built with --train: Loss tab, backward tabs, gradients and the optimizer's step) -----
 TARGETS = "Targets"  # the next token at each position, which the loss scores (one row)
 LOSS = "Loss"  # mean cross-entropy over the positions (one cell)

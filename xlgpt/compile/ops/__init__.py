@@ -13,6 +13,7 @@ from xlgpt.compile.ops import (
     attribution,
     embedding,
     features,
+    heads,
     interventions,
     lens,
     mlp,
@@ -61,6 +62,7 @@ OPS = {
     "interventions": Op(interventions.panel, 0, group="interpretability", header=False),
     "features": Op(features.features, 1, group="interpretability"),
     "attribution": Op(attribution.attribution, 2, ("weight", "bias")),
+    "head_detectors": Op(heads.head_detectors, 1, group="interpretability"),
     "attribution_table": Op(
         attribution.attribution_table, 3, ("weight", "bias", "table"), group="interpretability", header=False
     ),
