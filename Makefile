@@ -48,6 +48,8 @@ screenshots: install
 	$(PYTHON) tools/screenshots.py out/demo.xlsx docs "guide=Guide!A1:D40" "prompt=Prompt!A1:F32" \
 	    "attention=Layer 0!A749:U770" "lens=Logit lens!A1:U22" "attribution=Attribution!A1:H20" \
 	    "interventions=Interventions!A1:H24" "features=Features!A1:K21"
+	$(PYTHON) -m xlgpt build --repeat-random 9 --out out/demo-heads.xlsx
+	$(PYTHON) tools/screenshots.py out/demo-heads.xlsx docs "heads=Heads!A66:U96"
 	rm -rf out/trained
 	$(PYTHON) -m xlgpt train --steps 10 --out out/trained
 	$(PYTHON) tools/screenshots.py out/trained/train.xlsx docs "loss=Loss!A1:N30" \

@@ -152,3 +152,4 @@ def test_typed_prompts_are_tokenized_and_computed(tmp_path):
     for r in results:
         assert r["engine"] == "ironcalc" and r["match"], r
         assert r["tokens"] == r["reference_tokens"] and len(r["tokens"]) > 3, r  # the sheet's, tokenizers'
+        assert {C.PROBABILITIES, C.LENS_TOP_TOKENS, C.ATTRIBUTION_TABLE, *C.HEAD_SCORES} <= set(r["checks"])

@@ -663,21 +663,20 @@ def evaluate_prompts(
         )
     stages, proven = check_provenance(book, ckpt, tok, template, on_stage)
     shown = cached_against_reference(book, ckpt, tok, proven)  # the book's own, before any prompt is typed
-    wanted = [C.LOGITS, C.PREDICTIONS, C.LOGITS_TOKEN_IDS, C.LOGITS_IN_PROMPT]
     results = []
     with loaded(book, engine, timeout, on_stage) as (sheet, peak_rss_mb):
         for text in prompts:
             on_stage(f"prompt {text!r}")
+            tokens = tok.encode(text)
+            expected = book_expected(book, ckpt, tokens)  # every table the book has, for this prompt
             t0 = time.perf_counter()
             sheet.set(C.PROMPT, text)
             sheet.calculate()
-            values = sheet.read(wanted)
+            values = sheet.read(list(expected) + [C.LOGITS_TOKEN_IDS, C.LOGITS_IN_PROMPT])
             seconds = time.perf_counter() - t0
-            tokens = tok.encode(text)
-            edits = reference_edits(book, ckpt.config)
-            result = compare(engine, values, expected_values(ckpt, tokens, edits), tokens, sheet_tokens(values))
+            result = compare(engine, values, expected, tokens, sheet_tokens(values))
             if not result["match"]:
-                cache = reference.run(as_written(ckpt), tokens, edits)[1]
+                cache = reference.run(as_written(ckpt), tokens, reference_edits(book, ckpt.config))[1]
                 searched = stage_references(stages, cache, len(tokens))
                 rects = [rect for _, blocks in searched for rect, *_ in blocks]
                 result["first_difference"] = first_difference(searched, sheet.read_rects(rects))

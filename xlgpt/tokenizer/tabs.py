@@ -479,7 +479,7 @@ def bpe_tab(book, name, byts, tok, cap):
     keys = {"V": table.V, "big": big, "none": 10 ** len(str((cap.chars + 2) * big + cap.bytes))}
     head = {"refs": head, "keys": keys}
     tab.note(
-        "Each round: 6 rows find the merges, 2 apply them. Cells hold token ids (their texts: the Prompt tab's "
+        "Each round: 7 rows find the merges, 2 apply them. Cells hold token ids (their texts: the Prompt tab's "
         f"last row, and the Vocabulary); {big - 1} and {keys['none']} mark 'no pair' and 'none' and are faded.",
         gap=1,
     )
