@@ -13,6 +13,7 @@ from helpers import assert_clean_error, xlgpt
 from xlgpt.check.verify import reference_for
 from xlgpt.compile.template import GENERATE_TEMPLATE
 from xlgpt.engines.libreoffice import uno_values
+from xlgpt.engines.process import clean_up_all
 from xlgpt.engines.session import LibreOfficeSession, group_alive
 from xlgpt.package import XlgptError
 from xlgpt.sheet import contract as C
@@ -70,6 +71,17 @@ def test_session_leaves_nothing_after_an_exception(small_gen_book):
             lo.open(small_gen_book)
             raise RuntimeError("the caller's own error")
     assert_gone(pgids, profile)
+
+
+def test_a_session_whose_cleanup_a_signal_skipped_is_stopped_on_the_way_out():
+    """A signal can land after a `with` block's body and before its exit starts the cleanup (as one did in CI,
+    right after a training run's last step): the interrupted exit then stops what is left."""
+    lo = LibreOfficeSession(timeout=120).__enter__()  # and never __exit__
+    pgids, profile = list(lo.pgids), lo.profile
+    assert all(group_alive(g) for g in pgids) and os.path.isdir(profile)
+    clean_up_all()
+    assert_gone(pgids, profile)
+    clean_up_all()  # nothing left to do
 
 
 def test_killed_libreoffice_is_one_clean_error(small_gen_book):

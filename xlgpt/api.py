@@ -31,6 +31,7 @@ from xlgpt.drive.train import run as run_training
 from xlgpt.drive.train import save as save_training
 from xlgpt.engines import ENGINES
 from xlgpt.engines.formulas import FORMULAS_MAX_CELLS
+from xlgpt.engines.process import clean_up_all as clean_up_all  # cli: the interrupted exit
 from xlgpt.engines.process import find_soffice
 from xlgpt.engines.session import system_python
 from xlgpt.engines.tokenizer import tokenize_with_sheets

@@ -51,8 +51,9 @@ def error_line(message):
 
 def interrupted(message, code):
     """One line, then exit at once, without the atexit handlers: multiprocessing's would wait for writer workers
-    that a signal to the whole process group may have left stuck. The unwinding has already removed every
-    temporary file and stopped every engine."""
+    that a signal to the whole process group may have left stuck. The unwinding has removed every temporary
+    file and stopped every engine, but for a cleanup the signal kept from starting: that one runs here."""
+    api.clean_up_all()
     error_line(message)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -153,24 +153,32 @@ def signals_deferred(signals=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)):
             saved[signum](signum, frame)
 
 
+# What must not outlive xlgpt even when a signal cuts short the code that would clean it up (a signal can land
+# between any two lines: after a `with` block's body and before its exit starts): key -> an idempotent cleanup.
+_UNFINISHED = {}
+
+
+def clean_up_later(key, cleanup):
+    _UNFINISHED[key] = cleanup
+
+
+def cleaned_up(key):
+    _UNFINISHED.pop(key, None)
+
+
+def clean_up_all():
+    """Run every cleanup still registered, the latest first: what an interrupted xlgpt does before it exits."""
+    with signals_deferred():
+        while _UNFINISHED:
+            _UNFINISHED.pop(next(reversed(_UNFINISHED)))()
+
+
 def run_group(cmd, timeout, what, **popen):
     """Run `cmd` in its own process group (soffice forks soffice.bin) and kill the whole group when it
     times out or when this process leaves early (Ctrl-C, SIGTERM turned into SystemExit): nothing is left
     running. Returns stdout, stderr and the exit status."""
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        **popen,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise XlgptError(f"{what} did not finish within {timeout} s")
-    finally:
+
+    def stop():
         with signals_deferred():
             pipes = office_pipes([proc.pid])  # a LibreOffice killed below leaves its pipes: noted first
             try:  # soffice.bin may outlive its launcher: take the group down in every case
@@ -183,6 +191,25 @@ def run_group(cmd, timeout, what, **popen):
             while pipes and group_alive(proc.pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
             remove_pipes(pipes)
+            cleaned_up(proc)
+
+    with signals_deferred():
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            **popen,
+        )
+        clean_up_later(proc, stop)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise XlgptError(f"{what} did not finish within {timeout} s")
+    finally:
+        stop()
     return Run(proc.returncode, out, err)
 
 

@@ -32,6 +32,8 @@ import numpy as np
 from xlgpt.engines.process import (
     C_LOCALE,
     PIPE_DIRS,
+    clean_up_later,
+    cleaned_up,
     find_soffice,
     group_alive,
     group_members,
@@ -109,6 +111,17 @@ class LibreOfficeSession:
     def start(self):
         exe = find_soffice()
         python = system_python()
+        with signals_deferred():  # a signal lands after all three are recorded, so stop() finds them
+            self._spawn(exe, python)
+        announce("engine")
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self.worker.stdout, selectors.EVENT_READ)
+        self._buffer = b""
+        self.request("connect", timeout=self.start_timeout, _wait=self.start_timeout + 10)
+        self.pipes |= office_pipes(self.pgids)
+
+    def _spawn(self, exe, python):
+        clean_up_later(self, self.stop)
         self.profile = tempfile.mkdtemp(prefix="xlgpt-uno-")
         pipe = f"xlgpt-{os.getpid()}-{secrets.token_hex(8)}"
         # the --accept pipe's socket, by its name (office_pipes finds it, and the single-instance one, by inode)
@@ -144,12 +157,6 @@ class LibreOfficeSession:
             env={**os.environ, **C_LOCALE},
         )
         self.pgids.append(self.worker.pid)
-        announce("engine")
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self.worker.stdout, selectors.EVENT_READ)
-        self._buffer = b""
-        self.request("connect", timeout=self.start_timeout, _wait=self.start_timeout + 10)
-        self.pipes |= office_pipes(self.pgids)
 
     def stop(self):
         """Kill everything this session started and remove its profile and LibreOffice's pipes; safe to call
@@ -161,6 +168,7 @@ class LibreOfficeSession:
                 if self.profile:
                     _remove_tree(self.profile)
                     self.profile = None
+                cleaned_up(self)
 
     def _stop(self):
         if self.worker is not None and self.worker.stdin:
