@@ -17,15 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from xlgpt.check.verify import checkpoint_for, evaluate_prompts
+from xlgpt.check.verify import check_provenance, checkpoint_for, evaluate_prompts
 from xlgpt.check.verify import evaluate as evaluate_book
 from xlgpt.compile.backward import Training
 from xlgpt.compile.build import build as build_book
 from xlgpt.compile.build import check_tokens
+from xlgpt.compile.inputs import Contrast
 from xlgpt.compile.template import DEFAULT_TEMPLATE, GENERATE_TEMPLATE
 from xlgpt.drive import steering
 from xlgpt.drive.generate import PAD_ID, check_book, check_sampling, check_token_ids
 from xlgpt.drive.generate import generate as generate_with_book
+from xlgpt.drive.patching import sweep, write_heatmaps
 from xlgpt.drive.train import BOOK
 from xlgpt.drive.train import run as run_training
 from xlgpt.drive.train import save as save_training
@@ -48,6 +50,7 @@ from xlgpt.sheet.layout import FIRST_COL
 from xlgpt.sheet.read import read_book
 from xlgpt.tokenizer import hf as tk
 from xlgpt.tokenizer.bpe import Capacity, capacity_for
+from xlgpt.tokenizer.tables import display
 
 DEFAULT_WEIGHTS = "shakespeare"  # the bundled model
 DEFAULT_PROMPT = "O Romeo, Romeo, wherefore art"
@@ -136,6 +139,36 @@ def random_weights(out, layers=2, embd=64, heads=4, vocab=300, context=32, seed=
 
 
 @dataclass
+class Patching:
+    """A patching book's second prompt (as many tokens as the clean one) and the two tokens (one token of text
+    each) whose logit difference at the last position measures the behaviour the patches restore."""
+
+    corrupted: str
+    answer: str
+    foil: str
+
+    def contrast(self, tok, ids):
+        """The book's Contrast: the corrupted prompt's ids and the two tokens' ids, checked."""
+        if tok is None:
+            raise XlgptError("--corrupted: this model has no tokenizer to read the corrupted prompt with")
+        corrupted = tok.encode(self.corrupted)
+        if len(corrupted) != len(ids):
+            raise XlgptError(
+                f"--corrupted: the corrupted prompt is {len(corrupted)} tokens, the clean one {len(ids)}; "
+                f"patching needs as many"
+            )
+        single = {}
+        for option, text in (("--answer", self.answer), ("--foil", self.foil)):
+            if text is None:
+                raise XlgptError(f"--corrupted needs {option} TEXT (one token)")
+            token = tok.encode(text)
+            if len(token) != 1:
+                raise XlgptError(f"{option} {text!r} is {len(token)} tokens; it must be one (a leading space counts)")
+            single[option] = token[0]
+        return Contrast(corrupted, single["--answer"], single["--foil"])
+
+
+@dataclass
 class Built:
     """What build wrote."""
 
@@ -170,6 +203,7 @@ def build(
     calculation=None,
     progress=None,
     force=False,
+    patching=None,
 ):
     """Compile a checkpoint and a prompt into a workbook of formulas at `out`.
 
@@ -178,7 +212,8 @@ def build(
     tokenizes its Prompt cell itself (`positions`: the longest prompt it takes; `capacity`: the in-sheet
     tokenizer's Capacity, or None to fit the prompt). steer: a Steering (the Interventions tab's starting
     values); sae: an SAE folder or hub id for the Features tab. train: a training book (`optimizer` "sgd" or
-    "adamw", learning rate `lr`). calculation: "auto" or "manual" (default: by the book's size). progress:
+    "adamw", learning rate `lr`). calculation: "auto" or "manual" (default: by the book's size). patching: a
+    Patching (the book runs the corrupted prompt too, and patches; its input is then fixed token ids). progress:
     progress(sheet, rows written). An existing `out` is replaced only if xlgpt wrote it, unless `force`.
     Returns a Built."""
     out = Path(out)
@@ -194,7 +229,10 @@ def build(
         training, ids, text = training_for(ids, optimizer, lr), ids[:-1], None
     elif lr is not None:
         raise XlgptError("--lr is a training book's learning rate: it goes with --train")
-    typed = prompt_cell and text is not None
+    if patching and train:
+        raise XlgptError("--corrupted: a training book does not patch; leave out --train")
+    contrast = patching and patching.contrast(tok, ids)
+    typed = prompt_cell and text is not None and not patching
     if not typed and (positions is not None or capacity != DEFAULT_CAPACITY):
         raise XlgptError(
             "--positions and --capacity size a Prompt cell's tokenizer: they go with --prompt (not with --tokens, "
@@ -230,6 +268,7 @@ def build(
         sae_source=sae_source,
         training=training,
         calculation=calculation,
+        contrast=contrast,
         **(dict(prompt=text, positions=positions, capacity=capacity) if typed else {}),
     )
     counts = [s.cell_counts() for s in sheets]
@@ -298,6 +337,42 @@ def live_engine(engine):
     except XlgptError:
         return "ironcalc"
     return "libreoffice"
+
+
+@dataclass
+class Patched:
+    heatmaps: dict  # {component: [layer, position] PatchedMetric; "head": [layer, head]}
+    columns: list  # each position's token text, "clean/corrupted" where they differ (ids without a tokenizer)
+    engine: str
+    seconds: float
+
+
+def patch(book, out=None, engine="auto", weights=None, timeout=3600, on_stage=None, on_patch=None, force=False):
+    """Activation patching in a patching book (built with a Patching): every patch in turn, computed by `engine`
+    (auto: IronCalc where it can compute the book, else LibreOffice), each checked against the reference's; with
+    `out`, a copy of the book with the heatmaps in its Patching tab (an existing `out` is replaced only if
+    xlgpt wrote it, unless `force`). on_stage(message); on_patch(component, layer, position or head, value).
+    Returns a Patched."""
+    path, weights = book_to_check(book, weights)
+    if out is not None:
+        check_output(out, [path], marks=None if force else BOOK_MARKS)
+    info = read_book(path)
+    if info.patching is None:
+        raise XlgptError(f"{path}: not a patching book (build one with --prompt, --corrupted, --answer and --foil)")
+    ckpt = checkpoint_for(info, weights)
+    tok = tk.for_checkpoint(ckpt)
+    on_stage = on_stage or (lambda msg: None)
+    check_provenance(info, ckpt, tok, on_stage=on_stage)  # drive only what xlgpt compiled
+    text = (lambda t: display(tok.token_text(t))) if tok else str
+    columns = [text(a) if a == b else f"{text(a)}/{text(b)}" for a, b in zip(info.tokens, info.patching["corrupted"])]
+    if engine == "auto":
+        engine = "ironcalc" if ENGINES["ironcalc"].refusal(info, {}) is None else "libreoffice"
+    t0 = time.perf_counter()
+    maps = sweep(info, ckpt, engine, timeout, on_stage, on_patch or (lambda *patch: None))
+    if out is not None:
+        on_stage(f"writing {out}")
+        write_heatmaps(info, maps, out)
+    return Patched(maps, columns, engine, time.perf_counter() - t0)
 
 
 @np.errstate(all="ignore")

@@ -298,6 +298,14 @@ def parse_capacity(text):
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="with --repeat-random: the random ids' seed")
 @click.option(
+    "--corrupted",
+    default=None,
+    help="activation patching: a second prompt of as many tokens, run beside the clean one (--prompt), with a "
+    "patched run that takes one activation from the clean run (the Patching tab)",
+)
+@click.option("--answer", default=None, help="with --corrupted: the token (one) the clean prompt favours, e.g. ' him'")
+@click.option("--foil", default=None, help="with --corrupted: the token (one) the corrupted prompt favours")
+@click.option(
     "--calc",
     "calculation",
     type=click.Choice(["auto", "manual"]),
@@ -328,13 +336,16 @@ def build(
     lr,
     repeat_random,
     seed,
+    corrupted,
+    answer,
+    foil,
     calculation,
 ):
     """Compile a checkpoint and a prompt into a workbook of formulas.
 
     With no options: the bundled Shakespeare model and a default prompt, in a Prompt cell that a person
     can change. The --steer-* options fill the Interventions tab's steering cells; --train makes a book that
-    trains the model one step."""
+    trains the model one step; --corrupted makes a book for activation patching (then try xlgpt patch)."""
     bar = tqdm(total=0, unit=" rows", disable=None, file=sys.stderr, leave=False)
     state = {"sheet": None, "done": 0}
 
@@ -352,6 +363,9 @@ def build(
         if tokens is not None or prompt is not None:
             raise XlgptError("give --repeat-random, --prompt or --tokens, not two of them")
         ids = api.repeated_random_tokens(weights, repeat_random, seed)
+    if (answer is not None or foil is not None) and corrupted is None:
+        raise XlgptError("--answer and --foil go with --corrupted")
+    patching = api.Patching(corrupted, answer, foil) if corrupted is not None else None
     try:
         built = api.build(
             out,
@@ -370,6 +384,7 @@ def build(
             calculation,
             progress,
             force,
+            patching,
         )
     finally:
         bar.close()
@@ -814,6 +829,67 @@ def train(weights, text_file, prompt, steps, window, optimizer, lr, engine, out,
             f"(weights within {result['max_weight_diff']:.1e}); wrote {out}/ (model.safetensors, "
             f"{Path(result['workbook']).name}: its Loss tab charts the loss)"
         )
+
+
+HEATMAP_TITLES = {
+    "resid_pre": "the residual stream entering each block",
+    "attn_out": "each attention output",
+    "mlp_out": "each MLP output",
+    "head": "each head's output (at every position)",
+}
+
+
+@cli.command()
+@click.argument("book", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="write a copy of BOOK with the heatmaps in its Patching tab (xlgpt eval checks them there)",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "ironcalc", "libreoffice"]),
+    default="auto",
+    show_default=True,
+    help="the spreadsheet that computes every patch (auto: IronCalc where it can compute the book, else LibreOffice)",
+)
+@click.option("--weights", default=None, help="checkpoint for the reference (default: the one recorded in BOOK)")
+@click.option("--force", is_flag=True, help="replace --out even if xlgpt did not write it")
+@click.option(
+    "--timeout", type=click.IntRange(min=1), default=3600, show_default=True, help="seconds a LibreOffice step may take"
+)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object with the heatmaps")
+def patch(book, out, engine, weights, force, timeout, as_json):
+    """Activation patching with the workbook: in a book built with --corrupted, patch the residual stream, the
+    attention output and the MLP output at every layer and position, and every head's output, one at a time
+    (the Patching tab's cells), reading PatchedMetric each time: 1 means the patch restores the clean run's logit
+    difference, 0 that it changes nothing. Every value is checked against the NumPy reference's patching.
+
+    Exit status: 0 when every patch agrees with the reference, 1 naming the first that does not."""
+    bar = tqdm(total=0, unit=" patches", disable=None if not as_json else True, file=sys.stderr, leave=False)
+    try:
+        result = api.patch(book, out, engine, weights, timeout, on_patch=lambda *patch: bar.update(), force=force)
+    except Diverged as e:
+        error_line(e)
+        sys.exit(1)
+    finally:
+        bar.close()
+    if as_json:
+        heatmaps = {component: values.tolist() for component, values in result.heatmaps.items()}
+        click.echo(json.dumps({"engine": result.engine, "match": True, "heatmaps": heatmaps, "out": out and str(out)}))
+        return
+    for component, values in result.heatmaps.items():
+        columns = [f"head {h}" for h in range(values.shape[1])] if component == "head" else result.columns
+        click.echo(f"PatchedMetric, patching {HEATMAP_TITLES[component]}:")
+        click.echo(" " * 9 + "".join(f"{c[:9]:>10}" for c in columns))
+        for layer, row in enumerate(values):
+            click.echo(f"layer {layer:<3}" + "".join(f"{v:10.3f}" for v in row))
+    n = sum(v.size for v in result.heatmaps.values())
+    click.echo(
+        f"{n} patches computed by {result.engine} in {result.seconds:.1f} s; every one agrees with the reference"
+        + (f"; wrote {out}" if out is not None else "")
+    )
 
 
 @cli.command()

@@ -47,6 +47,7 @@ import numpy as np
 
 from xlgpt.compile.backward import Training
 from xlgpt.compile.build import compile_book, inputs_for
+from xlgpt.compile.inputs import Contrast
 from xlgpt.model.sae import sae_as_written
 from xlgpt.package import XlgptError
 from xlgpt.sheet import contract as C
@@ -120,7 +121,11 @@ def recompile(book, ckpt, tok, template=None):
         text = tok.decode([0])
         inputs = inputs_for(ckpt, tok.encode(text), tok, text, positions, Capacity(chars, nbytes, rounds))
     else:
-        inputs = inputs_for(ckpt, list(book.tokens))
+        patching = book.patching
+        contrast = patching and Contrast(
+            patching["corrupted"], patching[C.ANSWER_TOKEN], patching[C.FOIL_TOKEN], patching["heatmaps"]
+        )
+        inputs = inputs_for(ckpt, list(book.tokens), contrast=contrast)
     training = book.training and Training(
         book.training["targets"],
         book.training["optimizer"],

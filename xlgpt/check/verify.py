@@ -95,6 +95,8 @@ CHECKED = (
     C.ATTRIBUTION_OTHER,
     C.ATTRIBUTION_LOGIT,
     *C.HEAD_SCORES,
+    C.LOGIT_DIFF,
+    C.PATCHED_METRIC,
 )
 # names whose columns are positions: only the prompt's positions are compared (the rest is padding)
 PER_POSITION = (
@@ -363,7 +365,12 @@ def with_prompt(book, text, directory):
 
 # the cells `eval --set NAME[i,j]=VALUE` may change: the book's inputs (TokenIds and LastPosition in a token-ids
 # book only: a Prompt-cell book computes them from its Prompt)
-SETTABLE = C.EDIT_CELLS + C.SAMPLING_CELLS + (C.ATTRIBUTION_TOKEN, C.LAST_POSITION, C.TOKEN_IDS)
+SETTABLE = (
+    C.EDIT_CELLS
+    + C.SAMPLING_CELLS
+    + C.PATCH_CELLS
+    + (C.ATTRIBUTION_TOKEN, C.LAST_POSITION, C.TOKEN_IDS, C.CORRUPTED_TOKEN_IDS, C.ANSWER_TOKEN, C.FOIL_TOKEN)
+)
 
 
 def settable(book):
@@ -377,8 +384,12 @@ def value_range(name, book, config=None):
     read them; None: any finite number. `config`: the checkpoint's (else what the book's shape tells)."""
     if name == C.STEERING_LAYER:
         return 0, (config.n_layer if config else book.names[C.HEAD_SWITCHES].height) - 1, True
-    if name in (C.ATTRIBUTION_TOKEN, C.TOKEN_IDS):
+    if name in (C.ATTRIBUTION_TOKEN, C.TOKEN_IDS, C.CORRUPTED_TOKEN_IDS, C.ANSWER_TOKEN, C.FOIL_TOKEN):
         return 0, (config.vocab_size if config else book.names[C.LOGITS].height) - 1, True
+    if name == C.PATCH_LAYER:
+        return 0, (config.n_layer if config else book.names[C.HEAD_SWITCHES].height) - 1, True
+    if name == C.PATCH_HEAD:
+        return 0, (config.n_head if config else book.names[C.HEAD_SWITCHES].width) - 1, True
     if name == C.SAMPLE_STEP:  # the sheet's random numbers reach one step per position (ops/sampling.py)
         return 0, config.n_positions if config else None, True
     return {
@@ -386,6 +397,8 @@ def value_range(name, book, config=None):
         C.TOP_K: (0, None, True),
         C.SEED: (1, reference.MINSTD_MODULUS - 1, True),
         C.LAST_POSITION: (1, len(book.tokens or ()), True),
+        C.PATCH_COMPONENT: (0, len(C.PATCH_COMPONENTS) - 1, True),
+        C.PATCH_POSITION: (0, len(book.tokens or ()) - 1, True),
     }.get(name)
 
 
@@ -456,10 +469,11 @@ def book_expected(book, ckpt, tokens):
     """What the book's checked names should hold for `tokens` and the inputs its cells hold, by the reference."""
     checked = {name: ref for name, ref in book.names.items() if name in CHECKED}
     target = book.attribution_token if isinstance(book.attribution_token, int) else None
+    edits = reference_edits(book, ckpt.config)
     expected = expected_values(
         ckpt,
         tokens,
-        reference_edits(book, ckpt.config),
+        edits,
         checked,
         target,
         book.sampling,
@@ -469,7 +483,55 @@ def book_expected(book, ckpt, tokens):
         expected[C.PREDICTED_TOKEN] = expected[C.PREDICTIONS][:, len(tokens) - 1 :]
     if book.training:
         expected.update(training_values(ckpt, book))
+    if book.patching:
+        expected.update(patching_values(ckpt, book, tokens, edits))
     return expected
+
+
+def patch_held(book, cfg, n):
+    """Where the book's Patch cells say to patch, for the reference: (component, layer, position, head), or None
+    where they name no place of the model (the sheet then patches nothing)."""
+    cells = book.patching
+    code, layer, position, head = (cells[name] for name in C.PATCH_CELLS)
+    if not 1 <= code < len(C.PATCH_COMPONENTS) or not 0 <= layer < cfg.n_layer:
+        return None
+    component = C.PATCH_COMPONENTS[code]
+    if (component == "head" and not 0 <= head < cfg.n_head) or (component != "head" and not 0 <= position < n):
+        return None
+    return component, layer, position, head
+
+
+def patching_values(ckpt, book, tokens, edits):
+    """LogitDiff of the clean, corrupted and patched runs and PatchedMetric, by the reference, for the tokens up
+    to LastPosition and the Patch cells the book holds."""
+    cells, ckpt = book.patching, as_written(ckpt)
+    corrupted = cells["corrupted"][: len(tokens)]
+    clean_logits, cache, corrupted_logits = reference.patching_runs(ckpt, tokens, corrupted, edits)
+    where = patch_held(book, ckpt.config, len(tokens))
+    patched = corrupted_logits if where is None else reference.patched_logits(ckpt, corrupted, cache, where, edits)
+    diffs = [
+        reference.logit_diff(lg, cells[C.ANSWER_TOKEN], cells[C.FOIL_TOKEN])
+        for lg in (clean_logits, corrupted_logits, patched)
+    ]
+    out = {
+        C.LOGIT_DIFF: np.array([diffs]),
+        C.PATCHED_METRIC: np.array([[reference.patched_metric(diffs[2], diffs[0], diffs[1])]]),
+    }
+    if cells["heatmaps"] is not None:
+        out.update(heatmaps_expected(ckpt, tokens, corrupted, cells, edits, len(cells["corrupted"])))
+    return out
+
+
+def heatmaps_expected(ckpt, tokens, corrupted, cells, edits, positions):
+    """xlgpt patch's heatmaps by the reference's activation patching, as the book lays them out: a position at
+    or after LastPosition changes nothing there (0)."""
+    maps = reference.activation_patching(ckpt, tokens, corrupted, cells[C.ANSWER_TOKEN], cells[C.FOIL_TOKEN], edits)
+    widths = {
+        component: (0, positions - value.shape[1] if component != "head" else 0) for component, value in maps.items()
+    }
+    return {
+        name: np.pad(maps[component], ((0, 0), widths[component])) for component, name in C.PATCHING_HEATMAPS.items()
+    }
 
 
 def cached_difference(book, cached, computed, positions=None):

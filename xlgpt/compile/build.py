@@ -22,12 +22,15 @@ def check_tokens(tokens, cfg):
         raise XlgptError(f"{len(tokens)} tokens exceed the model's context of {cfg.n_positions}")
 
 
-def inputs_for(ckpt, tokens, tokenizer=None, prompt=None, positions=None, capacity=None):
-    """The book's input: the token ids, or with a `prompt`, a Prompt cell the book tokenizes itself into
-    `positions` token positions (default: the prompt's tokens), with the tokenizer's `capacity`."""
+def inputs_for(ckpt, tokens, tokenizer=None, prompt=None, positions=None, capacity=None, contrast=None):
+    """The book's input: the token ids (and a patching book's `contrast`), or with a `prompt`, a Prompt cell the
+    book tokenizes itself into `positions` token positions (default: the prompt's tokens), with the tokenizer's
+    `capacity`."""
     check_tokens(tokens, ckpt.config)
     if prompt is None:
-        return TokenIds(list(tokens))
+        if contrast is not None:
+            check_tokens(contrast.corrupted + [contrast.answer, contrast.foil], ckpt.config)
+        return TokenIds(list(tokens), contrast)
 
     positions = positions or len(tokens)
     if not len(tokens) <= positions <= ckpt.config.n_positions:
@@ -65,6 +68,7 @@ def build(
     sae_source=None,
     training=None,
     calculation=None,
+    contrast=None,
 ):
     """Write the workbook for `tokens` to `out`; returns (sheets, names) as written (names[contract.CALCULATION]
     exists when the book's calculation is manual).
@@ -74,8 +78,8 @@ def build(
     (inputs.Edits): the Interventions tab's starting values; `sae` (weights.sae.SAE, loaded from `sae_source`
     as --sae takes it) the Features tab's sparse autoencoder; `training` (backward.Training: the targets and
     the optimizer) makes a training book. `calculation`: "auto" or "manual" (None: by the book's size,
-    contract.MANUAL_ABOVE)."""
-    inputs = inputs_for(ckpt, tokens, tokenizer, prompt, positions, capacity)
+    contract.MANUAL_ABOVE). `contrast` (inputs.Contrast): a patching book's corrupted run."""
+    inputs = inputs_for(ckpt, tokens, tokenizer, prompt, positions, capacity, contrast)
     check_output(out, [ckpt.path, template])
     cap = inputs.capacity
     # the checkpoint as the user named it (a model name, or a directory as typed), never the builder's absolute

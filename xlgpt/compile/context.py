@@ -49,6 +49,7 @@ class Ctx:
         if self.header:
             self.positions, self.token_ids = self.header.positions, self.header.ids
         self.title = stage.title
+        self.run = lowering.run_name  # None: the clean run (the book's own); else one of contract.RUNS
         # formula text of the column number (1-based) of the prompt's last token
         self.last_position = lowering.inputs.last_position()
 
@@ -181,6 +182,10 @@ class Ctx:
         """Numbers that are not the checkpoint's (an SAE's) on this tab's weights tab: a Rect."""
         tab = self.lowering.weights_tab(self.stage.tab)
         return tab.vector(title, values) if values.ndim == 1 else tab.matrix(title, values, labels)
+
+    def clean_input(self, k):
+        """The clean run's block for this stage's k-th input (activation patching takes it from there)."""
+        return self.lowering.out[self.stage.inputs[k]]
 
     def stream_entering(self, layer):
         """The residual stream entering block `layer` (after its steering): the output of that layer's steer

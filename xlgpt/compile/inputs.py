@@ -35,10 +35,22 @@ class Edits:
 
 
 @dataclass
+class Contrast:
+    """A patching book's other prompt: the corrupted token ids (as many as the clean ones), and the two tokens
+    whose logit difference tells the runs apart."""
+
+    corrupted: list
+    answer: int
+    foil: int
+    heatmaps: dict = None  # xlgpt patch's: {component: [layer][position or head]}
+
+
+@dataclass
 class TokenIds:
-    """Fixed token ids: yellow cells on the inputs tab."""
+    """Fixed token ids: yellow cells on the inputs tab (and a Contrast: a patching book)."""
 
     ids: list
+    contrast: Contrast = None
     typed = False
     kind = C.TOKEN_INPUT
     capacity = None
@@ -85,6 +97,7 @@ class PromptCell:
     positions: int
     typed = True
     kind = C.PROMPT_INPUT
+    contrast = None
 
     def last_position(self):
         return C.LAST_POSITION

@@ -11,12 +11,15 @@ from dataclasses import astuple, replace
 from xlgpt.compile.backward import backward, optimizer
 from xlgpt.compile.context import TRANSPOSED, Ctx, Header, Stored
 from xlgpt.compile.guide import add_guide
-from xlgpt.compile.inputs import Edits
-from xlgpt.compile.ops import OPS
+from xlgpt.compile.inputs import Edits, TokenIds
+from xlgpt.compile.ops import OPS, patching
+from xlgpt.compile.template import Stage
 from xlgpt.compile.values import FormulaValues
 from xlgpt.package import XlgptError, __version__
 from xlgpt.sheet import contract as C
 from xlgpt.sheet.layout import BOLD, Book, Named, Tab, WeightsTab
+
+PATCHING_TAB = "Patching"
 
 
 class Lowering:
@@ -31,15 +34,21 @@ class Lowering:
             self.book.formula_values = FormulaValues(self.book, self.named)
         self.vocabulary = None
         self.inputs_tab = spec.stages[0].tab
+        self.run_name = None  # the run being lowered: None (the clean one), or one of contract.RUNS
         for name in spec.tabs():
-            op = OPS[next(s.op for s in spec.stages if s.tab == name)]
-            tab = self.book.add(Tab(name, name, op.group))
-            if op.header:
-                self.headers[name] = self.header(tab)
-            else:
-                tab.skip()
+            self.add_tab(name, name)
 
-    def header(self, tab):
+    def add_tab(self, name, template_tab, ids_from=None):
+        """A tab for the template's `template_tab`, its header's ids copied from `ids_from` (default: the inputs
+        tab's)."""
+        op = OPS[next(s.op for s in self.spec.stages if s.tab == template_tab)]
+        tab = self.book.add(Tab(name, name, op.group))
+        if op.header:
+            self.headers[name] = self.header(tab, ids_from or self.inputs_tab)
+        else:
+            tab.skip()
+
+    def header(self, tab, ids_from):
         """The frozen header: positions, token ids (the input itself on the inputs tab, a copy elsewhere),
         their texts, whether each position is prompt or padding, then the header stages' result rows."""
         T, first = self.T, tab.name == self.inputs_tab
@@ -50,8 +59,10 @@ class Lowering:
         header = Header(positions, ids, text, in_prompt)
         if first:
             self.inputs.fill(tab, header)
+        elif tab.name == PATCHING_TAB:
+            TokenIds(self.inputs.contrast.corrupted).fill(tab, header)
         else:
-            source = self.headers[self.inputs_tab]
+            source = self.headers[ids_from]
             for mine, theirs in ((ids, source.ids), (text, source.text), (in_prompt, source.in_prompt)):
                 if mine is not None:
                     tab.format(tab.array(mine, "{row}", row=theirs), BOLD)
@@ -70,7 +81,7 @@ class Lowering:
         forward tabs), or the stage's own tab (the loss's)."""
         name = tab if own else f"{tab} backward"
         if name not in self.book.tabs:
-            self.headers[name] = self.header(self.book.add(Tab(name, name, "training")))
+            self.headers[name] = self.header(self.book.add(Tab(name, name, "training")), self.inputs_tab)
         return self.book[name]
 
     def weight(self, stage, role, labels=None, as_stored=False):
@@ -100,15 +111,44 @@ class Lowering:
         return self.book.tabs.get(name) or self.book.add(WeightsTab(name, self.cfg.n_embd))
 
     def run(self):
-        for stage in self.spec.stages:
-            inputs = [self.out[i] if isinstance(i, int) else [self.out[j] for j in i] for i in stage.inputs]
-            self.out[stage.index] = OPS[stage.op].lower(Ctx(self, stage), *inputs)
+        self.run_stages(self.spec.stages, self.out)
+        if self.inputs.contrast is not None:
+            self.patching_runs()
         if self.training is not None:
             backward(self)
             optimizer(self, self.training)
         for name, header in self.headers.items():  # padding positions greyed, on every tab that has them
             if header.in_prompt is not None:
                 self.book[name].grey_padding(header.in_prompt)
+
+    def run_stages(self, stages, out):
+        for stage in stages:
+            inputs = [out[i] if isinstance(i, int) else [out[j] for j in i] for i in stage.inputs]
+            out[stage.index] = OPS[stage.op].lower(Ctx(self, stage), *inputs)
+
+    def patching_runs(self):
+        """Activation patching (ops/patching.py): the Patching tab, then the model's stages (those the logits are
+        computed from) again for the corrupted run and the patched run, each on tabs of its own (Corrupted
+        Layer 0, ...) whose header copies the Patching tab's ids; then each run's logit difference."""
+        self.add_tab(PATCHING_TAB, self.inputs_tab)
+        panel = Ctx(self, Stage(-1, PATCHING_TAB, "patching", "patching", (), {}, "Activation patching"))
+        patching.panel(panel, self.inputs.contrast)
+        logits = self.spec.output(C.STAGE_OF[C.LOGITS]).index
+        model = self.spec.ancestors(logits)
+        logits_of = {"clean": self.out[logits]}
+        for run in C.RUNS:
+            self.run_name = run
+            tabs = {tab: f"{run} {tab}" for tab in dict.fromkeys(stage.tab for stage in model)}
+            tabs[self.inputs_tab] = PATCHING_TAB  # the runs' input: the corrupted ids in its header
+            for tab, name in tabs.items():
+                if name not in self.book.tabs:
+                    self.add_tab(name, tab, PATCHING_TAB)
+            out = {}
+            self.run_stages([replace(stage, tab=tabs[stage.tab]) for stage in model], out)
+            logits_of[run.lower()] = out[logits]
+        self.run_name = None
+        patching.metrics(panel, logits_of)
+        patching.heatmaps(panel, self.inputs.contrast)
 
     def names(self):
         """The contract's names of the results (and of the vocabulary, when the book has token texts)."""
@@ -139,7 +179,13 @@ def lower(spec, ckpt, inputs, about, vocab=None, edits=None, sae=None, training=
     lowering.run()
     # each stage with the cells of its output (a Rect, or one per head), in dataflow order: what eval reads to
     # tell which stage of a book leaves the reference first
-    lowering.book.stages = [(stage, lowering.out[stage.index]) for stage in spec.stages]
+    # (a stage that only passes its input on, as patching does outside the patched run, is not one)
+    out = lowering.out
+    lowering.book.stages = [
+        (stage, out[stage.index])
+        for stage in spec.stages
+        if not any(out[stage.index] is out[i] for i in stage.inputs if isinstance(i, int))
+    ]
     names = lowering.names()
     names.update(inputs.add_tabs(lowering.book, names.get(C.VOCABULARY)))
     info = lowering.book[lowering.inputs_tab]

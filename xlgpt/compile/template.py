@@ -57,6 +57,14 @@ class Spec:
         """Computation tabs in order of first appearance."""
         return list(dict.fromkeys(s.tab for s in self.stages))
 
+    def ancestors(self, index):
+        """The stages stage `index` is computed from, and itself, in dataflow order."""
+        needed = {index}
+        for stage in reversed(self.stages):
+            if stage.index in needed:
+                needed.update(j for i in stage.inputs for j in (i if isinstance(i, tuple) else (i,)))
+        return [s for s in self.stages if s.index in needed]
+
     def output(self, name):
         """The last stage called `name` (what a defined name of the contract shows)."""
         return [s for s in self.stages if s.name == name][-1]

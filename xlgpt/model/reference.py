@@ -7,7 +7,7 @@ each stage's output under its name in templates/gpt2.toml (cache["stages"]: (nam
 order), so eval can tell which stage of a book leaves the reference first.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -39,9 +39,10 @@ def attention(q, k, v, mask, seen):  # [T, d] x3, [T, T] -> [T, d]
     return weights @ v
 
 
-def mha(x, c_attn, c_proj, n_head, switches, keep):
+def mha(x, c_attn, c_proj, n_head, switches, keep, patch):
     """Multi-head causal self-attention; head h's values are scaled by switches[h] before c_proj.
-    Returns (output, the switched heads stacked [T, C]). keep(stage name, value) records the intermediates."""
+    Returns (output, the switched heads stacked [T, C]). keep(stage name, value) records the intermediates;
+    patch(component, value) puts in the clean run's activation where activation patching says."""
     x = keep("qkv", linear(x, **c_attn))  # [T, 3C]
     qkv_heads = [np.split(m, n_head, axis=-1) for m in np.split(x, 3, axis=-1)]
     causal_mask = (1 - np.tri(x.shape[0])) * -1e10  # hide future tokens
@@ -49,8 +50,8 @@ def mha(x, c_attn, c_proj, n_head, switches, keep):
     heads = np.hstack([s * attention(q, k, v, causal_mask, seen) for q, k, v, s in zip(*qkv_heads, switches)])
     for name, per_head in zip(("scores", "masked", "attention"), zip(*seen)):
         keep(name, np.array(per_head))  # [head, query, key]
-    keep("heads", heads)
-    return keep("attn_out", linear(heads, **c_proj)), heads
+    heads = keep("heads", patch("head", heads))
+    return keep("attn_out", patch("attn_out", linear(heads, **c_proj))), heads
 
 
 def ffn(x, c_fc, c_proj, keep):
@@ -62,17 +63,47 @@ def ffn(x, c_fc, c_proj, keep):
 @dataclass
 class Edits:
     """Interventions: a switch per head [n_layer, n_head] and per MLP [n_layer] (1 keeps, 0 ablates), and
-    coefficient * vector added to the residual stream entering block `steering_layer`."""
+    coefficient * vector added to the residual stream entering block `steering_layer`. Activation patching:
+    `patch` = (component, layer, position, head) puts in the `clean` run's activation there (see patch)."""
 
     head_switches: np.ndarray
     mlp_switches: np.ndarray
     steering_layer: int = 0
     steering_coefficient: float = 0.0
     steering_vector: np.ndarray = None
+    patch: tuple = None
+    clean: dict = None  # the clean run's activations(): {component: [one per layer]}
 
     @classmethod
     def none(cls, cfg):
         return cls(np.ones((cfg.n_layer, cfg.n_head)), np.ones(cfg.n_layer), 0, 0.0, np.zeros(cfg.n_embd))
+
+
+def patch(edits, component, layer, value, n_head):
+    """Activation patching: `value` [T, C] of block `layer`, with the clean run's activation put in where
+    edits.patch = (component, layer, position, head) says: one position of the residual stream entering the
+    block ("resid_pre"), of the attention output ("attn_out") or of the MLP output ("mlp_out"); or one head's
+    output at every position ("head", TransformerLens' attn_head_out_all_pos)."""
+    if edits.patch is None or tuple(edits.patch[:2]) != (component, layer):
+        return value
+    _, _, position, head = edits.patch
+    clean, value = edits.clean[component][layer], value.copy()
+    if component == "head":
+        d = value.shape[1] // n_head
+        value[:, head * d : (head + 1) * d] = clean[:, head * d : (head + 1) * d]
+    else:
+        value[position] = clean[position]
+    return value
+
+
+def activations(cache):
+    """What activation patching can put in, from a run's cache: {component: [T, C] for each layer}."""
+    return {
+        "resid_pre": cache["entering"],
+        "attn_out": cache["attn_out"],
+        "mlp_out": cache["mlp_out"],
+        "head": cache["heads"],
+    }
 
 
 def recorder(cache, layer=None):
@@ -92,22 +123,26 @@ def gpt2(inputs, wte, wpe, blocks, ln_f, n_head, eps, edits, cache):
     cache["residual"] = [x]  # the stream after the embeddings ...
     for i, block in enumerate(blocks):
         keep = recorder(cache, i)
+        patched = lambda component, value: patch(edits, component, i, value, n_head)
         if i == edits.steering_layer:
             x = x + edits.steering_coefficient * edits.steering_vector
-        cache.setdefault("entering", []).append(keep("x", x))  # blocks.{i}.hook_resid_pre
+        x = keep("x", patched("resid_pre", x))
+        cache.setdefault("entering", []).append(x)  # blocks.{i}.hook_resid_pre
         attn, heads = mha(
             keep("ln_1", layer_norm(x, **block["ln_1"], eps=eps)),
             **block["attn"],
             n_head=n_head,
             switches=edits.head_switches[i],
             keep=keep,
+            patch=patched,
         )
         x = keep("x", x + attn)
         h = keep("ln_2", layer_norm(x, **block["ln_2"], eps=eps))
-        mlp = keep("mlp_kept", edits.mlp_switches[i] * ffn(h, **block["mlp"], keep=keep))
+        mlp = keep("mlp_kept", patched("mlp_out", edits.mlp_switches[i] * ffn(h, **block["mlp"], keep=keep)))
         x = keep("x", x + mlp)
         cache["residual"].append(x)  # ... and after each block
         cache.setdefault("heads", []).append(heads)
+        cache.setdefault("attn_out", []).append(attn)
         cache.setdefault("mlp_out", []).append(mlp)
     keep = recorder(cache)
     return keep("logits", keep("ln_f", layer_norm(x, **ln_f, eps=eps)) @ wte.T)  # LM head tied to wte
@@ -173,6 +208,56 @@ def residual_streams(ckpt, tokens, add=None):
 def steered_logits(ckpt, tokens, add):
     """Logits [T, vocab] with a vector added to the residual stream entering a block (see residual_streams)."""
     return logits(ckpt, tokens, steering(ckpt.config, add))
+
+
+# --- activation patching: a clean and a corrupted prompt of as many tokens ----------------------------------
+def logit_diff(logits, answer, foil):
+    """How much more the last position's logits favour the answer token over the foil."""
+    return logits[-1, answer] - logits[-1, foil]
+
+
+def patched_metric(patched, clean, corrupted):
+    """How much of the clean run's logit difference a patch restores: 0 as corrupted, 1 as clean."""
+    return (patched - corrupted) / (clean - corrupted)
+
+
+def patching_runs(ckpt, clean, corrupted, edits=None):
+    """The clean run's logits and cache, and the corrupted run's logits (same edits)."""
+    edits = edits or Edits.none(ckpt.config)
+    clean_logits, cache = run(ckpt, clean, edits)
+    return clean_logits, cache, logits(ckpt, corrupted, edits)
+
+
+def patched_logits(ckpt, corrupted, clean_cache, where, edits=None):
+    """The corrupted run with the clean run's activation put in at `where` = (component, layer, position, head)."""
+    edits = edits or Edits.none(ckpt.config)
+    return logits(ckpt, corrupted, replace(edits, patch=where, clean=activations(clean_cache)))
+
+
+def activation_patching(ckpt, clean, corrupted, answer, foil, edits=None):
+    """Every patch's patched_metric, as TransformerLens' patching functions lay them out:
+    {"resid_pre" | "attn_out" | "mlp_out": [layer, position], "head": [layer, head]}."""
+    cfg = ckpt.config
+    clean_logits, cache, corrupted_logits = patching_runs(ckpt, clean, corrupted, edits)
+    metric = lambda lg: patched_metric(
+        logit_diff(lg, answer, foil), logit_diff(clean_logits, answer, foil), logit_diff(corrupted_logits, answer, foil)
+    )
+    out = {
+        component: np.array(
+            [
+                [metric(patched_logits(ckpt, corrupted, cache, (component, i, t, 0), edits)) for t in range(len(clean))]
+                for i in range(cfg.n_layer)
+            ]
+        )
+        for component in ("resid_pre", "attn_out", "mlp_out")
+    }
+    out["head"] = np.array(
+        [
+            [metric(patched_logits(ckpt, corrupted, cache, ("head", i, 0, h), edits)) for h in range(cfg.n_head)]
+            for i in range(cfg.n_layer)
+        ]
+    )
+    return out
 
 
 def top_k(p, k):

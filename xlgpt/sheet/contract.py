@@ -59,6 +59,26 @@ INDUCTION_SCORES = "InductionScores"  # to the position after an earlier copy of
 DUPLICATE_TOKEN_SCORES = "DuplicateTokenScores"  # to earlier copies of the current token
 HEAD_SCORES = (PREVIOUS_TOKEN_SCORES, INDUCTION_SCORES, DUPLICATE_TOKEN_SCORES)
 
+# --- activation patching (Patching tab and the Corrupted/Patched tabs of a book built with --corrupted) -----
+CORRUPTED_TOKEN_IDS = "CorruptedTokenIds"  # the corrupted prompt's ids (one row, as many as TokenIds)
+ANSWER_TOKEN, FOIL_TOKEN = "AnswerToken", "FoilToken"  # the logit difference's two token ids
+PATCH_COMPONENT = "PatchComponent"  # a number: its meaning is PATCH_COMPONENTS[number] (0: patch nothing)
+PATCH_COMPONENTS = ("nothing", "resid_pre", "attn_out", "mlp_out", "head")  # the reference's names
+PATCH_LAYER, PATCH_POSITION, PATCH_HEAD = "PatchLayer", "PatchPosition", "PatchHead"
+LOGIT_DIFF = "LogitDiff"  # answer logit − foil logit at LastPosition: the clean, corrupted and patched run
+PATCHED_METRIC = "PatchedMetric"  # (patched − corrupted) / (clean − corrupted)
+PATCH_CELLS = (PATCH_COMPONENT, PATCH_LAYER, PATCH_POSITION, PATCH_HEAD)
+# xlgpt patch's heatmaps: PatchedMetric of every patch, [layer, position] (the heads': [layer, head]); the
+# compiler leaves them empty, xlgpt patch writes its numbers in, eval checks them against the reference's
+PATCHING_HEATMAPS = {
+    "resid_pre": "PatchingResidPre",
+    "attn_out": "PatchingAttnOut",
+    "mlp_out": "PatchingMlpOut",
+    "head": "PatchingHeads",
+}
+PATCHING_STATUS = "PatchingStatus"  # one text cell: whether xlgpt patch has filled the heatmaps, and how
+RUNS = ("Corrupted", "Patched")  # the runs besides the clean one: their tabs are the model's, prefixed
+
 # --- training (a book built with --train: Loss tab, backward tabs, gradients and the optimizer's step) -----
 TARGETS = "Targets"  # the next token at each position, which the loss scores (one row)
 LOSS = "Loss"  # mean cross-entropy over the positions (one cell)

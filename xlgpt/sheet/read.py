@@ -15,13 +15,16 @@ from xlgpt.package import XlgptError
 from xlgpt.sheet.contract import (
     ADAM_M,
     ADAM_V,
+    ANSWER_TOKEN,
     ATTRIBUTION_TOKEN,
     AUTO,
     BOOK_INPUT,
     CALCULATION,
     CAPACITY,
     CHECKPOINT,
+    CORRUPTED_TOKEN_IDS,
     EDIT_CELLS,
+    FOIL_TOKEN,
     HEAD_SWITCHES,
     LAST_POSITION,
     LOGITS,
@@ -30,6 +33,8 @@ from xlgpt.sheet.contract import (
     MANUAL,
     OPTIMIZER,
     OPTIMIZER_CELLS,
+    PATCH_CELLS,
+    PATCHING_HEATMAPS,
     PREDICTIONS,
     PROMPT,
     PROMPT_INPUT,
@@ -118,6 +123,7 @@ class BookInfo:
     sampling: dict = None  # the sampling inputs (SAMPLING_CELLS), when the book samples
     last_position: int = None  # a token-ids book's LastPosition
     training: dict = None  # a training book's: targets, optimizer, settings {name: value}, moments {name: grid}
+    patching: dict = None  # a patching book's: "corrupted" ids, and the AnswerToken, FoilToken and Patch cells by name
 
     @property
     def used(self):
@@ -321,6 +327,27 @@ def _read_book(path, wb, est):
                 "history": history,
             }
 
+        def patching_inputs():
+            """A patching book's inputs: the corrupted ids, the answer and foil tokens, what to patch."""
+            held = {name: value(name) for name in (ANSWER_TOKEN, FOIL_TOKEN, *PATCH_CELLS)}
+            corrupted = cells(CORRUPTED_TOKEN_IDS)
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in corrupted + list(held.values())):
+                raise XlgptError(
+                    f"{path}: the {CORRUPTED_TOKEN_IDS}, {ANSWER_TOKEN}, {FOIL_TOKEN} and Patch cells must hold "
+                    f"whole numbers"
+                )
+            grids = {component: rows(name) for component, name in PATCHING_HEATMAPS.items()}
+            filled = {v not in (None, "") for grid in grids.values() for row in grid for v in row}
+            if filled == {True} and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for g in grids.values() for r in g for v in r
+            ):
+                heatmaps = grids
+            elif filled == {False}:
+                heatmaps = None
+            else:
+                raise XlgptError(f"{path}: the Patching tab's heatmaps must be empty or all numbers (xlgpt patch's)")
+            return {"corrupted": corrupted, **held, "heatmaps": heatmaps}
+
         kind = value(BOOK_INPUT)
         if kind not in (TOKEN_INPUT, PROMPT_INPUT):
             raise XlgptError(f"{path}: the {BOOK_INPUT} cell must say {TOKEN_INPUT!r} or {PROMPT_INPUT!r}")
@@ -359,6 +386,7 @@ def _read_book(path, wb, est):
             value(ATTRIBUTION_TOKEN),
             sampling,
             training=training_inputs() if LOSS in names else None,
+            patching=patching_inputs() if CORRUPTED_TOKEN_IDS in names else None,
         )
         if kind == TOKEN_INPUT:
             last = value(LAST_POSITION) if LAST_POSITION in names else len(tokens)

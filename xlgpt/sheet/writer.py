@@ -446,8 +446,8 @@ def copy_with_cell(src, dst, sheet_index, row, col, value, style=0):
 
 
 def copy_with_cells(src, dst, cells, style=0):
-    """Copy a workbook this writer made with cells replaced: {(sheet index (1-based), row, col): value}.
-    Streams every part it does not change, so it suits books of any size."""
+    """Copy a workbook this writer made with cells replaced: {(sheet index (1-based), row, col): value, or
+    (value, its own style)}. Streams every part it does not change, so it suits books of any size."""
     import re
     import shutil
 
@@ -463,7 +463,8 @@ def copy_with_cells(src, dst, cells, style=0):
                 xml = f.read().decode()
                 for ref, value in by_member[info.filename].items():
                     cell = re.compile(rf'<c r="{ref}"(?:[^>]*?/>|[^>]*>.*?</c>)', re.S)
-                    new = value_xml(value, style, ref)  # text goes inline: the shared strings stay as they were
+                    # text goes inline: the shared strings stay as they were
+                    new = value_xml(*(value if isinstance(value, tuple) else (value, style)), ref)
                     xml, n = cell.subn(lambda m: new, xml, count=1)
                     if n != 1:
                         raise XlgptError(f"{src}: cell {ref} of {info.filename} was not found")
