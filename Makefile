@@ -19,11 +19,13 @@ build/installed: pyproject.toml
 
 # The bundled Shakespeare model and its default prompt in a Prompt cell: build it and verify every number the
 # book shows with every engine; type another prompt into a copy; then the instruments: ablate head 2 of layer 0,
-# steer by an SAE feature, score every head on a repeated random prompt (the Heads tab), and generate text with
+# steer by an SAE feature, score every head on a repeated random prompt (the Heads tab), patch every activation
+# of a corrupted run with the clean run's (the Patching tab: xlgpt patch fills its heatmaps), and generate text with
 # the spreadsheet doing every step; then train it for 10 steps with the spreadsheet computing every gradient,
 # and check the training book it leaves.
 # Each eval line names the engine it used: `auto`, the fastest installed that can compute the book.
 DEMO_PROMPT ?= Shall I compare thee to a summer's
+PATCHING = --prompt "I know him, and I love" --corrupted "I know her, and I love" --answer " him" --foil " her"
 demo: install system
 	@mkdir -p out
 	$(PYTHON) -m xlgpt build --out out/demo.xlsx
@@ -34,6 +36,9 @@ demo: install system
 	$(PYTHON) -m xlgpt eval out/demo-steered.xlsx
 	$(PYTHON) -m xlgpt build --repeat-random 9 --out out/demo-heads.xlsx
 	$(PYTHON) -m xlgpt eval out/demo-heads.xlsx
+	$(PYTHON) -m xlgpt build $(PATCHING) --out out/demo-patching.xlsx
+	$(PYTHON) -m xlgpt patch out/demo-patching.xlsx --out out/demo-patched.xlsx
+	$(PYTHON) -m xlgpt eval out/demo-patched.xlsx
 	$(PYTHON) -m xlgpt generate --steps 20 --temperature 0.8 --top-k 40 --seed 7
 	rm -rf out/trained
 	$(PYTHON) -m xlgpt train --steps 10 --out out/trained
@@ -50,6 +55,9 @@ screenshots: install
 	    "interventions=Interventions!A1:H24" "features=Features!A1:K21"
 	$(PYTHON) -m xlgpt build --repeat-random 9 --out out/demo-heads.xlsx
 	$(PYTHON) tools/screenshots.py out/demo-heads.xlsx docs "heads=Heads!A66:U96"
+	$(PYTHON) -m xlgpt build $(PATCHING) --out out/demo-patching.xlsx
+	$(PYTHON) -m xlgpt patch out/demo-patching.xlsx --out out/demo-patched.xlsx
+	$(PYTHON) tools/screenshots.py out/demo-patched.xlsx docs "patching=Patching!A1:J50"
 	rm -rf out/trained
 	$(PYTHON) -m xlgpt train --steps 10 --out out/trained
 	$(PYTHON) tools/screenshots.py out/trained/train.xlsx docs "loss=Loss!A1:N30" \

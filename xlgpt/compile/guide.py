@@ -166,6 +166,13 @@ def things_to_try(book, names, inputs):
             "attention goes where a head of that kind looks (TransformerLens' detect_head). A prompt that repeats "
             "itself shows induction heads: xlgpt build --repeat-random 8 makes one (8 random tokens, twice)."
         )
+    if C.PATCHED_METRIC in names:
+        out.append(
+            "On the Patching tab, set PatchComponent to 1 and PatchPosition to where the prompts differ: the "
+            "patched run takes the clean run's residual stream there, and PatchedMetric says how much of the clean "
+            "LogitDiff it restores (1: all). xlgpt patch book.xlsx --out patched.xlsx tries every patch and fills "
+            "the heatmaps below it."
+        )
     if C.LOSS in names:
         out += [
             "On the Loss tab, the Loss cell is the mean of each position's −log p(target). The tabs after it "
