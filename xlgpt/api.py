@@ -420,7 +420,8 @@ TOP_CONTRIBUTIONS = 3  # the attribution's largest terms eval prints
 def readout(values, tok, n):
     """What an edit to the book's inputs changes, as an engine computed it at the prompt's last position (`n`
     tokens): a training book's "loss", the "top_k" tokens, the "sampled_token", the "attribution"'s largest
-    terms and the logit "lens"'s top token after each layer; only those the book has."""
+    terms, the logit "lens"'s top token after each layer, a patching book's LogitDiff of each run and
+    PatchedMetric ("patching"); only those the book has."""
     token = lambda i: {"token_id": int(i), **({"text": tok.token_text(int(i))} if tok else {})}
     usable = lambda name: name in values and np.isfinite(values[name]).all()  # a text (a message) reads as NaN
     out = {}
@@ -448,6 +449,10 @@ def readout(values, tok, n):
         streams = ["after the embeddings"] + [f"after layer {i}" for i in range(len(ids) - 1)]
         out["lens"] = [{"stream": s, **token(i), "probability": float(p)} for s, i, p in zip(streams, ids, probs)]
         out["lens_position"] = n - 1
+    if usable(C.LOGIT_DIFF) and C.PATCHED_METRIC in values:
+        clean, corrupted, patched = (float(v) for v in values[C.LOGIT_DIFF][0])
+        metric = float(values[C.PATCHED_METRIC][0, 0])
+        out["patching"] = {"clean": clean, "corrupted": corrupted, "patched": patched, "metric": metric}
     return out
 
 

@@ -568,6 +568,12 @@ def show_readout(r):
     if r.get("lens"):
         rows = ", ".join(f"{s['stream']} {token_text(s)} {s['probability']:.1%}" for s in r["lens"])
         lines.append(f"logit lens at position {r['lens_position']}: {rows}")
+    if r.get("patching"):
+        p = r["patching"]
+        lines.append(
+            f"LogitDiff: clean {p['clean']:.3f}, corrupted {p['corrupted']:.3f}, patched {p['patched']:.3f}; "
+            f"PatchedMetric {p['metric']:.1%}"
+        )
     for line in lines:
         click.echo(f"{'':>11}  {line}")
 
