@@ -57,7 +57,7 @@ screenshots: install
 	$(PYTHON) tools/screenshots.py out/demo-heads.xlsx docs "heads=Heads!A66:U96"
 	$(PYTHON) -m xlgpt build $(PATCHING) --out out/demo-patching.xlsx
 	$(PYTHON) -m xlgpt patch out/demo-patching.xlsx --out out/demo-patched.xlsx
-	$(PYTHON) tools/screenshots.py out/demo-patched.xlsx docs "patching=Patching!A1:J50"
+	$(PYTHON) tools/screenshots.py out/demo-patched.xlsx docs "patching=Patching!A1:J72"
 	rm -rf out/trained
 	$(PYTHON) -m xlgpt train --steps 10 --out out/trained
 	$(PYTHON) tools/screenshots.py out/trained/train.xlsx docs "loss=Loss!A1:N30" \

@@ -53,6 +53,18 @@ def test_scores_are_detect_heads(tmp_path, shape, tokens):
     run = xlgpt("eval", book, "--engine", "ironcalc", "--json", check=0)
     result = json.loads(run.stdout)
     assert result["match"] and all(result["checks"][name] < 1e-12 for name in C.HEAD_SCORES), result["checks"]
+    # fewer tokens (LastPosition): the scores of that prompt, the later positions left out as padding is
+    short = tokens[:-2]
+    attention = [
+        value for name, _, value in reference.run(as_written(load(weights)), short)[1]["stages"] if name == "attention"
+    ]
+    run = xlgpt("eval", book, "--engine", "ironcalc", "--json", "--set", f"LastPosition={len(short)}", check=0)
+    result = json.loads(run.stdout)
+    assert result["match"] and all(result["checks"][name] < 1e-12 for name in C.HEAD_SCORES), result["checks"]
+    pattern = transformer_lens_patterns(short)[C.PREVIOUS_TOKEN_SCORES]
+    assert not np.allclose(
+        cached(book, C.PREVIOUS_TOKEN_SCORES), [[(a * pattern).sum() / a.sum() for a in layer] for layer in attention]
+    )
 
 
 def test_repeat_random_builds_the_induction_prompt(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import BUNDLED, assert_clean_error, xlgpt
-from xlgpt.model import reference
+from xlgpt.model import backward, reference
 from xlgpt.model.checkpoint import as_written, load
 from xlgpt.sheet import contract as C
 from xlgpt.sheet.read import read_book
@@ -49,6 +49,27 @@ def test_the_references_patching_restores_exactly_what_it_should(bundled):
         assert np.array_equal(maps[component][:, :DIFFERS_AT], np.zeros((ckpt.config.n_layer, DIFFERS_AT)))
     assert maps["resid_pre"][0, DIFFERS_AT] == pytest.approx(1, abs=1e-12)
     assert np.abs(maps["resid_pre"][0, DIFFERS_AT + 1 :]).max() < 1e-12  # the corrupted token's stream only
+
+
+def test_attribution_patching_is_the_first_order_term_of_activation_patching(bundled):
+    """The backward pass's attribution of a patch equals the slope of the exact patching (the reference's forward
+    pass) when only a small step ε of the clean-minus-corrupted activation is put in."""
+    ckpt, (clean, corrupted), (answer, foil) = bundled
+    cfg = ckpt.config
+    attribution = backward.attribution_patching(ckpt.tensors, cfg, clean, corrupted, answer, foil)
+    clean_logits, clean_cache, corrupted_logits = reference.patching_runs(ckpt, clean, corrupted)
+    _, corrupted_cache = reference.run(ckpt, corrupted)
+    a, b = reference.activations(clean_cache), reference.activations(corrupted_cache)
+    eps = 1e-6
+    stepped = {c: [x + eps * (y - x) for x, y in zip(b[c], a[c])] for c in a}  # ε of the way to clean
+    diff = lambda logits: reference.logit_diff(logits, answer, foil)
+    for component, layer, k in [("resid_pre", 1, DIFFERS_AT), ("attn_out", 1, 6), ("mlp_out", 0, 3), ("head", 1, 3)]:
+        where = (component, layer, 0, k) if component == "head" else (component, layer, k, 0)
+        edits = reference.Edits.none(cfg)
+        edits.patch, edits.clean = where, stepped
+        slope = (diff(reference.logits(ckpt, corrupted, edits)) - diff(corrupted_logits)) / eps
+        want = slope / (diff(clean_logits) - diff(corrupted_logits))
+        assert attribution[component][layer, k] == pytest.approx(want, rel=1e-4, abs=1e-7), (component, layer, k)
 
 
 @pytest.mark.parametrize(
@@ -96,11 +117,21 @@ def test_xlgpt_patch_writes_heatmaps_that_eval_checks(book, bundled, tmp_path):
         assert np.allclose(info.patching["heatmaps"][component], values, atol=1e-9, rtol=0), component
     result = json.loads(xlgpt("eval", out, "--engine", "ironcalc", "--json", check=0).stdout)
     assert result["match"] and result["checks"][C.PATCHING_HEATMAPS["head"]] < 1e-9
+    assert result["checks"][C.ATTRIBUTION_CORRELATION] < 1e-9  # beside the heatmaps it is now a number
     cell = info.names[C.PATCHING_HEATMAPS["mlp_out"]].cell(1, 6)
     forged = tmp_path / "forged.xlsx"
     copy_with_cells(out, forged, {(info.sheets.index(cell.sheet) + 1, cell.top, cell.left): 0.5}, 0)
     forged_result = json.loads(xlgpt("eval", forged, "--engine", "ironcalc", "--json", check=1).stdout)
     assert not forged_result["match"] and forged_result["checks"][C.PATCHING_HEATMAPS["mlp_out"]] > 0.1
+
+
+def test_the_attribution_follows_the_books_interventions(book):
+    """Attribution patching's backward pass goes through the head and MLP switches and the steering, as the
+    reference's does: eval with them set matches, the attribution tables included."""
+    sets = ["HeadSwitches[1,3]=0", "MlpSwitches[0]=0.5", "SteeringCoefficient=2", "LastPosition=6"]
+    r = xlgpt("eval", book, "--engine", "ironcalc", "--json", *[a for s in sets for a in ("--set", s)], check=0)
+    checks = json.loads(r.stdout)["checks"]
+    assert all(checks[name] < 1e-9 for name in C.ATTRIBUTION_PATCHING.values()), checks
 
 
 @pytest.mark.parametrize(

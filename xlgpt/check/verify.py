@@ -517,21 +517,32 @@ def patching_values(ckpt, book, tokens, edits):
         C.LOGIT_DIFF: np.array([diffs]),
         C.PATCHED_METRIC: np.array([[reference.patched_metric(diffs[2], diffs[0], diffs[1])]]),
     }
+    tokens_and_answers = (tokens, corrupted, cells[C.ANSWER_TOKEN], cells[C.FOIL_TOKEN])
+    attribution = backward.attribution_patching(ckpt.tensors, ckpt.config, *tokens_and_answers, edits)
+    out.update(laid_out_like_heatmaps(attribution, C.ATTRIBUTION_PATCHING, len(cells["corrupted"])))
     if cells["heatmaps"] is not None:
-        out.update(heatmaps_expected(ckpt, tokens, corrupted, cells, edits, len(cells["corrupted"])))
+        exact = heatmaps_expected(ckpt, tokens, corrupted, cells, edits, len(cells["corrupted"]))
+        out.update(exact)
+        out[C.ATTRIBUTION_CORRELATION] = np.array(
+            [
+                [np.corrcoef(exact[name].ravel(), out[C.ATTRIBUTION_PATCHING[c]].ravel())[0, 1]]
+                for c, name in C.PATCHING_HEATMAPS.items()
+            ]
+        ).T
     return out
 
 
 def heatmaps_expected(ckpt, tokens, corrupted, cells, edits, positions):
-    """xlgpt patch's heatmaps by the reference's activation patching, as the book lays them out: a position at
-    or after LastPosition changes nothing there (0)."""
+    """xlgpt patch's heatmaps by the reference's activation patching, as the book lays them out."""
     maps = reference.activation_patching(ckpt, tokens, corrupted, cells[C.ANSWER_TOKEN], cells[C.FOIL_TOKEN], edits)
-    widths = {
-        component: (0, positions - value.shape[1] if component != "head" else 0) for component, value in maps.items()
-    }
-    return {
-        name: np.pad(maps[component], ((0, 0), widths[component])) for component, name in C.PATCHING_HEATMAPS.items()
-    }
+    return laid_out_like_heatmaps(maps, C.PATCHING_HEATMAPS, positions)
+
+
+def laid_out_like_heatmaps(maps, names, positions):
+    """{name: [layer, position]} of {component: map} over the book's `positions` (a position at or after
+    LastPosition changes nothing at it: 0); the heads' [layer, head] as they are."""
+    pad = lambda component, value: (0, positions - value.shape[1] if component != "head" else 0)
+    return {name: np.pad(maps[c], ((0, 0), pad(c, maps[c]))) for c, name in names.items()}
 
 
 def cached_difference(book, cached, computed, positions=None):

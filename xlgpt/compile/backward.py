@@ -61,12 +61,12 @@ class BackCtx(Ctx):
     """An op's backward sees what its forward saw, on the "<tab> backward" tab: plus its forward output
     (`out`), what the forward saved, and ways to hand over its parameters' gradients."""
 
-    def __init__(self, lowering, stage):
+    def __init__(self, lowering, stage, out):
         super().__init__(lowering, stage)
         self.tab = lowering.backward_tab(stage.tab, own=OPS[stage.op].group == "training")
         self.header = lowering.headers[self.tab.name]
         self.positions, self.token_ids = self.header.positions, self.header.ids
-        self.out, self.saved = lowering.out[stage.index], lowering.saved.get(stage.index, {})
+        self.out, self.saved = out[stage.index], lowering.saved.get((self.run, stage.index), {})
         self.head_switch = Switch(lowering.named.get(C.HEAD_SWITCHES), stage.layer, self.tab.name)
 
     def block(self, labels, title=None, width=None):
@@ -101,24 +101,29 @@ class BackCtx(Ctx):
         self.grad_fill(role, fill, how)
 
 
-def backward(lowering):
-    """Walk the stages from the loss back, accumulating each stage's ∂L/∂output from the stages that read it."""
-    stages = lowering.spec.stages
-    grads = {stages[-1].index: [(None, None)]}  # the loss: its backward needs no incoming gradient
+def backward(lowering, stages=None, out=None, grads=None, until=0):
+    """Walk the stages from the loss back (default: the spec's, the loss last; else `stages` of a run whose outputs
+    are `out`, from `grads`: {stage index: [(what, ∂L/∂output)]}), accumulating each stage's ∂L/∂output from the
+    stages that read it, down to the stage of index `until`. Returns {stage index: ∂L/∂output}."""
+    stages = stages or lowering.spec.stages
+    out = out or lowering.out
+    grads = grads or {stages[-1].index: [(None, None)]}  # the loss: its backward needs no incoming gradient
+    douts = {}
     for stage in reversed(stages):
-        if stage.index not in grads:
+        if stage.index not in grads or stage.index < until:
             continue  # not on the way to the loss
         op = OPS[stage.op]
         if op.backward is None:
             raise XlgptError(
                 f"template: op {stage.op!r} (stage '{stage.name}') has no backward, so a training book cannot use it"
             )
-        ctx = BackCtx(lowering, stage)
-        dout = total(ctx, grads.pop(stage.index))
-        inputs = [lowering.out[i] for i in stage.inputs]
+        ctx = BackCtx(lowering, stage, out)
+        dout = douts[stage.index] = total(ctx, grads.pop(stage.index))
+        inputs = [out[i] for i in stage.inputs]
         for i, d in zip(stage.inputs, op.backward(ctx, dout, *inputs)):
             if d is not None:
                 grads.setdefault(i, []).append(("the residual add" if stage.op == "add" else stage.name, d))
+    return douts
 
 
 def total(ctx, handed):

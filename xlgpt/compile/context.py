@@ -66,8 +66,9 @@ class Ctx:
         return [self.vocab[int(i)] for i in np.ravel(ids)]
 
     def save(self, **rects):
-        """Keep blocks the stage's backward reads (a training book): LayerNorm's statistics, the loss's."""
-        self.lowering.saved[self.stage.index] = rects
+        """Keep blocks the stage's backward reads (a training book, attribution patching): LayerNorm's
+        statistics, the loss's; each run's own."""
+        self.lowering.saved[self.run, self.stage.index] = rects
 
     def name(self, name, rect):
         """Give `rect` one of the contract's defined names."""

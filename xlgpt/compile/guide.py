@@ -171,7 +171,8 @@ def things_to_try(book, names, inputs):
             "On the Patching tab, set PatchComponent to 1 and PatchPosition to where the prompts differ: the "
             "patched run takes the clean run's residual stream there, and PatchedMetric says how much of the clean "
             "LogitDiff it restores (1: all). xlgpt patch book.xlsx --out patched.xlsx tries every patch and fills "
-            "the heatmaps below it."
+            "the heatmaps below it; attribution patching, under them, estimates all of them at once from the "
+            "corrupted run's gradient (the Corrupted … backward tabs)."
         )
     if C.LOSS in names:
         out += [

@@ -8,7 +8,7 @@ person should see a single step (LayerNorm statistics, softmax maxima and sums, 
 
 from dataclasses import astuple, replace
 
-from xlgpt.compile.backward import backward, optimizer
+from xlgpt.compile.backward import BackCtx, backward, optimizer
 from xlgpt.compile.context import TRANSPOSED, Ctx, Header, Stored
 from xlgpt.compile.guide import add_guide
 from xlgpt.compile.inputs import Edits, TokenIds
@@ -81,7 +81,8 @@ class Lowering:
         forward tabs), or the stage's own tab (the loss's)."""
         name = tab if own else f"{tab} backward"
         if name not in self.book.tabs:
-            self.headers[name] = self.header(self.book.add(Tab(name, name, "training")), self.inputs_tab)
+            ids_from = PATCHING_TAB if self.run_name else self.inputs_tab
+            self.headers[name] = self.header(self.book.add(Tab(name, name, "training")), ids_from)
         return self.book[name]
 
     def weight(self, stage, role, labels=None, as_stored=False):
@@ -135,7 +136,7 @@ class Lowering:
         patching.panel(panel, self.inputs.contrast)
         logits = self.spec.output(C.STAGE_OF[C.LOGITS]).index
         model = self.spec.ancestors(logits)
-        logits_of = {"clean": self.out[logits]}
+        logits_of, runs = {"clean": self.out[logits]}, {}
         for run in C.RUNS:
             self.run_name = run
             tabs = {tab: f"{run} {tab}" for tab in dict.fromkeys(stage.tab for stage in model)}
@@ -143,12 +144,30 @@ class Lowering:
             for tab, name in tabs.items():
                 if name not in self.book.tabs:
                     self.add_tab(name, tab, PATCHING_TAB)
-            out = {}
-            self.run_stages([replace(stage, tab=tabs[stage.tab]) for stage in model], out)
-            logits_of[run.lower()] = out[logits]
+            stages, out = [replace(stage, tab=tabs[stage.tab]) for stage in model], {}
+            self.run_stages(stages, out)
+            runs[run], logits_of[run.lower()] = (stages, out), out[logits]
         self.run_name = None
-        patching.metrics(panel, logits_of)
+        logit_diff = patching.metrics(panel, logits_of)
         patching.heatmaps(panel, self.inputs.contrast)
+        patching.attribution(panel, self.attribution_terms(*runs[C.RUNS[0]], logits), logit_diff)
+
+    def attribution_terms(self, stages, out, logits):
+        """Attribution patching's backward pass: the corrupted run (`stages`, `out`) differentiated from
+        ∂LogitDiff/∂logits down to the residual stream entering block 0, on its own backward tabs. Returns
+        {component: [(∂LogitDiff/∂a, clean a, corrupted a) of each layer]} at the patch stages."""
+        self.run_name = C.RUNS[0]
+        at_logits = next(stage for stage in stages if stage.index == logits)
+        start = patching.logit_diff_gradient(BackCtx(self, at_logits, out), out[logits])
+        first = next(stage.index for stage in stages if stage.layer == 0)
+        douts = backward(self, stages, out, {logits: [("LogitDiff", start)]}, until=first)
+        self.run_name = None
+        at = {}
+        for stage in stages:
+            if stage.op.startswith("patch_"):
+                component = stage.op.removeprefix("patch_")
+                at.setdefault(component, []).append((douts[stage.index], self.out[stage.index], out[stage.index]))
+        return at
 
     def names(self):
         """The contract's names of the results (and of the vocabulary, when the book has token texts)."""

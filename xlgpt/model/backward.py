@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xlgpt.model.reference import gelu, layer_norm, linear, softmax
+from xlgpt.model.reference import Edits, gelu, layer_norm, linear, softmax
 from xlgpt.package import XlgptError
 
 # --- each op's backward: given the gradient of the loss w.r.t. the op's output (dy), return it w.r.t. the inputs
@@ -81,25 +81,34 @@ def block(t, i):
     return {name[len(prefix) :]: value for name, value in t.items() if name.startswith(prefix)}
 
 
-def forward(t, cfg, inputs):
-    """reference.gpt2 without interventions, keeping each block's intermediates. t: float64 tensors by name."""
+def forward(t, cfg, inputs, edits=None):
+    """reference.gpt2 with its interventions (edits: reference.Edits; default none), keeping each block's
+    intermediates. t: float64 tensors by name."""
     T, H, eps = len(inputs), cfg.n_head, cfg.layer_norm_epsilon
+    edits = edits or Edits.none(cfg)
     causal_mask = (1 - np.tri(T)) * -1e10  # as reference.mha: hide future tokens
     x = t["wte.weight"][inputs] + t["wpe.weight"][:T]
     blocks = []
     for i in range(cfg.n_layer):
         w = block(t, i)
+        if i == edits.steering_layer:
+            x = x + edits.steering_coefficient * edits.steering_vector
         f = {"x": x, "ln_1": layer_norm(x, w["ln_1.weight"], w["ln_1.bias"], eps)}
         f["qkv"] = linear(f["ln_1"], w["attn.c_attn.weight"], w["attn.c_attn.bias"])
         # q, k, v of each head: [H, T, d]
         f["q"], f["k"], f["v"] = (np.stack(np.split(m, H, axis=-1)) for m in np.split(f["qkv"], 3, axis=-1))
         f["att"] = softmax(f["q"] @ f["k"].transpose(0, 2, 1) / np.sqrt(cfg.head_size) + causal_mask)
-        f["heads"] = np.hstack(list(f["att"] @ f["v"]))  # [T, C], head h in columns h*d:(h+1)*d
-        f["x_mid"] = x + linear(f["heads"], w["attn.c_proj.weight"], w["attn.c_proj.bias"])
+        # [T, C], head h in columns h*d:(h+1)*d, times its switch
+        f["switches"] = np.repeat(edits.head_switches[i], cfg.head_size)
+        f["heads"] = np.hstack(list(f["att"] @ f["v"])) * f["switches"]
+        f["attn_out"] = linear(f["heads"], w["attn.c_proj.weight"], w["attn.c_proj.bias"])
+        f["x_mid"] = x + f["attn_out"]
         f["ln_2"] = layer_norm(f["x_mid"], w["ln_2.weight"], w["ln_2.bias"], eps)
         f["mlp_hidden"] = linear(f["ln_2"], w["mlp.c_fc.weight"], w["mlp.c_fc.bias"])
         f["mlp_act"] = gelu(f["mlp_hidden"])
-        x = f["x_mid"] + linear(f["mlp_act"], w["mlp.c_proj.weight"], w["mlp.c_proj.bias"])
+        f["mlp_switch"] = edits.mlp_switches[i]
+        f["mlp_kept"] = f["mlp_switch"] * linear(f["mlp_act"], w["mlp.c_proj.weight"], w["mlp.c_proj.bias"])
+        x = f["x_mid"] + f["mlp_kept"]
         blocks.append(f)
     ln_f = layer_norm(x, t["ln_f.weight"], t["ln_f.bias"], eps)
     return blocks, x, ln_f, ln_f @ t["wte.weight"].T
@@ -130,35 +139,44 @@ def loss_and_grads(tensors, cfg, inputs, targets):
     check_window(cfg, inputs, targets)
     t = {name: np.asarray(value, dtype=np.float64) for name, value in tensors.items()}
     inputs, targets = np.asarray(inputs), np.asarray(targets)
-    T, H, eps = len(inputs), cfg.n_head, cfg.layer_norm_epsilon
-    blocks, x, ln_f, logits = forward(t, cfg, inputs)
-    grads, cache = {}, {"logits": logits}
+    ran = forward(t, cfg, inputs)
+    loss, dlogits = cross_entropy_backward(ran[-1], targets)
+    grads, cache = backprop(t, cfg, inputs, ran, dlogits)
+    return float(loss), {name: grads[name] for name in tensors}, cache
 
-    loss, dlogits = cross_entropy_backward(logits, targets)
-    cache["dlogits"] = dlogits
+
+def backprop(t, cfg, inputs, ran, dlogits):
+    """From ∂L/∂logits back through forward()'s run `ran`: every tensor's gradient, and the cache of activation
+    gradients that loss_and_grads describes, with per layer: dattn_out and dmlp_kept (the attention's and
+    the switched MLP's outputs, as they join the stream)."""
+    T, H, eps = len(inputs), cfg.n_head, cfg.layer_norm_epsilon
+    blocks, x, ln_f, logits = ran
+    grads, cache = {}, {"logits": logits, "dlogits": dlogits}
     # logits = ln_f @ wte.T: a linear layer with weight wte.T and no bias
     dln_f, dwte_t, _ = linear_backward(dlogits, ln_f, t["wte.weight"].T)
     cache["wte_unembed"], cache["dln_f"] = dwte_t.T, dln_f
     dx, grads["ln_f.weight"], grads["ln_f.bias"] = layer_norm_backward(dln_f, x, t["ln_f.weight"], eps)
 
     dxs = [dx]
-    for name in LAYER_GRADIENTS:
+    for name in LAYER_GRADIENTS + ("dattn_out", "dmlp_kept"):
         cache[name] = [None] * cfg.n_layer
     for i in reversed(range(cfg.n_layer)):
         f, w, d = blocks[i], block(t, i), {}  # d: this block's tensor gradients
-        # x = x_mid + mlp(ln_2(x_mid)): the residual passes dx straight through, the MLP adds its share
+        # x = x_mid + switch · mlp(ln_2(x_mid)): the residual passes dx straight through, the MLP adds its share
+        cache["dmlp_kept"][i] = dx
         dmlp_act, d["mlp.c_proj.weight"], d["mlp.c_proj.bias"] = linear_backward(
-            dx, f["mlp_act"], w["mlp.c_proj.weight"]
+            dx * f["mlp_switch"], f["mlp_act"], w["mlp.c_proj.weight"]
         )
         dmlp_hidden = gelu_backward(dmlp_act, f["mlp_hidden"])
         dln_2, d["mlp.c_fc.weight"], d["mlp.c_fc.bias"] = linear_backward(dmlp_hidden, f["ln_2"], w["mlp.c_fc.weight"])
         dx_ln, d["ln_2.weight"], d["ln_2.bias"] = layer_norm_backward(dln_2, f["x_mid"], w["ln_2.weight"], eps)
         dx_mid = dx + dx_ln
-        # x_mid = x + c_proj(heads(ln_1(x)))
+        cache["dattn_out"][i] = dx_mid
+        # x_mid = x + c_proj(switches · heads(ln_1(x)))
         dheads, d["attn.c_proj.weight"], d["attn.c_proj.bias"] = linear_backward(
             dx_mid, f["heads"], w["attn.c_proj.weight"]
         )
-        dout = np.stack(np.split(dheads, H, axis=-1))  # [H, T, d]
+        dout = np.stack(np.split(dheads * f["switches"], H, axis=-1))  # [H, T, d], inside the switches
         per_head = [attention_backward(*a) for a in zip(dout, f["q"], f["k"], f["v"], f["att"])]
         dq, dk, dv, datt, dscores = (np.stack(parts) for parts in zip(*per_head))
         dqkv = np.hstack([np.hstack(list(m)) for m in (dq, dk, dv)])  # back to [T, 3C]: q heads, k heads, v heads
@@ -180,7 +198,32 @@ def loss_and_grads(tensors, cfg, inputs, targets):
     grads["wte.weight"] = cache["wte_unembed"] + wte_embed
     grads["wpe.weight"] = np.zeros_like(t["wpe.weight"])
     grads["wpe.weight"][:T] = dxs[0]
-    return float(loss), {name: grads[name] for name in tensors}, cache
+    return grads, cache
+
+
+def attribution_patching(tensors, cfg, clean, corrupted, answer, foil, edits=None):
+    """Attribution patching (Nanda 2023): every patch of reference.activation_patching to first order, from one
+    backward pass at the corrupted run: ∂LogitDiff/∂activation · (clean − corrupted activation), over (clean −
+    corrupted LogitDiff). Laid out as activation_patching's: {component: [layer, position]; "head": [layer, head]}."""
+    t = {name: np.asarray(value, dtype=np.float64) for name, value in tensors.items()}
+    ran = {run: forward(t, cfg, np.asarray(ids), edits) for run, ids in (("clean", clean), ("corrupted", corrupted))}
+    diff = {run: r[-1][-1, answer] - r[-1][-1, foil] for run, r in ran.items()}
+    dlogits = np.zeros_like(ran["corrupted"][-1])
+    dlogits[-1, answer], dlogits[-1, foil] = 1, -1  # ∂LogitDiff/∂logits
+    _, cache = backprop(t, cfg, np.asarray(corrupted), ran["corrupted"], dlogits)
+    gradient = {"resid_pre": cache["dx"], "attn_out": cache["dattn_out"], "mlp_out": cache["dmlp_kept"]}
+    gradient["head"] = cache["dheads"]
+    activation = {"resid_pre": "x", "attn_out": "attn_out", "mlp_out": "mlp_kept", "head": "heads"}
+    out = {}
+    for component, key in activation.items():
+        # [layer, position, feature]: ∂LogitDiff/∂a · (clean a − corrupted a)
+        terms = np.array(
+            [g * (c[key] - x[key]) for g, c, x in zip(gradient[component], ran["clean"][0], ran["corrupted"][0])]
+        )
+        if component == "head":  # summed over positions and the head's features
+            terms = terms.sum(axis=1).reshape(cfg.n_layer, cfg.n_head, cfg.head_size)
+        out[component] = terms.sum(axis=-1) / (diff["clean"] - diff["corrupted"])
+    return out
 
 
 # --- optimizers

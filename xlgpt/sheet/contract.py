@@ -77,6 +77,10 @@ PATCHING_HEATMAPS = {
     "head": "PatchingHeads",
 }
 PATCHING_STATUS = "PatchingStatus"  # one text cell: whether xlgpt patch has filled the heatmaps, and how
+# attribution patching, in formulas: each patch to first order (the corrupted run's gradient of LogitDiff times
+# clean − corrupted activation, over clean − corrupted LogitDiff), laid out as the heatmaps
+ATTRIBUTION_PATCHING = {component: "Attribution" + name for component, name in PATCHING_HEATMAPS.items()}
+ATTRIBUTION_CORRELATION = "AttributionCorrelation"  # one cell per component: CORREL(heatmap, attribution)
 RUNS = ("Corrupted", "Patched")  # the runs besides the clean one: their tabs are the model's, prefixed
 
 # --- training (a book built with --train: Loss tab, backward tabs, gradients and the optimizer's step) -----

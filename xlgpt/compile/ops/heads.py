@@ -11,8 +11,8 @@ def head_detectors(ctx, weights):
     positions, ids, used = ctx.positions, ctx.token_ids, ctx.header.in_prompt
     keys = ctx.rows("key position", ctx.T)
     prompt = ctx.block(keys, "U: 1 at the prompt's queries (columns), 0 at the padding's")
-    if used is None:
-        ctx.tab.put(prompt, [[1] * ctx.T for _ in range(ctx.T)])
+    if used is None:  # a token-ids book: the positions before LastPosition
+        ctx.each(prompt, "IF({t}<{last},1,0)", t=lambda _, t: positions.col(t), last=ctx.last_position)
     else:
         ctx.each(prompt, "{u}", u=lambda _, t: used.col(t))
     ctx.tab.format(prompt, IDS)

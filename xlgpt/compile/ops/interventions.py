@@ -22,10 +22,21 @@ def steer(ctx, x):
     )
 
 
+def steer_backward(ctx, dy, x):
+    """y = x + c·v: ∂L/∂x = ∂L/∂y."""
+    return [dy]
+
+
 def mlp_switch(ctx, mlp_out):
     """y = mlp_out · MlpSwitches[layer]: 1 keeps the MLP, 0 ablates it, 0.5 halves it."""
     out = ctx.block(ctx.rows(ctx.stage.name, mlp_out.height))
     return ctx.array(out, "{m}*{switch}", m=mlp_out, switch=ctx.named(C.MLP_SWITCHES).cell(ctx.stage.layer, 0))
+
+
+def mlp_switch_backward(ctx, dy, mlp_out):
+    """y = mlp_out · switch: ∂L/∂mlp_out = ∂L/∂y · switch."""
+    d = ctx.block(ctx.rows(f"∂L/∂{ctx.input_name(0)}", dy.height), f"∂L/∂{ctx.input_name(0)} = ∂L/∂y · MlpSwitches")
+    return [ctx.array(d, "{dy}*{switch}", dy=dy, switch=ctx.named(C.MLP_SWITCHES).cell(ctx.stage.layer, 0))]
 
 
 def panel(ctx):

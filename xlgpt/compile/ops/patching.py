@@ -4,7 +4,7 @@ taken from the clean run (the Patched tabs). The Patching tab holds the corrupte
 to patch, and the logit difference of each run."""
 
 from xlgpt.sheet import contract as C
-from xlgpt.sheet.styles import BOLD, INPUT, PERCENT, diverging_scale
+from xlgpt.sheet.styles import BOLD, INPUT, NUMBER, PERCENT, diverging_scale
 
 COMPONENT_NOTES = {  # what each PatchComponent number patches, as the tab lists them
     "nothing": "nothing (the patched run is the corrupted run)",
@@ -52,6 +52,11 @@ def patch(component):
         )
 
     return lower
+
+
+def patch_backward(ctx, dy, x):
+    """Differentiated in the corrupted run only, where nothing is patched: y = x, ∂L/∂x = ∂L/∂y."""
+    return [dy]
 
 
 def panel(ctx, contrast):
@@ -117,6 +122,7 @@ def metrics(ctx, logits):
     )
     ctx.name(C.LOGIT_DIFF, row)
     ctx.name(C.PATCHED_METRIC, metric)
+    return row
 
 
 HEATMAP_TITLES = {
@@ -146,3 +152,64 @@ def heatmaps(ctx, contrast):
         tab.put(block, held, PERCENT)
         tab.heatmap(tab.format(block, PERCENT), diverging_scale())
         ctx.name(name, block)
+
+
+def logit_diff_gradient(ctx, logits):
+    """∂LogitDiff/∂logits, where attribution patching's backward pass starts: 1 at (AnswerToken, LastPosition),
+    −1 at (FoilToken, LastPosition), 0 elsewhere."""
+    labels = [(text, i) for i, text in enumerate(ctx.vocab or ["token"] * logits.height)]
+    d = ctx.block(labels, "∂LogitDiff/∂logits: +1 at the answer token, −1 at the foil, in the last position's column")
+    return ctx.array(
+        d,
+        "IF({t}+1={last},IF({ids}={answer},1,0)-IF({ids}={foil},1,0),0)",
+        t=ctx.positions,
+        last=ctx.last_position,
+        ids=d.index_column(),
+        answer=ctx.named(C.ANSWER_TOKEN),
+        foil=ctx.named(C.FOIL_TOKEN),
+    )
+
+
+ATTRIBUTION_TITLES = {
+    component: title.replace("Patching", "Attribution patching,", 1) for component, title in HEATMAP_TITLES.items()
+}
+
+
+def attribution(ctx, at, logit_diff):
+    """Attribution patching (Nanda 2023): every patch of the heatmaps to first order, in one recalculation: the
+    corrupted run's ∂LogitDiff/∂activation · (clean − corrupted activation), over (clean − corrupted LogitDiff),
+    summed over the activation's features (and a head's positions). `at`: {component: [(∂LogitDiff/∂a, clean a,
+    corrupted a) of each layer]}; `logit_diff`: the LogitDiff row. With each heatmap's correlation."""
+    tab, cfg = ctx.tab, ctx.cfg
+    tab.title("Attribution patching, in formulas: each patch to first order, from the corrupted run's gradient")
+    tab.note(
+        "∂LogitDiff/∂activation (the Corrupted … backward tabs) · (clean − corrupted activation) / (clean − "
+        "corrupted LogitDiff): one recalculation instead of a run per patch; compare it with the heatmaps above.",
+        fit=90,
+    )
+    term = "(SUMPRODUCT({d},{clean})-SUMPRODUCT({d},{x}))/({lc}-{lx})"
+    metric = dict(lc=logit_diff.at(0), lx=logit_diff.at(1))
+    d = cfg.head_size
+    blocks = {}
+    for component, name in C.ATTRIBUTION_PATCHING.items():
+        width = cfg.n_head if component == "head" else ctx.T
+        block = ctx.block([(f"layer {i}", None) for i in range(cfg.n_layer)], ATTRIBUTION_TITLES[component], width)
+        if component == "head":  # head j's rows, at every position
+            part = lambda k: lambda i, j: at[component][i][k].rows(j * d, (j + 1) * d)
+        else:
+            part = lambda k: lambda i, t: at[component][i][k].col(t)
+        tab.each(block, term, d=part(0), clean=part(1), x=part(2), **metric)
+        tab.heatmap(tab.format(block, PERCENT), diverging_scale())
+        ctx.name(name, block)
+        blocks[component] = block
+    tab.put(tab.line("", len(blocks)), [[HEATMAP_SHORT[c] for c in blocks]], BOLD)
+    correlation = tab.each(
+        tab.line(f"{C.ATTRIBUTION_CORRELATION}: with the heatmap", len(blocks)),
+        'IF(COUNT({exact})=0,"after xlgpt patch",CORREL({exact},{attribution}))',
+        exact=lambda _, j: ctx.named(list(C.PATCHING_HEATMAPS.values())[j]),
+        attribution=lambda _, j: list(blocks.values())[j],
+    )
+    ctx.name(C.ATTRIBUTION_CORRELATION, tab.format(correlation, NUMBER))
+
+
+HEATMAP_SHORT = {"resid_pre": "residual", "attn_out": "attention", "mlp_out": "MLP", "head": "heads"}
