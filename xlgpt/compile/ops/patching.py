@@ -1,7 +1,8 @@
 """Activation patching (a book built with --corrupted): the model runs three times, on the clean prompt (the
 book's own tabs), on the corrupted one (the Corrupted tabs) and on the corrupted one again with one activation
 taken from the clean run (the Patched tabs). The Patching tab holds the corrupted ids, the cells that say what
-to patch, and the logit difference of each run."""
+to patch, the logit difference of each run, xlgpt patch's heatmaps of every patch, and attribution patching's
+estimate of them from the corrupted run's backward pass (its own backward tabs)."""
 
 from xlgpt.sheet import contract as C
 from xlgpt.sheet.styles import BOLD, INPUT, NUMBER, PERCENT, diverging_scale
@@ -131,6 +132,7 @@ HEATMAP_TITLES = {
     "mlp_out": "Patching each MLP output, at each position",
     "head": "Patching each head's output, at every position (columns: heads 0, 1, …)",
 }
+HEATMAP_SHORT = {"resid_pre": "residual", "attn_out": "attention", "mlp_out": "MLP", "head": "heads"}
 
 
 # the PatchingStatus cell: how to fill the heatmaps, or who filled them
@@ -210,6 +212,3 @@ def attribution(ctx, at, logit_diff):
         attribution=lambda _, j: list(blocks.values())[j],
     )
     ctx.name(C.ATTRIBUTION_CORRELATION, tab.format(correlation, NUMBER))
-
-
-HEATMAP_SHORT = {"resid_pre": "residual", "attn_out": "attention", "mlp_out": "MLP", "head": "heads"}
