@@ -168,3 +168,12 @@ def test_every_engine_computes_a_patched_run(book):
     results = [json.loads(line) for line in r.stdout.splitlines()]
     assert {x["engine"] for x in results} == {"formulas", "libreoffice", "gnumeric", "ironcalc"}
     assert all(x["match"] and x["checks"][C.LOGIT_DIFF] < 1e-9 for x in results)
+
+
+@pytest.mark.engines
+def test_xlgpt_patch_drives_libreoffice_too(book, bundled):
+    ckpt, (clean, corrupted), (answer, foil) = bundled
+    got = json.loads(xlgpt("patch", book, "--engine", "libreoffice", "--json", check=0).stdout)
+    assert got["engine"] == "libreoffice"
+    for component, values in reference.activation_patching(ckpt, clean, corrupted, answer, foil).items():
+        assert np.allclose(got["heatmaps"][component], values, atol=1e-9, rtol=0), component
