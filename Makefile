@@ -88,10 +88,11 @@ lint: install
 	ruff check xlgpt bench tools tests
 	ruff format --check xlgpt bench tools tests
 
-# dev only: needs torch and transformers
+# dev only: needs torch and transformers (and transformer-lens for the patching fixture)
 fixtures:
 	$(PYTHON) tests/make_fixtures.py
 	$(PYTHON) tests/make_training_fixtures.py
+	$(PYTHON) tests/make_patching_fixtures.py  # and transformer-lens 3.x: see its docstring
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache
