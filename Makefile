@@ -1,5 +1,5 @@
 # xlgpt: `make demo` builds and verifies the default workbook, `make test` runs all the tests,
-# `make test-fast` the lint and the tests that need no office suite (54 s on a 2-core machine).
+# `make test-fast` the lint and the tests that need no office suite (57 s on a 2-core machine).
 PYTHON ?= python3
 PYTEST_FLAGS ?= -q
 
@@ -36,6 +36,8 @@ demo: install system
 	$(PYTHON) -m xlgpt eval out/demo-steered.xlsx
 	$(PYTHON) -m xlgpt build --repeat-random 9 --out out/demo-heads.xlsx
 	$(PYTHON) -m xlgpt eval out/demo-heads.xlsx
+	$(PYTHON) -m xlgpt build --weights shakespeare-induction --repeat-random 9 --out out/demo-induction.xlsx
+	$(PYTHON) -m xlgpt eval out/demo-induction.xlsx
 	$(PYTHON) -m xlgpt build $(PATCHING) --out out/demo-patching.xlsx
 	$(PYTHON) -m xlgpt patch out/demo-patching.xlsx --out out/demo-patched.xlsx
 	$(PYTHON) -m xlgpt eval out/demo-patched.xlsx
@@ -55,6 +57,8 @@ screenshots: install
 	    "interventions=Interventions!A1:H24" "features=Features!A1:K21"
 	$(PYTHON) -m xlgpt build --repeat-random 9 --out out/demo-heads.xlsx
 	$(PYTHON) tools/screenshots.py out/demo-heads.xlsx docs "heads=Heads!A66:U96"
+	$(PYTHON) -m xlgpt build --weights shakespeare-induction --repeat-random 9 --out out/demo-induction.xlsx
+	$(PYTHON) tools/screenshots.py out/demo-induction.xlsx docs "induction=Heads!A66:U96"
 	$(PYTHON) -m xlgpt build $(PATCHING) --out out/demo-patching.xlsx
 	$(PYTHON) -m xlgpt patch out/demo-patching.xlsx --out out/demo-patched.xlsx
 	$(PYTHON) tools/screenshots.py out/demo-patched.xlsx docs "patching=Patching!A1:J72"
@@ -64,7 +68,7 @@ screenshots: install
 	    "backward=Layer 1 backward!A827:T866"
 
 # Both run the tests in parallel, one pytest-xdist worker per CPU (PYTEST_WORKERS=0: in this process, one at a
-# time). Measured on a 2-core machine: make test-fast, 54 s; make test, 14 min.
+# time). Measured on a 2-core machine: make test-fast, 57 s; make test, 14 min.
 PYTEST_WORKERS ?= auto
 
 test: install system

@@ -96,3 +96,15 @@ def test_bundled_repeated_tokens_with_libreoffice(tmp_path):
     xlgpt("build", "--weights", BUNDLED, "--repeat-random", 9, "--out", book, check=0)
     result = json.loads(xlgpt("eval", book, "--engine", "libreoffice", "--json", check=0).stdout)
     assert result["match"] and set(C.HEAD_SCORES) <= set(result["checks"]), result
+
+
+@pytest.mark.engines  # a bundled model's book read whole (~5 s)
+def test_the_induction_model_has_induction_heads(tmp_path):
+    """weights/shakespeare-induction (tools/train_induction.py) shows the induction lesson offline: on 9 random
+    tokens twice, two heads of layer 1 score ten times the bundled model's best (0.03), and IronCalc agrees."""
+    book = tmp_path / "induction.xlsx"
+    xlgpt("build", "--weights", "shakespeare-induction", "--repeat-random", 9, "--out", book, check=0)
+    scores = cached(book, C.INDUCTION_SCORES)
+    assert min(sorted(scores[1])[-2:]) > 0.2 and scores[0].max() < 0.1, scores
+    result = json.loads(xlgpt("eval", book, "--engine", "ironcalc", "--json", check=0).stdout)
+    assert result["match"] and result["checks"][C.INDUCTION_SCORES] < 1e-12

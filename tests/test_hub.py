@@ -361,9 +361,9 @@ def test_list_models_all_sources(hub, env, tmp_path):
 
 
 def test_list_models_of_repo_weights_dir(env):
-    # The repo's own weights/ directory lists its one model, not the tokenizer-only gpt2-tokenizer/.
+    # The repo's own weights/ directory lists its models, not the tokenizer-only gpt2-tokenizer/ nor the SAE.
     models = list_models(ROOT / "weights")
-    assert [m["name"] for m in models] == ["shakespeare"]
+    assert [m["name"] for m in models] == ["shakespeare", "shakespeare-induction"]
     for m in models:
         assert m["source"] == "bundled" and m["parameters"] == load(m["path"]).n_params
 

@@ -76,7 +76,7 @@ def test_attribution_patching_is_the_first_order_term_of_activation_patching(bun
     "code, layer, position, head",
     [
         (1, 0, DIFFERS_AT, 0),
-        (4, 1, 0, 3),
+        pytest.param(4, 1, 0, 3, marks=pytest.mark.engines),
         pytest.param(0, 0, 0, 0, marks=pytest.mark.engines),
         pytest.param(2, 1, 6, 0, marks=pytest.mark.engines),
         pytest.param(3, 0, 3, 0, marks=pytest.mark.engines),
@@ -125,6 +125,7 @@ def test_xlgpt_patch_writes_heatmaps_that_eval_checks(book, bundled, tmp_path):
     assert not forged_result["match"] and forged_result["checks"][C.PATCHING_HEATMAPS["mlp_out"]] > 0.1
 
 
+@pytest.mark.engines
 def test_the_attribution_follows_the_books_interventions(book):
     """Attribution patching's backward pass goes through the head and MLP switches and the steering, as the
     reference's does: eval with them set matches, the attribution tables included."""

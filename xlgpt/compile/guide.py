@@ -164,7 +164,8 @@ def things_to_try(book, names, inputs):
         out.append(
             "On the Heads tab, each head's previous-token, induction and duplicate-token score: how much of its "
             "attention goes where a head of that kind looks (TransformerLens' detect_head). A prompt that repeats "
-            "itself shows induction heads: xlgpt build --repeat-random 8 makes one (8 random tokens, twice)."
+            "itself shows induction heads: xlgpt build --repeat-random 8 makes one (8 random tokens, twice); the model "
+            "shakespeare-induction has them (--weights shakespeare-induction)."
         )
     if C.PATCHED_METRIC in names:
         out.append(
