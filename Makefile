@@ -72,7 +72,7 @@ screenshots: install
 PYTEST_WORKERS ?= auto
 
 test: install system
-	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_FLAGS)
+	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) --durations=25 $(PYTEST_FLAGS)
 
 test-fast: install lint
 	$(PYTHON) -m pytest -m "not engines" -n $(PYTEST_WORKERS) $(PYTEST_FLAGS)
