@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xlgpt.check.verify import check_provenance, checkpoint_for, evaluate_prompts
+from xlgpt.check.verify import check_provenance, checkpoint_for, evaluate_prompts, live_engine_for
 from xlgpt.check.verify import evaluate as evaluate_book
 from xlgpt.compile.backward import Training
 from xlgpt.compile.build import build as build_book
@@ -365,8 +365,7 @@ def patch(book, out=None, engine="auto", weights=None, timeout=3600, on_stage=No
     check_provenance(info, ckpt, tok, on_stage=on_stage)  # drive only what xlgpt compiled
     text = (lambda t: display(tok.token_text(t))) if tok else str
     columns = [text(a) if a == b else f"{text(a)}/{text(b)}" for a, b in zip(info.tokens, info.patching["corrupted"])]
-    if engine == "auto":
-        engine = "ironcalc" if ENGINES["ironcalc"].refusal(info, {}) is None else "libreoffice"
+    engine = live_engine_for(info, engine)
     t0 = time.perf_counter()
     maps = sweep(info, ckpt, engine, timeout, on_stage, on_patch or (lambda *patch: None))
     if out is not None:

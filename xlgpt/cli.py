@@ -873,7 +873,7 @@ def patch(book, out, engine, weights, force, timeout, as_json):
     difference, 0 that it changes nothing. Every value is checked against the NumPy reference's patching.
 
     Exit status: 0 when every patch agrees with the reference, 1 naming the first that does not."""
-    bar = tqdm(total=0, unit=" patches", disable=None if not as_json else True, file=sys.stderr, leave=False)
+    bar = tqdm(total=0, unit=" patches", disable=True if as_json else None, file=sys.stderr, leave=False)
     try:
         result = api.patch(book, out, engine, weights, timeout, on_patch=lambda *patch: bar.update(), force=force)
     except Diverged as e:

@@ -359,7 +359,7 @@ def with_prompt(book, text, directory):
 
     ref = book.names[C.PROMPT]
     copy = Path(directory) / book.path.name
-    copy_with_cell(book.path, copy, book.sheets.index(ref.sheet) + 1, ref.top, ref.left, prompt_value(text), INPUT)
+    copy_with_cell(book.path, copy, *book.address(ref), prompt_value(text), INPUT)
     return dataclasses.replace(book, path=copy, prompt=text)
 
 
@@ -382,12 +382,10 @@ def settable(book):
 def value_range(name, book, config=None):
     """(smallest, largest, whole numbers only?) a settable name's cells take, as the book and the reference
     read them; None: any finite number. `config`: the checkpoint's (else what the book's shape tells)."""
-    if name == C.STEERING_LAYER:
+    if name in (C.STEERING_LAYER, C.PATCH_LAYER):
         return 0, (config.n_layer if config else book.names[C.HEAD_SWITCHES].height) - 1, True
     if name in (C.ATTRIBUTION_TOKEN, C.TOKEN_IDS, C.CORRUPTED_TOKEN_IDS, C.ANSWER_TOKEN, C.FOIL_TOKEN):
         return 0, (config.vocab_size if config else book.names[C.LOGITS].height) - 1, True
-    if name == C.PATCH_LAYER:
-        return 0, (config.n_layer if config else book.names[C.HEAD_SWITCHES].height) - 1, True
     if name == C.PATCH_HEAD:
         return 0, (config.n_head if config else book.names[C.HEAD_SWITCHES].width) - 1, True
     if name == C.SAMPLE_STEP:  # the sheet's random numbers reach one step per position (ops/sampling.py)
@@ -435,7 +433,7 @@ def parse_set(text, book, config=None):
             span = f"from {low} to {high}" if high is not None else f"{low} or more"
             raise XlgptError(f"--set {text!r}: {name} must be {kind} {span}")
     cell = rect.cell(i, j)
-    return (book.sheets.index(cell.sheet) + 1, cell.top, cell.left), int(number) if number.is_integer() else number
+    return book.address(cell), int(number) if number.is_integer() else number
 
 
 def with_edits(book, sets, directory, config=None):
@@ -521,7 +519,7 @@ def patching_values(ckpt, book, tokens, edits):
     attribution = backward.attribution_patching(ckpt.tensors, ckpt.config, *tokens_and_answers, edits)
     out.update(laid_out_like_heatmaps(attribution, C.ATTRIBUTION_PATCHING, len(cells["corrupted"])))
     if cells["heatmaps"] is not None:
-        exact = heatmaps_expected(ckpt, tokens, corrupted, cells, edits, len(cells["corrupted"]))
+        exact = heatmaps_expected(ckpt, book, tokens, edits)
         out.update(exact)
         out[C.ATTRIBUTION_CORRELATION] = np.array(
             [
@@ -532,10 +530,13 @@ def patching_values(ckpt, book, tokens, edits):
     return out
 
 
-def heatmaps_expected(ckpt, tokens, corrupted, cells, edits, positions):
-    """xlgpt patch's heatmaps by the reference's activation patching, as the book lays them out."""
+def heatmaps_expected(ckpt, book, tokens, edits):
+    """xlgpt patch's heatmaps by the reference's activation patching (`ckpt` as written, the clean `tokens` up to
+    LastPosition), as the book lays them out."""
+    cells = book.patching
+    corrupted = cells["corrupted"][: len(tokens)]
     maps = reference.activation_patching(ckpt, tokens, corrupted, cells[C.ANSWER_TOKEN], cells[C.FOIL_TOKEN], edits)
-    return laid_out_like_heatmaps(maps, C.PATCHING_HEATMAPS, positions)
+    return laid_out_like_heatmaps(maps, C.PATCHING_HEATMAPS, len(cells["corrupted"]))
 
 
 def laid_out_like_heatmaps(maps, names, positions):
@@ -728,8 +729,7 @@ def evaluate_prompts(
         raise XlgptError("no prompts given")
     for text in prompts:
         check_prompt(book, text, tok)  # refuse before any slow work
-    if engine == "auto":
-        engine = "ironcalc" if ENGINES["ironcalc"].refusal(book, {}) is None else "libreoffice"
+    engine = live_engine_for(book, engine)
     if engine not in ("ironcalc", "libreoffice"):
         raise XlgptError(
             "--prompts loads the workbook once, in IronCalc or LibreOffice (--engine ironcalc or libreoffice)"
@@ -767,6 +767,14 @@ def evaluate_prompts(
                     result[key.replace("_id", "_text")] = tok.token_text(result[key])
             results.append(result)
     return results
+
+
+def live_engine_for(book, engine):
+    """The engine that loads `book` once for many edits: "auto" is IronCalc where it can compute the book (in this
+    process, fastest on books of the bundled size), else LibreOffice."""
+    if engine != "auto":
+        return engine
+    return "ironcalc" if ENGINES["ironcalc"].refusal(book, {}) is None else "libreoffice"
 
 
 @contextlib.contextmanager

@@ -10,27 +10,17 @@ from xlgpt.check.verify import heatmaps_expected, loaded, reference_edits, toler
 from xlgpt.compile.ops.patching import STATUS_DONE
 from xlgpt.drive.train import Diverged
 from xlgpt.model.checkpoint import as_written
-from xlgpt.package import XlgptError
 from xlgpt.sheet import contract as C
 from xlgpt.sheet.styles import PERCENT
 from xlgpt.sheet.writer import copy_with_cells
 
 
 def sweep(book, ckpt, engine, timeout=3600, on_stage=lambda msg: None, on_patch=lambda *patch: None):
-    """Every patch of `book` in `engine`: {component: [layer, position or head] PatchedMetric}, each value within
-    eval's tolerance of the reference's (else Diverged). on_patch(component, layer, position or head, value)."""
-    if book.patching is None:
-        raise XlgptError(f"{book.path.name}: not a patching book (build one with --corrupted, --answer and --foil)")
-    cells, cfg = book.patching, ckpt.config
-    tokens = book.used
-    expected = heatmaps_expected(
-        as_written(ckpt),
-        tokens,
-        cells["corrupted"][: len(tokens)],
-        cells,
-        reference_edits(book, cfg),
-        len(cells["corrupted"]),
-    )
+    """Every patch of a patching `book` in `engine`: {component: [layer, position or head] PatchedMetric}, each
+    value within eval's tolerance of the reference's (else Diverged). on_patch(component, layer, position or head,
+    value)."""
+    cfg = ckpt.config
+    expected = heatmaps_expected(as_written(ckpt), book, book.used, reference_edits(book, cfg))
     maps = {}
     with loaded(book, engine, timeout, on_stage) as (sheet, _):
         for code, (component, name) in enumerate(C.PATCHING_HEATMAPS.items(), 1):
@@ -61,12 +51,6 @@ def write_heatmaps(book, maps, out):
         rect = book.names[name]
         for i, row in enumerate(maps[component]):
             for j, value in enumerate(row):
-                cells[at(book, rect.cell(i, j))] = (float(value), PERCENT)
-    status = book.names[C.PATCHING_STATUS]
-    cells[at(book, status)] = (STATUS_DONE, 0)
+                cells[book.address(rect.cell(i, j))] = (float(value), PERCENT)
+    cells[book.address(book.names[C.PATCHING_STATUS])] = (STATUS_DONE, 0)
     copy_with_cells(book.path, out, cells)
-
-
-def at(book, cell):
-    """(sheet index (1-based), row, column) of a one-cell Rect, as copy_with_cells takes it."""
-    return book.sheets.index(cell.sheet) + 1, cell.top, cell.left

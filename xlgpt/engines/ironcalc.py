@@ -5,14 +5,13 @@ model's size it is the fastest engine (the default book: ~2.5 s to load, ~2.5 s 
 
 import contextlib
 import os
-import resource
 import sys
 import time
 
 import ironcalc
 import numpy as np
 
-from xlgpt.engines.process import as_float, peak_memory
+from xlgpt.engines.process import as_float, peak_memory, peak_rss_mb
 from xlgpt.package import XlgptError
 from xlgpt.safefile import announce
 from xlgpt.sheet import contract as C
@@ -121,9 +120,7 @@ class IronCalcSheet:
         cell = self.info.names[chosen]
         return logits, self.model.value(cell.sheet, cell.top, cell.left)
 
-    @staticmethod
-    def peak_rss_mb():
-        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    peak_rss_mb = staticmethod(peak_rss_mb)  # IronCalc computes in this process
 
 
 def check_ironcalc_size(book, max_cells=IRONCALC_MAX_CELLS):

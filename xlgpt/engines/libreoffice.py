@@ -2,14 +2,13 @@
 
 import csv
 import os
-import resource
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from xlgpt.engines.process import C_LOCALE, as_float, find_soffice, peak_memory, run_group
+from xlgpt.engines.process import C_LOCALE, as_float, find_soffice, peak_memory, peak_rss_mb, run_group
 from xlgpt.engines.session import LibreOfficeSession, system_python
 from xlgpt.package import XlgptError
 from xlgpt.safefile import announce
@@ -85,8 +84,7 @@ def uno_values(book, wanted, timeout=3600, more=None):
     with LibreOfficeSession(timeout=timeout) as lo:
         opened = lo.open(book.path)
         values = opened.read(wanted)
-        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        stats = {"seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": max(round(own), lo.peak_rss_mb())}
+        stats = {"seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": max(peak_rss_mb(), lo.peak_rss_mb())}
         if more is not None:
             stats["more"] = opened.read_rects(more(values))
     return values, stats

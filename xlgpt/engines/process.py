@@ -17,6 +17,11 @@ from pathlib import Path
 from xlgpt.package import XlgptError
 
 
+def peak_rss_mb(who=resource.RUSAGE_SELF):
+    """The peak resident memory of this process (or of its waited-for children: RUSAGE_CHILDREN), in MB."""
+    return round(resource.getrusage(who).ru_maxrss / 1024)
+
+
 @contextlib.contextmanager
 def peak_memory():
     """Measures wall time and the peak resident memory of this process or its children (MB)."""
@@ -24,10 +29,7 @@ def peak_memory():
     t0 = time.perf_counter()
     yield stats
     stats["seconds"] = round(time.perf_counter() - t0, 2)
-    peak = max(
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    )
-    stats["peak_rss_mb"] = round(peak / 1024)
+    stats["peak_rss_mb"] = max(peak_rss_mb(resource.RUSAGE_SELF), peak_rss_mb(resource.RUSAGE_CHILDREN))
 
 
 def as_float(value):

@@ -125,6 +125,10 @@ class BookInfo:
     training: dict = None  # a training book's: targets, optimizer, settings {name: value}, moments {name: grid}
     patching: dict = None  # a patching book's: "corrupted" ids, and the AnswerToken, FoilToken and Patch cells by name
 
+    def address(self, cell):
+        """(sheet index from 1, row, column) of a one-cell Rect of this book, as the writer's copies take it."""
+        return self.sheets.index(cell.sheet) + 1, cell.top, cell.left
+
     @property
     def used(self):
         """The token ids a token-ids book predicts from: up to LastPosition."""
