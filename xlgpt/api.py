@@ -183,6 +183,7 @@ class Built:
     positions: int = None
     capacity: Capacity = None
     manual: bool = False  # calculation is manual
+    lens_at_last: bool = False  # the logit lens reads only the prompt's last token
 
 
 @np.errstate(all="ignore")  # the user's numbers may overflow: the results say so, not warnings
@@ -204,6 +205,7 @@ def build(
     progress=None,
     force=False,
     patching=None,
+    lens=None,
 ):
     """Compile a checkpoint and a prompt into a workbook of formulas at `out`.
 
@@ -213,7 +215,8 @@ def build(
     tokenizer's Capacity, or None to fit the prompt). steer: a Steering (the Interventions tab's starting
     values); sae: an SAE folder or hub id for the Features tab. train: a training book (`optimizer` "sgd" or
     "adamw", learning rate `lr`). calculation: "auto" or "manual" (default: by the book's size). patching: a
-    Patching (the book runs the corrupted prompt too, and patches; its input is then fixed token ids). progress:
+    Patching (the book runs the corrupted prompt too, and patches; its input is then fixed token ids). lens: "every"
+    position or the "last" only for the logit lens (default: by the lens's size). progress:
     progress(sheet, rows written). An existing `out` is replaced only if xlgpt wrote it, unless `force`.
     Returns a Built."""
     out = Path(out)
@@ -269,6 +272,7 @@ def build(
         training=training,
         calculation=calculation,
         contrast=contrast,
+        lens={None: None, "every": C.LENS_EVERY, "last": C.LENS_LAST}[lens],
         **(dict(prompt=text, positions=positions, capacity=capacity) if typed else {}),
     )
     counts = [s.cell_counts() for s in sheets]
@@ -284,6 +288,7 @@ def build(
         positions if typed else None,
         capacity if typed else None,
         C.CALCULATION in names,
+        C.LENS in names,
     )
 
 
@@ -444,7 +449,8 @@ def readout(values, tok, n):
             "largest": [{"component": c, "contribution": float(v)} for c, v in terms[:TOP_CONTRIBUTIONS]],
         }
     if usable(C.LENS_TOP_TOKENS) and usable(C.LENS_TOP_PROBABILITIES) and n:
-        ids, probs = values[C.LENS_TOP_TOKENS][:, n - 1], values[C.LENS_TOP_PROBABILITIES][:, n - 1]
+        column = -1 if values[C.LENS_TOP_TOKENS].shape[1] == 1 else n - 1  # a lens of the last position only
+        ids, probs = values[C.LENS_TOP_TOKENS][:, column], values[C.LENS_TOP_PROBABILITIES][:, column]
         streams = ["after the embeddings"] + [f"after layer {i}" for i in range(len(ids) - 1)]
         out["lens"] = [{"stream": s, **token(i), "probability": float(p)} for s, i, p in zip(streams, ids, probs)]
         out["lens_position"] = n - 1

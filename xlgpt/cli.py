@@ -17,7 +17,7 @@ from xlgpt.drive.train import Diverged
 from xlgpt.engines.formulas import FORMULAS_MAX_CELLS
 from xlgpt.model.hub import count_parameters, download, import_model, list_models
 from xlgpt.package import XlgptError, __version__
-from xlgpt.sheet.contract import MANUAL_ABOVE
+from xlgpt.sheet.contract import LENS_EVERY_POSITION_UP_TO, MANUAL_ABOVE
 from xlgpt.tokenizer.bpe import Capacity
 from xlgpt.tokenizer.hf import WEIGHTS_DIR
 from xlgpt.tokenizer.tables import display
@@ -314,6 +314,14 @@ def parse_capacity(text):
     "waits for F9, so a big book opens at once [default: manual above "
     f"{MANUAL_ABOVE:,} formula cells, else auto]",
 )
+@click.option(
+    "--lens",
+    type=click.Choice(["every", "last"]),
+    default=None,
+    help="where the logit lens reads the residual streams: at every position, or at the prompt's last token "
+    "only [default: last when the lens would exceed "
+    f"{LENS_EVERY_POSITION_UP_TO:,} cells (layers + 1 x vocabulary x positions: a 124M book), else every]",
+)
 def build(
     weights,
     tokens,
@@ -340,6 +348,7 @@ def build(
     answer,
     foil,
     calculation,
+    lens,
 ):
     """Compile a checkpoint and a prompt into a workbook of formulas.
 
@@ -385,6 +394,7 @@ def build(
             progress,
             force,
             patching,
+            lens,
         )
     finally:
         bar.close()
@@ -405,6 +415,8 @@ def build(
             "calculation: manual (the book opens showing the values xlgpt computed; have the spreadsheet "
             "compute them with Ctrl+Alt+F9 in Excel, Ctrl+Shift+F9 in LibreOffice)"
         )
+    if built.lens_at_last:
+        click.echo("logit lens: at the prompt's last token only (--lens every: at every position)")
 
 
 @cli.command("eval")

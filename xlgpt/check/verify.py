@@ -125,7 +125,10 @@ def expected_values(ckpt, tokens, edits=None, names=(), target=None, sampling=No
         ids, ps = reference.top_k(probs[-1], len(names[C.TOP_K_TOKENS].read(lambda r, c: 0)))
         out[C.TOP_K_TOKENS], out[C.TOP_K_PROBABILITIES] = ids[:, None], ps[:, None]
     if C.LENS_TOP_TOKENS in want:
-        out[C.LENS_TOP_TOKENS], out[C.LENS_TOP_PROBABILITIES] = reference.logit_lens(as_written(ckpt), cache)
+        ids, ps = reference.logit_lens(as_written(ckpt), cache)
+        if names[C.LENS_TOP_TOKENS].width == 1:  # the lens reads the last position only (About: LENS_LAST)
+            ids, ps = ids[:, -1:], ps[:, -1:]
+        out[C.LENS_TOP_TOKENS], out[C.LENS_TOP_PROBABILITIES] = ids, ps
     if sampling is not None:
         try:
             out[C.SAMPLED_TOKEN] = np.array(

@@ -69,6 +69,7 @@ def build(
     training=None,
     calculation=None,
     contrast=None,
+    lens=None,
 ):
     """Write the workbook for `tokens` to `out`; returns (sheets, names) as written (names[contract.CALCULATION]
     exists when the book's calculation is manual).
@@ -78,7 +79,8 @@ def build(
     (inputs.Edits): the Interventions tab's starting values; `sae` (weights.sae.SAE, loaded from `sae_source`
     as --sae takes it) the Features tab's sparse autoencoder; `training` (backward.Training: the targets and
     the optimizer) makes a training book. `calculation`: "auto" or "manual" (None: by the book's size,
-    contract.MANUAL_ABOVE). `contrast` (inputs.Contrast): a patching book's corrupted run."""
+    contract.MANUAL_ABOVE). `contrast` (inputs.Contrast): a patching book's corrupted run. `lens`: where the logit
+    lens reads, contract.LENS_EVERY or LENS_LAST (None: by its size, lower.lens_for)."""
     inputs = inputs_for(ckpt, tokens, tokenizer, prompt, positions, capacity, contrast)
     check_output(out, [ckpt.path, template])
     cap = inputs.capacity
@@ -91,6 +93,7 @@ def build(
         cap and (cap.chars, cap.bytes, cap.rounds, cap.tokens),
         sae and sae_source,
         calculation,
+        lens,
     )
     book, names = compile_book(ckpt, inputs, about, tokenizer, template, edits, sae, training)
     sheets = book.sheets()

@@ -43,7 +43,7 @@ class Ctx:
     def __init__(self, lowering, stage):
         self.lowering, self.stage = lowering, stage
         self.cfg, self.T, self.vocab, self.edits = lowering.cfg, lowering.T, lowering.vocab, lowering.edits
-        self.sae = lowering.sae
+        self.sae, self.lens_at_last = lowering.sae, lowering.lens_at_last
         self.tab = lowering.book[stage.tab]
         self.header = lowering.headers.get(stage.tab)
         if self.header:
@@ -158,11 +158,13 @@ class Ctx:
             self.tab.format(row, IDS)
         return rows[self.tab.name]
 
-    def at_last_position(self, block, title):
-        """Column of `block` at the prompt's last token, as a column of its own. CHOOSE evaluates only the
-        column it picks, so LibreOffice asked for this one computes no other (generation's padding columns);
-        a very wide block (Excel's 8,192 characters) takes a one-hot MMULT, which reads every column."""
-        column = self.block([(label, i) for i, label in enumerate(self.vocab or ["token"] * block.height)], title, 1)
+    def at_last_position(self, block, title, labels=None):
+        """Column of `block` at the prompt's last token, as a column of its own (rows: `labels`, default the
+        vocabulary). CHOOSE evaluates only the column it picks, so LibreOffice asked for this one computes no
+        other (generation's padding columns); a very wide block (Excel's 8,192 characters) takes a one-hot MMULT,
+        which reads every column."""
+        labels = labels or [(label, i) for i, label in enumerate(self.vocab or ["token"] * block.height)]
+        column = self.block(labels, title, 1)
         if block.width <= 256:
             refs = {f"c{t}": block.col(t) for t in range(block.width)}
             self.array(column, choose(self.last_position, [f"{{{k}}}" for k in refs]), **refs)

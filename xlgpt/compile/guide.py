@@ -135,8 +135,13 @@ def things_to_try(book, names, inputs):
             "prompt are padding: computed like the rest (the book has room for a longer prompt), read by nothing."
         )
     if "Logit lens" in tabs:
+        where = (
+            "read down its column (this book's lens reads the prompt's last token only)"
+            if C.LENS in names
+            else "read down a column"
+        )
         out.append(
-            "On the Logit lens tab, read down a column: what the model would predict after the embeddings (still "
+            f"On the Logit lens tab, {where}: what the model would predict after the embeddings (still "
             "the input token itself: nothing has mixed in yet), after layer 0, and so on; the last row is its real "
             "prediction (xlgpt eval prints the lens at the prompt's last token)."
         )

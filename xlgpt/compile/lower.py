@@ -23,9 +23,11 @@ PATCHING_TAB = "Patching"
 
 
 class Lowering:
-    def __init__(self, spec, ckpt, inputs, vocab=None, edits=None, sae=None, training=None, values=True):
+    def __init__(
+        self, spec, ckpt, inputs, vocab=None, edits=None, sae=None, training=None, values=True, lens_at_last=False
+    ):
         self.spec, self.ckpt, self.cfg, self.inputs, self.vocab = spec, ckpt, ckpt.config, inputs, vocab
-        self.edits, self.sae, self.training = edits, sae, training
+        self.edits, self.sae, self.training, self.lens_at_last = edits, sae, training, lens_at_last
         self.saved, self.param_grads = {}, {}  # a training book's: blocks each backward reads, gradient contributions
         self.T = inputs.positions
         self.book = Book()
@@ -194,7 +196,10 @@ def lower(spec, ckpt, inputs, about, vocab=None, edits=None, sae=None, training=
     (weights.sae.SAE) the sparse autoencoder of the Features tab; `training` (backward.Training) makes a training
     book: the template's loss, then the backward pass and the optimizer's step. `values`: every formula cell
     carries the value it computes (compile/values.py: each formula evaluated as it is written), else none."""
-    lowering = Lowering(spec, ckpt, inputs, vocab, edits or Edits.none(ckpt.config), sae, training, values)
+    if about.lens is None:
+        about = replace(about, lens=lens_for(ckpt.config, inputs.positions))
+    edits = edits or Edits.none(ckpt.config)
+    lowering = Lowering(spec, ckpt, inputs, vocab, edits, sae, training, values, about.lens == C.LENS_LAST)
     lowering.run()
     # each stage with the cells of its output (a Rect, or one per head), in dataflow order: what eval reads to
     # tell which stage of a book leaves the reference first
@@ -224,6 +229,12 @@ def calculation_for(book):
     """The calculation mode a book gets by default: automatic, or manual when it is large."""
     formulas = sum(sheet.cell_counts()[1] for sheet in book.sheets())
     return C.MANUAL if formulas > C.MANUAL_ABOVE else C.AUTO
+
+
+def lens_for(cfg, positions):
+    """Where a book's logit lens reads by default: every position, or only the last when that lens is large."""
+    cells = (cfg.n_layer + 1) * cfg.vocab_size * positions
+    return C.LENS_LAST if cells > C.LENS_EVERY_POSITION_UP_TO else C.LENS_EVERY
 
 
 def model_description(ckpt):

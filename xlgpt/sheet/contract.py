@@ -32,8 +32,8 @@ MERGE_TABLE, BYTE_TABLE, CLASS_TABLE = "MergeTable", "ByteTable", "ClassTable"
 # --- what a learner reads: probabilities, top-k, the logit lens (Output and Logit lens tabs) ------------
 PROBABILITIES = "Probabilities"  # softmax of each position's logits, same shape as Logits
 TOP_K_TOKENS, TOP_K_PROBABILITIES = "TopKTokens", "TopKProbabilities"  # at the prompt's last token (column)
-LENS_TOP_TOKENS = "LensTopTokens"  # rows: after the embeddings, after layer 0 .. L-1; columns: positions
-LENS_TOP_PROBABILITIES = "LensTopProbabilities"
+LENS_TOP_TOKENS = "LensTopTokens"  # rows: after the embeddings, after layer 0 .. L-1;
+LENS_TOP_PROBABILITIES = "LensTopProbabilities"  # columns: positions (one, the last, in a LENS_LAST book)
 
 # --- a sparse autoencoder's features (Features tab) ----------------------------------------------------
 FEATURE_ACTIVATIONS = "FeatureActivations"  # one row per feature, one column per position
@@ -119,6 +119,12 @@ AUTO, MANUAL = "auto", "manual"
 # unless told otherwise. The default book (~0.5M) recalculates in LibreOffice in a few seconds; a 124M book
 # (tens of millions) would keep Excel busy for minutes on opening, before showing anything, and after every edit.
 MANUAL_ABOVE = 1_000_000
+LENS = "Lens"  # LENS_LAST when the logit lens reads only the prompt's last token (no cell: every position)
+LENS_EVERY, LENS_LAST = "every position", "last position"
+# A lens of more cells than this (residual streams x vocabulary x positions) reads only the last position unless
+# told otherwise: at 124M, 16 positions, the lens at every position is 10.5M formula cells and most of a full
+# recalculation (13 unembedding products per position); at the last position it is 0.65M.
+LENS_EVERY_POSITION_UP_TO = 2_000_000
 
 
 def weight_name(tensor, transposed=False):
@@ -153,6 +159,7 @@ class About:
     capacity: tuple = None  # (characters, UTF-8 bytes, merge rounds, tokens) of a prompt-cell book
     sae: str = None  # the SAE's source as --sae takes it ("bundled" for the bundled model's)
     calculation: str = None  # AUTO or MANUAL; None: chosen by the book's size when it is compiled
+    lens: str = None  # LENS_EVERY or LENS_LAST; None: chosen by the lens's size when it is compiled (lens_for)
 
     def rows(self):
         """(label, value, defined name) rows, as the About block shows them."""
@@ -165,6 +172,8 @@ class About:
             rows.append(("sparse autoencoder", self.sae, SAE_SOURCE))
         if self.calculation == MANUAL:  # only then: books of automatic calculation stay as they were
             rows.append(("calculation", MANUAL, CALCULATION))
+        if self.lens == LENS_LAST:  # likewise
+            rows.append(("logit lens", LENS_LAST, LENS))
         if self.capacity:
             labels = ("characters", "UTF-8 bytes", "merge rounds", "tokens")
             rows += [

@@ -27,6 +27,9 @@ from xlgpt.sheet.contract import (
     FOIL_TOKEN,
     HEAD_SWITCHES,
     LAST_POSITION,
+    LENS,
+    LENS_EVERY,
+    LENS_LAST,
     LOGITS,
     LOSS,
     LOSS_HISTORY,
@@ -363,6 +366,9 @@ def _read_book(path, wb, est):
         calculation = value(CALCULATION) or AUTO
         if calculation not in (AUTO, MANUAL):
             raise XlgptError(f"{path}: the {CALCULATION} cell must say {MANUAL!r} or be absent")
+        lens = value(LENS) or LENS_EVERY
+        if lens not in (LENS_EVERY, LENS_LAST):
+            raise XlgptError(f"{path}: the {LENS} cell must say {LENS_LAST!r} or be absent")
         about = About(
             str(value(CHECKPOINT) or ""),
             str(value(WEIGHTS_SHA256) or ""),
@@ -370,6 +376,7 @@ def _read_book(path, wb, est):
             capacity,
             value(SAE_SOURCE),
             calculation,
+            lens,
         )
         tokens = None
         if kind == TOKEN_INPUT:

@@ -3,12 +3,12 @@
 
 def normalize(ctx, x, g, b, name, title):
     """(x - mean) / sqrt(variance + eps) · g + b, each column's mean and variance shown above it."""
-    stats = ctx.block([("mean", None), ("variance", None)], title + ": mean and variance of each column")
+    stats = ctx.block([("mean", None), ("variance", None)], title + ": mean and variance of each column", x.width)
     mean, var = stats.row(0), stats.row(1)
     ctx.each(mean, "AVERAGE({x})", x=lambda _, t: x.col(t))
     ctx.each(var, "SUMPRODUCT(({x}-{mean})^2)/{n}", x=lambda _, t: x.col(t), mean=lambda _, t: mean.col(t), n=x.height)
     ctx.save(mean=mean, var=var)
-    out = ctx.block(ctx.rows(name, x.height), title + ": (x - mean) / sqrt(variance + eps) · weight + bias")
+    out = ctx.block(ctx.rows(name, x.height), title + ": (x - mean) / sqrt(variance + eps) · weight + bias", x.width)
     ctx.array(
         out,
         "({x}-{mean})/SQRT({var}+{eps})*{g}+{b}",

@@ -31,7 +31,7 @@ def argmax(ctx, logits):
 
 def softmax_stats(ctx, logits, title):
     """Each column's largest logit and sum of exp(logit - largest): the softmax's two numbers per position."""
-    stats = ctx.block([("largest logit", None), ("sum of exp(logit - largest)", None)], title)
+    stats = ctx.block([("largest logit", None), ("sum of exp(logit - largest)", None)], title, logits.width)
     ctx.each(stats.row(0), "MAX({l})", l=lambda _, t: logits.col(t))
     ctx.each_array(stats.row(1), "SUM(EXP({l}-{mx}))", l=lambda _, t: logits.col(t), mx=lambda _, t: stats.cell(0, t))
     return stats.row(0), stats.row(1)
