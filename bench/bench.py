@@ -8,19 +8,24 @@ write-only mode writes a slice of the same weight cells, and the ratio of cells 
     python bench/bench.py --train 5        # training books: the bundled model's, and a 124M one's size
     python bench/bench.py --generate-124m 16   # generation speed with a 124M-shape book (slow: minutes, GBs)
     python bench/bench.py --generate-124m 16 --layers 2   # the same with fewer layers
+    python bench/bench.py --engines-at-scale 16   # IronCalc and LibreOffice on the medium and 124M shapes
+    python bench/bench.py --lens-124m 16   # a 124M Prompt-cell book, its lens at every position vs the last
 """
 
 import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-GENERATE_TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "gpt2-generate.toml"
+ROOT = Path(__file__).resolve().parent.parent
+GENERATE_TEMPLATE = ROOT / "templates" / "gpt2-generate.toml"
+GPT2_TOKENIZER = ROOT / "weights" / "gpt2-tokenizer"
 
 SIZES = {  # name: layers, embd, heads, vocab, positions, tokens in the book
     "small": (2, 64, 4, 300, 32, 8),
@@ -129,6 +134,134 @@ def bench_engines(steps=20):
             f"[load average {os.getloadavg()[0]:.1f}]",
             flush=True,
         )
+
+
+def random_checkpoint(out, layers, embd, heads, vocab, context):
+    subprocess.run(
+        [sys.executable, "-m", "xlgpt", "weights", "random", "--layers", str(layers), "--embd", str(embd)]
+        + ["--heads", str(heads), "--vocab", str(vocab), "--context", str(context), "--seed", "1", "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+
+
+def child_ironcalc(book):
+    """Inside a child: load the book into IronCalc and recompute it, announcing each phase's seconds on stdout
+    (the parent may stop it mid-recompute)."""
+    from xlgpt.engines import ironcalc
+
+    t0 = time.perf_counter()
+    model = ironcalc.load(book)
+    print(json.dumps({"load_seconds": round(time.perf_counter() - t0, 1)}), flush=True)
+    t0 = time.perf_counter()
+    model.evaluate()
+    print(json.dumps({"evaluate_seconds": round(time.perf_counter() - t0, 1)}), flush=True)
+
+
+def ironcalc_at_scale(book, limit):
+    """IronCalc's load and full recompute of `book` in a child process, stopped after `limit` seconds: the phases'
+    seconds (None where it did not finish) and the child's peak resident memory in GB."""
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--ironcalc-child", str(book)], stdout=subprocess.PIPE, text=True
+    )
+    phases, hwm_kb, deadline = {}, 0, time.monotonic() + limit
+    os.set_blocking(child.stdout.fileno(), False)
+    while child.poll() is None and time.monotonic() < deadline:
+        for line in child.stdout:
+            phases.update(json.loads(line))
+        with open(f"/proc/{child.pid}/status") as status:
+            hwm_kb = max([hwm_kb] + [int(ln.split()[1]) for ln in status if ln.startswith("VmHWM:")])
+        time.sleep(1)  # a sampling interval for the memory figure, not a wait for a phase
+    if child.poll() is None:
+        child.kill()
+    child.wait()
+    for line in child.stdout:
+        phases.update(json.loads(line))
+    return phases.get("load_seconds"), phases.get("evaluate_seconds"), hwm_kb / 2**20
+
+
+def bench_engines_at_scale(positions, limit=1200):
+    """IronCalc against LibreOffice, in one run, on books of growing size (token ids, `positions` positions): the
+    medium shape with every instrument and the 124M shape's generation book (no lens). LibreOffice: `xlgpt eval`
+    (load, recompute, every table against the reference); IronCalc: load and one full recompute, stopped after
+    `limit` seconds (xlgpt refuses it past IRONCALC_MAX_CELLS)."""
+    shapes = (("medium", SIZES["medium"][:5], ()), ("124M", SIZES["124M"][:5], ("--template", GENERATE_TEMPLATE)))
+    with tempfile.TemporaryDirectory(prefix="xlgpt-bench-") as tmp:
+        for name, shape, template in shapes:
+            ckpt, book = Path(tmp) / name, Path(tmp) / f"{name}.xlsx"
+            random_checkpoint(ckpt, *shape)
+            tokens = ",".join(str((i * 7919) % shape[3]) for i in range(positions))
+            subprocess.run(
+                [sys.executable, "-m", "xlgpt", "build", "--weights", ckpt, "--tokens", tokens, *template]
+                + ["--out", book],
+                check=True,
+                capture_output=True,
+            )
+            print(
+                f"{name} shape, {positions} positions: {cells_of(book)}, {book.stat().st_size / 1e6:.0f} MB", flush=True
+            )
+            t0 = time.perf_counter()
+            run = subprocess.run(
+                [sys.executable, "-m", "xlgpt", "eval", book, "--weights", ckpt, *template, "--engine", "libreoffice"]
+                + ["--json"],
+                capture_output=True,
+                text=True,
+            )
+            seconds = time.perf_counter() - t0
+            verdict = "MATCH" if run.returncode == 0 else (run.stderr or run.stdout).strip()[-90:]
+            peak = json.loads(run.stdout)["peak_rss_mb"] / 1024 if run.returncode == 0 else 0
+            print(f"  LibreOffice: xlgpt eval {seconds:.0f} s ({verdict}), soffice peak {peak:.1f} GB", flush=True)
+            load, evaluate, peak = ironcalc_at_scale(book, limit)
+            done = f"recompute {evaluate:.0f} s" if evaluate is not None else f"recompute not done after {limit} s"
+            loaded = f"load {load:.0f} s" if load is not None else f"load not done after {limit} s"
+            print(
+                f"  IronCalc: {loaded}, {done}, peak {peak:.1f} GB [load average {os.getloadavg()[0]:.1f}]", flush=True
+            )
+
+
+def timed(args):
+    """Run a command: (seconds, peak resident memory in GB of it or its largest waited-for child)."""
+    t0 = time.perf_counter()
+    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(child.pid, 0)
+    if status:
+        sys.exit(f"{args[3]} failed: {child.stderr.read().strip()[-300:]}")
+    return time.perf_counter() - t0, usage.ru_maxrss / 2**20
+
+
+def bench_lens_124m(positions, layers=12):
+    """The logit lens at every position against the last position only (`build --lens`), in one run, on a 124M-shape
+    Prompt-cell book of `positions` positions (random weights, GPT-2's tokenizer): build time, peak memory, size
+    and cells; LibreOffice's load, and its full recalculation after a learner types another prompt."""
+    from xlgpt.engines.session import LibreOfficeSession
+    from xlgpt.sheet import contract as C
+
+    prompt, typed = "The quick brown fox jumps over the lazy dog", "Mike is quick. He moves"
+    with tempfile.TemporaryDirectory(prefix="xlgpt-bench-") as tmp:
+        ckpt = Path(tmp) / "124M"
+        random_checkpoint(ckpt, layers, *SIZES["124M"][1:5])
+        for file in ("encoder.json", "vocab.bpe"):
+            shutil.copyfile(GPT2_TOKENIZER / file, ckpt / file)
+        for lens in ("every", "last"):
+            book = Path(tmp) / f"{lens}.xlsx"
+            build = [sys.executable, "-m", "xlgpt", "build", "--weights", ckpt, "--prompt", prompt]
+            seconds, peak = timed(build + ["--positions", str(positions), "--lens", lens, "--out", book])
+            print(
+                f"124M shape{'' if layers == 12 else f' with {layers} layers'}, Prompt cell, {positions} positions, "
+                f"lens at {lens} position: {cells_of(book)}, {book.stat().st_size / 1e6:.0f} MB, build {seconds:.0f} s "
+                f"at {peak:.1f} GB [load average {os.getloadavg()[0]:.1f}]",
+                flush=True,
+            )
+            with LibreOfficeSession() as session:
+                doc = session.open(book, editable=True)
+                doc.set(C.PROMPT, typed)
+                recalculation = doc.calculate(all=True)
+                print(
+                    f"  LibreOffice: load {doc.load_seconds:.0f} s, a typed prompt's full recalculation "
+                    f"{recalculation:.0f} s, peak {session.peak_rss_mb() / 1024:.1f} GB "
+                    f"[load average {os.getloadavg()[0]:.1f}]",
+                    flush=True,
+                )
 
 
 def bench_generate_124m(positions, steps=4, layers=12):
@@ -346,6 +479,19 @@ def main():
         help="instead, time generation with a 124M-shape book of POSITIONS positions",
     )
     ap.add_argument("--layers", type=int, default=12, help="with --generate-124m: layers of the 124M shape")
+    ap.add_argument(
+        "--engines-at-scale",
+        type=int,
+        metavar="POSITIONS",
+        help="instead, time IronCalc and LibreOffice on medium and 124M-shape books of POSITIONS positions",
+    )
+    ap.add_argument(
+        "--lens-124m",
+        type=int,
+        metavar="POSITIONS",
+        help="instead, compare a 124M-shape Prompt-cell book's lens at every position and at the last only",
+    )
+    ap.add_argument("--ironcalc-child", help=argparse.SUPPRESS)
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--lower", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -357,6 +503,12 @@ def main():
         return bench_train(args.train)
     if args.generate_124m:
         return bench_generate_124m(args.generate_124m, layers=args.layers)
+    if args.engines_at_scale:
+        return bench_engines_at_scale(args.engines_at_scale)
+    if args.lens_124m:
+        return bench_lens_124m(args.lens_124m, layers=args.layers)
+    if args.ironcalc_child:
+        return child_ironcalc(args.ironcalc_child)
     if args.lower:
         return child_lower(args.lower[0], args.lower[1], int(args.lower[2]))
     if args.child:
