@@ -73,6 +73,18 @@ def test_session_leaves_nothing_after_an_exception(small_gen_book):
     assert_gone(pgids, profile)
 
 
+def test_an_editable_book_leaves_no_lock_file_beside_it(small_gen_book, tmp_path):
+    """xlgpt train opens its book editable, and the session ends by killing LibreOffice: no `.~lock.NAME#` may
+    stay beside the user's book, nor stop the next session from opening it."""
+    book = tmp_path / "book.xlsx"
+    book.write_bytes(small_gen_book.read_bytes())
+    for _ in range(2):
+        with LibreOfficeSession(timeout=120) as lo:
+            opened = lo.open(book, editable=True)
+            assert opened.read([C.TOKEN_IDS])[C.TOKEN_IDS][0].tolist() == [1, 2, 0, 0, 0, 0]
+        assert sorted(os.listdir(tmp_path)) == ["book.xlsx"]
+
+
 def test_a_session_whose_cleanup_a_signal_skipped_is_stopped_on_the_way_out():
     """A signal can land after a `with` block's body and before its exit starts the cleanup (as one did in CI,
     right after a training run's last step): the interrupted exit then stops what is left."""

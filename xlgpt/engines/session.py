@@ -142,7 +142,8 @@ class LibreOfficeSession:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-            # no .~lock files: a killed session leaves none behind, and another's lock cannot stop a load
+            # no system file locks (nor, set by the worker in the profile, .~lock files): a killed session leaves
+            # none behind, and another's lock cannot stop a load
             # the C locale: what the sheet computes never depends on the user's locale (as with the CSV export)
             # its scratch files (lu*.tmp) go into the profile directory, removed even if soffice is killed
             env={**os.environ, **C_LOCALE, "SAL_ENABLE_FILE_LOCKING": "0", "TMPDIR": self.profile},

@@ -68,25 +68,26 @@ class Worker:
                 time.sleep(0.1)
         self.ctx = ctx
         self.desktop = ctx.ServiceManager.createInstanceWithContext("com.sun.star.frame.Desktop", ctx)
-        self._always_recalculate(ctx)
+        # recalculate every formula on load, even where a file carries cached results (0 = always)
+        self._configure(ctx, "/org.openoffice.Office.Calc/Formula/Load", OOXMLRecalcMode=0, ODFRecalcMode=0)
+        # no .~lock.NAME# beside an editable book: soffice is killed at the end, and would leave it there
+        self._configure(ctx, "/org.openoffice.Office.Common/Misc", UseLocking=False)
         return {"seconds": round(time.monotonic() - t0, 3)}
 
     @staticmethod
-    def _always_recalculate(ctx):
-        """Recalculate every formula on load, even where a file carries cached results (the private
-        profile's setting; 0 = always). A book written without cached values is calculated on load anyway."""
+    def _configure(ctx, node, **settings):
+        """Set this session's private profile's settings under `node`."""
         provider = ctx.ServiceManager.createInstanceWithContext("com.sun.star.configuration.ConfigurationProvider", ctx)
         access = provider.createInstanceWithArguments(
-            "com.sun.star.configuration.ConfigurationUpdateAccess",
-            (prop("nodepath", "/org.openoffice.Office.Calc/Formula/Load"),),
+            "com.sun.star.configuration.ConfigurationUpdateAccess", (prop("nodepath", node),)
         )
-        access.setPropertyValue("OOXMLRecalcMode", 0)
-        access.setPropertyValue("ODFRecalcMode", 0)
+        for key, value in settings.items():
+            access.setPropertyValue(key, value)
         access.commitChanges()
 
     def open(self, path, editable=False):
         # never saved. Read-only, cell edits through the API still work, and no lock file is read or made; range
-        # writes (setDataArray) need an editable document (the session disables file locking for that case)
+        # writes (setDataArray) need an editable document (the session's profile makes no lock file for it)
         props = (
             prop("Hidden", True),
             prop("ReadOnly", not editable),
