@@ -77,8 +77,10 @@ test: install system
 test-fast: install lint
 	$(PYTHON) -m pytest -m "not engines" -n $(PYTEST_WORKERS) $(PYTEST_FLAGS)
 
-# the 124M generation figures take ~15 (context 16) and ~20 minutes (64), so they are apart:
+# the 124M figures take 15 to 45 minutes each, so they are apart: generation at context 16 and 64, IronCalc
+# against LibreOffice on the medium and 124M books, the 124M book's lens at every position against the last
 #   python3 bench/bench.py --generate-124m 16; python3 bench/bench.py --generate-124m 64
+#   python3 bench/bench.py --engines-at-scale 16; python3 bench/bench.py --lens-124m 16
 bench: install
 	$(PYTHON) bench/bench.py
 	$(PYTHON) bench/bench.py --generate 20

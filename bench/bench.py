@@ -23,6 +23,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import openpyxl
+
+from xlgpt.compile.backward import Training
+from xlgpt.compile.build import build, inputs_for
+from xlgpt.compile.lower import lower
+from xlgpt.compile.template import load_spec
+from xlgpt.engines import ironcalc
+from xlgpt.engines.session import LibreOfficeSession
+from xlgpt.model.checkpoint import load
+from xlgpt.sheet import contract as C
+from xlgpt.sheet.read import read_book
+
 ROOT = Path(__file__).resolve().parent.parent
 GENERATE_TEMPLATE = ROOT / "templates" / "gpt2-generate.toml"
 GPT2_TOKENIZER = ROOT / "weights" / "gpt2-tokenizer"
@@ -38,8 +50,6 @@ SIZES = {  # name: layers, embd, heads, vocab, positions, tokens in the book
 
 def child_build(ckpt, tokens, out):
     """Run inside the child: build, print seconds, peak RSS and cell counts as JSON."""
-    from xlgpt.compile.build import build
-    from xlgpt.model.checkpoint import load
 
     t0 = time.perf_counter()
     sheets, _ = build(load(ckpt), tokens, out)
@@ -61,10 +71,6 @@ def child_build(ckpt, tokens, out):
 
 def openpyxl_rate(ckpt, n_cells=300_000):
     """Cells per second of openpyxl's write-only mode on real weight rows of the same checkpoint."""
-    import openpyxl
-
-    from xlgpt.model.checkpoint import load
-
     w = load(ckpt)["wte.weight"]
     rows = w[: max(1, n_cells // w.shape[1])]
     wb = openpyxl.Workbook(write_only=True)
@@ -148,8 +154,6 @@ def random_checkpoint(out, layers, embd, heads, vocab, context):
 def child_ironcalc(book):
     """Inside a child: load the book into IronCalc and recompute it, announcing each phase's seconds on stdout
     (the parent may stop it mid-recompute)."""
-    from xlgpt.engines import ironcalc
-
     t0 = time.perf_counter()
     model = ironcalc.load(book)
     print(json.dumps({"load_seconds": round(time.perf_counter() - t0, 1)}), flush=True)
@@ -233,9 +237,6 @@ def bench_lens_124m(positions, layers=12):
     """The logit lens at every position against the last position only (`build --lens`), in one run, on a 124M-shape
     Prompt-cell book of `positions` positions (random weights, GPT-2's tokenizer): build time, peak memory, size
     and cells; LibreOffice's load, and its full recalculation after a learner types another prompt."""
-    from xlgpt.engines.session import LibreOfficeSession
-    from xlgpt.sheet import contract as C
-
     prompt, typed = "The quick brown fox jumps over the lazy dog", "Mike is quick. He moves"
     with tempfile.TemporaryDirectory(prefix="xlgpt-bench-") as tmp:
         ckpt = Path(tmp) / "124M"
@@ -428,21 +429,13 @@ def bench_train(steps, window=16):
 
 
 def cells_of(book):
-    from xlgpt.sheet.read import read_book
-
+    """A book's cells, as printed: every cell, then its formulas and the cells their arrays fill."""
     c = read_book(book).cell_counts
     return f"{c.constants + c.array_cells:,} cells ({c.formulas:,} formulas filling {c.array_cells:,})"
 
 
 def child_lower(ckpt, optimizer, window):
     """Inside a child: lower a training book (no file) and print its cell counts and an estimated size."""
-    from xlgpt.compile.backward import Training
-    from xlgpt.compile.build import inputs_for
-    from xlgpt.compile.lower import lower
-    from xlgpt.compile.template import load_spec
-    from xlgpt.model.checkpoint import load
-    from xlgpt.sheet.contract import About
-
     t0 = time.perf_counter()
     ckpt = load(ckpt)
     tokens = [(i * 7919) % ckpt.config.vocab_size for i in range(window + 1)]
@@ -451,7 +444,7 @@ def child_lower(ckpt, optimizer, window):
         spec,
         ckpt,
         inputs_for(ckpt, tokens[:-1]),
-        About("124M", "", "token ids", None, None),
+        C.About("124M", "", "token ids", None, None),
         training=Training(tokens[1:], optimizer),
     )
     counts = [s.cell_counts() for s in book.sheets()]

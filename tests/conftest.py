@@ -2,11 +2,12 @@
 
 import os
 import shutil
-import subprocess
 
 import pytest
 
 from helpers import FIXTURES, expected, tokens_arg, xlgpt
+from xlgpt.engines.session import system_python
+from xlgpt.package import XlgptError
 
 
 @pytest.fixture(scope="session")
@@ -64,8 +65,11 @@ def env(tmp_path, monkeypatch):
 
 
 def _uno_missing():
-    python = shutil.which("python3", path="/usr/bin") or "/usr/bin/python3"
-    return subprocess.run([python, "-c", "import uno"], capture_output=True).returncode != 0
+    try:
+        system_python()
+    except XlgptError:
+        return True
+    return False
 
 
 # What xlgpt says when an engine is absent (engines/process.py, gnumeric.py, session.py), and whether it is.

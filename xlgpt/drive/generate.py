@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from xlgpt.check.verify import TOLERANCE, checkpoint_for, reference_edits
-from xlgpt.engines.formulas import check_formulas_size, package_model
+from xlgpt.engines.formulas import check_formulas_size, package_model, quiet
 from xlgpt.engines.ironcalc import IronCalcSheet
 from xlgpt.engines.process import as_float
 from xlgpt.engines.session import LibreOfficeSession, _as_array
@@ -61,12 +61,9 @@ class FormulasSheet:
     """The same view through the `formulas` package: every calculate() recomputes the whole book."""
 
     def __init__(self, info):
-        import contextlib
-        import io
-
         check_formulas_size(info)
         t0 = time.perf_counter()
-        with contextlib.redirect_stderr(io.StringIO()):
+        with quiet():
             self.model = package_model().loads(str(info.path)).finish()
         self.info, self.inputs, self.solution = info, {}, None
         self.calculate()
@@ -79,10 +76,7 @@ class FormulasSheet:
         self.inputs[self._key(self.info.names[name].at(index or 0))] = value
 
     def calculate(self):
-        import contextlib
-        import io
-
-        with contextlib.redirect_stderr(io.StringIO()):
+        with quiet():
             solution = self.model.calculate(inputs=dict(self.inputs))
         self.solution = {k.upper(): v for k, v in solution.items()}
 
@@ -93,7 +87,6 @@ class FormulasSheet:
         return np.asarray(self.solution[key].value, dtype=object)
 
     def column(self, name, j):
-
         return np.array([as_float(v) for v in self._values(name)[:, j]])
 
     def put(self, name, rows):
@@ -104,7 +97,6 @@ class FormulasSheet:
                 self.inputs[self._key(rect.cell(i, j))] = float(v)
 
     def read(self, names):
-
         return {n: np.array([[as_float(v) for v in row] for row in self._values(n)]) for n in names}
 
     def copy(self, pairs):

@@ -8,6 +8,7 @@ differs stops the run. At the end the weights are read back, checked, and saved 
 """
 
 import contextlib
+import shutil
 import time
 from pathlib import Path
 
@@ -114,8 +115,6 @@ def save(out, ckpt, tok, windows, steps, final, moments, optimizer, lr):
     """The run's results in a new directory `out`, atomically: the trained checkpoint (config.json,
     model.safetensors, the tokenizer's files) and train.xlsx, a training book of the trained weights whose Loss
     tab charts the loss of every step (with Adam's moments, so it can take the next step)."""
-    import shutil
-
     check_new_dir(out)
     with atomic_dir(out) as tmp:
         write(tmp, ckpt.config, final)

@@ -67,6 +67,11 @@ def check_formulas_precision(book):
             )
 
 
+def quiet():
+    """The `formulas` package draws progress bars on stderr: not ours to show."""
+    return contextlib.redirect_stderr(io.StringIO())
+
+
 def check_formulas(book, max_cells=FORMULAS_MAX_CELLS):
     check_formulas_size(book, max_cells)
     check_formulas_precision(book)
@@ -77,7 +82,7 @@ def formulas_values(book, wanted, max_cells=FORMULAS_MAX_CELLS, more=None):
     check_formulas(book, max_cells)
     # the package names cells '[file name]SHEET'!A1 and cannot parse a file name holding [ ] or ': it reads
     # the book through a link of a plain name
-    with contextlib.redirect_stderr(io.StringIO()), tempfile.TemporaryDirectory(prefix="xlgpt-formulas-") as tmp:
+    with quiet(), tempfile.TemporaryDirectory(prefix="xlgpt-formulas-") as tmp:
         link = Path(tmp) / "book.xlsx"
         os.symlink(Path(book.path).resolve(), link)
         with peak_memory() as stats:

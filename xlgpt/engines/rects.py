@@ -1,12 +1,10 @@
 """Any rectangles of recalculated books, with any engine (the tokenizer's batch books, the tests)."""
 
-import contextlib
-import io
 from pathlib import Path
 
 import openpyxl
 
-from xlgpt.engines.formulas import formulas_rect, sparse_model
+from xlgpt.engines.formulas import formulas_rect, quiet, sparse_model
 from xlgpt.engines.gnumeric import ssconvert_csv
 from xlgpt.engines.ironcalc import Model
 from xlgpt.engines.libreoffice import soffice_csv
@@ -23,7 +21,7 @@ def read_rects(books, engine="libreoffice", timeout=3600):
         out = []
         for path, rects in books:
             path = path.resolve()
-            with contextlib.redirect_stderr(io.StringIO()):  # progress bars
+            with quiet():
                 refs = [f"'[{path}]{r.sheet.upper()}'!{r.ref(r.sheet, absolute=False)}" for r in rects]
                 solution = sparse_model().from_ranges(*refs).finish().calculate()
             values = {k.upper(): v for k, v in solution.items()}

@@ -4,6 +4,7 @@ import hashlib
 import json
 import math
 import re
+import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -177,8 +178,6 @@ FLOAT_DTYPES = {"F16": "float16", "F32": "float32", "F64": "float64"}
 def check_header(weights):
     """Read a safetensors file's header (bounded) and refuse what NumPy cannot load (float8, bfloat16, ...)
     with one line, before any tensor is read."""
-    import struct
-
     with open(weights, "rb") as f:
         head = f.read(8)
         if len(head) != 8:

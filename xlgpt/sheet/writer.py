@@ -8,6 +8,9 @@ import contextlib
 import multiprocessing
 import multiprocessing.pool
 import os
+import re
+import shutil
+import signal
 import zipfile
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -426,8 +429,6 @@ def _start_worker(sheets, strings):
     """A forked worker keeps the book to format, and leaves interruptions to the parent: Ctrl-C and a hang-up
     (sent to the whole foreground group) are ignored here, so they print one line, not a traceback per
     worker, and a parent that ignores SIGHUP (nohup) keeps its workers; SIGTERM (pool.terminate) just ends it."""
-    import signal
-
     global _WORKER_BOOK
     _WORKER_BOOK = (sheets, strings)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -448,9 +449,6 @@ def copy_with_cell(src, dst, sheet_index, row, col, value, style=0):
 def copy_with_cells(src, dst, cells, style=0):
     """Copy a workbook this writer made with cells replaced: {(sheet index (1-based), row, col): value, or
     (value, its own style)}. Streams every part it does not change, so it suits books of any size."""
-    import re
-    import shutil
-
     by_member = {}
     for (sheet_index, row, col), value in cells.items():
         by_member.setdefault(f"xl/worksheets/sheet{sheet_index}.xml", {})[cell_name(row, col)] = value
