@@ -395,8 +395,8 @@ def evaluate(
     """Recalculate the workbook `book` with spreadsheet engines and check it against the NumPy reference.
 
     engine: "formulas", "libreoffice", "gnumeric", "ironcalc", "both", "all" (every engine installed that can
-    compute the book; on_skip(engine, why) for the others) or "auto" (the fastest that can: IronCalc for the
-    bundled model's token-id books, LibreOffice for Prompt-cell books and large ones). prompt: type this into a
+    compute the book; on_skip(engine, why) for the others) or "auto" (the fastest that can: IronCalc up to ~20M
+    cells, LibreOffice beyond). prompt: type this into a
     copy's Prompt cell first; sets: "NAME[i,j]=VALUE" edits of input cells in a copy first. Returns one result
     dict per engine ("match", "token_id", "max_abs_logit_diff", ...). Raises check.provenance.NotCompiled when
     the book holds formulas xlgpt does not write for it (a MISMATCH before any engine runs)."""
@@ -464,7 +464,7 @@ def readout(values, tok, n):
 @np.errstate(all="ignore")
 def evaluate_each_prompt(book, prompts, weights=None, timeout=3600, on_stage=None, template=None, engine="auto"):
     """Type each prompt into the book's Prompt cell, the book loaded once ("auto": in IronCalc, or LibreOffice for a
-    book beyond IronCalc's size), and check each: one result each."""
+    book of over ~20M cells), and check each: one result each."""
     book, weights_dir = book_to_check(book, weights)
     return evaluate_prompts(
         book,

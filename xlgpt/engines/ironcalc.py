@@ -1,7 +1,7 @@
 """IronCalc (PyPI `ironcalc`: a Rust engine built for Excel compatibility) as an engine, in this process: load the
 .xlsx, recompute every formula, read full-precision values. It needs no office suite, and on books of the bundled
 model's size it is the fastest engine (the default book: ~2.5 s to load, ~2.5 s to recompute); its products run at
-~4M multiply-adds/s, so a 124M book is beyond it (see IRONCALC_MAX_CELLS)."""
+~4M multiply-adds/s, so at 124M LibreOffice is 3× faster (see IRONCALC_FASTEST_UP_TO)."""
 
 import contextlib
 import os
@@ -16,9 +16,16 @@ from xlgpt.package import XlgptError
 from xlgpt.safefile import announce
 from xlgpt.sheet import contract as C
 
-# Measured here: the 124M generation book (125M constants) took 112 s and 4.9 GB to load and had not finished
-# recomputing after 18 minutes; the bundled model's books (~0.1M constants) take seconds.
-IRONCALC_MAX_CELLS = 20_000_000
+# Measured here in one run (bench/bench.py --engines-at-scale 16): a 6.8M-cell book loads in 9 s and recomputes in
+# 5 s (LibreOffice's eval: 28 s); the 124M generation book (130M cells) in 74 s + 989 s at 4.8 GB (LibreOffice's
+# eval: 339 s). Beyond IRONCALC_MAX_CELLS its memory (~37 bytes a cell) would outgrow this 24 GB machine.
+IRONCALC_FASTEST_UP_TO = 20_000_000
+IRONCALC_MAX_CELLS = 160_000_000
+
+
+def ironcalc_fastest(book):
+    """Whether IronCalc is the fastest engine for `book` (else LibreOffice is)."""
+    return book.est_cells <= IRONCALC_FASTEST_UP_TO
 
 
 @contextlib.contextmanager
@@ -127,7 +134,7 @@ def check_ironcalc_size(book, max_cells=IRONCALC_MAX_CELLS):
     if book.est_cells > max_cells:
         raise XlgptError(
             f"{book.path.name}: about {book.est_cells:,} cells is too large for IronCalc (limit {max_cells:,}; "
-            f"its products run at ~4M multiply-adds/s); use --engine libreoffice"
+            f"it holds ~37 bytes a cell); use --engine libreoffice"
         )
 
 
