@@ -9,6 +9,7 @@ import pytest
 
 from helpers import BUNDLED, FIXTURES, xlgpt
 from xlgpt.compile.lower import lens_for
+from xlgpt.compile.template import GENERATE_TEMPLATE
 from xlgpt.engines.ironcalc import Model
 from xlgpt.model import reference
 from xlgpt.model.checkpoint import Config, as_written, load
@@ -58,6 +59,16 @@ def test_a_large_lens_reads_the_last_position_by_default():
     assert lens_for(gpt2, 3) == C.LENS_EVERY  # 2.0M
     bundled = load(BUNDLED).config
     assert lens_for(bundled, 64) == C.LENS_EVERY  # the bundled model's books keep the lens at every position
+
+
+def test_a_book_without_the_lens_says_nothing_of_it(tmp_path):
+    """The generation template has no lens: its book records no Lens cell, and build prints nothing about a lens."""
+    for lens in ([], ["--lens", "last"]):
+        out = tmp_path / f"gen{len(lens)}.xlsx"
+        args = ["--weights", FIXTURES / "tiny", "--tokens", "1,2", "--template", GENERATE_TEMPLATE, *lens]
+        run = xlgpt("build", *args, "--out", out)
+        assert run.returncode == 0 and "logit lens" not in run.stdout, run.stdout + run.stderr
+        assert C.LENS not in read_book(out).names
 
 
 @pytest.mark.engines

@@ -196,7 +196,9 @@ def lower(spec, ckpt, inputs, about, vocab=None, edits=None, sae=None, training=
     (weights.sae.SAE) the sparse autoencoder of the Features tab; `training` (backward.Training) makes a training
     book: the template's loss, then the backward pass and the optimizer's step. `values`: every formula cell
     carries the value it computes (compile/values.py: each formula evaluated as it is written), else none."""
-    if about.lens is None:
+    if not any(stage.op == "lens" for stage in spec.stages):  # a template without the lens records none
+        about = replace(about, lens=None)
+    elif about.lens is None:
         about = replace(about, lens=lens_for(ckpt.config, inputs.positions))
     edits = edits or Edits.none(ckpt.config)
     lowering = Lowering(spec, ckpt, inputs, vocab, edits, sae, training, values, about.lens == C.LENS_LAST)
