@@ -145,7 +145,7 @@ def test_auto_takes_libreoffice_at_124m_and_ironcalc_where_it_is_absent(tmp_path
     """IronCalc is the fastest engine up to ~20M cells, LibreOffice beyond (3x faster at 124M, measured); without
     LibreOffice a 124M book still has IronCalc, and a book past its memory limit has neither."""
     book = read_book(built(tmp_path, "--weights", FIXTURES / "tiny", "--tokens", "1,2,3"))
-    at_124m, huge = replace(book, est_cells=130_000_000), replace(book, est_cells=400_000_000)
+    at_124m, huge = replace(book, est_cells=130_000_000), replace(book, est_cells=400_000_000)  # gpt2-medium: 361M
     assert fastest_engine(book, {}) == live_engine_for(book, "auto") == "ironcalc"
     if shutil.which("soffice"):
         assert fastest_engine(at_124m, {}) == live_engine_for(at_124m, "auto") == "libreoffice"

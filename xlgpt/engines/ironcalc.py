@@ -18,9 +18,9 @@ from xlgpt.sheet import contract as C
 
 # Measured here in one run (bench/bench.py --engines-at-scale 16): a 6.8M-cell book loads in 9 s and recomputes in
 # 5 s (LibreOffice's eval: 28 s); the 124M generation book (130M cells) in 74 s + 989 s at 4.8 GB (LibreOffice's
-# eval: 339 s). Beyond IRONCALC_MAX_CELLS its memory (~37 bytes a cell) would outgrow this 24 GB machine.
+# eval: 339 s). Beyond IRONCALC_MAX_CELLS its memory (~37 bytes a cell) would take much of a 24 GB machine.
 IRONCALC_FASTEST_UP_TO = 20_000_000
-IRONCALC_MAX_CELLS = 160_000_000
+IRONCALC_MAX_CELLS = 250_000_000
 
 
 def ironcalc_fastest(book):

@@ -106,8 +106,9 @@ def check_zip(zf, path):
             )
 
 
-# Rough size of one cell in sheet XML, to estimate a book's cell count before loading it.
-BYTES_PER_CELL = 12
+# Rough size of one cell in sheet XML, to estimate a book's cell count before loading it: a constant with its
+# address, as most of a large book's cells are (the 124M generation book: 4.81 GB of sheet XML, 129.6M cells).
+BYTES_PER_CELL = 37
 
 
 @dataclass
