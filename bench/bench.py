@@ -50,7 +50,6 @@ SIZES = {  # name: layers, embd, heads, vocab, positions, tokens in the book
 
 def child_build(ckpt, tokens, out):
     """Run inside the child: build, print seconds, peak RSS and cell counts as JSON."""
-
     t0 = time.perf_counter()
     sheets, _ = build(load(ckpt), tokens, out)
     seconds = time.perf_counter() - t0
@@ -143,6 +142,7 @@ def bench_engines(steps=20):
 
 
 def random_checkpoint(out, layers, embd, heads, vocab, context):
+    """A seeded random checkpoint of that shape in `out` (the speed of a book does not depend on its weights)."""
     subprocess.run(
         [sys.executable, "-m", "xlgpt", "weights", "random", "--layers", str(layers), "--embd", str(embd)]
         + ["--heads", str(heads), "--vocab", str(vocab), "--context", str(context), "--seed", "1", "--out", str(out)],
@@ -273,31 +273,7 @@ def bench_generate_124m(positions, steps=4, layers=12):
     prompt = ",".join(str((i * 7919) % 50257) for i in range(positions - steps))
     with tempfile.TemporaryDirectory(prefix="xlgpt-bench-") as tmp:
         ckpt, book = Path(tmp) / "124M", Path(tmp) / "gen.xlsx"
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "xlgpt",
-                "weights",
-                "random",
-                "--layers",
-                str(layers),
-                "--embd",
-                "768",
-                "--heads",
-                "12",
-                "--vocab",
-                "50257",
-                "--context",
-                "1024",
-                "--seed",
-                "1",
-                "--out",
-                str(ckpt),
-            ],
-            check=True,
-            capture_output=True,
-        )
+        random_checkpoint(ckpt, layers, *SIZES["124M"][1:5])
         t0 = time.perf_counter()
         subprocess.run(
             [
@@ -393,31 +369,7 @@ def bench_train(steps, window=16):
                 f"{r['steps'][-1]['loss']:.3f}"
             )
         ckpt = Path(tmp) / "124M"
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "xlgpt",
-                "weights",
-                "random",
-                "--layers",
-                "12",
-                "--embd",
-                "768",
-                "--heads",
-                "12",
-                "--vocab",
-                "50257",
-                "--context",
-                "1024",
-                "--seed",
-                "1",
-                "--out",
-                str(ckpt),
-            ],
-            check=True,
-            capture_output=True,
-        )
+        random_checkpoint(ckpt, *SIZES["124M"][:5])
         for optimizer in ("sgd", "adamw"):
             run = subprocess.run(
                 [sys.executable, __file__, "--lower", str(ckpt), optimizer, "10"],
@@ -515,31 +467,7 @@ def main():
         for name in args.sizes.split(","):
             layers, embd, heads, vocab, ctx, n_tok = SIZES[name]
             ckpt, book = Path(tmp) / name, Path(tmp) / f"{name}.xlsx"
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "xlgpt",
-                    "weights",
-                    "random",
-                    "--layers",
-                    str(layers),
-                    "--embd",
-                    str(embd),
-                    "--heads",
-                    str(heads),
-                    "--vocab",
-                    str(vocab),
-                    "--context",
-                    str(ctx),
-                    "--seed",
-                    "1",
-                    "--out",
-                    str(ckpt),
-                ],
-                check=True,
-                capture_output=True,
-            )
+            random_checkpoint(ckpt, layers, embd, heads, vocab, ctx)
             tokens = ",".join(str((i * 7919) % vocab) for i in range(n_tok))
             run = subprocess.run(
                 [sys.executable, __file__, "--child", str(ckpt), tokens, str(book)],
