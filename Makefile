@@ -68,7 +68,7 @@ screenshots: install
 	    "backward=Layer 1 backward!A827:T866"
 
 # Both run the tests in parallel, one pytest-xdist worker per CPU (PYTEST_WORKERS=0: in this process, one at a
-# time). Measured on a 2-core machine: make test-fast, 41 s; make test, 15 min.
+# time). Measured on a 2-core machine: make test-fast, 41 s; make test, 11 min.
 PYTEST_WORKERS ?= auto
 
 test: install system
