@@ -1,5 +1,6 @@
 """A slow, obviously-correct oracle: the same sheets and names written cell by cell with openpyxl."""
 
+import numpy as np
 import openpyxl
 from openpyxl.workbook.defined_name import DefinedName
 from openpyxl.worksheet.formula import ArrayFormula as OpenpyxlArray
@@ -15,7 +16,7 @@ def write(path, sheets, names):
         ws = wb.create_sheet(sheet.name)
         for b in sheet.blocks:
             if isinstance(b, Numbers):
-                values = decimal_values(b.values) if b.values.dtype.kind == "f" else b.values
+                values = decimal_values(b.values) if b.values.dtype == np.float32 else b.values
                 for i, row in enumerate(values):
                     for j, v in enumerate(row):
                         ws.cell(b.top + i, b.left + j, float(v) if values.dtype.kind == "f" else int(v))

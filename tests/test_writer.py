@@ -4,6 +4,8 @@ import csv
 import re
 import subprocess
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from xlgpt.engines.formulas import formulas_values
 from xlgpt.engines.process import find_soffice
 from xlgpt.model.checkpoint import load
 from xlgpt.sheet import cells as sheet_cells
+from xlgpt.sheet import deflate
 from xlgpt.sheet import writer as xlsx
 from xlgpt.sheet.contract import About
 from xlgpt.sheet.read import read_book
@@ -133,7 +136,11 @@ def test_parallel_writer_writes_the_same_bytes(plan, books, tmp_path, monkeypatc
     assert contexts == ["fork"]  # a pool of workers formatted the chunks
     sheets = plan[0]
     assert len(written) == sum(len(chunks(s, 300)) for s in sheets) > 4 * len(sheets)
-    assert (tmp_path / "parallel.xlsx").read_bytes() == books[0].read_bytes()
+    # the same parts (each deflated in other pieces: other bytes), each whole (its CRC-32 combined from the pieces')
+    with zipfile.ZipFile(tmp_path / "parallel.xlsx") as parallel, zipfile.ZipFile(books[0]) as one:
+        assert parallel.testzip() is None and one.testzip() is None
+        assert parallel.namelist() == one.namelist()
+        assert all(parallel.read(name) == one.read(name) for name in one.namelist())
 
 
 def test_interrupted_write_leaves_nothing(plan, tmp_path):
@@ -143,3 +150,17 @@ def test_interrupted_write_leaves_nothing(plan, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         xlsx.write_workbook(tmp_path / "b.xlsx", *plan, progress=stop)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pieces_deflated_apart_make_one_stream():
+    """What the workers send: deflated pieces, one after the other, inflate to the whole, and their CRC-32s combine
+    into the whole's (checked against zlib's own)."""
+    rng = np.random.default_rng(3)
+    pieces = [rng.integers(0, 256, n, np.uint8).tobytes() * k for n, k in ((0, 1), (1, 1), (5000, 3), (70000, 2))]
+    deflated = [deflate.deflated(p, small) for p, small in zip(pieces, (False, True, False, True))]
+    whole = b"".join(pieces)
+    assert zlib.decompress(b"".join(d for d, _, _ in deflated) + deflate.FINAL_BLOCK, -15) == whole
+    crc = 0
+    for _, piece_crc, length in deflated:
+        crc = deflate.crc32_combine(crc, piece_crc, length)
+    assert crc == zlib.crc32(whole)

@@ -20,6 +20,7 @@ _SHEET = r"(?:'(?:[^']|'')+'|[A-Za-z_][\w.]*)!"
 _CELL = r"\$?[A-Z]{1,3}\$?\d+"
 _REFERENCE = re.compile(rf"(?<![\w.$'])((?:{_SHEET})?{_CELL}(?::{_CELL})?)(?![\w(!])")
 _STRING = re.compile(r'"(?:[^"]|"")*"')
+SHARED_OPERAND_CELLS = 4096  # see batch_key
 
 
 class FormulaValues:
@@ -68,8 +69,7 @@ class FormulaValues:
         else:
             groups = {}
             for (i, j), refs in items:
-                shape = tuple((k, (r.height, r.width) if isinstance(r, Rect) else r) for k, r in refs.items())
-                groups.setdefault(shape, []).append(((i, j), refs))
+                groups.setdefault(batch_key(refs), []).append(((i, j), refs))
             for group in groups.values():
                 result = self.evaluate(template, [refs for _, refs in group], rect.sheet)
                 if result is None:
@@ -150,6 +150,16 @@ class FormulaValues:
                        rect.left - target.left : rect.right - target.left + 1]  # fmt: skip
             return None if any(v is None for v in part.flat) else numbers_if_all(part)
         return self.book.value(rect)
+
+
+def batch_key(refs):
+    """Cells evaluated in one batch share this: their operands' shapes, and each large operand itself. A batch
+    stacks an operand that differs between its cells, a copy per cell; a large one (a column of the vocabulary's
+    embeddings, which every position's LOOKUP reads) is shared within its batch instead, passed once."""
+    return tuple(
+        (k, (r if r.height * r.width > SHARED_OPERAND_CELLS else (r.height, r.width)) if isinstance(r, Rect) else r)
+        for k, r in refs.items()
+    )
 
 
 def references_as_operands(formula, sheet, rects):

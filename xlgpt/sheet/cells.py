@@ -8,9 +8,11 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
+from xlgpt.decimals import decimal_texts
 from xlgpt.sheet.styles import PLAIN
 
 CHUNK_CELLS = 250_000  # cells formatted per task when several processes share the work
+TEXT_CELLS = 16_384  # cells turned into text at once (batch_row); a chunk may end sooner, wasting the rest
 
 
 def _column_letter(col):
@@ -54,20 +56,39 @@ class Numbers:
         return self.values.shape[0]
 
     def row_xml(self, i, strings=None):
-        row = self.values[i]
-        text = row.astype(str).tolist() if row.dtype.kind == "f" else [str(int(v)) for v in row]
         # '<c r="A' 7 '"><v>' 0.5 '</v></c><c r="B' 7 '"><v>' 1.5 ... '</v></c>': the column openings are
         # made once per block, the row number once per row, and one join assembles them (no loop per cell).
+        width = self.values.shape[1]
+        text = batch_row(self, i, width, lambda rows: numbers_text(self.values[rows].ravel()))
         opens = self.__dict__.get("_opens")
         if opens is None:
-            opens = self._opens = ['<c r="' + COLUMNS[self.left]] + [
-                '</v></c><c r="' + c for c in COLUMNS[self.left + 1 : self.left + len(text)]
+            opens = self._opens = [b'<c r="' + COLUMNS[self.left].encode()] + [
+                b'</v></c><c r="' + c.encode() for c in COLUMNS[self.left + 1 : self.left + len(text)]
             ]
         parts = [None] * (3 * len(text))
         parts[0::3] = opens
-        parts[1::3] = [f'{self.top + i}"><v>'] * len(text)
+        parts[1::3] = [f'{self.top + i}"><v>'.encode()] * len(text)
         parts[2::3] = text
-        return "".join(parts) + "</v></c>"
+        return (b"".join(parts) + b"</v></c>").decode()
+
+
+def batch_row(block, i, width, texts):
+    """Row i of a block's cell texts, made TEXT_CELLS at a time, at NumPy's speed: `texts(rows)` gives those of a
+    slice of rows, flat. The batch is kept on the block until its last row."""
+    first, batch = block.__dict__.get("_batch", (None, None))
+    if first is None or not 0 <= i - first < len(batch):
+        flat = texts(slice(i, i + max(1, TEXT_CELLS // width)))
+        first, batch = block._batch = i, [flat[k : k + width] for k in range(0, len(flat), width)]
+    if i == block.height - 1:
+        del block._batch
+    return batch[i - first]
+
+
+def numbers_text(values):
+    """The text of each number, as bytes: a float32 as its shortest decimal (decimals.py)."""
+    if values.dtype == np.float32:
+        return decimal_texts(values).tolist()
+    return [repr(float(v)).encode() if values.dtype.kind == "f" else str(int(v)).encode() for v in values]
 
 
 # Characters XML 1.0 cannot hold; a workbook containing one is rejected or cut short by readers.
@@ -110,6 +131,18 @@ def cached_xml(value):
     if not math.isfinite(value):
         return "", ""
     return ' t="n"', f"<v>{int(value) if value.is_integer() and abs(value) < 1e15 else repr(value)}</v>"
+
+
+def cached_xmls(values):
+    """cached_xml of each value of a 1-D array; of floats, at a fraction of the cost."""
+    if values.dtype.kind != "f":
+        return [cached_xml(v) for v in values]
+    finite = np.isfinite(values)
+    whole = finite & (np.abs(values) < 1e15) & (values == np.trunc(values))
+    return [
+        (' t="n"', f"<v>{int(v)}</v>") if w else (' t="n"', f"<v>{v!r}</v>") if f else ("", "")
+        for v, w, f in zip(values.tolist(), whole.tolist(), finite.tolist())
+    ]
 
 
 def value_xml(value, style, ref, strings=None):
@@ -180,16 +213,21 @@ class ArrayFormula(RegionFormula):
         return 1 if self.values is None else self.region.height
 
     def row_xml(self, i, strings=None):
-        ref = self.region.ref(self.region.sheet, absolute=False)
-        formula = f'<f t="array" ref="{ref}">{escape(self.formula)}</f>'
-        if self.values is None:
-            return f'<c r="{cell_name(self.top, self.left)}">{formula}</c>'
-        row, cells = str(self.top + i), []
-        for j, value in enumerate(self.values[i]):
-            kind, cached = cached_xml(value)
-            if cached or i == j == 0:
-                cells.append(f'<c r="{COLUMNS[self.left + j]}{row}"{kind}>{formula if i == j == 0 else ""}{cached}</c>')
-        return "".join(cells)
+        formula = ""
+        if i == 0:
+            formula = (
+                f'<f t="array" ref="{self.region.ref(self.region.sheet, absolute=False)}">{escape(self.formula)}</f>'
+            )
+            if self.values is None:
+                return f'<c r="{cell_name(self.top, self.left)}">{formula}</c>'
+        values = np.asarray(self.values)
+        cells = batch_row(self, i, values.shape[1], lambda rows: cached_xmls(values[rows].ravel()))
+        row = str(self.top + i)
+        return "".join(
+            f'<c r="{COLUMNS[j]}{row}"{kind}>{formula if j == self.left else ""}{value}</c>'
+            for j, (kind, value) in enumerate(cells, self.left)
+            if value or formula and j == self.left
+        )
 
 
 class SharedFormula(RegionFormula):
@@ -239,7 +277,7 @@ class Sheet:
     conditional: list = field(default_factory=list)  # (range text, rule XML with {priority})
     links: list = field(default_factory=list)  # (cell, location such as 'Layer 0'!A1): links inside the book
     charts: list = field(default_factory=list)  # Chart objects, drawn in one drawing part
-    occupied: dict = None  # the cells the blocks fill, by row (holds())
+    occupied: tuple = None  # the cells the blocks fill (holds())
     shared_formulas: int = 0  # how many SharedFormula blocks it has: the next one's si
 
     def add(self, block):
@@ -252,20 +290,23 @@ class Sheet:
 
     def holds(self, row, col):
         """Does any block put something in this cell?"""
-        if self.occupied is None:  # {row: [(first column, last column)]}, made on first use
-            self.occupied = {}
+        if self.occupied is None:  # made on first use: (the corners of the blocks without holes, the other cells)
+            full, cells = [], set()
             for b in self.blocks:
                 if isinstance(b, RegionFormula):
-                    spans = [(r, b.region.left, b.region.right) for r in range(b.region.top, b.region.bottom + 1)]
+                    full.append((b.region.top, b.region.bottom, b.region.left, b.region.right))
                 elif isinstance(b, Numbers):
-                    rows, cols = b.values.shape
-                    spans = [(b.top + i, b.left, b.left + cols - 1) for i in range(rows)]
+                    full.append((b.top, b.top + b.values.shape[0] - 1, b.left, b.left + b.values.shape[1] - 1))
+                elif b.rows and all(len(r) == len(b.rows[0]) and None not in r for r in b.rows):
+                    full.append((b.top, b.top + len(b.rows) - 1, b.left, b.left + len(b.rows[0]) - 1))
                 else:
-                    spans = [(b.top + i, b.left + j, b.left + j) for i, r in enumerate(b.rows)
-                             for j, v in enumerate(r) if v is not None]  # fmt: skip
-                for r, left, right in spans:
-                    self.occupied.setdefault(r, []).append((left, right))
-        return any(left <= col <= right for left, right in self.occupied.get(row, ()))
+                    cells |= {
+                        (b.top + i, b.left + j) for i, r in enumerate(b.rows) for j, v in enumerate(r) if v is not None
+                    }
+            self.occupied = (np.array(full, np.int64).reshape(-1, 4), cells)
+        full, cells = self.occupied
+        inside = (full[:, 0] <= row) & (row <= full[:, 1]) & (full[:, 2] <= col) & (col <= full[:, 3])
+        return bool(inside.any()) or (row, col) in cells
 
     def rows_xml(self, start=1, stop=None, strings=None):
         """Yield the XML of each non-empty row in [start, stop), in order, merging the blocks that share it.
@@ -276,14 +317,16 @@ class Sheet:
             (b for b in self.blocks if b.top < stop and b.top + b.height > start), key=lambda b: (b.top, b.left)
         )
         styled = sorted((r for r in {**self.row_styles, **self.row_heights} if start <= r < stop), reverse=True)
-        active, k, row = [], 0, start
+        active, k, row, ending = [], 0, start, stop  # ending: the first row where an active block ends
         while (k < len(blocks) or active) and row < stop:
             if not active:
                 row = max(row, blocks[k].top)
-            while k < len(blocks) and blocks[k].top <= row:
-                active.append(blocks[k])
-                k += 1
-            active.sort(key=lambda b: b.left)
+            if k < len(blocks) and blocks[k].top <= row:
+                while k < len(blocks) and blocks[k].top <= row:
+                    active.append(blocks[k])
+                    k += 1
+                active.sort(key=lambda b: b.left)
+                ending = min(b.top + b.height - 1 for b in active)
             while styled and styled[-1] < row:
                 yield self._row(styled.pop())
             if styled and styled[-1] == row:
@@ -291,7 +334,9 @@ class Sheet:
             xml = "".join(b.row_xml(row - b.top, strings) for b in active)
             if xml or row in self.row_styles or row in self.row_heights:
                 yield self._row(row, xml)
-            active = [b for b in active if b.top + b.height - 1 > row]
+            if row >= ending:
+                active = [b for b in active if b.top + b.height - 1 > row]
+                ending = min((b.top + b.height - 1 for b in active), default=stop)
             row += 1
         while styled:
             yield self._row(styled.pop())

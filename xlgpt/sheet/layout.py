@@ -6,6 +6,7 @@ Every tab reads the same way: row 1 its title, then frozen header rows (position
 labelled blocks. Column A holds row labels, B row indices or notes, and data starts at column C.
 """
 
+import collections
 import contextlib
 import textwrap
 from dataclasses import dataclass
@@ -364,6 +365,28 @@ class WeightsTab(Tab):
         return self.numbers(Rect(self.name, 5, col, len(values), 1), values.reshape(-1, 1))
 
 
+READ_BACK_BYTES = 384 * 2**20  # the float64 weights kept at once (GPT-2's token table alone is 309 MB)
+
+
+class ReadBack:
+    """A float32 block's values as a spreadsheet reads them (decimal_values), worked out when a formula first reads
+    them and kept while they are among the most recently read (`kept`, READ_BACK_BYTES at most): the reads of one
+    block come together, and the weights are never all held again as float64 (1 GB for GPT-2 124M)."""
+
+    def __init__(self, values, kept):
+        self.values, self.kept, self.whole = values, kept, None
+
+    def __getitem__(self, key):
+        if self.whole is None:
+            self.whole = decimal_values(self.values)
+            while self.kept and sum(r.whole.nbytes for r in self.kept) + self.whole.nbytes > READ_BACK_BYTES:
+                self.kept.popleft().whole = None  # the least recently read
+        else:
+            self.kept.remove(self)
+        self.kept.append(self)  # the most recently read last
+        return self.whole[key]
+
+
 class Book:
     """The tabs of one workbook; `sheets()` gives them in reading order (by group, then as created)."""
 
@@ -375,14 +398,18 @@ class Book:
         self.rows = {}  # sheet -> {row: [index in values of each record covering that row]}
         self.formula_values = None  # what computes the formulas' results (compile.values.FormulaValues), if anything
         self.complete = False  # every block is written (an unrecorded cell that holds nothing is empty)
+        self.read_back = collections.deque()  # the ReadBacks holding their float64 values, oldest first
 
     # --- cached values: what each formula cell computes, written into the file -------------------------
     def cache(self, rect, values):
         """Record the results of `rect`'s cells (an array broadcast to its shape; numbers or texts)."""
         if values is None:
             return rect
-        values, shape = np.asarray(values), (rect.height, rect.width)
-        values = values.reshape(shape) if values.size == rect.height * rect.width else np.broadcast_to(values, shape)
+        if not isinstance(values, ReadBack):
+            values, shape = np.asarray(values), (rect.height, rect.width)
+            values = (
+                values.reshape(shape) if values.size == rect.height * rect.width else np.broadcast_to(values, shape)
+            )
         records, rows = self.values.setdefault(rect.sheet, []), self.rows.setdefault(rect.sheet, {})
         for row in range(rect.top, rect.bottom + 1):
             rows.setdefault(row, []).append(len(records))
@@ -431,6 +458,8 @@ class Book:
                                 if value is not None:
                                     row[j] = v.with_value(value.item())
                                     known += 1
+        while self.read_back:  # nothing reads the weights as float64 any more
+            self.read_back.popleft().whole = None
         return cells, known
 
     def add(self, tab):
@@ -444,14 +473,15 @@ class Book:
 
     def constants(self, sheet, block):
         """Record the values a block's constant cells hold, as a spreadsheet reads them (a float32 weight as its
-        shortest decimal), for the formulas that read them; only when the book computes its formulas' values."""
+        shortest decimal; a float64 as itself, its repr), for the formulas that read them; only when the book computes
+        its formulas' values."""
         if self.formula_values is None:
             return
         if isinstance(block, Numbers):
             values = block.values
             self.cache(
                 Rect(sheet, block.top, block.left, *values.shape),
-                decimal_values(values) if values.dtype.kind == "f" else values,
+                ReadBack(values, self.read_back) if values.dtype == np.float32 else values,
             )
         elif isinstance(block, Cells) and block.rows:
             width = max(len(row) for row in block.rows)

@@ -5,6 +5,7 @@ blocks are formatted a row at a time with NumPy (shortest float32 decimals) and 
 """
 
 import contextlib
+import gc
 import multiprocessing
 import multiprocessing.pool
 import os
@@ -20,14 +21,13 @@ import numpy as np
 from xlgpt.package import XlgptError
 from xlgpt.safefile import announce, atomic_file
 from xlgpt.sheet.cells import Cells, Formula, cell_name, value_xml, xml_text
+from xlgpt.sheet.deflate import FAST_BYTES_PER_CELL, FINAL_BLOCK, crc32_combine, deflated
 from xlgpt.sheet.limits import check_formulas
 from xlgpt.sheet.styles import TAB_COLOURS, styles_xml
 
-# LibreOffice 7.4 cannot open an .xlsx larger than 2 GiB. Weights, every cell with its address, take
-# ~9.9 bytes a cell at deflate level 1 (fast) and ~8.3 at level 6 (4x slower), so big books are
-# compressed harder to stay openable.
+# LibreOffice 7.4 cannot open an .xlsx larger than 2 GiB: a book that would pass it deflated fast is deflated small
+# (deflate.py).
 LIBREOFFICE_MAX_BYTES = 2**31
-FAST_LEVEL, SMALL_LEVEL, FAST_BYTES_PER_CELL = 1, 6, 9.9
 PARALLEL_CELLS = 2_000_000  # below this, forking workers costs more than it saves
 
 
@@ -99,19 +99,47 @@ def _new_zip(path):
         zf.close()
 
 
-def _member(zf, name, level):
+def _info(name):
     info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # fixed time: same input, same bytes
     info.compress_type = zipfile.ZIP_DEFLATED
+    return info
+
+
+def _member(zf, name, level=6):
+    info = _info(name)
     setattr(info, "compress_level" if hasattr(info, "compress_level") else "_compresslevel", level)
     return zf.open(info, "w", force_zip64=True)
 
 
-def compression_level(sheets):
+def _deflated_member(zf, name, pieces):
+    """A member of `zf` made of deflated pieces (deflate.py: (bytes, CRC-32, length) each), stored as zipfile's own
+    writer stores a member: its header written first, then again with the sizes and CRC once they are known."""
+    info = _info(name)
+    info.external_attr = 0o600 << 16  # rw-------, as zipfile gives its members
+    info.CRC = info.compress_size = 0
+    info.header_offset = zf.fp.tell()
+    zf.fp.write(info.FileHeader(zip64=True))
+    start, crc, size = zf.fp.tell(), 0, 0
+    for data, piece_crc, length in pieces:
+        zf.fp.write(data)
+        crc, size = crc32_combine(crc, piece_crc, length), size + length
+    zf.fp.write(FINAL_BLOCK)
+    info.CRC, info.file_size, info.compress_size = crc, size, zf.fp.tell() - start
+    zf.start_dir = zf.fp.tell()  # where the next member (or the central directory) goes
+    zf.fp.seek(info.header_offset)
+    zf.fp.write(info.FileHeader(zip64=True))
+    zf.fp.seek(zf.start_dir)
+    zf.filelist.append(info)
+    zf.NameToInfo[name] = info
+
+
+def needs_small(sheets):
+    """Would the book deflated fast pass LibreOffice's limit?"""
     cells = sum(sum(s.cell_counts()) for s in sheets)  # constants, and formulas with their cached values
-    return SMALL_LEVEL if cells * FAST_BYTES_PER_CELL > 0.9 * LIBREOFFICE_MAX_BYTES else FAST_LEVEL
+    return cells * FAST_BYTES_PER_CELL > 0.9 * LIBREOFFICE_MAX_BYTES
 
 
-def write_workbook(path, sheets, names, progress=None, level=None, calculation="auto"):
+def write_workbook(path, sheets, names, progress=None, calculation="auto"):
     """Write sheets (in order) and defined names {name: layout.Rect} to `path`, atomically.
 
     `progress(sheet, rows_done)` is called as rows are written, for progress bars. `calculation`: the
@@ -121,9 +149,19 @@ def write_workbook(path, sheets, names, progress=None, level=None, calculation="
 
     path = Path(path)
     check_formulas(sheets)
-    level = level or compression_level(sheets)
-    with _new_zip(path) as zf:
-        _write_parts(zf, sheets, names, progress, level, CALC_PR[calculation])
+    with _new_zip(path) as zf, _frozen_heap():
+        _write_parts(zf, sheets, names, progress, needs_small(sheets), CALC_PR[calculation])
+
+
+@contextlib.contextmanager
+def _frozen_heap():
+    """The book's millions of objects kept out of garbage collection while it is written (and in the forked workers):
+    each collection would walk them all, and writing makes enough small objects to start one every few rows."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 # The calculation mode. auto: Excel computes every formula on opening (the file carries no results) and after
@@ -325,7 +363,7 @@ def _strings_xml(table):
     )
 
 
-def _write_parts(zf, sheets, names, progress, level, calc_pr):
+def _write_parts(zf, sheets, names, progress, small, calc_pr):
     n = len(sheets)
     strings = shared_strings(sheets)
     charts, chart_types = chart_parts(sheets)
@@ -383,26 +421,18 @@ def _write_parts(zf, sheets, names, progress, level, calc_pr):
         static["xl/sharedStrings.xml"] = _strings_xml(strings)
     static |= charts
     for name, text in static.items():
-        with _member(zf, name, level) as f:
+        with _member(zf, name) as f:
             f.write(text.encode())
     big = sum(s.extent()[0] * s.extent()[1] for s in sheets) > PARALLEL_CELLS and os.cpu_count() > 1
     # forked workers get the sheets through the initializer's arguments, which fork does not copy or pickle
     pool = multiprocessing.get_context("fork").Pool(os.cpu_count(), _start_worker, (sheets, strings)) if big else None
     try:
-        writing = False
-        for i, sheet in enumerate(sheets, 1):
-            tasks = [(i - 1, start, stop) for start, stop in sheet.chunks()]
-            formatted = pool.imap(_format_chunk, tasks) if pool else (_format(sheets, strings, task) for task in tasks)
-            with _member(zf, f"xl/worksheets/sheet{i}.xml", level) as f:
-                f.write(_sheet_head(sheet).encode())
-                for (_, _, stop), data in zip(tasks, formatted):  # in order: the bytes never depend on timing
-                    f.write(data)
-                    if not writing:  # the sheets' first rows are in the temporary file, the workers at the next
-                        announce("writing")
-                        writing = True
-                    if progress:
-                        progress(sheet, stop - 1)
-                f.write(sheet_tail(sheet).encode())
+        tasks = [[(i, start, stop, small) for start, stop in sheet.chunks()] for i, sheet in enumerate(sheets)]
+        every = [task for sheet_tasks in tasks for task in sheet_tasks]  # the workers go on from sheet to sheet
+        pieces = pool.imap(_deflate_chunk, every) if pool else (_deflate(sheets, strings, task) for task in every)
+        for i, sheet in enumerate(sheets):
+            member = _sheet_pieces(sheet, tasks[i], pieces, small, progress)
+            _deflated_member(zf, f"xl/worksheets/sheet{i + 1}.xml", member)
     except BaseException:
         if pool:  # interrupted: a worker killed mid-write may hold the result queue's lock, on which
             pool._worker_handler._state = multiprocessing.pool.TERMINATE  # no replacement workers
@@ -416,10 +446,23 @@ def _write_parts(zf, sheets, names, progress, level, calc_pr):
             pool.terminate()
 
 
-def _format(sheets, strings, task):
-    """The XML bytes of rows [start, stop) of sheet `index`."""
-    index, start, stop = task
-    return "".join(sheets[index].rows_xml(start, stop, strings)).encode()
+def _sheet_pieces(sheet, tasks, pieces, small, progress):
+    """A sheet's XML deflated in pieces: its head, its `tasks`' rows taken in order from `pieces` (so the bytes never
+    depend on timing), its tail."""
+    yield deflated(_sheet_head(sheet).encode(), small)
+    for index, start, stop, _ in tasks:
+        yield next(pieces)
+        if index == 0 and start == 1:  # the book's first rows are in the temporary file, the workers at the next
+            announce("writing")
+        if progress:
+            progress(sheet, stop - 1)
+    yield deflated(sheet_tail(sheet).encode(), small)
+
+
+def _deflate(sheets, strings, task):
+    """Rows [start, stop) of sheet `index`, as XML, deflated (deflate.py)."""
+    index, start, stop, small = task
+    return deflated("".join(sheets[index].rows_xml(start, stop, strings)).encode(), small)
 
 
 _WORKER_BOOK = None  # in a forked writer worker only: (sheets, strings)
@@ -436,8 +479,8 @@ def _start_worker(sheets, strings):
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _format_chunk(task):
-    return _format(*_WORKER_BOOK, task)
+def _deflate_chunk(task):
+    return _deflate(*_WORKER_BOOK, task)
 
 
 def copy_with_cell(src, dst, sheet_index, row, col, value, style=0):
