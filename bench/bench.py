@@ -1,6 +1,7 @@
 """make bench: build workbooks of a few GPT-2 shapes and print time, peak memory, size and cells/s.
 
-Each build runs in its own process so its peak memory is its own. In the same run, openpyxl's
+Each build runs in its own process so its peak memory is its own: the proportional set size of it and its forked
+writer workers (the pages they share counted once), sampled. In the same run, openpyxl's
 write-only mode writes a slice of the same weight cells, and the ratio of cells per second is printed.
 
     python bench/bench.py [--sizes small,medium,124M] [--context N] [--verify]
@@ -10,6 +11,7 @@ write-only mode writes a slice of the same weight cells, and the ratio of cells 
     python bench/bench.py --generate-124m 16 --layers 2   # the same with fewer layers
     python bench/bench.py --engines-at-scale 16   # IronCalc and LibreOffice on the medium and 124M shapes
     python bench/bench.py --lens-124m 16   # a 124M Prompt-cell book, its lens at every position vs the last
+    python bench/bench.py --lens-124m 16 --lens last   # only the last (the default at 124M)
 """
 
 import argparse
@@ -49,22 +51,13 @@ SIZES = {  # name: layers, embd, heads, vocab, positions, tokens in the book
 
 
 def child_build(ckpt, tokens, out):
-    """Run inside the child: build, print seconds, peak RSS and cell counts as JSON."""
+    """Run inside the child: build, print seconds and cell counts as JSON."""
     t0 = time.perf_counter()
     sheets, _ = build(load(ckpt), tokens, out)
     seconds = time.perf_counter() - t0
     counts = [s.cell_counts() for s in sheets]
-    # the writer's forked workers share the parent's pages; main + largest worker is an upper bound
-    peak = sum(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     print(
-        json.dumps(
-            {
-                "seconds": seconds,
-                "peak_mb": peak / 1024,
-                "constants": sum(c[0] for c in counts),
-                "formulas": sum(c[1] for c in counts),
-            }
-        )
+        json.dumps({"seconds": seconds, "constants": sum(c[0] for c in counts), "formulas": sum(c[1] for c in counts)})
     )
 
 
@@ -223,17 +216,38 @@ def bench_engines_at_scale(positions, limit=1200):
             )
 
 
-def timed(args):
-    """Run a command: (seconds, peak resident memory in GB of it or its largest waited-for child)."""
+def tree_pss(pid):
+    """The proportional set size (bytes) of a process and its descendants: pages they share (the writer's forked
+    workers read the parent's weights) counted once, split among them."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:")) * 1024
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+        except (OSError, StopIteration):  # it ended meanwhile
+            pass
+    return total
+
+
+def timed(args, stdout=subprocess.DEVNULL):
+    """Run a command: (seconds, the peak of its processes' proportional set size in GB, sampled every 0.1 s, what
+    it printed)."""
     t0 = time.perf_counter()
-    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(child.pid, 0)
-    if status:
-        sys.exit(f"{args[3]} failed: {child.stderr.read().strip()[-300:]}")
-    return time.perf_counter() - t0, usage.ru_maxrss / 2**20
+    child = subprocess.Popen(args, stdout=stdout, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while child.poll() is None:
+        peak = max(peak, tree_pss(child.pid))
+        time.sleep(0.1)
+    out, err = child.communicate()
+    if child.returncode:
+        sys.exit(f"{args[3]} failed: {err.strip()[-300:]}")
+    return time.perf_counter() - t0, peak / 2**30, out
 
 
-def bench_lens_124m(positions, layers=12):
+def bench_lens_124m(positions, layers=12, lenses=("every", "last")):
     """The logit lens at every position against the last position only (`build --lens`), in one run, on a 124M-shape
     Prompt-cell book of `positions` positions (random weights, GPT-2's tokenizer): build time, peak memory, size
     and cells; LibreOffice's load, and its full recalculation after a learner types another prompt."""
@@ -243,10 +257,10 @@ def bench_lens_124m(positions, layers=12):
         random_checkpoint(ckpt, layers, *SIZES["124M"][1:5])
         for file in ("encoder.json", "vocab.bpe"):
             shutil.copyfile(GPT2_TOKENIZER / file, ckpt / file)
-        for lens in ("every", "last"):
+        for lens in lenses:
             book = Path(tmp) / f"{lens}.xlsx"
             build = [sys.executable, "-m", "xlgpt", "build", "--weights", ckpt, "--prompt", prompt]
-            seconds, peak = timed(build + ["--positions", str(positions), "--lens", lens, "--out", book])
+            seconds, peak, _ = timed(build + ["--positions", str(positions), "--lens", lens, "--out", book])
             print(
                 f"124M shape{'' if layers == 12 else f' with {layers} layers'}, Prompt cell, {positions} positions, "
                 f"lens at {lens} position: {cells_of(book)}, {book.stat().st_size / 1e6:.0f} MB, build {seconds:.0f} s "
@@ -436,6 +450,7 @@ def main():
         metavar="POSITIONS",
         help="instead, compare a 124M-shape Prompt-cell book's lens at every position and at the last only",
     )
+    ap.add_argument("--lens", default="every,last", help="with --lens-124m: the lens placements to compare")
     ap.add_argument("--ironcalc-child", help=argparse.SUPPRESS)
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--lower", nargs=3, help=argparse.SUPPRESS)
@@ -451,7 +466,7 @@ def main():
     if args.engines_at_scale:
         return bench_engines_at_scale(args.engines_at_scale)
     if args.lens_124m:
-        return bench_lens_124m(args.lens_124m, layers=args.layers)
+        return bench_lens_124m(args.lens_124m, layers=args.layers, lenses=args.lens.split(","))
     if args.ironcalc_child:
         return child_ironcalc(args.ironcalc_child)
     if args.lower:
@@ -469,13 +484,8 @@ def main():
             ckpt, book = Path(tmp) / name, Path(tmp) / f"{name}.xlsx"
             random_checkpoint(ckpt, layers, embd, heads, vocab, ctx)
             tokens = ",".join(str((i * 7919) % vocab) for i in range(n_tok))
-            run = subprocess.run(
-                [sys.executable, __file__, "--child", str(ckpt), tokens, str(book)],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            r = json.loads(run.stdout)
+            _, peak, out = timed([sys.executable, __file__, "--child", str(ckpt), tokens, str(book)], subprocess.PIPE)
+            r = json.loads(out)
             cells = r["constants"] + r["formulas"]
             rate = r["constants"] / r["seconds"]  # written cells; array formulas fill theirs at recalculation
             ratio = rate / openpyxl_rate(ckpt)
@@ -491,7 +501,7 @@ def main():
                 if v.returncode:
                     print(f"  verify failed: {(v.stderr or v.stdout).strip()[-300:]}", file=sys.stderr)
             print(
-                f"{name:>12} {cells:>12,} {r['formulas']:>9,} {r['seconds']:>8.1f} {r['peak_mb']:>8.0f} "
+                f"{name:>12} {cells:>12,} {r['formulas']:>9,} {r['seconds']:>8.1f} {peak * 1024:>8.0f} "
                 f"{book.stat().st_size / 1e6:>8.1f} {rate:>10,.0f} {ratio:>10.1f}x {verify:>8}",
                 flush=True,
             )

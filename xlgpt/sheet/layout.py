@@ -8,6 +8,7 @@ labelled blocks. Column A holds row labels, B row indices or notes, and data sta
 
 import collections
 import contextlib
+import functools
 import textwrap
 from dataclasses import dataclass
 
@@ -95,6 +96,12 @@ class Rect:
     def index_column(self):
         """Column B beside this block: each row's index (e.g. the key position of an attention row)."""
         return Rect(self.sheet, self.top, NOTE_COL, self.height, 1)
+
+
+@functools.lru_cache(maxsize=8)
+def column(values):
+    """A column of cells' rows, one list for blocks that repeat it (the vocabulary beside each lens's logits)."""
+    return [[v] for v in values]
 
 
 class Range(Rect):
@@ -306,10 +313,11 @@ class Tab:
         if title:
             self.title(title)
         top = self.row
-        if not all(text is None for text, _ in labels):  # else column A is left free (for a formula of labels)
-            self.add(Cells(top, LABEL_COL, [[text] for text, _ in labels]))
+        texts, indices = zip(*labels) if labels else ((), ())
+        if not all(text is None for text in texts):  # else column A is left free (for a formula of labels)
+            self.add(Cells(top, LABEL_COL, column(texts)))
         # whole numbers, explicitly: LibreOffice lets a row's number format override a cell's General
-        self.add(Cells(top, NOTE_COL, [[index] for _, index in labels], style=IDS))
+        self.add(Cells(top, NOTE_COL, column(indices), style=IDS))
         self.row += len(labels) + 1
         return Rect(self.name, top, FIRST_COL, len(labels), width)
 
@@ -440,8 +448,8 @@ class Book:
         return out.astype(float) if all(isinstance(v, (int, float, np.number)) for v in out.flat) else out
 
     def attach_values(self):
-        """Give every formula cell whose result was recorded its cached value. Returns (formula cells, with a
-        value)."""
+        """Give every formula cell whose result was recorded its cached value, and let the records go. Returns
+        (formula cells, with a value)."""
         cells = known = 0
         for name, tab in self.tabs.items():
             for b in tab.sheet.blocks:
@@ -458,8 +466,8 @@ class Book:
                                 if value is not None:
                                     row[j] = v.with_value(value.item())
                                     known += 1
-        while self.read_back:  # nothing reads the weights as float64 any more
-            self.read_back.popleft().whole = None
+        self.values, self.rows = {}, {}  # the results now live in the blocks, and the weights need no float64
+        self.read_back.clear()
         return cells, known
 
     def add(self, tab):

@@ -424,12 +424,17 @@ def _write_parts(zf, sheets, names, progress, small, calc_pr):
         with _member(zf, name) as f:
             f.write(text.encode())
     big = sum(s.extent()[0] * s.extent()[1] for s in sheets) > PARALLEL_CELLS and os.cpu_count() > 1
-    # forked workers get the sheets through the initializer's arguments, which fork does not copy or pickle
-    pool = multiprocessing.get_context("fork").Pool(os.cpu_count(), _start_worker, (sheets, strings)) if big else None
+    # Forked workers get the sheets through the initializer's arguments, which fork does not copy or pickle. The
+    # parent does a share of the pieces itself: one process fewer holding its own copy of the pages it touches.
+    workers = os.cpu_count() - 1 if big else 0
+    pool = multiprocessing.get_context("fork").Pool(workers, _start_worker, (sheets, strings)) if workers else None
     try:
         tasks = [[(i, start, stop, small) for start, stop in sheet.chunks()] for i, sheet in enumerate(sheets)]
         every = [task for sheet_tasks in tasks for task in sheet_tasks]  # the workers go on from sheet to sheet
-        pieces = pool.imap(_deflate_chunk, every) if pool else (_deflate(sheets, strings, task) for task in every)
+        theirs = pool.imap(_deflate_chunk, [t for k, t in enumerate(every) if k % (workers + 1)]) if pool else None
+        pieces = (
+            next(theirs) if k % (workers + 1) else _deflate(sheets, strings, task) for k, task in enumerate(every)
+        )
         for i, sheet in enumerate(sheets):
             member = _sheet_pieces(sheet, tasks[i], pieces, small, progress)
             _deflated_member(zf, f"xl/worksheets/sheet{i + 1}.xml", member)
