@@ -1,7 +1,8 @@
 """A small streaming .xlsx writer: rows go straight into the zip, no Python object per cell.
 
-openpyxl's write-only mode manages ~0.1M cells/s; weights are the bulk of a GPT-2 book, so numeric
-blocks are formatted a row at a time with NumPy (shortest float32 decimals) and joined as strings.
+openpyxl's write-only mode manages ~0.1M cells/s; weights are the bulk of a GPT-2 book, so numeric blocks are
+turned into text with NumPy (shortest float32 decimals, decimals.py) and joined as strings. A big book's sheets are
+formatted and deflated in pieces by the parent and forked workers together, and written in order (deflate.py).
 """
 
 import contextlib
