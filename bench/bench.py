@@ -243,7 +243,7 @@ def timed(args, stdout=subprocess.DEVNULL):
         time.sleep(0.1)
     out, err = child.communicate()
     if child.returncode:
-        sys.exit(f"{args[3]} failed: {err.strip()[-300:]}")
+        sys.exit(f"{' '.join(map(str, args[1:4]))} failed: {err.strip()[-300:]}")
     return time.perf_counter() - t0, peak / 2**30, out
 
 
@@ -264,7 +264,7 @@ def bench_lens_124m(positions, layers=12, lenses=("every", "last")):
             print(
                 f"124M shape{'' if layers == 12 else f' with {layers} layers'}, Prompt cell, {positions} positions, "
                 f"lens at {lens} position: {cells_of(book)}, {book.stat().st_size / 1e6:.0f} MB, build {seconds:.0f} s "
-                f"at {peak:.1f} GB [load average {os.getloadavg()[0]:.1f}]",
+                f"at {peak:.1f} GiB [load average {os.getloadavg()[0]:.1f}]",
                 flush=True,
             )
             with LibreOfficeSession() as session:

@@ -39,3 +39,4 @@ def test_values_keep_their_shape():
     a = rng.standard_normal((3, 5)).astype(np.float32)
     assert decimal_values(a).shape == (3, 5)
     assert np.array_equal(decimal_values(a).astype(np.float32), a)
+    assert decimal_values(np.float32([])).size == decimal_texts(np.float32([])).size == 0

@@ -95,14 +95,14 @@ def decimal_texts(a):
         m //= 10
     order = np.argsort(layout, kind="stable")  # the values of each layout together (a radix sort: small integers)
     kinds, starts = np.unique(layout[order], return_index=True)
-    width = max([len(LAYOUTS[k]) for k in kinds if k >= 0] + [1 if kinds[0] >= 0 else 24])
+    rest = np.flatnonzero(~fixed)  # scientific notation, nan and inf: up to 24 characters
+    width = max([len(LAYOUTS[k]) for k in kinds if k >= 0] + [24 if rest.size else 1])
     texts = np.zeros((a32.size, width), np.uint8)
     for k, rows in zip(kinds, np.split(order, starts[1:])):
         if k >= 0:
             texts[rows, : len(LAYOUTS[k])] = chars[rows][:, LAYOUTS[k]]
     texts = texts.view(f"S{width}").ravel()
-    if kinds[0] < 0:  # scientific notation, nan and inf
-        rest = np.flatnonzero(~fixed)
+    if rest.size:
         values = _read_back(a32[rest], mantissa[rest], exponent[rest], digits[rest])
         texts[rest] = [repr(v).encode() for v in values.tolist()]
     return texts

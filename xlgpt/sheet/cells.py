@@ -128,21 +128,19 @@ def cached_xml(value):
     if isinstance(value, str):
         return ' t="str"', f"<v>{xml_text(value)}</v>"
     value = float(value)
-    if not math.isfinite(value):
-        return "", ""
+    return _number_xml(value) if math.isfinite(value) else ("", "")
+
+
+def _number_xml(value):
+    """A finite float's cached_xml: a whole number (below 1e15, where every digit is exact) without ".0"."""
     return ' t="n"', f"<v>{int(value) if value.is_integer() and abs(value) < 1e15 else repr(value)}</v>"
 
 
 def cached_xmls(values):
-    """cached_xml of each value of a 1-D array; of floats, at a fraction of the cost."""
+    """cached_xml of each value of a 1-D array; of floats, at a fraction of the cost (no test of each one's type)."""
     if values.dtype.kind != "f":
         return [cached_xml(v) for v in values]
-    finite = np.isfinite(values)
-    whole = finite & (np.abs(values) < 1e15) & (values == np.trunc(values))
-    return [
-        (' t="n"', f"<v>{int(v)}</v>") if w else (' t="n"', f"<v>{v!r}</v>") if f else ("", "")
-        for v, w, f in zip(values.tolist(), whole.tolist(), finite.tolist())
-    ]
+    return [_number_xml(v) if f else ("", "") for v, f in zip(values.tolist(), np.isfinite(values).tolist())]
 
 
 def value_xml(value, style, ref, strings=None):
