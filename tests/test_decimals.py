@@ -13,7 +13,8 @@ SAMPLES = {
     "weights": rng.standard_normal(200_000) * 0.02,
     "every exponent": rng.standard_normal(50_000) * 10.0 ** rng.uniform(-45, 38, 50_000),
     "few digits": np.round(rng.standard_normal(20_000) * 1000) / 8,
-    "powers of ten": 10.0 ** np.arange(-45, 39),
+    # of both signs: a float32 just below one rounds its digits up into the next (-0.0099999998 to -0.01)
+    "powers of ten": np.outer([1, -1], 10.0 ** np.arange(-45, 39)).ravel(),
     "edges": [0.0, -0.0, 1.0, -1.0, 3.0, 1e-5, 1e-4, 9.99999e-5, 0.1, 1 / 3, 1e15, 1e16, 123456789.0, 2**-149, 3.4e38],
 }
 

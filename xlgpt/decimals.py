@@ -31,7 +31,7 @@ def shortest_decimals(a32):
         scaled, ok = reads_back(todo, d)
         todo = todo[ok]
         mantissa[todo], digits[todo] = scaled[ok], d
-    carry = mantissa >= POWERS[64 + digits]  # rounded up to the next power of ten (0.0000099999997 to 0.00001)
+    carry = np.abs(mantissa) >= POWERS[64 + digits]  # rounded up to the next power of ten (-0.0099999998 to -0.01)
     mantissa[carry], exponent[carry] = mantissa[carry] / 10, exponent[carry] + 1
     return mantissa, exponent, digits
 
