@@ -27,6 +27,7 @@ of that CPU time spent in its "thread-pool" threads (formula groups computed the
     python bench/layouts.py --layouts today,sp-col --configs off,1,2 --ironcalc none --repeat 3
     python bench/layouts.py --keep                # keep the books (in --dir) for a look
     python bench/layouts.py --lens 8192 --configs 1,2   # the logit lens: logits as cells, or none
+    python bench/layouts.py --lens 50257 --positions 4 --layouts lens-today,lens-T --configs 2   # the unembedding
 
 Times: `load` is the import with recalculation on load off (OOXMLRecalcMode 1); `calcAll` a hard recalculation
 (calculateAll(), best of --repeat); `edit all` new inputs at every position then calculate() (a new prompt);
@@ -50,7 +51,7 @@ PRODUCTS = (  # name, fan-in, fan-out, input ("x", or the output of an earlier p
     ("fc", D, FF, ("x", 0, D)),
     ("mlp_proj", FF, D, ("fc", 0, FF)),
 )
-LAYOUTS = ("today", "today-T", "sp-row", "sp-col", "sp-col0", "mmultcell", "block")
+LAYOUTS = ("today", "today-T", "as-is", "sp-row", "sp-col", "sp-col0", "mmultcell", "block")
 CONFIGS = {  # name: (threaded formula groups on, environment of soffice, what LibreOffice then uses)
     "off": (False, {}, "threaded calculation off"),
     "1": (True, {"MAX_CONCURRENCY": "1"}, "threaded, 1 thread"),
@@ -114,7 +115,7 @@ def build(layout, weights, x, path):
     for name, fan_in, fan_out, _ in PRODUCTS:
         w, b = weights[name]
         # today: xlgpt keeps the shorter side across; sp-col: a column per output feature
-        transposed = fan_in < fan_out if layout == "today" else layout not in ("sp-col", "sp-col0")
+        transposed = fan_in < fan_out if layout == "today" else layout not in ("sp-col", "sp-col0", "as-is")
         values = w.T if transposed else w
         rect = Named("Weights", wrow, FIRST, *values.shape, f"W_{name}{'_T' if transposed else ''}")
         bias = Named("Weights", wrow, bias_col, fan_out, 1, f"B_{name}")
@@ -132,7 +133,7 @@ def build(layout, weights, x, path):
     for name, fan_in, fan_out, (src, start, stop) in PRODUCTS:
         w, b, transposed = stored[name]
         src_rect, out = inputs(src, start, stop), outs[name]
-        if layout in ("today", "today-T"):
+        if layout in ("today", "today-T", "as-is"):
             for t in range(T):
                 xin = src_rect.col(t).ref("Block")
                 text = f"MMULT({w.name},{xin})+{b.name}"
@@ -207,7 +208,8 @@ def build(layout, weights, x, path):
 
 
 # --- the logit lens of one residual stream: materialized logits, or three array formulas per position ----------
-LENS_LAYOUTS = ("lens-today", "lens-cells")
+LENS_LAYOUTS = ("lens-today", "lens-T", "lens-cells")
+CHUNK = 12_565  # lens-T: the table's columns per chunk (a sheet has 16,384 columns; 50,257 = 4 chunks)
 
 
 def lens_model(T, vocab, seed):
@@ -233,26 +235,45 @@ def lens_model(T, vocab, seed):
 
 def build_lens(layout, wte, x, path):
     """lens-today: as xlgpt's lens op: each position's logits {=MMULT(WTE, x_t)} (vocab cells), the column's MAX,
-    {=SUM(EXP(logits - max))}, MATCH of the max, 1/sum. lens-cells: no logits cells, three array formulas per
-    position, each computing the product again: {=MAX(MMULT(WTE,x_t))}, {=MATCH(max,MMULT(WTE,x_t),0)-1},
-    {=1/SUM(EXP(MMULT(WTE,x_t)-max))}. Names LENS_TOP, LENS_P (1 x T). Returns the formula cells."""
+    {=SUM(EXP(logits - max))}, MATCH of the max, 1/sum. lens-T: the same with the table stored transposed, in
+    chunks of CHUNK columns, each position's logits {=TRANSPOSE(MMULT(TRANSPOSE(x_t), WTE_Tc))} per chunk (the
+    long side of the table walked down its columns, as LibreOffice stores them). lens-cells: no logits cells,
+    three array formulas per position, each computing the product again: {=MAX(MMULT(WTE,x_t))},
+    {=MATCH(max,MMULT(WTE,x_t),0)-1}, {=1/SUM(EXP(MMULT(WTE,x_t)-max))}. Names LENS_TOP, LENS_P
+    (1 x T). Returns the formula cells."""
+    import numpy as np
+
     from xlgpt.sheet.cells import ArrayFormula, Cells, Formula, Numbers, Sheet
     from xlgpt.sheet.layout import Rect
     from xlgpt.sheet.writer import write_workbook
 
     vocab, T = wte.shape[0], x.shape[1]
+    names = {}
     block, wsheet = Sheet("Block"), Sheet("Weights")
     X = Rect("Block", 3, FIRST, D, T)
     block.add(Numbers(X.top, X.left, x))
     table = Rect("Weights", 2, FIRST, vocab, D)
-    wsheet.add(Numbers(table.top, table.left, wte))
+    if layout == "lens-T":  # the table transposed, [768, vocab], in chunks of CHUNK columns one under the other
+        table = Rect("Weights", 2, FIRST, D, min(vocab, CHUNK))
+        for c, start in enumerate(range(0, vocab, CHUNK)):
+            chunk = np.ascontiguousarray(wte[start : start + CHUNK].T)
+            wsheet.add(Numbers(2 + c * D, FIRST, chunk))
+            names[f"WTE_T{c}"] = Rect("Weights", 2 + c * D, FIRST, D, chunk.shape[1])
+    else:
+        wsheet.add(Numbers(table.top, table.left, wte))
     stats = Rect("Block", X.bottom + 2, FIRST, 4, T)  # max, sum of exp, top token, probability
-    names = {"X_IN": X, "WTE": table, "LENS_TOP": stats.row(2), "LENS_P": stats.row(3)}
+    names.update({"X_IN": X, "WTE": table, "LENS_TOP": stats.row(2), "LENS_P": stats.row(3)})
     mx = stats.row(0)
-    if layout == "lens-today":
+    if layout in ("lens-today", "lens-T"):
         logits = Rect("Block", stats.bottom + 2, FIRST, vocab, T)
         for t in range(T):
-            block.add(ArrayFormula(logits.col(t), f"MMULT(WTE,{X.col(t).ref('Block')})"))
+            xt = X.col(t).ref("Block")
+            if layout == "lens-today":
+                block.add(ArrayFormula(logits.col(t), f"MMULT(WTE,{xt})"))
+                continue
+            for c, start in enumerate(range(0, vocab, CHUNK)):
+                rows = logits.col(t).rows(start, min(start + CHUNK, vocab))
+                block.add(ArrayFormula(rows, f"TRANSPOSE(MMULT(TRANSPOSE({xt}),WTE_T{c}))"))
         col = [logits.col(t).ref("Block") for t in range(T)]
         block.add(Cells(mx.top, mx.left, [[Formula(f"MAX({c})") for c in col]]))
         for t in range(T):
@@ -289,7 +310,8 @@ def lens_bench(args, configs, scratch):
     macs = args.lens * D * T
     print(f"a logit lens over a vocabulary of {args.lens} at context {T}: {macs / 1e6:.1f}M multiply-adds per pass")
     books, info = {}, {}
-    for layout in LENS_LAYOUTS:
+    layouts = [k for k in args.layouts.split(",") if k in LENS_LAYOUTS] or LENS_LAYOUTS
+    for layout in layouts:
         path = scratch / f"{layout}.xlsx"
         formulas = build_lens(layout, wte, x, path)
         books[layout], info[layout] = path, (formulas, path.stat().st_size / 1e6)
@@ -300,7 +322,7 @@ def lens_bench(args, configs, scratch):
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for config in configs:
-        files = [books[k] for k in LENS_LAYOUTS]
+        files = [books[k] for k in layouts]
         for r in run_libreoffice(config, files, args.repeat, scratch, args.timeout, ("LENS_TOP", "LENS_P"), "LENS_TOP"):
             layout = Path(r["file"]).stem
             if "error" in r:
