@@ -1,5 +1,5 @@
 # xlgpt: `make demo` builds and verifies the default workbook, `make test` runs all the tests,
-# `make test-fast` the lint and the tests that need no office suite (35 s on a 2-core machine).
+# `make test-fast` the lint and the tests that need no office suite (42 s on a 2-core machine).
 PYTHON ?= python3
 PYTEST_FLAGS ?= -q
 
@@ -77,10 +77,12 @@ test: install system
 test-fast: install lint
 	$(PYTHON) -m pytest -m "not engines" -n $(PYTEST_WORKERS) $(PYTEST_FLAGS)
 
-# the 124M figures take 15 to 45 minutes each, so they are apart: generation at context 16 and 64, IronCalc
-# against LibreOffice on the medium and 124M books, the 124M book's lens at every position against the last
+# the 124M figures take 5 to 45 minutes each, so they are apart: generation at context 16 and 64 (LibreOffice's
+# 2 threads and 1), IronCalc against LibreOffice on the medium and 124M books, the 124M book's lens at every
+# position against the last, one 124M block's products in each layout (formula groups; threading off, 1, 2)
 #   python3 bench/bench.py --generate-124m 16; python3 bench/bench.py --generate-124m 64
 #   python3 bench/bench.py --engines-at-scale 16; python3 bench/bench.py --lens-124m 16
+#   python3 bench/layouts.py
 bench: install
 	$(PYTHON) bench/bench.py
 	$(PYTHON) bench/bench.py --generate 20
