@@ -252,17 +252,18 @@ def build_lens(layout, wte, x, path):
     block, wsheet = Sheet("Block"), Sheet("Weights")
     X = Rect("Block", 3, FIRST, D, T)
     block.add(Numbers(X.top, X.left, x))
-    table = Rect("Weights", 2, FIRST, vocab, D)
+    chunks = []  # lens-T: (first token, defined name) of each chunk of the transposed table
     if layout == "lens-T":  # the table transposed, [768, vocab], in chunks of CHUNK columns one under the other
-        table = Rect("Weights", 2, FIRST, D, min(vocab, CHUNK))
         for c, start in enumerate(range(0, vocab, CHUNK)):
             chunk = np.ascontiguousarray(wte[start : start + CHUNK].T)
             wsheet.add(Numbers(2 + c * D, FIRST, chunk))
             names[f"WTE_T{c}"] = Rect("Weights", 2 + c * D, FIRST, D, chunk.shape[1])
+            chunks.append((start, f"WTE_T{c}"))
     else:
-        wsheet.add(Numbers(table.top, table.left, wte))
+        names["WTE"] = Rect("Weights", 2, FIRST, vocab, D)
+        wsheet.add(Numbers(2, FIRST, wte))
     stats = Rect("Block", X.bottom + 2, FIRST, 4, T)  # max, sum of exp, top token, probability
-    names.update({"X_IN": X, "WTE": table, "LENS_TOP": stats.row(2), "LENS_P": stats.row(3)})
+    names.update({"X_IN": X, "LENS_TOP": stats.row(2), "LENS_P": stats.row(3)})
     mx = stats.row(0)
     if layout in ("lens-today", "lens-T"):
         logits = Rect("Block", stats.bottom + 2, FIRST, vocab, T)
@@ -271,9 +272,9 @@ def build_lens(layout, wte, x, path):
             if layout == "lens-today":
                 block.add(ArrayFormula(logits.col(t), f"MMULT(WTE,{xt})"))
                 continue
-            for c, start in enumerate(range(0, vocab, CHUNK)):
-                rows = logits.col(t).rows(start, min(start + CHUNK, vocab))
-                block.add(ArrayFormula(rows, f"TRANSPOSE(MMULT(TRANSPOSE({xt}),WTE_T{c}))"))
+            for start, name in chunks:
+                rows = logits.col(t).rows(start, start + names[name].width)
+                block.add(ArrayFormula(rows, f"TRANSPOSE(MMULT(TRANSPOSE({xt}),{name}))"))
         col = [logits.col(t).ref("Block") for t in range(T)]
         block.add(Cells(mx.top, mx.left, [[Formula(f"MAX({c})") for c in col]]))
         for t in range(T):
