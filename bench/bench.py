@@ -285,46 +285,30 @@ def bench_lens_124m(positions, layers=12, lenses=("every", "last")):
 
 def bench_generate_124m(positions, steps=4, layers=12):
     """`xlgpt generate` on a random 124M-shape checkpoint (the speed does not depend on the weights; `layers`
-    fewer than 12 for a smaller book) with the generation book of `positions` positions, whose prompt fills all
-    but the last `steps`: build, LibreOffice load, the first step (every prompt column computed), seconds per
-    token warm at the end of the context (only the new column computed) and LibreOffice's peak memory."""
+    fewer than 12 for a smaller book), with a prompt filling all but the last `steps` of `positions` positions:
+    build, LibreOffice load, the first step, seconds per token warm at the end of the context (only the new
+    column computed) and LibreOffice's peak memory. The book generate builds for itself (no cached results:
+    loaded uncomputed, the first step computes the prompt's columns), with LibreOffice's 2 threads then 1; then
+    a kept one (`--out`: every result cached, so recomputed on load)."""
     prompt = ",".join(str((i * 7919) % 50257) for i in range(positions - steps))
+    shape = f"124M shape{'' if layers == 12 else f' with {layers} layers'}, {positions} positions"
     with tempfile.TemporaryDirectory(prefix="xlgpt-bench-") as tmp:
         ckpt, book = Path(tmp) / "124M", Path(tmp) / "gen.xlsx"
         random_checkpoint(ckpt, layers, *SIZES["124M"][1:5])
-        t0 = time.perf_counter()
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "xlgpt",
-                "build",
-                "--weights",
-                str(ckpt),
-                "--tokens",
-                prompt + ",0" * steps,
-                "--template",
-                str(GENERATE_TEMPLATE),
-                "--out",
-                str(book),
-            ],
-            check=True,
-            capture_output=True,
-        )
-        build = time.perf_counter() - t0
-        # LibreOffice's threads (MAX_CONCURRENCY) compute formula groups; an array formula, as each of the
-        # generation book's products is, is computed on one thread whatever their number
-        for threads in (2, 1):
+        runs = [(f"generate's own book, {t} thread{'s' * (t > 1)}", (), t) for t in (2, 1)]
+        runs.append(("a kept book (--out), 2 threads", ("--out", book), 2))
+        for label, keep, threads in runs:
             t0 = time.perf_counter()
+            # LibreOffice's threads (MAX_CONCURRENCY) compute formula groups; an array formula, as each of the
+            # generation book's products is, is computed on one thread whatever their number
             r = generate_json(
-                *("--book", book, "--weights", ckpt, "--tokens", prompt, "--steps", steps, *SAMPLED),
+                *("--weights", ckpt, "--tokens", prompt, "--steps", steps, *keep, *SAMPLED),
                 env={"MAX_CONCURRENCY": str(threads)},
             )
+            size = f" ({book.stat().st_size / 1e6:.0f} MB)" if keep else ""
             print(
-                f"124M shape{'' if layers == 12 else f' with {layers} layers'}, {positions} positions, "
-                f"{book.stat().st_size / 1e6:.0f} MB, LibreOffice with {threads} thread{'s' * (threads > 1)}: "
-                f"build {build:.0f} s, LibreOffice load {r['load_seconds']:.0f} s, "
-                f"first token {r['first_token_seconds']:.0f} s, "
+                f"{shape}, {label}: build {r['build_seconds']:.0f} s{size}, "
+                f"LibreOffice load {r['load_seconds']:.0f} s, first token {r['first_token_seconds']:.0f} s, "
                 f"then {r['seconds_per_token_after_first']} s per token warm (reference check "
                 f"{r['reference_seconds_per_token']} s), peak {r['peak_rss_mb'] / 1024:.1f} GB, match {r['match']}, "
                 f"{time.perf_counter() - t0:.0f} s in all [load average {os.getloadavg()[0]:.1f}]",

@@ -3,15 +3,19 @@ generate, each step checked against the reference."""
 
 import json
 import os
+import re
 import signal
 import time
+import zipfile
 
 import numpy as np
 import pytest
 
 from helpers import assert_clean_error, xlgpt
+from xlgpt.api import generation_book
 from xlgpt.check.verify import reference_for
 from xlgpt.compile.template import GENERATE_TEMPLATE
+from xlgpt.drive.generate import generate
 from xlgpt.engines.libreoffice import uno_values
 from xlgpt.engines.process import clean_up_all
 from xlgpt.engines.session import LibreOfficeSession, group_alive
@@ -206,6 +210,34 @@ def test_generate_on_a_manual_calculation_book(small_ckpt, tmp_path):
         ).stdout
     )
     assert r["match"] and len(r["tokens"]) == 3 and r["tokens"] == r["reference_tokens"]
+
+
+def formula_cells(book):
+    """(formula cells, those caching a result) over every sheet of an .xlsx."""
+    cells = cached = 0
+    with zipfile.ZipFile(book) as zf:
+        for part in zf.namelist():
+            if part.startswith("xl/worksheets/sheet"):
+                for cell in re.findall(r"<c [^>]*>(.*?)</c>", zf.read(part).decode()):
+                    if "<f" in cell:
+                        cells += 1
+                        cached += "<v>" in cell
+    return cells, cached
+
+
+@pytest.mark.parametrize("instruments", [False, True])
+def test_the_book_generate_throws_away_caches_no_results_and_loads_uncomputed(small_ckpt, tmp_path, instruments):
+    """generate's temporary book caches no formula results, so LibreOffice loads it without computing it (a
+    kept one caches every result and is recomputed on load: a plain formula's cached result would stay where an
+    array formula it reads changes). Each cell is computed when first read: every sampled step is the
+    reference's."""
+    book = tmp_path / "gen.xlsx"
+    info, ids, _, weights = generation_book(small_ckpt, [1, 2], None, None, None, book, 4, instruments, cached=False)
+    cells, cached = formula_cells(book)
+    assert cells > 300 and cached == 0
+    r = generate(info, ids, 4, "libreoffice", 0.8, 0, 7, weights, cached=False)
+    assert r["match"] and len(r["tokens"]) == 4 and r["tokens"] == r["reference_tokens"]
+    assert r["max_abs_logit_diff"] < 1e-6
 
 
 def test_generate_builds_its_book_without_the_instruments(small_ckpt, tmp_path):

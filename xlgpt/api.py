@@ -555,6 +555,15 @@ def generate(
     check_sampling(temperature, top_k, seed)  # before any slow work
     if book is not None and out is not None:
         raise XlgptError("--out keeps the workbook generate builds; with --book it builds none")
+    # a book kept at --out shows its numbers on open; the temporary one caches no results, so it builds faster and
+    # LibreOffice loads it without computing it: the first step computes what it reads
+    cached, built = book is not None or out is not None, {}
+
+    def report_built(path, positions, seconds):
+        built["build_seconds"] = round(seconds, 2)
+        if on_built:
+            on_built(path, positions, seconds)
+
     with tempfile.TemporaryDirectory(prefix="xlgpt-gen-") as tmp:
         info, ids, tok, weights_dir = generation_book(
             weights,
@@ -565,8 +574,9 @@ def generate(
             Path(out) if out else Path(tmp) / "generate.xlsx",
             steps,
             instruments,
-            on_built,
+            report_built,
             force or out is None,  # the temporary book is ours
+            cached,
         )
         check_book(info, ids, temperature, top_k, seed)  # before any output
         if on_start:
@@ -583,18 +593,31 @@ def generate(
             timeout,
             on_token or (lambda token, text: None),
             tok=tok,
+            cached=cached,
         )
+    result.update(built)
     if tok:
         result.update(prompt=tok.decode(ids), text=tok.decode(result["tokens"]))
     return result
 
 
 def generation_book(
-    weights, tokens, prompt, book_path, positions, out, steps, instruments=False, on_built=None, force=False
+    weights,
+    tokens,
+    prompt,
+    book_path,
+    positions,
+    out,
+    steps,
+    instruments=False,
+    on_built=None,
+    force=False,
+    cached=True,
 ):
     """generate's workbook: `book_path` as given, or a token-ids book built for the prompt (positions: the
     prompt's tokens and the steps', at most the context) with pad ids after it, at `out` (replaced only if
-    xlgpt wrote it, unless `force`). Returns (BookInfo, prompt ids, tokenizer, weights dir for the reference)."""
+    xlgpt wrote it, unless `force`; its formula cells caching their results unless not `cached`). Returns
+    (BookInfo, prompt ids, tokenizer, weights dir for the reference)."""
     if book_path is not None:
         for option, given in (("--positions", positions is not None), ("--instruments", instruments)):
             if given:
@@ -637,6 +660,7 @@ def generation_book(
         out,
         DEFAULT_TEMPLATE if instruments else GENERATE_TEMPLATE,
         tokenizer=tok,
+        values=cached,
     )
     if on_built:
         on_built(out, positions, time.perf_counter() - t0)

@@ -664,7 +664,13 @@ def predict(weights, tokens, prompt, top_k, generate, as_json):
     default=None,
     help="positions of the book built (default: the prompt's tokens plus --steps, at most the context)",
 )
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="keep the built workbook here")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="keep the built workbook here, every formula's result cached so that it opens showing its numbers "
+    "(LibreOffice then recomputes it on load: slower to start than the temporary book, which caches none)",
+)
 @click.option(
     "--force",
     is_flag=True,

@@ -70,6 +70,7 @@ def build(
     calculation=None,
     contrast=None,
     lens=None,
+    values=True,
 ):
     """Write the workbook for `tokens` to `out`; returns (sheets, names) as written (names[contract.CALCULATION]
     exists when the book's calculation is manual).
@@ -80,7 +81,8 @@ def build(
     as --sae takes it) the Features tab's sparse autoencoder; `training` (backward.Training: the targets and
     the optimizer) makes a training book. `calculation`: "auto" or "manual" (None: by the book's size,
     contract.MANUAL_ABOVE). `contrast` (inputs.Contrast): a patching book's corrupted run. `lens`: where the logit
-    lens reads, contract.LENS_EVERY or LENS_LAST (None: by its size, lower.lens_for)."""
+    lens reads, contract.LENS_EVERY or LENS_LAST (None: by its size, lower.lens_for). `values`: every formula cell
+    caches its result (False: none, for a book nobody opens, e.g. generate's temporary one)."""
     inputs = inputs_for(ckpt, tokens, tokenizer, prompt, positions, capacity, contrast)
     check_output(out, [ckpt.path, template])
     cap = inputs.capacity
@@ -95,7 +97,7 @@ def build(
         calculation,
         lens,
     )
-    book, names = compile_book(ckpt, inputs, about, tokenizer, template, edits, sae, training)
+    book, names = compile_book(ckpt, inputs, about, tokenizer, template, edits, sae, training, values)
     sheets = book.sheets()
     write_workbook(out, sheets, names, progress, calculation=book.calculation)
     return sheets, names

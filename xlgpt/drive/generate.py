@@ -38,10 +38,12 @@ class LibreOfficeSheet:
     """The generation loop's view of a book open in a LibreOfficeSession. Edits wait for the next result(),
     which sends them and its reads in one round trip and calls no calculate(): with automatic calculation on,
     LibreOffice computes the cells read and their precedents only, so the new position's column (the earlier
-    ones' keys and values are already computed) and the sampler, never the padding columns after it."""
+    ones' keys and values are already computed) and the sampler, never the padding columns after it. A book that
+    caches no results (`recalc` False) loads without computing anything: the first step then computes the
+    prompt's columns, and the logits at its last position only."""
 
-    def __init__(self, session, info):
-        self.info, self.book = info, session.open(info.path)
+    def __init__(self, session, info, recalc=True):
+        self.info, self.book = info, session.open(info.path, recalc=recalc)
         session.request("autocalc", doc=self.book.handle)  # a manual book (124M) computes on reading too
         self.load_seconds = self.book.load_seconds
         self.pending = []
@@ -164,8 +166,10 @@ def generate(
     on_token=lambda token, text: None,
     on_stage=lambda msg: None,
     tok=None,
+    cached=True,
 ):
-    """Run the generation loop on a token-ids book (contract.BookInfo). Returns a result dict: tokens,
+    """Run the generation loop on a token-ids book (contract.BookInfo); `cached` False for a book whose formula
+    cells cache no results (LibreOffice then loads it without computing it). Returns a result dict: tokens,
     reference_tokens, match, first_mismatch (a step, or None), context_full, seconds_per_token, ..."""
 
     check_book(info, prompt_ids, temperature, top_k, seed)
@@ -191,7 +195,7 @@ def generate(
     step_seconds, check_seconds = [], []  # the spreadsheet's part of each step; the reference's
     with LibreOfficeSession(timeout=timeout) if engine == "libreoffice" else _nothing() as lo:
         on_stage(f"loading {info.path.name} in {engine}")
-        sheet = LibreOfficeSheet(lo, info) if engine == "libreoffice" else LIVE_SHEETS[engine](info)
+        sheet = LibreOfficeSheet(lo, info, recalc=cached) if engine == "libreoffice" else LIVE_SHEETS[engine](info)
         result["load_seconds"] = round(sheet.load_seconds, 2)
         for i, t in enumerate(tokens):  # a --book may hold other ids: write the prompt's
             if info.tokens[i] != t:

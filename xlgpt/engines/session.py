@@ -241,14 +241,15 @@ class LibreOfficeSession:
         self.stop()
         raise XlgptError(message)
 
-    def open(self, path, editable=False):
-        """Load a workbook (hidden; every formula calculated; never saved). Returns a Book. `editable`: for
-        Book.put and Book.copy, which write ranges."""
+    def open(self, path, editable=False, recalc=True):
+        """Load a workbook (hidden; never saved). Returns a Book. `editable`: for Book.put and Book.copy, which
+        write ranges. `recalc`: every formula computed on load; False only for a book whose formula cells cache
+        no results, which then loads in the time of parsing it, each cell computed when first read."""
         path = Path(path).resolve()
         if not path.is_file():
             raise XlgptError(f"{path}: no such file")
         t0 = time.perf_counter()
-        result = self.request("open", path=str(path), editable=editable)
+        result = self.request("open", path=str(path), editable=editable, recalc=recalc)
         return Book(self, result["doc"], path, result["sheets"], time.perf_counter() - t0)
 
 

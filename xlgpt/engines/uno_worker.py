@@ -8,7 +8,8 @@ soffice with --accept=<ACCEPT> and then this script:
 
 Protocol: one JSON object per line on stdin, one JSON reply per line on stdout, in order.
     {"op": "connect", "timeout": 60}                 -> {"ok": true, "result": {"seconds": ...}}
-    {"op": "open", "path": "/abs/book.xlsx", "editable": false}  -> {"ok": true, "result": {"doc": 1, "sheets": [...]}}
+    {"op": "open", "path": "/abs/book.xlsx", "editable": false, "recalc": true}
+        -> {"ok": true, "result": {"doc": 1, "sheets": [...]}}
     {"op": "set", "doc": 1, "name": "TokenIds", "index": 3, "value": 42}
     {"op": "set", "doc": 1, "sheet": "Tokens", "row": 1, "col": 1, "value": "text"}   (0-based row/col)
     {"op": "calculate", "doc": 1, "all": false}       -> {"ok": true, "result": {"seconds": ...}}
@@ -68,8 +69,6 @@ class Worker:
                 time.sleep(0.1)
         self.ctx = ctx
         self.desktop = ctx.ServiceManager.createInstanceWithContext("com.sun.star.frame.Desktop", ctx)
-        # recalculate every formula on load, even where a file carries cached results (0 = always)
-        self._configure(ctx, "/org.openoffice.Office.Calc/Formula/Load", OOXMLRecalcMode=0, ODFRecalcMode=0)
         # no .~lock.NAME# beside an editable book: soffice is killed at the end, and would leave it there
         self._configure(ctx, "/org.openoffice.Office.Common/Misc", UseLocking=False)
         return {"seconds": round(time.monotonic() - t0, 3)}
@@ -85,7 +84,12 @@ class Worker:
             access.setPropertyValue(key, value)
         access.commitChanges()
 
-    def open(self, path, editable=False):
+    def open(self, path, editable=False, recalc=True):
+        # recalc: compute every formula on load (0 = always), whatever results the file caches. Without it (1 =
+        # never) LibreOffice keeps a plain formula's cached result, and does not recompute that cell when an array
+        # formula it reads changes: only for a book that caches no results, whose cells are computed when read
+        mode = 0 if recalc else 1
+        self._configure(self.ctx, "/org.openoffice.Office.Calc/Formula/Load", OOXMLRecalcMode=mode, ODFRecalcMode=mode)
         # never saved. Read-only, cell edits through the API still work, and no lock file is read or made; range
         # writes (setDataArray) need an editable document (the session's profile makes no lock file for it)
         props = (
