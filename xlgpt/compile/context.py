@@ -104,6 +104,15 @@ class Ctx:
             self.tab.evaluator().columns(rect, template, columns)
         return rect
 
+    def product(self, rect, template, zeros, **refs):
+        """A matrix product (Ctx.array) where a book that tokenizes a Prompt cell computes it only at the
+        prompt's positions: a padding column gets zeros (`zeros`: formula text of that column's shape), and a
+        typed prompt then costs the products of its own tokens, not of the book's every position."""
+        used = self.header.in_prompt if self.header else None
+        if used is None or not self.by_position(rect):
+            return self.array(rect, template, **refs)
+        return self.array(rect, f"IF({{used}}=1,{template},{zeros})", used=used, **refs)
+
     def by_position(self, ref):
         """Is `ref` a block of this book's computation tabs with the token positions as its columns?"""
         return (

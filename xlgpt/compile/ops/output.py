@@ -8,7 +8,7 @@ def unembed(ctx, x):
     """logits[v, t] = wte[v] · x[:, t] (GPT-2's LM head is tied to the token embedding)."""
     table = ctx.token_table()
     labels = [(text, i) for i, text in enumerate(ctx.vocab or ["token"] * table.height)]
-    return ctx.array(ctx.block(labels), "MMULT({wte},{x})", wte=table, x=x)
+    return ctx.product(ctx.block(labels), "MMULT({wte},{x})", "0*{column}", wte=table, x=x, column=table.col(0))
 
 
 def unembed_backward(ctx, dlogits, x):

@@ -7,8 +7,8 @@ def linear(ctx, x):
     w, b = ctx.weight("weight"), ctx.weight("bias")
     out = ctx.block(ctx.rows(ctx.stage.name, b.height))
     if w.transposed:
-        return ctx.array(out, "MMULT({wt},{x})+{b}", wt=ctx.transposed(w), x=x, b=b)
-    return ctx.array(out, "TRANSPOSE(MMULT(TRANSPOSE({x}),{w}))+{b}", w=ctx.as_is(w), x=x, b=b)
+        return ctx.product(out, "MMULT({wt},{x})+{b}", "0*{b}", wt=ctx.transposed(w), x=x, b=b)
+    return ctx.product(out, "TRANSPOSE(MMULT(TRANSPOSE({x}),{w}))+{b}", "0*{b}", w=ctx.as_is(w), x=x, b=b)
 
 
 def qkv(ctx, x):
@@ -17,7 +17,7 @@ def qkv(ctx, x):
     w, b = ctx.weight("weight"), ctx.weight("bias")
     d = ctx.cfg.head_size
     labels = [(f"{part} head {h}", i) for part in "qkv" for h in range(ctx.cfg.n_head) for i in range(d)]
-    return ctx.array(ctx.block(labels), "MMULT({wt},{x})+{b}", wt=ctx.transposed(w), x=x, b=b)
+    return ctx.product(ctx.block(labels), "MMULT({wt},{x})+{b}", "0*{b}", wt=ctx.transposed(w), x=x, b=b)
 
 
 def linear_backward(ctx, dy, x):
