@@ -129,10 +129,12 @@ def things_to_try(book, names, inputs):
         )
     layer0 = next((t for t in tabs if t.startswith("Layer 0")), None)
     if layer0:
+        # a typed book computes no product at a padding position (Ctx.product): its attention there is even
+        padding = "their products are zeros, not computed" if inputs.typed else "computed like the rest"
         out.append(
             f'On the {layer0} tab, find the attention heatmaps ("attention weights, head 0", ...): each column is a '
             "query token, each row a key it may look at; dark blue is where it looks. Rows and columns after the "
-            "prompt are padding: computed like the rest (the book has room for a longer prompt), read by nothing."
+            f"prompt are padding: {padding} (the book has room for a longer prompt), read by nothing."
         )
     if "Logit lens" in tabs:
         where = (
