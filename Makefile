@@ -1,5 +1,5 @@
 # xlgpt: `make demo` builds and verifies the default workbook, `make test` runs all the tests,
-# `make test-fast` the lint and the tests that need no office suite (42 s on a 2-core machine).
+# `make test-fast` the lint and the tests that need no office suite (35 s on a 2-core machine).
 PYTHON ?= python3
 PYTEST_FLAGS ?= -q
 
