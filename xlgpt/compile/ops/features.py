@@ -34,7 +34,7 @@ def features(ctx, streams):
     centred = ctx.block(ctx.rows("x − b_dec", sae.d_in), f"The residual stream entering block {sae.layer}, minus b_dec")
     ctx.array(centred, "{x}-{b}", x=x, b=b_dec)
     pre = ctx.block(ctx.rows("pre-activation", sae.d_sae), "W_encᵀ · (x − b_dec) + b_enc")
-    ctx.array(pre, "MMULT({w},{x})+{b}", w=w_enc, x=centred, b=b_enc)
+    ctx.product(pre, "MMULT({w},{x})+{b}", "0*{b}", w=w_enc, x=centred, b=b_enc)
     acts = ctx.block([(label, i) for i, label in enumerate(labels)], "Feature activations f = ReLU(pre-activation)")
     ctx.array(acts, "IF({pre}>0,{pre},0)", pre=pre)
     tab.heatmap(acts, ctx.heat_from_zero)

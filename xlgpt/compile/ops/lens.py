@@ -17,8 +17,13 @@ def lens(ctx, x):
         )
     normed = normalize(ctx, x, g, b, "ln_f(x)", ctx.title + ": ln_f of this residual stream")
     labels = [(text, i) for i, text in enumerate(ctx.vocab or ["token"] * table.height)]
-    logits = ctx.array(
-        ctx.block(labels, ctx.title + ": logits, wte · ln_f(x)", x.width), "MMULT({wte},{x})", wte=table, x=normed
+    logits = ctx.product(
+        ctx.block(labels, ctx.title + ": logits, wte · ln_f(x)", x.width),
+        "MMULT({wte},{x})",
+        "0*{column}",
+        wte=table,
+        x=normed,
+        column=table.col(0),
     )
     mx, total = softmax_stats(ctx, logits, ctx.title + ": each column's largest logit and sum of exponentials")
     top = ctx.block([("top token", None), ("its probability", None)], ctx.title + ": the top token", x.width)
