@@ -3,12 +3,15 @@
 import hashlib
 import json
 
+import numpy as np
 import openpyxl
 import pytest
 
 from helpers import assert_clean_error, xlgpt
+from xlgpt.engines.ironcalc import IronCalcSheet
 from xlgpt.engines.libreoffice import soffice_csv
 from xlgpt.model.checkpoint import Config, random_tensors, save
+from xlgpt.sheet import contract as C
 from xlgpt.sheet.read import read_book
 from xlgpt.sheet.styles import INPUT
 from xlgpt.sheet.text import prompt_value
@@ -62,6 +65,21 @@ def test_default_prompt_with_libreoffice(typed_book):
     [r] = evaluate(typed_book, "--engine", "libreoffice")
     assert r["match"] and r["tokens"] == r["reference_tokens"] == ids and r["token_id"] == predicted
     assert r["prompt"] == DEFAULT and r["max_abs_logit_diff"] < 1e-9
+
+
+def test_padding_positions_compute_no_product(typed_book):
+    """A typed book multiplies only at the prompt's positions (Ctx.product): at a padding position the
+    unembedding, the lens's and the SAE encoder's products are zeros (the model run on the padding id would
+    give other logits), so the logits there are 0, the lens's top probability 1/vocabulary, no feature fires."""
+    info = read_book(typed_book)
+    model = IronCalcSheet(info)
+    values = model.read([C.LOGITS_IN_PROMPT, C.LOGITS, C.LENS_TOP_PROBABILITIES, C.FEATURE_ACTIVATIONS])
+    used = values[C.LOGITS_IN_PROMPT][0] == 1
+    assert used.sum() == len(reference(DEFAULT)[0]) and not used.all()
+    logits, probs, features = values[C.LOGITS], values[C.LENS_TOP_PROBABILITIES], values[C.FEATURE_ACTIVATIONS]
+    assert np.all(logits[:, ~used] == 0) and np.all(np.abs(logits[:, used]).max(axis=0) > 1)
+    np.testing.assert_allclose(probs[:, ~used], 1 / logits.shape[0], rtol=1e-12)
+    assert np.all(features[:, ~used] == 0) and np.all(features[:, used].max(axis=0) > 0)
 
 
 @pytest.mark.parametrize("prompt", ["Shall I compare thee to a summer's", "To be, or not to be:\n"])
