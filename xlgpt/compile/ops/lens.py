@@ -1,7 +1,7 @@
 """The logit lens: read each residual stream as if it were the last, through ln_f and the unembedding."""
 
 from xlgpt.compile.ops.norm import normalize
-from xlgpt.compile.ops.output import softmax_stats
+from xlgpt.compile.ops.output import softmax_stats, unembed
 from xlgpt.sheet import contract as C
 from xlgpt.sheet.styles import IDS, LEVEL_SHADES, PERCENT, when
 
@@ -10,21 +10,13 @@ def lens(ctx, x):
     """What the model would predict from this residual stream: softmax(wte · ln_f(x)); its top token and
     that token's probability (= 1 / sum of exp(logit - largest)) at each position, or at the prompt's last
     token only in a book whose lens would be large (ctx.lens_at_last)."""
-    g, b, table = ctx.weight("weight"), ctx.weight("bias"), ctx.token_table()
+    g, b = ctx.weight("weight"), ctx.weight("bias")
     if ctx.lens_at_last:
         x = ctx.at_last_position(
             x, ctx.title + ": this residual stream at the prompt's last token", ctx.rows("x", x.height)
         )
     normed = normalize(ctx, x, g, b, "ln_f(x)", ctx.title + ": ln_f of this residual stream")
-    labels = [(text, i) for i, text in enumerate(ctx.vocab or ["token"] * table.height)]
-    logits = ctx.product(
-        ctx.block(labels, ctx.title + ": logits, wte · ln_f(x)", x.width),
-        "MMULT({wte},{x})",
-        "0*{column}",
-        wte=table,
-        x=normed,
-        column=table.col(0),
-    )
+    logits = unembed(ctx, normed, ctx.title + ": logits, wte · ln_f(x)")
     mx, total = softmax_stats(ctx, logits, ctx.title + ": each column's largest logit and sum of exponentials")
     top = ctx.block([("top token", None), ("its probability", None)], ctx.title + ": the top token", x.width)
     ctx.each(top.row(0), "MATCH({mx},{l},0)-1", mx=lambda _, t: mx.col(t), l=lambda _, t: logits.col(t))

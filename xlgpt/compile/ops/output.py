@@ -4,11 +4,13 @@ from xlgpt.sheet import contract as C
 from xlgpt.sheet.styles import BOLD, IDS, PERCENT
 
 
-def unembed(ctx, x):
-    """logits[v, t] = wte[v] · x[:, t] (GPT-2's LM head is tied to the token embedding)."""
+def unembed(ctx, x, title=None):
+    """logits[v, t] = wte[v] · x[:, t] (GPT-2's LM head is tied to the token embedding): a block titled `title`
+    (default: the stage's), one row per vocabulary entry."""
     table = ctx.token_table()
     labels = [(text, i) for i, text in enumerate(ctx.vocab or ["token"] * table.height)]
-    return ctx.product(ctx.block(labels), "MMULT({wte},{x})", "0*{column}", wte=table, x=x, column=table.col(0))
+    logits = ctx.block(labels, title, x.width)
+    return ctx.product(logits, "MMULT({wte},{x})", "0*{column}", wte=table, x=x, column=table.col(0))
 
 
 def unembed_backward(ctx, dlogits, x):
