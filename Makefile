@@ -1,5 +1,5 @@
 # xlgpt: `make demo` builds and verifies the default workbook, `make test` runs all the tests,
-# `make test-fast` the lint and the tests that need no office suite (35 s on a 2-core machine).
+# `make test-fast` the lint and the tests that need no office suite (37 s on a 2-core machine).
 PYTHON ?= python3
 PYTEST_FLAGS ?= -q
 
@@ -68,7 +68,7 @@ screenshots: install
 	    "backward=Layer 1 backward!A827:T866"
 
 # Both run the tests in parallel, one pytest-xdist worker per CPU (PYTEST_WORKERS=0: in this process, one at a
-# time). Measured on a 2-core machine: make test-fast, 35 s; make test, 9 min.
+# time). Measured on a 2-core machine: make test-fast, 37 s; make test, 9 min.
 PYTEST_WORKERS ?= auto
 
 test: install system
